@@ -1,0 +1,208 @@
+"""The configuration model: one frozen dataclass per TOML section.
+
+Each field's metadata carries its help text and, for numbers, its allowed range; the
+loader in `agent.config` validates a TOML file against these classes generically, and
+the example config is checked against them in the tests. Defaults suit a Raspberry Pi dock.
+Modules take the section they need (e.g. `OffloadSettings`), never the whole config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
+    """A config field with a default, help text and an optional numeric range."""
+    meta: dict[str, Any] = {"help": help}
+    if min is not None:
+        meta["min"] = min
+    if max is not None:
+        meta["max"] = max
+    if isinstance(default, list | dict):
+        captured = default
+        return field(default_factory=lambda: type(captured)(captured), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def req(help: str) -> Any:
+    """A required config field (no default)."""
+    return field(metadata={"help": help, "required": True})
+
+
+@dataclass(frozen=True)
+class DockSettings:
+    id: str = req("Unique dock identifier; used in MQTT topics and every custody record.")
+    timezone: str = opt("Asia/Shanghai", "IANA time zone of the unit (deadlines, reports).")
+    state_dir: Path = opt(Path("/var/lib/dock-agent"), "Ledger database, keys, journal.")
+    store_dir: Path = opt(Path("/var/lib/dock-agent/evidence"), "Evidence store root.")
+    runtime_dir: Path = opt(Path("/run/dock-agent"), "Sockets and mount points.")
+    key_file: Path | None = opt(
+        None, "Ed25519 signing key for ledger checkpoints (default: <state_dir>/dock.key)."
+    )
+
+
+@dataclass(frozen=True)
+class AllowedDevice:
+    vid: str = req("USB vendor id, 4 hex digits.")
+    pid: str = req("USB product id, 4 hex digits.")
+    serial_pattern: str = opt("", "Regular expression the USB serial must match (empty: any).")
+    storage_only: bool = opt(False, "Recorder has no serial control port (mass storage only).")
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    source: Literal["udev", "sim"] = opt("udev", "Where recorders come from: udev or dock-sim.")
+    sim_socket: Path = opt(Path("/run/dock-agent/sim.sock"), "dock-sim announcement socket.")
+    allow: list[AllowedDevice] = opt([], "Recorders allowed to dock (USB VID:PID [+ serial]).")
+    allow_storage_only: bool = opt(False, "Accept storage-only recorders at all.")
+    debounce_ms: int = opt(1500, "Ignore remove/add flaps shorter than this.", min=0, max=60000)
+    storage_wait_s: float = opt(
+        20.0, "How long to wait for storage after unlocking a recorder.", min=1, max=600
+    )
+    bays: dict[str, str] = opt({}, "USB port path (udev ID_PATH) -> bay label.")
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    fleet_secret_file: Path = opt(
+        Path("/etc/dock-agent/fleet.secret"), "Per-fleet HMAC secret for recorder authentication."
+    )
+    baudrate: int = opt(115200, "Serial baud rate (ignored by CDC-ACM).", min=1200, max=4000000)
+    command_timeout_s: float = opt(2.0, "Default per-command reply timeout.", min=0.05, max=60)
+    retries: int = opt(2, "Retries for idempotent commands.", min=0, max=10)
+
+
+@dataclass(frozen=True)
+class ClockSettings:
+    tolerance_ms: int = opt(1000, "Set the recorder clock when |drift| exceeds this.", min=1,
+                            max=3600000)
+    require_dock_sync: bool = opt(
+        True, "Never set recorder clocks unless the dock clock is NTP-synchronised."
+    )
+    assume_synchronised: bool | None = opt(
+        None, "Simulator/testing only: override the kernel's sync state."
+    )
+
+
+@dataclass(frozen=True)
+class MountSettings:
+    method: Literal["helper", "directory"] = opt(
+        "helper", "helper: privileged dock-mount helper; directory: storage is a directory (sim)."
+    )
+    helper_socket: Path = opt(
+        Path("/run/dock-agent-mount/mount.sock"), "Socket of the privileged mount helper."
+    )
+
+
+@dataclass(frozen=True)
+class OffloadSettings:
+    footage_dirs: list[str] = opt(["DCIM"], "Directories on the recorder that hold footage.")
+    max_concurrent: int = opt(4, "Recorders offloading at once.", min=1, max=64)
+    buffer_mib: int = opt(4, "Size of each copy buffer.", min=1, max=64)
+    buffers: int = opt(4, "Copy buffers per offload (pipeline depth).", min=2, max=32)
+    fdatasync_every_mib: int = opt(128, "Flush dirty pages every N MiB copied.", min=8, max=4096)
+    reserve_mib: int = opt(1024, "Free space always kept on the evidence disk.", min=0)
+    verify: Literal["always", "first-docking", "sampled", "off"] = opt(
+        "first-docking", "Re-read stored files from disk after commit."
+    )
+    verify_sample_rate: float = opt(0.1, "Fraction of files verified with verify=sampled.",
+                                    min=0.0, max=1.0)
+    wipe_after_offload: bool = opt(False, "Delete recorder copies after durable commit.")
+    read_retries: int = opt(3, "Retries of a failing source read before the file fails.",
+                            min=0, max=20)
+
+
+@dataclass(frozen=True)
+class DeadlineSettings:
+    hours: float | None = opt(24.0, "Store footage within N hours (regulation 000 §13).",
+                              min=1, max=8760)
+    working_days: int | None = opt(
+        None, "Or: within N working days (regulation 004 §13); set hours to none.", min=1, max=60
+    )
+    holiday_file: Path | None = opt(None, "File of YYYY-MM-DD holidays, one per line.")
+    workday_file: Path | None = opt(None, "File of YYYY-MM-DD weekend days that are worked.")
+
+
+@dataclass(frozen=True)
+class ReadinessSettings:
+    min_battery_percent: int = opt(90, "Battery needed for READY.", min=0, max=100)
+    min_free_gb: float | None = opt(8.0, "Free recorder storage needed, in GB.", min=0)
+    min_free_hours: float | None = opt(None, "Or: free storage in hours of recording.", min=0)
+    bitrate_mbps: float = opt(8.0, "Recording bitrate for min_free_hours.", min=0.1, max=1000)
+    allowed_firmware: list[str] = opt([], "Firmware versions allowed (empty: any).")
+    require_officer: bool = opt(True, "A recorder must have an officer assigned.")
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    enabled: bool = opt(True, "Report to the central service over MQTT.")
+    host: str = opt("localhost", "Broker host name.")
+    port: int = opt(8883, "Broker port.", min=1, max=65535)
+    protocol: Literal["5", "3.1.1"] = opt("5", "MQTT protocol version.")
+    tls: bool = opt(True, "Use TLS.")
+    ca_file: Path | None = opt(None, "CA certificate that signed the broker's certificate.")
+    cert_file: Path | None = opt(None, "This dock's client certificate.")
+    key_file: Path | None = opt(None, "This dock's client key.")
+    username: str | None = opt(None, "Optional user name.")
+    password_file: Path | None = opt(None, "File holding the password (kept out of the config).")
+    client_id: str | None = opt(None, "MQTT client id (default: dock id).")
+    topic_prefix: str = opt("dock/v1", "Versioned topic prefix.")
+    keepalive_s: int = opt(30, "MQTT keepalive.", min=5, max=3600)
+    backoff_min_s: float = opt(1.0, "First reconnect delay.", min=0.1, max=600)
+    backoff_max_s: float = opt(120.0, "Longest reconnect delay.", min=1, max=3600)
+    outbox_max_events: int = opt(1_000_000, "Outbox bound; only health samples are dropped.",
+                                 min=1000)
+    outbox_max_age_days: float = opt(30.0, "Drop health samples older than this.", min=1)
+    progress_interval_s: float = opt(1.0, "Minimum interval of offload progress messages.",
+                                     min=0.1, max=60)
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    interval_s: float = opt(60.0, "Health sample period.", min=1, max=3600)
+    store_free_warn_percent: float = opt(10.0, "Fault when evidence disk free space is below.",
+                                         min=0, max=100)
+    cpu_temp_warn_c: float = opt(80.0, "Fault when CPU temperature is above.", min=20, max=120)
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    socket: Path | None = opt(None, "dockctl socket (default: <runtime_dir>/control.sock).")
+    metrics_port: int | None = opt(None, "Prometheus metrics on 127.0.0.1:PORT (off if unset).",
+                                   min=1, max=65535)
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: Literal["debug", "info", "warning", "error"] = opt("info", "Log level.")
+    format: Literal["json", "text"] = opt("json", "JSON lines for journald, or text.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    dock: DockSettings
+    devices: DeviceSettings = field(default_factory=DeviceSettings)
+    recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    clock: ClockSettings = field(default_factory=ClockSettings)
+    mount: MountSettings = field(default_factory=MountSettings)
+    offload: OffloadSettings = field(default_factory=OffloadSettings)
+    deadline: DeadlineSettings = field(default_factory=DeadlineSettings)
+    readiness: ReadinessSettings = field(default_factory=ReadinessSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    @property
+    def key_file(self) -> Path:
+        return self.dock.key_file or self.dock.state_dir / "dock.key"
+
+    @property
+    def db_path(self) -> Path:
+        return self.dock.state_dir / "dock.sqlite3"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.dock.runtime_dir / "control.sock"
