@@ -87,3 +87,65 @@ def peek(conn: sqlite3.Connection, limit: int, after_seq: int = 0) -> list[Outbo
 def ack(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
     """Delete events the broker acknowledged (PUBACK)."""
     conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+
+# --- bounds policy, counters and statistics -------------------------------------------
+
+DROPPED_COUNTER = "dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int  # events waiting for a PUBACK
+    oldest_created_at: float | None  # creation time of the oldest waiting event
+    dropped: int  # health samples dropped by the bounds policy, ever (persisted)
+
+
+def counter(conn: sqlite3.Connection, name: str) -> int:
+    """A persisted counter's value (0 when never set)."""
+    row = conn.execute("SELECT value FROM outbox_counters WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def add_to_counter(conn: sqlite3.Connection, name: str, delta: int) -> int:
+    """Add `delta` to a persisted counter inside the caller's transaction; the new value."""
+    conn.execute(
+        "INSERT INTO outbox_counters (name, value) VALUES (?, ?)"
+        " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        (name, delta),
+    )
+    return counter(conn, name)
+
+
+def enforce_bounds(
+    conn: sqlite3.Connection, *, max_events: int, max_age_days: float, now: float | None = None
+) -> int:
+    """Apply the outbox bounds; returns how many events were dropped.
+
+    Policy: only droppable rows (periodic health samples) are ever deleted — first those
+    older than `max_age_days`, then the oldest droppable rows while the outbox holds more
+    than `max_events`. Custody and fault events are kept whatever the size, so the outbox
+    may exceed `max_events` when they alone fill it. Every drop is counted in the
+    persisted `dropped` counter, which the reporter publishes with the dock health.
+    """
+    t = time.time() if now is None else now
+    cutoff = t - max_age_days * 86400.0
+    dropped = conn.execute(
+        "DELETE FROM outbox WHERE droppable = 1 AND created_at < ?", (cutoff,)
+    ).rowcount
+    depth = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    excess = depth - max_events
+    if excess > 0:
+        dropped += conn.execute(
+            "DELETE FROM outbox WHERE seq IN"
+            " (SELECT seq FROM outbox WHERE droppable = 1 ORDER BY seq LIMIT ?)",
+            (excess,),
+        ).rowcount
+    if dropped:
+        add_to_counter(conn, DROPPED_COUNTER, dropped)
+    return dropped
+
+
+def stats(conn: sqlite3.Connection) -> OutboxStats:
+    row = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
+    return OutboxStats(int(row[0]), row[1], counter(conn, DROPPED_COUNTER))

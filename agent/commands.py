@@ -1,0 +1,151 @@
+"""What the agent does for commands from the central service (and the control socket).
+
+Commands enter at the top like any other event: each is validated, recorded in the custody
+ledger where it changes anything, and answered with what was done. A command that cannot
+be carried out is refused with a reason and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from agent.mqtt.errors import CommandRejected
+from agent.store import assignments, evidence
+from agent.store.db import open_readonly
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from agent.dockview import DockView
+
+# Field sizes of the recorder's officer record (protocol: fixed-size UTF-8 fields).
+OFFICER_FIELDS = {"officer_no": 7, "officer_name": 33, "unit_no": 13, "unit_name": 33}
+
+
+def _check_officer(record: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, limit in OFFICER_FIELDS.items():
+        value = record.get(name, "")
+        if not isinstance(value, str):
+            raise CommandRejected(f"{name} must be a string")
+        if len(value.encode("utf-8")) > limit:
+            raise CommandRejected(f"{name} is longer than {limit} bytes of UTF-8")
+        out[name] = value
+    if not out["officer_no"]:
+        raise CommandRejected("officer_no is required")
+    return out
+
+
+def _date(scope: Mapping[str, Any], key: str) -> dt.date | None:
+    value = scope.get(key)
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise CommandRejected(f"scope.{key} is not a YYYY-MM-DD date") from exc
+
+
+class AgentActions:
+    def __init__(self, view: DockView) -> None:
+        self.view = view
+
+    def _ledger(self) -> Any:
+        if self.view.ledger is None:
+            raise CommandRejected("agent is still starting")
+        return self.view.ledger
+
+    async def assign_officer(self, serial: str, record: Mapping[str, str]) -> dict[str, Any]:
+        fields = _check_officer(record)
+        req = await self.view.db.write(
+            lambda conn: assignments.request(conn, serial, requested_by="central", **fields)
+        )
+        applied = False
+        apply_now = self.view.apply_assignment
+        if apply_now is not None:
+            applied = await apply_now(serial)
+        return {"assignment_id": req.id, "recorder": serial,
+                "applied": applied, "pending": not applied}
+
+    async def set_hold(self, hold_id: str, reason: str, scope: Mapping[str, Any]) -> dict[str, Any]:
+        if not reason:
+            raise CommandRejected("a hold needs a reason")
+        ledger = self._ledger()
+        by = f"central:{hold_id}"
+        filters = {
+            "unit": scope.get("unit"), "device": scope.get("recorder"),
+            "officer": scope.get("officer"), "blake3_hex": scope.get("blake3"),
+            "date_from": _date(scope, "date_from"), "date_to": _date(scope, "date_to"),
+        }
+        if not any(v is not None for v in filters.values()):
+            raise CommandRejected("scope must name at least one of recorder, officer, unit,"
+                                  " blake3, date_from, date_to")
+
+        def tx(conn: sqlite3.Connection) -> list[int]:
+            files = evidence.query(conn, **filters, include_purged=False)  # type: ignore[arg-type]
+            held = []
+            for f in files:
+                if any(h.active and h.set_by == by for h in evidence.holds(conn, f.id)):
+                    continue  # this hold already covers the file
+                evidence.set_hold(conn, ledger, f.id, reason, by=by)
+                held.append(f.id)
+            if not files:
+                raise CommandRejected("scope matches no stored file")
+            return held
+
+        held = await self.view.db.write(tx)
+        return {"hold_id": hold_id, "files_held": len(held)}
+
+    async def clear_hold(self, hold_id: str, reason: str) -> dict[str, Any]:
+        ledger = self._ledger()
+        by = f"central:{hold_id}"
+
+        def tx(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT id FROM evidence_holds WHERE set_by = ? AND cleared_us IS NULL", (by,)
+            ).fetchall()
+            if not rows:
+                raise CommandRejected(f"no active hold {hold_id!r}")
+            for (hid,) in rows:
+                evidence.clear_hold(conn, ledger, hid, reason or "cleared by central", by=by)
+            return len(rows)
+
+        cleared = await self.view.db.write(tx)
+        return {"hold_id": hold_id, "files_released": cleared}
+
+    async def run_verify(self, deep: bool) -> dict[str, Any]:
+        from agent.store import verify
+
+        db_path = self.view.db.path
+        store = self.view.settings.dock.store_dir
+
+        def run() -> dict[str, Any]:
+            from agent.store.signing import load_public_key, public_key_path
+
+            key = load_public_key(public_key_path(self.view.settings.key_file))
+            conn = open_readonly(db_path)
+            try:
+                reports = [verify.verify_ledger(conn, key),
+                           verify.verify_store(conn, store, deep=deep)]
+            finally:
+                conn.close()
+            problems = [p for r in reports for p in r.problems]
+            return {
+                "ok": not problems,
+                "deep": deep,
+                "entries_checked": reports[0].entries_checked,
+                "files_checked": reports[1].files_checked,
+                "problems": [{"kind": p.kind, "where": p.where, "detail": p.detail}
+                             for p in problems],
+            }
+
+        return await asyncio.to_thread(run)
+
+    async def readiness_report(self) -> dict[str, Any]:
+        return self.view.readiness_report()
+
+    async def rebirth(self) -> None:
+        self.view.refresh()

@@ -1,0 +1,383 @@
+"""The udev decisions, as pure code: which device is a recorder, which tty and which block
+device belong to it, and what the rest of the agent is told.
+
+The udev adapter turns every `pyudev.Device` into a `UdevRecord` (plain property dicts:
+the device's own udev properties plus those of its `usb_device` ancestor) and feeds it to
+`DeviceTracker.handle` with the current monotonic time; the tracker answers with domain
+events. Nothing here touches udev, so every decision is tested on recorded property sets.
+
+Rules (see docs/mounting.md for the operator's view):
+- Hubs are infrastructure and ignored. With `[devices.bays]` configured, only devices at
+  or below a bay's port count; the rest (the board's own devices) are ignored. Without
+  bays, every non-hub USB device is in a bay.
+- A device in a bay that is not an allowed recorder is rejected once per attachment and
+  its tty and disks are never reported, so nothing ever mounts or reads them.
+- A recorder is keyed by its USB serial. Its tty (ttyACM*/ttyUSB*) and block devices are
+  paired with it through their `usb_device` ancestor; USB functions that are separate USB
+  devices (behind a hub inside the recorder) join it when they carry the same serial in
+  the same bay. The same serial in another bay is rejected as a duplicate.
+- Storage is reported once udev has identified a filesystem on it (`ID_FS_TYPE`, possibly
+  in a later `change` event): a partition, or a whole disk without a partition table.
+- Storage events are immediate: after a block device disappears its mount is dead even if
+  the same node comes back, so the offloader must hear about it. For a recorder with a
+  control port, StorageAppeared always follows its RecorderPlugged.
+- The recorder itself (its USB device and, unless storage-only, its tty) is debounced:
+  when it vanishes, RecorderUnplugged is sent only if it stays away for `debounce_ms`. If it
+  comes back in time nothing is sent, except a new RecorderPlugged when its tty came back
+  under a different node (the session must reopen the control port there).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent.devices.allowlist import Allowed, AllowList, format_vid_pid
+from agent.devices.debounce import Debouncer
+from agent.devices.events import (
+    BlockStorage,
+    DeviceEvent,
+    DeviceRejected,
+    RecorderPlugged,
+    RecorderUnplugged,
+    StorageAppeared,
+    StorageRemoved,
+)
+from agent.devices.ports import BayMap, port_of, usb_device_devpath
+from agent.settings import DeviceSettings
+
+_TTY_NODE = re.compile(r"^/dev/tty(?:ACM|USB)\d+$")
+_ADD_ACTIONS = frozenset({"add", "change", "bind"})
+
+
+@dataclass(frozen=True, slots=True)
+class UdevRecord:
+    """One udev device as plain data.
+
+    `props` are the device's udev properties (ACTION, SUBSYSTEM, DEVPATH, DEVNAME, DEVTYPE,
+    ID_FS_TYPE, ...). `usb` are the properties of its `usb_device` ancestor, with sysfs
+    attributes the adapter could read added as `ATTR{name}`; None when it has none or it
+    is already gone (remove events).
+    """
+
+    props: Mapping[str, str]
+    usb: Mapping[str, str] | None = None
+
+    @property
+    def action(self) -> str:
+        return self.props.get("ACTION", "add")
+
+    @property
+    def devpath(self) -> str:
+        return self.props.get("DEVPATH", "")
+
+
+def _hex4(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return f"{int(value, 16):04x}"
+    except ValueError:
+        return None
+
+
+def usb_ids(usb: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(vid:pid, serial) of a usb_device from udev properties, sysfs attributes or PRODUCT."""
+    vid = _hex4(usb.get("ID_VENDOR_ID") or usb.get("ATTR{idVendor}"))
+    pid = _hex4(usb.get("ID_MODEL_ID") or usb.get("ATTR{idProduct}"))
+    if (vid is None or pid is None) and usb.get("PRODUCT"):
+        parts = usb["PRODUCT"].split("/")  # kernel: "1d6b/104/100", hex without padding
+        if len(parts) >= 2:
+            vid, pid = _hex4(parts[0]), _hex4(parts[1])
+    vid_pid = format_vid_pid(vid, pid) if vid and pid else None
+    serial = usb.get("ID_SERIAL_SHORT") or usb.get("ATTR{serial}") or None
+    return vid_pid, serial
+
+
+def is_hub(usb: Mapping[str, str]) -> bool:
+    """USB class 09 (hub), from the kernel's TYPE=class/subclass/protocol or bDeviceClass."""
+    device_class = usb.get("TYPE", "").split("/")[0]
+    if device_class:
+        return device_class == "9"
+    return usb.get("ATTR{bDeviceClass}", "").strip() == "09"
+
+
+@dataclass(slots=True)
+class _Usb:
+    devpath: str
+    bay: str
+    key: str | None  # recorder key; None for a rejected device
+    vid_pid: str | None
+    storage_only: bool
+
+
+@dataclass(slots=True)
+class _Recorder:
+    key: str
+    bay: str
+    vid_pid: str
+    storage_only: bool
+    usb: set[str] = field(default_factory=set)  # DEVPATHs of its USB devices
+    ttys: dict[str, str] = field(default_factory=dict)  # DEVPATH -> /dev node
+    volumes: dict[str, BlockStorage] = field(default_factory=dict)  # DEVPATH -> storage
+    told: bool = False  # RecorderPlugged (or storage-only StorageAppeared) was sent
+    told_tty: str | None = None
+    told_storage: tuple[str, BlockStorage] | None = None
+
+    def tty(self) -> str | None:
+        if self.told_tty is not None and self.told_tty in self.ttys.values():
+            return self.told_tty
+        return self.ttys[min(self.ttys)] if self.ttys else None
+
+    def volume(self) -> tuple[str, BlockStorage] | None:
+        told = self.told_storage
+        if told is not None and self.volumes.get(told[0]) == told[1]:
+            return told
+        if not self.volumes:
+            return None
+        devpath = min(self.volumes)
+        return devpath, self.volumes[devpath]
+
+    def present(self) -> bool:
+        return bool(self.usb) and (self.storage_only or bool(self.ttys))
+
+
+class DeviceTracker:
+    """Pairs udev records into recorders and decides the domain events (pure)."""
+
+    def __init__(self, settings: DeviceSettings) -> None:
+        self._allow = AllowList(settings.allow, allow_storage_only=settings.allow_storage_only)
+        self._bays = BayMap(settings.bays)
+        self._debounce: Debouncer[str] = Debouncer(settings.debounce_ms / 1000.0)
+        self._usb: dict[str, _Usb] = {}
+        self._recorders: dict[str, _Recorder] = {}
+        self._children: dict[str, str] = {}  # tty/block DEVPATH -> recorder key
+
+    def next_deadline(self) -> float | None:
+        """When `tick` next has something to do (monotonic seconds), if ever."""
+        return self._debounce.next_deadline()
+
+    def tick(self, now: float) -> list[DeviceEvent]:
+        """Send the unplugs whose debounce window has passed."""
+        events: list[DeviceEvent] = []
+        for key in self._debounce.pop_due(now):
+            rec = self._recorders.get(key)
+            if rec is not None:
+                events += self._unplug(rec)
+        return events
+
+    def resync(self, present: list[UdevRecord], now: float) -> list[DeviceEvent]:
+        """Catch up after lost udev events (netlink buffer overrun): `present` is a fresh
+        enumeration. New devices are added; devices the tracker knows that are no longer
+        present are removed as if their remove events had arrived (children first)."""
+        events: list[DeviceEvent] = []
+        for record in present:
+            events += self.handle(record, now)
+        seen = {record.devpath for record in present}
+        gone_children = [p for p in self._children if p not in seen]
+        gone_usb = [p for p in self._usb if p not in seen]
+        # A tty and a disk leave the same way (`_child_removed`), so "block" serves both.
+        for devpath, subsystem in [(p, "block") for p in gone_children] + [
+            (p, "usb") for p in gone_usb
+        ]:
+            removal = {"ACTION": "remove", "SUBSYSTEM": subsystem, "DEVPATH": devpath}
+            events += self.handle(UdevRecord(removal), now)
+        return events
+
+    def handle(self, record: UdevRecord, now: float) -> list[DeviceEvent]:
+        """Apply one udev record; returns the domain events it causes, in order."""
+        events = self.tick(now)  # a window that has passed is decided before this record
+        props = record.props
+        subsystem = props.get("SUBSYSTEM", "")
+        action = record.action
+        devpath = record.devpath
+        if not devpath:
+            return events
+        key: str | None = None
+        if subsystem == "usb":
+            if action == "remove":
+                key = self._usb_removed(devpath)
+            elif action in _ADD_ACTIONS and props.get("DEVTYPE") == "usb_device":
+                key = self._usb_seen(props, events)
+        elif subsystem == "tty":
+            if action == "remove":
+                key = self._child_removed(devpath)
+            elif action in _ADD_ACTIONS and _TTY_NODE.match(props.get("DEVNAME", "")):
+                key = self._tty_seen(record, events)
+        elif subsystem == "block":
+            if action == "remove":
+                key = self._child_removed(devpath)
+            elif action in _ADD_ACTIONS:
+                key = self._block_seen(record, events)
+        if key is not None and key in self._recorders:
+            events += self._reconcile(self._recorders[key], now)
+        return events
+
+    # -- USB devices -------------------------------------------------------------------
+
+    def _usb_seen(self, usb: Mapping[str, str], events: list[DeviceEvent]) -> str | None:
+        devpath = usb.get("DEVPATH", "")
+        known = self._usb.get(devpath)
+        if known is not None:  # coldplug duplicate, change, bind: decided already
+            return self._recorder_of(known)
+        port = port_of(devpath)
+        if port is None or is_hub(usb):
+            return None
+        bay = self._bays.label(port)
+        if bay is None:  # the board's own devices, outside every bay
+            return None
+        vid_pid, serial = usb_ids(usb)
+        verdict = self._allow.check(vid_pid, serial)
+        if isinstance(verdict, Allowed) and serial is not None:
+            rec = self._recorders.get(serial)
+            if rec is not None and rec.bay != bay:
+                if rec.usb:
+                    self._reject(
+                        devpath, bay, vid_pid, serial,
+                        f"USB serial {serial!r} is already docked in bay {rec.bay}", events,
+                    )
+                    return None
+                # It left its old bay (unplug still debouncing) and turned up in another:
+                # that is a move, not a flap.
+                self._debounce.cancel(serial)
+                events += self._unplug(rec)
+                rec = None
+            if rec is None:
+                rec = _Recorder(serial, bay, verdict.vid_pid, verdict.storage_only)
+                self._recorders[serial] = rec
+            rec.usb.add(devpath)
+            self._usb[devpath] = _Usb(devpath, bay, serial, vid_pid, verdict.storage_only)
+            return serial
+        reason = verdict.reason if not isinstance(verdict, Allowed) else "no USB serial"
+        self._reject(devpath, bay, vid_pid, serial, reason, events)
+        return None
+
+    def _reject(
+        self, devpath: str, bay: str, vid_pid: str | None, serial: str | None, reason: str,
+        events: list[DeviceEvent],
+    ) -> None:
+        self._usb[devpath] = _Usb(devpath, bay, None, vid_pid, False)
+        events.append(DeviceRejected(bay, vid_pid, serial, reason, devpath))
+
+    def _recorder_of(self, usb: _Usb) -> str | None:
+        """The recorder key of a known USB device, re-creating the recorder if it was
+        unplugged (tty gone too long) while the USB device itself stayed."""
+        if usb.key is None:
+            return None
+        rec = self._recorders.get(usb.key)
+        if rec is None:
+            assert usb.vid_pid is not None
+            rec = _Recorder(usb.key, usb.bay, usb.vid_pid, usb.storage_only)
+            self._recorders[usb.key] = rec
+        rec.usb.add(usb.devpath)
+        return usb.key
+
+    def _usb_removed(self, devpath: str) -> str | None:
+        usb = self._usb.pop(devpath, None)
+        if usb is None or usb.key is None:
+            return None
+        rec = self._recorders.get(usb.key)
+        if rec is None:
+            return None
+        rec.usb.discard(devpath)
+        # Children normally go first; if their removes were lost, forget them now.
+        below = devpath + "/"
+        for child in [p for p in rec.ttys if p.startswith(below)]:
+            del rec.ttys[child]
+            self._children.pop(child, None)
+        for child in [p for p in rec.volumes if p.startswith(below)]:
+            del rec.volumes[child]
+            self._children.pop(child, None)
+        return rec.key
+
+    # -- ttys and disks ----------------------------------------------------------------
+
+    def _parent_key(self, record: UdevRecord, events: list[DeviceEvent]) -> str | None:
+        if record.usb is not None:
+            return self._usb_seen(record.usb, events)
+        usb_devpath = usb_device_devpath(record.devpath)
+        known = self._usb.get(usb_devpath) if usb_devpath else None
+        return self._recorder_of(known) if known else None
+
+    def _tty_seen(self, record: UdevRecord, events: list[DeviceEvent]) -> str | None:
+        key = self._parent_key(record, events)
+        if key is None:
+            return None
+        rec = self._recorders[key]
+        if not rec.storage_only:  # a storage-only entry's tty is not its control port
+            rec.ttys[record.devpath] = record.props["DEVNAME"]
+            self._children[record.devpath] = key
+        return key
+
+    def _block_seen(self, record: UdevRecord, events: list[DeviceEvent]) -> str | None:
+        key = self._parent_key(record, events)
+        if key is None:
+            return None
+        rec = self._recorders[key]
+        props = record.props
+        fs_type = props.get("ID_FS_TYPE", "")
+        usage = props.get("ID_FS_USAGE", "filesystem")
+        devtype = props.get("DEVTYPE", "")
+        devnode = props.get("DEVNAME", "")
+        self._children[record.devpath] = key
+        if fs_type and usage == "filesystem" and devnode and devtype in ("disk", "partition"):
+            rec.volumes[record.devpath] = BlockStorage(devnode, fs_type, devtype == "disk")
+        else:  # no filesystem (yet): a partition table, no medium, or udev still probing
+            rec.volumes.pop(record.devpath, None)
+        return key
+
+    def _child_removed(self, devpath: str) -> str | None:
+        key = self._children.pop(devpath, None)
+        rec = self._recorders.get(key) if key else None
+        if rec is None:
+            return None
+        rec.ttys.pop(devpath, None)
+        rec.volumes.pop(devpath, None)
+        return key
+
+    # -- what the agent is told ----------------------------------------------------------
+
+    def _reconcile(self, rec: _Recorder, now: float) -> list[DeviceEvent]:
+        events: list[DeviceEvent] = []
+        volume = rec.volume()
+        if rec.told_storage is not None and volume != rec.told_storage:
+            events.append(StorageRemoved(rec.key, rec.bay))
+            rec.told_storage = None
+        if not rec.present():
+            if rec.told:
+                self._debounce.hold(rec.key, now)
+            elif not rec.usb:
+                self._forget(rec)
+            return events
+        self._debounce.cancel(rec.key)
+        tty = rec.tty()
+        if not rec.storage_only and tty is not None and tty != rec.told_tty:
+            events.append(RecorderPlugged(rec.key, rec.bay, tty, rec.vid_pid, "udev"))
+            rec.told_tty = tty
+            rec.told = True
+        # Present means a recorder with a control port has its tty, announced just above.
+        if volume is not None and rec.told_storage is None:
+            events.append(
+                StorageAppeared(rec.key, rec.bay, volume[1], rec.vid_pid, rec.storage_only, "udev")
+            )
+            rec.told_storage = volume
+            rec.told = True
+        return events
+
+    def _unplug(self, rec: _Recorder) -> list[DeviceEvent]:
+        events: list[DeviceEvent] = []
+        if rec.told_storage is not None:
+            events.append(StorageRemoved(rec.key, rec.bay))
+        if rec.told:
+            events.append(RecorderUnplugged(rec.key, rec.bay))
+        rec.told, rec.told_tty, rec.told_storage = False, None, None
+        if not rec.usb:
+            self._forget(rec)
+        return events
+
+    def _forget(self, rec: _Recorder) -> None:
+        self._recorders.pop(rec.key, None)
+        self._debounce.cancel(rec.key)
+        for child in [p for p, k in self._children.items() if k == rec.key]:
+            del self._children[child]

@@ -1,0 +1,175 @@
+"""Periodic dock health: sample, publish, and keep health faults in step with reality.
+
+Each period: read the system (in a worker thread), compute the projected days until the
+evidence disk is full from the recent offload rate, evaluate the health rules, raise a
+fault for each new issue and clear the ones that went away, check for overdue recorders
+(not docked within the storage deadline), and hand the sample to the reporter as the
+dock's retained health state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__
+from agent.compliance.overdue import Whereabouts, overdue_recorders
+from agent.health import system
+from agent.health.rules import OffloadRate, health_issues, projected_days_until_full
+from agent.session.clock import kernel_clock_synchronised
+from agent.settings import Settings
+from agent.store import faults as fault_register
+from agent.store.db import Database
+from agent.watchdog import LoopLag
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from agent.dockview import DockView
+
+log = logging.getLogger(__name__)
+
+
+def stored_bytes_total(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT COALESCE(SUM(size), 0) FROM evidence_files").fetchone()
+    return int(row[0])
+
+
+def whereabouts(conn: sqlite3.Connection, docked: set[str]) -> list[Whereabouts]:
+    """Last undock per recorder that has been identified at this dock."""
+    rows = conn.execute(
+        "SELECT recorder, officer, MAX(time_us) FROM ledger"
+        " WHERE kind = 'undocked' AND recorder IS NOT NULL GROUP BY recorder"
+    ).fetchall()
+    out = []
+    for recorder, officer, t_us in rows:
+        left = datetime.fromtimestamp(t_us / 1e6, UTC)
+        out.append(Whereabouts(recorder, officer, left, recorder in docked))
+    return out
+
+
+class HealthMonitor:
+    def __init__(self, settings: Settings, db: Database, view: DockView, lag: LoopLag) -> None:
+        self.settings = settings
+        self.db = db
+        self.view = view
+        self.lag = lag
+        self.rate = OffloadRate()
+        self.last: dict[str, Any] = {}
+
+    async def run(self) -> None:
+        self.rate.observe_start(time.time())
+        previous_total = await self.db.read(stored_bytes_total)
+        while True:
+            try:
+                total = await self.db.read(stored_bytes_total)
+                if total > previous_total:
+                    self.rate.add(time.time(), total - previous_total)
+                previous_total = total
+                await self.sample()
+            except Exception:  # health must never take the agent down
+                log.exception("health sample failed")
+            await asyncio.sleep(self.settings.health.interval_s)
+
+    async def sample(self) -> dict[str, Any]:
+        readings = await asyncio.to_thread(system.read, self.settings.dock.store_dir)
+        synced = await asyncio.to_thread(kernel_clock_synchronised)
+        reporter = self.view.reporter
+        stats: dict[str, Any] = reporter.stats() if reporter is not None else {}
+        connected = bool(reporter.connected) if reporter is not None else None
+        oldest = stats.get("outbox_oldest_age_s")
+        issues = health_issues(
+            readings, self.settings.health, clock_synchronised=synced,
+            broker_connected=connected, outbox_oldest_age_s=oldest,
+        )
+        now = time.time()
+        per_day = self.rate.bytes_per_day(now)
+        recorders = self.view.recorders()
+        health: dict[str, Any] = {
+            "time": now,
+            "agent_version": __version__,
+            "store_total_bytes": readings.store_total_bytes,
+            "store_free_bytes": readings.store_free_bytes,
+            "store_free_percent": round(readings.store_free_percent, 2),
+            "offload_bytes_per_day": per_day,
+            "projected_days_until_full": projected_days_until_full(
+                readings.store_free_bytes, per_day),
+            "cpu_temp_c": readings.cpu_temp_c,
+            "load": list(readings.load),
+            "mem_total_bytes": readings.mem_total_bytes,
+            "mem_available_bytes": readings.mem_available_bytes,
+            "uptime_s": readings.uptime_s,
+            "clock_synchronised": synced,
+            "broker_connected": connected,
+            "outbox_depth": stats.get("outbox_depth"),
+            "outbox_oldest_age_s": oldest,
+            "loop_lag_ms": round(self.lag.worst_recent_s * 1000, 1),
+            "throttling_now": readings.throttling_now,
+            "throttling_since_boot": readings.throttling_since_boot,
+            "bays": [{"bay": r.get("bay"), "serial": r.get("serial"), "state": r.get("state")}
+                     for r in recorders],
+            "issues": [{"code": i.code, "reason": i.reason} for i in issues],
+        }
+        self.view.store_free_bytes = readings.store_free_bytes
+        await self._sync_faults({i.code: i.reason for i in issues})
+        docked = {str(r.get("serial")) for r in recorders if r.get("serial")}
+        await self._check_overdue(docked, now)
+        if reporter is not None:
+            reporter.set_dock_health(health)
+        self.last = health
+        return health
+
+    async def _sync_faults(self, issues: dict[str, str]) -> None:
+        """One open HEALTH fault per issue code; cleared when the issue goes away."""
+        ledger = self.view.ledger
+        if ledger is None:
+            return
+
+        def tx(conn: sqlite3.Connection) -> None:
+            open_now = {
+                (f.detail or {}).get("issue"): f
+                for f in fault_register.open_faults(conn)
+                if f.code == fault_register.FaultCode.HEALTH
+            }
+            for code, reason in issues.items():
+                if code not in open_now:
+                    fault_register.raise_fault(
+                        conn, ledger, fault_register.FaultCode.HEALTH, reason,
+                        severity="warning", detail={"issue": code},
+                    )
+            for code, fault in open_now.items():
+                if code not in issues:
+                    fault_register.clear_fault(conn, ledger, fault.id, "condition cleared")
+
+        await self.db.write(tx)
+
+    async def _check_overdue(self, docked: set[str], now: float) -> None:
+        ledger = self.view.ledger
+        if ledger is None:
+            return
+        policy = self.view.deadline
+        moment = datetime.fromtimestamp(now, UTC)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            known = whereabouts(conn, docked)
+            late = {o.serial: o for o in overdue_recorders(known, policy, moment)}
+            open_overdue = {
+                f.recorder: f for f in fault_register.open_faults(conn)
+                if f.code == fault_register.FaultCode.OVERDUE
+            }
+            for serial, o in late.items():
+                if serial not in open_overdue:
+                    fault_register.raise_fault(
+                        conn, ledger, fault_register.FaultCode.OVERDUE,
+                        f"not docked since {o.left_at.isoformat()} (deadline {o.due.isoformat()})",
+                        recorder=serial, officer=o.officer_no, severity="warning",
+                        detail={"left_at": o.left_at.isoformat(), "due": o.due.isoformat()},
+                    )
+            for serial, fault in open_overdue.items():
+                if serial not in late:
+                    fault_register.clear_fault(conn, ledger, fault.id, "recorder docked")
+
+        await self.db.write(tx)

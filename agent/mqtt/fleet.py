@@ -1,0 +1,320 @@
+"""Fleet view: a reference consumer for the ops team.
+
+Subscribes to every dock's status, health, recorder state/progress and events under the
+prefix and keeps a live model: docks (online, bdSeq, health, outbox), recorders (docked,
+readiness, battery, officer, last offload, progress) and open faults. Recorder states whose
+bdSeq is older than their dock's current session, or whose dock is offline, are shown as
+stale (Sparkplug rule: a dock's death makes its recorders' state unknown).
+`run_fleet()` is what `dockctl fleet` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from agent.mqtt.backoff import Backoff
+from agent.mqtt.errors import MqttError
+from agent.mqtt.topics import fleet_filters
+from agent.mqtt.transport import PahoTransport
+from agent.settings import MqttSettings
+
+
+@dataclass
+class RecorderView:
+    dock_id: str
+    serial: str
+    docked: bool = False
+    bd_seq: int = 0
+    bay: str = ""
+    officer: str = ""
+    battery_percent: float | None = None
+    verdict: str = "UNKNOWN"
+    reasons: list[str] = field(default_factory=list)
+    progress: dict[str, Any] | None = None
+    last_offload: str | None = None
+    updated: str | None = None
+
+
+@dataclass
+class DockView:
+    dock_id: str
+    online: bool = False
+    bd_seq: int = 0
+    since: str | None = None
+    agent_version: str = ""
+    health: dict[str, Any] = field(default_factory=dict)
+    outbox_depth: int | None = None
+    dropped: int | None = None
+    last_event_seq: int = 0
+    open_faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class FleetModel:
+    """Pure: feed it (topic, payload) pairs; read `snapshot()` or `render_table()`."""
+
+    def __init__(self, prefix: str = "dock/v1") -> None:
+        self.prefix = prefix
+        self.docks: dict[str, DockView] = {}
+        self.recorders: dict[tuple[str, str], RecorderView] = {}
+
+    def _dock(self, dock_id: str) -> DockView:
+        return self.docks.setdefault(dock_id, DockView(dock_id))
+
+    def apply(self, topic: str, payload: bytes) -> bool:
+        """Update from one message; False when it was not understood (ignored)."""
+        if not topic.startswith(self.prefix + "/"):
+            return False
+        levels = topic[len(self.prefix) + 1:].split("/")
+        if len(levels) < 2:
+            return False
+        dock_id, rest = levels[0], levels[1:]
+        if not payload:
+            if rest[:1] == ["recorder"] and len(rest) == 3 and rest[2] == "state":
+                self.recorders.pop((dock_id, rest[1]), None)
+                return True
+            return False
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return False
+        if not isinstance(body, dict):
+            return False
+        match rest:
+            case ["status"]:
+                self._on_status(dock_id, body)
+            case ["health"]:
+                self._on_health(dock_id, body)
+            case ["recorder", serial, "state"]:
+                self._on_recorder(dock_id, serial, body)
+            case ["recorder", serial, "progress"]:
+                rec = self.recorders.setdefault((dock_id, serial), RecorderView(dock_id, serial))
+                rec.progress = {k: v for k, v in body.items() if k not in ("dock_id", "serial")}
+            case ["events", stream]:
+                self._on_event(dock_id, stream, body)
+            case _:
+                return False
+        return True
+
+    def _on_status(self, dock_id: str, body: dict[str, Any]) -> None:
+        dock = self._dock(dock_id)
+        bd_seq = int(body.get("bdSeq", 0))
+        if body.get("state") == "online":
+            dock.online, dock.bd_seq = True, bd_seq
+            dock.since = body.get("time")
+            dock.agent_version = str(body.get("agent_version", ""))
+        elif bd_seq >= dock.bd_seq:  # an old session's Will must not kill the new one
+            dock.online, dock.bd_seq = False, bd_seq
+            dock.since = body.get("time")
+
+    def _on_health(self, dock_id: str, body: dict[str, Any]) -> None:
+        dock = self._dock(dock_id)
+        dock.health = dict(body.get("health") or {})
+        ob = body.get("outbox") or {}
+        dock.outbox_depth = ob.get("depth")
+        dock.dropped = ob.get("dropped")
+        dock.agent_version = str(body.get("agent_version", dock.agent_version))
+
+    def _on_recorder(self, dock_id: str, serial: str, body: dict[str, Any]) -> None:
+        rec = self.recorders.setdefault((dock_id, serial), RecorderView(dock_id, serial))
+        rec.docked = bool(body.get("docked"))
+        rec.bd_seq = int(body.get("bdSeq", 0))
+        rec.updated = body.get("time")
+        if not rec.docked:
+            rec.progress = None
+            return
+        rec.bay = str(body.get("bay", ""))
+        officer = body.get("officer") or {}
+        rec.officer = str(officer.get("officer_no", "")) if isinstance(officer, dict) else ""
+        battery = body.get("battery") or {}
+        rec.battery_percent = battery.get("percent") if isinstance(battery, dict) else None
+        ready = body.get("readiness") or {}
+        rec.verdict = str(ready.get("verdict", "UNKNOWN")) if isinstance(ready, dict) else "?"
+        rec.reasons = list(ready.get("reasons", [])) if isinstance(ready, dict) else []
+        if isinstance(body.get("offload"), dict):
+            rec.progress = body["offload"]
+
+    def _on_event(self, dock_id: str, stream: str, body: dict[str, Any]) -> None:
+        dock = self._dock(dock_id)
+        dock.last_event_seq = max(dock.last_event_seq, int(body.get("seq", 0)))
+        data = body.get("payload") or {}
+        subject = body.get("subject")
+        if stream == "custody" and subject:
+            kind = str(data.get("kind", ""))
+            if "offload" in kind or "stored" in kind:
+                rec = self.recorders.setdefault((dock_id, subject),
+                                                RecorderView(dock_id, subject))
+                rec.last_offload = body.get("created_at")
+        elif stream == "fault":
+            kind = str(data.get("code") or data.get("kind") or "fault")
+            key = f"{subject or '-'}:{kind.removesuffix('-cleared')}"
+            if data.get("cleared") or kind.endswith("-cleared"):
+                dock.open_faults.pop(key, None)
+            else:
+                dock.open_faults[key] = {"subject": subject, "kind": kind,
+                                         "time": body.get("created_at"),
+                                         "message": data.get("message") or data.get("reason")}
+
+    def stale(self, rec: RecorderView) -> bool:
+        dock = self.docks.get(rec.dock_id)
+        return dock is None or not dock.online or rec.bd_seq < dock.bd_seq
+
+    def snapshot(self) -> dict[str, Any]:
+        docks = []
+        for dock_id in sorted(self.docks):
+            d = self.docks[dock_id]
+            recs = [r for (did, _), r in sorted(self.recorders.items()) if did == dock_id]
+            docks.append({
+                "dock_id": d.dock_id, "online": d.online, "bdSeq": d.bd_seq, "since": d.since,
+                "agent_version": d.agent_version, "health": d.health,
+                "outbox_depth": d.outbox_depth, "dropped": d.dropped,
+                "last_event_seq": d.last_event_seq,
+                "open_faults": list(d.open_faults.values()),
+                "recorders": [{
+                    "serial": r.serial, "docked": r.docked, "stale": self.stale(r),
+                    "bay": r.bay, "officer": r.officer, "battery_percent": r.battery_percent,
+                    "readiness": r.verdict, "reasons": r.reasons, "progress": r.progress,
+                    "last_offload": r.last_offload, "updated": r.updated,
+                } for r in recs],
+            })
+        return {"docks": docks}
+
+    def render_table(self) -> str:
+        lines = [f"{'DOCK':<14} {'STATE':<8} {'OUTBOX':>7} {'DROPPED':>7} FAULTS"]
+        for d in self.snapshot()["docks"]:
+            lines.append(f"{d['dock_id']:<14} {'online' if d['online'] else 'OFFLINE':<8} "
+                         f"{_dash(d['outbox_depth']):>7} {_dash(d['dropped']):>7} "
+                         f"{len(d['open_faults'])}")
+        lines.append("")
+        lines.append(f"{'DOCK':<14} {'RECORDER':<12} {'BAY':<4} {'OFFICER':<10} {'BATT':>5} "
+                     f"{'READINESS':<10} {'LAST OFFLOAD':<25} NOTE")
+        for d in self.snapshot()["docks"]:
+            for r in d["recorders"]:
+                if not r["docked"]:
+                    continue
+                batt = "-" if r["battery_percent"] is None else f"{r['battery_percent']:.0f}%"
+                note = "stale" if r["stale"] else ", ".join(r["reasons"])
+                if r["progress"] and not r["stale"]:
+                    p = r["progress"]
+                    note = (note + " " if note else "") + (
+                        f"offload {p.get('files_done', '?')}/{p.get('files_total', '?')}")
+                lines.append(f"{d['dock_id']:<14} {r['serial']:<12} {r['bay']:<4} "
+                             f"{r['officer'] or '-':<10} {batt:>5} {r['readiness']:<10} "
+                             f"{r['last_offload'] or '-':<25} {note}")
+        for d in self.snapshot()["docks"]:
+            for f in d["open_faults"]:
+                lines.append(f"FAULT {d['dock_id']} {f['subject'] or '-'} {f['kind']} "
+                             f"{f['time'] or ''} {f['message'] or ''}".rstrip())
+        return "\n".join(lines) + "\n"
+
+
+def _dash(v: object) -> str:
+    return "-" if v is None else str(v)
+
+
+def fleet_settings(
+    broker: str,
+    *,
+    tls: bool = True,
+    ca_file: Path | None = None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+    username: str | None = None,
+    password_file: Path | None = None,
+    topic_prefix: str = "dock/v1",
+    protocol: str = "5",
+) -> MqttSettings:
+    """MqttSettings for `dockctl fleet --broker HOST:PORT [--tls ...]`."""
+    host, sep, port = broker.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--broker must be HOST:PORT, got {broker!r}")
+    return replace(
+        MqttSettings(), host=host.strip("[]"), port=int(port), tls=tls, ca_file=ca_file,
+        cert_file=cert_file, key_file=key_file, username=username,
+        password_file=password_file, topic_prefix=topic_prefix,
+        protocol="3.1.1" if protocol == "3.1.1" else "5",
+    )
+
+
+async def run_fleet(
+    settings: MqttSettings,
+    *,
+    json: bool = False,
+    once: bool = False,
+    out: TextIO | None = None,
+    settle_s: float = 2.0,
+    refresh_s: float = 2.0,
+) -> FleetModel:
+    """Show the fleet. `once`: collect the retained state for `settle_s`, print, return.
+    Otherwise print on every change (at most every `refresh_s`) until cancelled."""
+    stream = out or sys.stdout
+    model = FleetModel(settings.topic_prefix)
+    backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s)
+    client_id = settings.client_id or f"fleet-{uuid.uuid4().hex[:10]}"
+
+    def emit() -> None:
+        if json:
+            stream.write(_json_dumps(model.snapshot()) + "\n")
+        else:
+            stream.write(model.render_table() + ("" if once else "\n"))
+        stream.flush()
+
+    while True:
+        transport = PahoTransport(settings, client_id)
+        try:
+            await transport.connect()
+            for f in fleet_filters(settings.topic_prefix):
+                await transport.subscribe(f, qos=1)
+            backoff.reset()
+            if once:
+                await _collect(transport, model, settle_s)
+                emit()
+                return model
+            await _follow(transport, model, refresh_s, emit)
+        except MqttError as exc:
+            if once:
+                raise
+            stream.write(f"# broker: {exc}; retrying\n")
+            stream.flush()
+        finally:
+            with contextlib.suppress(MqttError):
+                await transport.disconnect()
+        await asyncio.sleep(backoff.next_delay())
+
+
+async def _collect(transport: PahoTransport, model: FleetModel, settle_s: float) -> None:
+    """Read until nothing new has arrived for `settle_s` (retained state comes first)."""
+    while True:
+        try:
+            msg = await asyncio.wait_for(transport.next_message(), settle_s)
+        except TimeoutError:
+            return
+        model.apply(msg.topic, msg.payload)
+
+
+async def _follow(transport: PahoTransport, model: FleetModel, refresh_s: float,
+                  emit: Callable[[], None]) -> None:
+    last = 0.0
+    dirty = False
+    while True:
+        timeout = max(0.05, refresh_s - (time.monotonic() - last)) if dirty else None
+        try:
+            msg = await asyncio.wait_for(transport.next_message(), timeout)
+            dirty = model.apply(msg.topic, msg.payload) or dirty
+        except TimeoutError:
+            pass
+        if dirty and time.monotonic() - last >= refresh_s:
+            emit()
+            last, dirty = time.monotonic(), False
+
+
+def _json_dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

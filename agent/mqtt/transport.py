@@ -1,0 +1,457 @@
+"""MQTT transport: paho-mqtt driven from the asyncio loop, behind a small interface.
+
+paho's own network thread is never started. The blocking part of connecting (TCP connect,
+TLS handshake, reading certificate files) runs in a worker thread; afterwards the socket is
+watched with `loop.add_reader`/`add_writer` and `loop_read`/`loop_write`/`loop_misc` are
+called on the loop, so every paho callback runs on the loop and is bridged into futures.
+A fresh paho client is made per connection: paho keeps its session in memory only, and
+delivery guarantees come from the durable outbox, not from paho re-sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import select
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.mqtt.errors import ConnectFailed, ConnectionLost, MqttError, PublishRejected
+from agent.settings import MqttSettings
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 15.0
+READ_BURST = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received application message."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    response_topic: str | None = None  # MQTT 5 only
+    correlation_data: bytes | None = None  # MQTT 5 only
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class Transport(Protocol):
+    """What the reporter and the fleet view need from an MQTT connection."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def is_v5(self) -> bool: ...
+
+    async def connect(self, will: Will | None = None) -> None: ...
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        response_topic: str | None = None,
+    ) -> asyncio.Future[None]: ...
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> None: ...
+
+    async def next_message(self) -> Message: ...
+
+    async def wait_closed(self) -> None: ...
+
+    async def disconnect(self) -> None: ...
+
+
+class PahoTransport:
+    """One MQTT connection at a time; `connect()` again after it closed."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        *,
+        window: int = 1000,
+        session_expiry_s: int = 0,
+    ) -> None:
+        """`session_expiry_s` > 0 asks for a persistent broker session (consumers such as the
+        fleet view or a central service); the dock itself always starts clean."""
+        self._settings = settings
+        self._session_expiry_s = session_expiry_s
+        self._client_id = client_id
+        self._window = window
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: paho.Client | None = None
+        self._sock: Any = None
+        self._writer_on = False
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._subs: dict[int, asyncio.Future[None]] = {}
+        self._connack: asyncio.Future[None] | None = None
+        self._closed = asyncio.Event()
+        self._closed.set()
+        self._messages: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._misc_task: asyncio.Task[None] | None = None
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def is_v5(self) -> bool:
+        return self._settings.protocol == "5"
+
+    # --- connecting --------------------------------------------------------------------
+
+    async def connect(self, will: Will | None = None) -> None:
+        if not self._closed.is_set():
+            raise MqttError("already connected")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._closed.clear()
+        self._connack = loop.create_future()
+        self._messages = asyncio.Queue()
+        try:
+            client = await asyncio.to_thread(self._connect_blocking, will)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._closed.set()
+            raise ConnectFailed(
+                f"cannot connect to {self._settings.host}:{self._settings.port}: {exc}"
+            ) from exc
+        self._client = client
+        self._sock = client.socket()
+        if self._sock is None:
+            self._closed.set()
+            raise ConnectFailed("connection closed during handshake")
+        loop.add_reader(self._sock, self._on_readable)
+        self._update_writer()
+        self._misc_task = loop.create_task(self._misc())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connack), CONNECT_TIMEOUT_S)
+        except TimeoutError as exc:
+            self._force_close()
+            raise ConnectFailed("no CONNACK from broker") from exc
+        except ConnectFailed:
+            self._force_close()
+            raise
+        except MqttError as exc:  # e.g. TLS 1.3: a refused client certificate shows up here
+            self._force_close()
+            raise ConnectFailed(f"connection closed before CONNACK: {exc}") from exc
+
+    def _connect_blocking(self, will: Will | None) -> paho.Client:
+        """Runs in a worker thread: nothing here touches the event loop directly."""
+        s = self._settings
+        v5 = self.is_v5
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else self._session_expiry_s == 0,
+            reconnect_on_failure=False,
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_register_write
+        client.max_inflight_messages_set(self._window)
+        client.max_queued_messages_set(0)
+        if s.tls:
+            client.tls_set(
+                ca_certs=str(s.ca_file) if s.ca_file else None,
+                certfile=str(s.cert_file) if s.cert_file else None,
+                keyfile=str(s.key_file) if s.key_file else None,
+            )
+        if s.username is not None:
+            password = _read_password(s.password_file) if s.password_file else None
+            client.username_pw_set(s.username, password)
+        if will is not None:
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        client.connect_timeout = 10.0
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self._session_expiry_s
+            client.connect(s.host, s.port, keepalive=s.keepalive_s,
+                           clean_start=self._session_expiry_s == 0, properties=props)
+        else:
+            client.connect(s.host, s.port, keepalive=s.keepalive_s)
+        return client
+
+    # --- paho callbacks (all on the loop, except register_write during connect) -------
+
+    def _on_connect(
+        self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode, props: Properties | None
+    ) -> None:
+        fut = self._connack
+        if rc.is_failure:
+            if fut is not None and not fut.done():
+                fut.set_exception(ConnectFailed(f"broker refused connection: {rc}"))
+            return
+        receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        if isinstance(receive_max, int) and receive_max > 0:
+            # paho ignores the broker's Receive Maximum and refuses to change its limit once
+            # connected; exceeding it makes the broker drop us, so lower it here directly.
+            client._max_inflight_messages = min(self._window, receive_max)
+        self._connected = True
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _on_disconnect(
+        self, _c: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        log.info("mqtt disconnected: %s", rc)
+        self._mark_closed(ConnectionLost(f"connection lost: {rc}"))
+
+    def _on_publish(
+        self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        fut = self._pending.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if rc.is_failure:
+            fut.set_exception(PublishRejected(f"broker rejected publish: {rc}"))
+        else:
+            fut.set_result(None)
+
+    def _on_subscribe(
+        self, _c: paho.Client, _u: Any, mid: int, rcs: list[ReasonCode], _p: Properties | None
+    ) -> None:
+        fut = self._subs.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        bad = [str(rc) for rc in rcs if rc.is_failure]
+        if bad:
+            fut.set_exception(MqttError(f"subscription refused: {', '.join(bad)}"))
+        else:
+            fut.set_result(None)
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        self._messages.put_nowait(
+            Message(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                qos=msg.qos,
+                retain=bool(msg.retain),
+                response_topic=response_topic if isinstance(response_topic, str) else None,
+                correlation_data=bytes(correlation) if correlation is not None else None,
+            )
+        )
+
+    def _on_socket_close(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        self._unwatch(sock)
+
+    def _on_register_write(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if _on_loop_thread(loop):
+            self._update_writer()
+        else:
+            loop.call_soon_threadsafe(self._update_writer)
+
+    # --- socket plumbing ---------------------------------------------------------------
+
+    def _update_writer(self) -> None:
+        client, loop, sock = self._client, self._loop, self._sock
+        if client is None or loop is None or sock is None:
+            return
+        want = client.want_write()
+        if want and not self._writer_on:
+            loop.add_writer(sock, self._on_writable)
+            self._writer_on = True
+        elif not want and self._writer_on:
+            loop.remove_writer(sock)
+            self._writer_on = False
+
+    def _on_readable(self) -> None:
+        client = self._client
+        # paho's loop_read handles about one packet per call; read on while data is waiting
+        # (bounded, so a flood cannot starve the rest of the loop).
+        for _ in range(READ_BURST):
+            if client is None or self._client is not client:
+                return
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            sock = client.socket()
+            if sock is None:
+                return
+            if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
+                continue  # TLS holds decrypted bytes the socket no longer signals
+            if not select.select([sock], [], [], 0)[0]:
+                return
+
+    def _on_writable(self) -> None:
+        client = self._client
+        if client is not None:
+            client.loop_write()
+
+    async def _misc(self) -> None:
+        while not self._closed.is_set():
+            await asyncio.sleep(1.0)
+            client = self._client
+            if client is None:
+                return
+            if client.loop_misc() == MQTTErrorCode.MQTT_ERR_CONN_LOST:
+                self._mark_closed(ConnectionLost("keepalive timeout"))
+
+    def _unwatch(self, sock: Any) -> None:
+        loop = self._loop
+        if loop is None or sock is None or sock is not self._sock:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(sock)
+        if self._writer_on:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_writer(sock)
+            self._writer_on = False
+        self._sock = None
+
+    def _mark_closed(self, exc: MqttError) -> None:
+        self._connected = False
+        self._unwatch(self._sock)
+        for table in (self._pending, self._subs):
+            for fut in table.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+            table.clear()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(exc)
+        if not self._closed.is_set():
+            self._closed.set()
+            self._messages.put_nowait(None)
+        self._client = None
+
+    def _force_close(self) -> None:
+        client = self._client
+        sock = self._sock
+        self._mark_closed(ConnectionLost("connection closed"))
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.on_disconnect = None
+                client.on_socket_close = None
+                raw = client.socket()
+                if raw is not None:
+                    raw.close()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    # --- the interface -----------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        response_topic: str | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue a publish; the future completes on PUBACK (QoS 1) or when written (QoS 0)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        client = self._client
+        if client is None or not self._connected:
+            fut.set_exception(ConnectionLost("not connected"))
+            return fut
+        props: Properties | None = None
+        if self.is_v5 and (correlation_data is not None or response_topic is not None):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if correlation_data is not None:
+                props.CorrelationData = correlation_data
+            if response_topic is not None:
+                props.ResponseTopic = response_topic
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and info.rc != MQTTErrorCode.MQTT_ERR_NO_CONN:
+            fut.set_exception(MqttError(f"publish failed: {paho.error_string(info.rc)}"))
+            return fut
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            fut.set_exception(ConnectionLost("not connected"))
+            return fut
+        self._pending[info.mid] = fut
+        return fut
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        client = self._client
+        if client is None or not self._connected:
+            raise ConnectionLost("not connected")
+        rc, mid = client.subscribe(topic_filter, qos)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise MqttError(f"subscribe failed: {paho.error_string(rc)}")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._subs[mid] = fut
+        await fut
+
+    async def next_message(self) -> Message:
+        """The next received message; raises ConnectionLost once the connection closed."""
+        msg = await self._messages.get()
+        if msg is None:
+            self._messages.put_nowait(None)  # keep later callers from blocking
+            raise ConnectionLost("connection closed")
+        return msg
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def disconnect(self) -> None:
+        """Clean DISCONNECT (the broker then discards the Will)."""
+        client = self._client
+        if client is None:
+            return
+        client.disconnect()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), 5.0)
+        self._force_close()
+
+    def abort(self) -> None:
+        """Drop the connection without DISCONNECT (tests; the broker sends the Will)."""
+        self._force_close()
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _read_password(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip()
+
+
+__all__ = [
+    "Message",
+    "PahoTransport",
+    "Transport",
+    "Will",
+]
+

@@ -1,0 +1,61 @@
+"""Load the JSON Schemas shipped in `agent/mqtt/schemas/` and validate payloads."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+
+from agent.mqtt.errors import PayloadInvalid
+
+
+def schema_names() -> list[str]:
+    root = resources.files("agent.mqtt.schemas")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".json"))
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    text = resources.files("agent.mqtt.schemas").joinpath(f"{name}.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(name), format_checker=FormatChecker())
+
+
+def validate(name: str, payload: object) -> None:
+    """Raise PayloadInvalid naming the first problem when `payload` breaks schema `name`."""
+    try:
+        error = next(iter(_validator(name).iter_errors(payload)), None)
+    except ValidationError as exc:  # pragma: no cover - iter_errors does not raise
+        error = exc
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise PayloadInvalid(f"{name}: at {where}: {error.message}")
+
+
+def schema_for_topic(levels: list[str]) -> str | None:
+    """Schema name for a topic below `<prefix>/<dock_id>/` (given as its levels), if any."""
+    match levels:
+        case ["status"]:
+            return "status"
+        case ["health"]:
+            return "health"
+        case ["recorder", _, "state"]:
+            return "recorder-state"
+        case ["recorder", _, "progress"]:
+            return "recorder-progress"
+        case ["events", stream]:
+            return f"event-{stream}"
+        case ["reply", _]:
+            return "reply"
+        case ["cmd", name]:
+            return f"command-{name}"
+    return None

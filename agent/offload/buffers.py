@@ -1,0 +1,58 @@
+"""Page-aligned copy buffers shared by every running offload, handed out in FIFO order.
+
+`mmap.mmap(-1, n)` memory is page-aligned (a large `bytearray` is not, and reads into it
+are several times slower). The pool is also the fairness mechanism between bays: every
+chunk a copy reads needs a buffer, waiting copies are served strictly first-come
+first-served, and a copy asks again for each chunk - so when offloads compete, their
+chunks interleave round-robin and each gets an equal share of the disk bandwidth, while
+the total memory is bounded by the pool's capacity. Buffers are created lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import threading
+from collections import deque
+
+
+class BufferPool:
+    def __init__(self, buffer_size: int, capacity: int) -> None:
+        self.buffer_size = buffer_size
+        self.capacity = capacity
+        self._cond = threading.Condition()
+        self._free: list[mmap.mmap] = []
+        self._made = 0
+        self._queue: deque[object] = deque()
+
+    def acquire(self, stop: threading.Event) -> mmap.mmap | None:
+        """Wait for a buffer in arrival order; None when `stop` is set first."""
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                while True:
+                    if self._queue[0] is ticket:
+                        if self._free:
+                            return self._free.pop()
+                        if self._made < self.capacity:
+                            self._made += 1
+                            return mmap.mmap(-1, self.buffer_size)
+                    if stop.is_set():
+                        return None
+                    self._cond.wait(0.1)
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self, buf: mmap.mmap) -> None:
+        with self._cond:
+            self._free.append(buf)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            for buf in self._free:
+                with contextlib.suppress(BufferError):  # still viewed: freed by the GC
+                    buf.close()
+            self._free.clear()

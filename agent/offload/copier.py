@@ -1,0 +1,387 @@
+"""Copying one recorder file into a durable partial while hashing it (worker threads).
+
+Runs entirely off the event loop. The calling worker thread reads the source into pooled
+page-aligned buffers and feeds BLAKE3 in the same pass; a writer thread writes each
+buffer to the partial file, calls `fdatasync` every `fdatasync_every` bytes (bounding
+dirty memory on a small dock) and only then reports the new durable length, so the
+journal never runs ahead of the disk. Pages already on disk are dropped from the cache.
+
+Resume: when the journal has a durable prefix for this file and the source still has
+the size and mtime it had when that prefix was written, the prefix is re-read from disk
+and re-hashed; only a digest equal to the journal's lets the copy continue from there.
+Otherwise the partial is discarded and the copy starts over (the reason is reported).
+
+The source is never mapped (an unplug would raise SIGBUS) and never opened for writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import blake3
+
+from agent.offload.buffers import BufferPool
+from agent.offload.errors import (
+    CopyStopped,
+    SourceGoneError,
+    SourceReadError,
+    StoreConflictError,
+    StoreError,
+    StoreFullError,
+)
+from agent.offload.journal import JournalEntry
+from agent.offload.walk import SourceFile, open_source
+
+GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno.ENOTCONN})
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_STOP = None
+_INSTALLED = -1  # pseudo fd: the complete file is already under its final name
+
+
+class CopyHooks(Protocol):
+    """Callbacks from the copy threads (they must be thread-safe)."""
+
+    def reset(self) -> None:
+        """The partial is about to be started from zero; forget any durable prefix."""
+
+    def durable(self, length: int, digest: bytes, complete: bool) -> None:
+        """`length` bytes of the partial are on disk; their BLAKE3 is `digest`."""
+
+    def progress(self, nbytes: int) -> None:
+        """`nbytes` more bytes were copied."""
+
+    def resumed(self, nbytes: int) -> None:
+        """`nbytes` of the file were taken over from a verified earlier copy."""
+
+
+@dataclass(frozen=True, slots=True)
+class CopyJob:
+    source_root: bytes
+    source_dev: int  # st_dev of the storage root when the offload began
+    source: SourceFile
+    partial: Path
+    final: Path
+    resume: JournalEntry | None
+    fdatasync_every: int
+    read_retries: int
+    depth: int  # copy buffers in flight for this file
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    size: int
+    digest: bytes
+    changed: str | None  # why the source is considered changed during the copy, if it is
+    resumed_from: int  # bytes taken over from a verified durable partial
+    restart_reason: str | None  # why a journalled partial was discarded, if one was
+    installed: bool = False  # already renamed to its final name by an interrupted run
+
+
+def _store_error(exc: OSError, what: str) -> StoreError:
+    if exc.errno in FULL_ERRNOS:
+        return StoreFullError(f"evidence disk full while {what}")
+    return StoreError(f"cannot write the evidence store while {what}: {exc}")
+
+
+def _drop_cache(fd: int, offset: int, length: int) -> None:
+    with contextlib.suppress(OSError):  # advice only
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def hash_fd(fd: int, pool: BufferPool, stop: threading.Event, length: int | None = None) -> tuple[
+    blake3.blake3, int
+]:
+    """BLAKE3 of the first `length` bytes of `fd` (all when None), read from offset 0."""
+    hasher = blake3.blake3()
+    buf = pool.acquire(stop)
+    if buf is None:
+        raise CopyStopped("stopped")
+    done = 0
+    try:
+        with memoryview(buf) as mv:
+            while length is None or done < length:
+                if stop.is_set():
+                    raise CopyStopped("stopped")
+                want = len(mv) if length is None else min(len(mv), length - done)
+                with mv[:want] as part:
+                    n = os.preadv(fd, [part], done)
+                if n == 0:
+                    break
+                with mv[:n] as chunk:
+                    hasher.update(chunk)
+                done += n
+    finally:
+        pool.release(buf)
+    return hasher, done
+
+
+def verify_stored(
+    path: Path, size: int, digest: bytes, pool: BufferPool, stop: threading.Event
+) -> tuple[bool, str]:
+    """Re-read a stored file from the disk (cache dropped first) and compare its hash."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        return False, f"cannot open stored file: {exc.strerror}"
+    try:
+        _drop_cache(fd, 0, 0)
+        hasher, n = hash_fd(fd, pool, stop)
+    except OSError as exc:
+        return False, f"cannot read stored file: {exc.strerror}"
+    finally:
+        os.close(fd)
+    if n != size:
+        return False, f"stored size {n} != recorded {size}"
+    if hasher.digest() != digest:
+        return False, f"stored BLAKE3 {hasher.hexdigest()} != recorded {digest.hex()}"
+    return True, "re-read from disk; BLAKE3 matches"
+
+
+def _pread_checked(fd: int, buf: mmap.mmap, offset: int) -> int:
+    n = os.preadv(fd, [buf], offset)
+    if n == 0 and os.fstat(fd).st_size > offset:
+        raise OSError(errno.EIO, "premature end of file")
+    return n
+
+
+class Copier:
+    """One file's copy; `run()` blocks its worker thread until the partial is complete."""
+
+    def __init__(
+        self, job: CopyJob, hooks: CopyHooks, pool: BufferPool, stop: threading.Event
+    ) -> None:
+        self.job = job
+        self.hooks = hooks
+        self.pool = pool
+        self.stop = stop
+        self._writer_error: BaseException | None = None
+
+    def run(self) -> CopyResult:
+        job = self.job
+        try:
+            src = open_source(job.source_root, job.source.relpath)
+        except OSError as exc:
+            raise self._read_failure(exc, "opening") from exc
+        try:
+            st0 = os.fstat(src)
+            identity = (st0.st_size, st0.st_mtime_ns)
+            out, offset, hasher, restart, complete = self._prepare(identity)
+            installed = out == _INSTALLED
+            try:
+                if not complete:
+                    hasher, offset = self._pump(src, out, offset, hasher)
+                    self._finish(out, offset, hasher.digest())
+            finally:
+                if not installed:
+                    os.close(out)
+            st1 = os.fstat(src)
+        finally:
+            os.close(src)
+        changed = None
+        start = identity if job.resume is None or restart is not None else (
+            job.resume.source_size, job.resume.source_mtime_ns)
+        if (st1.st_size, st1.st_mtime_ns) != start:
+            changed = (f"size/mtime changed during copy: {start[0]}/{start[1]} ->"
+                       f" {st1.st_size}/{st1.st_mtime_ns}")
+        elif offset != st1.st_size:
+            changed = f"read {offset} bytes from a file of size {st1.st_size}"
+        resumed = 0 if job.resume is None or restart is not None else job.resume.durable_len
+        return CopyResult(offset, hasher.digest(), changed, resumed, restart, installed)
+
+    # -- resume ---------------------------------------------------------------------------
+
+    def _prepare(
+        self, identity: tuple[int, int]
+    ) -> tuple[int, int, blake3.blake3, str | None, bool]:
+        """Open the partial: (fd, offset, hasher, restart_reason, already_complete)."""
+        r = self.job.resume
+        reason: str | None = None
+        if r is not None and (r.durable_len > 0 or r.complete):
+            if (r.source_size, r.source_mtime_ns) != identity:
+                reason = "source changed since the interrupted copy"
+            else:
+                got = self._try_resume(r)
+                if isinstance(got, str):
+                    reason = got
+                else:
+                    return got
+        self.hooks.reset()
+        try:
+            self.job.partial.unlink(missing_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            out = os.open(self.job.partial, flags, 0o600)
+        except OSError as exc:
+            raise _store_error(exc, "creating the partial file") from exc
+        return out, 0, blake3.blake3(), reason, False
+
+    def _try_resume(
+        self, r: JournalEntry
+    ) -> tuple[int, int, blake3.blake3, str | None, bool] | str:
+        mode = os.O_RDONLY if r.complete else os.O_RDWR
+        try:
+            out = os.open(self.job.partial, mode | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if r.complete:
+                return self._check_installed(r)
+            return "partial file missing"
+        except OSError as exc:
+            raise _store_error(exc, "opening the partial file") from exc
+        try:
+            if os.fstat(out).st_size < r.durable_len:
+                os.close(out)
+                return "partial shorter than its journalled durable length"
+            _drop_cache(out, 0, 0)  # re-hash what the disk holds, not what the cache holds
+            hasher, n = hash_fd(out, self.pool, self.stop, r.durable_len)
+            if n != r.durable_len or hasher.digest() != r.prefix_blake3:
+                os.close(out)
+                return "partial prefix does not match its journalled BLAKE3"
+            if not r.complete:
+                os.ftruncate(out, r.durable_len)  # bytes past the durable point are untrusted
+        except OSError as exc:
+            os.close(out)
+            raise _store_error(exc, "resuming the partial file") from exc
+        except BaseException:
+            os.close(out)
+            raise
+        self.hooks.resumed(r.durable_len)
+        return out, r.durable_len, hasher, None, r.complete
+
+    def _check_installed(
+        self, r: JournalEntry
+    ) -> tuple[int, int, blake3.blake3, str | None, bool] | str:
+        """A crash after the rename but before the commit: re-hash the installed file."""
+        try:
+            fd = os.open(self.job.final, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return "partial file missing"
+        try:
+            _drop_cache(fd, 0, 0)
+            hasher, n = hash_fd(fd, self.pool, self.stop)
+        finally:
+            os.close(fd)
+        if n != r.durable_len or hasher.digest() != r.prefix_blake3:
+            raise StoreConflictError(
+                f"{self.job.final} exists uncommitted and does not match its journal; left alone"
+            )
+        self.hooks.resumed(n)
+        return _INSTALLED, n, hasher, None, True
+
+    # -- the pipeline ---------------------------------------------------------------------
+
+    def _pump(
+        self, src: int, out: int, offset: int, hasher: blake3.blake3
+    ) -> tuple[blake3.blake3, int]:
+        # Bounded queue: reader 1 + queued + writer 1 = at most `depth` buffers per copy.
+        q: queue.Queue[tuple[mmap.mmap, int, bytes, int] | None] = queue.Queue(
+            maxsize=max(1, self.job.depth - 2)
+        )
+        writer = threading.Thread(
+            target=self._write_loop, args=(q, out, offset), name="offload-writer", daemon=True
+        )
+        writer.start()
+        try:
+            while self._writer_error is None:
+                if self.stop.is_set():
+                    raise CopyStopped("copy stopped")
+                buf = self.pool.acquire(self.stop)
+                if buf is None:
+                    raise CopyStopped("copy stopped")
+                try:
+                    n = self._read(src, buf, offset)
+                except BaseException:
+                    self.pool.release(buf)
+                    raise
+                if n == 0:
+                    self.pool.release(buf)
+                    break
+                with memoryview(buf) as mv, mv[:n] as chunk:
+                    hasher.update(chunk)
+                offset += n
+                q.put((buf, n, hasher.digest(), offset))
+                _drop_cache(src, offset - n, n)
+        finally:
+            q.put(_STOP)
+            writer.join()
+        if self._writer_error is not None:
+            err = self._writer_error
+            if isinstance(err, OSError):
+                raise _store_error(err, "writing the partial file") from err
+            raise err
+        return hasher, offset
+
+    def _write_loop(
+        self, q: queue.Queue[tuple[mmap.mmap, int, bytes, int] | None], out: int, synced: int
+    ) -> None:
+        every = self.job.fdatasync_every
+        pending = 0
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            buf, n, digest, end = item
+            try:
+                if self._writer_error is None:
+                    with memoryview(buf) as mv:
+                        done = 0
+                        while done < n:
+                            with mv[done:n] as view:  # released even when pwrite fails
+                                done += os.pwrite(out, view, end - n + done)
+                    self.hooks.progress(n)
+                    pending += n
+                    if pending >= every:
+                        os.fdatasync(out)
+                        _drop_cache(out, synced, end - synced)
+                        self.hooks.durable(end, digest, False)
+                        synced, pending = end, 0
+            except BaseException as exc:
+                self._writer_error = exc  # keep draining so every buffer goes back
+            finally:
+                self.pool.release(buf)
+
+    def _finish(self, out: int, size: int, digest: bytes) -> None:
+        try:
+            os.fchmod(out, 0o444)
+            os.fsync(out)
+        except OSError as exc:
+            raise _store_error(exc, "flushing the partial file") from exc
+        _drop_cache(out, 0, 0)
+        self.hooks.durable(size, digest, True)
+
+    def _read(self, fd: int, buf: mmap.mmap, offset: int) -> int:
+        """Read the next chunk; EIO is retried, and so is an end of file that comes before
+        the size `fstat` reports (a vanishing device can look like that)."""
+        attempt = 0
+        while True:
+            try:
+                return _pread_checked(fd, buf, offset)
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS or self._root_gone():
+                    raise SourceGoneError(f"recorder storage gone: {exc.strerror}") from exc
+                if exc.errno != errno.EIO or attempt >= self.job.read_retries:
+                    raise SourceReadError(
+                        f"read error at offset {offset} after {attempt + 1} attempts:"
+                        f" {exc.strerror}"
+                    ) from exc
+                attempt += 1
+                if self.stop.wait(0.05 * attempt):
+                    raise CopyStopped("copy stopped") from exc
+
+    def _read_failure(self, exc: OSError, what: str) -> Exception:
+        if exc.errno in GONE_ERRNOS or self._root_gone():
+            return SourceGoneError(f"recorder storage gone while {what}: {exc.strerror}")
+        return SourceReadError(f"{what} failed: {exc.strerror}")
+
+    def _root_gone(self) -> bool:
+        try:
+            dev = os.stat(self.job.source_root).st_dev  # noqa: PTH116 - bytes path
+        except OSError:
+            return True
+        return dev != self.job.source_dev

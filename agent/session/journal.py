@@ -1,0 +1,54 @@
+"""Custody ledger entries and fault records of one docking session.
+
+All of a session's database writes pass through here, each in its own committed
+transaction off the event loop (`Database.write`), so the session code states *what*
+happened and this module knows *how* the custody store records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from agent.store import faults
+from agent.store.db import Database
+from agent.store.faults import FaultCode, Severity
+from agent.store.ledger import Ledger
+
+
+class SessionJournal:
+    """Writes one session's ledger entries and faults."""
+
+    def __init__(self, db: Database, ledger: Ledger, *, bay: str,
+                 session_id: str | None) -> None:
+        self._db = db
+        self._ledger = ledger
+        self.bay = bay
+        self.session_id = session_id
+
+    async def entry(
+        self, kind: str, *, recorder: str | None, officer: str | None, data: dict[str, object]
+    ) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            self._ledger.append(conn, kind, recorder=recorder, officer=officer, bay=self.bay,
+                                session_id=self.session_id, data=data)
+
+        # shielded: an unplug cancelling the session must not cancel its custody record
+        await asyncio.shield(self._db.write(tx))
+
+    async def fault(
+        self,
+        code: FaultCode,
+        reason: str,
+        *,
+        recorder: str | None,
+        officer: str | None,
+        severity: Severity,
+        detail: dict[str, object],
+    ) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            faults.raise_fault(conn, self._ledger, code, reason, recorder=recorder,
+                               officer=officer, bay=self.bay, session_id=self.session_id,
+                               severity=severity, detail=detail)
+
+        await asyncio.shield(self._db.write(tx))

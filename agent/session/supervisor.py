@@ -1,0 +1,167 @@
+"""The bay supervisor: one `DockingSession` task per docked recorder.
+
+It consumes the device source's domain events, starts and routes sessions by attachment
+key, and keeps the per-bay picture (`snapshot()`) that MQTT retained state and dockctl
+publish. Sessions run as independent tasks: a session never raises into the task group,
+so one recorder's failure or hang leaves every other bay untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from agent.devices.events import (
+    DeviceEvent,
+    DeviceRejected,
+    RecorderPlugged,
+    RecorderUnplugged,
+    StorageAppeared,
+    StorageRemoved,
+)
+from agent.session.journal import SessionJournal
+from agent.session.runner import DockingSession, SessionDeps
+from agent.store.faults import FaultCode
+
+log = logging.getLogger(__name__)
+
+
+class BaySupervisor:
+    """Starts, routes and tracks docking sessions; `handle()` is fed every device event."""
+
+    def __init__(self, deps: SessionDeps, task_group: asyncio.TaskGroup | None = None) -> None:
+        self.deps = deps
+        self._tg = task_group
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sessions: dict[str, DockingSession] = {}  # key -> newest session
+        self._early_storage: dict[str, StorageAppeared] = {}  # storage seen before its tty
+        self.rejections: list[dict[str, object]] = []
+
+    # --- events ------------------------------------------------------------------------
+
+    async def handle(self, event: DeviceEvent) -> None:
+        match event:
+            case RecorderPlugged():
+                self._start(event.key, event.bay, tty=event.tty_path, source=event.source,
+                            storage_only=False)
+            case StorageAppeared(storage_only=True) if event.key not in self._live_keys():
+                if not self.deps.devices.allow_storage_only:
+                    await self._reject(DeviceRejected(
+                        bay=event.bay, vid_pid=event.vid_pid, serial=event.key,
+                        reason="storage-only recorders are not allowed by configuration"))
+                    return
+                session = self._start(event.key, event.bay, tty=None, source=event.source,
+                                      storage_only=True)
+                session.storage_appeared(event)
+            case StorageAppeared():
+                live = self._live(event.key)
+                if live is None:
+                    self._early_storage[event.key] = event
+                else:
+                    live.storage_appeared(event)
+            case StorageRemoved():
+                self._early_storage.pop(event.key, None)
+                live = self._live(event.key)
+                if live is not None:
+                    live.storage_removed()
+                    if live.storage_only:  # its storage is all there is: gone means unplugged
+                        live.unplugged()
+            case RecorderUnplugged():
+                self._early_storage.pop(event.key, None)
+                live = self._live(event.key)
+                if live is not None:
+                    live.unplugged()
+            case DeviceRejected():
+                await self._reject(event)
+
+    def _live_keys(self) -> set[str]:
+        return {k for k, s in self._sessions.items() if not s.finished}
+
+    def _live(self, key: str) -> DockingSession | None:
+        s = self._sessions.get(key)
+        return s if s is not None and not s.finished else None
+
+    def _start(self, key: str, bay: str, *, tty: str | None, source: str,
+               storage_only: bool) -> DockingSession:
+        previous = self._live(key)
+        session = DockingSession(self.deps, key=key, bay=bay, tty_path=tty, source=source,
+                                 storage_only=storage_only)
+        early = self._early_storage.pop(key, None)
+        if early is not None:
+            session.storage_appeared(early)
+        self._sessions[key] = session
+        if previous is not None:
+            # Replug while the old session still shuts down (or a missed unplug): the old
+            # one must finish - lazy unmount, undocked record - before the new one starts.
+            previous.unplugged()
+            self._spawn(self._run_after(previous, session))
+        else:
+            self._spawn(session.run())
+        self._changed()
+        return session
+
+    @staticmethod
+    async def _run_after(previous: DockingSession, session: DockingSession) -> None:
+        await previous.wait_finished()
+        await session.run()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._tg is not None:
+            self._tg.create_task(coro)
+            return
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reject(self, ev: DeviceRejected) -> None:
+        detail: dict[str, object] = {"vid_pid": ev.vid_pid, "usb_serial": ev.serial,
+                                     "devpath": ev.devpath, "reason": ev.reason}
+        self.rejections.append({"bay": ev.bay, **detail})
+        journal = SessionJournal(self.deps.db, self.deps.ledger, bay=ev.bay, session_id=None)
+        try:
+            await journal.entry("device_rejected", recorder=None, officer=None, data=detail)
+            await journal.fault(FaultCode.DEVICE_REJECTED,
+                                f"device rejected in bay {ev.bay}: {ev.reason}",
+                                recorder=None, officer=None, severity="warning", detail=detail)
+        except Exception:
+            log.exception("could not record rejected device in bay %s", ev.bay)
+        self._changed()
+
+    # --- reporting ---------------------------------------------------------------------
+
+    def session(self, key: str) -> DockingSession | None:
+        """The newest session for `key` (finished or not)."""
+        return self._sessions.get(key)
+
+    def docked(self, serial: str) -> DockingSession | None:
+        """The live session of the recorder with this device serial, if it is docked."""
+        for s in reversed(list(self._sessions.values())):
+            if not s.finished and s.identity is not None and s.identity.serial == serial:
+                return s
+        return None
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """One entry per bay with a live session, sorted by bay label."""
+        live = [s for s in self._sessions.values() if not s.finished]
+        by_bay: dict[str, DockingSession] = {}
+        for s in live:
+            by_bay[s.bay] = s  # newest wins (dict order is start order)
+        return [by_bay[b].snapshot() for b in sorted(by_bay)]
+
+    def _changed(self) -> None:
+        try:
+            self.deps.on_change()
+        except Exception:
+            log.exception("on_change hook failed")
+
+    async def aclose(self) -> None:
+        """Stop every session this supervisor owns (when it was given no task group)."""
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t

@@ -1,0 +1,282 @@
+"""The fault register: every reason a recorder or the dock could not be used.
+
+Regulations 000 §12 and 004 §11 require a written work record whenever a recorder could
+not be used; these rows (and their ledger entries) are its basis. Each fault is raised
+with a ledger entry of kind "fault" (outbox stream "fault") in the caller's transaction,
+and cleared with a "fault_cleared" entry; cleared faults stay in the register.
+
+De-duplication: while a fault with the same code is OPEN for the same recorder (or for
+the dock itself, recorder None), raising it again does not add a register row. If the
+repeat comes from the same docking session (or has no session, e.g. a periodic dock
+health check) only the row's `repeat_count`/`last_seen_us` change, so a condition checked
+every minute does not flood the ledger. A repeat from a different docking session is a
+new occurrence for the work record: it gets its own "fault" ledger entry (with
+`"repeated": true` and the existing `fault_id`) and bumps the counter.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from agent.store.canonical import canonical_text, loads
+from agent.store.errors import CanonicalError
+from agent.store.ledger import EntryKind, Ledger, current_us
+
+Severity = Literal["warning", "error"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS faults (
+    id             INTEGER PRIMARY KEY,
+    code           TEXT    NOT NULL,
+    severity       TEXT    NOT NULL CHECK (severity IN ('warning', 'error')),
+    recorder       TEXT,
+    officer        TEXT,
+    bay            TEXT,
+    session_id     TEXT,
+    reason         TEXT    NOT NULL,
+    detail         TEXT    NOT NULL,
+    opened_us      INTEGER NOT NULL,
+    ledger_seq     INTEGER NOT NULL,
+    last_seen_us   INTEGER NOT NULL,
+    repeat_count   INTEGER NOT NULL DEFAULT 0,
+    cleared_us     INTEGER,
+    cleared_reason TEXT,
+    cleared_seq    INTEGER
+);
+CREATE INDEX IF NOT EXISTS faults_open ON faults (recorder, code) WHERE cleared_us IS NULL;
+CREATE INDEX IF NOT EXISTS faults_recorder ON faults (recorder, opened_us);
+CREATE INDEX IF NOT EXISTS faults_opened ON faults (opened_us);
+CREATE TRIGGER IF NOT EXISTS faults_no_delete BEFORE DELETE ON faults
+BEGIN SELECT RAISE(ABORT, 'faults are never deleted'); END;
+"""
+
+
+class FaultCode(StrEnum):
+    """Stable snake_case codes; they appear in MQTT payloads and work records."""
+
+    AUTH_REFUSED = "auth_refused"
+    PROTOCOL_ERROR = "protocol_error"
+    TIMEOUT = "timeout"
+    CLOCK_NOT_SET = "clock_not_set"
+    DOCK_CLOCK_UNSYNCHRONISED = "dock_clock_unsynchronised"
+    BATTERY_FAILED = "battery_failed"
+    BATTERY_LOW = "battery_low"
+    STORAGE_ERROR = "storage_error"
+    STORAGE_NOT_FOUND = "storage_not_found"
+    STORAGE_LOW = "storage_low"
+    MOUNT_FAILED = "mount_failed"
+    DOCK_STORAGE_FULL = "dock_storage_full"
+    OFFLOAD_FAILED = "offload_failed"
+    READ_ERROR = "read_error"
+    FILE_CHANGED = "file_changed"
+    HOSTILE_CONTENT = "hostile_content"
+    VERIFY_FAILED = "verify_failed"
+    WIPE_FAILED = "wipe_failed"
+    DEVICE_REJECTED = "device_rejected"
+    FIRMWARE_NOT_ALLOWED = "firmware_not_allowed"
+    OFFICER_UNASSIGNED = "officer_unassigned"
+    OVERDUE = "overdue"
+    LATE_OFFLOAD = "late_offload"
+    LEDGER_INTEGRITY = "ledger_integrity"
+    STORE_INTEGRITY = "store_integrity"
+    HEALTH = "health"
+
+
+@dataclass(frozen=True)
+class Fault:
+    id: int
+    code: str  # a FaultCode value (kept as str so unknown codes from newer agents load)
+    severity: Severity
+    recorder: str | None
+    officer: str | None
+    bay: str | None
+    session_id: str | None
+    reason: str
+    detail: Mapping[str, Any]
+    opened_us: int
+    cleared_us: int | None
+    cleared_reason: str | None
+    ledger_seq: int
+    last_seen_us: int = 0
+    repeat_count: int = 0
+    cleared_seq: int | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.cleared_us is None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id, "code": self.code, "severity": self.severity,
+            "recorder": self.recorder, "officer": self.officer, "bay": self.bay,
+            "session_id": self.session_id, "reason": self.reason, "detail": dict(self.detail),
+            "opened_us": self.opened_us, "cleared_us": self.cleared_us,
+            "cleared_reason": self.cleared_reason, "ledger_seq": self.ledger_seq,
+            "last_seen_us": self.last_seen_us, "repeat_count": self.repeat_count,
+        }
+
+
+_COLUMNS = ("id, code, severity, recorder, officer, bay, session_id, reason, detail, opened_us,"
+            " cleared_us, cleared_reason, ledger_seq, last_seen_us, repeat_count, cleared_seq")
+
+
+def _row(r: Any) -> Fault:
+    detail = loads(r[8])
+    return Fault(id=r[0], code=r[1], severity=r[2], recorder=r[3], officer=r[4], bay=r[5],
+                 session_id=r[6], reason=r[7], detail=detail if isinstance(detail, dict) else {},
+                 opened_us=r[9], cleared_us=r[10], cleared_reason=r[11], ledger_seq=r[12],
+                 last_seen_us=r[13], repeat_count=r[14], cleared_seq=r[15])
+
+
+def _get(conn: sqlite3.Connection, fault_id: int) -> Fault | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM faults WHERE id = ?",  # noqa: S608
+                       (fault_id,)).fetchone()
+    return None if row is None else _row(row)
+
+
+def _open_for(conn: sqlite3.Connection, recorder: str | None, code: str) -> Fault | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM faults WHERE recorder IS ? AND code = ?"  # noqa: S608
+        " AND cleared_us IS NULL ORDER BY id LIMIT 1", (recorder, code)).fetchone()
+    return None if row is None else _row(row)
+
+
+def raise_fault(
+    conn: sqlite3.Connection,
+    ledger: Ledger,
+    code: FaultCode | str,
+    reason: str,
+    *,
+    recorder: str | None = None,
+    officer: str | None = None,
+    bay: str | None = None,
+    session_id: str | None = None,
+    severity: Severity = "error",
+    detail: Mapping[str, object] | None = None,
+    now_us: int | None = None,
+) -> Fault:
+    """Register a fault (or a repeat of an open one; see the module docstring)."""
+    code = FaultCode(code).value  # unknown codes are a programming error: ValueError
+    if severity not in ("warning", "error"):
+        raise ValueError(f"severity must be 'warning' or 'error', not {severity!r}")
+    if not reason:
+        raise ValueError("a fault needs a human-readable reason")
+    recorder, officer, bay, session_id = (v or None for v in (recorder, officer, bay,
+                                                               session_id))
+    try:
+        detail_text = canonical_text(dict(detail or {}))
+    except CanonicalError as exc:
+        # The fault itself must still be recorded: keep a printable form of the detail.
+        detail_text = canonical_text({"unencodable_detail": repr(detail), "error": str(exc)})
+    detail_obj = loads(detail_text)
+    assert isinstance(detail_obj, dict)
+    t = current_us() if now_us is None else int(now_us)
+    existing = _open_for(conn, recorder, code)
+    if existing is not None:
+        if session_id != existing.session_id:
+            ledger.append(conn, EntryKind.FAULT, recorder=recorder, officer=officer, bay=bay,
+                          session_id=session_id, now_us=t,
+                          data={"fault_id": existing.id, "code": code, "severity": severity,
+                                "reason": reason, "detail": detail_obj, "repeated": True})
+        conn.execute("UPDATE faults SET repeat_count = repeat_count + 1, last_seen_us = ?"
+                     " WHERE id = ?", (t, existing.id))
+        refreshed = _get(conn, existing.id)
+        assert refreshed is not None
+        return refreshed
+    next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faults").fetchone()[0]
+    entry = ledger.append(conn, EntryKind.FAULT, recorder=recorder, officer=officer, bay=bay,
+                          session_id=session_id, now_us=t,
+                          data={"fault_id": next_id, "code": code, "severity": severity,
+                                "reason": reason, "detail": detail_obj, "repeated": False})
+    conn.execute(
+        f"INSERT INTO faults ({_COLUMNS}) VALUES"  # noqa: S608
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, 0, NULL)",
+        (next_id, code, severity, recorder, officer, bay, session_id, reason, detail_text,
+         entry.time_us, entry.seq, entry.time_us),
+    )
+    fault = _get(conn, next_id)
+    assert fault is not None
+    return fault
+
+
+def clear_fault(conn: sqlite3.Connection, ledger: Ledger, fault_id: int, reason: str, *,
+                now_us: int | None = None) -> Fault | None:
+    """Clear an open fault; None if there is no such fault or it is already cleared."""
+    fault = _get(conn, fault_id)
+    if fault is None or not fault.open:
+        return None
+    entry = ledger.append(conn, EntryKind.FAULT_CLEARED, recorder=fault.recorder,
+                          officer=fault.officer, bay=fault.bay, session_id=fault.session_id,
+                          now_us=now_us,
+                          data={"fault_id": fault.id, "code": fault.code, "reason": reason})
+    conn.execute("UPDATE faults SET cleared_us = ?, cleared_reason = ?, cleared_seq = ?"
+                 " WHERE id = ?", (entry.time_us, reason, entry.seq, fault.id))
+    return _get(conn, fault.id)
+
+
+def clear_faults(conn: sqlite3.Connection, ledger: Ledger, *, recorder: str | None,
+                 codes: Iterable[FaultCode | str] | None, reason: str,
+                 now_us: int | None = None) -> list[Fault]:
+    """Clear every open fault of a recorder (None: the dock's own), optionally by code."""
+    wanted = None if codes is None else {FaultCode(c).value for c in codes}
+    cleared: list[Fault] = []
+    for fault in open_faults(conn, recorder=recorder, dock_only=recorder is None):
+        if wanted is None or fault.code in wanted:
+            done = clear_fault(conn, ledger, fault.id, reason, now_us=now_us)
+            if done is not None:
+                cleared.append(done)
+    return cleared
+
+
+def open_faults(conn: sqlite3.Connection, *, recorder: str | None = None,
+                dock_only: bool = False) -> list[Fault]:
+    """Open faults, oldest first; of one recorder, of the dock itself, or all."""
+    sql = f"SELECT {_COLUMNS} FROM faults WHERE cleared_us IS NULL"  # noqa: S608
+    args: list[object] = []
+    if dock_only:
+        sql += " AND recorder IS NULL"
+    elif recorder is not None:
+        sql += " AND recorder = ?"
+        args.append(recorder)
+    return [_row(r) for r in conn.execute(sql + " ORDER BY id", args).fetchall()]
+
+
+def list_faults(
+    conn: sqlite3.Connection,
+    *,
+    recorder: str | None = None,
+    officer: str | None = None,
+    bay: str | None = None,
+    code: FaultCode | str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    include_cleared: bool = True,
+) -> list[Fault]:
+    """Faults matching every filter, oldest first; `since_us` inclusive, `until_us` not."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (("recorder", recorder), ("officer", officer), ("bay", bay),
+                          ("code", None if code is None else str(code))):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if since_us is not None:
+        where.append("opened_us >= ?")
+        args.append(since_us)
+    if until_us is not None:
+        where.append("opened_us < ?")
+        args.append(until_us)
+    if not include_cleared:
+        where.append("cleared_us IS NULL")
+    sql = f"SELECT {_COLUMNS} FROM faults"  # noqa: S608
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return [_row(r) for r in conn.execute(sql + " ORDER BY id", args).fetchall()]
+
+
+__all__ = ["SCHEMA", "Fault", "FaultCode", "Severity", "clear_fault", "clear_faults",
+           "list_faults", "open_faults", "raise_fault"]

@@ -1,0 +1,230 @@
+"""The virtual recorder's firmware: answers each protocol command from the recorder's state.
+
+Implements `firmware_bridge.device.RecorderHandler`; `firmware_bridge.device.DeviceEndpoint`
+does framing, version negotiation and authentication in front of it. Everything here is
+synchronous and quick except the guarded delete of a file whose hash is not cached.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firmware_bridge.device import DeviceFault
+from firmware_bridge.messages import (
+    BatteryStatus,
+    DeviceLogEvent,
+    ErrorCode,
+    EventLogPage,
+    Identity,
+    LogKind,
+    OfficerRecord,
+    RecordingInfo,
+    RecordingPage,
+    StorageStatus,
+)
+from hw_sim.footage import footage_files
+from hw_sim.models import BatteryModel, DeviceClock
+from hw_sim.spec import Faults, RecorderSpec
+from hw_sim.storage import Entry, RecorderStorage, StorageRefusal
+
+log = logging.getLogger(__name__)
+
+UNASSIGNED = OfficerRecord("", "", "", "")
+_REFUSAL_CODES = {
+    "not_found": ErrorCode.NOT_FOUND,
+    "mismatch": ErrorCode.MISMATCH,
+    "bad_name": ErrorCode.INVALID_ARGUMENT,
+}
+
+
+@dataclass
+class RecorderState:
+    """What the recorder knows right now (tests may read and change it)."""
+
+    officer: OfficerRecord
+    clock: DeviceClock
+    battery: BatteryModel
+    mass_storage: bool = False
+    event_log: list[DeviceLogEvent] = field(default_factory=list)
+    clock_sets: int = 0  # successful or ignored SetClock commands
+    deletes: int = 0
+
+
+class RecorderFirmware:
+    """RecorderHandler over a RecorderState and a RecorderStorage.
+
+    Officer and event log persist in the recorder directory, so they survive a replug.
+    `on_mass_storage(on)` is called when the host switches mass-storage mode.
+    """
+
+    def __init__(
+        self,
+        spec: RecorderSpec,
+        storage: RecorderStorage,
+        on_mass_storage: Callable[[bool], None],
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.spec = spec
+        self.faults = spec.faults
+        self.disk = storage
+        self._on_mass_storage = on_mass_storage
+        self._now = now
+        self._state_file = storage.dir / "state.json"
+        self._log_file = storage.dir / "eventlog.jsonl"
+        t = now()
+        self.state = RecorderState(
+            officer=spec.officer or UNASSIGNED,
+            clock=DeviceClock.starting(t, spec.clock_offset_s, spec.clock_drift_ppm),
+            battery=BatteryModel(
+                spec.battery_percent, t, spec.charge_percent_per_min, spec.battery_cycles,
+                spec.faults.battery_failing,
+            ),
+        )
+        self._listing: list[Entry] | None = None
+
+    # --- persistence (called from a worker thread at plug time) --------------------------
+    def load(self) -> None:
+        try:
+            saved = json.loads(self._state_file.read_text())
+            self.state.officer = OfficerRecord(**saved["officer"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        entries: list[DeviceLogEvent] = []
+        try:
+            for line in self._log_file.read_text().splitlines():
+                d = json.loads(line)
+                entries.append(DeviceLogEvent(d["index"], d["time_ms"], d["kind"], d["detail"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            entries = []
+        if not entries:  # first plug: the log holds the footage's recording history
+            self._log_file.unlink(missing_ok=True)
+            self.state.event_log = []
+            history: list[tuple[int, str, int]] = []
+            for f in footage_files(self.spec):
+                name = f.name.decode("utf-8", "replace")
+                history += [(LogKind.RECORDING_START, name, f.start_ms),
+                            (LogKind.RECORDING_STOP, name, f.end_ms)]
+            self._log_many(history)
+        else:
+            self.state.event_log = entries
+        self._log(LogKind.POWER_ON, "docked")
+        if self.faults.battery_failing:
+            self._log(LogKind.HARDWARE_FAULT, "battery health low")
+        if self.state.battery.reading(self._now()).percent < 20:
+            self._log(LogKind.LOW_BATTERY, "")
+
+    def set_faults(self, faults: Faults) -> None:
+        if faults.battery_failing and not self.faults.battery_failing:
+            self._log(LogKind.HARDWARE_FAULT, "battery health low")
+        self.faults = faults
+        self.state.battery.failing = faults.battery_failing
+
+    def _log(self, kind: int, detail: str) -> None:
+        self._log_many([(kind, detail, self.state.clock.now_ms(self._now()))])
+
+    def _log_many(self, items: list[tuple[int, str, int]]) -> None:
+        """Append (kind, detail, device time ms) entries to the log and its file."""
+        lines = []
+        for kind, detail, when in items:
+            short = detail.encode("utf-8")[:500].decode("utf-8", "ignore")  # fits DETAIL_MAX
+            e = DeviceLogEvent(len(self.state.event_log), max(0, when), kind, short)
+            self.state.event_log.append(e)
+            lines.append(json.dumps({"index": e.index, "time_ms": e.time_ms,
+                                     "kind": int(e.kind), "detail": e.detail}) + "\n")
+        with self._log_file.open("a") as fh:
+            fh.write("".join(lines))
+
+    def storage_fault(self, name: bytes, offset: int) -> None:
+        """A read of the storage failed (file-layer fault): the recorder logs it."""
+        self._log(LogKind.STORAGE_FAULT, f"read error {name.decode('utf-8', 'replace')} @{offset}")
+
+    def invalidate_listing(self) -> None:
+        self._listing = None
+
+    def _entries(self) -> list[Entry]:
+        if self._listing is None:
+            self._listing = self.disk.list_entries()
+        return self._listing
+
+    # --- RecorderHandler -------------------------------------------------------------------
+    def identity(self) -> Identity:
+        s = self.spec
+        return Identity(s.serial, s.model, s.hardware_rev, s.firmware)
+
+    def get_officer(self) -> OfficerRecord:
+        return self.state.officer
+
+    def set_officer(self, record: OfficerRecord) -> None:
+        self.state.officer = record
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"officer": {
+            "officer_no": record.officer_no, "officer_name": record.officer_name,
+            "unit_no": record.unit_no, "unit_name": record.unit_name}}))
+        tmp.replace(self._state_file)
+        self._log(LogKind.OFFICER_ASSIGNED, record.officer_no)
+
+    def get_clock(self) -> int:
+        return max(0, self.state.clock.now_ms(self._now()))
+
+    def set_clock(self, utc_ms: int) -> None:
+        mode = self.faults.clock_set
+        if mode == "error":
+            self._log(LogKind.HARDWARE_FAULT, "RTC write failed")
+            raise DeviceFault(ErrorCode.HARDWARE_FAULT, "real-time clock cannot be set")
+        self.state.clock_sets += 1
+        if mode == "ignored":
+            return  # acknowledges, keeps its time
+        self.state.clock.set_ms(utc_ms, self._now())
+        self._log(LogKind.CLOCK_SET, str(utc_ms))
+
+    def battery(self) -> BatteryStatus:
+        r = self.state.battery.reading(self._now())
+        return BatteryStatus(r.percent, r.millivolts, r.charging, r.temperature_c,
+                             r.cycle_count, r.health_percent)
+
+    def storage(self) -> StorageStatus:
+        entries = self._entries()
+        used = sum(e.size for e in entries)
+        total = self.spec.storage_total_bytes
+        # a growing file is a recording still being written
+        return StorageStatus(total, max(0, total - used), len(entries), bool(self.faults.growing))
+
+    def set_mass_storage(self, on: bool) -> None:
+        if on == self.state.mass_storage:
+            return
+        self.state.mass_storage = on
+        self._log(LogKind.MASS_STORAGE_ON if on else LogKind.MASS_STORAGE_OFF, "")
+        self._on_mass_storage(on)
+
+    def list_recordings(self, offset: int, limit: int) -> RecordingPage:
+        entries = self._entries()
+        page = tuple(
+            RecordingInfo(e.name, e.size, max(0, e.start_ms), max(0, e.end_ms))
+            for e in entries[offset : offset + limit]
+        )
+        return RecordingPage(len(entries), page)
+
+    def delete_recording(self, name: bytes, size: int, digest: bytes) -> None:
+        try:
+            self.disk.delete(name, size, digest)
+        except StorageRefusal as e:
+            raise DeviceFault(_REFUSAL_CODES[e.reason], str(e)[:200]) from None
+        except OSError as e:
+            self._log(LogKind.STORAGE_FAULT, f"delete failed: {e.strerror}")
+            raise DeviceFault(ErrorCode.STORAGE_FAULT, f"delete failed: {e.strerror}") from None
+        self.state.deletes += 1
+        self.invalidate_listing()
+        self._log(LogKind.FILE_DELETED, name.decode("utf-8", "replace"))
+
+    def event_log(self, since_index: int, limit: int) -> EventLogPage:
+        log_ = self.state.event_log
+        return EventLogPage(len(log_), tuple(log_[since_index : since_index + limit]))
+
+
+def recorder_dir(workdir: Path, serial: str) -> Path:
+    return workdir / serial

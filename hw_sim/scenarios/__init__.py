@@ -1,0 +1,1 @@
+"""Scenario files shipped with the simulator (see docs/simulator.md)."""

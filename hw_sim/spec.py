@@ -1,0 +1,141 @@
+"""What a virtual recorder is: identity, footage, clock, battery and injected faults.
+
+Specs are frozen values. A recorder's files are a pure function of its spec (serial +
+footage), so the same spec and work directory present the same files after a replug.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from hw_sim.errors import SpecError
+
+if TYPE_CHECKING:
+    from firmware_bridge.messages import OfficerRecord
+
+MIB = 1 << 20
+
+LINK_COMMANDS = frozenset(
+    {
+        "hello", "auth", "identity", "get_officer", "set_officer", "get_clock", "set_clock",
+        "battery", "storage", "mass_storage", "list_recordings", "delete_recording", "event_log",
+    }
+)  # names used by `Faults.silent_commands`
+
+
+def _default_start_ms() -> int:
+    """Recordings of a default spec start 4 hours before the current hour (UTC)."""
+    hour_ms = 3_600_000
+    return (int(time.time() * 1000) // hour_ms) * hour_ms - 4 * hour_ms
+
+
+@dataclass(frozen=True)
+class FootageSpec:
+    """MP4-named footage files under DCIM/ with deterministic pseudo-random content."""
+
+    count: int = 3
+    size_bytes: int = 4 * MIB
+    seed: int = 1
+    # Start of the first recording (UTC ms). None: 4 h before the current hour, fixed
+    # when the spec is created; pass a value for specs that must match across processes.
+    start_ms: int | None = None
+    gap_s: float = 600.0  # idle time between consecutive recordings
+    bitrate_bps: int = 8_000_000  # recording duration = size * 8 / bitrate
+    sizes: tuple[int, ...] = ()  # per-file sizes; overrides count and size_bytes
+
+    def __post_init__(self) -> None:
+        if self.start_ms is None:
+            object.__setattr__(self, "start_ms", _default_start_ms())
+        if self.count < 0 or self.size_bytes < 0 or any(s < 0 for s in self.sizes):
+            raise SpecError("footage count and sizes must not be negative")
+        if self.bitrate_bps <= 0:
+            raise SpecError("footage bitrate must be positive")
+
+    @property
+    def file_sizes(self) -> tuple[int, ...]:
+        return self.sizes if self.sizes else (self.size_bytes,) * self.count
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults injected by one virtual recorder. The default injects nothing.
+
+    Link faults act on the serial line; file faults act on the storage and need FUSE
+    (files are named by their footage index, 0-based).
+    """
+
+    # serial link
+    drop_byte_prob: float = 0.0  # each outgoing byte is dropped with this probability
+    garble_byte_prob: float = 0.0  # each outgoing byte is bit-flipped with this probability
+    garble_replies: int = 0  # the first N reply frames each get one byte flipped
+    reply_delay_s: float = 0.0  # every reply is held back this long
+    silent_commands: frozenset[str] = frozenset()  # never answered (names: LINK_COMMANDS)
+    refuse_auth: bool = False  # every authentication attempt fails
+    seed: int = 0  # seeds the random link faults
+    # device behaviour
+    clock_set: Literal["ok", "error", "ignored"] = "ok"  # ignored: acks but keeps its time
+    battery_failing: bool = False  # low health, does not charge, runs hot
+    hostile_names: bool = False  # hostile entries on the storage and in the listing
+    # storage file layer (FUSE)
+    eio_at: tuple[tuple[int, int], ...] = ()  # (file index, byte offset): reads there fail
+    eio_count: int | None = None  # each EIO fault fires this many times (None: always)
+    unplug_at: tuple[int, int] | None = None  # (file index, byte offset): recorder unplugs
+    growing: tuple[int, ...] = ()  # files that keep growing while they are read
+    grow_step_bytes: int = 64 * 1024  # growth per read of a growing file
+
+    def __post_init__(self) -> None:
+        unknown = set(self.silent_commands) - LINK_COMMANDS
+        if unknown:
+            raise SpecError(f"unknown command names in silent_commands: {sorted(unknown)}")
+        for p in (self.drop_byte_prob, self.garble_byte_prob):
+            if not 0.0 <= p <= 1.0:
+                raise SpecError("fault probabilities must be within 0..1")
+        if self.clock_set not in ("ok", "error", "ignored"):
+            raise SpecError(f"clock_set must be ok, error or ignored, not {self.clock_set!r}")
+        if self.grow_step_bytes <= 0:
+            raise SpecError("grow_step_bytes must be positive")
+
+    @property
+    def needs_fuse(self) -> bool:
+        return bool(self.eio_at or self.unplug_at is not None or self.growing)
+
+
+@dataclass(frozen=True)
+class RecorderSpec:
+    """Everything that defines one virtual recorder."""
+
+    serial: str
+    model: str = "DSJ-SIM1"
+    hardware_rev: str = "A1"
+    firmware: str = "1.0.0"
+    officer: OfficerRecord | None = None  # None: no officer assigned
+    footage: FootageSpec = field(default_factory=FootageSpec)
+    clock_offset_s: float = 0.0  # recorder clock minus true UTC at plug time
+    clock_drift_ppm: float = 0.0  # rate error of the recorder clock
+    battery_percent: int = 95
+    charge_percent_per_min: float = 1.0  # while docked
+    battery_cycles: int = 120
+    storage_total_bytes: int = 64 * 1000**3
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        raw = self.serial.encode("utf-8")
+        if len(raw) != 8 or not self.serial.isascii() or not self.serial.isalnum():
+            raise SpecError(f"recorder serial must be 8 ASCII letters/digits, got {self.serial!r}")
+        if not 0 <= self.battery_percent <= 100:
+            raise SpecError("battery_percent must be within 0..100")
+        n = len(self.footage.file_sizes)
+        for idx in self._fault_indexes():
+            if not 0 <= idx < n:
+                raise SpecError(f"fault names footage file {idx}, but there are {n} files")
+        if sum(self.footage.file_sizes) > self.storage_total_bytes:
+            raise SpecError("footage does not fit into storage_total_bytes")
+
+    def _fault_indexes(self) -> list[int]:
+        f = self.faults
+        idx = [i for i, _ in f.eio_at] + list(f.growing)
+        if f.unplug_at is not None:
+            idx.append(f.unplug_at[0])
+        return idx

@@ -1,0 +1,277 @@
+"""HIL scenarios, run inside the guest by the runner: `scenario.py <name> <params.json>`.
+
+Each scenario drives real gadgets on dummy_hcd, observes real udev and the real agent, and
+writes its findings as JSON (hil_guestlib.result); the host-side tests assert on them, so a
+scenario only raises for "could not even run". Params (from the host) name the images and
+footage sizes in the exchange directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hil_guestlib import Agent, MountWatch, log, result, udev_props, uptime, usb_parent
+from hil_specs import FLEET_SECRET, STICK_VID_PID, recorder_spec
+
+from firmware_bridge.client import RecorderClient
+from hw_sim.footage import footage_files
+from hw_sim.gadget import GadgetRecorder, GadgetSpec, UsbGadget, available_udcs
+
+XCHG = Path("/mnt/xchg")
+LOGS = XCHG / "guest-logs"
+
+
+def _local_copy(image: str) -> Path:
+    """LUN backing files live in guest RAM: 9p is not a block device's backing store."""
+    src = XCHG / image
+    dst = Path("/tmp") / src.name
+    if not dst.exists():
+        shutil.copyfile(src, dst)
+    return dst
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+async def _wait_for(fn: Any, timeout_s: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _usb_disks(serial: str) -> list[str]:
+    """Block devices (disk and partitions) whose udev ID_SERIAL_SHORT is `serial`."""
+    out = []
+    for dev in sorted(glob.glob("/dev/sd*")):
+        props = udev_props(dev)
+        if props.get("ID_SERIAL_SHORT") == serial:
+            out.append(dev)
+    return out
+
+
+def _fs_node(serial: str) -> dict[str, str] | None:
+    for dev in _usb_disks(serial):
+        props = udev_props(dev)
+        if props.get("ID_FS_TYPE"):
+            return {"devnode": dev, "ID_FS_TYPE": props["ID_FS_TYPE"],
+                    "DEVTYPE": props.get("DEVTYPE", ""), "ID_USB_VENDOR_ID":
+                    props.get("ID_VENDOR_ID", ""), "parent": usb_parent(dev) or ""}
+    return None
+
+
+def _acm_of(serial: str) -> dict[str, str] | None:
+    for dev in sorted(glob.glob("/dev/ttyACM*")):
+        props = udev_props(dev)
+        if props.get("ID_SERIAL_SHORT") == serial:
+            return {"devnode": dev, "parent": usb_parent(dev) or ""}
+    return None
+
+
+# --- 1. the bare USB stack: gadget, udev, tty link ------------------------------------------
+async def gadget_smoke(p: dict[str, Any]) -> dict[str, Any]:
+    """Plug a recorder gadget; time tty and filesystem appearance; talk over the tty; unplug."""
+    spec = recorder_spec(p["serial"], p["sizes"])
+    image = _local_copy(p["image"])
+    udc = available_udcs()[0]
+    rec = GadgetRecorder(spec, XCHG / "recorders", image, udc=udc, secret=FLEET_SECRET)
+    out: dict[str, Any] = {"udcs": available_udcs()}
+    t0 = time.monotonic()
+    await rec.plug()
+    acm = await _wait_for(lambda: _acm_of(spec.serial), 30, "ttyACM")
+    out["tty_after_s"] = time.monotonic() - t0
+    out["acm"] = acm
+    out["disk_before_unlock"] = _fs_node(spec.serial)
+    client = await RecorderClient.open(acm["devnode"], timeout=5.0, retries=2)
+    try:
+        hello = await client.hello()
+        await client.authenticate(FLEET_SECRET)
+        out["hello"] = str(hello)
+        out["identity"] = str(await client.identity())
+        out["recordings"] = len(await client.list_recordings())
+        t1 = time.monotonic()
+        await client.set_mass_storage(True)
+        fs = await _wait_for(lambda: _fs_node(spec.serial), 60, "filesystem on the LUN", 0.2)
+        out["fs_after_unlock_s"] = time.monotonic() - t1
+        out["fs"] = fs
+        out["mass_storage_state"] = rec.state.mass_storage
+    finally:
+        await client.close()
+    t2 = time.monotonic()
+    await rec.unplug()
+    await _wait_for(lambda: not glob.glob(acm["devnode"]) and not _usb_disks(spec.serial), 30,
+                    "removal")
+    out["removed_after_s"] = time.monotonic() - t2
+    out["remaining_sd"] = glob.glob("/dev/sd*")
+    await rec.close()
+    out["gadget_removed"] = not rec.gadget.exists
+    return out
+
+
+# --- 2. the agent end to end -------------------------------------------------------------------
+async def offload(p: dict[str, Any]) -> dict[str, Any]:
+    """Dock a recorder with the agent running: detect, pair, authenticate, identify, set the
+    clock, mount read-only, offload, verify. With `unplug_during` set, pull it in the middle
+    of that footage file, then plug it back and let the offload resume and complete."""
+    spec = recorder_spec(p["serial"], p["sizes"])
+    image = _local_copy(p["image"])
+    image_sha_before = _sha256(image)
+    agent = Agent(p["name"], LOGS, debounce_ms=1500)
+    out: dict[str, Any] = {"agent_start_s": await agent.start()}
+    watch = MountWatch()
+    watch.start()
+    rec = GadgetRecorder(spec, XCHG / "recorders", image, udc=available_udcs()[0],
+                         secret=FLEET_SECRET)
+    try:
+        t0 = time.monotonic()
+        await rec.plug()
+        out["interrupted"] = None
+        if p.get("unplug_during") is not None:
+            out["interrupted"] = await _unplug_mid_file(agent, rec, spec.serial, p, out)
+            await asyncio.sleep(3.0)  # longer than the debounce: a real removal
+            out["after_unplug_bay"] = await agent.bay(spec.serial)
+            out["evidence_after_unplug"] = len(agent.evidence(spec.serial))
+            out["mounts_after_unplug"] = _recorder_mounts()
+            t0 = time.monotonic()
+            await rec.plug()
+        done = await agent.wait_state(spec.serial, {"released", "failed"}, p.get("timeout", 400))
+        out["offload_s"] = time.monotonic() - t0
+        out["final_state"] = done.get("state")
+        out["offload_result"] = done.get("offload_result")
+        out["faults"] = done.get("faults")
+        out["clock"] = done.get("clock")
+        out["recorder_clock_error_ms"] = rec.state.clock.now_ms(time.time()) - time.time() * 1000
+        out["recorder_clock_sets"] = rec.state.clock_sets
+        out["mass_storage_after"] = rec.state.mass_storage
+        out["plugs"] = rec.plugs
+        out["evidence"] = agent.evidence(spec.serial)
+        out["stored_hashes"] = agent.stored_file_hashes(spec.serial)
+        out["ledger"] = agent.ledger_kinds(spec.serial)
+        out["journal"] = agent.query("SELECT source_name, durable_len, complete "
+                                     "FROM offload_journal WHERE recorder_serial = ?",
+                                     spec.serial)
+        for j in out["journal"]:
+            j["source_name"] = bytes(j["source_name"]).decode("utf-8", "replace")
+        out["mounts"] = await watch.stop()
+        verify = agent.dockctl("verify", "--deep", "--json")
+        out["verify_rc"] = verify.returncode
+        out["verify_out"] = verify.stdout[-4000:] + verify.stderr[-2000:]
+        await rec.unplug()
+        await agent.wait_gone(spec.serial, 30)
+        out["ledger_after_unplug"] = agent.ledger_kinds(spec.serial)
+        out["mounts_left"] = _recorder_mounts()
+    finally:
+        await watch.stop()
+        await rec.close()
+        out["agent_rc"] = await agent.stop()
+    out["image_unchanged"] = _sha256(image) == image_sha_before
+    return out
+
+
+def _recorder_mounts() -> list[str]:
+    return [line for line in Path("/proc/self/mounts").read_text().splitlines()
+            if line.startswith("/dev/sd")]
+
+
+async def _unplug_mid_file(agent: Agent, rec: GadgetRecorder, serial: str,
+                           p: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    """Wait until the agent is copying footage file `unplug_during` (its journal row exists,
+    not complete) and pull the recorder off the bus right then."""
+    index = int(p["unplug_during"])
+    name = footage_files(rec.spec)[index].name.decode()
+
+    def copying() -> dict[str, Any] | None:
+        try:
+            rows = agent.query("SELECT source_name, durable_len, complete, source_size "
+                               "FROM offload_journal WHERE recorder_serial = ?", serial)
+        except sqlite3.Error:  # the database may not exist yet
+            return None
+        for r in rows:
+            if bytes(r["source_name"]).decode().endswith(name.rsplit("/", 1)[-1]) and not r[
+                    "complete"]:
+                return {"file": name, "durable_len": r["durable_len"], "size": r["source_size"]}
+        return None
+
+    hit = await _wait_for(copying, p.get("timeout", 400), f"offload of {name}", 0.05)
+    status = await agent.bay(serial)
+    hit["progress"] = (status or {}).get("offload")
+    await rec.unplug()
+    log(f"unplugged during {hit}")
+    return hit
+
+
+# --- 3. a USB stick is not a recorder -------------------------------------------------------------
+async def usb_stick(p: dict[str, Any]) -> dict[str, Any]:
+    """A mass-storage-only gadget with an unknown VID:PID, medium present from plugging."""
+    image = _local_copy(p["image"])
+    agent = Agent(p["name"], LOGS)
+    out: dict[str, Any] = {"agent_start_s": await agent.start()}
+    watch = MountWatch()
+    watch.start()
+    vid, pid = (int(x, 16) for x in STICK_VID_PID)
+    stick = UsbGadget(GadgetSpec("stick", vid=vid, pid=pid, serial=p["serial"], acm=False,
+                                 manufacturer="SanDisk", product="Cruzer Blade"))
+    try:
+        await asyncio.to_thread(stick.create)
+        await asyncio.to_thread(stick.insert_medium, image)
+        await asyncio.to_thread(stick.plug, available_udcs()[-1])
+        fs = await _wait_for(lambda: _fs_node(p["serial"]), 60, "the stick's filesystem", 0.2)
+        out["fs"] = fs
+        out["fs_props"] = udev_props(fs["devnode"])
+        await asyncio.sleep(p.get("observe_s", 8.0))  # give a wrong agent time to mount it
+        out["status"] = await agent.status()
+        out["ledger"] = agent.ledger_kinds()
+        out["faults"] = agent.query("SELECT * FROM faults")
+        out["mounts"] = await watch.stop()
+        await asyncio.to_thread(stick.unplug)
+    finally:
+        await watch.stop()
+        await asyncio.to_thread(stick.destroy)
+        out["agent_rc"] = await agent.stop()
+    out["image_sha256"] = _sha256(image)
+    return out
+
+
+SCENARIOS = {"gadget_smoke": gadget_smoke, "offload": offload, "usb_stick": usb_stick}
+
+
+def main() -> int:
+    name, params = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
+    LOGS.mkdir(exist_ok=True)
+    log(f"scenario {name} {params} (guest up {uptime():.1f} s)")
+    started = time.monotonic()
+    try:
+        out = asyncio.run(SCENARIOS[name](params))
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        result({"error": f"{type(exc).__name__}: {exc}", "elapsed_s": time.monotonic() - started})
+        return 1
+    out["elapsed_s"] = time.monotonic() - started
+    result(out)
+    subprocess.run(["sync"], check=False)
+    log(f"scenario {name} done in {out['elapsed_s']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

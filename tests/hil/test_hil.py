@@ -1,0 +1,121 @@
+"""Hardware in the loop: the agent on a real Linux USB stack (qemu guest, dummy_hcd gadgets).
+
+Every test runs one scenario in the guest (tests/hil/guest/scenario.py) and asserts on what
+it saw: real udev events, a real CDC-ACM tty, a real FAT filesystem over USB mass storage,
+real surprise removal. Expected footage hashes come from the FAT image itself, read back on
+the host with mtools.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import Guest, RecorderImage
+
+pytestmark = pytest.mark.timeout(1500)
+MIB = 1 << 20
+
+
+def _assert_offloaded(r: dict[str, Any], rec: RecorderImage) -> None:
+    assert r["final_state"] == "released", (r["final_state"], r["faults"], r["offload_result"])
+    want = {f.name: (f.size, f.blake3) for f in rec.files}
+    got = {e["source_name"]: (e["size"], e["blake3"]) for e in r["evidence"]}
+    # Every file of the medium is in the evidence store once, with the medium's BLAKE3 ...
+    assert got == want
+    # ... and the stored copies on the evidence disk hash to the same values.
+    assert r["stored_hashes"] == {name: h for name, (_, h) in want.items()}
+    assert all(j["complete"] for j in r["journal"])
+    # Custody: docked, identified, clock checked and set, every file offloaded and verified.
+    ledger = r["ledger"]
+    for kind in ("docked", "identified", "clock_checked", "clock_set"):
+        assert kind in ledger, (kind, ledger)
+    assert ledger.count("offloaded") == len(rec.files)
+    assert ledger.count("verified") == len(rec.files)
+    # The recorder's clock was 42.5 s off; the agent set it.
+    assert r["recorder_clock_sets"] >= 1
+    assert abs(r["recorder_clock_error_ms"]) < 2000
+    # Storage was mounted read-only, on a block device switched read-only, and only vfat.
+    assert r["mounts"], "the agent never mounted the recorder"
+    for m in r["mounts"]:
+        assert m["fstype"] == "vfat", m
+        assert "ro" in m["options"].split(","), m
+        assert {"nosuid", "nodev", "noexec"} <= set(m["options"].split(",")), m
+        assert m["device_ro"] == "1", m
+    assert r["mass_storage_after"] is False  # locked again when released
+    assert r["verify_rc"] == 0, r["verify_out"]
+    assert r["image_unchanged"]  # nothing wrote to the medium
+    assert "undocked" in r["ledger_after_unplug"]
+    assert r["mounts_left"] == []
+    assert r["agent_rc"] == 0
+
+
+def test_gadget_usb_stack(guest: Guest) -> None:
+    """The bare stack: udev sees the ACM tty at plug, the vfat partition only after unlock
+    over that tty, both under the same USB device; unplug removes both."""
+    rec = guest.recorder_image("BWC00009", [1 * MIB, 2 * MIB], partitioned=True)
+    r = guest.scenario("gadget_smoke", {"serial": rec.serial, "sizes": rec.sizes,
+                                        "image": rec.image}).result
+    assert len(r["udcs"]) == 2
+    assert r["acm"]["devnode"].startswith("/dev/ttyACM")
+    assert "BWC00009" in r["identity"]
+    assert r["recordings"] == 2
+    assert r["disk_before_unlock"] is None  # locked: no filesystem visible
+    assert r["fs"]["ID_FS_TYPE"] == "vfat"
+    assert r["fs"]["DEVTYPE"] == "partition"
+    assert r["fs"]["parent"] == r["acm"]["parent"] != ""  # one USB device, two functions
+    assert r["mass_storage_state"] is True
+    assert r["remaining_sd"] == []
+    assert r["gadget_removed"]
+    print(json.dumps({k: r[k] for k in ("tty_after_s", "fs_after_unlock_s",
+                                        "removed_after_s")}))
+
+
+def test_offload_partitioned_recorder(guest: Guest) -> None:
+    rec = guest.recorder_image("BWC00001", [3 * MIB, 5 * MIB, 1 * MIB + 12345],
+                               partitioned=True)
+    r = guest.scenario("offload", {"name": "partitioned", "serial": rec.serial,
+                                   "sizes": rec.sizes, "image": rec.image}).result
+    _assert_offloaded(r, rec)
+    assert r["plugs"] == 1
+
+
+def test_whole_disk_recorder(guest: Guest) -> None:
+    """A recorder whose FAT filesystem covers the whole disk (no partition table)."""
+    rec = guest.recorder_image("BWC00002", [2 * MIB, 3 * MIB], partitioned=False)
+    r = guest.scenario("offload", {"name": "wholedisk", "serial": rec.serial,
+                                   "sizes": rec.sizes, "image": rec.image}).result
+    _assert_offloaded(r, rec)
+    assert all(m["source"] == f"/dev/{m['disk']}" for m in r["mounts"])  # the whole disk
+
+
+def test_unplug_mid_file_then_replug_resumes(guest: Guest) -> None:
+    rec = guest.recorder_image("BWC00003", [1 * MIB, 40 * MIB, 2 * MIB], partitioned=True,
+                               size_mib=96)
+    r = guest.scenario("offload", {"name": "resume", "serial": rec.serial, "sizes": rec.sizes,
+                                   "image": rec.image, "unplug_during": 1}).result
+    hit = r["interrupted"]
+    assert hit is not None and hit["file"].endswith(rec.files[1].name.rsplit("/", 1)[-1])
+    # Pulled mid-file: the big file was not in the store, nothing stayed mounted, and the
+    # session ended.
+    assert r["evidence_after_unplug"] < len(rec.files)
+    assert r["mounts_after_unplug"] == []
+    assert r["after_unplug_bay"] is None
+    assert r["plugs"] == 2
+    _assert_offloaded(r, rec)
+
+
+def test_usb_stick_is_rejected_and_never_mounted(guest: Guest) -> None:
+    rec = guest.recorder_image("STICK001", [1 * MIB], partitioned=True)
+    before = guest.xchg.joinpath(rec.image)
+    r = guest.scenario("usb_stick", {"name": "stick", "serial": "4C530001",
+                                     "image": rec.image}).result
+    assert r["fs"]["ID_FS_TYPE"] == "vfat"  # udev did see a mountable filesystem
+    assert r["fs_props"].get("DOCK_AGENT_RECORDER") != "1"  # our rule did not tag it
+    assert r["mounts"] == []  # never mounted
+    assert "device_rejected" in r["ledger"] or any(
+        "reject" in json.dumps(f).lower() for f in r["faults"]), (r["ledger"], r["faults"])
+    assert r["status"]["bays"] == []
+    assert r["agent_rc"] == 0
+    assert before.exists()

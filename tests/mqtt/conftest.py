@@ -1,0 +1,99 @@
+"""Fixtures: a real mosquitto with generated TLS PKI and ACL, a real SQLite database,
+and a recording implementation of the agent's command actions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.mqtt import SCHEMAS
+from agent.mqtt.errors import CommandRejected
+from agent.store.db import Database
+
+from .broker import Broker, Pki
+from .central import Central
+
+IDENTITIES = ["dock-A", "dock-B", "central"]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki.create(tmp_path_factory.mktemp("pki"), IDENTITIES)
+
+
+@pytest.fixture
+def broker(tmp_path: Path, pki: Pki) -> Iterator[Broker]:
+    b = Broker(tmp_path / "broker", pki)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "dock.sqlite3"
+
+
+@pytest.fixture
+def db(db_path: Path) -> Iterator[Database]:
+    d = Database(db_path, SCHEMAS)
+    yield d
+    d.close()
+
+
+@pytest.fixture
+async def central(broker: Broker) -> AsyncIterator[Central]:
+    c = await Central(broker.settings("central")).start()
+    yield c
+    await c.stop()
+
+
+class RecordingActions:
+    """The agent's side of commands, recording what it was asked to do."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.officers: dict[str, dict[str, str]] = {}
+        self.holds: dict[str, dict[str, Any]] = {}
+        self.known_serials = {"REC00001", "REC00002"}
+
+    async def assign_officer(self, serial: str, record: Mapping[str, str]) -> dict[str, Any]:
+        self.calls.append(("assign_officer", (serial, dict(record))))
+        if serial not in self.known_serials:
+            raise CommandRejected(f"recorder {serial} is not known to this dock")
+        self.officers[serial] = dict(record)
+        return {"serial": serial, "officer_no": record["officer_no"]}
+
+    async def set_hold(self, hold_id: str, reason: str,
+                       scope: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(("set_hold", (hold_id, reason, dict(scope))))
+        self.holds[hold_id] = {"reason": reason, "scope": dict(scope)}
+        return {"hold_id": hold_id, "files": 3}
+
+    async def clear_hold(self, hold_id: str, reason: str) -> dict[str, Any]:
+        self.calls.append(("clear_hold", (hold_id, reason)))
+        if hold_id not in self.holds:
+            raise CommandRejected(f"no hold {hold_id}")
+        del self.holds[hold_id]
+        return {"hold_id": hold_id}
+
+    async def run_verify(self, deep: bool) -> dict[str, Any]:
+        self.calls.append(("run_verify", deep))
+        await asyncio.sleep(0)
+        return {"checked": 10, "mismatches": 0, "deep": deep}
+
+    async def readiness_report(self) -> dict[str, Any]:
+        self.calls.append(("readiness_report", None))
+        return {"recorders": [{"serial": "REC00001", "verdict": "READY"}]}
+
+    async def rebirth(self) -> None:
+        self.calls.append(("rebirth", None))
+
+
+@pytest.fixture
+def actions() -> RecordingActions:
+    return RecordingActions()

@@ -1,0 +1,89 @@
+"""The agent process dies (kill -9) with events published but not yet acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+from agent.mqtt import SCHEMAS
+from agent.store.db import Database
+
+from .helpers import add_custody, until
+
+PROC = Path(__file__).with_name("agent_proc.py")
+
+
+async def start_agent(db_path: Path, settings) -> asyncio.subprocess.Process:
+    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(PROC), str(db_path), json.dumps(cfg),
+        stdout=asyncio.subprocess.PIPE)
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line.startswith(b"online"), line
+    return proc
+
+
+async def settle(central) -> None:
+    """Wait until nothing new has arrived for half a second."""
+    n = -1
+    while n != len(central.messages):
+        n = len(central.messages)
+        await asyncio.sleep(0.5)
+
+
+def waiting_ids(db_path: Path) -> set[str]:
+    conn = sqlite3.connect(db_path)
+    try:
+        return {r[0] for r in conn.execute("SELECT event_id FROM outbox")}
+    finally:
+        conn.close()
+
+
+async def test_kill_between_publish_and_puback_resends_same_event_id(broker, central, db_path):
+    db = Database(db_path, SCHEMAS)
+    await add_custody(db, 5000)
+    db.close()
+    settings = broker.settings("dock-A")
+    proc = await start_agent(db_path, settings)
+    # Freeze the agent mid-drain: publishes on the wire reach the broker and the central
+    # side, but their PUBACKs pile up unread in the frozen process's socket.
+    while len(waiting_ids(db_path)) > 4700:
+        await asyncio.sleep(0.005)
+    os.kill(proc.pid, signal.SIGSTOP)
+    await settle(central)
+    os.kill(proc.pid, signal.SIGKILL)
+    await proc.wait()
+    seen_before = {b["event_id"] for b in central.on("/events/custody")}
+    unacked_seen = seen_before & waiting_ids(db_path)
+    assert unacked_seen, "some delivered events were still waiting for their PUBACK"
+    # The broker sends the Will with the first session's bdSeq.
+    await central.wait_for(lambda: any(
+        b["state"] == "offline" and b["reason"] == "connection-lost"
+        for b in central.on("dock-A/status")))
+    proc = await start_agent(db_path, settings)
+    try:
+        await central.wait_for(lambda: len(central.unique_events()) == 5000, timeout=90)
+        await until(lambda: not waiting_ids(db_path), timeout=30)
+    finally:
+        proc.kill()
+        await proc.wait()
+    ids = [b["event_id"] for b in central.on("/events/custody")]
+    duplicates = {i for i in ids if ids.count(i) > 1} if len(ids) < 20000 else set()
+    assert unacked_seen <= duplicates, "each unacknowledged event was re-sent with its event_id"
+    # De-duplication by event_id gives every event once, in seq order, without gaps.
+    unique = central.unique_events()
+    seqs = [e["seq"] for e in unique]
+    assert sorted(seqs) == list(range(1, 5001))
+    # Re-sent events carry the same seq as the first copy.
+    by_id: dict[str, set[int]] = {}
+    for b in central.on("/events/custody"):
+        by_id.setdefault(b["event_id"], set()).add(b["seq"])
+    assert all(len(s) == 1 for s in by_id.values())
+    statuses = [(b["state"], b["bdSeq"]) for b in central.on("dock-A/status")]
+    assert statuses[:3] == [("online", 1), ("offline", 1), ("online", 2)]
+    assert central.invalid == []

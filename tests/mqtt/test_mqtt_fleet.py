@@ -1,0 +1,108 @@
+"""The fleet view against a real broker and a real reporter."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from agent.mqtt.fleet import FleetModel, fleet_settings, run_fleet
+from agent.mqtt.transport import PahoTransport
+from agent.store import outbox
+
+from .helpers import make_reporter, outbox_depth, running, until
+
+
+async def test_fleet_once_json_and_table(broker, central, db, actions):
+    def events(conn):
+        outbox.enqueue(conn, stream="custody", subject="REC00001", payload={
+            "seq": 1, "hash": "aa", "kind": "offload-complete"})
+        outbox.enqueue(conn, stream="fault", subject="REC00002", payload={
+            "kind": "battery-failing", "message": "battery at 3% after 2 h charge"})
+        outbox.enqueue(conn, stream="fault", subject="REC00001", payload={
+            "kind": "clock-not-set"})
+        outbox.enqueue(conn, stream="fault", subject="REC00001", payload={
+            "kind": "clock-not-set", "cleared": True})
+
+    db.write_sync(events)
+    reporter = make_reporter(db, broker.settings("dock-A"), actions)
+    reporter.set_dock_health({"cpu_temp_c": 50})
+    reporter.set_recorder_state("REC00001", {
+        "bay": "1", "officer": {"officer_no": "0042"}, "battery": {"percent": 97},
+        "readiness": {"verdict": "READY", "reasons": []}})
+    reporter.set_recorder_state("REC00002", {
+        "bay": "2", "battery": {"percent": 3},
+        "readiness": {"verdict": "NOT_READY", "reasons": ["battery below 90%"]}})
+    async with running(reporter):
+        await until(lambda: outbox_depth(db) == 0)
+        await central.wait_for(lambda: len(central.on("/events/fault")) == 3)
+        out = io.StringIO()
+        model = await run_fleet(broker.settings("central", client_id=None), json=True,
+                                once=True, out=out, settle_s=1.0)
+        text = io.StringIO()
+        await run_fleet(broker.settings("central", client_id=None), once=True, out=text,
+                        settle_s=0.5)
+    snap = json.loads(out.getvalue())
+    (dock,) = snap["docks"]
+    assert dock["dock_id"] == "dock-A" and dock["online"] and dock["bdSeq"] == 1
+    recs = {r["serial"]: r for r in dock["recorders"]}
+    assert recs["REC00001"]["readiness"] == "READY" and recs["REC00001"]["officer"] == "0042"
+    assert recs["REC00002"]["reasons"] == ["battery below 90%"]
+    assert not recs["REC00001"]["stale"]
+    # Retained state only: events are not retained, so a fresh viewer sees no faults...
+    assert dock["open_faults"] == []
+    # ...but a live model fed the event stream tracks open faults and offloads.
+    live = FleetModel()
+    for m in central.messages:
+        live.apply(m.topic, json.dumps(m.body).encode() if m.body is not None else b"")
+    live_dock = live.snapshot()["docks"][0]
+    assert [f["kind"] for f in live_dock["open_faults"]] == ["battery-failing"]
+    assert live.recorders[("dock-A", "REC00001")].last_offload is not None
+    table = text.getvalue()
+    assert "REC00001" in table and "READY" in table and "dock-A" in table
+    assert model.docks["dock-A"].online
+
+
+async def test_fleet_marks_recorders_stale_after_dock_death(broker, db, actions):
+    made: list[PahoTransport] = []
+    settings = broker.settings("dock-A")
+
+    def factory() -> PahoTransport:
+        made.append(PahoTransport(settings, "dock-A"))
+        return made[-1]
+
+    reporter = make_reporter(db, settings, actions, transport_factory=factory)
+    reporter.set_recorder_state("REC00001", {"bay": "1"})
+    fleet_cfg = broker.settings("central", client_id=None)
+    async with running(reporter):
+        model = await run_fleet(fleet_cfg, once=True, out=io.StringIO(), settle_s=0.5)
+        assert not model.stale(model.recorders[("dock-A", "REC00001")])
+        made[-1].abort()  # the Will (bdSeq 1) arrives; the reporter comes back as bdSeq 2
+        await until(lambda: reporter.stats.bd_seq == 2 and reporter.connected)
+        model = await run_fleet(fleet_cfg, once=True, out=io.StringIO(), settle_s=0.5)
+        assert model.docks["dock-A"].online and model.docks["dock-A"].bd_seq == 2
+        assert not model.stale(model.recorders[("dock-A", "REC00001")])
+    # clean shutdown: retained status offline (bdSeq 2)
+    model = await run_fleet(fleet_cfg, once=True, out=io.StringIO(), settle_s=0.5)
+    dock = model.docks["dock-A"]
+    assert not dock.online and dock.bd_seq == 2
+    # the recorder birth is still retained, but its dock is offline: stale
+    assert model.stale(model.recorders[("dock-A", "REC00001")])
+
+
+def test_fleet_settings_parse():
+    s = fleet_settings("broker.example:8883", ca_file=None)
+    assert (s.host, s.port, s.tls) == ("broker.example", 8883, True)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        fleet_settings("nohost")
+
+
+def test_old_will_does_not_kill_new_session():
+    m = FleetModel()
+    m.apply("dock/v1/d1/status", b'{"dock_id":"d1","state":"online","bdSeq":5}')
+    m.apply("dock/v1/d1/status", b'{"dock_id":"d1","state":"offline","bdSeq":4}')
+    assert m.docks["d1"].online
+    m.apply("dock/v1/d1/status", b'{"dock_id":"d1","state":"offline","bdSeq":5}')
+    assert not m.docks["d1"].online
+    assert not m.apply("dock/v1/d1/status", b"not json")

@@ -1,0 +1,109 @@
+"""Outbox bounds (only health samples are ever dropped, and counted) and progress throttling."""
+
+from __future__ import annotations
+
+import time
+
+from agent.store import outbox
+
+from .helpers import make_reporter, outbox_depth, running, until
+
+DAY = 86400.0
+
+
+def fill(conn, *, health: int, custody: int, fault: int, created: float) -> None:
+    # interleaved, like a real dock: health samples between custody events
+    for i in range(max(health, custody, fault)):
+        if i < custody:
+            outbox.enqueue(conn, stream="custody", subject="REC00001", now=created,
+                           payload={"seq": i + 1, "hash": "00" * 32, "kind": "file-stored"})
+        if i < health:
+            outbox.enqueue(conn, stream="health", droppable=True, now=created,
+                           payload={"cpu_temp_c": 40 + i % 10})
+        if i < fault:
+            outbox.enqueue(conn, stream="fault", subject="REC00001", now=created,
+                           payload={"kind": "battery-failing"})
+
+
+def streams(conn) -> dict[str, int]:
+    return dict(conn.execute("SELECT stream, COUNT(*) FROM outbox GROUP BY stream").fetchall())
+
+
+def test_bounds_drop_only_health_and_count(db):
+    now = time.time()
+    db.write_sync(lambda c: fill(c, health=300, custody=100, fault=10, created=now - 40 * DAY))
+    db.write_sync(lambda c: fill(c, health=50, custody=5, fault=0, created=now))
+    # Age: all old health samples go, old custody and fault events stay.
+    dropped = db.write_sync(lambda c: outbox.enforce_bounds(
+        c, max_events=10_000, max_age_days=30, now=now))
+    assert dropped == 300
+    assert db.read_sync(streams) == {"custody": 105, "fault": 10, "health": 50}
+    # Size: the oldest health samples go first, custody and fault never.
+    dropped = db.write_sync(lambda c: outbox.enforce_bounds(
+        c, max_events=140, max_age_days=30, now=now))
+    assert dropped == 25
+    assert db.read_sync(streams) == {"custody": 105, "fault": 10, "health": 25}
+    kept = db.read_sync(lambda c: [r[0] for r in c.execute(
+        "SELECT payload FROM outbox WHERE stream='health' ORDER BY seq")])
+    assert [eval_temp(p) for p in kept] == [40 + i % 10 for i in range(25, 50)]
+    # More than the bound in custody alone: nothing else can go, nothing custody is lost.
+    dropped = db.write_sync(lambda c: outbox.enforce_bounds(
+        c, max_events=50, max_age_days=30, now=now))
+    assert dropped == 25
+    assert db.read_sync(streams) == {"custody": 105, "fault": 10}
+    st = db.read_sync(outbox.stats)
+    assert st.depth == 115 and st.dropped == 350
+    assert st.oldest_created_at is not None and st.oldest_created_at < now - 39 * DAY
+
+
+def eval_temp(payload: str) -> int:
+    import json
+
+    return int(json.loads(payload)["cpu_temp_c"])
+
+
+async def test_reporter_applies_bounds_and_publishes_dropped(broker, central, db, actions):
+    now = time.time()
+    db.write_sync(lambda c: fill(c, health=1500, custody=600, fault=3, created=now - DAY))
+    settings = broker.settings("dock-A", outbox_max_events=1000, outbox_max_age_days=30)
+    reporter = make_reporter(db, settings, actions)
+    reporter.set_dock_health({"cpu_temp_c": 45})
+    async with running(reporter):
+        await until(lambda: outbox_depth(db) == 0)
+        await central.wait_for(lambda: len(central.on("/events/custody")) == 600)
+        await central.wait_for(lambda: len(central.on("/events/fault")) == 3)
+        reporter.set_dock_health({"cpu_temp_c": 46})
+        await central.wait_for(lambda: any(
+            b["outbox"]["dropped"] > 0 for b in central.on("dock-A/health")))
+        assert reporter.stats.dropped == 1103
+    # The bounds ran before the drain: 2103 rows, bound 1000 -> the 1103 oldest health dropped.
+    assert len(central.on("/events/health")) == 1500 - 1103
+    last = central.on("dock-A/health")[-1]
+    assert last["outbox"]["dropped"] == 1103 and last["health"] == {"cpu_temp_c": 46}
+    assert central.invalid == []
+
+
+async def test_progress_is_throttled_and_latest_always_sent(broker, central, db, actions):
+    settings = broker.settings("dock-A", progress_interval_s=0.5)
+    reporter = make_reporter(db, settings, actions)
+    reporter.set_recorder_state("REC00001", {"bay": "1"})
+    async with running(reporter):
+        for i in range(1, 501):
+            reporter.offload_progress("REC00001", {"files_done": i, "files_total": 500,
+                                                   "bytes_done": i * 1000})
+        for i in range(1, 11):
+            reporter.offload_progress("REC00002", {"files_done": i, "files_total": 10})
+        await central.wait_for(lambda: any(
+            b["files_done"] == 500 for b in central.on("/recorder/REC00001/progress")))
+        await central.wait_for(lambda: any(
+            b["files_done"] == 10 for b in central.on("/recorder/REC00002/progress")))
+        # The retained state carries the latest progress too (for births after reconnect).
+        await central.command("dock-A", "rebirth", {"id": "rb"})
+        await central.wait_for(lambda: len(central.on("/recorder/REC00001/state")) == 2)
+    p1 = [b["files_done"] for b in central.on("/recorder/REC00001/progress")]
+    p2 = [b["files_done"] for b in central.on("/recorder/REC00002/progress")]
+    assert p1[0] == 1 and p1[-1] == 500 and len(p1) < 20  # 500 updates coalesced
+    assert p2[0] == 1 and p2[-1] == 10 and len(p2) < 10
+    assert p1 == sorted(p1)
+    assert central.on("/recorder/REC00001/state")[-1]["offload"]["files_done"] == 500
+    assert central.invalid == []

@@ -1,0 +1,104 @@
+"""Pure parts: throttle, backoff, topics, payload builders against their schemas."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from agent.mqtt import payloads
+from agent.mqtt.backoff import Backoff
+from agent.mqtt.errors import PayloadInvalid
+from agent.mqtt.throttle import Throttle
+from agent.mqtt.topics import Topics, TopicError, fleet_filters
+from agent.mqtt.validation import load_schema, schema_for_topic, schema_names, validate
+from agent.store.outbox import OutboxEvent, OutboxStats
+
+
+def test_throttle_coalesces_and_keeps_latest():
+    t: Throttle[str, int] = Throttle(1.0)
+    assert t.offer("a", 1, now=0.0) == 1
+    assert t.offer("a", 2, now=0.3) is None
+    assert t.offer("a", 3, now=0.6) is None
+    assert t.offer("b", 9, now=0.6) == 9  # keys are independent
+    assert t.next_due() == 1.0
+    assert t.take_due(0.9) == []
+    assert t.take_due(1.0) == [("a", 3)]
+    assert t.next_due() is None
+    assert t.offer("a", 4, now=1.5) is None
+    assert t.flush("a") == 4 and t.flush("a") is None
+    assert t.offer("a", 5, now=1.6) == 5  # forgotten key starts afresh
+
+
+def test_backoff_grows_with_jitter_and_resets():
+    b = Backoff(1.0, 8.0, random.Random(1))
+    delays = [b.next_delay() for _ in range(10)]
+    assert all(1.0 <= d <= 8.0 for d in delays)
+    ceilings = [min(8.0, 2.0**i) for i in range(10)]
+    assert all(d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len(set(delays)) > 5  # jittered
+    b.reset()
+    assert b.next_delay() == 1.0
+
+
+def test_topics_and_levels():
+    t = Topics("dock/v1", "dock-A")
+    assert t.status == "dock/v1/dock-A/status"
+    assert t.recorder_state("R1") == "dock/v1/dock-A/recorder/R1/state"
+    assert t.event("custody") == "dock/v1/dock-A/events/custody"
+    assert t.command_filter == "dock/v1/dock-A/cmd/+"
+    for bad in ("a/b", "+", "#", ""):
+        with pytest.raises(TopicError):
+            t.recorder_state(bad)
+    with pytest.raises(TopicError):
+        Topics("dock/v1", "dock/A")
+    assert "dock/v1/+/status" in fleet_filters("dock/v1")
+
+
+def test_all_schemas_are_valid_json_schemas():
+    names = schema_names()
+    assert {"status", "health", "recorder-state", "reply", "event-custody"} <= set(names)
+    for name in names:
+        Draft202012Validator.check_schema(load_schema(name))
+
+
+def test_builders_match_schemas():
+    now = 1_795_000_000.25
+    validate("status", payloads.status_online("dock-A", 3, now, "1.0", "5"))
+    validate("status", payloads.status_offline("dock-A", 3, "connection-lost", None))
+    validate("health", payloads.health("dock-A", 3, now, "1.0", {"x": 1},
+                                       OutboxStats(5, now - 10, 2), {"published": 1}))
+    validate("recorder-state", payloads.recorder_birth("dock-A", "R1", 3, now, {
+        "bay": "1", "battery": {"percent": 88.5}, "readiness": {"verdict": "NOT_READY",
+                                                               "reasons": ["battery"]}}))
+    validate("recorder-state", payloads.recorder_death("dock-A", "R1", 3, now))
+    ev = OutboxEvent(7, "e7", "custody", "R1", {"seq": 1, "hash": "ab", "kind": "check-in"},
+                     False, now)
+    body = payloads.event("dock-A", ev)
+    validate("event-custody", body)
+    assert body["created_at"] == "2026-11-18T11:06:40.250Z"
+    validate("reply", payloads.reply_ok("dock-A", "c1", "verify", {"ok": 1}, now))
+    validate("reply", payloads.reply_error("dock-A", None, "verify", "malformed", "x", now))
+    assert json.loads(payloads.encode({"b": 1, "a": 2})) == {"a": 2, "b": 1}
+
+
+def test_schemas_reject_bad_payloads():
+    now = 1_795_000_000.0
+    with pytest.raises(PayloadInvalid, match="bdSeq"):
+        validate("status", {"dock_id": "d", "state": "online"})
+    with pytest.raises(PayloadInvalid):  # a death carries nothing but the death
+        validate("recorder-state", {**payloads.recorder_death("d", "R1", 1, now), "bay": "1"})
+    with pytest.raises(PayloadInvalid):
+        validate("reply", {**payloads.reply_ok("d", "c", "v", {}, now), "ok": False})
+    with pytest.raises(PayloadInvalid, match="battery/percent"):
+        validate("recorder-state", payloads.recorder_birth("d", "R1", 1, now,
+                                                           {"battery": {"percent": 120}}))
+
+
+def test_schema_for_topic():
+    assert schema_for_topic(["recorder", "R1", "state"]) == "recorder-state"
+    assert schema_for_topic(["events", "fault"]) == "event-fault"
+    assert schema_for_topic(["cmd", "verify"]) == "command-verify"
+    assert schema_for_topic(["nope"]) is None

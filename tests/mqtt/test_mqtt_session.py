@@ -1,0 +1,65 @@
+"""Sessions against a real mosquitto: birth sequence, drain, schemas, Will, shutdown."""
+
+from __future__ import annotations
+
+from agent.mqtt.transport import PahoTransport
+
+from .helpers import add_custody, make_reporter, outbox_depth, running, until
+
+
+async def test_birth_then_drain_all_payloads_valid(broker, central, db, actions):
+    await add_custody(db, 25)
+    reporter = make_reporter(db, broker.settings("dock-A"), actions)
+    reporter.set_dock_health({"cpu_temp_c": 51.0, "store_free_percent": 80.0})
+    reporter.set_recorder_state("REC00001", {
+        "bay": "1", "identity": {"model": "X1", "firmware": "1.2"},
+        "officer": {"officer_no": "0042", "officer_name": "Li"},
+        "battery": {"percent": 95, "charging": True},
+        "storage": {"total_bytes": 64 << 30, "free_bytes": 60 << 30},
+        "clock": {"drift_ms": 12.0, "corrected": False},
+        "readiness": {"verdict": "READY", "reasons": []}})
+    async with running(reporter):
+        await central.wait_for(lambda: len(central.on("/events/custody")) == 25)
+        await until(lambda: outbox_depth(db) == 0)
+        reporter.offload_progress("REC00001", {"files_done": 1, "files_total": 2})
+        reporter.remove_recorder("REC00001")
+        await central.wait_for(lambda: any(
+            b and b["docked"] is False for b in central.on("/recorder/REC00001/state")))
+        assert reporter.stats.acked == 25
+    await central.wait_for(lambda: central.on("dock-A/status")[-1]["state"] == "offline")
+    topics = [m.topic for m in central.messages]
+    status = central.on("dock-A/status")
+    assert status[0]["state"] == "online" and status[-1]["state"] == "offline"
+    assert status[-1]["reason"] == "shutdown" and status[0]["bdSeq"] == status[-1]["bdSeq"] == 1
+    # Birth order: status online, health, recorder birth, then the outbox events.
+    first_event = next(i for i, t in enumerate(topics) if t.endswith("/events/custody"))
+    assert topics.index("dock/v1/dock-A/status") < topics.index("dock/v1/dock-A/health")
+    assert topics.index("dock/v1/dock-A/health") < first_event
+    assert topics.index("dock/v1/dock-A/recorder/REC00001/state") < first_event
+    seqs = [b["seq"] for b in central.on("/events/custody")]
+    assert seqs == sorted(seqs)
+    assert len({b["event_id"] for b in central.on("/events/custody")}) == 25
+    assert central.on("/recorder/REC00001/progress")
+    assert central.invalid == []
+
+
+async def test_will_carries_bdseq_on_abrupt_disconnect(broker, central, db, actions):
+    made: list[PahoTransport] = []
+    settings = broker.settings("dock-A")
+
+    def factory() -> PahoTransport:
+        t = PahoTransport(settings, "dock-A")
+        made.append(t)
+        return t
+
+    reporter = make_reporter(db, settings, actions, transport_factory=factory)
+    async with running(reporter):
+        made[-1].abort()  # TCP drop without DISCONNECT: the broker publishes the Will
+        await central.wait_for(lambda: len(central.on("dock-A/status")) >= 3)
+        await until(lambda: reporter.connected and reporter.stats.bd_seq == 2)
+        await central.wait_for(lambda: any(
+            b["state"] == "online" and b["bdSeq"] == 2 for b in central.on("dock-A/status")))
+    states = [(b["state"], b["bdSeq"], b.get("reason")) for b in central.on("dock-A/status")]
+    assert states[:3] == [("online", 1, None), ("offline", 1, "connection-lost"),
+                          ("online", 2, None)]
+    assert central.invalid == []

@@ -1,0 +1,38 @@
+"""Child process of the kill -9 test: one offload with wipe and verify, then exit.
+
+usage: crash_child.py DB STORE SOURCE WIPE_LOG
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from offload_helpers import DOCK_ID, SCHEMAS, FixedHours, LoggingWiper, ctx  # noqa: E402
+
+from agent.offload import Offloader  # noqa: E402
+from agent.settings import OffloadSettings  # noqa: E402
+from agent.store.db import Database  # noqa: E402
+from agent.store.ledger import Ledger  # noqa: E402
+
+
+async def main(db_path: str, store: str, source: str, log: str) -> None:
+    db = Database(Path(db_path), SCHEMAS)
+    settings = OffloadSettings(buffer_mib=1, buffers=3, fdatasync_every_mib=2, reserve_mib=0,
+                               verify="always", wipe_after_offload=True)
+    o = Offloader(db, Ledger(DOCK_ID), Path(store), settings, FixedHours(1e6), ZoneInfo("UTC"))
+    print("ready", flush=True)
+    s = await o.offload(ctx(), Path(source), wiper=LoggingWiper(Path(source), Path(log)))
+    print(json.dumps({"outcome": s.outcome, "detail": s.detail, "stored": len(s.stored),
+                      "failed": [p.reason for p in s.failed]}), flush=True)
+    await o.close()
+    db.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:5]))
