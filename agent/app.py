@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -57,7 +55,7 @@ def prepare_directories(settings: Settings) -> None:
     ):
         try:
             path.mkdir(parents=True, exist_ok=True)
-            os.chmod(path, mode)
+            path.chmod(mode)
         except OSError as exc:
             raise StartupError(f"cannot prepare {path}: {exc}") from exc
 
@@ -110,6 +108,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         reporter = Reporter(db, settings.mqtt, settings.dock.id, view.actions(),
                             agent_version=__version__)
         view.attach_reporter(reporter)
+        db.on_commit(reporter.notify_outbox)
 
     deps = SessionDeps(
         db=db,
@@ -166,7 +165,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
             await supervisor.aclose()
-            raise _Shutdown
+            raise _Shutdown  # noqa: TRY301 - leaves the TaskGroup, cancelling every task
     except* _Shutdown:
         pass
     finally:

@@ -61,7 +61,11 @@ class AgentActions:
     async def assign_officer(self, serial: str, record: Mapping[str, str]) -> dict[str, Any]:
         fields = _check_officer(record)
         req = await self.view.db.write(
-            lambda conn: assignments.request(conn, serial, requested_by="central", **fields)
+            lambda conn: assignments.request(
+                conn, serial, officer_no=fields["officer_no"],
+                officer_name=fields["officer_name"], unit_no=fields["unit_no"],
+                unit_name=fields["unit_name"], requested_by="central",
+            )
         )
         applied = False
         apply_now = self.view.apply_assignment

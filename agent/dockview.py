@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
@@ -39,7 +40,8 @@ def facts_from_snapshot(
     clock = snap.get("clock") or {}
     result = snap.get("offload_result") or {}
     drift = clock.get("drift_after_ms", clock.get("drift_before_ms"))
-    pending = int(result.get("files_pending", 0) or 0) + int(result.get("files_failed", 0) or 0)
+    # Files that failed to copy are still on the recorder and not in custody.
+    pending = int(result.get("failed", 0) or 0)
     complete = result.get("outcome") == "complete" and pending == 0
     return RecorderFacts(
         battery_percent=_num(battery.get("percent")),
@@ -94,8 +96,8 @@ class DockView:
             readiness = evaluate(facts, self.settings.readiness, self.settings.clock.tolerance_ms)
             entry = dict(snap)
             entry["readiness"] = readiness.as_dict()
-            battery = snap.get("battery") or {}
-            entry["battery_percent"] = battery.get("percent")
+            battery = snap.get("battery")
+            entry["battery_percent"] = battery.get("percent") if isinstance(battery, dict) else None
             out.append(entry)
         return out
 
@@ -157,7 +159,7 @@ class DockView:
 
     async def status(self) -> dict[str, Any]:
         reporter = self.reporter
-        stats = reporter.stats() if reporter is not None else {}
+        stats = asdict(reporter.stats) if reporter is not None else {}
         return {
             "dock_id": self.settings.dock.id,
             "version": __version__,

@@ -124,6 +124,10 @@ class RecorderFirmware:
         self.faults = faults
         self.state.battery.failing = faults.battery_failing
 
+    def log_event(self, kind: int, detail: str) -> None:
+        """Append one entry to the device event log, stamped with the device clock."""
+        self._log(kind, detail)
+
     def _log(self, kind: int, detail: str) -> None:
         self._log_many([(kind, detail, self.state.clock.now_ms(self._now()))])
 
@@ -213,7 +217,9 @@ class RecorderFirmware:
         try:
             self.disk.delete(name, size, digest)
         except StorageRefusal as e:
-            raise DeviceFault(_REFUSAL_CODES[e.reason], str(e)[:200]) from None
+            raise DeviceFault(
+                _REFUSAL_CODES[e.reason], str(e).encode()[:250].decode("utf-8", "ignore")
+            ) from None
         except OSError as e:
             self._log(LogKind.STORAGE_FAULT, f"delete failed: {e.strerror}")
             raise DeviceFault(ErrorCode.STORAGE_FAULT, f"delete failed: {e.strerror}") from None

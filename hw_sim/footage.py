@@ -105,7 +105,11 @@ def _digest(f: FootageFile) -> bytes:
 
 
 def expected_files(spec: RecorderSpec) -> list[ExpectedFile]:
-    """Name, size, BLAKE3 and recording times of every footage file (hashes are cached)."""
+    """Name, size, BLAKE3 and recording times of every footage file.
+
+    Hashing generates the content (hundreds of MB/s); hashes are cached per process. For
+    large footage call it off the event loop (`asyncio.to_thread`).
+    """
     return [
         ExpectedFile(f.name, f.size, _digest(f), f.start_ms, f.end_ms)
         for f in footage_files(spec)

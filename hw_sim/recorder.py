@@ -32,6 +32,7 @@ from firmware_bridge.messages import (
     GetStorage,
     HelloRequest,
     ListRecordings,
+    LogKind,
     SetClock,
     SetMassStorage,
     SetOfficer,
@@ -96,6 +97,7 @@ class VirtualRecorder:
         self.unplugged = asyncio.Event()
         self.replies_suppressed = 0
         self.replies_garbled = 0
+        self._auth_failures_seen = 0
 
     # --- public view ------------------------------------------------------------------------
     @property
@@ -148,6 +150,7 @@ class VirtualRecorder:
         self.firmware.set_faults(faults)
         if refuse_changed and self._server is not None:
             self._server.endpoint = self._endpoint()
+            self._auth_failures_seen = 0
 
     def inject(self, data: bytes) -> None:
         """Put raw bytes (line noise) on the serial line now."""
@@ -170,6 +173,7 @@ class VirtualRecorder:
         self.unplugged.clear()
         self._pty = open_pty()
         endpoint = self._endpoint()
+        self._auth_failures_seen = 0
         self._server = DeviceServer(
             self._pty.master_fd, endpoint,
             reply_filter=self._reply_filter, request_filter=self._request_filter,
@@ -300,7 +304,17 @@ class VirtualRecorder:
                 self._pending.clear()
         return data
 
+    def _note_auth_failures(self) -> None:
+        """The endpoint checks proofs itself; the recorder logs each failure it counted."""
+        if self._server is None:
+            return
+        failures = self._server.endpoint.stats.auth_failures
+        for _ in range(failures - self._auth_failures_seen):
+            self.firmware.log_event(LogKind.AUTH_FAILURE, "wrong proof")
+        self._auth_failures_seen = failures
+
     async def _reply_filter(self, frame: bytes) -> bytes | None:
+        self._note_auth_failures()
         f = self._faults
         if f.silent_commands:
             for item in FrameDecoder().feed(frame):

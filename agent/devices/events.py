@@ -79,4 +79,6 @@ class DeviceRejected:
     devpath: str | None = None
 
 
-DeviceEvent = RecorderPlugged | StorageAppeared | StorageRemoved | RecorderUnplugged | DeviceRejected
+DeviceEvent = (
+    RecorderPlugged | StorageAppeared | StorageRemoved | RecorderUnplugged | DeviceRejected
+)

@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,12 +92,7 @@ def _status_text(status: dict[str, Any]) -> str:
     bays = status.get("bays", [])
     rows = []
     for bay in bays:
-        prog = bay.get("offload") or {}
-        done, total = int(prog.get("bytes_done", 0)), int(prog.get("bytes_total", 0))
-        offload = progress_bar(done, total) if total else (bay.get("offload_state") or "-")
-        rate = prog.get("rate_bps")
-        if total and rate:
-            offload += f" {human_bytes(rate)}/s ETA {human_duration(prog.get('eta_s'))}"
+        offload = _offload_cell(bay)
         readiness = bay.get("readiness") or {}
         rows.append([
             bay.get("bay"), bay.get("serial") or bay.get("key"), bay.get("officer_no") or "-",
@@ -115,6 +110,24 @@ def _status_text(status: dict[str, Any]) -> str:
     return head + "\n" + table(
         ["BAY", "RECORDER", "OFFICER", "STATE", "BATT", "OFFLOAD", "READINESS"], rows
     )
+
+
+def _offload_cell(bay: dict[str, Any]) -> str:
+    result = bay.get("offload_result")
+    if bay.get("state") != "offloading" and isinstance(result, dict):
+        text = f"{result.get('outcome')}: {result.get('stored', 0)} stored"
+        for key in ("already_stored", "failed", "refused", "late"):
+            if result.get(key):
+                text += f", {result[key]} {key.replace('_', ' ')}"
+        return text
+    prog = bay.get("offload") or {}
+    done, total = int(prog.get("bytes_done", 0)), int(prog.get("bytes_total", 0))
+    if not total:
+        return "-"
+    cell = progress_bar(done, total)
+    if prog.get("rate_bps"):
+        cell += f" {human_bytes(prog['rate_bps'])}/s ETA {human_duration(prog.get('eta_s'))}"
+    return cell
 
 
 def _pct(value: object) -> str:
@@ -226,7 +239,7 @@ def cmd_ledger(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
-def _summary(data: dict[str, Any]) -> str:
+def _summary(data: Mapping[str, Any]) -> str:
     text = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -274,9 +287,21 @@ def _trusted_key(paths: Paths) -> Any:
 
 
 def cmd_fleet(args: argparse.Namespace, paths: Paths) -> int:
-    from agent.mqtt.fleet import fleet_main
+    from agent.mqtt.errors import MqttError
+    from agent.mqtt.fleet import fleet_settings, run_fleet
 
-    return asyncio.run(fleet_main(args, paths.settings))
+    try:
+        settings = fleet_settings(
+            args.broker, tls=args.tls, ca_file=args.ca_file, cert_file=args.cert_file,
+            key_file=args.key_file, topic_prefix=args.prefix,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        asyncio.run(run_fleet(settings, json=args.json, once=args.once, settle_s=args.wait))
+    except MqttError as exc:
+        raise Unreachable(f"broker {args.broker}: {exc}") from exc
+    return EXIT_OK
 
 
 # --- argument parsing -------------------------------------------------------------------

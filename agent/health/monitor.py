@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +79,7 @@ class HealthMonitor:
         readings = await asyncio.to_thread(system.read, self.settings.dock.store_dir)
         synced = await asyncio.to_thread(kernel_clock_synchronised)
         reporter = self.view.reporter
-        stats: dict[str, Any] = reporter.stats() if reporter is not None else {}
+        stats: dict[str, Any] = asdict(reporter.stats) if reporter is not None else {}
         connected = bool(reporter.connected) if reporter is not None else None
         oldest = stats.get("outbox_oldest_age_s")
         issues = health_issues(
@@ -140,8 +141,8 @@ class HealthMonitor:
                         conn, ledger, fault_register.FaultCode.HEALTH, reason,
                         severity="warning", detail={"issue": code},
                     )
-            for code, fault in open_now.items():
-                if code not in issues:
+            for issue, fault in open_now.items():
+                if issue not in issues:
                     fault_register.clear_fault(conn, ledger, fault.id, "condition cleared")
 
         await self.db.write(tx)
@@ -168,8 +169,8 @@ class HealthMonitor:
                         recorder=serial, officer=o.officer_no, severity="warning",
                         detail={"left_at": o.left_at.isoformat(), "due": o.due.isoformat()},
                     )
-            for serial, fault in open_overdue.items():
-                if serial not in late:
+            for recorder, fault in open_overdue.items():
+                if recorder not in late:
                     fault_register.clear_fault(conn, ledger, fault.id, "recorder docked")
 
         await self.db.write(tx)

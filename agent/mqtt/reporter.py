@@ -75,7 +75,7 @@ class Reporter:
         self._clock = clock
         client_id = settings.client_id or dock_id
         self._factory = transport_factory or (
-            lambda: PahoTransport(settings, client_id, window=window)
+            lambda: PahoTransport(settings, client_id)
         )
         self._commands = CommandProcessor(db, dock_id, actions, self.republish, clock)
         self._transport: Transport | None = None

@@ -11,10 +11,12 @@ delivery guarantees come from the durable outbox, not from paho re-sending.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import select
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +56,16 @@ class Will:
     retain: bool = True
 
 
+@dataclass(slots=True)
+class _Queued:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    props: Properties | None
+    fut: asyncio.Future[None]
+
+
 class Transport(Protocol):
     """What the reporter and the fleet view need from an MQTT connection."""
 
@@ -85,6 +97,62 @@ class Transport(Protocol):
     async def disconnect(self) -> None: ...
 
 
+class _BufferedSocket:
+    """Wraps paho's socket: reads in large chunks and coalesces writes.
+
+    paho reads a packet a few bytes per recv() and writes each packet with its own send();
+    at thousands of publishes per second the syscalls dominate. Writes are buffered and
+    flushed once per loop iteration; reads are served from one large recv().
+    """
+
+    def __init__(self, sock: Any, schedule_flush: Callable[[], None]) -> None:
+        self.raw = sock
+        self._schedule = schedule_flush
+        self._rbuf = bytearray()
+        self.wbuf = bytearray()
+
+    def recv(self, n: int) -> bytes:
+        if not self._rbuf:
+            data = self.raw.recv(65536)
+            if not data:
+                return b""
+            self._rbuf += data
+        out = bytes(self._rbuf[:n])
+        del self._rbuf[:n]
+        return out
+
+    def pending(self) -> int:
+        extra = self.raw.pending() if isinstance(self.raw, ssl.SSLSocket) else 0
+        return len(self._rbuf) + extra
+
+    def send(self, data: bytes | bytearray) -> int:
+        if not self.wbuf:
+            self._schedule()
+        self.wbuf += data
+        return len(data)
+
+    def flush(self) -> bool:
+        """Write what the socket takes; False when it would block (wait for writable)."""
+        while self.wbuf:
+            try:
+                n = self.raw.send(self.wbuf)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return False
+            del self.wbuf[:n]
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.flush()  # e.g. a DISCONNECT paho queued just before closing
+        self.raw.close()
+
+    def fileno(self) -> int:
+        return int(self.raw.fileno())
+
+    def setblocking(self, flag: bool) -> None:
+        self.raw.setblocking(flag)
+
+
 class PahoTransport:
     """One MQTT connection at a time; `connect()` again after it closed."""
 
@@ -93,7 +161,7 @@ class PahoTransport:
         settings: MqttSettings,
         client_id: str,
         *,
-        window: int = 1000,
+        window: int = 256,
         session_expiry_s: int = 0,
     ) -> None:
         """`session_expiry_s` > 0 asks for a persistent broker session (consumers such as the
@@ -104,9 +172,14 @@ class PahoTransport:
         self._window = window
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: paho.Client | None = None
-        self._sock: Any = None
+        self._sock: _BufferedSocket | None = None
+        self._flush_scheduled = False
         self._writer_on = False
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[None], int]] = {}  # mid -> (fut, qos)
+        self._queued: collections.deque[_Queued] = collections.deque()
+        self._inflight = 0  # QoS 1 publishes awaiting PUBACK
+        self._limit = window
+        self._drain_scheduled = False
         self._subs: dict[int, asyncio.Future[None]] = {}
         self._connack: asyncio.Future[None] | None = None
         self._closed = asyncio.Event()
@@ -141,11 +214,14 @@ class PahoTransport:
                 f"cannot connect to {self._settings.host}:{self._settings.port}: {exc}"
             ) from exc
         self._client = client
-        self._sock = client.socket()
-        if self._sock is None:
+        raw = client.socket()
+        if raw is None:
             self._closed.set()
             raise ConnectFailed("connection closed during handshake")
-        loop.add_reader(self._sock, self._on_readable)
+        self._sock = _BufferedSocket(raw, self._schedule_flush)
+        client._sock = self._sock  # see _BufferedSocket
+        self._flush_scheduled = False
+        loop.add_reader(raw, self._on_readable)
         self._update_writer()
         self._misc_task = loop.create_task(self._misc())
         try:
@@ -179,7 +255,9 @@ class PahoTransport:
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_register_write
-        client.max_inflight_messages_set(self._window)
+        # paho scans all in-flight messages on every PUBACK when it enforces a limit itself;
+        # the window is enforced here instead (see publish()).
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         if s.tls:
             client.tls_set(
@@ -214,9 +292,10 @@ class PahoTransport:
             return
         receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
         if isinstance(receive_max, int) and receive_max > 0:
-            # paho ignores the broker's Receive Maximum and refuses to change its limit once
-            # connected; exceeding it makes the broker drop us, so lower it here directly.
-            client._max_inflight_messages = min(self._window, receive_max)
+            # Exceeding the broker's Receive Maximum makes it drop the connection.
+            self._limit = min(self._window, receive_max)
+        else:
+            self._limit = self._window
         self._connected = True
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -230,8 +309,16 @@ class PahoTransport:
     def _on_publish(
         self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Properties | None
     ) -> None:
-        fut = self._pending.pop(mid, None)
-        if fut is None or fut.done():
+        entry = self._pending.pop(mid, None)
+        if entry is None:
+            return
+        fut, qos = entry
+        if qos > 0:
+            self._inflight -= 1
+            if self._queued and not self._drain_scheduled and self._loop is not None:
+                self._drain_scheduled = True  # not from inside paho's callback
+                self._loop.call_soon(self._send_queued)
+        if fut.done():
             return
         if rc.is_failure:
             fut.set_exception(PublishRejected(f"broker rejected publish: {rc}"))
@@ -283,13 +370,30 @@ class PahoTransport:
         client, loop, sock = self._client, self._loop, self._sock
         if client is None or loop is None or sock is None:
             return
-        want = client.want_write()
+        want = client.want_write() or bool(sock.wbuf)
         if want and not self._writer_on:
-            loop.add_writer(sock, self._on_writable)
+            loop.add_writer(sock.raw, self._on_writable)
             self._writer_on = True
         elif not want and self._writer_on:
-            loop.remove_writer(sock)
+            loop.remove_writer(sock.raw)
             self._writer_on = False
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.flush()
+        except OSError as exc:
+            self._force_close(ConnectionLost(f"send failed: {exc}"))
+            return
+        self._update_writer()
 
     def _on_readable(self) -> None:
         client = self._client
@@ -303,15 +407,16 @@ class PahoTransport:
             sock = client.socket()
             if sock is None:
                 return
-            if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
-                continue  # TLS holds decrypted bytes the socket no longer signals
+            if isinstance(sock, _BufferedSocket) and sock.pending() > 0:
+                continue  # buffered (or TLS-decrypted) bytes the socket no longer signals
             if not select.select([sock], [], [], 0)[0]:
                 return
 
     def _on_writable(self) -> None:
         client = self._client
         if client is not None:
-            client.loop_write()
+            client.loop_write()  # hands paho's queued packets to the buffer
+            self._flush()
 
     async def _misc(self) -> None:
         while not self._closed.is_set():
@@ -326,22 +431,27 @@ class PahoTransport:
         loop = self._loop
         if loop is None or sock is None or sock is not self._sock:
             return
+        raw: Any = sock.raw if isinstance(sock, _BufferedSocket) else sock
         with contextlib.suppress(ValueError, OSError):
-            loop.remove_reader(sock)
+            loop.remove_reader(raw)
         if self._writer_on:
             with contextlib.suppress(ValueError, OSError):
-                loop.remove_writer(sock)
+                loop.remove_writer(raw)
             self._writer_on = False
         self._sock = None
 
     def _mark_closed(self, exc: MqttError) -> None:
         self._connected = False
         self._unwatch(self._sock)
-        for table in (self._pending, self._subs):
-            for fut in table.values():
-                if not fut.done():
-                    fut.set_exception(exc)
-            table.clear()
+        waiting = [f for f, _ in self._pending.values()] + list(self._subs.values())
+        waiting += [q.fut for q in self._queued]
+        self._pending.clear()
+        self._subs.clear()
+        self._queued.clear()
+        self._inflight = 0
+        for fut in waiting:
+            if not fut.done():
+                fut.set_exception(exc)
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(exc)
         if not self._closed.is_set():
@@ -349,10 +459,10 @@ class PahoTransport:
             self._messages.put_nowait(None)
         self._client = None
 
-    def _force_close(self) -> None:
+    def _force_close(self, exc: MqttError | None = None) -> None:
         client = self._client
         sock = self._sock
-        self._mark_closed(ConnectionLost("connection closed"))
+        self._mark_closed(exc or ConnectionLost("connection closed"))
         if client is not None:
             with contextlib.suppress(Exception):
                 client.on_disconnect = None
@@ -361,8 +471,8 @@ class PahoTransport:
                 if raw is not None:
                     raw.close()
         if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+            with contextlib.suppress(OSError, ValueError):
+                sock.raw.close()
 
     # --- the interface -----------------------------------------------------------------
 
@@ -390,15 +500,30 @@ class PahoTransport:
                 props.CorrelationData = correlation_data
             if response_topic is not None:
                 props.ResponseTopic = response_topic
-        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and info.rc != MQTTErrorCode.MQTT_ERR_NO_CONN:
-            fut.set_exception(MqttError(f"publish failed: {paho.error_string(info.rc)}"))
-            return fut
-        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
-            fut.set_exception(ConnectionLost("not connected"))
-            return fut
-        self._pending[info.mid] = fut
+        item = _Queued(topic, payload, qos, retain, props, fut)
+        if qos > 0 and (self._inflight >= self._limit or self._queued):
+            self._queued.append(item)  # sent in order as PUBACKs free the window
+        else:
+            self._send(client, item)
         return fut
+
+    def _send(self, client: paho.Client, item: _Queued) -> None:
+        info = client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain,
+                              properties=item.props)
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            item.fut.set_exception(ConnectionLost("not connected"))
+        elif info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            item.fut.set_exception(MqttError(f"publish failed: {paho.error_string(info.rc)}"))
+        else:
+            self._pending[info.mid] = (item.fut, item.qos)
+            if item.qos > 0:
+                self._inflight += 1
+
+    def _send_queued(self) -> None:
+        self._drain_scheduled = False
+        client = self._client
+        while client is not None and self._queued and self._inflight < self._limit:
+            self._send(client, self._queued.popleft())
 
     async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         client = self._client

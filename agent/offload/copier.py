@@ -38,6 +38,7 @@ from agent.offload.errors import (
     StoreFullError,
 )
 from agent.offload.journal import JournalEntry
+from agent.offload.storefs import fsync_dir
 from agent.offload.walk import SourceFile, open_source
 
 GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno.ENOTCONN})
@@ -49,8 +50,9 @@ _INSTALLED = -1  # pseudo fd: the complete file is already under its final name
 class CopyHooks(Protocol):
     """Callbacks from the copy threads (they must be thread-safe)."""
 
-    def reset(self) -> None:
-        """The partial is about to be started from zero; forget any durable prefix."""
+    def reset(self, source_size: int, source_mtime_ns: int) -> None:
+        """The partial is about to be started from zero for a source with this identity;
+        forget any durable prefix."""
 
     def durable(self, length: int, digest: bytes, complete: bool) -> None:
         """`length` bytes of the partial are on disk; their BLAKE3 is `digest`."""
@@ -213,11 +215,12 @@ class Copier:
                     reason = got
                 else:
                     return got
-        self.hooks.reset()
+        self.hooks.reset(*identity)
         try:
             self.job.partial.unlink(missing_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             out = os.open(self.job.partial, flags, 0o600)
+            fsync_dir(self.job.partial.parent)  # so a journalled partial survives power loss
         except OSError as exc:
             raise _store_error(exc, "creating the partial file") from exc
         return out, 0, blake3.blake3(), reason, False

@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-import blake3
-
 from agent.domain import DockingContext
 from agent.offload import journal
 from agent.offload.buffers import BufferPool
@@ -77,7 +75,6 @@ from agent.store.ledger import EntryKind, Ledger, current_us
 T = TypeVar("T")
 TimeSource = Literal["recorder", "mtime"]
 PROGRESS_INTERVAL_S = 0.5
-_EMPTY_DIGEST = blake3.blake3().digest()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -155,9 +152,9 @@ class _JournalHooks:
     def __init__(self, db: Database, serial: str, name: bytes, tracker: ProgressTracker):
         self.db, self.serial, self.name, self.tracker = db, serial, name, tracker
 
-    def reset(self) -> None:
+    def reset(self, source_size: int, source_mtime_ns: int) -> None:
         self.db.write_sync(
-            lambda c: journal.advance(c, self.serial, self.name, 0, _EMPTY_DIGEST)
+            lambda c: journal.restart(c, self.serial, self.name, source_size, source_mtime_ns)
         )
 
     def durable(self, length: int, digest: bytes, complete: bool) -> None:

@@ -105,6 +105,19 @@ def advance(
     )
 
 
+def restart(
+    conn: sqlite3.Connection, recorder_serial: str, source_name: bytes, source_size: int,
+    source_mtime_ns: int,
+) -> None:
+    """The partial starts over from zero for a source with this size and mtime."""
+    conn.execute(
+        "UPDATE offload_journal SET durable_len = 0, prefix_blake3 = NULL, complete = 0,"
+        " source_size = ?, source_mtime_ns = ?, updated_at = ?"
+        " WHERE recorder_serial = ? AND source_name = ?",
+        (source_size, source_mtime_ns, time.time(), recorder_serial, source_name),
+    )
+
+
 def remove(conn: sqlite3.Connection, recorder_serial: str, source_name: bytes) -> None:
     conn.execute(
         "DELETE FROM offload_journal WHERE recorder_serial = ? AND source_name = ?",

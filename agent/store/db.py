@@ -51,6 +51,10 @@ class Database:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         self._thread_id: int | None = None
+        # Called on the event loop after every committed write (e.g. wake the publisher:
+        # a ledger entry's outbox event is ready to send).
+        self._on_commit: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._executor.submit(self._open, schemas).result()
 
     def _open(self, schemas: Sequence[str]) -> None:
@@ -74,6 +78,11 @@ class Database:
             raise
         self._conn = conn
 
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the calling event loop after each committed write."""
+        self._loop = asyncio.get_running_loop()
+        self._on_commit = callback
+
     def _run_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
         assert conn is not None
@@ -84,6 +93,9 @@ class Database:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        callback, loop = self._on_commit, self._loop
+        if callback is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(callback)
         return result
 
     def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

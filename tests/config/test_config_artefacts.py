@@ -119,3 +119,13 @@ def test_generated_files_are_up_to_date() -> None:
     readme = (REPO / "README.md").read_text()
     for key in leaf_keys():
         assert f"`{key.replace('[0]', '[]')}`" in readme, key
+
+
+def test_demo_config_and_scenario_are_valid() -> None:
+    from hw_sim.scenario import load_scenario
+
+    demo = load_settings(REPO / "config" / "dock-agent.demo.toml")  # with its input files
+    assert demo.devices.source == "sim" and demo.mount.method == "directory"
+    assert not demo.mqtt.tls and demo.dock.state_dir == REPO / "demo-state" / "state"
+    scenario = load_scenario(REPO / "config" / "demo-scenario.toml")
+    assert len(scenario.recorders) == 4 and scenario.timeline

@@ -19,12 +19,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "guest"))
 
-from hil_fat import ImageFile, build_fat_image, image_files  # noqa: E402
-from hil_specs import recorder_spec  # noqa: E402
-from hil_vm import GuestResult, GuestVM, build_image  # noqa: E402
+from hil_fat import ImageFile, build_fat_image, image_files
+from hil_specs import recorder_spec
+from hil_vm import GuestResult, GuestVM, build_image
 
-from hw_sim.footage import expected_files  # noqa: E402
-from hw_sim.storage import RecorderStorage  # noqa: E402
+from hw_sim.footage import expected_files
+from hw_sim.storage import RecorderStorage
 
 ENABLED = os.environ.get("DOCK_HIL") == "1"
 

@@ -33,6 +33,7 @@ async def test_auth_with_right_and_wrong_secret(
     assert exc.value.code == ErrorCode.AUTH_REQUIRED
     with pytest.raises(AuthRefused):
         await c.authenticate(b"not the fleet secret")
+    assert [e.kind for e in rec.state.event_log].count(LogKind.AUTH_FAILURE) == 1
     await c.authenticate(DEFAULT_FLEET_SECRET)
     ident = await c.identity()
     assert (ident.serial, ident.model, ident.hardware_rev, ident.firmware) == (

@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from offload_helpers import DOCK_ID, SCHEMAS, FixedHours, LoggingWiper, ctx  # noqa: E402
+from offload_helpers import DOCK_ID, SCHEMAS, FixedHours, LoggingWiper, ctx
 
-from agent.offload import Offloader  # noqa: E402
-from agent.settings import OffloadSettings  # noqa: E402
-from agent.store.db import Database  # noqa: E402
-from agent.store.ledger import Ledger  # noqa: E402
+from agent.offload import Offloader
+from agent.settings import OffloadSettings
+from agent.store.db import Database
+from agent.store.ledger import Ledger
 
 
 async def main(db_path: str, store: str, source: str, log: str) -> None:

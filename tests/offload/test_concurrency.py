@@ -44,7 +44,7 @@ async def test_max_concurrent_one_serialises(
     make_footage(a, [3 * MiB, 3 * MiB])
     make_footage(b, [3 * MiB, 3 * MiB])
     await asyncio.gather(o.offload(ctx("RA000001"), a), o.offload(ctx("RB000001"), b))
-    spans = {}
+    spans: dict[str, tuple[int, int]] = {}
     for r in rows(db_path, "SELECT recorder_serial, offload_start_us, offload_end_us"
                            " FROM evidence_files"):
         lo, hi = spans.get(r[0], (r[1], r[2]))

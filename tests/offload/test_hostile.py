@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from offload_helpers import check_store_invariants, ctx, make_file, rows
 
-from agent.offload import Offloader
+from agent.offload import FileProblem, Offloader
 from agent.offload.errors import SourceRefusedError
 from agent.offload.walk import open_source, scan, unsafe_name
 
 
-def _reasons(summary_refused: list[object]) -> dict[bytes, str]:
-    return {p.name: p.reason for p in summary_refused}  # type: ignore[attr-defined]
+def _reasons(summary_refused: list[FileProblem]) -> dict[bytes, str]:
+    return {p.name: p.reason for p in summary_refused}
 
 
 async def test_special_files_refused_with_reasons(

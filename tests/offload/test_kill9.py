@@ -45,8 +45,9 @@ def _run(src: Path, store: Path, db: Path, log: Path, kill_after: float | None) 
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         return None
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()
+    out = proc.stdout.read()  # not communicate(): readline() may have buffered it already
+    err = proc.stderr.read() if proc.stderr else b""
+    assert proc.wait(timeout=60) == 0, err.decode()
     return out.decode()
 
 

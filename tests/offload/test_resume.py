@@ -55,7 +55,7 @@ async def interrupted_copy(
 def partial_path(store: Path, db_path: Path) -> Path:
     r = rows(db_path, "SELECT partial_relpath FROM offload_journal")
     assert len(r) == 1
-    return store / r[0]["partial_relpath"]
+    return store / str(r[0]["partial_relpath"])
 
 
 async def test_cancel_keeps_durable_partial_then_resume(

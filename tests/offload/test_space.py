@@ -83,3 +83,17 @@ async def test_enospc_mid_copy(
     assert s2.outcome == "complete" and (small_store / s2.stored[0].stored_relpath).read_bytes() \
         == data
     check_store_invariants(db_path, small_store)
+
+
+async def test_two_bays_cannot_both_take_the_same_space(
+    make_offloader: Callable[..., Offloader], tmp_path: Path, small_store: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_file(a, "DCIM/A.MP4", 5 * MiB)
+    make_file(b, "DCIM/B.MP4", 5 * MiB)
+    o = make_offloader(small_store)
+    results = await asyncio.gather(o.offload(ctx("RA000001"), a), o.offload(ctx("RB000001"), b))
+    assert sorted(r.outcome for r in results) == ["complete", "storage_full"]
+    refused = next(r for r in results if r.outcome == "storage_full")
+    # refused at admission (space promised to the other bay), not by ENOSPC mid-copy
+    assert refused.detail.startswith("dock storage full") and refused.bytes_copied == 0

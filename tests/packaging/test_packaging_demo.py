@@ -15,7 +15,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FOOTAGE_FILES = 4 + 3 + 2  # config/demo-scenario.toml
+FOOTAGE_FILES = 4 + 3 + 2  # the first three recorders of config/demo-scenario.toml
 
 
 def wait_for(demo: subprocess.Popen[str], predicate: Callable[[], bool], timeout: float,
