@@ -11,21 +11,14 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from agent import __version__
 from agent.config import DEFAULT_CONFIG_PATH, ConfigInvalid, load_settings, summary, udev_rules
 from agent.logs import setup_logging
 from agent.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-
-def _version() -> str:
-    try:
-        return version("dock-agent")
-    except PackageNotFoundError:  # running from a source tree without installing
-        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    dest="overrides", help="override one setting (VALUE in TOML syntax; "
                    "bare words are strings); may be repeated")
-    p.add_argument("--version", action="version", version=f"dock-agent {_version()}")
+    p.add_argument("--version", action="version", version=f"dock-agent {__version__}")
     return p
 
 

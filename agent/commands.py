@@ -39,14 +39,37 @@ def _check_officer(record: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _date(scope: Mapping[str, Any], key: str) -> dt.date | None:
+def _instant_us(scope: Mapping[str, Any], key: str) -> int | None:
+    """`from` / `to` of a hold scope (RFC 3339) as integer microseconds, or None."""
     value = scope.get(key)
     if value is None:
         return None
     try:
-        return dt.date.fromisoformat(str(value))
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError as exc:
-        raise CommandRejected(f"scope.{key} is not a YYYY-MM-DD date") from exc
+        raise CommandRejected(f"scope.{key} is not an RFC 3339 date-time") from exc
+    if moment.tzinfo is None:
+        raise CommandRejected(f"scope.{key} needs a time zone (e.g. Z)")
+    return int(moment.timestamp() * 1_000_000)
+
+
+def in_scope(f: evidence.StoredFile, scope: Mapping[str, Any]) -> bool:
+    """Whether a stored file falls under a hold scope (docs/mqtt.md: `serial`, `officer_no`,
+    `from`, `to`, `files`); every given criterion must match. A recording overlapping the
+    from..to window is in it; one without known times counts by its end (or offload) time."""
+    if "serial" in scope and f.recorder_serial != scope["serial"]:
+        return False
+    if "officer_no" in scope and f.officer_no != scope["officer_no"]:
+        return False
+    files = scope.get("files")
+    if files is not None and f.blake3_hex not in files and f.stored_relpath not in files:
+        return False
+    start_us, end_us = _instant_us(scope, "from"), _instant_us(scope, "to")
+    rec_end = f.rec_end_us if f.rec_end_us is not None else f.offload_end_us
+    rec_start = f.rec_start_us if f.rec_start_us is not None else rec_end
+    if start_us is not None and rec_end < start_us:
+        return False
+    return not (end_us is not None and rec_start > end_us)
 
 
 class AgentActions:
@@ -79,25 +102,26 @@ class AgentActions:
             raise CommandRejected("a hold needs a reason")
         ledger = self._ledger()
         by = f"central:{hold_id}"
-        filters = {
-            "unit": scope.get("unit"), "device": scope.get("recorder"),
-            "officer": scope.get("officer"), "blake3_hex": scope.get("blake3"),
-            "date_from": _date(scope, "date_from"), "date_to": _date(scope, "date_to"),
-        }
-        if not any(v is not None for v in filters.values()):
-            raise CommandRejected("scope must name at least one of recorder, officer, unit,"
-                                  " blake3, date_from, date_to")
+        if not any(scope.get(k) is not None for k in ("serial", "officer_no", "from", "to",
+                                                      "files")):
+            raise CommandRejected("scope must name at least one of serial, officer_no, from,"
+                                  " to, files")
+        for key in ("from", "to"):
+            _instant_us(scope, key)  # refuse a bad time before anything is written
 
         def tx(conn: sqlite3.Connection) -> list[int]:
-            files = evidence.query(conn, **filters, include_purged=False)  # type: ignore[arg-type]
+            files = [f for f in evidence.query(conn, device=scope.get("serial"),
+                                               officer=scope.get("officer_no"),
+                                               include_purged=False)
+                     if in_scope(f, scope)]
+            if not files:
+                raise CommandRejected("scope matches no stored file")
             held = []
             for f in files:
                 if any(h.active and h.set_by == by for h in evidence.holds(conn, f.id)):
                     continue  # this hold already covers the file
                 evidence.set_hold(conn, ledger, f.id, reason, by=by)
                 held.append(f.id)
-            if not files:
-                raise CommandRejected("scope matches no stored file")
             return held
 
         held = await self.view.db.write(tx)

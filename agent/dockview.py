@@ -187,12 +187,33 @@ class DockView:
 
 
 def _public_state(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """What goes into the retained recorder state on MQTT (no footage, no secrets)."""
-    keys = (
-        "bay", "serial", "model", "firmware", "officer_no", "officer_name", "unit_no",
-        "storage_only", "state", "docked_at", "battery", "storage", "clock", "offload",
-        "offload_result", "readiness", "unchecked",
+    """The retained recorder state on MQTT in the documented shape (docs/mqtt.md, schema
+    `recorder-state`): no footage, no secrets, and no nulls where an object is expected."""
+    state: dict[str, Any] = {
+        k: entry.get(k) for k in (
+            "bay", "state", "docked_at", "battery", "storage", "offload", "offload_result",
+            "storage_only", "unchecked",
+        )
+    }
+    state["identity"] = {k: entry.get(k) for k in ("model", "firmware") if entry.get(k)}
+    state["officer"] = (
+        {k: entry.get(k) or "" for k in ("officer_no", "officer_name", "unit_no")}
+        if entry.get("officer_no") else None
     )
-    state = {k: entry.get(k) for k in keys}
+    clock = entry.get("clock")
+    if isinstance(clock, Mapping):
+        drift = clock.get("drift_after_ms", clock.get("drift_before_ms"))
+        state["clock"] = {**clock, "drift_ms": drift,
+                          "corrected": clock.get("action") == "set" and bool(clock.get("set_ok"))}
+    readiness = entry.get("readiness")
+    if isinstance(readiness, Mapping):
+        reasons = readiness.get("reasons") or []
+        state["readiness"] = {
+            "verdict": readiness.get("verdict"),
+            "reasons": [r.get("message") for r in reasons],  # for people: the fleet view
+            "codes": [r.get("code") for r in reasons],  # for programs
+            "eta_s": readiness.get("eta_s"),
+        }
     state["faults"] = [f.get("code") for f in entry.get("faults", [])]
-    return state
+    # Absent facts (not read yet) are left out rather than sent as null.
+    return {k: v for k, v in state.items() if v is not None or k == "officer"}

@@ -20,7 +20,7 @@ from agent import __version__
 from agent.compliance.overdue import Whereabouts, overdue_recorders
 from agent.health import system
 from agent.health.rules import OffloadRate, health_issues, projected_days_until_full
-from agent.session.clock import kernel_clock_synchronised
+from agent.session.clock import dock_clock_probe
 from agent.settings import Settings
 from agent.store import faults as fault_register
 from agent.store.db import Database
@@ -60,6 +60,9 @@ class HealthMonitor:
         self.lag = lag
         self.rate = OffloadRate()
         self.last: dict[str, Any] = {}
+        # The same probe the sessions use: a configured override (simulations) must not
+        # make health report an unsynchronised clock while sessions set recorder clocks.
+        self.clock_synchronised = dock_clock_probe(settings.clock)
 
     async def run(self) -> None:
         self.rate.observe_start(time.time())
@@ -77,7 +80,7 @@ class HealthMonitor:
 
     async def sample(self) -> dict[str, Any]:
         readings = await asyncio.to_thread(system.read, self.settings.dock.store_dir)
-        synced = await asyncio.to_thread(kernel_clock_synchronised)
+        synced = await asyncio.to_thread(self.clock_synchronised)
         reporter = self.view.reporter
         stats: dict[str, Any] = asdict(reporter.stats) if reporter is not None else {}
         connected = bool(reporter.connected) if reporter is not None else None

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from agent.domain import RecorderIdentity
 from agent.store.outbox import OutboxEvent, OutboxStats
 
 
@@ -87,3 +88,16 @@ def reply_error(dock_id: str, cmd_id: str | None, command: str, code: str, messa
                 now: float) -> dict[str, Any]:
     return {"id": cmd_id, "command": command, "ok": False, "dock_id": dock_id, "time": iso(now),
             "error": {"code": code, "message": message}}
+
+
+def identity_fields(identity: RecorderIdentity) -> dict[str, Any]:
+    """The `identity` and `officer` parts of a recorder state, from the domain type."""
+    officer: dict[str, str] | None = None
+    if identity.officer_no:
+        officer = {"officer_no": identity.officer_no, "officer_name": identity.officer_name,
+                   "unit_no": identity.unit_no, "unit_name": identity.unit_name}
+    return {
+        "identity": {"model": identity.model, "hardware_rev": identity.hardware_rev,
+                     "firmware": identity.firmware},
+        "officer": officer,
+    }

@@ -79,6 +79,9 @@ class Reporter:
         )
         self._commands = CommandProcessor(db, dock_id, actions, self.republish, clock)
         self._transport: Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):  # made on the loop: notify works before run()
+            self._loop = asyncio.get_running_loop()
         self._online = False
         self._bd_seq = 0
         self._recorders: dict[str, dict[str, Any]] = {}
@@ -112,8 +115,12 @@ class Reporter:
                              self._in_flight, self._reconnects, o.dropped, o.depth, age)
 
     def notify_outbox(self) -> None:
-        """Wake the drainer after new rows were committed."""
-        self._wake.set()
+        """Wake the drainer after new rows were committed (callable from any thread)."""
+        loop = self._loop
+        if loop is not None and not _on_loop(loop):
+            loop.call_soon_threadsafe(self._wake.set)
+        else:
+            self._wake.set()
 
     def set_recorder_state(self, serial: str, state: Mapping[str, object]) -> None:
         """Retained birth / update of a docked recorder (republished after every reconnect)."""
@@ -163,6 +170,11 @@ class Reporter:
 
     async def run(self) -> None:
         """Until cancelled: connect with backoff, birth, drain, commands; then go offline."""
+        self._loop = asyncio.get_running_loop()
+        if not self._settings.enabled:
+            log.info("mqtt disabled: only the outbox bounds policy runs")
+            await self._bounds_loop()
+            return
         backoff = Backoff(self._settings.backoff_min_s, self._settings.backoff_max_s)
         bounds = asyncio.create_task(self._bounds_loop())
         try:
@@ -321,6 +333,8 @@ class Reporter:
                 if dropped:
                     log.warning("outbox bounds: dropped %d health samples", dropped)
                 self._outbox_stats = await self._db.read(outbox.stats)
+                if self.connected:  # periodic health: fresh outbox depth and dropped count
+                    await self._publish_health()
             except Exception:
                 log.exception("outbox bounds pass failed")
             await asyncio.sleep(BOUNDS_INTERVAL_S)
@@ -364,12 +378,17 @@ class Reporter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _retain(self, topic: str, body: Mapping[str, Any],
+    def _retain(self, topic: Callable[[], str], body: Mapping[str, Any],
                 on_ack: Callable[[], None] | None = None) -> None:
         transport = self._transport
         if not self.connected or transport is None:
             return
-        fut = transport.publish(topic, payloads.encode(body), retain=True)
+        try:
+            name = topic()
+        except TopicError as exc:  # e.g. a serial with "/" in it: never a crash of the caller
+            log.warning("not publishing state: %s", exc)
+            return
+        fut = transport.publish(name, payloads.encode(body), retain=True)
 
         def done(f: asyncio.Future[None]) -> None:
             if not f.cancelled() and f.exception() is None and on_ack is not None:
@@ -382,7 +401,7 @@ class Reporter:
         if state is None:
             return
         body = payloads.recorder_birth(self._dock_id, serial, self._bd_seq, self._clock(), state)
-        self._retain(self._topics.recorder_state(serial), body)
+        self._retain(functools.partial(self._topics.recorder_state, serial), body)
 
     def _publish_death(self, serial: str) -> None:
         when = self._deaths.get(serial)
@@ -394,7 +413,7 @@ class Reporter:
             if self._deaths.get(serial) == when:
                 del self._deaths[serial]
 
-        self._retain(self._topics.recorder_state(serial), body, acked)
+        self._retain(functools.partial(self._topics.recorder_state, serial), body, acked)
 
     async def _publish_health(self) -> None:
         self._outbox_stats = await self._db.read(outbox.stats)
@@ -402,15 +421,19 @@ class Reporter:
                 "in_flight": self._in_flight, "reconnects": self._reconnects}
         body = payloads.health(self._dock_id, self._bd_seq, self._clock(), self._version,
                                self._health, self._outbox_stats, mqtt)
-        self._retain(self._topics.health, body)
+        self._retain(lambda: self._topics.health, body)
 
     def _publish_progress(self, serial: str, value: Mapping[str, Any]) -> None:
         transport = self._transport
         if not self.connected or transport is None:
             return
         body = payloads.progress(self._dock_id, serial, self._clock(), value)
-        fut = transport.publish(self._topics.recorder_progress(serial), payloads.encode(body),
-                                qos=0)
+        try:
+            topic = self._topics.recorder_progress(serial)
+        except TopicError as exc:
+            log.warning("not publishing progress: %s", exc)
+            return
+        fut = transport.publish(topic, payloads.encode(body), qos=0)
         fut.add_done_callback(_consume)
 
     def _progress_tick(self) -> None:
@@ -421,6 +444,13 @@ class Reporter:
         due = self._progress.next_due()
         if due is not None:
             self._progress_timer = loop.call_at(due, self._progress_tick)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _consume(fut: asyncio.Future[None]) -> None:

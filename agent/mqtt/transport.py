@@ -411,6 +411,8 @@ class PahoTransport:
                 continue  # buffered (or TLS-decrypted) bytes the socket no longer signals
             if not select.select([sock], [], [], 0)[0]:
                 return
+        if self._loop is not None and self._client is client:
+            self._loop.call_soon(self._on_readable)  # burst used up: continue next turn
 
     def _on_writable(self) -> None:
         client = self._client

@@ -215,7 +215,8 @@ class Copier:
                     reason = got
                 else:
                     return got
-        self.hooks.reset(*identity)
+        if r is not None or identity != (self.job.source.size, self.job.source.mtime_ns):
+            self.hooks.reset(*identity)  # (a fresh row already holds exactly this)
         try:
             self.job.partial.unlink(missing_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -230,6 +231,8 @@ class Copier:
     ) -> tuple[int, int, blake3.blake3, str | None, bool] | str:
         mode = os.O_RDONLY if r.complete else os.O_RDWR
         try:
+            if not r.complete:  # a crash between fchmod 0444 and the journal update
+                self.job.partial.chmod(0o600)
             out = os.open(self.job.partial, mode | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             if r.complete:

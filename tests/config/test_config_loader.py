@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from agent.config import (
 )
 
 Write = Callable[[str], Path]
+REPO = Path(__file__).resolve().parents[2]
 MINIMAL = ""
 
 
@@ -202,12 +206,32 @@ def test_unreadable_config_files(tmp_path: Path) -> None:
     assert issue.line == 2 and "UTF-8" in issue.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_config_without_read_permission(write_config: Write) -> None:
-    path = write_config(MINIMAL)
-    path.chmod(0)
-    (issue,) = issues_of(path)
-    assert "Permission denied" in issue.message
+def test_config_without_read_permission(write_config: Write, minimal: str) -> None:
+    if os.geteuid() != 0:
+        path = write_config(minimal)
+        path.chmod(0)
+        (issue,) = issues_of(path)
+        assert "Permission denied" in issue.message
+        return
+    # root reads any file: check as the unprivileged user `nobody`, with the system Python
+    # (the config tools need only the standard library)
+    setpriv, python = shutil.which("setpriv"), "/usr/bin/python3"
+    if setpriv is None or not os.access(python, os.X_OK):
+        pytest.skip("needs setpriv and /usr/bin/python3 to drop root")
+    base = Path(tempfile.mkdtemp(prefix="dock-agent-perm-"))  # pytest's tmp is root-only
+    try:
+        base.chmod(0o755)
+        shutil.copytree(REPO / "agent", base / "agent")
+        config = base / "dock-agent.toml"
+        config.write_text(minimal)
+        config.chmod(0o600)
+        run = subprocess.run([setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                              python, "-m", "agent.cli", "--check-config", str(config)],
+                             capture_output=True, text=True, cwd=base, env={"PATH": "/usr/bin"})
+    finally:
+        shutil.rmtree(base)
+    assert run.returncode == 2, run.stderr
+    assert f"{config}: cannot read config file: Permission denied" in run.stderr
 
 
 def test_none_unsets_optional_settings(write_config: Write) -> None:

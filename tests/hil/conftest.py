@@ -1,8 +1,8 @@
 """HIL fixtures: one qemu guest per test session, recorder images built on the host.
 
-The HIL tests run only when DOCK_HIL=1 (scripts/hil/run sets it): they need root, qemu and
-the cached guest image (built on first use, several minutes), which an ordinary
-`scripts/test` run should not pay for.
+The tests that boot the guest (test_hil.py) run only when DOCK_HIL=1 (scripts/hil/run sets
+it): they need root, qemu and the cached guest image (built on first use, minutes), which
+an ordinary `scripts/test` run should not pay for. The image tests run everywhere.
 """
 
 from __future__ import annotations
@@ -11,84 +11,31 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent / "guest"))
-
-from hil_fat import ImageFile, build_fat_image, image_files
-from hil_specs import recorder_spec
-from hil_vm import GuestResult, GuestVM, build_image
-
-from hw_sim.footage import expected_files
-from hw_sim.storage import RecorderStorage
+from hil_session import Guest
+from hil_vm import ROOT, GuestVM, build_image
 
 ENABLED = os.environ.get("DOCK_HIL") == "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
+    booted = Path(__file__).parent / "test_hil.py"
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        if Path(str(item.fspath)) == booted:
             item.add_marker(pytest.mark.hil)
             if not ENABLED:
                 item.add_marker(pytest.mark.skip(
                     reason="hardware-in-the-loop: run scripts/hil/run (sets DOCK_HIL=1)"))
 
 
-@dataclass
-class RecorderImage:
-    serial: str
-    sizes: list[int]
-    image: str  # relative to the exchange directory
-    partitioned: bool
-    files: list[ImageFile]  # what the medium really holds, read back with mtools
-
-
-class Guest:
-    """The booted guest plus helpers to prepare recorders and run scenarios."""
-
-    def __init__(self, vm: GuestVM, xchg: Path) -> None:
-        self.vm = vm
-        self.xchg = xchg
-
-    def recorder_image(self, serial: str, sizes: list[int], *, partitioned: bool,
-                       size_mib: int = 64) -> RecorderImage:
-        spec = recorder_spec(serial, sizes)
-        storage = RecorderStorage(spec, self.xchg / "recorders" / serial)
-        storage.materialise()
-        name = f"{serial}-{'part' if partitioned else 'disk'}.img"
-        build_fat_image(self.xchg / name, storage.backing, size_mib=size_mib,
-                        partitioned=partitioned)
-        files = image_files(self.xchg / name, partitioned=partitioned)
-        # The medium holds exactly the generator's footage, bit for bit.
-        want = sorted((f.name.decode(), f.size, f.blake3.hex()) for f in expected_files(spec))
-        assert [(f.name, f.size, f.blake3) for f in files] == want
-        return RecorderImage(serial, sizes, name, partitioned, files)
-
-    def scenario(self, name: str, params: dict[str, Any], timeout_s: float = 600) -> GuestResult:
-        pfile = self.xchg / f"params-{params.get('name', name)}.json"
-        pfile.write_text(json.dumps(params))
-        res = self.vm.run(["tests/hil/guest/scenario.py", name, f"/mnt/xchg/{pfile.name}"],
-                          timeout_s=timeout_s)
-        report = self.xchg / "timings.jsonl"
-        with report.open("a") as fh:
-            fh.write(json.dumps({"scenario": params.get("name", name),
-                                 "elapsed_s": round(res.elapsed_s, 1)}) + "\n")
-        if res.rc != 0 or "error" in res.result:
-            raise AssertionError(f"guest scenario {name} failed (rc {res.rc}): "
-                                 f"{res.result.get('error')}\n{res.log[-6000:]}")
-        return res
-
-
 @pytest.fixture(scope="session")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     xchg = Path(os.environ.get("DOCK_HIL_XCHG") or tmp_path_factory.mktemp("hil-xchg"))
     image = build_image()
-    vm = GuestVM(image, xchg)
+    # DOCK_HIL_SRC: run the guest against another checkout (e.g. to try a fix).
+    vm = GuestVM(image, xchg, src=Path(os.environ.get("DOCK_HIL_SRC") or ROOT))
     vm.start()
     print(f"\nHIL guest ready in {vm.boot_s:.1f} s: {vm.ready}", file=sys.stderr)
     with (xchg / "timings.jsonl").open("a") as fh:

@@ -108,7 +108,7 @@ class Central:
         """Bodies received on topics ending with `suffix`."""
         return [m.body for m in self.messages if m.topic.endswith(suffix)]
 
-    async def wait_for(self, pred: Callable[[], bool], timeout: float = 30.0) -> None:
+    async def wait_for(self, pred: Callable[[], bool], timeout: float = 90.0) -> None:
         async def loop() -> None:
             while not pred():
                 self._changed.clear()

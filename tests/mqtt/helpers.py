@@ -13,7 +13,7 @@ from agent.store import outbox
 from agent.store.db import Database
 
 
-async def until(pred: Callable[[], bool], timeout: float = 30.0) -> None:
+async def until(pred: Callable[[], bool], timeout: float = 90.0) -> None:
     async def loop() -> None:
         while not pred():
             await asyncio.sleep(0.02)

@@ -74,7 +74,7 @@ async def test_reporter_applies_bounds_and_publishes_dropped(broker, central, db
         await central.wait_for(lambda: len(central.on("/events/fault")) == 3)
         reporter.set_dock_health({"cpu_temp_c": 46})
         await central.wait_for(lambda: any(
-            b["outbox"]["dropped"] > 0 for b in central.on("dock-A/health")))
+            b["health"] == {"cpu_temp_c": 46} for b in central.on("dock-A/health")))
         assert reporter.stats.dropped == 1103
     # The bounds ran before the drain: 2103 rows, bound 1000 -> the 1103 oldest health dropped.
     assert len(central.on("/events/health")) == 1500 - 1103
@@ -107,3 +107,15 @@ async def test_progress_is_throttled_and_latest_always_sent(broker, central, db,
     assert p1 == sorted(p1)
     assert central.on("/recorder/REC00001/state")[-1]["offload"]["files_done"] == 500
     assert central.invalid == []
+
+
+async def test_disabled_reporter_still_bounds_the_outbox(db, actions):
+    from agent.settings import MqttSettings
+
+    now = time.time()
+    db.write_sync(lambda c: fill(c, health=20, custody=5, fault=1, created=now - 60 * DAY))
+    reporter = make_reporter(db, MqttSettings(enabled=False), actions)
+    async with running(reporter, wait_connected=False):
+        await until(lambda: db.read_sync(streams) == {"custody": 5, "fault": 1})
+        assert not reporter.connected
+    assert db.read_sync(outbox.stats).dropped == 20

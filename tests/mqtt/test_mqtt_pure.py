@@ -12,7 +12,7 @@ from agent.mqtt import payloads
 from agent.mqtt.backoff import Backoff
 from agent.mqtt.errors import PayloadInvalid
 from agent.mqtt.throttle import Throttle
-from agent.mqtt.topics import Topics, TopicError, fleet_filters
+from agent.mqtt.topics import TopicError, Topics, fleet_filters
 from agent.mqtt.validation import load_schema, schema_for_topic, schema_names, validate
 from agent.store.outbox import OutboxEvent, OutboxStats
 
@@ -102,3 +102,17 @@ def test_schema_for_topic():
     assert schema_for_topic(["events", "fault"]) == "event-fault"
     assert schema_for_topic(["cmd", "verify"]) == "command-verify"
     assert schema_for_topic(["nope"]) is None
+
+
+def test_identity_fields():
+    from agent.domain import RecorderIdentity
+
+    now = 1_795_000_000.0
+    ident = RecorderIdentity("REC00001", model="BW", firmware="2.4", officer_no="0042",
+                             officer_name="Li")
+    state = payloads.identity_fields(ident)
+    assert state["officer"]["officer_no"] == "0042"
+    validate("recorder-state", payloads.recorder_birth("dock-A", "REC00001", 1, now, state))
+    bare = payloads.identity_fields(RecorderIdentity("REC00002"))
+    assert bare["officer"] is None
+    validate("recorder-state", payloads.recorder_birth("dock-A", "REC00002", 1, now, bare))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from agent.mqtt.transport import PahoTransport
 
 from .helpers import add_custody, make_reporter, outbox_depth, running, until
@@ -52,14 +54,74 @@ async def test_will_carries_bdseq_on_abrupt_disconnect(broker, central, db, acti
         made.append(t)
         return t
 
-    reporter = make_reporter(db, settings, actions, transport_factory=factory)
+    reporter = make_reporter(db, settings, actions, transport_factory=factory,
+                             clock=lambda: 1_795_000_000.0)
+    reporter.set_dock_health({"cpu_temp_c": 40})
+    reporter.set_recorder_state("REC00001", {"bay": "1"})
     async with running(reporter):
+        await central.wait_for(lambda: bool(central.on("/recorder/REC00001/state")))
         made[-1].abort()  # TCP drop without DISCONNECT: the broker publishes the Will
-        await central.wait_for(lambda: len(central.on("dock-A/status")) >= 3)
+        await add_custody(db, 5)  # produced while the link is down
+        reporter.remove_recorder("REC00001")  # undocked while the link is down
+        reporter.set_recorder_state("REC00002", {"bay": "2"})
+        reporter.notify_outbox()
         await until(lambda: reporter.connected and reporter.stats.bd_seq == 2)
-        await central.wait_for(lambda: any(
-            b["state"] == "online" and b["bdSeq"] == 2 for b in central.on("dock-A/status")))
+        await central.wait_for(lambda: len(central.on("/events/custody")) == 5)
     states = [(b["state"], b["bdSeq"], b.get("reason")) for b in central.on("dock-A/status")]
     assert states[:3] == [("online", 1, None), ("offline", 1, "connection-lost"),
                           ("online", 2, None)]
+    # After the reconnect: status online(2), then health, births and pending deaths with
+    # bdSeq 2, then the events that waited in the outbox.
+    msgs = central.messages
+    online2 = next(i for i, m in enumerate(msgs)
+                   if m.topic.endswith("/status") and m.body["bdSeq"] == 2)
+    after = [(m.topic.removeprefix("dock/v1/dock-A/"), m.body) for m in msgs[online2 + 1:]]
+    kinds = [t for t, _ in after]
+    first_event = kinds.index("events/custody")
+    for topic in ("health", "recorder/REC00002/state", "recorder/REC00001/state"):
+        i = kinds.index(topic)
+        assert i < first_event and after[i][1]["bdSeq"] == 2
+    death = after[kinds.index("recorder/REC00001/state")][1]
+    assert death["docked"] is False
     assert central.invalid == []
+
+
+async def test_mqtt_311_session_drain_and_commands(broker, central, db, actions):
+    await add_custody(db, 50)
+    reporter = make_reporter(db, broker.settings("dock-A", protocol="3.1.1"), actions)
+    reporter.set_recorder_state("REC00001", {"bay": "1"})
+    async with running(reporter):
+        await central.wait_for(lambda: len(central.on("/events/custody")) == 50)
+        await until(lambda: outbox_depth(db) == 0)
+        # no response topic in 3.1.1: the reply goes to the documented reply topic
+        await central.command("dock-A", "verify", {"id": "v311", "args": {"deep": False}})
+        await central.wait_for(lambda: bool(central.on("dock-A/reply/verify")))
+    assert central.on("dock-A/reply/verify")[0]["ok"] is True
+    assert [b["protocol"] for b in central.on("dock-A/status") if b["state"] == "online"] == [
+        "3.1.1"]
+    assert central.invalid == []
+
+
+async def test_notify_from_worker_thread(broker, central, db, actions):
+    reporter = make_reporter(db, broker.settings("dock-A"), actions)
+    async with running(reporter):
+        def produce() -> None:  # e.g. an offload worker committing ledger entries
+            from agent.store import outbox
+
+            db.write_sync(lambda c: outbox.enqueue(c, stream="fault", subject="REC00001",
+                                                   payload={"kind": "storage-error"}))
+            reporter.notify_outbox()
+
+        await asyncio.to_thread(produce)
+        await central.wait_for(lambda: len(central.on("/events/fault")) == 1, timeout=10)
+
+
+async def test_unusable_serial_is_skipped_not_fatal(broker, central, db, actions):
+    reporter = make_reporter(db, broker.settings("dock-A"), actions)
+    async with running(reporter):
+        reporter.set_recorder_state("bad/serial", {"bay": "1"})  # not a topic level
+        reporter.offload_progress("bad/serial", {"files_done": 1})
+        reporter.remove_recorder("bad/serial")
+        reporter.set_recorder_state("REC00001", {"bay": "2"})
+        await central.wait_for(lambda: bool(central.on("/recorder/REC00001/state")))
+    assert not any("bad" in m.topic for m in central.messages)

@@ -226,3 +226,25 @@ async def test_listing_after_mtime_docking_is_not_copied_twice(
     s = await o.offload(ctx(session="s2"), source, recordings={name: (T0_MS - 9000, T0_MS)})
     assert s.stored == [] and s.already_stored == [name] and s.bytes_copied == 0
     assert len(rows(db_path, "SELECT id FROM evidence_files")) == 1
+
+
+async def test_simulator_footage_matches_its_expected_hashes(
+    make_offloader: Callable[..., Offloader], tmp_path: Path, store: Path, db_path: Path
+) -> None:
+    """Independent check: the simulator's generator knows what every file must hash to."""
+    from hw_sim.footage import expected_files
+    from hw_sim.spec import FootageSpec, RecorderSpec
+    from hw_sim.storage import RecorderStorage
+
+    spec = RecorderSpec(serial="SIMREC01", footage=FootageSpec(
+        sizes=(3 * MiB + 11, 0, 700_001), start_ms=T0_MS))
+    storage = RecorderStorage(spec, tmp_path / "sim")
+    storage.materialise()
+    listing = {e.name: (e.start_ms, e.end_ms) for e in storage.list_entries()}
+    s = await make_offloader().offload(ctx("SIMREC01"), storage.root, recordings=listing)
+    assert s.outcome == "complete"
+    got = {f.name: f.blake3_hex for f in s.stored}
+    assert got == {e.name: e.blake3_hex for e in expected_files(spec)}
+    index = check_store_invariants(db_path, store)
+    assert {(bytes(r["source_name"]), r["rec_start_us"]) for r in index} == {
+        (e.name, e.start_ms * 1000) for e in expected_files(spec)}

@@ -126,7 +126,7 @@ class Agent:
         """Start helper and agent; returns seconds until the control socket answered."""
         self.install()
         t0 = time.monotonic()
-        env = {**os.environ, "PYTHONPATH": "/mnt/src", "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {**os.environ, "PYTHONPATH": "/mnt/src"}
         self.helper = subprocess.Popen(
             [PY, "-m", "agent.mount.helper", "--socket", str(HELPER_SOCKET),
              "--mount-root", str(RUNTIME / "media"), "--owner", AGENT_USER],

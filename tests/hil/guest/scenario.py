@@ -193,8 +193,8 @@ def _recorder_mounts() -> list[str]:
 
 async def _unplug_mid_file(agent: Agent, rec: GadgetRecorder, serial: str,
                            p: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
-    """Wait until the agent is copying footage file `unplug_during` (its journal row exists,
-    not complete) and pull the recorder off the bus right then."""
+    """Wait until the agent is part-way through footage file `unplug_during` (its journal
+    row shows a durable prefix, not the whole file) and pull the recorder off the bus."""
     index = int(p["unplug_during"])
     name = footage_files(rec.spec)[index].name.decode()
 
@@ -205,8 +205,8 @@ async def _unplug_mid_file(agent: Agent, rec: GadgetRecorder, serial: str,
         except sqlite3.Error:  # the database may not exist yet
             return None
         for r in rows:
-            if bytes(r["source_name"]).decode().endswith(name.rsplit("/", 1)[-1]) and not r[
-                    "complete"]:
+            mine = bytes(r["source_name"]).decode().endswith(name.rsplit("/", 1)[-1])
+            if mine and not r["complete"] and 0 < r["durable_len"] < r["source_size"]:
                 return {"file": name, "durable_len": r["durable_len"], "size": r["source_size"]}
         return None
 
