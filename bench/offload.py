@@ -5,10 +5,14 @@
 
 Footage comes from the simulator's deterministic generator (`hw_sim.footage`), written
 by a child process so it neither warms this process nor inflates its peak RSS. The
-agent run uses the real offload path: Offloader + Database + Ledger + evidence index,
-with every recorder offloaded concurrently (default `max_concurrent`). Page caches are
-dropped before each run when running as root (`drop_caches` in the JSON says whether).
-Prints one JSON object; timings are facts to read, not pass/fail criteria.
+agent run is the real docking path: dock-sim recorders on ptys, announced over the
+simulator socket to `SimDeviceSource`, one `DockingSession` per bay under the
+`BaySupervisor` (authenticate, identify, clock, unlock over the firmware protocol), then
+the Offloader with Database + Ledger + evidence index, all recorders at once (default
+`max_concurrent`). The clock runs from the first plug until every session has released
+its recorder. Page caches are dropped before each run when running as root (`drop_caches`
+in the JSON says whether). Prints one JSON object; timings are facts to read, not
+pass/fail criteria.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,17 +36,40 @@ MIB = 1 << 20
 _GENERATE = """
 import sys
 from pathlib import Path
-from hw_sim.spec import FootageSpec, RecorderSpec
+from bench.offload import bench_spec
 from hw_sim.storage import RecorderStorage
 base, n, files, size = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 for i in range(n):
-    spec = RecorderSpec(serial=f"BENCH{i:03d}", storage_total_bytes=files * size + 1,
-                        footage=FootageSpec(count=files, size_bytes=size, seed=7,
-                                            start_ms=1_790_000_000_000))
+    spec = bench_spec(i, files, size)
     st = RecorderStorage(spec, base / spec.serial)
     st.materialise()
     print(st.root, flush=True)
 """
+
+
+def bench_spec(i: int, files: int, size: int) -> Any:
+    """The recorder of bay `i`; the same spec in the generator and the simulated dock."""
+    from hw_sim.spec import FootageSpec, RecorderSpec
+
+    return RecorderSpec(serial=f"BENCH{i:03d}", storage_total_bytes=files * size + 1,
+                        footage=FootageSpec(count=files, size_bytes=size, seed=7,
+                                            start_ms=1_790_000_000_000))
+
+
+def _scenario(bays: list[str], files: int, size: int) -> str:
+    """A dock-sim scenario plugging every bench recorder 1.5 s in (after an idle baseline)."""
+    lines = [f"[dock]\nbays = {json.dumps(bays)}\n"]
+    for i, bay in enumerate(bays):
+        spec = bench_spec(i, files, size)
+        lines.append(
+            f'[[recorder]]\nserial = "{spec.serial}"\n'
+            f"storage_total_bytes = {spec.storage_total_bytes}\n"
+            f"footage = {{ count = {files}, size_bytes = {size}, seed = 7,"
+            f" start_ms = {spec.footage.start_ms} }}\n"
+        )
+        lines.append(f'[[timeline]]\nat = 1.5\naction = "plug"\nbay = "{bay}"\n'
+                     f'serial = "{spec.serial}"\n')
+    return "\n".join(lines)
 
 
 def _drop_caches() -> bool:
@@ -70,25 +96,38 @@ def _percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def _agent_run(roots: list[Path], work: Path, verify: bool) -> dict[str, Any]:
-    from agent.domain import DockingContext, RecorderIdentity
-    from agent.offload import SCHEMA as JOURNAL_SCHEMA
+async def _agent_run(
+    base: Path, recorders: int, files: int, size: int, work: Path, verify: bool
+) -> dict[str, Any]:
+    from agent.compliance.deadlines import HoursDeadline
+    from agent.devices.events import DeviceEvent
+    from agent.devices.sim_source import SimDeviceSource
+    from agent.mount.mounter import DirectoryMounter
     from agent.offload import Offloader
-    from agent.settings import OffloadSettings
-    from agent.store import evidence, ledger, outbox
+    from agent.session.ports import recorder_client_opener
+    from agent.session.runner import SessionDeps
+    from agent.session.supervisor import BaySupervisor
+    from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
     from agent.store.db import Database
+    from agent.store.ledger import Ledger
+    from agent.store.schemas import ALL_SCHEMAS
+    from hw_sim.recorder import DEFAULT_FLEET_SECRET
 
-    class _NoDeadline:
-        def due(self, recorded_end_utc: Any, /) -> Any:
-            return recorded_end_utc
-
-    db = Database(work / "state" / "dock.sqlite3",
-                  [outbox.SCHEMA, ledger.SCHEMA, evidence.SCHEMA, JOURNAL_SCHEMA])
+    work.mkdir(parents=True)
+    db = Database(work / "state" / "dock.sqlite3", ALL_SCHEMAS)
+    ledger = Ledger("bench-dock")
     store = work / "store"
     store.mkdir()
-    settings = replace(OffloadSettings(), verify="always" if verify else "off")
-    offloader = Offloader(db, ledger.Ledger("bench-dock"), store, settings, _NoDeadline(),
-                          ZoneInfo("UTC"))
+    offload = replace(OffloadSettings(), verify="always" if verify else "off")
+    offloader = Offloader(db, ledger, store, offload, HoursDeadline(24), ZoneInfo("UTC"))
+    recorder = RecorderSettings()
+    deps = SessionDeps(
+        db=db, ledger=ledger, mounter=DirectoryMounter(), offloader=offloader,
+        devices=DeviceSettings(source="sim", storage_wait_s=120), recorder=recorder,
+        clock=ClockSettings(assume_synchronised=True), offload=offload,
+        fleet_secret=DEFAULT_FLEET_SECRET, dock_synchronised=lambda: True,
+        open_link=recorder_client_opener(recorder),
+    )
     loop = asyncio.get_running_loop()
     lags: list[float] = []
 
@@ -99,29 +138,67 @@ async def _agent_run(roots: list[Path], work: Path, verify: bool) -> dict[str, A
             await asyncio.sleep(period)
             lags.append(max(0.0, loop.time() - t - period) * 1000)
 
-    tick = asyncio.create_task(ticker())
-    await asyncio.sleep(1.0)  # idle baseline: what the machine alone does to the loop
-    idle = list(lags)
-    lags.clear()
-    t0 = time.monotonic()
-    summaries = await asyncio.gather(*(
-        offloader.offload(
-            DockingContext(uuid.uuid4().hex, f"bay-{i}",
-                           RecorderIdentity(serial=root.parent.name, officer_no="B1",
-                                            unit_no="BENCH"), first_docking=True),
-            root,
-        )
-        for i, root in enumerate(roots)
-    ))
-    seconds = time.monotonic() - t0
-    tick.cancel()
+    bays = [str(i) for i in range(recorders)]
+    socket_path = work / "sim.sock"
+    scenario = work / "scenario.toml"
+    scenario.write_text(_scenario(bays, files, size))
+    # The simulated dock is its own process, so this process's RSS and loop are the agent's.
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "hw_sim.cli", "--socket", str(socket_path), "--scenario",
+         str(scenario), "--workdir", str(base)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    results: list[dict[str, Any]] = []
+    idle: list[float] = []
+    first_event: list[float] = []
+    try:
+        async with asyncio.TaskGroup() as tg:
+            supervisor = BaySupervisor(deps, tg)
+            events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
+
+            async def dispatch() -> None:
+                while True:
+                    event = await events.get()
+                    if not first_event:
+                        first_event.append(time.monotonic())
+                        idle.extend(lags)  # before the first plug: the machine alone
+                        lags.clear()
+                    await supervisor.handle(event)
+
+            background = [tg.create_task(SimDeviceSource(socket_path).run(events.put_nowait)),
+                          tg.create_task(dispatch()), tg.create_task(ticker())]
+            while True:  # done when every bay's session has released (or failed)
+                snaps = supervisor.snapshot()
+                if len(snaps) == recorders and all(
+                        s["state"] in ("released", "failed") for s in snaps):
+                    break
+                if sim.poll() is not None:
+                    raise RuntimeError(f"dock-sim exited: {sim.stderr.read().decode()[-2000:]}"
+                                       if sim.stderr else "dock-sim exited")
+                await asyncio.sleep(0.05)
+            seconds = time.monotonic() - first_event[0]
+            for snap in snaps:
+                result: dict[str, Any] = {"state": snap["state"]}
+                outcome = snap.get("offload_result")
+                if isinstance(outcome, dict):
+                    result.update(outcome)
+                results.append(result)
+            sim.terminate()  # unplugs every recorder; the sessions record their undocking
+            while supervisor.snapshot():
+                await asyncio.sleep(0.05)
+            for task in background:
+                task.cancel()
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+        sim.wait()
     await offloader.close()
     db.close()
-    stored = sum(len(s.stored) for s in summaries)
-    nbytes = sum(s.bytes_copied for s in summaries)
     return {
-        "seconds": seconds, "bytes": nbytes, "files_stored": stored,
-        "outcomes": sorted({s.outcome for s in summaries}),
+        "seconds": seconds,
+        "bytes": sum(int(r.get("bytes_copied", 0)) for r in results),
+        "files_stored": sum(int(r.get("stored", 0)) for r in results),
+        "outcomes": sorted({str(r.get("outcome", r["state"])) for r in results}),
         "loop_lag_p99_ms": round(_percentile(lags, 0.99), 2),
         "loop_lag_max_ms": round(max(lags, default=0.0), 2),
         "idle_loop_lag_p99_ms": round(_percentile(idle, 0.99), 2),
@@ -153,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         roots = _generate(work / "recorders", args.recorders, args.files, args.size_mib * MIB)
         dropped = _drop_caches()
-        agent = asyncio.run(_agent_run(roots, work / "agent", args.verify == "on"))
+        agent = asyncio.run(_agent_run(work / "recorders", args.recorders, args.files,
+                                       args.size_mib * MIB, work / "agent", args.verify == "on"))
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         dropped = _drop_caches() and dropped
         cp_seconds = _cp_run(roots, work / "cp")

@@ -65,12 +65,14 @@ from agent.store.evidence import StoredFile as IndexedFile
 from agent.store.evidence import (
     StoredFileRecord,
     commit_file,
+    display_name,
     find_stored,
     mark_verified,
     mark_wiped,
 )
+from agent.store.faults import FaultCode, raise_fault
 from agent.store.layout import layout_relpath, recording_day
-from agent.store.ledger import EntryKind, Ledger, current_us
+from agent.store.ledger import Ledger, current_us
 
 T = TypeVar("T")
 TimeSource = Literal["recorder", "mtime"]
@@ -173,9 +175,7 @@ class _JournalHooks:
 def _flagged_changed(conn: sqlite3.Connection, file_id: int) -> bool:
     """Whether the offloader recorded that this file changed while it was copied."""
     return conn.execute(
-        "SELECT 1 FROM ledger WHERE kind = 'fault'"
-        " AND json_extract(data, '$.fault') = 'source_changed_during_copy'"
-        " AND json_extract(data, '$.file_id') = ? LIMIT 1", (file_id,),
+        "SELECT 1 FROM evidence_files WHERE id = ? AND source_changed IS NOT NULL", (file_id,),
     ).fetchone() is not None
 
 
@@ -540,6 +540,7 @@ class Offloader:
             offload_start_us=start_us, offload_end_us=end_us, unit_no=ident.unit_no,
             officer_no=ident.officer_no, officer_name=ident.officer_name, late=late_by > 0,
             late_by_s=max(0.0, late_by), deadline_us=int(due.timestamp() * 1_000_000),
+            source_changed=None if result.changed is None else {"reason": result.changed},
         )
 
         def tx(conn: sqlite3.Connection) -> int:
@@ -547,13 +548,15 @@ class Offloader:
             journal.remove(conn, ident.serial, item.file.relpath)
             file_id = int(entry.data["file_id"])
             if result.changed is not None:
-                # The index row has no flag column yet; the flag is this fault entry,
-                # committed atomically with the record.
-                self._ledger.append(
-                    conn, EntryKind.FAULT, recorder=ident.serial, officer=ident.officer_no,
-                    bay=ctx.bay, session_id=ctx.session_id,
-                    data={"fault": "source_changed_during_copy", "file_id": file_id,
-                          "stored_relpath": j.stored_relpath, "detail": result.changed},
+                # The flag itself is on the index row; the fault tells the operators.
+                raise_fault(
+                    conn, self._ledger, FaultCode.FILE_CHANGED,
+                    f"{display_name(item.file.relpath)} changed while it was copied;"
+                    " stored as read, flagged, not wiped",
+                    recorder=ident.serial, officer=ident.officer_no, bay=ctx.bay,
+                    session_id=ctx.session_id, severity="warning",
+                    detail={"file_id": file_id, "stored_relpath": j.stored_relpath,
+                            "change": result.changed},
                 )
             return file_id
 

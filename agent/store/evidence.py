@@ -13,9 +13,10 @@ UTF-8) plus a display form where invalid bytes appear as `\\xNN`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,7 +61,8 @@ CREATE TABLE IF NOT EXISTS evidence_files (
     verify_detail    TEXT,
     wiped            INTEGER NOT NULL DEFAULT 0,
     wiped_us         INTEGER,
-    purged_us        INTEGER
+    purged_us        INTEGER,
+    source_changed   TEXT  -- JSON: how the source changed while it was copied, else NULL
 );
 CREATE INDEX IF NOT EXISTS evidence_source
     ON evidence_files (recorder_serial, source_name, size);
@@ -74,7 +76,7 @@ BEGIN SELECT RAISE(ABORT, 'evidence records are never deleted'); END;
 CREATE TRIGGER IF NOT EXISTS evidence_immutable BEFORE UPDATE OF
     recorder_serial, session_id, bay, source_name, stored_relpath, size, blake3,
     rec_start_us, rec_end_us, rec_date, offload_start_us, offload_end_us, unit_no,
-    officer_no, officer_name, late, late_by_s, deadline_us ON evidence_files
+    officer_no, officer_name, late, late_by_s, deadline_us, source_changed ON evidence_files
 BEGIN SELECT RAISE(ABORT, 'evidence records are immutable'); END;
 CREATE TRIGGER IF NOT EXISTS evidence_seq_once BEFORE UPDATE OF ledger_seq ON evidence_files
 WHEN OLD.ledger_seq IS NOT NULL
@@ -99,7 +101,7 @@ _FILE_COLUMNS = (
     "id, recorder_serial, session_id, bay, source_name, source_display, stored_relpath, size,"
     " blake3, rec_start_us, rec_end_us, rec_date, offload_start_us, offload_end_us, unit_no,"
     " officer_no, officer_name, late, late_by_s, deadline_us, ledger_seq, verify_state,"
-    " verified_us, verify_detail, wiped, wiped_us, purged_us"
+    " verified_us, verify_detail, wiped, wiped_us, purged_us, source_changed"
 )
 _HOLD_COLUMNS = ("id, file_id, reason, set_by, set_us, set_seq, cleared_us, cleared_by,"
                  " cleared_reason, cleared_seq")
@@ -127,6 +129,9 @@ class StoredFileRecord:
     late_by_s: float
     deadline_us: int | None
     rec_day: dt.date | None = None  # the layout date; default: the relpath's date component
+    # The source's size or mtime differed between the start and end of the copy: what was
+    # stored is what was read, but it is flagged and never wiped from the recorder.
+    source_changed: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,7 @@ class StoredFile:
     wiped_us: int | None
     purged_us: int | None
     holds: tuple[Hold, ...] = ()
+    source_changed: Mapping[str, object] | None = None
 
     @property
     def on_hold(self) -> bool:
@@ -193,7 +199,7 @@ def display_name(raw: bytes) -> str:
 def file_fields(f: StoredFile | StoredFileRecord) -> dict[str, object]:
     """The custody facts of a stored file, as recorded in its "offloaded" ledger entry."""
     rec_day = f.rec_day
-    return {
+    out: dict[str, object] = {
         "source_name": display_name(f.source_name),
         "source_name_hex": f.source_name.hex(),
         "stored_relpath": f.stored_relpath,
@@ -213,6 +219,9 @@ def file_fields(f: StoredFile | StoredFileRecord) -> dict[str, object]:
         "late_by_s": float(f.late_by_s),
         "deadline_us": f.deadline_us,
     }
+    if f.source_changed is not None:
+        out["source_changed"] = dict(f.source_changed)
+    return out
 
 
 def _rec_day(rec: StoredFileRecord) -> dt.date:
@@ -259,12 +268,14 @@ def commit_file(conn: sqlite3.Connection, ledger: Ledger, rec: StoredFileRecord,
     day = _rec_day(rec)
     cur = conn.execute(
         f"INSERT INTO evidence_files ({_FILE_COLUMNS.removeprefix('id, ')})"  # noqa: S608
-        " VALUES (" + ", ".join("?" * 26) + ")",
+        " VALUES (" + ", ".join("?" * 27) + ")",
         (rec.recorder_serial, rec.session_id, rec.bay, rec.source_name,
          display_name(rec.source_name), rec.stored_relpath, rec.size, rec.blake3_hex,
          rec.rec_start_us, rec.rec_end_us, day.isoformat(), rec.offload_start_us,
          rec.offload_end_us, rec.unit_no, rec.officer_no, rec.officer_name, int(rec.late),
-         float(rec.late_by_s), rec.deadline_us, None, "unverified", None, None, 0, None, None),
+         float(rec.late_by_s), rec.deadline_us, None, "unverified", None, None, 0, None, None,
+         None if rec.source_changed is None
+         else json.dumps(dict(rec.source_changed), sort_keys=True)),
     )
     file_id = cur.lastrowid
     assert file_id is not None
@@ -445,6 +456,7 @@ def _load(conn: sqlite3.Connection, r: Sequence[Any]) -> StoredFile:
         officer_name=r[16], late=bool(r[17]), late_by_s=r[18], deadline_us=r[19],
         ledger_seq=r[20], verify_state=r[21], verified_us=r[22], verify_detail=r[23],
         wiped=bool(r[24]), wiped_us=r[25], purged_us=r[26], holds=holds(conn, r[0]),
+        source_changed=None if r[27] is None else json.loads(r[27]),
     )
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import blake3
 
 from agent.domain import DockingContext, RecorderIdentity
-from agent.offload import journal
-from agent.store import evidence, ledger, outbox
+from agent.store.schemas import ALL_SCHEMAS
 
-SCHEMAS = [outbox.SCHEMA, ledger.SCHEMA, evidence.SCHEMA, journal.SCHEMA]
+SCHEMAS = ALL_SCHEMAS
 DOCK_ID = "dock-test"
 T0_MS = 1_790_000_000_000  # a fixed recording time (2026-09-21 UTC)
 

@@ -185,8 +185,10 @@ async def test_file_changing_during_copy_is_flagged_not_wiped(
     stored = (store / s.stored[0].stored_relpath).read_bytes()
     assert data.startswith(stored) and len(stored) > MiB  # what was read, bit for bit
     check_store_invariants(db_path, store)
-    faults = rows(db_path, "SELECT data FROM ledger WHERE kind = 'fault'")
-    assert len(faults) == 1 and "source_changed_during_copy" in faults[0]["data"]
+    faults = rows(db_path, "SELECT code, detail FROM faults")
+    assert len(faults) == 1 and faults[0]["code"] == "file_changed"
+    flagged = rows(db_path, "SELECT source_changed FROM evidence_files")
+    assert "changed during copy" in flagged[0]["source_changed"]
     assert os.path.exists(backing / NAME.decode())
     # a later docking with the file now stable still never wipes the flagged record
     s2 = await make_offloader(wipe_after_offload=True).offload(ctx(session="s2"), backing,
