@@ -147,6 +147,9 @@ class FaultMount:
                 await self._reader
         self._reader = None
         if proc is None:
+            # Already reaped (the server may have gone with an injected unplug): the kernel
+            # can still hold the mount, so release it all the same.
+            await asyncio.to_thread(unmount_sync, self.mountpoint)
             return
         try:
             lazy = await asyncio.to_thread(unmount_sync, self.mountpoint)

@@ -197,7 +197,9 @@ class DockingSession:
             else:
                 await self._drive()
         except SessionFailure as f:
-            gone = f.detail.get("link_closed") or self._storage_lost
+            # An offload cut short by vanished storage may be seen before the unplug event.
+            gone = (f.detail.get("link_closed") or self._storage_lost
+                    or (self.offload_result or {}).get("outcome") == "interrupted")
             if gone and await self._unplug_follows():
                 return  # the recorder was pulled out: that is an unplug, not a fault
             await self._fail(f)

@@ -15,7 +15,7 @@ from mqtt.central import Central
 from .harness import Rig
 
 DOCK_ID = "dock-e2e"
-IDENTITIES = [DOCK_ID, "central"]
+IDENTITIES = [DOCK_ID, "central", "dock-other"]
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from mqtt.broker import Broker
 from mqtt.central import Central
 
+from agent.mqtt.errors import PublishRejected
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.spec import MIB, FootageSpec, RecorderSpec
 
@@ -142,6 +144,30 @@ async def test_commands_end_to_end(make_rig: RigFactory, broker: Broker,
     assert reply["ok"]
     verdicts = {r["serial"]: r["verdict"] for r in reply["result"]["recorders"]}
     assert verdicts == {"BWC30001": "READY", "BWC30002": "READY"}
+
+    # -- MQTT 5 request/response: the reply goes to the given response topic, correlated
+    target = f"dock/v1/{DOCK_ID}/reply/central-7"
+    await central.command(DOCK_ID, "readiness", {"id": "c-ready-2", "args": {}},
+                          response_topic=target, correlation=b"req-7")
+    await central.wait_for(lambda: any(m.topic == target for m in central.messages))
+    (answer,) = [m for m in central.messages if m.topic == target]
+    assert answer.correlation_data == b"req-7" and answer.body["id"] == "c-ready-2"
+
+    # -- rebirth: every retained state is published again
+    births = len(central.on("/recorder/BWC30001/state"))
+    reply = await cmd.send("rebirth", "c-rebirth-1")
+    assert reply["ok"] and reply["result"] == {"republished": True}
+    await central.wait_for(lambda: len(central.on("/recorder/BWC30001/state")) > births)
+
+    # -- the ACL: another dock's identity cannot command this dock
+    other = await Central(broker.settings("dock-other")).start()
+    try:
+        with pytest.raises(PublishRejected):
+            await other.command(DOCK_ID, "set-hold", {"id": "c-rogue", "args": {
+                "hold_id": "rogue", "reason": "x", "scope": {"serial": "BWC30001"}}})
+    finally:
+        await other.stop()
+    assert ledger_size(rig) == before
 
     # -- retained state follows the officer change; every event reached the central side
     await until(lambda: any(b and (b.get("officer") or {}).get("officer_no") == "3001002"

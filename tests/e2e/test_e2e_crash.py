@@ -33,13 +33,13 @@ from .harness import (
 SIZES = (20 * MIB, 6 * MIB, 20 * MIB, 6 * MIB, 12 * MIB)
 
 
-def crash_spec(serial: str, seed: int) -> RecorderSpec:
+def crash_spec(serial: str, seed: int, sizes: tuple[int, ...] = SIZES) -> RecorderSpec:
     # An EIO fault at an offset no read reaches: the storage is served through the FUSE
     # view (every read a round trip to its server), which makes the copy slow enough to
     # stop at chosen points, without changing a byte.
-    slow = Faults(eio_at=((len(SIZES) - 1, 1 << 40),)) if fuse_available() else Faults()
+    slow = Faults(eio_at=((len(sizes) - 1, 1 << 40),)) if fuse_available() else Faults()
     return RecorderSpec(serial, officer=OfficerRecord("1002001", "Liu Yang", "U02", "Unit 2"),
-                        footage=FootageSpec(sizes=SIZES, seed=seed), faults=slow)
+                        footage=FootageSpec(sizes=sizes, seed=seed), faults=slow)
 
 
 @dataclass
@@ -71,8 +71,12 @@ WIPED: KillPoint = ("a file wiped", lambda b, n: n.wiped > b.wiped)
 STARTUP: KillPoint = ("agent just started", lambda b, n: True)
 
 
-def check_crash_invariants(rig: Rig, rec: VirtualRecorder, names: dict[bytes, str]) -> None:
-    """What must hold whenever the agent is dead, wherever it died."""
+def check_crash_invariants(rig: Rig, recs: VirtualRecorder | list[VirtualRecorder],
+                           names: dict[bytes, str]) -> None:
+    """What must hold whenever the agent is dead, wherever it died. `names`: every footage
+    file of `recs` (names are unique across recorders) -> its BLAKE3."""
+    if not isinstance(recs, list):
+        recs = [recs]
     rows = rig.stored()
     for r in rows:  # no custody record without its durable, intact file
         path = rig.store_dir / r.relpath
@@ -83,7 +87,7 @@ def check_crash_invariants(rig: Rig, rec: VirtualRecorder, names: dict[bytes, st
     offloaded = rig.query("SELECT count(*) FROM ledger WHERE kind = 'offloaded'")[0][0]
     assert offloaded == len(rows)
     wiped_rows = {r.source_name for r in rows if r.wiped}
-    gone = set(names) - recorder_files(rec)
+    gone = set(names) - set().union(*(recorder_files(r) for r in recs))
     # nothing wiped that is not recorded: every file gone from the recorder is stored
     assert gone <= {r.source_name for r in rows}, f"wiped but not stored: {gone}"
     assert wiped_rows <= gone, "recorded as wiped but still on the recorder"
@@ -97,11 +101,14 @@ async def test_kill9_during_offload(make_rig: RigFactory, broker: Broker, centra
     rig = make_rig(broker.settings("dock-e2e"),
                    offload={"buffer_mib": 1, "buffers": 2, "fdatasync_every_mib": 8,
                             "wipe_after_offload": wipe})
-    spec = crash_spec("BWC20001", seed=21 + wipe)
-    want = await expected(spec)
-    names = {e.name: e.blake3_hex for e in want}
+    # Two recorders offloading at once; kill points are on their combined progress.
+    specs = [crash_spec("BWC20001", seed=21 + wipe),
+             crash_spec("BWC20002", seed=23 + wipe, sizes=(8 * MIB, 8 * MIB, 4 * MIB))]
+    wants = [await expected(s) for s in specs]
+    names = {e.name: e.blake3_hex for want in wants for e in want}
+    total = len(names)
     await rig.start_dock()
-    rec = await rig.plug("1", spec)
+    recs = [await rig.plug(str(bay), s) for bay, s in enumerate(specs, start=1)]
 
     points: list[KillPoint] = [
         more_bytes(6 * MIB), COMMIT, VERIFIED, more_bytes(8 * MIB), STARTUP, COMMIT,
@@ -112,27 +119,29 @@ async def test_kill9_during_offload(make_rig: RigFactory, broker: Broker, centra
     for what, cond in points:
         base = await _progress(rig)
         rig.start_agent()
-        await until(lambda: cond(base, progress(rig)) or _all_committed(rig, len(want)),
+        await until(lambda: cond(base, progress(rig)) or _all_committed(rig, total),
                     f"kill point: {what}", agent=rig.agent, interval=0.01)
         rig.agent.kill9()
         hit.append(f"{what}: {progress(rig)}")
-        check_crash_invariants(rig, rec, names)
-        if _all_committed(rig, len(want)):
+        check_crash_invariants(rig, recs, names)
+        if _all_committed(rig, total):
             break
     # The kill points must really have interrupted the offload several times.
     assert len(hit) >= 4, hit
     print("kill points hit:", *hit, sep="\n  ")
 
-    docked = rig.query("SELECT count(*) FROM ledger WHERE kind = 'docked'")[0][0]
+    counts = {s.serial: _docked(rig, s.serial) for s in specs}
     rig.start_agent()
-    await rig.wait_released(spec.serial, sessions=docked + 1, timeout=120)
-    check_crash_invariants(rig, rec, names)
-    check_stored_exactly(rig, spec, want)
+    for s in specs:
+        await rig.wait_released(s.serial, sessions=counts[s.serial] + 1, timeout=120)
+    check_crash_invariants(rig, recs, names)
+    for s, want in zip(specs, wants, strict=True):
+        check_stored_exactly(rig, s, want)
     check_no_orphans(rig)
-    left = recorder_files(rec)
-    stored = rig.stored(spec.serial)
+    left = set().union(*(recorder_files(r) for r in recs))
+    stored = rig.stored()
     if wipe:
-        # Every file left the recorder, and only after it was stored (checked above).
+        # Every file left the recorders, and only after it was stored (checked above).
         # That each wipe is also in the ledger, and only after verification, is what
         # test_wipe_recorded_* below pin down: a crash can lose either (known bugs).
         assert left == set(), f"files left on the recorder after a wiping offload: {left}"
@@ -151,6 +160,12 @@ async def test_kill9_during_offload(make_rig: RigFactory, broker: Broker, centra
 
 async def _progress(rig: Rig) -> Progress:
     return await asyncio.to_thread(progress, rig)
+
+
+def _docked(rig: Rig, serial: str) -> int:
+    rows = rig.query("SELECT count(*) FROM ledger WHERE kind = 'docked' AND recorder = ?",
+                     (serial,))
+    return int(rows[0][0])
 
 
 def _all_committed(rig: Rig, n: int) -> bool:

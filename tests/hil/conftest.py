@@ -35,7 +35,9 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     xchg = Path(os.environ.get("DOCK_HIL_XCHG") or tmp_path_factory.mktemp("hil-xchg"))
     image = build_image()
     # DOCK_HIL_SRC: run the guest against another checkout (e.g. to try a fix).
-    vm = GuestVM(image, xchg, src=Path(os.environ.get("DOCK_HIL_SRC") or ROOT))
+    # DOCK_HIL_INIT=shell: a small init script instead of systemd and the packaged units.
+    systemd = os.environ.get("DOCK_HIL_INIT", "systemd") == "systemd"
+    vm = GuestVM(image, xchg, src=Path(os.environ.get("DOCK_HIL_SRC") or ROOT), systemd=systemd)
     vm.start()
     print(f"\nHIL guest ready in {vm.boot_s:.1f} s: {vm.ready}", file=sys.stderr)
     with (xchg / "timings.jsonl").open("a") as fh:

@@ -37,13 +37,14 @@ def build_image() -> Path:
 
 class GuestVM:
     def __init__(self, image: Path, xchg: Path, *, memory_mib: int = 1536, cpus: int = 2,
-                 src: Path = ROOT) -> None:
+                 src: Path = ROOT, systemd: bool = False) -> None:
         self.image = image
         self.xchg = xchg
         self.console = xchg / "console.log"
         self.memory_mib = memory_mib
         self.cpus = cpus
         self.src = src
+        self.systemd = systemd  # boot systemd; the agent then runs from its own units
         self.proc: subprocess.Popen[bytes] | None = None
         self._ids = itertools.count(1)
         self.boot_s: float | None = None
@@ -56,7 +57,8 @@ class GuestVM:
             # Removable media (the recorder's LUN before and after unlock) are only noticed
             # when the host polls for media changes; udisks would turn this on on a desktop.
             "block.events_dfl_poll_msecs=500",
-        ])
+        ] + (["hil.systemd=1", "systemd.unit=hil.target", "systemd.show_status=0"]
+             if self.systemd else []))
         return [
             qemu, "-accel", "tcg,thread=multi", "-m", str(self.memory_mib),
             "-smp", str(self.cpus), "-nic", "none", "-no-reboot",

@@ -90,30 +90,47 @@ format = "text"
 """
 
 
+def under_systemd() -> bool:
+    return Path("/proc/1/comm").read_text().strip() == "systemd"
+
+
+UNITS = ("dock-mount.socket", "dock-mount.service", "dock-agent.service")
+
+
 class Agent:
-    """dock-agent (as its own unprivileged user) plus the root mount helper, from /mnt/src."""
+    """dock-agent (as its own unprivileged user) plus the root mount helper, from /mnt/src.
+
+    Under systemd they run from the project's own units (systemd/), installed the way
+    packaging/install.sh does; otherwise as plain processes with the same users and options.
+    """
 
     def __init__(self, name: str, logdir: Path, *, debounce_ms: int = 1500) -> None:
         self.name = name
         self.logdir = logdir
-        self.config = Path("/etc/dock-agent") / f"{name}.toml"
+        self.systemd = under_systemd()
+        self.config = Path("/etc/dock-agent") / (
+            "dock-agent.toml" if self.systemd else f"{name}.toml")
         self.debounce_ms = debounce_ms
         self.helper: subprocess.Popen[bytes] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.state_dir = Path("/var/lib/dock-agent") / name
+        self.started_at = time.time()
         self.control = RUNTIME / "control.sock"
 
     def install(self) -> None:
         """Config, fleet secret, directories, and the udev rules the agent generates."""
         user = pwd.getpwnam(AGENT_USER)
-        etc = Path("/etc/dock-agent")
+        etc = Path("/etc/dock-agent")  # as packaging/install.sh makes it
         etc.mkdir(exist_ok=True)
+        os.chown(etc, 0, user.pw_gid)
+        etc.chmod(0o750)
         secret = etc / "fleet.secret"
         secret.write_bytes(FLEET_SECRET + b"\n")
         os.chown(secret, 0, user.pw_gid)
         secret.chmod(0o640)
         self.config.write_text(config_text(self.name, debounce_ms=self.debounce_ms))
-        self.config.chmod(0o644)
+        os.chown(self.config, 0, user.pw_gid)
+        self.config.chmod(0o640)
         for d in (Path("/var/lib/dock-agent"), self.state_dir, RUNTIME):
             d.mkdir(parents=True, exist_ok=True)
             os.chown(d, user.pw_uid, user.pw_gid)
@@ -121,11 +138,33 @@ class Agent:
                                 "--udev-rules"], capture_output=True, check=True).stdout
         RULES.write_bytes(rules)
         subprocess.run(["udevadm", "control", "--reload"], check=True)
+        if self.systemd:
+            units = Path("/etc/systemd/system")
+            for unit in UNITS:
+                shutil.copyfile(Path("/mnt/src/systemd") / unit, units / unit)
+                if unit.endswith(".service"):  # test-only: reuse the boot's bytecode
+                    dropin = units / f"{unit}.d"
+                    dropin.mkdir(exist_ok=True)
+                    (dropin / "hil.conf").write_text(
+                        f"[Service]\nEnvironment=PYTHONPYCACHEPREFIX="
+                        f"{os.environ.get('PYTHONPYCACHEPREFIX', '/run/hil-pycache')}\n")
+            subprocess.run(["systemctl", "daemon-reload"], check=True)
 
     async def start(self, timeout_s: float = 120.0) -> float:
         """Start helper and agent; returns seconds until the control socket answered."""
         self.install()
+        self.started_at = time.time() - 1
         t0 = time.monotonic()
+        if self.systemd:
+            # Type=notify: returns once the agent said READY=1 (or failed to start).
+            started = await asyncio.to_thread(
+                subprocess.run, ["systemctl", "start", "dock-mount.socket", "dock-agent.service"],
+                capture_output=True, text=True, check=False)
+            if started.returncode != 0:
+                raise RuntimeError(f"systemctl start failed: {started.stderr}\n"
+                                   f"{self.journal()}")
+            await self._wait_control(t0, timeout_s)
+            return time.monotonic() - t0
         env = {**os.environ, "PYTHONPATH": "/mnt/src"}
         self.helper = subprocess.Popen(
             [PY, "-m", "agent.mount.helper", "--socket", str(HELPER_SOCKET),
@@ -137,18 +176,36 @@ class Agent:
              "--", PY, "-m", "agent.cli", "--config", str(self.config)],
             stdout=(self.logdir / f"{self.name}-agent.log").open("wb"),
             stderr=subprocess.STDOUT, env={**env, "HOME": str(self.state_dir)})
+        await self._wait_control(t0, timeout_s)
+        return time.monotonic() - t0
+
+    def _alive(self) -> bool:
+        if self.systemd:
+            return subprocess.run(["systemctl", "is-active", "--quiet", "dock-agent.service"],
+                                  check=False).returncode == 0
+        return self.proc is not None and self.proc.poll() is None
+
+    def journal(self) -> str:
+        return subprocess.run(["journalctl", "--no-pager", "-o", "short-monotonic",
+                               f"--since=@{int(self.started_at)}",
+                               "-u", "dock-agent.service", "-u", "dock-mount.service",
+                               "-u", "dock-mount.socket"],
+                              capture_output=True, text=True, check=False).stdout
+
+    async def _wait_control(self, t0: float, timeout_s: float) -> None:
         while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if not self._alive():
+                raise RuntimeError(f"agent is not running:\n{self.log_tail()}")
             with contextlib.suppress(ControlClientError, OSError):
                 await asyncio.to_thread(request, self.control, "status", 5.0)
-                break
+                return
             if time.monotonic() - t0 > timeout_s:
                 raise RuntimeError(f"agent not answering after {timeout_s} s:\n{self.log_tail()}")
             await asyncio.sleep(0.3)
-        return time.monotonic() - t0
 
     def log_tail(self, n: int = 40) -> str:
+        if self.systemd:
+            return "\n".join(self.journal().splitlines()[-n:])
         try:
             lines = (self.logdir / f"{self.name}-agent.log").read_text(errors="replace")
             return "\n".join(lines.splitlines()[-n:])
@@ -169,7 +226,7 @@ class Agent:
         deadline = time.monotonic() + timeout_s
         last: dict[str, Any] | None = None
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
+            if not self._alive():
                 raise RuntimeError(f"agent died:\n{self.log_tail()}")
             last = await self.bay(serial)
             if last is not None and last.get("state") in states:
@@ -229,6 +286,16 @@ class Agent:
                               env={**os.environ, "PYTHONPATH": "/mnt/src"})
 
     async def stop(self) -> int | None:
+        """Stop (SIGTERM) and return the agent's exit status."""
+        if self.systemd:
+            await asyncio.to_thread(subprocess.run, ["systemctl", "stop", *reversed(UNITS)],
+                                    check=False)
+            status = subprocess.run(["systemctl", "show", "-p", "ExecMainStatus", "--value",
+                                     "dock-agent.service"], capture_output=True, text=True,
+                                    check=False).stdout.strip()
+            (self.logdir / f"{self.name}-journal.log").write_text(self.journal())
+            subprocess.run(["systemctl", "reset-failed"], check=False, capture_output=True)
+            return int(status) if status.isdigit() else None
         rc = None
         for proc in (self.proc, self.helper):
             if proc is None or proc.poll() is not None:
@@ -241,9 +308,6 @@ class Agent:
                 await asyncio.to_thread(proc.wait)
         if self.proc is not None:
             rc = self.proc.returncode
-        for p in (self.logdir / f"{self.name}-agent.log", self.logdir / f"{self.name}-helper.log"):
-            with contextlib.suppress(OSError):
-                shutil.copy(p, p)
         return rc
 
 
