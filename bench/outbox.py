@@ -26,32 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.mqtt import SCHEMAS
+from agent.mqtt.commands import NoActions
 from agent.mqtt.reporter import Reporter
 from agent.settings import MqttSettings
 from agent.store import outbox
 from agent.store.db import Database
 
 MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-class _NoActions:
-    async def assign_officer(self, serial: str, record: Any) -> dict[str, Any]:
-        return {}
-
-    async def set_hold(self, hold_id: str, reason: str, scope: Any) -> dict[str, Any]:
-        return {}
-
-    async def clear_hold(self, hold_id: str, reason: str) -> dict[str, Any]:
-        return {}
-
-    async def run_verify(self, deep: bool) -> dict[str, Any]:
-        return {}
-
-    async def readiness_report(self) -> dict[str, Any]:
-        return {}
-
-    async def rebirth(self) -> None:
-        return None
 
 
 def _free_port() -> int:
@@ -105,9 +86,9 @@ async def _measure(settings: MqttSettings, events: int, backlog: int, workdir: P
     result: dict[str, Any] = {"events": events, "backlog_events": backlog}
     # 1. live stream: produce in batches of 500 while the reporter drains
     db = Database(workdir / "live.sqlite3", SCHEMAS)
-    reporter = Reporter(db, settings, "bench", _NoActions(), agent_version="bench")
+    reporter = Reporter(db, settings, "bench", NoActions(), agent_version="bench")
     task = asyncio.create_task(reporter.run())
-    while not reporter.connected:  # noqa: ASYNC110 (polling a property)
+    while not reporter.connected:
         await asyncio.sleep(0.01)
     t0, c0 = time.perf_counter(), time.process_time()
     for start in range(0, events, 500):
@@ -131,7 +112,7 @@ async def _measure(settings: MqttSettings, events: int, backlog: int, workdir: P
         n = min(10_000, backlog - start)
         await db.write(functools.partial(_fill, start=start, n=n))
     result["backlog_fill_s"] = round(time.perf_counter() - t_fill, 3)
-    reporter = Reporter(db, settings, "bench", _NoActions(), agent_version="bench")
+    reporter = Reporter(db, settings, "bench", NoActions(), agent_version="bench")
     t0, c0 = time.perf_counter(), time.process_time()
     task = asyncio.create_task(reporter.run())
     await _wait_empty(db, 1800)

@@ -10,32 +10,12 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from agent.mqtt import SCHEMAS
+from agent.mqtt.commands import NoActions
 from agent.mqtt.reporter import Reporter
 from agent.settings import MqttSettings
 from agent.store.db import Database
-
-
-class Actions:
-    async def assign_officer(self, serial: str, record: Any) -> dict[str, Any]:
-        return {}
-
-    async def set_hold(self, hold_id: str, reason: str, scope: Any) -> dict[str, Any]:
-        return {}
-
-    async def clear_hold(self, hold_id: str, reason: str) -> dict[str, Any]:
-        return {}
-
-    async def run_verify(self, deep: bool) -> dict[str, Any]:
-        return {}
-
-    async def readiness_report(self) -> dict[str, Any]:
-        return {}
-
-    async def rebirth(self) -> None:
-        return None
 
 
 async def main() -> None:
@@ -44,7 +24,7 @@ async def main() -> None:
     for k in ("ca_file", "cert_file", "key_file"):
         raw[k] = Path(raw[k])
     settings = MqttSettings(**raw)
-    reporter = Reporter(db, settings, "dock-A", Actions(), agent_version="proc")
+    reporter = Reporter(db, settings, "dock-A", NoActions(), agent_version="proc")
     task = asyncio.create_task(reporter.run())
     while not reporter.connected:
         await asyncio.sleep(0.01)
