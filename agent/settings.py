@@ -109,7 +109,9 @@ class OffloadSettings:
     )
     verify_sample_rate: float = opt(0.1, "Fraction of files verified with verify=sampled.",
                                     min=0.0, max=1.0)
-    wipe_after_offload: bool = opt(False, "Delete recorder copies after durable commit.")
+    wipe_after_offload: bool = opt(
+        False, "Delete recorder copies once stored, recorded and verified by read-back."
+    )
     read_retries: int = opt(3, "Retries of a failing source read before the file fails.",
                             min=0, max=20)
 

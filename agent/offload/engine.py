@@ -67,6 +67,7 @@ from agent.store.evidence import (
     commit_file,
     display_name,
     find_stored,
+    get_file,
     mark_verified,
     mark_wiped,
 )
@@ -300,6 +301,8 @@ class Offloader:
             return summary
         summary.refused = [FileProblem(r.relpath, r.reason) for r in refused]
         serial = ctx.identity.serial
+        await self._settle_wipes(serial, {f.relpath for f in files} | {r.relpath for r in refused},
+                                 summary)
         items = [_Item(f, self._times(f, recordings)) for f in files]
         await self._db.read(lambda conn: self._plan(conn, serial, items))
         for item in items:
@@ -332,7 +335,7 @@ class Offloader:
                 if summary.outcome == "complete":
                     for item in items:
                         if item.stored is not None:
-                            await self._wipe_stored(ctx, item, summary, wiper)
+                            await self._wipe_stored(ctx, item, summary, wiper, stop)
         except BaseException:
             await after.abort()
             raise
@@ -496,9 +499,12 @@ class Offloader:
             r.resumed_from, c.late, r.changed, c.item.times.source, verified,
         ))
         if (wiper is not None and self._settings.wipe_after_offload
-                and summary.outcome == "complete"
-                and r.changed is None and verified is not False):
-            await self._wipe(wiper, c.file_id, c.item.file.relpath, r.size, r.digest, summary)
+                and summary.outcome == "complete" and r.changed is None):
+            if verified is None:  # not verified under the verify mode: a wipe still needs it
+                verified = await self._verify_file(c.file_id, c.final, r.size, r.digest, stop)
+            if verified:
+                await self._wipe(wiper, ctx.identity.serial, c.file_id, c.item.file.relpath,
+                                 r.size, r.digest, summary)
 
     def _choose_relpath(self, ctx: DockingContext, item: _Item) -> str:
         """Final store path: layout path, disambiguated if another file already has it."""
@@ -571,15 +577,28 @@ class Offloader:
                 or (mode == "sampled"
                     and _sampled(result.digest, self._settings.verify_sample_rate))):
             return None
-        ok, detail = await self._call(verify_stored, final, result.size, result.digest,
-                                      self._pool, stop, stop=stop)
+        return await self._verify_file(file_id, final, result.size, result.digest, stop)
+
+    async def _verify_file(
+        self, file_id: int, final: Path, size: int, digest: bytes, stop: threading.Event
+    ) -> bool:
+        """Re-read the stored file from disk, compare, and record the result."""
+        ok, detail = await self._call(verify_stored, final, size, digest, self._pool, stop,
+                                      stop=stop)
         await self._db.write(lambda c: mark_verified(c, self._ledger, file_id, ok, detail))
         return ok
 
     async def _wipe(
-        self, wiper: Wiper, file_id: int, name: bytes, size: int, digest: bytes,
+        self, wiper: Wiper, serial: str, file_id: int, name: bytes, size: int, digest: bytes,
         summary: OffloadSummary,
     ) -> None:
+        """Guarded delete on the recorder, bracketed so a crash cannot hide a deletion.
+
+        The intent is durable before the command goes out; the wipe record and the intent's
+        removal commit together after the recorder confirms. If the agent dies in between,
+        or the answer never comes, the intent stays and the next docking settles it.
+        """
+        await self._db.write(lambda c: journal.intend_wipe(c, file_id, serial, name, size))
         try:
             await wiper.delete(name, size, digest)
         except asyncio.CancelledError:
@@ -587,17 +606,55 @@ class Offloader:
         except Exception as exc:
             summary.wipe_failed.append(FileProblem(name, f"{type(exc).__name__}: {exc}"))
             return
-        await self._db.write(lambda c: mark_wiped(c, self._ledger, file_id))
+
+        def record(conn: sqlite3.Connection) -> None:
+            mark_wiped(conn, self._ledger, file_id)
+            journal.settle_wipe(conn, file_id)
+
+        await self._db.write(record)
         summary.wiped.append(name)
 
-    async def _wipe_stored(
-        self, ctx: DockingContext, item: _Item, summary: OffloadSummary, wiper: Wiper | None
+    async def _settle_wipes(
+        self, serial: str, present: set[bytes], summary: OffloadSummary
     ) -> None:
+        """Settle deletes left undecided by a crash or a lost answer at an earlier docking.
+
+        A file still on the recorder was not deleted: the intent goes, and the normal rules
+        may wipe it again. A file no longer there was deleted by that command: the wipe is
+        recorded now, saying how it is known.
+        """
+        intents = await self._db.read(lambda c: journal.wipe_intents(c, serial))
+        for intent in intents:
+            gone = intent.source_name not in present
+
+            def settle(conn: sqlite3.Connection, intent: journal.WipeIntent = intent,
+                       gone: bool = gone) -> None:
+                stored = get_file(conn, intent.file_id)
+                if gone and stored is not None and not stored.wiped:
+                    mark_wiped(conn, self._ledger, intent.file_id, detail={
+                        "confirmed_by": "absent from the recorder at its next docking",
+                        "interrupted_wipe_requested_at": intent.requested_at,
+                    })
+                journal.settle_wipe(conn, intent.file_id)
+
+            await self._db.write(settle)
+            if gone:
+                summary.wiped.append(intent.source_name)
+
+    async def _wipe_stored(
+        self, ctx: DockingContext, item: _Item, summary: OffloadSummary, wiper: Wiper | None,
+        stop: threading.Event,
+    ) -> None:
+        """Wipe a file stored at an earlier docking, once its stored copy is verified."""
         s = item.stored
         if (wiper is None or s is None or not self._settings.wipe_after_offload
-                or s.verify_state == "failed" or item.never_wipe):
+                or s.verify_state == "failed" or s.wiped or item.never_wipe):
             return
-        await self._wipe(wiper, s.id, item.file.relpath, s.size, bytes.fromhex(s.blake3_hex),
+        digest = bytes.fromhex(s.blake3_hex)
+        if s.verify_state != "ok" and not await self._verify_file(
+                s.id, self._store / s.stored_relpath, s.size, digest, stop):
+            return
+        await self._wipe(wiper, ctx.identity.serial, s.id, item.file.relpath, s.size, digest,
                          summary)
 
     async def _forget(

@@ -32,6 +32,16 @@ CREATE TABLE IF NOT EXISTS offload_journal (
     updated_at      REAL    NOT NULL,
     PRIMARY KEY (recorder_serial, source_name)
 );
+-- A guarded delete about to be sent to a recorder. Written (durably) before the command,
+-- removed in the transaction that records the wipe. An intent left by a crash is settled
+-- at the recorder's next docking by looking at what is really on it.
+CREATE TABLE IF NOT EXISTS wipe_intents (
+    file_id         INTEGER PRIMARY KEY,
+    recorder_serial TEXT    NOT NULL,
+    source_name     BLOB    NOT NULL,
+    size            INTEGER NOT NULL,
+    requested_at    REAL    NOT NULL
+);
 """
 
 
@@ -134,3 +144,34 @@ def claimed_paths(conn: sqlite3.Connection) -> set[str]:
         out.add(str(partial))
         out.add(str(final))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class WipeIntent:
+    file_id: int
+    recorder_serial: str
+    source_name: bytes
+    size: int
+    requested_at: float
+
+
+def intend_wipe(
+    conn: sqlite3.Connection, file_id: int, recorder_serial: str, source_name: bytes, size: int
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO wipe_intents (file_id, recorder_serial, source_name, size,"
+        " requested_at) VALUES (?, ?, ?, ?, ?)",
+        (file_id, recorder_serial, source_name, size, time.time()),
+    )
+
+
+def wipe_intents(conn: sqlite3.Connection, recorder_serial: str) -> list[WipeIntent]:
+    rows = conn.execute(
+        "SELECT file_id, recorder_serial, source_name, size, requested_at FROM wipe_intents"
+        " WHERE recorder_serial = ? ORDER BY file_id", (recorder_serial,),
+    ).fetchall()
+    return [WipeIntent(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows]
+
+
+def settle_wipe(conn: sqlite3.Connection, file_id: int) -> None:
+    conn.execute("DELETE FROM wipe_intents WHERE file_id = ?", (file_id,))

@@ -340,14 +340,19 @@ def mark_verified(conn: sqlite3.Connection, ledger: Ledger, file_id: int, ok: bo
 
 
 def mark_wiped(conn: sqlite3.Connection, ledger: Ledger, file_id: int, *,
-               now_us: int | None = None) -> LedgerEntry:
-    """Record that the recorder's copy of a stored file was deleted."""
+               now_us: int | None = None,
+               detail: Mapping[str, object] | None = None) -> LedgerEntry:
+    """Record that the recorder's copy of a stored file was deleted.
+
+    `detail` adds facts to the ledger entry (how the deletion is known, for instance).
+    """
     f = _require(conn, file_id)
     if f.wiped:
         raise EvidenceError(f"file {file_id} is already recorded as wiped")
-    entry = _file_entry(conn, ledger, EntryKind.WIPED, f,
-                        {"source_name": f.source_display, "verify_state": f.verify_state},
-                        now_us)
+    data: dict[str, object] = {"source_name": f.source_display, "verify_state": f.verify_state}
+    if detail:
+        data.update(detail)
+    entry = _file_entry(conn, ledger, EntryKind.WIPED, f, data, now_us)
     conn.execute("UPDATE evidence_files SET wiped = 1, wiped_us = ? WHERE id = ?",
                  (entry.time_us, file_id))
     return entry

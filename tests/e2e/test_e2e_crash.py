@@ -1,7 +1,7 @@
-"""`kill -9` of the agent at several points of an offload, restart, and in the end: every
-file stored exactly once and bit for bit, no custody record without its durable file,
-nothing wiped from the recorder that is not recorded, the signed chain intact, and every
-ledger entry delivered over MQTT with seq contiguous across the restarts."""
+"""`kill -9` of the agent at several points while two recorders offload, restart, and in
+the end: every file stored exactly once and bit for bit, no custody record without its
+durable file, nothing wiped from a recorder that is not stored, the signed chain intact,
+and every ledger entry delivered over MQTT with seq contiguous across the restarts."""
 
 from __future__ import annotations
 
@@ -187,10 +187,6 @@ def small_spec(serial: str, seed: int) -> RecorderSpec:
                         footage=FootageSpec(count=3, size_bytes=2 * MIB, seed=seed))
 
 
-@pytest.mark.xfail(strict=True, raises=WipeNotRecorded, reason=(
-    "engine._wipe deletes on the recorder, then records mark_wiped: a crash in between "
-    "leaves a file gone from the recorder with no `wiped` entry, and the next docking "
-    "cannot see it any more, so the wipe is never recorded"))
 async def test_wipe_recorded_after_kill_between_delete_and_record(make_rig: RigFactory) -> None:
     rig = make_rig(None, offload={"wipe_after_offload": True})
     # The recorder carries out guarded deletes but never answers them: the agent is then
@@ -222,10 +218,6 @@ async def test_wipe_recorded_after_kill_between_delete_and_record(make_rig: RigF
         raise WipeNotRecorded(f"gone from the recorder without a `wiped` record: {missing}")
 
 
-@pytest.mark.xfail(strict=True, raises=WipedUnverified, reason=(
-    "engine._wipe_stored wipes a file stored at an earlier docking without verifying it, "
-    "even with verify = always (e.g. the agent died between commit and verify, or the "
-    "file was stored while verify was off)"))
 async def test_wipe_recorded_only_after_verification(make_rig: RigFactory) -> None:
     rig = make_rig(None, offload={"verify": "off"})
     spec = small_spec("BWC20004", 24)

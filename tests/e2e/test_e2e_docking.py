@@ -199,6 +199,13 @@ async def test_restart_with_recorders_docked(make_rig: RigFactory) -> None:
         undocked = [json.loads(r["data"]) for r in rig.ledger(spec.serial)
                     if r["kind"] == "undocked"]
         assert [u["reason"] for u in undocked] == ["agent_stopped"]
+    # With the agent stopped, live views say so; history and integrity checks still work.
+    code, _, err = await rig.dockctl("status")
+    assert code == 3 and "agent not running" in err, err
+    code, out, err = await rig.dockctl("verify", "--deep")
+    assert code == 0, out + err
+    entries = await rig.dockctl_json("ledger", "--device", "BWC10001")
+    assert entries[-1]["kind"] == "undocked"
 
     rig.start_agent()
     await rig.wait_agent_up()
