@@ -17,15 +17,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import asdict
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent import __version__, sdnotify
 from agent.compliance.deadlines import load_day_list, make_policy
+from agent.config import needs_fleet_secret
 from agent.control import ControlServer
 from agent.devices.events import DeviceEvent
 from agent.dockview import DockView
 from agent.health.monitor import HealthMonitor
+from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
 from agent.session.clock import dock_clock_probe
@@ -82,7 +85,9 @@ def make_device_source(settings: Settings) -> object:
 
 async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     prepare_directories(settings)
-    secret = read_fleet_secret(settings.recorder.fleet_secret_file)
+    # Storage-only fleets never authenticate: they need (and may have) no secret.
+    secret = (read_fleet_secret(settings.recorder.fleet_secret_file)
+              if needs_fleet_secret(settings.devices) else b"")
     tz = ZoneInfo(settings.dock.timezone)
     deadline = make_policy(
         hours=settings.deadline.hours,
@@ -154,6 +159,13 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             control = ControlServer(settings.control_socket, view.control_handlers())
             tg.create_task(control.serve(), name="control")
             tg.create_task(lag.run(), name="loop-lag")
+            if settings.control.metrics_port is not None:
+                metrics = MetricsServer(settings.control.metrics_port, lambda: collect(
+                    view.recorders(),
+                    asdict(reporter.stats) if reporter is not None else None,
+                    health.last,
+                ))
+                tg.create_task(metrics.serve(), name="metrics")
             tg.create_task(health.run(), name="health")
             tg.create_task(
                 run_watchdog(lag, lambda: essential, lambda p: log.error("unhealthy: %s", p)),

@@ -484,7 +484,7 @@ def _check_readable_file(
         conv.error(key, f"{what} {path} is shorter than {min_bytes} bytes")
 
 
-def _needs_fleet_secret(devices: DeviceSettings) -> bool:
+def needs_fleet_secret(devices: DeviceSettings) -> bool:
     """Recorders with a serial control port authenticate with the fleet secret."""
     if devices.source == "sim":
         return True
@@ -632,7 +632,7 @@ def _check_sections(conv: _Converter, sections: dict[str, Any], check_files: boo
                    'works only with devices.source = "sim"')
     recorder = sections.get("recorder")
     if recorder is not None and devices is not None and check_files \
-            and _needs_fleet_secret(devices):
+            and needs_fleet_secret(devices):
         _check_readable_file(conv, "recorder.fleet_secret_file", recorder.fleet_secret_file,
                              "fleet secret", min_bytes=FLEET_SECRET_MIN_BYTES)
 
