@@ -149,6 +149,16 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         time.sleep(args.interval)
 
 
+def cmd_watch(args: argparse.Namespace, paths: Paths) -> int:
+    from agent.dockctl import watch
+
+    paths.need_socket()
+    plain = True if args.plain else None
+    return watch.run(lambda: _live(paths, "status"), paths.db, interval_s=args.interval,
+                     plain=plain, plain_interval_s=args.plain_interval,
+                     until_done=args.until_done, timeout_s=args.timeout, events=args.events)
+
+
 # --- readiness --------------------------------------------------------------------------
 
 def cmd_readiness(args: argparse.Namespace, paths: Paths) -> int:
@@ -319,6 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="refresh until interrupted")
     p.add_argument("--interval", type=float, default=1.0)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("watch", help="live view: bays, progress, readiness, custody events")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    p.add_argument("--plain", action="store_true",
+                   help="periodic snapshots instead of redrawing (default when not a terminal)")
+    p.add_argument("--plain-interval", type=float, default=5.0,
+                   help="with --plain: at most one snapshot per this many seconds")
+    p.add_argument("--events", type=int, default=8, help="custody ledger lines to show")
+    p.add_argument("--until-done", type=int, metavar="N",
+                   help="exit once N recorders are docked and none is being offloaded")
+    p.add_argument("--timeout", type=float, help="with --until-done: give up (exit 1) after S s")
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("readiness", help="pre-shift readiness per docked recorder")
     p.add_argument("--json", action="store_true")

@@ -1,76 +1,224 @@
-"""scripts/demo end to end: broker + dock-sim + agent; footage arrives; Ctrl-C stops all."""
+"""scripts/demo end to end (broker + dock-sim + agent + live view + final checks), Ctrl-C,
+and the live view's pure parts."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 import pytest
 
+from agent.dockctl import watch
+
 REPO = Path(__file__).resolve().parents[2]
-FOOTAGE_FILES = 4 + 3 + 2  # the first three recorders of config/demo-scenario.toml
+# Footage per recorder in config/demo-scenario.toml.
+FOOTAGE = {"BWC00001": 3, "BWC00002": 3, "BWC00003": 2, "BWC00004": 2, "BWC00005": 4}
+
+needs_mosquitto = pytest.mark.skipif(not Path("/usr/sbin/mosquitto").exists(),
+                                     reason="mosquitto is not installed")
 
 
-def wait_for(demo: subprocess.Popen[str], predicate: Callable[[], bool], timeout: float,
-             what: str, output: list[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if demo.poll() is not None:
-            pytest.fail(f"the demo exited ({demo.returncode}) before {what}:\n"
-                        + "".join(output[-40:]))
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}:\n" + "".join(output[-40:]))
+class Demo:
+    """scripts/demo in its own session, its output collected, its descendants tracked."""
+
+    def __init__(self, state: Path) -> None:
+        env = {**os.environ, "DOCK_SKIP_BOOTSTRAP": "1", "DOCK_DEMO_STATE": str(state)}
+        self.proc = subprocess.Popen([REPO / "scripts" / "demo"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self.seen: dict[int, psutil.Process] = {}
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+        self._tracker = threading.Thread(target=self._track, daemon=True)
+        self._tracker.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def _track(self) -> None:
+        while self.proc.poll() is None:
+            try:
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    self.seen.setdefault(child.pid, child)
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.5)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the demo exited ({self.proc.returncode}) before {needle!r}:\n"
+                            + self.text[-4000:])
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {needle!r}:\n" + self.text[-4000:])
+            time.sleep(0.2)
+
+    def finish(self, timeout: float) -> int:
+        try:
+            status = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        self._tracker.join(timeout=5)
+        return status
+
+    def leftovers(self) -> list[psutil.Process]:
+        left = []
+        for p in self.seen.values():
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return left
 
 
-@pytest.mark.timeout(180)
-def test_demo_offloads_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    if not Path("/usr/sbin/mosquitto").exists():
-        pytest.skip("mosquitto is not installed")
+def section(text: str, title: str) -> str:
+    """The text of one `=== title` section of the demo's closing output."""
+    start = text.index(f"=== {title}")
+    end = text.find("\n=== ", start + 4)
+    return text[start:] if end < 0 else text[start:end]
+
+
+@needs_mosquitto
+@pytest.mark.timeout(240)
+def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path) -> None:
     state = tmp_path / "demo"
-    env = {**os.environ, "DOCK_SKIP_BOOTSTRAP": "1", "DOCK_DEMO_STATE": str(state)}
-    demo = subprocess.Popen([REPO / "scripts" / "demo"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    output: list[str] = []
+    demo = Demo(state)
+    status = demo.finish(timeout=220)
+    out = demo.text
+    assert status == 0, out[-6000:]
+    assert len(demo.seen) >= 4, "broker, dock-sim, agent and the live view should have run"
+    assert not demo.leftovers(), demo.leftovers()
 
-    def pump() -> None:
-        assert demo.stdout is not None
-        for line in demo.stdout:
-            output.append(line)
+    # The live view ran (plain snapshots: stdout is a pipe) and showed every bay.
+    assert "BAY  RECORDER" in out
+    assert re.search(r"^2\s+BWC00002\s+1001002", out, re.M)
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    # Every recorder's footage is in the store under unit/recorder/officer/date.
+    for serial, count in FOOTAGE.items():
+        stored = [p for p in (state / "evidence").rglob(f"{serial}_*.MP4") if p.is_file()]
+        assert len(stored) == count, (serial, stored)
+    assert not list((state / "evidence").rglob(".partial-*"))
+
+    # The central service's command was carried out.
+    assert '"ok":true' in section(out, "central service").replace(" ", "")
+    readiness = section(out, "readiness")
+    assert re.search(r"^4\s+BWC00004\s+1001004\s+READY", readiness, re.M), readiness
+    assert re.search(r"^3\s+BWC00003\s+\S+\s+CHARGING", readiness, re.M), readiness
+
+    verify = section(out, "integrity")
+    assert re.search(r"^OK: \d+ ledger entries, 14 stored files re-hashed, 0 problem",
+                     verify, re.M), verify
+
+    # BWC00005 left mid-copy, came back, and the copy resumed and completed.
+    kinds = [m.group(1) for m in re.finditer(r"^\d+\s+\S+ \S+\s+(\w+)\s+BWC00005", section(
+        out, "custody of the recorder"), re.M)]
+    assert kinds[0] == "docked", kinds
+    second = kinds.index("docked", 1)
+    assert "undocked" in kinds[1:second], kinds
+    assert kinds[second:].count("offloaded") >= 1, kinds
+    assert re.search(r"^5\s+BWC00005\s.*complete: \d+ stored", out, re.M)
+
+    where = section(out, "where to look")
+    example = re.search(r"e\.g\. (\S+)", where)
+    assert example is not None and Path(example.group(1)).is_file()
+    assert re.search(r"/U02/BWC00005/1001005/\d{4}-\d\d-\d\d/BWC00005_", example.group(1))
+    assert "mosquitto_sub -h 127.0.0.1 -p " in where
+    messages = (state / "logs" / "mqtt-messages.log").read_text()
+    assert "dock/v1/demo-dock/" in messages
+
+
+@needs_mosquitto
+@pytest.mark.timeout(120)
+def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    demo = Demo(tmp_path / "demo")
     try:
-        wait_for(demo, lambda: any("demo running" in line for line in output), 90,
-                 "the demo started", output)
-        found = re.search(r"MQTT broker on 127\.0\.0\.1:(\d+)", "".join(output))
-        assert found is not None
-        port = int(found.group(1))
-        children = psutil.Process(demo.pid).children(recursive=True)
-        assert len(children) >= 3
-
-        def all_stored() -> bool:
-            files = [p for p in (state / "evidence").rglob("*.MP4")
-                     if p.is_file() and not p.name.startswith(".partial-")]
-            return len(files) >= FOOTAGE_FILES
-
-        wait_for(demo, all_stored, 90, f"{FOOTAGE_FILES} footage files were stored", output)
-        sub = subprocess.run(["mosquitto_sub", "-p", str(port), "-t", "dock/v1/demo-dock/#",
-                              "-C", "1", "-W", "20", "-v"], capture_output=True, text=True)
-        assert sub.stdout.startswith("dock/v1/demo-dock/"), sub.stdout + sub.stderr
+        demo.wait_for("BAY  RECORDER", 90)
     finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        status = demo.wait(timeout=60)
-        reader.join(timeout=5)
-    assert status == 0, "".join(output)
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        if demo.proc.poll() is None:
+            os.killpg(demo.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    status = demo.finish(timeout=60)
+    assert status == 0, demo.text[-4000:]
+    assert "stopping" in demo.text
+    assert len(demo.seen) >= 3
+    assert not demo.leftovers(), demo.leftovers()
+
+
+# --- the live view's pure parts -----------------------------------------------------------
+
+def _bay(bay: str, state: str, **extra: object) -> dict[str, object]:
+    return {"bay": bay, "serial": f"BWC0000{bay}", "state": state, **extra}
+
+
+def test_watch_done_waits_for_every_expected_recorder_and_offload() -> None:
+    finished = {"outcome": "complete", "stored": 1}
+    assert not watch.done(None, 1)
+    assert not watch.done({"bays": [_bay("1", "released", offload_result=finished)]}, 2)
+    assert not watch.done({"bays": [_bay("1", "offloading", offload_result=finished)]}, 1)
+    assert not watch.done({"bays": [_bay("1", "released")]}, 1)
+    assert watch.done({"bays": [_bay("1", "released", offload_result=finished)]}, 1)
+
+
+def test_watch_render_shows_progress_officer_and_reasons() -> None:
+    status = {"dock_id": "d1", "broker_connected": True, "outbox_depth": 0, "bays": [
+        _bay("1", "offloading", officer_no="1001001", officer_name="李伟", battery_percent=35,
+             offload={"bytes_done": 50, "bytes_total": 100},
+             readiness={"verdict": "CHARGING", "eta_s": 600,
+                        "reasons": [{"code": "battery_low", "message": "battery 35% < 60%"}]}),
+        _bay("2", "released", offload_result={"outcome": "complete", "stored": 2,
+                                              "already_stored": 1},
+             readiness={"verdict": "NOT_READY",
+                        "reasons": [{"code": "no_officer", "message": "no officer assigned"}]}),
+    ]}
+    text = watch.render(watch.Snapshot(status, [(0.0, "docked  bay 1 BWC00001")]), now=0.0)
+    assert "1001001 李伟" in text and "(none)" in text
+    assert "########" in text and "50.0%" in text
+    assert "complete: 2 stored, 1 already stored" in text
+    assert "bay 1 BWC00001: CHARGING: battery 35% < 60% (ready in about 10m00s)" in text
+    assert "bay 2 BWC00002: NOT_READY: no officer assigned" in text
+    assert "docked  bay 1 BWC00001" in text
+    assert "waiting for the agent (refused)" in watch.render(watch.Snapshot(None, [], "refused"))
+
+
+def test_watch_run_plain_prints_snapshots_and_stops_when_done() -> None:
+    frames = iter([
+        {"dock_id": "d1", "bays": [_bay("1", "offloading")]},
+        {"dock_id": "d1", "bays": [_bay("1", "released",
+                                        offload_result={"outcome": "complete", "stored": 1})]},
+    ])
+    out = io.StringIO()
+    code = watch.run(lambda: next(frames), None, out=out, interval_s=0, plain=True,
+                     plain_interval_s=0, until_done=1, timeout_s=30)
+    assert code == 0
+    assert out.getvalue().count("---\n") == 2
+    assert "\x1b[" not in out.getvalue()
+
+
+def test_watch_run_gives_up_after_timeout_while_agent_unreachable() -> None:
+    def fetch() -> dict[str, object]:
+        raise ConnectionRefusedError("agent not running")
+
+    out = io.StringIO()
+    code = watch.run(fetch, None, out=out, interval_s=0.01, plain=True, until_done=1,
+                     timeout_s=0.05)
+    assert code == 1
+    assert "waiting for the agent (agent not running)" in out.getvalue()
+    assert "not done after" in out.getvalue()

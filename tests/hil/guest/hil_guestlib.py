@@ -318,6 +318,7 @@ class MountWatch:
     def __init__(self) -> None:
         self.mounts: dict[tuple[str, str], dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._baseline: set[tuple[str, str]] = set()  # left over from earlier scenarios
 
     def _sample(self) -> None:
         try:
@@ -331,7 +332,7 @@ class MountWatch:
                 continue
             source, point = rfields[1], fields[4]
             key = (source, point)
-            if key in self.mounts:
+            if key in self.mounts or key in self._baseline:
                 continue
             disk = Path(source).name.rstrip("0123456789")
             try:
@@ -348,6 +349,8 @@ class MountWatch:
             await asyncio.sleep(0.1)
 
     def start(self) -> None:
+        self._sample()
+        self._baseline, self.mounts = set(self.mounts), {}
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> list[dict[str, Any]]:
@@ -376,3 +379,13 @@ def usb_parent(devnode: str) -> str | None:
         if (p / "idVendor").exists() and (p / "busnum").exists():
             return str(p)
     return None
+
+
+def clear_leftover_mounts(root: Path = Path("/run/dock-agent/media")) -> list[str]:
+    """Lazily unmount whatever a failed scenario left under the agent's mount root, so the
+    next scenario starts clean; returns what was there."""
+    left = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+            if line.split()[1].startswith(f"{root}/")]
+    for point in left:
+        subprocess.run(["umount", "-l", point], check=False)
+    return left

@@ -20,7 +20,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hil_guestlib import Agent, MountWatch, log, result, udev_props, uptime, usb_parent
+from hil_guestlib import (
+    Agent,
+    MountWatch,
+    clear_leftover_mounts,
+    log,
+    result,
+    udev_props,
+    uptime,
+    usb_parent,
+)
 from hil_specs import FLEET_SECRET, STICK_VID_PID, recorder_spec
 
 from firmware_bridge.client import RecorderClient
@@ -182,6 +191,7 @@ async def offload(p: dict[str, Any]) -> dict[str, Any]:
         await watch.stop()
         await rec.close()
         out["agent_rc"] = await agent.stop()
+        out["cleared_mounts"] = clear_leftover_mounts()
     out["image_unchanged"] = _sha256(image) == image_sha_before
     return out
 
@@ -246,6 +256,7 @@ async def usb_stick(p: dict[str, Any]) -> dict[str, Any]:
         await watch.stop()
         await asyncio.to_thread(stick.destroy)
         out["agent_rc"] = await agent.stop()
+        out["cleared_mounts"] = clear_leftover_mounts()
     out["image_sha256"] = _sha256(image)
     return out
 
