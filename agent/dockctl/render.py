@@ -54,3 +54,8 @@ def human_duration(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def display_width(text: str) -> int:
+    """Terminal cells `text` takes (CJK characters take two)."""
+    return _width(text)

@@ -9,6 +9,7 @@ for a story to finish without guessing how long copying takes.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,9 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.dockctl.render import human_bytes, human_duration, progress_bar, table
+from agent.dockctl.render import (
+    display_width,
+    human_bytes,
+    human_duration,
+    progress_bar,
+    table,
+)
 
 HOME_CLEAR, HIDE_CURSOR, SHOW_CURSOR = "\x1b[H\x1b[J", "\x1b[?25l", "\x1b[?25h"
+WIDE = 110
 BUSY_STATES = frozenset({"detected", "authenticated", "identified", "clock_checked",
                          "status_read", "storage_unlocked", "mounted", "offloading"})
 
@@ -34,12 +42,12 @@ class Snapshot:
     error: str | None = None
 
 
-def offload_cell(bay: Mapping[str, Any]) -> str:
+def offload_cell(bay: Mapping[str, Any], compact: bool = False) -> str:
     prog = bay.get("offload") or {}
     done, total = int(prog.get("bytes_done", 0) or 0), int(prog.get("bytes_total", 0) or 0)
     if bay.get("state") == "offloading" and total:
-        cell = progress_bar(done, total, width=24)
-        if prog.get("rate_bps"):
+        cell = progress_bar(done, total, width=12 if compact else 24)
+        if prog.get("rate_bps") and not compact:
             cell += f" {human_bytes(prog['rate_bps'])}/s"
         return cell
     result = bay.get("offload_result")
@@ -52,19 +60,22 @@ def offload_cell(bay: Mapping[str, Any]) -> str:
     return "-"
 
 
-def _officer(bay: Mapping[str, Any]) -> str:
+def _officer(bay: Mapping[str, Any], compact: bool) -> str:
     number, name = bay.get("officer_no"), bay.get("officer_name")
     if not number:
         return "(none)"
-    return f"{number} {name}" if name else str(number)
+    return f"{number} {name}" if name and not compact else str(number)
 
 
 def _pct(value: object) -> str:
     return "-" if not isinstance(value, int | float) else f"{float(value):.0f}%"
 
 
-def render(snap: Snapshot, now: float | None = None) -> str:
-    """The frame as text (pure: the tests call it with canned snapshots)."""
+def render(snap: Snapshot, now: float | None = None, columns: int | None = None) -> str:
+    """The frame as text (pure: the tests call it with canned snapshots). On a terminal
+    narrower than WIDE columns it leaves out officer names and transfer rates; the columns
+    are ordered so that what is cut at the right edge matters least."""
+    compact = columns is not None and columns < WIDE
     stamp = datetime.fromtimestamp(now if now is not None else time.time()).strftime("%H:%M:%S")
     status = snap.status
     if status is None:
@@ -78,11 +89,12 @@ def render(snap: Snapshot, now: float | None = None) -> str:
     ]
     bays = sorted(status.get("bays", []), key=lambda b: str(b.get("bay")))
     if bays:
-        rows = [[b.get("bay"), b.get("serial") or b.get("key"), _officer(b), b.get("state"),
-                 _pct(b.get("battery_percent")), offload_cell(b),
-                 (b.get("readiness") or {}).get("verdict", "-")] for b in bays]
-        lines.append(table(["BAY", "RECORDER", "OFFICER", "STATE", "BATT", "OFFLOAD",
-                            "READINESS"], rows))
+        rows = [[b.get("bay"), b.get("serial") or b.get("key"), _officer(b, compact),
+                 b.get("state"), _pct(b.get("battery_percent")),
+                 (b.get("readiness") or {}).get("verdict", "-"), offload_cell(b, compact)]
+                for b in bays]
+        lines.append(table(["BAY", "RECORDER", "OFFICER", "STATE", "BATT", "READINESS",
+                            "OFFLOAD"], rows))
     else:
         lines.append("(no recorders docked)")
     reasons = []
@@ -168,10 +180,13 @@ def run(fetch: Callable[[], Mapping[str, Any]], db: Path | None, *, out: TextIO 
             except Exception as exc:  # the agent may not be up yet, or restarting
                 snap = Snapshot(None, [], str(exc).splitlines()[0])
             finished = until_done is not None and done(snap.status, until_done)
-            text = render(snap)
+            columns = None if plain else shutil.get_terminal_size().columns
+            text = render(snap, columns=columns)
             now = time.monotonic()
-            if not plain:
-                out.write(HOME_CLEAR + text + "\n")
+            if columns is not None:
+                # Clipped to the terminal's width: a wrapped line would break the redraw.
+                out.write(HOME_CLEAR + "\n".join(clip(line, columns)
+                                                  for line in text.splitlines()) + "\n")
             elif finished or (now - last_print >= plain_interval_s
                               and _sans_clock(text) != _sans_clock(last_text)):
                 out.write(f"---\n{text}\n")
@@ -187,6 +202,20 @@ def run(fetch: Callable[[], Mapping[str, Any]], db: Path | None, *, out: TextIO 
         if not plain:
             out.write(SHOW_CURSOR)
             out.flush()
+
+
+def clip(line: str, columns: int) -> str:
+    """`line` cut to `columns` terminal cells (CJK characters take two)."""
+    if display_width(line) <= columns:
+        return line
+    out, used = [], 0
+    for ch in line:
+        w = display_width(ch)
+        if used + w > columns:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out)
 
 
 def _sans_clock(text: str) -> str:

@@ -248,10 +248,14 @@ class MountService:
 
     def _unmount(self, root_fd: int, name: str, *, lazy: bool) -> str:
         path = _real_path(root_fd, name)
-        if not self._mount_point(root_fd, name, create=False):
+        mounted = mounted_at(read_mountinfo(), path) is not None
+        # While mounted, the point shows the mounted filesystem's root, which FAT's `uid=`
+        # gives to the agent: the ownership check applies to the bare directory only. Only
+        # this helper can mount under the root-owned mount root, so the mount is ours.
+        if not mounted and not self._mount_point(root_fd, name, create=False):
             return path  # nothing there: already unmounted
         target = f"/proc/self/fd/{root_fd}/{name}"
-        if mounted_at(read_mountinfo(), path) is not None:
+        if mounted:
             try:
                 syscalls.umount(target, lazy=lazy)
             except OSError as exc:

@@ -98,6 +98,11 @@ def _drop_cache(fd: int, offset: int, length: int) -> None:
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+def _read_ahead(fd: int, offset: int, length: int) -> None:
+    with contextlib.suppress(OSError):  # only a hint
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+
+
 def hash_fd(fd: int, pool: BufferPool, stop: threading.Event, length: int | None = None) -> tuple[
     blake3.blake3, int
 ]:
@@ -117,6 +122,9 @@ def hash_fd(fd: int, pool: BufferPool, stop: threading.Event, length: int | None
                     n = os.preadv(fd, [part], done)
                 if n == 0:
                     break
+                # Start reading the next chunk in the kernel while this one is hashed, so
+                # a cold re-read (verify, resume) keeps the disk busy instead of alternating.
+                _read_ahead(fd, done + n, len(mv))
                 with mv[:n] as chunk:
                     hasher.update(chunk)
                 done += n

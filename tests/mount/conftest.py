@@ -44,7 +44,7 @@ def fs_params() -> list[object]:
     ]
 
 
-def _make_image(path: Path, fs_type: str, tmp: Path) -> None:
+def _make_image(path: Path, fs_type: str, tmp: Path, root_owner: int | None = None) -> None:
     with path.open("wb") as f:
         f.truncate(64 * 1024 * 1024)
     if fs_type == "ext4":
@@ -52,7 +52,8 @@ def _make_image(path: Path, fs_type: str, tmp: Path) -> None:
         for name, data in FILES.items():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             (src / name).write_bytes(data)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(src), str(path)], check=True)
+        owner = [] if root_owner is None else ["-E", f"root_owner={root_owner}:{root_owner}"]
+        subprocess.run(["mkfs.ext4", "-q", "-F", *owner, "-d", str(src), str(path)], check=True)
         return
     subprocess.run(["mkfs.vfat", "-n", "BWC10234", str(path)], check=True,
                    capture_output=True)
@@ -100,7 +101,8 @@ def make_loop(tmp_path: Path) -> Iterator[object]:
     stack = contextlib.ExitStack()
     counter = iter(range(100))
 
-    def make(fs_type: str = "ext4", *, blank: bool = False) -> LoopDevice:
+    def make(fs_type: str = "ext4", *, blank: bool = False,
+             root_owner: int | None = None) -> LoopDevice:
         n = next(counter)
         image = tmp_path / f"recorder{n}.img"
         if blank:
@@ -109,7 +111,7 @@ def make_loop(tmp_path: Path) -> Iterator[object]:
         else:
             work = tmp_path / f"work{n}"
             work.mkdir()
-            _make_image(image, fs_type, work)
+            _make_image(image, fs_type, work, root_owner)
         return stack.enter_context(loop_device(image, fs_type))
 
     with stack:

@@ -75,6 +75,18 @@ async def test_lazy_unmount_with_a_file_open(helper: Helper, make_loop, fs_type:
         assert f.read() == data  # the open file survives the detach
 
 
+async def test_unmounts_a_filesystem_whose_root_the_agent_owns(helper: Helper, make_loop) -> None:
+    """FAT is mounted with uid=<agent>: while mounted, the mount point shows a root owned by
+    the agent. Unmounting must still work (found by the hardware-in-the-loop suite)."""
+    loop = make_loop("ext4", root_owner=AGENT_UID)
+    mounter = HelperMounter(helper.socket_path)
+    path = await mounter.mount("BWC10235", _storage(loop))
+    assert path.stat().st_uid == AGENT_UID
+    await mounter.unmount("BWC10235")
+    assert mounted_at(read_mountinfo(), str(path)) is None
+    assert not path.exists()
+
+
 async def test_remount_of_the_same_device_is_idempotent(helper: Helper, make_loop) -> None:
     loop = make_loop("ext4")
     mounter = HelperMounter(helper.socket_path)

@@ -16,10 +16,12 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from agent.dockctl import watch
+from hw_sim.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
-# Footage per recorder in config/demo-scenario.toml.
-FOOTAGE = {"BWC00001": 3, "BWC00002": 3, "BWC00003": 2, "BWC00004": 2, "BWC00005": 4}
+# Footage files per recorder in the demo's scenario.
+FOOTAGE = {r.serial: len(r.footage.file_sizes)
+           for r in load_scenario(REPO / "config" / "demo-scenario.toml").recorders.values()}
 
 needs_mosquitto = pytest.mark.skipif(not Path("/usr/sbin/mosquitto").exists(),
                                      reason="mosquitto is not installed")
@@ -58,9 +60,15 @@ class Demo:
     def text(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, needle: str, timeout: float) -> None:
+    def wait_for(self, needle: str, timeout: float, file: Path | None = None) -> None:
+        """Until `needle` is in the output (or in `file`)."""
+        def text() -> str:
+            if file is None:
+                return self.text
+            return file.read_text() if file.exists() else ""
+
         deadline = time.monotonic() + timeout
-        while needle not in self.text:
+        while needle not in text():
             if self.proc.poll() is not None:
                 pytest.fail(f"the demo exited ({self.proc.returncode}) before {needle!r}:\n"
                             + self.text[-4000:])
@@ -110,7 +118,7 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path) -> None:
 
     # The live view ran (plain snapshots: stdout is a pipe) and showed every bay.
     assert "BAY  RECORDER" in out
-    assert re.search(r"^2\s+BWC00002\s+1001002", out, re.M)
+    assert re.search(r"^2\s+BWC00002\s+1001002 Zhang Min", out, re.M)
 
     # Every recorder's footage is in the store under unit/recorder/officer/date.
     for serial, count in FOOTAGE.items():
@@ -125,7 +133,8 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path) -> None:
     assert re.search(r"^3\s+BWC00003\s+\S+\s+CHARGING", readiness, re.M), readiness
 
     verify = section(out, "integrity")
-    assert re.search(r"^OK: \d+ ledger entries, 14 stored files re-hashed, 0 problem",
+    total = sum(FOOTAGE.values())
+    assert re.search(rf"^OK: \d+ ledger entries, {total} stored files re-hashed, 0 problem",
                      verify, re.M), verify
 
     # BWC00005 left mid-copy, came back, and the copy resumed and completed.
@@ -135,7 +144,7 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path) -> None:
     second = kinds.index("docked", 1)
     assert "undocked" in kinds[1:second], kinds
     assert kinds[second:].count("offloaded") >= 1, kinds
-    assert re.search(r"^5\s+BWC00005\s.*complete: \d+ stored", out, re.M)
+    assert re.search(r"^5\s+BWC00005\s.*\sREADY\s+complete: \d+ stored", out, re.M)
 
     where = section(out, "where to look")
     example = re.search(r"e\.g\. (\S+)", where)
@@ -149,9 +158,11 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path) -> None:
 @needs_mosquitto
 @pytest.mark.timeout(120)
 def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    demo = Demo(tmp_path / "demo")
+    state = tmp_path / "demo"
+    demo = Demo(state)
     try:
-        demo.wait_for("BAY  RECORDER", 90)
+        # Mid-story: the last recorder has just docked, its storage is being read.
+        demo.wait_for("BWC00005 docked", 90, file=state / "logs" / "director.log")
     finally:
         if demo.proc.poll() is None:
             os.killpg(demo.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
@@ -160,6 +171,8 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     assert "stopping" in demo.text
     assert len(demo.seen) >= 3
     assert not demo.leftovers(), demo.leftovers()
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(state) not in mounts
 
 
 # --- the live view's pure parts -----------------------------------------------------------
@@ -196,6 +209,8 @@ def test_watch_render_shows_progress_officer_and_reasons() -> None:
     assert "bay 2 BWC00002: NOT_READY: no officer assigned" in text
     assert "docked  bay 1 BWC00001" in text
     assert "waiting for the agent (refused)" in watch.render(watch.Snapshot(None, [], "refused"))
+    narrow = watch.render(watch.Snapshot(status, []), now=0.0, columns=80)
+    assert "李伟" not in narrow and re.search(r"^1 .*1001001 .*CHARGING .*50\.0%", narrow, re.M)
 
 
 def test_watch_run_plain_prints_snapshots_and_stops_when_done() -> None:
@@ -208,7 +223,7 @@ def test_watch_run_plain_prints_snapshots_and_stops_when_done() -> None:
     code = watch.run(lambda: next(frames), None, out=out, interval_s=0, plain=True,
                      plain_interval_s=0, until_done=1, timeout_s=30)
     assert code == 0
-    assert out.getvalue().count("---\n") == 2
+    assert out.getvalue().splitlines().count("---") == 2
     assert "\x1b[" not in out.getvalue()
 
 
@@ -222,3 +237,9 @@ def test_watch_run_gives_up_after_timeout_while_agent_unreachable() -> None:
     assert code == 1
     assert "waiting for the agent (agent not running)" in out.getvalue()
     assert "not done after" in out.getvalue()
+
+
+def test_watch_clip_counts_terminal_cells() -> None:
+    assert watch.clip("abcdef", 4) == "abcd"
+    assert watch.clip("ab李伟cd", 5) == "ab李"
+    assert watch.clip("short", 80) == "short"

@@ -132,6 +132,28 @@ async def gadget_smoke(p: dict[str, Any]) -> dict[str, Any]:
     out["remaining_sd"] = glob.glob("/dev/sd*")
     await rec.close()
     out["gadget_removed"] = not rec.gadget.exists
+    out["cli"] = await _gadget_cli(image)
+    return out
+
+
+async def _gadget_cli(image: Path) -> dict[str, Any]:
+    """The stand-alone entry point (what a Raspberry Pi recorder rig runs): plugs on start,
+    unplugs and removes its gadget on SIGTERM."""
+    serial = "BWC00010"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hw_sim.gadget", "--serial", serial, "--image", str(image),
+        "--workdir", "/tmp/cli-recorder", "--udc", available_udcs()[-1],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out: dict[str, Any] = {}
+    try:
+        out["acm"] = await _wait_for(lambda: _acm_of(serial), 60, "the CLI recorder's tty")
+    finally:
+        proc.terminate()
+        output, _ = await proc.communicate()
+    out["rc"] = proc.returncode
+    out["output"] = output.decode(errors="replace")[-2000:]
+    await _wait_for(lambda: _acm_of(serial) is None, 30, "the CLI recorder's removal")
+    out["gadget_left"] = Path("/sys/kernel/config/usb_gadget/rec_bwc00010").exists()
     return out
 
 
