@@ -70,34 +70,49 @@ class Director:
         with open(self.args.sim_in, "w", encoding="utf-8") as fifo:
             fifo.write(command + "\n")
 
-    def copying(self) -> bool:
+    def copy_state(self) -> str | None:
+        """"copying" once bytes are moving, "finished" once the offload has a result."""
         bay = self.bay_of(PULLED)
         if bay is None:
-            return False
+            return None
+        if bay.get("offload_result") is not None:
+            return "finished"
         done = int((bay.get("offload") or {}).get("bytes_done", 0) or 0)
-        return bool(done > 0 or bay.get("offload_result"))
+        return "copying" if bay.get("state") == "offloading" and done > 0 else None
 
     def run(self) -> int:
         if not self.wait(f"{PULLED} to dock", lambda: self.bay_of(PULLED) is not None, 120):
             return 1
         label = str((self.bay_of(PULLED) or {}).get("bay", "5"))
         say(f"{PULLED} docked in bay {label}")
-        if self.args.pull:
-            self.wait(f"{PULLED}'s copy to start", self.copying, 60)
-            self.sim(f"unplug {label}")
-
         outcome: list[str] = []
+        if self.args.pull:
+            seen: list[str] = []
+
+            def started() -> bool:
+                state = self.copy_state()
+                if state is not None:
+                    seen.append(state)
+                return state is not None
+
+            self.wait(f"{PULLED}'s copy to start", started, 60)
+            if seen == ["copying"]:
+                self.sim(f"unplug {label}")
+                # It leaves even if the copy finished in the meantime.
+                self.wait(f"{PULLED} to leave", lambda: self.bay_of(PULLED) is None, 60)
+                outcome.append("left")
 
         def left_or_done() -> bool:
             bay = self.bay_of(PULLED)
             result = None if bay is None else bay.get("offload_result")
             if bay is None:
                 outcome.append("left")
-            elif isinstance(result, dict) and result.get("outcome") != "interrupted":
+            elif isinstance(result, dict) and result.get("outcome") == "complete":
                 outcome.append("done")
             return bool(outcome)
 
-        self.wait(f"{PULLED} to leave or finish", left_or_done, 180)
+        if not outcome:
+            self.wait(f"{PULLED} to leave or finish", left_or_done, 180)
         pulled_out = outcome == ["left"]
         if pulled_out:
             say(f"{PULLED} was pulled out mid-copy")

@@ -128,4 +128,4 @@ def test_demo_config_and_scenario_are_valid() -> None:
     assert demo.devices.source == "sim" and demo.mount.method == "directory"
     assert not demo.mqtt.tls and demo.dock.state_dir == REPO / "demo-state" / "state"
     scenario = load_scenario(REPO / "config" / "demo-scenario.toml")
-    assert len(scenario.recorders) == 4 and scenario.timeline
+    assert len(scenario.recorders) == 5 and scenario.timeline
