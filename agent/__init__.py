@@ -1,8 +1,5 @@
 """dock-agent: the docking-station agent for body-worn recorders."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("dock-agent")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
+# The one place the version is written (pyproject.toml reads it from here). A literal, not
+# importlib.metadata: that lookup alone costs the process about 5 MB of memory.
+__version__ = "0.1.0"

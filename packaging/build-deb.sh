@@ -20,7 +20,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-version="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$SRC/pyproject.toml")"
+# The version is written once, in agent/__init__.py (pyproject.toml reads it from there).
+version="$(python3 -c 'import re, sys; print(re.search(r"^__version__ = \"([^\"]+)\"", open(sys.argv[1]).read(), re.M).group(1))' "$SRC/agent/__init__.py")"
 arch="$(dpkg --print-architecture)"
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
