@@ -8,7 +8,6 @@ running. If any of them died or the loop is stuck, pings stop and systemd restar
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -44,24 +43,12 @@ def liveness_problems(
     return problems
 
 
-def watchdog_interval_s() -> float | None:
-    """systemd's WatchdogSec as passed in WATCHDOG_USEC (for this process), else None."""
-    usec = os.environ.get("WATCHDOG_USEC")
-    pid = os.environ.get("WATCHDOG_PID")
-    if not usec or (pid and pid != str(os.getpid())):
-        return None
-    try:
-        return int(usec) / 1e6
-    except ValueError:
-        return None
-
-
 async def run_watchdog(
     lag: LoopLag,
     tasks: Callable[[], Mapping[str, asyncio.Task[None]]],
     on_problem: Callable[[list[str]], None],
 ) -> None:
-    interval = watchdog_interval_s()
+    interval = sdnotify.watchdog_interval()
     if interval is None:
         return
     ping_every = max(0.5, interval / 2)

@@ -624,7 +624,10 @@ class Offloader:
         recorded now, saying how it is known.
         """
         intents = await self._db.read(lambda c: journal.wipe_intents(c, serial))
+        walked = {os.fsencode(d.strip("/")) for d in self._settings.footage_dirs}
         for intent in intents:
+            if intent.source_name.split(b"/", 1)[0] not in walked:
+                continue  # not looked at this time (footage_dirs changed): decide later
             gone = intent.source_name not in present
 
             def settle(conn: sqlite3.Connection, intent: journal.WipeIntent = intent,

@@ -108,3 +108,16 @@ async def test_damaged_stored_copy_blocks_the_wipe_of_an_earlier_docking(
     assert (source / name.decode()).exists()  # the recorder keeps the only good copy
     state = rows(db_path, "SELECT verify_state FROM evidence_files")[0]["verify_state"]
     assert state == "failed"
+
+
+async def test_undecided_delete_outside_the_walked_dirs_stays_undecided(
+    make_offloader: Callable[..., Offloader], source: Path, db_path: Path
+) -> None:
+    (name,) = make_footage(source, [MiB])
+    await make_offloader(wipe_after_offload=True).offload(ctx(), source, wiper=LosesRequest())
+    assert intents(db_path) == [name]
+    # The operator now offloads another directory: the file is not looked at, so its
+    # undecided delete can be neither confirmed nor dismissed - and is not recorded as wiped.
+    await make_offloader(footage_dirs=["OTHER"]).offload(ctx(first=False, session="s2"), source)
+    assert intents(db_path) == [name]
+    assert rows(db_path, "SELECT count(*) AS n FROM ledger WHERE kind = 'wiped'")[0]["n"] == 0

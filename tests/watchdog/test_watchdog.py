@@ -1,0 +1,72 @@
+"""systemd's watchdog is pinged only while the essential tasks live and the loop is responsive."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from agent.watchdog import LoopLag, liveness_problems, run_watchdog
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> socket.socket:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # 1 s: ping every 0.5 s
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    return sock
+
+
+def received(sock: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096))
+        except BlockingIOError:
+            return out
+
+
+async def test_pings_while_alive_and_stops_when_a_task_dies(notify_socket: socket.socket) -> None:
+    alive = asyncio.create_task(asyncio.sleep(3600))
+    problems: list[list[str]] = []
+    dog = asyncio.create_task(run_watchdog(LoopLag(), lambda: {"publisher": alive},
+                                           problems.append))
+    for _ in range(400):
+        if received(notify_socket):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("no WATCHDOG=1 while every task was alive")
+    assert problems == []
+
+    alive.cancel()
+    await asyncio.gather(alive, return_exceptions=True)
+    for _ in range(400):
+        if problems:
+            break
+        await asyncio.sleep(0.01)
+    assert problems[-1] == ["publisher stopped"]
+    received(notify_socket)  # drop pings sent before the death was seen
+    await asyncio.sleep(1.2)  # two ping periods: none may come now
+    assert b"WATCHDOG=1" not in received(notify_socket)
+    dog.cancel()
+    await asyncio.gather(dog, return_exceptions=True)
+
+
+def test_a_stuck_loop_is_a_problem() -> None:
+    lag = LoopLag()
+    assert liveness_problems(lag, {}) == []
+    lag.worst_recent_s = 6.0
+    assert liveness_problems(lag, {}) == ["event loop lag 6.0 s"]
+
+
+async def test_no_watchdog_configured_means_no_pings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    await asyncio.wait_for(run_watchdog(LoopLag(), dict, lambda p: None), 1)  # returns at once
