@@ -42,11 +42,11 @@ ensure_apt() {
     export DEBIAN_FRONTEND=noninteractive
     # Package lists are fetched only when absent or stale enough that an install fails.
     if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
-        as_root apt-get update -q
+        as_root apt-get -o DPkg::Lock::Timeout=600 update -q
     fi
-    if ! as_root apt-get install -y -q --no-install-recommends "${missing[@]}"; then
-        as_root apt-get update -q
-        as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+    if ! as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"; then
+        as_root apt-get -o DPkg::Lock::Timeout=600 update -q
+        as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
     fi
 }
 
