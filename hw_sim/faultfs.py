@@ -13,6 +13,8 @@ starts and unmounts it. Faults:
     with EIO, like a vanished USB device.
   - growing file: its size starts at half the real size and grows by `grow_step` bytes
     with every read until the whole file is visible.
+  - unlistable directory: listing it fails with EACCES (its own attributes are fine).
+  - unstatable entry: looking up its attributes fails with EIO.
 Files are opened with direct_io so every application read reaches this process unchanged
 (no page cache, no readahead hiding the fault offsets).
 """
@@ -50,6 +52,8 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
         for p in config.get("growing", []):
             name = bytes.fromhex(p)
             self.growing[name] = os.lstat(self._full(b"/" + name)).st_size // 2
+        self.unlistable = {os.fsencode(p).strip(b"/") for p in config.get("unlistable", [])}
+        self.unstatable = {os.fsencode(p).strip(b"/") for p in config.get("unstatable", [])}
         self.gone = False
         self.lock = threading.Lock()
 
@@ -74,6 +78,8 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
     # --- operations -----------------------------------------------------------------------
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         self._check()
+        if self._rel(path) in self.unstatable:
+            raise mfusepy.FuseOSError(errno.EIO)
         try:
             st = os.lstat(self._full(os.fsencode(path)))
         except OSError as e:
@@ -93,6 +99,8 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
 
     def readdir(self, path: str, fh: int) -> ReadDirResult:
         self._check()
+        if self._rel(path) in self.unlistable:
+            raise mfusepy.FuseOSError(errno.EACCES)
         try:
             names = os.listdir(self._full(os.fsencode(path)))
         except OSError as e:

@@ -207,13 +207,19 @@ class RecorderFirmware:
 
     def list_recordings(self, offset: int, limit: int) -> RecordingPage:
         entries = self._entries()
+        claimed = {self.disk.footage(i).name: (start, end)
+                   for i, start, end in self.faults.listed_times}
         page = tuple(
-            RecordingInfo(e.name, e.size, max(0, e.start_ms), max(0, e.end_ms))
+            RecordingInfo(e.name, e.size, *claimed.get(e.name, (max(0, e.start_ms),
+                                                                max(0, e.end_ms))))
             for e in entries[offset : offset + limit]
         )
         return RecordingPage(len(entries), page)
 
     def delete_recording(self, name: bytes, size: int, digest: bytes) -> None:
+        if self.faults.lying_delete:  # answers as if it had deleted, keeps the file
+            self._log(LogKind.FILE_DELETED, name.decode("utf-8", "replace"))
+            return
         try:
             self.disk.delete(name, size, digest)
         except StorageRefusal as e:

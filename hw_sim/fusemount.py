@@ -88,6 +88,8 @@ class FaultMount:
         unplug: tuple[bytes, int] | None = None,
         growing: list[bytes] | None = None,
         grow_step: int = 65536,
+        unlistable: list[str] | None = None,
+        unstatable: list[str] | None = None,
         on_unplug: Callable[[], None] | None = None,
         on_eio: Callable[[bytes, int], None] | None = None,
     ) -> None:
@@ -101,6 +103,8 @@ class FaultMount:
             "unplug": (unplug[0].hex(), unplug[1]) if unplug else None,
             "growing": [n.hex() for n in growing or []],
             "grow_step": grow_step,
+            "unlistable": list(unlistable or []),
+            "unstatable": list(unstatable or []),
         }
         self._on_unplug = on_unplug
         self._on_eio = on_eio

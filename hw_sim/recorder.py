@@ -217,7 +217,7 @@ class VirtualRecorder:
     def _fuse_faults_active(self) -> bool:
         f = self._faults
         unplug = f.unplug_at is not None and not (self.dir / UNPLUG_FIRED).exists()
-        return bool(f.eio_at or f.growing or unplug)
+        return bool(f.eio_at or f.growing or unplug or f.unlistable_dirs or f.unstatable)
 
     def _mass_storage_changed(self, on: bool) -> None:
         """Called by the firmware inside a SetMassStorage command."""
@@ -271,7 +271,8 @@ class VirtualRecorder:
             self.storage.backing, self.storage.media,
             eio=[(files[i].name, off) for i, off in f.eio_at], eio_count=f.eio_count,
             unplug=unplug, growing=[files[i].name for i in f.growing],
-            grow_step=f.grow_step_bytes, on_unplug=self._fault_unplug,
+            grow_step=f.grow_step_bytes, unlistable=list(f.unlistable_dirs),
+            unstatable=list(f.unstatable), on_unplug=self._fault_unplug,
             on_eio=self.firmware.storage_fault,
         )
 

@@ -78,12 +78,18 @@ class Faults:
     clock_set: Literal["ok", "error", "ignored"] = "ok"  # ignored: acks but keeps its time
     battery_failing: bool = False  # low health, does not charge, runs hot
     hostile_names: bool = False  # hostile entries on the storage and in the listing
+    lying_delete: bool = False  # a guarded delete answers "deleted" but keeps the file
+    # (file index, start_ms, end_ms): the listing claims these times for that file
+    listed_times: tuple[tuple[int, int, int], ...] = ()
     # storage file layer (FUSE)
     eio_at: tuple[tuple[int, int], ...] = ()  # (file index, byte offset): reads there fail
     eio_count: int | None = None  # each EIO fault fires this many times (None: always)
     unplug_at: tuple[int, int] | None = None  # (file index, byte offset): recorder unplugs
     growing: tuple[int, ...] = ()  # files that keep growing while they are read
     grow_step_bytes: int = 64 * 1024  # growth per read of a growing file
+    # paths relative to the storage root (e.g. "DCIM/101"): listing them fails (EACCES)
+    unlistable_dirs: tuple[str, ...] = ()
+    unstatable: tuple[str, ...] = ()  # paths whose lstat fails (EIO)
 
     def __post_init__(self) -> None:
         unknown = set(self.silent_commands) - LINK_COMMANDS
@@ -96,10 +102,14 @@ class Faults:
             raise SpecError(f"clock_set must be ok, error or ignored, not {self.clock_set!r}")
         if self.grow_step_bytes <= 0:
             raise SpecError("grow_step_bytes must be positive")
+        for _, start, end in self.listed_times:
+            if not (0 <= start < 2**63 and 0 <= end < 2**63):
+                raise SpecError("listed times must fit the protocol (0..2**63-1 ms)")
 
     @property
     def needs_fuse(self) -> bool:
-        return bool(self.eio_at or self.unplug_at is not None or self.growing)
+        return bool(self.eio_at or self.unplug_at is not None or self.growing
+                    or self.unlistable_dirs or self.unstatable)
 
 
 @dataclass(frozen=True)
@@ -135,7 +145,7 @@ class RecorderSpec:
 
     def _fault_indexes(self) -> list[int]:
         f = self.faults
-        idx = [i for i, _ in f.eio_at] + list(f.growing)
+        idx = [i for i, _ in f.eio_at] + list(f.growing) + [i for i, _, _ in f.listed_times]
         if f.unplug_at is not None:
             idx.append(f.unplug_at[0])
         return idx

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
+from firmware_bridge.messages import NAME_MAX
 from hw_sim.errors import SimError
 from hw_sim.footage import FOOTAGE_DIR, FootageFile, footage_files, iter_content
 from hw_sim.fusemount import unmount_sync
@@ -197,7 +198,12 @@ class RecorderStorage:
             names = filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
             for n in names:
                 rel = os.path.join(rel_dir, n)
-                st = os.lstat(os.path.join(dirpath, n))
+                if len(rel) > NAME_MAX:
+                    continue  # a name the protocol cannot carry is not listed
+                try:
+                    st = os.lstat(os.path.join(dirpath, n))
+                except OSError:
+                    continue  # unreadable (path too long, I/O error): not listed
                 if not stat.S_ISREG(st.st_mode) and not self.spec.faults.hostile_names:
                     continue
                 known = self._files.get(rel)

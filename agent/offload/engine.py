@@ -32,10 +32,10 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from agent.domain import DockingContext
@@ -58,7 +58,8 @@ from agent.offload.policy import DeadlinePolicy, Wiper
 from agent.offload.progress import ProgressTracker
 from agent.offload.storefs import discard, ensure_dir, free_bytes, install, orphan_partials
 from agent.offload.summary import FileProblem, OffloadProgress, OffloadSummary, StoredFile
-from agent.offload.walk import SourceFile, open_source, scan
+from agent.offload.times import RecordingTimes, decide
+from agent.offload.walk import Scan, SourceFile, open_source, scan
 from agent.settings import OffloadSettings
 from agent.store.db import Database
 from agent.store.evidence import StoredFile as IndexedFile
@@ -66,36 +67,44 @@ from agent.store.evidence import (
     StoredFileRecord,
     commit_file,
     display_name,
-    find_stored,
     get_file,
     mark_verified,
     mark_wiped,
+    stored_versions,
 )
 from agent.store.faults import FaultCode, raise_fault
 from agent.store.layout import layout_relpath, recording_day
-from agent.store.ledger import Ledger, current_us
+from agent.store.ledger import EntryKind, Ledger, current_us
 
 T = TypeVar("T")
-TimeSource = Literal["recorder", "mtime"]
 PROGRESS_INTERVAL_S = 0.5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class _Times:
-    start_us: int | None
-    end_us: int
-    source: TimeSource
+FAULT_NAMES_MAX = 50  # a fault names at most this many entries; longer lists go to the ledger
+LIST_CHUNK = 100  # entries per "entry_list" ledger entry
+SPARSE_SLACK = 1 << 20  # allocation may trail the size by this much (inline data, tails)
+# summary lists that a session turns into faults, with the fault code each one gets
+_LISTS = (("refused", FaultCode.HOSTILE_CONTENT), ("failed", FaultCode.READ_ERROR),
+          ("wipe_failed", FaultCode.WIPE_FAILED))
 
 
 @dataclass(slots=True)
 class _Item:
     file: SourceFile
-    times: _Times
+    times: RecordingTimes
     journal: JournalEntry | None = None
-    stored: IndexedFile | None = None  # the index row that already holds this file
-    confirm: IndexedFile | None = None  # same name and size, but identity needs the hash
+    stored: IndexedFile | None = None  # the index row holding this content (hash-matched)
+    versions: list[IndexedFile] = field(default_factory=list)  # rows of this name, newest first
+    previous: IndexedFile | None = None  # stored earlier with other content: a new version
+    reappeared: IndexedFile | None = None  # recorded as wiped, yet the recorder still has it
     never_wipe: bool = False  # stored while it changed: the recorder keeps its copy
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A delete the recorder answered "deleted"; recorded once its absence is confirmed."""
+
+    file_id: int
+    name: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +122,15 @@ class _AfterCommit:
     next file copies (bounded: at most one file waits)."""
 
     def __init__(self, owner: Offloader, ctx: DockingContext, summary: OffloadSummary,
-                 wiper: Wiper | None, stop: threading.Event) -> None:
+                 wiper: Wiper | None, stop: threading.Event, claims: list[_Claim]) -> None:
         self._queue: asyncio.Queue[_Committed | None] = asyncio.Queue(maxsize=1)
-        self._args = (owner, ctx, summary, wiper, stop)
+        self._args = (owner, ctx, summary, wiper, stop, claims)
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        owner, ctx, summary, wiper, stop = self._args
+        owner, ctx, summary, wiper, stop, claims = self._args
         while (c := await self._queue.get()) is not None:
-            await owner._after_commit(ctx, c, summary, wiper, stop)
+            await owner._after_commit(ctx, c, summary, wiper, stop, claims)
 
     async def put(self, c: _Committed | None) -> None:
         putter = asyncio.ensure_future(self._queue.put(c))
@@ -173,11 +182,21 @@ class _JournalHooks:
         self.tracker.add_resumed(nbytes)
 
 
-def _flagged_changed(conn: sqlite3.Connection, file_id: int) -> bool:
-    """Whether the offloader recorded that this file changed while it was copied."""
-    return conn.execute(
-        "SELECT 1 FROM evidence_files WHERE id = ? AND source_changed IS NOT NULL", (file_id,),
-    ).fetchone() is not None
+def _source_capacity(root: bytes) -> int:
+    """Size of the filesystem holding the recorder's files (0 when it does not say)."""
+    st = os.statvfs(root)
+    return st.f_blocks * st.f_frsize
+
+
+def _problem_fields(p: FileProblem) -> dict[str, object]:
+    return {"name": display_name(p.name), "name_hex": p.name.hex(), "reason": p.reason,
+            **(p.detail or {})}
+
+
+def _replaced(item: _Item, result: CopyResult) -> IndexedFile | None:
+    """The stored copy this one is a new version of (None when the content is the same)."""
+    prev = item.previous
+    return prev if prev is not None and prev.blake3_hex != result.digest.hex() else None
 
 
 def _us_to_dt(us: int) -> datetime:
@@ -294,31 +313,32 @@ class Offloader:
         summary = OffloadSummary("complete")
         try:
             root_dev = (await self._call(os.stat, root)).st_dev
-            files, refused = await self._call(scan, root, self._settings.footage_dirs)
+            listing = await self._call(scan, root, self._settings.footage_dirs)
+            capacity = await self._call(_source_capacity, root)
         except OSError as exc:
             summary.outcome = "interrupted"
             summary.detail = f"cannot list the recorder's storage: {exc}"
             return summary
-        summary.refused = [FileProblem(r.relpath, r.reason) for r in refused]
+        summary.refused = [FileProblem(r.relpath, r.reason) for r in listing.refused]
+        summary.failed = [FileProblem(u.relpath, u.reason) for u in listing.unreadable]
         serial = ctx.identity.serial
-        await self._settle_wipes(serial, {f.relpath for f in files} | {r.relpath for r in refused},
-                                 summary)
-        items = [_Item(f, self._times(f, recordings)) for f in files]
+        await self._settle_wipes(serial, listing, summary)
+        now_us = current_us()
+        items = [_Item(f, self._times(f, recordings, now_us)) for f in listing.files]
         await self._db.read(lambda conn: self._plan(conn, serial, items))
         for item in items:
-            if item.confirm is not None:
-                await self._confirm(root, item, stop, summary)
-        pending = [i for i in items if i.stored is None]
-        summary.already_stored = [i.file.relpath for i in items if i.stored is not None]
-        need = sum(self._still_needed(i) for i in pending)
-        token = await self._admit(need, summary)
-        if token is None:
-            return summary
+            if item.versions:
+                await self._identify(root, item, stop, summary)
+        summary.already_stored = [i.file.relpath for i in items
+                                  if i.stored is not None or i.reappeared is not None]
+        pending = [i for i in items if i.stored is None and i.reappeared is None]
+        token, pending, left, full = await self._admit(pending, capacity, summary)
         tracker = ProgressTracker(ctx, sum(i.file.size for i in pending), len(pending))
         ticker = None
         if on_progress is not None:
             ticker = asyncio.create_task(self._tick(tracker, on_progress))
-        after = _AfterCommit(self, ctx, summary, wiper, stop)
+        claims: list[_Claim] = []
+        after = _AfterCommit(self, ctx, summary, wiper, stop, claims)
         try:
             async with self._slots:
                 for item in pending:
@@ -332,10 +352,15 @@ class Offloader:
                         tracker.files_done += 1
                         tracker.current = None
                 await after.finish()
+                if left and summary.outcome == "complete":
+                    summary.outcome = "storage_full"
+                    summary.detail = full
                 if summary.outcome == "complete":
                     for item in items:
                         if item.stored is not None:
-                            await self._wipe_stored(ctx, item, summary, wiper, stop)
+                            await self._wipe_stored(ctx, item, summary, wiper, stop, claims)
+                if wiper is not None:
+                    await self._confirm_wipes(wiper, claims, summary)
         except BaseException:
             await after.abort()
             raise
@@ -345,55 +370,62 @@ class Offloader:
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+        await self._record_lists(ctx, summary)
         if on_progress is not None:
             on_progress(tracker.snapshot())
         return summary
 
-    def _times(self, f: SourceFile, recordings: Mapping[bytes, tuple[int, int]] | None) -> _Times:
+    def _times(self, f: SourceFile, recordings: Mapping[bytes, tuple[int, int]] | None,
+               now_us: int) -> RecordingTimes:
         hit = None
         if recordings:
             hit = recordings.get(f.relpath) or recordings.get(f.basename)
-        if hit is not None:
-            return _Times(int(hit[0]) * 1000, int(hit[1]) * 1000, "recorder")
-        return _Times(None, f.mtime_ns // 1000, "mtime")
+        return decide(hit, f.mtime_ns, now_us)
 
     def _plan(self, conn: sqlite3.Connection, serial: str, items: list[_Item]) -> None:
         rows = journal.for_recorder(conn, serial)
         for item in items:
-            f, t = item.file, item.times
-            if t.source == "recorder":
-                item.stored = find_stored(conn, serial, f.relpath, f.size,
-                                          rec_start_us=t.start_us)
-            if item.stored is None:
-                hit = find_stored(conn, serial, f.relpath, f.size)
-                if hit is not None and t.source == "mtime" and hit.rec_end_us == t.end_us:
-                    item.stored = hit
-                elif hit is not None:
-                    item.confirm = hit  # same name and size, times disagree: hash decides
-            if item.stored is None:
-                item.journal = rows.get(f.relpath)
-            elif _flagged_changed(conn, item.stored.id):
-                item.never_wipe = True
+            item.versions = stored_versions(conn, serial, item.file.relpath)
+            item.journal = rows.get(item.file.relpath)
 
-    async def _confirm(
+    async def _identify(
         self, root: bytes, item: _Item, stop: threading.Event, summary: OffloadSummary
     ) -> None:
-        """Same name and size as a stored file but other times: compare the content hash."""
-        assert item.confirm is not None
+        """A file of a name stored before: what it holds now decides, never name and size.
 
-        def digest() -> bytes:
-            fd = open_source(root, item.file.relpath)
+        Same content as a stored copy: already stored. Same content as a copy recorded as
+        wiped: the recorder's delete did not take (named; not copied again). Other content
+        than the newest stored copy: a new version, copied and flagged.
+        """
+        same_size = [v for v in item.versions if v.size == item.file.size]
+        got: str | None = None
+        if same_size:
+            def digest() -> bytes:
+                fd = open_source(root, item.file.relpath)
+                try:
+                    return hash_fd(fd, self._pool, stop)[0].digest()
+                finally:
+                    os.close(fd)
+
             try:
-                return hash_fd(fd, self._pool, stop)[0].digest()
-            finally:
-                os.close(fd)
-
-        try:
-            got = await self._call(digest, stop=stop)
-        except (OSError, OffloadError):
-            return  # treat as new; the copy reports any real problem
-        if got.hex() == item.confirm.blake3_hex:
-            item.stored = item.confirm
+                got = (await self._call(digest, stop=stop)).hex()
+            except (OSError, OffloadError):
+                got = None  # unreadable now: the copy reports the real problem
+        match = next((v for v in same_size if v.blake3_hex == got), None)
+        if match is not None and not match.wiped:
+            item.stored = match
+            item.never_wipe = match.source_changed is not None
+            return
+        if match is not None:
+            item.reappeared = match
+            summary.wipe_failed.append(FileProblem(
+                item.file.relpath,
+                "recorded as wiped at an earlier docking, but the recorder still holds it:"
+                " its delete did not take",
+                detail={"file_id": match.id, "firmware_claim": "deleted",
+                        "wiped_us": match.wiped_us}))
+            return
+        item.previous = next((v for v in item.versions if not v.wiped), None)
 
     def _still_needed(self, item: _Item) -> int:
         j = item.journal
@@ -402,22 +434,56 @@ class Offloader:
             return max(0, item.file.size - j.durable_len)
         return item.file.size
 
-    async def _admit(self, need: int, summary: OffloadSummary) -> int | None:
+    async def _admit(
+        self, items: list[_Item], capacity: int, summary: OffloadSummary
+    ) -> tuple[int, list[_Item], list[_Item], str]:
+        """Per file: the impossible are refused, the rest admitted in order while they fit.
+
+        Returns the reservation token, the admitted items, those left for lack of room and
+        what to say about them.
+        An impossible file (larger than the recorder's whole storage, or sparse and larger
+        than the dock could take) is the recorder's fault and never blocks the others.
+        """
         reserve = self._settings.reserve_mib << 20
+        sizes_known = any(i.file.blocks > 0 for i in items)
         async with self._space_lock:
             free = await self._call(free_bytes, self._store)
             others = sum(self._reserved.values())
-            summary.bytes_needed, summary.bytes_free = need, free
-            if need > 0 and need + reserve + others > free:
-                summary.outcome = "storage_full"
-                summary.detail = (
-                    f"dock storage full: {need} bytes to store + {reserve} reserve"
-                    f" + {others} promised to other bays > {free} free"
-                )
-                return None
+            room = free - reserve - others
+            admitted: list[_Item] = []
+            left: list[_Item] = []
+            need = 0
+            for item in items:
+                why = self._impossible(item.file, capacity, room, sizes_known)
+                if why is not None:
+                    summary.refused.append(FileProblem(item.file.relpath, why,
+                                                       detail={"size": item.file.size}))
+                    continue
+                n = self._still_needed(item)
+                if n > 0 and need + n > room:
+                    left.append(item)
+                    continue
+                need += n
+                admitted.append(item)
+            missing = sum(self._still_needed(i) for i in left)
+            summary.bytes_needed, summary.bytes_free = need + missing, free
+            full = (f"dock storage full: {len(left)} files ({missing} bytes) do not fit:"
+                    f" {need + missing} bytes to store + {reserve} reserve + {others}"
+                    f" promised to other bays > {free} free") if left else ""
             token = id(summary)
             self._reserved[token] = need
-            return token
+            return token, admitted, left, full
+
+    @staticmethod
+    def _impossible(f: SourceFile, capacity: int, room: int, sizes_known: bool) -> str | None:
+        if capacity > 0 and f.size > capacity:
+            return (f"claims {f.size} bytes, more than the recorder's whole storage"
+                    f" ({capacity} bytes)")
+        allocated = f.blocks * 512
+        if sizes_known and allocated + SPARSE_SLACK < f.size and f.size > room:
+            return (f"sparse: claims {f.size} bytes with {allocated} allocated, more than"
+                    f" the dock has room for ({max(room, 0)} bytes)")
+        return None
 
     async def _tick(
         self, tracker: ProgressTracker, on_progress: Callable[[OffloadProgress], None]
@@ -489,22 +555,26 @@ class Offloader:
 
     async def _after_commit(
         self, ctx: DockingContext, c: _Committed, summary: OffloadSummary,
-        wiper: Wiper | None, stop: threading.Event,
+        wiper: Wiper | None, stop: threading.Event, claims: list[_Claim],
     ) -> None:
         """Verify, then maybe wipe, one committed file (overlaps the next file's copy)."""
         r = c.result
         verified = await self._verify(ctx, c.file_id, c.final, r, stop)
+        prev = _replaced(c.item, r)
+        changed = r.changed
+        if changed is None and prev is not None:
+            changed = f"content differs from the copy stored earlier (file {prev.id})"
         summary.stored.append(StoredFile(
             c.item.file.relpath, c.journal.stored_relpath, r.size, r.digest.hex(),
-            r.resumed_from, c.late, r.changed, c.item.times.source, verified,
+            r.resumed_from, c.late, changed, c.item.times.source, verified,
         ))
         if (wiper is not None and self._settings.wipe_after_offload
-                and summary.outcome == "complete" and r.changed is None):
+                and summary.outcome == "complete" and changed is None):
             if verified is None:  # not verified under the verify mode: a wipe still needs it
                 verified = await self._verify_file(c.file_id, c.final, r.size, r.digest, stop)
             if verified:
                 await self._wipe(wiper, ctx.identity.serial, c.file_id, c.item.file.relpath,
-                                 r.size, r.digest, summary)
+                                 r.size, r.digest, summary, claims)
 
     def _choose_relpath(self, ctx: DockingContext, item: _Item) -> str:
         """Final store path: layout path, disambiguated if another file already has it."""
@@ -537,32 +607,58 @@ class Offloader:
         ident = ctx.identity
         t = item.times
         end_us = current_us()
+        # "dock": the recorder's times were out of range; the deadline runs from the
+        # fallback (the offload), and no recording time is claimed on the record
         due = self._deadline.due(_us_to_dt(t.end_us))
         late_by = (_us_to_dt(end_us) - due).total_seconds()
+        prev = _replaced(item, result)
+        changed: dict[str, object] | None = None
+        if result.changed is not None or prev is not None:
+            changed = {"reason": result.changed or "content differs from the copy stored"
+                       " at an earlier docking"}
+            if prev is not None:
+                changed["replaces"] = {"file_id": prev.id, "blake3": prev.blake3_hex,
+                                       "size": prev.size, "stored_relpath": prev.stored_relpath}
+        rejected = [r.as_dict() for r in t.rejected]
         rec = StoredFileRecord(
             recorder_serial=ident.serial, session_id=ctx.session_id, bay=ctx.bay,
             source_name=item.file.relpath, stored_relpath=j.stored_relpath, size=result.size,
-            blake3_hex=result.digest.hex(), rec_start_us=t.start_us, rec_end_us=t.end_us,
+            blake3_hex=result.digest.hex(), rec_start_us=t.start_us,
+            rec_end_us=None if t.source == "dock" else t.end_us,
             offload_start_us=start_us, offload_end_us=end_us, unit_no=ident.unit_no,
             officer_no=ident.officer_no, officer_name=ident.officer_name, late=late_by > 0,
             late_by_s=max(0.0, late_by), deadline_us=int(due.timestamp() * 1_000_000),
-            source_changed=None if result.changed is None else {"reason": result.changed},
+            source_changed=changed, rejected_times=rejected or None,
         )
+        who: dict[str, Any] = {"recorder": ident.serial, "officer": ident.officer_no,
+                               "bay": ctx.bay, "session_id": ctx.session_id}
+        name = display_name(item.file.relpath)
 
         def tx(conn: sqlite3.Connection) -> int:
             entry = commit_file(conn, self._ledger, rec)
             journal.remove(conn, ident.serial, item.file.relpath)
             file_id = int(entry.data["file_id"])
-            if result.changed is not None:
+            if changed is not None:
                 # The flag itself is on the index row; the fault tells the operators.
+                why = (f"{name} changed while it was copied" if result.changed is not None
+                       else f"{name} holds other content than the copy stored at an earlier"
+                       f" docking (file {prev.id if prev else '?'})")
                 raise_fault(
                     conn, self._ledger, FaultCode.FILE_CHANGED,
-                    f"{display_name(item.file.relpath)} changed while it was copied;"
-                    " stored as read, flagged, not wiped",
-                    recorder=ident.serial, officer=ident.officer_no, bay=ctx.bay,
-                    session_id=ctx.session_id, severity="warning",
+                    f"{why}; stored as read (a new version), flagged, not wiped",
+                    **who, severity="warning",
                     detail={"file_id": file_id, "stored_relpath": j.stored_relpath,
-                            "change": result.changed},
+                            "name": name, "change": changed},
+                )
+            if rejected:
+                raise_fault(
+                    conn, self._ledger, FaultCode.RECORDING_TIME_INVALID,
+                    f"{name}: recording time from the recorder out of range; stored under"
+                    f" the {t.source} date", **who, severity="warning",
+                    detail={"file_id": file_id, "name": name, "rejected": rejected,
+                            "time_source": t.source,
+                            "files": [{"name": name, "reason": "; ".join(
+                                f"{r['field']}={r['raw']}: {r['reason']}" for r in rejected)}]},
                 )
             return file_id
 
@@ -590,12 +686,13 @@ class Offloader:
 
     async def _wipe(
         self, wiper: Wiper, serial: str, file_id: int, name: bytes, size: int, digest: bytes,
-        summary: OffloadSummary,
+        summary: OffloadSummary, claims: list[_Claim],
     ) -> None:
         """Guarded delete on the recorder, bracketed so a crash cannot hide a deletion.
 
-        The intent is durable before the command goes out; the wipe record and the intent's
-        removal commit together after the recorder confirms. If the agent dies in between,
+        The intent is durable before the command goes out. The recorder's "deleted" is a
+        claim: the wipe record and the intent's removal commit together only once a fresh
+        listing no longer shows the file (`_confirm_wipes`). If the agent dies in between,
         or the answer never comes, the intent stays and the next docking settles it.
         """
         await self._db.write(lambda c: journal.intend_wipe(c, file_id, serial, name, size))
@@ -606,28 +703,82 @@ class Offloader:
         except Exception as exc:
             summary.wipe_failed.append(FileProblem(name, f"{type(exc).__name__}: {exc}"))
             return
+        claims.append(_Claim(file_id, name))
 
-        def record(conn: sqlite3.Connection) -> None:
-            mark_wiped(conn, self._ledger, file_id)
-            journal.settle_wipe(conn, file_id)
-
-        await self._db.write(record)
-        summary.wiped.append(name)
-
-    async def _settle_wipes(
-        self, serial: str, present: set[bytes], summary: OffloadSummary
+    async def _confirm_wipes(
+        self, wiper: Wiper, claims: list[_Claim], summary: OffloadSummary
     ) -> None:
+        """Record as wiped only what the recorder no longer lists after its "deleted"."""
+        if not claims:
+            return
+        try:
+            present = set(await wiper.listed())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            for c in claims:  # the intents stay: the next docking decides from the files
+                summary.wipe_failed.append(FileProblem(
+                    c.name, f"the recorder answered 'deleted', but could not be asked again"
+                    f" ({type(exc).__name__}: {exc}); settled at its next docking",
+                    detail={"file_id": c.file_id, "firmware_claim": "deleted"}))
+            return
+        for c in claims:
+            still = c.name in present
+
+            def record(conn: sqlite3.Connection, c: _Claim = c, still: bool = still) -> None:
+                if not still:
+                    mark_wiped(conn, self._ledger, c.file_id, detail={
+                        "confirmed_by": "absent from the recorder's listing after its delete"})
+                journal.settle_wipe(conn, c.file_id)
+
+            await self._db.write(record)
+            if still:
+                summary.wipe_failed.append(FileProblem(
+                    c.name, "the recorder answered 'deleted', but still lists the file",
+                    detail={"file_id": c.file_id, "firmware_claim": "deleted"}))
+            else:
+                summary.wiped.append(c.name)
+
+    async def _record_lists(self, ctx: DockingContext, summary: OffloadSummary) -> None:
+        """Every entry of a problem list too long for one fault goes into the ledger, in
+        "entry_list" entries of at most LIST_CHUNK each; the fault points at them."""
+        ident = ctx.identity
+        for key, code in _LISTS:
+            problems: list[FileProblem] = getattr(summary, key)
+            if len(problems) <= FAULT_NAMES_MAX:
+                continue
+            chunks = [problems[i:i + LIST_CHUNK] for i in range(0, len(problems), LIST_CHUNK)]
+
+            def tx(conn: sqlite3.Connection, key: str = key, code: FaultCode = code,
+                   chunks: list[list[FileProblem]] = chunks, count: int = len(problems),
+                   ) -> list[int]:
+                return [self._ledger.append(
+                    conn, EntryKind.ENTRY_LIST, recorder=ident.serial,
+                    officer=ident.officer_no, bay=ctx.bay, session_id=ctx.session_id,
+                    data={"list": key, "code": code.value, "part": n + 1,
+                          "parts": len(chunks), "count": count,
+                          "entries": [_problem_fields(p) for p in chunk]},
+                ).seq for n, chunk in enumerate(chunks)]
+
+            summary.listed[key] = await asyncio.shield(self._db.write(tx))
+
+    async def _settle_wipes(self, serial: str, listing: Scan, summary: OffloadSummary) -> None:
         """Settle deletes left undecided by a crash or a lost answer at an earlier docking.
 
         A file still on the recorder was not deleted: the intent goes, and the normal rules
         may wipe it again. A file no longer there was deleted by that command: the wipe is
-        recorded now, saying how it is known.
+        recorded now, saying how it is known. A file below an entry the dock could not read
+        proves nothing by its absence: its intent stays undecided.
         """
+        present = ({f.relpath for f in listing.files}
+                   | {r.relpath for r in listing.refused})
         intents = await self._db.read(lambda c: journal.wipe_intents(c, serial))
         walked = {os.fsencode(d.strip("/")) for d in self._settings.footage_dirs}
         for intent in intents:
             if intent.source_name.split(b"/", 1)[0] not in walked:
                 continue  # not looked at this time (footage_dirs changed): decide later
+            if listing.covers_unread(intent.source_name):
+                continue  # could not be looked at this time: decide later
             gone = intent.source_name not in present
 
             def settle(conn: sqlite3.Connection, intent: journal.WipeIntent = intent,
@@ -646,9 +797,10 @@ class Offloader:
 
     async def _wipe_stored(
         self, ctx: DockingContext, item: _Item, summary: OffloadSummary, wiper: Wiper | None,
-        stop: threading.Event,
+        stop: threading.Event, claims: list[_Claim],
     ) -> None:
-        """Wipe a file stored at an earlier docking, once its stored copy is verified."""
+        """Wipe a file stored at an earlier docking whose content (hashed at this docking)
+        matches it, once its stored copy is verified."""
         s = item.stored
         if (wiper is None or s is None or not self._settings.wipe_after_offload
                 or s.verify_state == "failed" or s.wiped or item.never_wipe):
@@ -658,7 +810,7 @@ class Offloader:
                 s.id, self._store / s.stored_relpath, s.size, digest, stop):
             return
         await self._wipe(wiper, ctx.identity.serial, s.id, item.file.relpath, s.size, digest,
-                         summary)
+                         summary, claims)
 
     async def _forget(
         self, serial: str, name: bytes, partial: Path, stop: threading.Event

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +29,7 @@ class FileProblem:
 
     name: bytes
     reason: str
+    detail: Mapping[str, object] | None = None  # structured facts (e.g. the firmware's claim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,8 @@ class StoredFile:
     resumed_from: int  # bytes taken over from an interrupted copy
     late: bool
     changed: str | None  # set when the source changed during the copy (never wiped)
-    time_source: Literal["recorder", "mtime"]  # where the recording times came from
+    # where the recording times came from ("dock": the recorder's were out of range)
+    time_source: Literal["recorder", "mtime", "dock"]
     verified: bool | None  # None: not re-read (verify mode)
 
 
@@ -59,6 +62,9 @@ class OffloadSummary:
     bytes_copied: int = 0  # copied in this session
     bytes_needed: int = 0  # what admission asked for (without the reserve)
     bytes_free: int = 0  # free space on the store at admission
+    # Complete lists recorded in the ledger ("entry_list" entries) when a list is longer
+    # than a fault can name: list name ("refused", "failed", "wipe_failed") -> ledger seqs
+    listed: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def changed(self) -> list[StoredFile]:

@@ -26,6 +26,7 @@ class SourceFile:
     relpath: bytes  # relative to the storage root, e.g. b"DCIM/100MEDIA/FILE0001.MP4"
     size: int
     mtime_ns: int
+    blocks: int = -1  # 512-byte blocks allocated (st_blocks); -1: not known
 
     @property
     def basename(self) -> bytes:
@@ -59,49 +60,125 @@ def unsafe_name(name: bytes) -> str | None:
     return None
 
 
-def scan(root: bytes, footage_dirs: Sequence[str]) -> tuple[list[SourceFile], list[Refused]]:
-    """All regular files under the footage directories (sorted), and what was refused."""
-    files: list[SourceFile] = []
-    refused: list[Refused] = []
-    for top in footage_dirs:
-        rel_top = os.fsencode(top).strip(b"/")
-        if any(unsafe_name(part) for part in rel_top.split(b"/")):
-            refused.append(Refused(rel_top, "configured footage directory is unsafe"))
-            continue
-        try:
-            st = os.lstat(os.path.join(root, rel_top))  # noqa: PTH118 - bytes paths
-        except FileNotFoundError:
-            continue  # this recorder simply has no such directory
-        if not stat.S_ISDIR(st.st_mode):
-            refused.append(Refused(rel_top, f"footage directory is a {_kind(st.st_mode)}"))
-            continue
-        _scan_dir(root, rel_top, 0, files, refused)
-    files.sort(key=lambda f: f.relpath)
-    return files, refused
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An entry the dock could not list or look at (I/O error, permission, path limits)."""
+
+    relpath: bytes
+    reason: str
 
 
-def _scan_dir(
-    root: bytes, rel: bytes, depth: int, files: list[SourceFile], refused: list[Refused]
-) -> None:
+@dataclass(slots=True)
+class Scan:
+    files: list[SourceFile]
+    refused: list[Refused]
+    unreadable: list[Unreadable]
+
+    def covers_unread(self, relpath: bytes) -> bool:
+        """Whether `relpath` is, or lies below, an entry that could not be read: its
+        absence from `files` then proves nothing."""
+        return any(relpath == u.relpath or relpath.startswith(u.relpath + b"/")
+                   for u in self.unreadable)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _why(exc: OSError) -> str:
+    return f"{exc.strerror or type(exc).__name__} (errno {exc.errno})"
+
+
+def scan(root: bytes, footage_dirs: Sequence[str]) -> Scan:
+    """All regular files under the footage directories (sorted), what was refused, and
+    what could not be read. Raises OSError only when the storage root itself cannot be
+    opened; every entry below it is handled on its own.
+
+    Directories are walked by descriptor (`openat` one component at a time), so neither
+    a symlink swapped in nor a path longer than PATH_MAX can make the walk fail.
+    """
+    out = Scan([], [], [])
+    rfd = os.open(root, _DIR_FLAGS)
+    try:
+        for top in footage_dirs:
+            rel_top = os.fsencode(top).strip(b"/")
+            if any(unsafe_name(part) for part in rel_top.split(b"/")):
+                out.refused.append(Refused(rel_top, "configured footage directory is unsafe"))
+                continue
+            _scan_top(rfd, rel_top, out)
+    finally:
+        os.close(rfd)
+    out.files.sort(key=lambda f: f.relpath)
+    return out
+
+
+def _scan_top(rfd: int, rel_top: bytes, out: Scan) -> None:
+    parts = rel_top.split(b"/")
+    dfd = os.dup(rfd)
+    try:
+        for i, part in enumerate(parts):
+            here = b"/".join(parts[: i + 1])
+            try:
+                st = os.stat(part, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return  # this recorder simply has no such directory
+            except OSError as exc:
+                out.unreadable.append(Unreadable(here, f"cannot look at it: {_why(exc)}"))
+                return
+            if not stat.S_ISDIR(st.st_mode):
+                out.refused.append(Refused(here, f"footage directory is a {_kind(st.st_mode)}"))
+                return
+            try:
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=dfd)
+            except OSError as exc:
+                out.unreadable.append(Unreadable(here, f"cannot open directory: {_why(exc)}"))
+                return
+            os.close(dfd)
+            dfd = nfd
+        _scan_dir(dfd, rel_top, 0, out)
+    finally:
+        os.close(dfd)
+
+
+def _scan_dir(dfd: int, rel: bytes, depth: int, out: Scan) -> None:
     if depth > MAX_DEPTH:
-        refused.append(Refused(rel, "directory nesting too deep"))
+        out.refused.append(Refused(rel, "directory nesting too deep"))
         return
-    with os.scandir(os.path.join(root, rel)) as it:  # noqa: PTH118 - bytes paths
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        name = entry.name
+    entries: list[tuple[bytes, os.stat_result | OSError]] = []
+    try:
+        with os.scandir(dfd) as it:
+            for entry in it:
+                name = os.fsencode(entry.name)
+                try:
+                    entries.append((name, entry.stat(follow_symlinks=False)))
+                except OSError as exc:
+                    entries.append((name, exc))
+    except OSError as exc:
+        # what was listed before the error is still taken; the directory is named
+        out.unreadable.append(Unreadable(rel, f"cannot list directory: {_why(exc)}"))
+    entries.sort(key=lambda e: e[0])
+    for name, st in entries:
         child = rel + b"/" + name
         why = unsafe_name(name)
         if why is not None:
-            refused.append(Refused(child, why))
+            out.refused.append(Refused(child, why))
             continue
-        st = entry.stat(follow_symlinks=False)
+        if isinstance(st, OSError):
+            out.unreadable.append(Unreadable(child, f"cannot look at it: {_why(st)}"))
+            continue
         if stat.S_ISDIR(st.st_mode):
-            _scan_dir(root, child, depth + 1, files, refused)
+            try:
+                cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            except OSError as exc:
+                out.unreadable.append(Unreadable(child, f"cannot open directory: {_why(exc)}"))
+                continue
+            try:
+                _scan_dir(cfd, child, depth + 1, out)
+            finally:
+                os.close(cfd)
         elif stat.S_ISREG(st.st_mode):
-            files.append(SourceFile(child, st.st_size, st.st_mtime_ns))
+            out.files.append(SourceFile(child, st.st_size, st.st_mtime_ns, st.st_blocks))
         else:
-            refused.append(Refused(child, _kind(st.st_mode)))
+            out.refused.append(Refused(child, _kind(st.st_mode)))
 
 
 def open_source(root: bytes, relpath: bytes) -> int:

@@ -39,6 +39,7 @@ from agent.session.ports import LinkOpener, RecorderLink
 from agent.session.state_machine import SessionMachine, State, Transition
 from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
 from agent.store import assignments
+from agent.store.canonical import MAX_SAFE_INT
 from agent.store.db import Database
 from agent.store.faults import FaultCode as FC
 from agent.store.faults import Severity
@@ -413,10 +414,17 @@ class DockingSession:
             (FC.WIPE_FAILED, "warning", "stored files could not be wiped from the recorder",
              s.wipe_failed),
         ]
+        lists = {FC.READ_ERROR: "failed", FC.HOSTILE_CONTENT: "refused",
+                 FC.WIPE_FAILED: "wipe_failed"}
         for code, severity, text, problems in groups:
             if problems:
-                await self._fault(code, f"{len(problems)} {text}", severity,
-                                  {"files": [_problem(p) for p in problems[:50]]})
+                # at most 50 named here; the offloader put the complete list in the ledger
+                detail: dict[str, object] = {"count": len(problems),
+                                             "files": [_problem(p) for p in problems[:50]]}
+                if s.listed.get(lists[code]):
+                    detail["complete_list"] = {"ledger_kind": "entry_list",
+                                               "ledger_seqs": s.listed[lists[code]]}
+                await self._fault(code, f"{len(problems)} {text}", severity, detail)
         bad = s.verify_failed
         if bad:
             await self._fault(FC.VERIFY_FAILED, f"{len(bad)} stored files failed verification",
@@ -454,7 +462,7 @@ class DockingSession:
                                   dock_synchronised=synced,
                                   require_dock_sync=cfg.require_dock_sync)
         facts: dict[str, object] = {
-            "drift_before_ms": before.drift_ms, "rtt_ms": round(before.rtt_ms, 3),
+            "drift_before_ms": _fact(before.drift_ms), "rtt_ms": round(before.rtt_ms, 3),
             "samples": before.samples, "tolerance_ms": cfg.tolerance_ms,
             "dock_synchronised": synced, "action": action.value,
         }
@@ -476,7 +484,8 @@ class DockingSession:
                 raise
             set_error = f.reason
         after = clockmath.measure_drift(await self._samples(link))
-        facts.update({"drift_after_ms": after.drift_ms, "rtt_after_ms": round(after.rtt_ms, 3)})
+        facts.update({"drift_after_ms": _fact(after.drift_ms),
+                      "rtt_after_ms": round(after.rtt_ms, 3)})
         ok = set_error is None and clockmath.within_tolerance(after.drift_ms, cfg.tolerance_ms)
         facts["set_ok"] = ok
         if set_error:
@@ -674,6 +683,11 @@ class _LinkWiper:
                          self._link.delete_recording(name, size, blake3_digest),
                          floor=DELETE_TIMEOUT_S)
 
+    async def listed(self) -> set[bytes]:
+        """The recorder's listing asked again: confirms what its deletes claimed."""
+        return {r.name for r in await self._call("list recordings",
+                                                 self._link.list_recordings())}
+
 
 _OUTCOME_FAULT: dict[str, FC] = {
     "interrupted": FC.STORAGE_ERROR,
@@ -690,8 +704,14 @@ def _text(name: bytes) -> str:
     return name.decode("utf-8", "backslashreplace")
 
 
+def _fact(value: int) -> int | str:
+    """A recorder-derived integer as a ledger fact: beyond what JSON carries exactly (an
+    absurd recorder clock) it is kept as decimal text rather than refused."""
+    return value if abs(value) <= MAX_SAFE_INT else str(value)
+
+
 def _problem(p: FileProblem) -> dict[str, object]:
-    return {"name": _text(p.name), "reason": p.reason}
+    return {**(p.detail or {}), "name": _text(p.name), "reason": p.reason}
 
 
 def summary_facts(s: OffloadSummary) -> dict[str, object]:

@@ -132,6 +132,9 @@ class StoredFileRecord:
     # The source's size or mtime differed between the start and end of the copy: what was
     # stored is what was read, but it is flagged and never wiped from the recorder.
     source_changed: Mapping[str, object] | None = None
+    # Recorder-supplied times that were out of range and not used, as received (raw
+    # facts: field, decimal text, reason); kept in the "offloaded" ledger entry.
+    rejected_times: Sequence[Mapping[str, object]] | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,8 @@ def file_fields(f: StoredFile | StoredFileRecord) -> dict[str, object]:
     }
     if f.source_changed is not None:
         out["source_changed"] = dict(f.source_changed)
+    if isinstance(f, StoredFileRecord) and f.rejected_times:
+        out["rejected_times"] = [dict(r) for r in f.rejected_times]
     return out
 
 
@@ -302,6 +307,16 @@ def find_stored(conn: sqlite3.Connection, recorder_serial: str, source_name: byt
         args.append(rec_start_us)
     row = conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
     return None if row is None else _load(conn, row)
+
+
+def stored_versions(conn: sqlite3.Connection, recorder_serial: str,
+                    source_name: bytes) -> list[StoredFile]:
+    """Every stored copy of a recorder file name (wiped or not), newest first: the
+    offloader compares what the recorder holds now with their hashes."""
+    rows = conn.execute(f"SELECT {_FILE_COLUMNS} FROM evidence_files"  # noqa: S608
+                        " WHERE recorder_serial = ? AND source_name = ? ORDER BY id DESC",
+                        (recorder_serial, source_name)).fetchall()
+    return [_load(conn, r) for r in rows]
 
 
 def get_file(conn: sqlite3.Connection, file_id: int) -> StoredFile | None:
@@ -487,4 +502,5 @@ __all__ = [
     "query",
     "recording_day",
     "set_hold",
+    "stored_versions",
 ]

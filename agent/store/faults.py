@@ -73,6 +73,7 @@ class FaultCode(StrEnum):
     OFFLOAD_FAILED = "offload_failed"
     READ_ERROR = "read_error"
     FILE_CHANGED = "file_changed"
+    RECORDING_TIME_INVALID = "recording_time_invalid"
     HOSTILE_CONTENT = "hostile_content"
     VERIFY_FAILED = "verify_failed"
     WIPE_FAILED = "wipe_failed"

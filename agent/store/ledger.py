@@ -108,6 +108,7 @@ class EntryKind(StrEnum):
     PURGED = "purged"
     SIGNING_KEY = "signing_key"
     CHECKPOINT_POLICY = "checkpoint_policy"
+    ENTRY_LIST = "entry_list"  # a complete list of recorder entries a fault summarises
 
 
 FAULT_KINDS = frozenset({EntryKind.FAULT, EntryKind.FAULT_CLEARED})

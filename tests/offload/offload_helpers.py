@@ -112,3 +112,12 @@ class LoggingWiper:
                 os.fsync(fh.fileno())
         os.unlink(path)
         self.deleted.append(name)
+
+    async def listed(self) -> set[bytes]:
+        """What the recorder holds now (its listing, asked again after deletes)."""
+        base = os.fsencode(self.root)
+        out: set[bytes] = set()
+        for dirpath, _dirs, files in os.walk(base):
+            for n in files:
+                out.add(os.path.relpath(os.path.join(dirpath, n), base))
+        return out

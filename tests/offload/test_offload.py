@@ -138,6 +138,9 @@ async def test_wipe_refused_is_reported(
         async def delete(self, name: bytes, size: int, blake3_digest: bytes) -> None:
             raise RuntimeError("recorder said mismatch")
 
+        async def listed(self) -> set[bytes]:
+            return set()
+
     s = await make_offloader(wipe_after_offload=True).offload(ctx(), source, wiper=Refusing())
     assert s.wiped == [] and len(s.wipe_failed) == 1
     assert "mismatch" in s.wipe_failed[0].reason

@@ -31,15 +31,16 @@ async def test_admission_refuses_when_it_will_not_fit(
         ctx(), source, wiper=wiper)
     assert s.outcome == "storage_full" and "dock storage full" in s.detail
     assert s.bytes_needed == 9 * MiB and s.bytes_free <= 8 * MiB
-    assert s.stored == [] and wiper.deleted == []
-    assert list(small_store.iterdir()) == []  # nothing written at all
+    # admission is per file: A fits and is stored (then wiped), B stays on the recorder
+    assert [f.name for f in s.stored] == [b"DCIM/A.MP4"] and wiper.deleted == [b"DCIM/A.MP4"]
+    assert (source / "DCIM/B.MP4").exists() and partials(small_store) == []
     assert rows(db_path, "SELECT * FROM offload_journal") == []
-    assert rows(db_path, "SELECT * FROM ledger") == []
-    # the reserve counts too: 4 MiB fits in 8, but not with a 5 MiB reserve
-    os.unlink(source / "DCIM/A.MP4")
-    s2 = await make_offloader(small_store, reserve_mib=5).offload(ctx(), source)
-    assert s2.outcome == "storage_full"
-    s3 = await make_offloader(small_store, reserve_mib=1).offload(ctx(), source)
+    # the reserve counts too: 2 MiB fits in the 3 left, but not with a 2 MiB reserve
+    os.unlink(source / "DCIM/B.MP4")
+    make_file(source, "DCIM/C.MP4", 2 * MiB)
+    s2 = await make_offloader(small_store, reserve_mib=2).offload(ctx(), source)
+    assert s2.outcome == "storage_full" and s2.stored == []
+    s3 = await make_offloader(small_store, reserve_mib=0).offload(ctx(), source)
     assert s3.outcome == "complete" and len(s3.stored) == 1
 
 
