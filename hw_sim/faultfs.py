@@ -87,7 +87,7 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
         attrs = {
             key: getattr(st, key)
             for key in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_rdev",
-                        "st_ino", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")
+                        "st_ino", "st_blocks", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")
         }
         for k in ("atime", "mtime", "ctime"):
             attrs[f"st_{k}"] = attrs.pop(f"st_{k}_ns")

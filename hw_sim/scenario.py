@@ -94,6 +94,11 @@ def _faults(where: str, t: dict[str, Any]) -> Faults:
         t["unplug_at"] = (int(i), int(off))
     if "growing" in t:
         t["growing"] = tuple(int(i) for i in t["growing"])
+    if "listed_times" in t:
+        t["listed_times"] = tuple((int(i), int(a), int(b)) for i, a, b in t["listed_times"])
+    for key in ("unlistable_dirs", "unstatable"):
+        if key in t:
+            t[key] = tuple(str(p) for p in t[key])
     return Faults(**t)
 
 
