@@ -61,6 +61,7 @@ from agent.offload.summary import FileProblem, OffloadProgress, OffloadSummary, 
 from agent.offload.times import RecordingTimes, decide
 from agent.offload.walk import Scan, SourceFile, open_source, scan
 from agent.settings import OffloadSettings
+from agent.store.canonical import MAX_SAFE_INT
 from agent.store.db import Database
 from agent.store.evidence import StoredFile as IndexedFile
 from agent.store.evidence import (
@@ -322,13 +323,14 @@ class Offloader:
         summary.refused = [FileProblem(r.relpath, r.reason) for r in listing.refused]
         summary.failed = [FileProblem(u.relpath, u.reason) for u in listing.unreadable]
         serial = ctx.identity.serial
-        await self._settle_wipes(serial, listing, summary)
         now_us = current_us()
         items = [_Item(f, self._times(f, recordings, now_us)) for f in listing.files]
-        await self._db.read(lambda conn: self._plan(conn, serial, items))
-        for item in items:
-            if item.versions:
-                await self._identify(root, item, stop, summary)
+        async with self._slots:  # reading the recorder counts against max_concurrent
+            await self._settle_wipes(root, serial, listing, summary, stop)
+            await self._db.read(lambda conn: self._plan(conn, serial, items))
+            for item in items:
+                if item.versions:
+                    await self._identify(root, item, stop, summary)
         summary.already_stored = [i.file.relpath for i in items
                                   if i.stored is not None or i.reappeared is not None]
         pending = [i for i in items if i.stored is None and i.reappeared is None]
@@ -398,19 +400,8 @@ class Offloader:
         than the newest stored copy: a new version, copied and flagged.
         """
         same_size = [v for v in item.versions if v.size == item.file.size]
-        got: str | None = None
-        if same_size:
-            def digest() -> bytes:
-                fd = open_source(root, item.file.relpath)
-                try:
-                    return hash_fd(fd, self._pool, stop)[0].digest()
-                finally:
-                    os.close(fd)
-
-            try:
-                got = (await self._call(digest, stop=stop)).hex()
-            except (OSError, OffloadError):
-                got = None  # unreadable now: the copy reports the real problem
+        # unreadable now (None): the copy reports the real problem
+        got = await self._hash_source(root, item.file.relpath, stop) if same_size else None
         match = next((v for v in same_size if v.blake3_hex == got), None)
         if match is not None and not match.wiped:
             item.stored = match
@@ -426,6 +417,21 @@ class Offloader:
                         "wiped_us": match.wiped_us}))
             return
         item.previous = next((v for v in item.versions if not v.wiped), None)
+
+    async def _hash_source(self, root: bytes, relpath: bytes,
+                           stop: threading.Event) -> str | None:
+        """BLAKE3 (hex) of a recorder file as it reads now; None if it cannot be read."""
+        def digest() -> bytes:
+            fd = open_source(root, relpath)
+            try:
+                return hash_fd(fd, self._pool, stop)[0].digest()
+            finally:
+                os.close(fd)
+
+        try:
+            return (await self._call(digest, stop=stop)).hex()
+        except (OSError, OffloadError):
+            return None
 
     def _still_needed(self, item: _Item) -> int:
         j = item.journal
@@ -456,8 +462,9 @@ class Offloader:
             for item in items:
                 why = self._impossible(item.file, capacity, room, sizes_known)
                 if why is not None:
-                    summary.refused.append(FileProblem(item.file.relpath, why,
-                                                       detail={"size": item.file.size}))
+                    size = item.file.size  # as claimed: may exceed what JSON carries
+                    summary.refused.append(FileProblem(item.file.relpath, why, detail={
+                        "size": size if size <= MAX_SAFE_INT else str(size)}))
                     continue
                 n = self._still_needed(item)
                 if n > 0 and need + n > room:
@@ -762,38 +769,55 @@ class Offloader:
 
             summary.listed[key] = await asyncio.shield(self._db.write(tx))
 
-    async def _settle_wipes(self, serial: str, listing: Scan, summary: OffloadSummary) -> None:
+    async def _settle_wipes(
+        self, root: bytes, serial: str, listing: Scan, summary: OffloadSummary,
+        stop: threading.Event,
+    ) -> None:
         """Settle deletes left undecided by a crash or a lost answer at an earlier docking.
 
-        A file still on the recorder was not deleted: the intent goes, and the normal rules
-        may wipe it again. A file no longer there was deleted by that command: the wipe is
-        recorded now, saying how it is known. A file below an entry the dock could not read
-        proves nothing by its absence: its intent stays undecided.
+        The file still on the recorder (same content, hashed now) was not deleted: the
+        intent goes, and the normal rules may wipe it again. A file no longer there, or a
+        name now holding other content, was deleted by that command: the wipe is recorded
+        now, saying how it is known. A file below an entry the dock could not read proves
+        nothing by its absence: its intent stays undecided.
         """
-        present = ({f.relpath for f in listing.files}
-                   | {r.relpath for r in listing.refused})
+        present = {f.relpath: f for f in listing.files}
+        refused = {r.relpath for r in listing.refused}
         intents = await self._db.read(lambda c: journal.wipe_intents(c, serial))
         walked = {os.fsencode(d.strip("/")) for d in self._settings.footage_dirs}
         for intent in intents:
-            if intent.source_name.split(b"/", 1)[0] not in walked:
+            name = intent.source_name
+            if name.split(b"/", 1)[0] not in walked:
                 continue  # not looked at this time (footage_dirs changed): decide later
-            if listing.covers_unread(intent.source_name):
+            if listing.covers_unread(name) or name in refused:
                 continue  # could not be looked at this time: decide later
-            gone = intent.source_name not in present
+            file_id = intent.file_id
+            stored = await self._db.read(lambda c: get_file(c, file_id))  # noqa: B023
+            now = present.get(name)
+            how: str | None = "absent from the recorder at its next docking"
+            if now is not None and stored is not None:
+                if now.size != stored.size:
+                    how = "the name holds a file of another size at the next docking"
+                else:
+                    got = await self._hash_source(root, name, stop)
+                    if got is None:
+                        continue  # unreadable now: decide later
+                    how = (None if got == stored.blake3_hex else
+                           "the name holds other content at the next docking")
 
             def settle(conn: sqlite3.Connection, intent: journal.WipeIntent = intent,
-                       gone: bool = gone) -> None:
-                stored = get_file(conn, intent.file_id)
-                if gone and stored is not None and not stored.wiped:
+                       how: str | None = how) -> None:
+                row = get_file(conn, intent.file_id)
+                if how is not None and row is not None and not row.wiped:
                     mark_wiped(conn, self._ledger, intent.file_id, detail={
-                        "confirmed_by": "absent from the recorder at its next docking",
+                        "confirmed_by": how,
                         "interrupted_wipe_requested_at": intent.requested_at,
                     })
                 journal.settle_wipe(conn, intent.file_id)
 
             await self._db.write(settle)
-            if gone:
-                summary.wiped.append(intent.source_name)
+            if how is not None:
+                summary.wiped.append(name)
 
     async def _wipe_stored(
         self, ctx: DockingContext, item: _Item, summary: OffloadSummary, wiper: Wiper | None,

@@ -181,3 +181,22 @@ async def test_a_file_larger_than_its_storage_is_refused_and_the_rest_stored(
     assert sorted(f.name for f in s.stored) == sorted(files)
     (refused,) = s.refused
     assert refused.name == b"DCIM/100BWC/HUGE.MP4" and "whole storage" in refused.reason
+
+
+async def test_an_undecided_delete_of_a_name_reused_with_other_content_is_a_wipe(
+    make_offloader: Callable[..., Offloader], source: Path, store: Path, db_path: Path
+) -> None:
+    from test_wipe_safety import DeletesThenLosesAnswer
+
+    (name,) = make_footage(source, [4096])
+    first = await make_offloader(wipe_after_offload=True).offload(
+        ctx(), source, wiper=DeletesThenLosesAnswer(source))
+    assert first.wiped == [] and not (source / name.decode()).exists()
+    # a new recording reuses the name, with the same size: name and size prove nothing
+    make_file(source, name, 4096, seed=b"a new recording")
+    s = await make_offloader().offload(ctx(first=False, session="s2"), source)
+    assert s.wiped == [name] and len(s.stored) == 1 and s.stored[0].changed is None
+    (wiped,) = kinds(db_path, "wiped")
+    assert wiped["confirmed_by"] == "the name holds other content at the next docking"
+    assert rows(db_path, "SELECT * FROM wipe_intents") == []
+    assert len(check_store_invariants(db_path, store)) == 2
