@@ -1,5 +1,10 @@
 """The offloader: moves a docked recorder's footage into the evidence store with custody.
 
+Before any copy: the storage is listed entry by entry (`agent.offload.walk`: what cannot
+be read is named, the rest goes on); a file whose name was stored before is hashed and
+compared by content with every stored copy (same content: already stored; other content:
+a new version, flagged); admission is per file (an impossible size is refused on its own).
+
 Per file, in this order (each step durable before the next):
   1. journal row (which partial belongs to which recorder file) committed;
   2. copy + BLAKE3 into `.partial-*` in worker threads, periodic fdatasync, journal
@@ -8,8 +13,9 @@ Per file, in this order (each step durable before the next):
   4. one transaction: evidence row + "offloaded" ledger entry + outbox event, journal row
      removed (plus a "fault" entry when the source changed during the copy);
   5. optional verify (re-read from disk, cache dropped) recorded with `mark_verified`;
-  6. optional wipe through the session's guarded delete, recorded with `mark_wiped`,
-     only when configured, the source did not change and verification did not fail.
+  6. optional wipe through the session's guarded delete, only when configured, the source
+     did not change and verification did not fail; recorded with `mark_wiped` only once a
+     fresh listing from the recorder no longer shows the file (its "deleted" is a claim).
 A crash between any two steps leaves a state the next offload of the same recorder
 resumes from; nothing is recorded that is not on disk, nothing wiped that is not recorded.
 
@@ -272,8 +278,9 @@ class Offloader:
         """Offload every footage file not yet stored; see the module docstring.
 
         `recordings` is the recorder's listing: path relative to the storage root (or base
-        name) -> (start_ms, end_ms). Files it does not cover use their mtime as the end
-        of recording (`StoredFile.time_source == "mtime"`, start unknown).
+        name) -> (start_ms, end_ms). Files it does not cover, or whose listed times are out
+        of range, use their mtime as the end of recording (`time_source == "mtime"`, start
+        unknown), or failing that the offload date (`"dock"`; see `agent.offload.times`).
         Raises CancelledError when cancelled (after the copy threads stopped cleanly).
         """
         if self._closed:

@@ -428,7 +428,8 @@ class DockingSession:
         bad = s.verify_failed
         if bad:
             await self._fault(FC.VERIFY_FAILED, f"{len(bad)} stored files failed verification",
-                              "error", {"files": [f.stored_relpath for f in bad[:50]]})
+                              "error", {"count": len(bad),  # each has its "verified" entry
+                                        "files": [f.stored_relpath for f in bad[:50]]})
 
     async def _unplug_follows(self) -> bool:
         """After the tty vanished: does the unplug event follow shortly (device removal
