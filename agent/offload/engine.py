@@ -737,7 +737,8 @@ class Offloader:
                     detail={"file_id": c.file_id, "firmware_claim": "deleted"}))
             return
         for c in claims:
-            still = c.name in present
+            # a recorder may list base names only (as its listing may, see `offload`)
+            still = c.name in present or c.name.rpartition(b"/")[2] in present
 
             def record(conn: sqlite3.Connection, c: _Claim = c, still: bool = still) -> None:
                 if not still:
