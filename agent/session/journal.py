@@ -9,11 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Mapping
 
 from agent.store import faults
+from agent.store.canonical import MAX_SAFE_INT
 from agent.store.db import Database
 from agent.store.faults import FaultCode, Severity
 from agent.store.ledger import Ledger
+
+
+def _recordable(value: object) -> object:
+    """Facts derived from a recorder (an absurd clock's drift, a size it claims) may be
+    integers beyond what the ledger's JSON carries exactly: they are kept as decimal text
+    rather than refused, so a hostile value never stops the custody record."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_SAFE_INT else str(value)
+    if isinstance(value, Mapping):
+        return {k: _recordable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_recordable(v) for v in value]
+    return value
+
+
+def _recordable_data(data: Mapping[str, object]) -> dict[str, object]:
+    return {k: _recordable(v) for k, v in data.items()}
 
 
 class SessionJournal:
@@ -31,7 +52,7 @@ class SessionJournal:
     ) -> None:
         def tx(conn: sqlite3.Connection) -> None:
             self._ledger.append(conn, kind, recorder=recorder, officer=officer, bay=self.bay,
-                                session_id=self.session_id, data=data)
+                                session_id=self.session_id, data=_recordable_data(data))
 
         # shielded: an unplug cancelling the session must not cancel its custody record
         await asyncio.shield(self._db.write(tx))
@@ -49,6 +70,6 @@ class SessionJournal:
         def tx(conn: sqlite3.Connection) -> None:
             faults.raise_fault(conn, self._ledger, code, reason, recorder=recorder,
                                officer=officer, bay=self.bay, session_id=self.session_id,
-                               severity=severity, detail=detail)
+                               severity=severity, detail=_recordable_data(detail))
 
         await asyncio.shield(self._db.write(tx))

@@ -39,7 +39,6 @@ from agent.session.ports import LinkOpener, RecorderLink
 from agent.session.state_machine import SessionMachine, State, Transition
 from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
 from agent.store import assignments
-from agent.store.canonical import MAX_SAFE_INT
 from agent.store.db import Database
 from agent.store.faults import FaultCode as FC
 from agent.store.faults import Severity
@@ -463,7 +462,7 @@ class DockingSession:
                                   dock_synchronised=synced,
                                   require_dock_sync=cfg.require_dock_sync)
         facts: dict[str, object] = {
-            "drift_before_ms": _fact(before.drift_ms), "rtt_ms": round(before.rtt_ms, 3),
+            "drift_before_ms": before.drift_ms, "rtt_ms": round(before.rtt_ms, 3),
             "samples": before.samples, "tolerance_ms": cfg.tolerance_ms,
             "dock_synchronised": synced, "action": action.value,
         }
@@ -485,8 +484,7 @@ class DockingSession:
                 raise
             set_error = f.reason
         after = clockmath.measure_drift(await self._samples(link))
-        facts.update({"drift_after_ms": _fact(after.drift_ms),
-                      "rtt_after_ms": round(after.rtt_ms, 3)})
+        facts.update({"drift_after_ms": after.drift_ms, "rtt_after_ms": round(after.rtt_ms, 3)})
         ok = set_error is None and clockmath.within_tolerance(after.drift_ms, cfg.tolerance_ms)
         facts["set_ok"] = ok
         if set_error:
@@ -703,12 +701,6 @@ def _storage_desc(s: StorageRef) -> str:
 
 def _text(name: bytes) -> str:
     return name.decode("utf-8", "backslashreplace")
-
-
-def _fact(value: int) -> int | str:
-    """A recorder-derived integer as a ledger fact: beyond what JSON carries exactly (an
-    absurd recorder clock) it is kept as decimal text rather than refused."""
-    return value if abs(value) <= MAX_SAFE_INT else str(value)
 
 
 def _problem(p: FileProblem) -> dict[str, object]:

@@ -241,6 +241,10 @@ async def test_an_absurd_recorder_clock_does_not_stop_the_offload(
     s = await dock(bench, "B1", rec_spec)
     assert s.state is State.RELEASED, s.faults
     assert len(rows(env)) == 2
+    # the drift is a raw fact in the ledger, as decimal text; the clock was then set
+    (entry,) = env.entries(kind="clock_set", session_id=s.session_id)
+    assert int(entry.data["drift_before_ms"]) > 2**61 and entry.data["set_ok"] is True
+    assert isinstance(entry.data["drift_after_ms"], int)
 
 
 # --- 9: one impossible file ---------------------------------------------------------------
