@@ -408,7 +408,8 @@ class Offloader:
         """
         same_size = [v for v in item.versions if v.size == item.file.size]
         # unreadable now (None): the copy reports the real problem
-        got = await self._hash_source(root, item.file.relpath, stop) if same_size else None
+        got = (await self._hash_source(root, item.file.relpath, item.file.size, stop)
+               if same_size else None)
         match = next((v for v in same_size if v.blake3_hex == got), None)
         if match is not None and not match.wiped:
             item.stored = match
@@ -425,20 +426,26 @@ class Offloader:
             return
         item.previous = next((v for v in item.versions if not v.wiped), None)
 
-    async def _hash_source(self, root: bytes, relpath: bytes,
+    async def _hash_source(self, root: bytes, relpath: bytes, size: int,
                            stop: threading.Event) -> str | None:
-        """BLAKE3 (hex) of a recorder file as it reads now; None if it cannot be read."""
-        def digest() -> bytes:
+        """BLAKE3 (hex) of a recorder file as it reads now, if it still has the listed size
+        (reading is bounded by it: a file that keeps growing cannot hold this up); None if
+        it cannot be read or its size changed."""
+        def digest() -> bytes | None:
             fd = open_source(root, relpath)
             try:
-                return hash_fd(fd, self._pool, stop)[0].digest()
+                hasher, n = hash_fd(fd, self._pool, stop, size)
+                if n != size or os.fstat(fd).st_size != size:
+                    return None
+                return hasher.digest()
             finally:
                 os.close(fd)
 
         try:
-            return (await self._call(digest, stop=stop)).hex()
+            got = await self._call(digest, stop=stop)
         except (OSError, OffloadError):
             return None
+        return None if got is None else got.hex()
 
     def _still_needed(self, item: _Item) -> int:
         j = item.journal
@@ -807,7 +814,7 @@ class Offloader:
                 if now.size != stored.size:
                     how = "the name holds a file of another size at the next docking"
                 else:
-                    got = await self._hash_source(root, name, stop)
+                    got = await self._hash_source(root, name, now.size, stop)
                     if got is None:
                         continue  # unreadable now: decide later
                     how = (None if got == stored.blake3_hex else
