@@ -87,6 +87,7 @@ class Faults:
     clock_set: Literal["ok", "error", "ignored"] = "ok"  # ignored: acks but keeps its time
     battery_failing: bool = False  # low health, does not charge, runs hot
     hostile_names: bool = False  # hostile entries on the storage and in the listing
+    control_names: bool = False  # a regular footage file whose name holds control characters
     # storage file layer (FUSE)
     eio_at: tuple[tuple[int, int], ...] = ()  # (file index, byte offset): reads there fail
     eio_count: int | None = None  # each EIO fault fires this many times (None: always)

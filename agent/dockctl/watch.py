@@ -118,12 +118,15 @@ def render(snap: Snapshot, now: float | None = None, columns: int | None = None)
 
 
 def done(status: Mapping[str, Any] | None, expect: int) -> bool:
-    """At least `expect` recorders docked, each past its offload (or never needing one)."""
+    """At least `expect` recorders docked, each past its offload (or never needing one,
+    or refused before it)."""
     if status is None:
         return False
     bays = status.get("bays", [])
     return len(bays) >= expect and all(
-        b.get("state") not in BUSY_STATES and b.get("offload_result") is not None for b in bays
+        b.get("state") not in BUSY_STATES
+        and (b.get("offload_result") is not None or b.get("state") == "failed")
+        for b in bays
     )
 
 

@@ -299,7 +299,8 @@ class DockingSession:
         }
         raise SessionFailure(
             FC.SERIAL_MISMATCH,
-            f"recorder firmware claims serial {claimed!r} but its USB serial is {self.key!r}:"
+            f"recorder firmware claims serial \"{claimed}\" but its USB serial is"
+            f" \"{self.key}\":"
             " docking refused (storage not unlocked, nothing wiped)",
             detail=detail)
 
