@@ -123,6 +123,7 @@ class DockingSession:
         self._mounted = False
         self._footage_settled = False  # this docking's offload completed
         self._offload_ctx: DockingContext | None = None
+        self._left_on_recorder: list[dict[str, object]] = []  # files the offload could not take
         self._storage_ref: StorageRef | None = None
         self._storage_event = asyncio.Event()
         self._storage_lost = False
@@ -339,6 +340,9 @@ class DockingSession:
                                    "assignment_id": pending.id,
                                    "requested_by": pending.requested_by,
                                    "offload": self.offload_result}
+        if self._left_on_recorder:
+            # Not stored this docking (unreadable): recorded while `before` held it.
+            data["left_on_recorder"] = self._left_on_recorder
 
         def tx(conn: sqlite3.Connection) -> None:
             ledger.append(conn, "officer_assigned", recorder=serial, officer=record.officer_no,
@@ -391,6 +395,8 @@ class DockingSession:
         self._advance(State.OFFLOADING)
         summary = await self._offload(root, recordings, link)
         self.offload_result = summary_facts(summary)
+        self._left_on_recorder = [{**_problem(p), "name_hex": p.name.hex()}
+                                  for p in summary.failed]
         self._changed()
         await self._summary_faults(summary)
         await self._officer_disagreements(summary)

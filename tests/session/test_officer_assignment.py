@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from session_bench import OFFICER, SMALL, Bench, Env, spec, wait_state
 
 from agent.devices.events import DirectoryStorage, StorageAppeared
@@ -18,9 +19,11 @@ from agent.session.state_machine import State
 from agent.settings import DeviceSettings
 from agent.store import assignments
 from firmware_bridge.messages import OfficerRecord
-from hw_sim.spec import FootageSpec
+from hw_sim.fusemount import fuse_available
+from hw_sim.spec import Faults, FootageSpec
 
 ENDED = (State.RELEASED, State.FAILED)
+needs_fuse = pytest.mark.skipif(not fuse_available(), reason="needs FUSE (/dev/fuse, fuse3)")
 
 
 def _evidence(env: Env) -> list[tuple[str, str, str]]:
@@ -151,3 +154,22 @@ async def test_names_that_agree_with_the_record_raise_nothing(env: Env, bench: B
     await wait_state(s, *ENDED)
     assert s.state is State.RELEASED and env.faults() == []
     assert [r[0] for r in _evidence(env)] == ["0042", "0042"]
+
+
+@needs_fuse
+async def test_files_left_on_the_recorder_are_ledgered_as_the_previous_officers(
+        env: Env, make_bench: Any) -> None:
+    env.configure_offload(read_retries=0)
+    bench: Bench = await make_bench()
+    _assign_b(env, "SN000083")
+    rec = await bench.plug("B1", spec("SN000083", faults=Faults(eio_at=((1, 4096),))))
+    s = bench.session("SN000083")
+    await wait_state(s, *ENDED)
+    assert s.state is State.RELEASED, s.faults
+    assert [r[0] for r in _evidence(env)] == ["0042"]
+    # B goes out with the recorder; the file it could not read is on record as A's.
+    assert rec.firmware.state.officer.officer_no == "0099"
+    (assigned,) = env.entries(kind="officer_assigned")
+    assert assigned.data["before"]["officer_no"] == "0042"
+    (left,) = assigned.data["left_on_recorder"]
+    assert left["name"] == rec.storage.footage(1).name.decode()
