@@ -122,6 +122,7 @@ class DockingSession:
         self._unlocked = False
         self._mounted = False
         self._footage_settled = False  # this docking's offload completed
+        self._assigning = asyncio.Lock()
         self._offload_ctx: DockingContext | None = None
         self._left_on_recorder: list[dict[str, object]] = []  # files the offload could not take
         self._storage_ref: StorageRef | None = None
@@ -314,6 +315,10 @@ class DockingSession:
         read back, and only a matching read-back is recorded as `officer_assigned` (the
         officer before and after) and marks the request applied, in one transaction.
         """
+        async with self._assigning:  # the docking itself and a command may both ask
+            return await self._apply_pending_assignment()
+
+    async def _apply_pending_assignment(self) -> bool:
         link, ident = self._link, self.identity
         if link is None or ident is None or self.storage_only or not self._footage_settled:
             return False  # stays pending: applied once this docking's footage is stored
