@@ -105,9 +105,11 @@ def _timestamp(record: logging.LogRecord) -> str:
     return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
 
 
-# Raw in JSON text but line breaks to some readers (str.splitlines), or not encodable
-# (lone surrogates); the \uXXXX escape is the same JSON string.
-_JSON_LINE_BREAKS = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
+# Left raw by json.dumps but line breaks to some readers (str.splitlines), terminal
+# controls (DEL, C1, bidi overrides) or not encodable (lone surrogates); the \uXXXX
+# escape is the same JSON string, so structured readers see the raw value.
+_JSON_LINE_BREAKS = re.compile(
+    "[\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 # syslog priorities, understood by journald as a "<N>" line prefix
 _PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}

@@ -127,6 +127,7 @@ def test_json_log_keeps_raw_values_on_one_line(stream: io.StringIO) -> None:
     log.info("x", extra={"officer_name": HOSTILE.replace("\udcff", "")})
     (line,) = stream.getvalue().split("\n")[:-1]
     assert len(line.splitlines()) == 1
+    assert not any(ch in line for ch in "\x1b\x85\u2028\u202e")  # escaped, same JSON value
     assert json.loads(line)["officer_name"] == HOSTILE.replace("\udcff", "")
 
 
