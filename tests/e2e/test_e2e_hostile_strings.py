@@ -73,7 +73,9 @@ async def test_control_characters_are_escaped_in_every_human_facing_output(
     assert "Li\\nFRG\\x1b[2J\\u2028\\u202eW" in views["watch"]
 
     # The agent's text log: one line per record, the hostile values escaped.
-    await until(lambda: "X\\nFRG" in rig.agent.log_text(), "the refusal in the agent log",
+    await until(lambda: "claims serial" in rig.agent.log_text(), "the refusal in the agent log",
                 agent=rig.agent)
     rig.agent.terminate()
-    check_human_output("agent log", rig.agent.log_text())
+    log = rig.agent.log_text()
+    check_human_output("agent log", log)
+    assert "X\\nFRG\\r" in log
