@@ -173,3 +173,23 @@ async def test_files_left_on_the_recorder_are_ledgered_as_the_previous_officers(
     assert assigned.data["before"]["officer_no"] == "0042"
     (left,) = assigned.data["left_on_recorder"]
     assert left["name"] == rec.storage.footage(1).name.decode()
+
+
+def test_officer_in_name_default_pattern() -> None:
+    import re
+
+    from agent.domain import officer_in_name
+    from agent.settings import RecorderSettings
+
+    pat = re.compile(RecorderSettings().officer_in_name)
+    assert officer_in_name(pat, b"DCIM/100BWC/SN000081_0042_20261127_010000_0001.MP4") == "0042"
+    # the simulator's plain names, and the serial's own digits, are no officer
+    assert officer_in_name(pat, b"DCIM/100BWC/SN000081_20261127_010000_0001.MP4") is None
+    assert officer_in_name(pat, b"DCIM/100BWC/SN000081_12345678_20261127_010000_1.MP4") is None
+    assert officer_in_name(pat, b"DCIM/X_0042_20261127_010000_1.MP4/inner.MP4") is None
+    assert officer_in_name(None, b"SN000081_0042_20261127_010000_0001.MP4") is None
+    # a group that captured something no officer record could hold is ignored
+    odd = re.compile(r"^(?P<officer>[^_]*)_")
+    assert officer_in_name(odd, "王芳_x".encode()) is None
+    assert officer_in_name(odd, b"a\nb_x") is None
+    assert officer_in_name(odd, b"_x") is None
