@@ -518,6 +518,13 @@ def _check_regex(value: str) -> str | None:
     return None
 
 
+def _check_officer_pattern(value: str) -> str | None:
+    problem = _check_regex(value)
+    if problem is None and value and "officer" not in re.compile(value).groupindex:
+        return "the regular expression needs a group named `officer`: (?P<officer>...)"
+    return problem
+
+
 def _check_footage_dir(value: str) -> str | None:
     p = Path(value)
     if not value or p.is_absolute() or ".." in p.parts:
@@ -540,6 +547,7 @@ FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "devices.allow[].vid": _check_hex4,
     "devices.allow[].pid": _check_hex4,
     "devices.allow[].serial_pattern": _check_regex,
+    "recorder.officer_in_name": _check_officer_pattern,
     "offload.footage_dirs[]": _check_footage_dir,
     "mqtt.topic_prefix": _check_topic_prefix,
 }

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
+from agent.printable import printable
 from agent.settings import LoggingSettings
 
 CONTEXT_FIELDS = ("recorder", "bay", "session")
@@ -104,6 +105,12 @@ def _timestamp(record: logging.LogRecord) -> str:
     return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
 
 
+# Left raw by json.dumps but line breaks to some readers (str.splitlines), terminal
+# controls (DEL, C1, bidi overrides) or not encodable (lone surrogates); the \uXXXX
+# escape is the same JSON string, so structured readers see the raw value.
+_JSON_LINE_BREAKS = re.compile(
+    "[\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
 # syslog priorities, understood by journald as a "<N>" line prefix
 _PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 
@@ -125,23 +132,30 @@ class JsonFormatter(logging.Formatter):
         entry.update(_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        line = json.dumps(entry, ensure_ascii=False, default=str)
+        line = _JSON_LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}",
+                                     json.dumps(entry, ensure_ascii=False, default=str))
         if self.journal_prefix:
             return f"<{_PRIORITY.get(record.levelname, 6)}>{line}"
         return line
 
 
 class TextFormatter(logging.Formatter):
-    """`ts level logger: msg [bay=A1 recorder=...]` for people reading a terminal."""
+    """`ts level logger: msg [bay=A1 recorder=...]` for people reading a terminal.
+
+    One record is one line: message and fields are escaped (`agent.printable`), so a
+    recorder-supplied string cannot start a line of its own; a traceback follows on
+    indented lines, which no record's first line ever is."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = _fields(record)
-        tail = " ".join(f"{k}={v}" for k, v in fields.items())
-        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        tail = " ".join(f"{printable(k)}={printable(v)}" for k, v in fields.items())
+        line = (f"{_timestamp(record)} {record.levelname:<7} {printable(record.name)}: "
+                f"{printable(record.getMessage())}")
         if tail:
             line += f" [{tail}]"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            for part in self.formatException(record.exc_info).splitlines():
+                line += "\n    " + printable(part)
         return line
 
 

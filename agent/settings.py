@@ -72,6 +72,12 @@ class RecorderSettings:
     baudrate: int = opt(115200, "Serial baud rate (ignored by CDC-ACM).", min=1200, max=4000000)
     command_timeout_s: float = opt(2.0, "Default per-command reply timeout.", min=0.05, max=60)
     retries: int = opt(2, "Retries for idempotent commands.", min=0, max=10)
+    officer_in_name: str = opt(
+        r"^[A-Za-z0-9]+_(?P<officer>[A-Za-z0-9]{1,7})_[0-9]{8}_[0-9]{6}_[0-9]+\.[A-Za-z0-9]+$",
+        "Regular expression over a footage file's base name whose group `officer` is the"
+        " officer number the recorder stamped into it; that number is preferred over the"
+        " officer record read at docking (empty: names carry no officer).",
+    )
 
 
 @dataclass(frozen=True)

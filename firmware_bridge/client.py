@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Self, TypeVar
@@ -72,6 +73,7 @@ _R = TypeVar("_R", bound=Message)
 log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 256  # entries asked for per page; the device may send fewer
+MAX_LISTING = 1_000_000  # recordings one listing may claim (a bound on memory and time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,14 +244,25 @@ class RecorderClient:
     async def set_mass_storage(self, on: bool) -> None:
         await self._call(SetMassStorage(on), Ok)
 
-    async def list_recordings(self) -> list[RecordingInfo]:
-        """Every recording on the device, fetched page by page."""
+    async def list_recordings(
+        self, on_page: Callable[[int, int], None] | None = None
+    ) -> list[RecordingInfo]:
+        """Every recording on the device, fetched page by page.
+
+        Each page is one request with its own timeout and retries; `on_page(received,
+        total)` is called after each page, so a caller bounding the whole listing can
+        renew its deadline on progress instead of giving it all one budget."""
         out: list[RecordingInfo] = []
         offset = 0
         while True:
             page = await self._call(ListRecordings(offset, PAGE_LIMIT), RecordingPage)
+            if page.total > MAX_LISTING:
+                raise ProtocolError(f"device claims {page.total} recordings; at most"
+                                    f" {MAX_LISTING} are accepted")
             out.extend(page.entries)
             offset += len(page.entries)
+            if on_page is not None:
+                on_page(offset, page.total)
             if not page.entries or offset >= page.total:
                 return out
 
@@ -257,12 +270,17 @@ class RecorderClient:
         """Guarded delete; DeviceError(NOT_FOUND / MISMATCH) unless name, size, hash match."""
         await self._call(DeleteRecording(name, size, blake3_digest), Ok)
 
-    async def event_log(self, since_index: int = 0) -> list[DeviceLogEvent]:
-        """Device event-log entries with index >= since_index, oldest first."""
+    async def event_log(
+        self, since_index: int = 0, on_page: Callable[[int, int], None] | None = None
+    ) -> list[DeviceLogEvent]:
+        """Device event-log entries with index >= since_index, oldest first; `on_page`
+        as for `list_recordings` (entries received, one-past-newest index)."""
         out: list[DeviceLogEvent] = []
         index = since_index
         while True:
             page = await self._call(GetEventLog(index, PAGE_LIMIT), EventLogPage)
+            if on_page is not None:
+                on_page(len(out) + len(page.entries), page.end_index)
             if not page.entries:
                 return out
             if page.entries[0].index < index or any(

@@ -158,7 +158,9 @@ class RecorderFirmware:
     # --- RecorderHandler -------------------------------------------------------------------
     def identity(self) -> Identity:
         s = self.spec
-        return Identity(s.serial, s.model, s.hardware_rev, s.firmware)
+        claimed = self.faults.claimed_serial
+        return Identity(s.serial if claimed is None else claimed, s.model, s.hardware_rev,
+                        s.firmware)
 
     def get_officer(self) -> OfficerRecord:
         return self.state.officer

@@ -65,7 +65,8 @@ def footage_files(spec: RecorderSpec) -> list[FootageFile]:
     t = fs.start_ms
     for i, size in enumerate(fs.file_sizes):
         duration_ms = max(1000, size * 8 * 1000 // fs.bitrate_bps)
-        name = f"{spec.serial}_{_stamp(t)}_{i:04d}.MP4".encode()
+        officer = f"{fs.officer_no}_" if fs.officer_no else ""
+        name = f"{spec.serial}_{officer}{_stamp(t)}_{i:04d}.MP4".encode()
         key = blake3(
             b"hw_sim footage v1\0" + struct.pack(">qI", fs.seed, i) + spec.serial.encode()
         ).digest()

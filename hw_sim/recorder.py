@@ -97,6 +97,7 @@ class VirtualRecorder:
         self.unplugged = asyncio.Event()
         self.replies_suppressed = 0
         self.replies_garbled = 0
+        self.list_pages_sent = 0  # listing replies seen by the link faults (answered or not)
         self._auth_failures_seen = 0
 
     # --- public view ------------------------------------------------------------------------
@@ -296,8 +297,9 @@ class VirtualRecorder:
 
     # --- link faults ----------------------------------------------------------------------------
     def _request_filter(self, data: bytes) -> bytes:
-        """Learn which command each request id is, for `silent_commands`."""
-        if self._faults.silent_commands:
+        """Learn which command each request id is, for the per-command faults."""
+        f = self._faults
+        if f.silent_commands or f.list_page_delay_s > 0 or f.list_stall_after_pages is not None:
             for item in self._requests.feed(data):
                 if isinstance(item, Frame):
                     self._pending[item.request_id] = COMMAND_NAMES.get(type(item.message), "?")
@@ -317,11 +319,20 @@ class VirtualRecorder:
     async def _reply_filter(self, frame: bytes) -> bytes | None:
         self._note_auth_failures()
         f = self._faults
-        if f.silent_commands:
+        if f.silent_commands or f.list_page_delay_s > 0 or f.list_stall_after_pages is not None:
             for item in FrameDecoder().feed(frame):
-                if self._pending.pop(item.request_id, None) in f.silent_commands:
+                command = self._pending.pop(item.request_id, None)
+                if command in f.silent_commands:
                     self.replies_suppressed += 1
                     return None
+                if command == "list_recordings":
+                    self.list_pages_sent += 1
+                    stall = f.list_stall_after_pages
+                    if stall is not None and self.list_pages_sent > stall:
+                        self.replies_suppressed += 1
+                        return None
+                    if f.list_page_delay_s > 0:
+                        await asyncio.sleep(f.list_page_delay_s)
         if f.reply_delay_s > 0:
             await asyncio.sleep(f.reply_delay_s)
         out = frame

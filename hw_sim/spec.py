@@ -44,6 +44,9 @@ class FootageSpec:
     gap_s: float = 600.0  # idle time between consecutive recordings
     bitrate_bps: int = 8_000_000  # recording duration = size * 8 / bitrate
     sizes: tuple[int, ...] = ()  # per-file sizes; overrides count and size_bytes
+    # Officer number the recorder stamps into each file name (who held it while it
+    # recorded): `<serial>_<officer>_<YYYYMMDD_HHMMSS>_<n>.MP4`; "" leaves it out.
+    officer_no: str = ""
 
     def __post_init__(self) -> None:
         if self.start_ms is None:
@@ -52,6 +55,9 @@ class FootageSpec:
             raise SpecError("footage count and sizes must not be negative")
         if self.bitrate_bps <= 0:
             raise SpecError("footage bitrate must be positive")
+        if self.officer_no and not (len(self.officer_no) <= 7 and self.officer_no.isascii()
+                                    and self.officer_no.isalnum()):
+            raise SpecError("footage officer_no must be 1..7 ASCII letters/digits")
 
     @property
     def file_sizes(self) -> tuple[int, ...]:
@@ -73,14 +79,18 @@ class Faults:
     reply_delay_s: float = 0.0  # every reply is held back this long
     silent_commands: frozenset[str] = frozenset()  # never answered (names: LINK_COMMANDS)
     refuse_auth: bool = False  # every authentication attempt fails
+    list_page_delay_s: float = 0.0  # each page of the recording listing is held back this long
+    list_stall_after_pages: int | None = None  # later listing pages are never answered
     seed: int = 0  # seeds the random link faults
     # device behaviour
+    claimed_serial: str | None = None  # the firmware's identity claims this serial instead
     clock_set: Literal["ok", "error", "ignored"] = "ok"  # ignored: acks but keeps its time
     battery_failing: bool = False  # low health, does not charge, runs hot
     hostile_names: bool = False  # hostile entries on the storage and in the listing
     lying_delete: bool = False  # a guarded delete answers "deleted" but keeps the file
     # (file index, start_ms, end_ms): the listing claims these times for that file
     listed_times: tuple[tuple[int, int, int], ...] = ()
+    control_names: bool = False  # a regular footage file whose name holds control characters
     # storage file layer (FUSE)
     eio_at: tuple[tuple[int, int], ...] = ()  # (file index, byte offset): reads there fail
     eio_count: int | None = None  # each EIO fault fires this many times (None: always)
@@ -105,6 +115,11 @@ class Faults:
         for _, start, end in self.listed_times:
             if not (0 <= start < 2**63 and 0 <= end < 2**63):
                 raise SpecError("listed times must fit the protocol (0..2**63-1 ms)")
+        if self.list_page_delay_s < 0 or (self.list_stall_after_pages or 0) < 0:
+            raise SpecError("list_page_delay_s and list_stall_after_pages must not be negative")
+        if self.claimed_serial is not None and not 1 <= len(
+                self.claimed_serial.encode("utf-8", "surrogatepass")) <= 8:
+            raise SpecError("claimed_serial must be 1..8 bytes of UTF-8")
 
     @property
     def needs_fuse(self) -> bool:

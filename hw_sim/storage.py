@@ -78,8 +78,16 @@ def hostile_entries(*, as_root: bool | None = None) -> list[HostileEntry]:
     return out
 
 
+# A regular file whose name would forge a line (newline, carriage return), drive a terminal
+# (ESC, C1 CSI) or reorder text (U+2028, a bidi override) wherever it is shown raw.
+CONTROL_NAME = (FOOTAGE_DIR + b"/ctl\nFRG forged line\r\x1b[2J\xc2\x9b31m\xe2\x80\xa8"
+                b"\xe2\x80\xaeFRG.MP4")
+
+
 def _fingerprint(spec: RecorderSpec) -> str:
-    desc = repr((spec.serial, spec.footage, spec.faults.hostile_names)).encode()
+    f = spec.faults
+    desc = repr((spec.serial, spec.footage, f.hostile_names)
+                + ((True,) if f.control_names else ())).encode()
     return hashlib.sha256(desc).hexdigest()
 
 
@@ -144,6 +152,9 @@ class RecorderStorage:
             self._write(f)
         if self.spec.faults.hostile_names:
             self._make_hostile()
+        if self.spec.faults.control_names:
+            with open(os.path.join(os.fsencode(self.backing), CONTROL_NAME), "wb") as fh:
+                fh.write(b"footage with a hostile name\n")
         tmp = self.manifest.with_suffix(".tmp")
         digests = {k.hex(): [mtime, d.hex()] for k, (mtime, d) in self._digests.items()}
         tmp.write_text(

@@ -21,6 +21,7 @@ from typing import Any
 
 from agent.control import ControlClientError, request
 from agent.dockctl.render import human_bytes, human_duration, progress_bar, table
+from agent.printable import printable
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_CONFIG = Path("/etc/dock-agent/dock-agent.toml")
@@ -100,7 +101,7 @@ def _status_text(status: dict[str, Any]) -> str:
             readiness.get("verdict", "-"),
         ])
     head = (
-        f"dock {status.get('dock_id')}  agent {status.get('version')}  "
+        f"dock {printable(status.get('dock_id'))}  agent {printable(status.get('version'))}  "
         f"broker {'connected' if status.get('broker_connected') else 'offline'}  "
         f"outbox {status.get('outbox_depth', '-')}  "
         f"store free {human_bytes(status.get('store_free_bytes'))}"
@@ -275,7 +276,7 @@ def cmd_verify(args: argparse.Namespace, paths: Paths) -> int:
         _emit_json(summary)
     else:
         for p in problems:
-            print(f"PROBLEM {p.kind} at {p.where}: {p.detail}")
+            print(printable(f"PROBLEM {p.kind} at {p.where}: {p.detail}"))
         print(
             f"{'OK' if not problems else 'FAILED'}: {summary['entries_checked']} ledger entries,"
             f" {summary['files_checked']} stored files"
@@ -393,10 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = Paths(args)
         code: int = args.func(args, paths)
     except UsageError as exc:
-        print(f"dockctl: {exc}", file=sys.stderr)
+        print(f"dockctl: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except Unreachable as exc:
-        print(f"dockctl: {exc}", file=sys.stderr)
+        print(f"dockctl: {printable(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return EXIT_OK

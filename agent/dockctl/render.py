@@ -1,9 +1,14 @@
-"""Plain-text tables and progress bars for dockctl (no terminal library needed)."""
+"""Plain-text tables and progress bars for dockctl (no terminal library needed).
+
+Every cell passes through `agent.printable`: cells hold recorder-supplied serials, officer
+names, file names and fault reasons, and one with a newline must not forge a row."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
+
+from agent.printable import printable
 
 
 def _width(text: str) -> int:
@@ -16,7 +21,8 @@ def _pad(text: str, width: int) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    cells = [[printable(c) for c in row] for row in rows]
+    headers = [printable(h) for h in headers]
     widths = [_width(h) for h in headers]
     for row in cells:
         for i, cell in enumerate(row):

@@ -25,6 +25,7 @@ from agent.dockctl.render import (
     progress_bar,
     table,
 )
+from agent.printable import printable
 
 HOME_CLEAR, HIDE_CURSOR, SHOW_CURSOR = "\x1b[H\x1b[J", "\x1b[?25l", "\x1b[?25h"
 WIDE = 110
@@ -79,9 +80,9 @@ def render(snap: Snapshot, now: float | None = None, columns: int | None = None)
     stamp = datetime.fromtimestamp(now if now is not None else time.time()).strftime("%H:%M:%S")
     status = snap.status
     if status is None:
-        return f"{stamp}  waiting for the agent ({snap.error or 'not reachable'})"
+        return f"{stamp}  waiting for the agent ({printable(snap.error or 'not reachable')})"
     lines = [
-        f"dock {status.get('dock_id')}   {stamp}   "
+        f"dock {printable(status.get('dock_id'))}   {stamp}   "
         f"broker {'connected' if status.get('broker_connected') else 'offline'}   "
         f"outbox {status.get('outbox_depth', '-')}   "
         f"evidence store free {human_bytes(status.get('store_free_bytes'))}",
@@ -105,24 +106,27 @@ def render(snap: Snapshot, now: float | None = None, columns: int | None = None)
             eta = readiness.get("eta_s")
             if eta is not None:
                 why += f" (ready in about {human_duration(eta)})"
-            reasons.append(f"  bay {b.get('bay')} {b.get('serial') or b.get('key')}: "
-                           f"{readiness.get('verdict')}: {why}")
+            reasons.append(printable(f"  bay {b.get('bay')} {b.get('serial') or b.get('key')}:"
+                                     f" {readiness.get('verdict')}: {why}"))
     if reasons:
         lines += ["", "Why not ready:", *reasons]
     if snap.events:
         lines += ["", "Custody ledger (latest):"]
-        lines += [f"  {datetime.fromtimestamp(t).strftime('%H:%M:%S')}  {text}"
+        lines += [f"  {datetime.fromtimestamp(t).strftime('%H:%M:%S')}  {printable(text)}"
                   for t, text in snap.events]
     return "\n".join(lines)
 
 
 def done(status: Mapping[str, Any] | None, expect: int) -> bool:
-    """At least `expect` recorders docked, each past its offload (or never needing one)."""
+    """At least `expect` recorders docked, each past its offload (or never needing one,
+    or refused before it)."""
     if status is None:
         return False
     bays = status.get("bays", [])
     return len(bays) >= expect and all(
-        b.get("state") not in BUSY_STATES and b.get("offload_result") is not None for b in bays
+        b.get("state") not in BUSY_STATES
+        and (b.get("offload_result") is not None or b.get("state") == "failed")
+        for b in bays
     )
 
 

@@ -25,6 +25,7 @@ from agent.mqtt.backoff import Backoff
 from agent.mqtt.errors import MqttError
 from agent.mqtt.topics import fleet_filters
 from agent.mqtt.transport import PahoTransport
+from agent.printable import printable
 from agent.settings import MqttSettings
 
 
@@ -213,7 +214,8 @@ class FleetModel:
             for f in d["open_faults"]:
                 lines.append(f"FAULT {d['dock_id']} {f['subject'] or '-'} {f['kind']} "
                              f"{f['time'] or ''} {f['message'] or ''}".rstrip())
-        return "\n".join(lines) + "\n"
+        # each entry is one line: a newline inside a dock's value is escaped, not a new row
+        return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _dash(v: object) -> str:

@@ -599,7 +599,7 @@ class Offloader:
 
     def _choose_relpath(self, ctx: DockingContext, item: _Item) -> str:
         """Final store path: layout path, disambiguated if another file already has it."""
-        ident = ctx.identity
+        ident = ctx.identity_for(item.file.relpath)  # the officer who recorded it
         t = item.times
         day = recording_day(t.start_us if t.start_us is not None else t.end_us, self._tz)
         base = layout_relpath(ident.unit_no, ident.serial, ident.officer_no, day,
@@ -625,7 +625,7 @@ class Offloader:
         self, ctx: DockingContext, item: _Item, j: JournalEntry, result: CopyResult,
         start_us: int,
     ) -> tuple[int, bool]:
-        ident = ctx.identity
+        ident = ctx.identity_for(item.file.relpath)  # the officer who recorded it
         t = item.times
         end_us = current_us()
         # "dock": the recorder's times were out of range; the deadline runs from the

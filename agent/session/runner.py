@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +36,7 @@ from agent.session import clock as clockmath
 from agent.session.battery import battery_facts, battery_problems
 from agent.session.errors import SessionFailure
 from agent.session.journal import SessionJournal
-from agent.session.ports import LinkOpener, RecorderLink
+from agent.session.ports import IdentityLike, LinkOpener, RecorderLink
 from agent.session.state_machine import SessionMachine, State, Transition
 from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
 from agent.store import assignments
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ChangeHook = Callable[[], None]
+PageHook = Callable[[int, int], None]  # (entries received, total) after each page
 MASS_STORAGE_TIMEOUT_S = 10.0  # the firmware bridge's floor for SetMassStorage
 DELETE_TIMEOUT_S = 120.0  # and for DeleteRecording (the device hashes the file)
 
@@ -119,6 +121,10 @@ class DockingSession:
         self._link: RecorderLink | None = None
         self._unlocked = False
         self._mounted = False
+        self._footage_settled = False  # this docking's offload completed
+        self._assigning = asyncio.Lock()
+        self._offload_ctx: DockingContext | None = None
+        self._left_on_recorder: list[dict[str, object]] = []  # files the offload could not take
         self._storage_ref: StorageRef | None = None
         self._storage_event = asyncio.Event()
         self._storage_lost = False
@@ -149,6 +155,11 @@ class DockingSession:
     @property
     def state(self) -> State:
         return self.machine.state
+
+    @property
+    def leaving(self) -> bool:
+        """Told it was unplugged (it may still be releasing the recorder)."""
+        return self._unplugged.is_set()
 
     @property
     def finished(self) -> bool:
@@ -224,6 +235,8 @@ class DockingSession:
         self._advance(State.AUTHENTICATED)
 
         ident = await self._call("identity", link.identity())
+        if ident.serial != self.key:
+            await self._refuse_claimed_serial(ident)
         officer = await self._call("get officer", link.get_officer())
         self.identity = RecorderIdentity(
             serial=ident.serial, model=ident.model, hardware_rev=ident.hardware_rev,
@@ -240,10 +253,11 @@ class DockingSession:
             "officer_name": self.identity.officer_name, "unit_no": self.identity.unit_no,
             "unit_name": self.identity.unit_name,
             "officer_assigned": bool(self.identity.officer_no),
-            "protocol_version": hello.protocol_version,
+            "protocol_version": hello.protocol_version, "usb_serial": self.key,
         })
         self._advance(State.IDENTIFIED)
-        await self.apply_pending_assignment()
+        # A pending officer assignment waits until the footage is off: the files on the
+        # recorder belong to the officer read just now, not to the next one.
 
         await self._check_clock(link)
         self._advance(State.CLOCK_CHECKED)
@@ -261,8 +275,8 @@ class DockingSession:
                               {"battery": self.battery})
         self._advance(State.STATUS_READ)
 
-        recordings = await self._call("list recordings", link.list_recordings(),
-                                      FC.STORAGE_ERROR)
+        recordings = await self._call_paged("list recordings", link.list_recordings,
+                                            FC.STORAGE_ERROR)
         self._unlocked = True  # set first: a cancelled unlock may still have happened
         await self._call("unlock storage", link.set_mass_storage(True), FC.STORAGE_ERROR,
                          floor=MASS_STORAGE_TIMEOUT_S)
@@ -273,17 +287,41 @@ class DockingSession:
                          floor=MASS_STORAGE_TIMEOUT_S)
         self._unlocked = False
         self.done.append("storage locked")
+        self._footage_settled = True
+        await self.apply_pending_assignment()
         self._advance(State.RELEASED)
+
+    async def _refuse_claimed_serial(self, ident: IdentityLike) -> None:
+        """The firmware claims another serial than the USB device the dock sees: nothing
+        it says can be filed under either, so the docking stops before any unlock."""
+        claimed = ident.serial
+        detail: dict[str, object] = {
+            "usb_serial": self.key, "claimed_serial": claimed, "model": ident.model,
+            "hardware_rev": ident.hardware_rev, "firmware": ident.firmware,
+        }
+        raise SessionFailure(
+            FC.SERIAL_MISMATCH,
+            f"recorder firmware claims serial \"{claimed}\" but its USB serial is"
+            f" \"{self.key}\":"
+            " docking refused (storage not unlocked, nothing wiped)",
+            detail=detail)
 
     async def apply_pending_assignment(self) -> bool:
         """Write an officer assignment requested while the recorder was away (or just now).
 
-        The recorder is written, read back, and only a matching read-back is recorded as
-        `officer_assigned` and marks the request applied, in one transaction.
+        Only after this docking's offload completed: until then the recorder's files are
+        attributed to the officer read at docking, and a request that arrives meanwhile
+        (or at a docking whose offload fails) stays pending. The recorder is written,
+        read back, and only a matching read-back is recorded as `officer_assigned` (the
+        officer before and after) and marks the request applied, in one transaction.
         """
+        async with self._assigning:  # the docking itself and a command may both ask
+            return await self._apply_pending_assignment()
+
+    async def _apply_pending_assignment(self) -> bool:
         link, ident = self._link, self.identity
-        if link is None or ident is None or self.storage_only:
-            return False
+        if link is None or ident is None or self.storage_only or not self._footage_settled:
+            return False  # stays pending: applied once this docking's footage is stored
         serial = ident.serial
         pending = await self.deps.db.read(lambda conn: assignments.pending(conn, serial))
         if pending is None:
@@ -305,7 +343,11 @@ class DockingSession:
         after = {f: getattr(record, f) for f in fields}
         data: dict[str, object] = {"before": before, "after": after,
                                    "assignment_id": pending.id,
-                                   "requested_by": pending.requested_by}
+                                   "requested_by": pending.requested_by,
+                                   "offload": self.offload_result}
+        if self._left_on_recorder:
+            # Not stored this docking (unreadable): recorded while `before` held it.
+            data["left_on_recorder"] = self._left_on_recorder
 
         def tx(conn: sqlite3.Connection) -> None:
             ledger.append(conn, "officer_assigned", recorder=serial, officer=record.officer_no,
@@ -358,8 +400,11 @@ class DockingSession:
         self._advance(State.OFFLOADING)
         summary = await self._offload(root, recordings, link)
         self.offload_result = summary_facts(summary)
+        self._left_on_recorder = [{**_problem(p), "name_hex": p.name.hex()}
+                                  for p in summary.failed]
         self._changed()
         await self._summary_faults(summary)
+        await self._officer_disagreements(summary)
         if summary.outcome != "complete":
             code = _OUTCOME_FAULT.get(summary.outcome, FC.OFFLOAD_FAILED)
             raise SessionFailure(code, f"offload {summary.outcome}: {summary.detail}".rstrip(": "),
@@ -373,9 +418,12 @@ class DockingSession:
         self, root: Path, recordings: Sequence[RecordingInfo], link: RecorderLink | None
     ) -> OffloadSummary:
         assert self.identity is not None
+        pattern = self.deps.recorder.officer_in_name
         ctx = DockingContext(session_id=self.session_id, bay=self.bay, identity=self.identity,
                              first_docking=await self._first_docking(self.identity.serial),
-                             storage_only=self.storage_only)
+                             storage_only=self.storage_only,
+                             officer_in_name=re.compile(pattern) if pattern else None)
+        self._offload_ctx = ctx
         wiper = _LinkWiper(link, self._call) if link is not None else None
         listing = {r.name: (r.start_ms, r.end_ms) for r in recordings}
 
@@ -429,6 +477,26 @@ class DockingSession:
             await self._fault(FC.VERIFY_FAILED, f"{len(bad)} stored files failed verification",
                               "error", {"count": len(bad),  # each has its "verified" entry
                                         "files": [f.stored_relpath for f in bad[:50]]})
+
+    async def _officer_disagreements(self, s: OffloadSummary) -> None:
+        """Files whose names carry another officer than the record read at docking were
+        filed under the name's officer (`DockingContext.identity_for`); say so, once."""
+        ctx = self._offload_ctx
+        if ctx is None:
+            return
+        docking_officer = ctx.identity.officer_no
+        files = [{"name": _text(f.name), "name_hex": f.name.hex(), "officer_no": officer,
+                  "stored_relpath": f.stored_relpath}
+                 for f in s.stored
+                 if (officer := ctx.identity_for(f.name).officer_no) != docking_officer]
+        if files:
+            names = sorted({str(f["officer_no"]) for f in files})
+            await self._fault(
+                FC.OFFICER_MISMATCH,
+                f"{len(files)} files name officer {', '.join(names)} but the recorder's"
+                f" officer record at docking was {docking_officer or '(none)'}; filed under"
+                " the officer in the file name", "warning",
+                {"docking_officer": docking_officer, "files": files})
 
     async def _unplug_follows(self) -> bool:
         """After the tty vanished: does the unplug event follow shortly (device removal
@@ -584,9 +652,30 @@ class DockingSession:
     async def _call(self, what: str, aw: Awaitable[T],
                     device_error: FC = FC.PROTOCOL_ERROR, *, floor: float = 0.0) -> T:
         """One protocol step, bounded, with bridge errors translated to session faults."""
-        try:
+        async with self._translated(what, device_error):
             async with asyncio.timeout(self._bound(floor)):
                 return await aw
+        raise AssertionError("unreachable")  # pragma: no cover - the block returns or raises
+
+    async def _call_paged(self, what: str, fetch: Callable[[PageHook], Awaitable[T]],
+                          device_error: FC = FC.PROTOCOL_ERROR) -> T:
+        """A step made of many requests (a paged listing): the bound of one request applies
+        to each of them, renewed by every page that arrives. A slow listing that keeps
+        making progress completes however long it is; one that stalls still times out."""
+        loop = asyncio.get_running_loop()
+        async with self._translated(what, device_error):
+            async with asyncio.timeout(self._bound()) as deadline:
+                def progress(_received: int, _total: int) -> None:
+                    deadline.reschedule(loop.time() + self._bound())
+
+                return await fetch(progress)
+        raise AssertionError("unreachable")  # pragma: no cover - the block returns or raises
+
+    @contextlib.asynccontextmanager
+    async def _translated(self, what: str, device_error: FC) -> AsyncIterator[None]:
+        """Bridge errors and timeouts of one step as session faults naming the step."""
+        try:
+            yield
         except TimeoutError:
             raise SessionFailure(FC.TIMEOUT, f"recorder did not answer: {what}") from None
         except AuthRefused as exc:

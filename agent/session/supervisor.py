@@ -39,11 +39,21 @@ class BaySupervisor:
         self._sessions: dict[str, DockingSession] = {}  # key -> newest session
         self._early_storage: dict[str, StorageAppeared] = {}  # storage seen before its tty
         self.rejections: list[dict[str, object]] = []
+        # (key, bay) refused as a duplicate serial -> it was a storage-only attachment
+        self._refused: dict[tuple[str, str], bool] = {}
 
     # --- events ------------------------------------------------------------------------
 
     async def handle(self, event: DeviceEvent) -> None:
         match event:
+            case RecorderPlugged() | StorageAppeared() if (
+                    event.key, event.bay) in self._refused:
+                pass  # refused already; nothing of it reaches the recorder docked first
+            case RecorderPlugged() | StorageAppeared() if (
+                    elsewhere := self._docked_elsewhere(event.key, event.bay)) is not None:
+                storage_only = isinstance(event, StorageAppeared) and event.storage_only
+                self._refused[(event.key, event.bay)] = storage_only
+                await self._refuse_duplicate(event.key, event.bay, elsewhere)
             case RecorderPlugged():
                 self._start(event.key, event.bay, tty=event.tty_path, source=event.source,
                             storage_only=False)
@@ -57,21 +67,24 @@ class BaySupervisor:
                                       storage_only=True)
                 session.storage_appeared(event)
             case StorageAppeared():
-                live = self._live(event.key)
+                live = self._live(event.key, event.bay)
                 if live is None:
                     self._early_storage[event.key] = event
                 else:
                     live.storage_appeared(event)
             case StorageRemoved():
-                self._early_storage.pop(event.key, None)
-                live = self._live(event.key)
+                if self._refused.get((event.key, event.bay)):  # a storage-only one left
+                    del self._refused[(event.key, event.bay)]
+                self._forget_early(event.key, event.bay)
+                live = self._live(event.key, event.bay)
                 if live is not None:
                     live.storage_removed()
                     if live.storage_only:  # its storage is all there is: gone means unplugged
                         live.unplugged()
             case RecorderUnplugged():
-                self._early_storage.pop(event.key, None)
-                live = self._live(event.key)
+                self._refused.pop((event.key, event.bay), None)
+                self._forget_early(event.key, event.bay)
+                live = self._live(event.key, event.bay)
                 if live is not None:
                     live.unplugged()
             case DeviceRejected():
@@ -80,9 +93,43 @@ class BaySupervisor:
     def _live_keys(self) -> set[str]:
         return {k for k, s in self._sessions.items() if not s.finished}
 
-    def _live(self, key: str) -> DockingSession | None:
+    def _live(self, key: str, bay: str | None = None) -> DockingSession | None:
+        """The live session of `key` (in `bay`, if given: events of a refused duplicate
+        in another bay never reach the recorder docked first)."""
         s = self._sessions.get(key)
-        return s if s is not None and not s.finished else None
+        if s is None or s.finished or (bay is not None and s.bay != bay):
+            return None
+        return s
+
+    def _forget_early(self, key: str, bay: str) -> None:
+        early = self._early_storage.get(key)
+        if early is not None and early.bay == bay:
+            del self._early_storage[key]
+
+    def _docked_elsewhere(self, key: str, bay: str) -> str | None:
+        """The bay where a recorder with this serial is docked and not leaving, if that
+        is another bay than `bay`: one serial cannot be in two bays at once."""
+        s = self._live(key)
+        if s is None or s.bay == bay or s.leaving:
+            return None
+        return s.bay
+
+    async def _refuse_duplicate(self, key: str, bay: str, docked_in: str) -> None:
+        """A second recorder with the serial of one already docked: never talked to,
+        never unlocked; recorded under that serial, and the first docking is untouched."""
+        reason = (f"serial {key!r} is already docked in bay {docked_in}: docking in bay"
+                  f" {bay} refused")
+        detail: dict[str, object] = {"usb_serial": key, "docked_in": docked_in,
+                                     "reason": reason}
+        self.rejections.append({"bay": bay, **detail})
+        journal = SessionJournal(self.deps.db, self.deps.ledger, bay=bay, session_id=None)
+        try:
+            await journal.entry("device_rejected", recorder=key, officer=None, data=detail)
+            await journal.fault(FaultCode.DEVICE_REJECTED, reason, recorder=key, officer=None,
+                                severity="error", detail=detail)
+        except Exception:
+            log.exception("could not record duplicate serial %r in bay %s", key, bay)
+        self._changed()
 
     def _start(self, key: str, bay: str, *, tty: str | None, source: str,
                storage_only: bool) -> DockingSession:

@@ -85,6 +85,8 @@ class FaultCode(StrEnum):
     LEDGER_INTEGRITY = "ledger_integrity"
     STORE_INTEGRITY = "store_integrity"
     HEALTH = "health"
+    SERIAL_MISMATCH = "serial_mismatch"  # firmware serial differs from the USB serial
+    OFFICER_MISMATCH = "officer_mismatch"  # file names carry another officer than the record
 
 
 @dataclass(frozen=True)

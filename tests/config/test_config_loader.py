@@ -362,3 +362,21 @@ def test_parse_settings_without_file(tmp_path: Path) -> None:
     text = '[dock]\nid = "x"\n[devices]\nsource = "sim"\n[mount]\nmethod = "directory"\n'
     s = parse_settings(text, base_dir=tmp_path, check_files=False)
     assert s.devices.source == "sim" and s.devices.allow == []
+
+
+@pytest.mark.parametrize(("pattern", "needle"), [
+    ("(unclosed", "invalid regular expression"),
+    ("^[A-Z0-9]+_(?P<officer_no>[0-9]+)_", "group named `officer`"),
+])
+def test_officer_in_name_pattern_is_checked(write_config: Write, pattern: str,
+                                            needle: str) -> None:
+    text = MINIMAL.replace('fleet_secret_file = "fleet.secret"\n',
+                           f"fleet_secret_file = \"fleet.secret\"\nofficer_in_name = '{pattern}'\n")
+    issues = keyed(issues_of(write_config(text), check_files=False))
+    assert needle in issues["recorder.officer_in_name"].message
+
+
+def test_officer_in_name_may_be_off(write_config: Write) -> None:
+    text = MINIMAL.replace('fleet_secret_file = "fleet.secret"\n',
+                           "fleet_secret_file = \"fleet.secret\"\nofficer_in_name = ''\n")
+    assert load_settings(write_config(text), check_files=False).recorder.officer_in_name == ""

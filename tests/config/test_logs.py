@@ -101,3 +101,43 @@ def test_setup_twice_keeps_one_handler(stream: io.StringIO) -> None:
 def test_unknown_context_field_is_an_error() -> None:
     with pytest.raises(TypeError), log_context(officer="x"):
         pass
+
+
+# (no lone surrogate here: pytest's own log capture could not ship it between workers)
+HOSTILE = "A\n2026-01-01T00:00:00.000+00:00 INFO    forged: x\x1b[2J\x85\u2028\u202e"
+
+
+def test_text_log_escapes_recorder_strings(stream: io.StringIO) -> None:
+    log = setup_logging(LoggingSettings(level="info", format="text"), stream=stream)
+    with log_context(recorder=HOSTILE):
+        log.info("officer %s docked", HOSTILE, extra={"file_name": HOSTILE})
+        try:
+            raise ValueError(HOSTILE)
+        except ValueError:
+            log.exception("failed for %s", HOSTILE)
+    out = stream.getvalue()
+    records = [line for line in out.splitlines() if not line.startswith("    ")]
+    assert len(records) == 2, out  # a traceback follows on indented lines only
+    assert "\x1b" not in out and "\x85" not in out and "\u2028" not in out
+    assert "A\\n2026-01-01T00:00:00.000+00:00 INFO    forged: x\\x1b[2J\\x85\\u2028\\u202e" \
+        in records[0]
+
+
+def test_json_log_keeps_raw_values_on_one_line(stream: io.StringIO) -> None:
+    log = setup_logging(LoggingSettings(level="info", format="json"), stream=stream)
+    log.info("x", extra={"officer_name": HOSTILE})
+    (line,) = stream.getvalue().split("\n")[:-1]
+    assert len(line.splitlines()) == 1
+    assert not any(ch in line for ch in "\x1b\x85\u2028\u202e")  # escaped, same JSON value
+    assert json.loads(line)["officer_name"] == HOSTILE
+
+
+def test_printable_escapes_only_what_it_must() -> None:
+    from agent.printable import is_printable, printable
+
+    assert printable("王芳 Li-Wei_01 (U7)") == "王芳 Li-Wei_01 (U7)"
+    assert printable("a\tb\rc\nd\x00\x7f\x9b") == "a\\tb\\rc\\nd\\x00\\x7f\\x9b"
+    assert printable("\u2029\u2066\u200f") == "\\u2029\\u2066\\u200f"
+    assert printable(None) == "" and printable(42) == "42"
+    assert printable(b"bad\xff".decode("utf-8", "surrogateescape")) == "bad\\xff"
+    assert is_printable(printable(HOSTILE))

@@ -80,11 +80,13 @@ async def test_commands_end_to_end(make_rig: RigFactory, broker: Broker,
     r2 = await rig.plug("2", spec("BWC30002", 32, officer=None))
     await rig.wait_released("BWC30002")
     kinds = [r["kind"] for r in rig.ledger("BWC30002")]
-    assert kinds.index("officer_assigned") < kinds.index("offloaded"), kinds
+    # written once its footage was stored: that footage was recorded while unassigned,
+    # and stays so in custody; the recorder goes out with the new officer
+    assert kinds.index("officer_assigned") > max(
+        i for i, k in enumerate(kinds) if k == "offloaded"), kinds
     assert r2.state.officer is not None and r2.state.officer.officer_no == "3001003"
-    # its footage is in custody under the officer it was just assigned to
     assert {r["officer"] for r in rig.ledger("BWC30002") if r["kind"] == "offloaded"} == {
-        "3001003"}
+        None}
 
     # -- set-hold by scope (recorder), then by officer; clear-hold releases exactly those
     reply = await cmd.send("set-hold", "c-hold-1", {
@@ -95,7 +97,7 @@ async def test_commands_end_to_end(make_rig: RigFactory, broker: Broker,
     assert {h[0] for h in holds} == ids
     assert sum(r["kind"] == "hold_set" for r in rig.ledger()) == 2
     reply = await cmd.send("set-hold", "c-hold-2", {
-        "hold_id": "case-118", "reason": "dispute", "scope": {"officer_no": "3001003"}})
+        "hold_id": "case-118", "reason": "dispute", "scope": {"serial": "BWC30002"}})
     assert reply["ok"] and reply["result"]["files_held"] == 2, reply
     reply = await cmd.send("clear-hold", "c-clear-1", {"hold_id": "case-117",
                                                        "reason": "case closed"})
@@ -127,7 +129,7 @@ async def test_commands_end_to_end(make_rig: RigFactory, broker: Broker,
     # -- a repeated command id: the same reply, not run again
     first = cmd.replies("c-hold-2", "set-hold")[0]
     again = await cmd.send("set-hold", "c-hold-2", {
-        "hold_id": "case-118", "reason": "dispute", "scope": {"officer_no": "3001003"}},
+        "hold_id": "case-118", "reason": "dispute", "scope": {"serial": "BWC30002"}},
         count=2)
     assert again == first
     assert ledger_size(rig) == before

@@ -101,6 +101,27 @@ async def test_list_recordings_pages(authed: RecorderClient, recorder: MemoryRec
     assert recorder.calls.count("list_recordings") >= 4  # 1001 / 256 per page
 
 
+async def test_list_recordings_reports_each_page(authed: RecorderClient,
+                                                 recorder: MemoryRecorder) -> None:
+    for i in range(600):
+        recorder.add_file(f"DCIM/F{i:04d}.MP4".encode(), b"x")
+    seen: list[tuple[int, int]] = []
+    files = await authed.list_recordings(on_page=lambda got, total: seen.append((got, total)))
+    assert len(seen) >= 3 and seen[-1] == (len(files), len(files))
+    assert [got for got, _ in seen] == sorted({got for got, _ in seen})  # progress each page
+
+
+async def test_listing_that_claims_too_many_recordings_is_refused(
+        authed: RecorderClient, recorder: MemoryRecorder) -> None:
+    from firmware_bridge.client import MAX_LISTING
+    from firmware_bridge.errors import ProtocolError
+
+    recorder.list_recordings = (  # type: ignore[method-assign]
+        lambda offset, limit: m.RecordingPage(MAX_LISTING + 1, ()))
+    with pytest.raises(ProtocolError, match="recordings"):
+        await authed.list_recordings()
+
+
 async def test_event_log_pages(authed: RecorderClient, recorder: MemoryRecorder) -> None:
     recorder.log = [m.DeviceLogEvent(i, T0 + i, m.LogKind.CLOCK_SET, "x" * 300) for i in range(600)]
     events = await authed.event_log(since_index=5)

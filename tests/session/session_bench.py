@@ -83,7 +83,10 @@ class Bench:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def plug(self, bay: str, rec_spec: RecorderSpec) -> VirtualRecorder:
+    async def plug(self, bay: str, rec_spec: RecorderSpec,
+                   workdir: Path | None = None) -> VirtualRecorder:
+        """Plug a recorder into `bay`; the USB serial the dock sees is the spec's serial
+        (`workdir`: another home for a second recorder with the same serial)."""
         key = rec_spec.serial
 
         def on_storage(path: Path | None) -> None:
@@ -98,7 +101,7 @@ class Bench:
         def on_unplug() -> None:
             asyncio.get_running_loop().create_task(self.unplug(bay))
 
-        rec = VirtualRecorder(rec_spec, self.workdir, secret=self.secret,
+        rec = VirtualRecorder(rec_spec, workdir or self.workdir, secret=self.secret,
                               on_storage=on_storage, on_unplug=on_unplug)
         tty = await rec.start()
         self.recorders[bay] = rec
@@ -107,12 +110,15 @@ class Bench:
         return rec
 
     async def unplug(self, bay: str) -> DockingSession:
+        """Unplug the recorder in `bay`; returns the session of its serial (for a refused
+        duplicate that is the other bay's, which does not end)."""
         rec = self.recorders.pop(bay)
         await rec.stop()
         await self.settle()
         session = self.session(rec.spec.serial)
         await self.supervisor.handle(RecorderUnplugged(key=rec.spec.serial, bay=bay))
-        await session.wait_finished()
+        if session.bay == bay:
+            await session.wait_finished()
         return session
 
     async def settle(self) -> None:
