@@ -178,7 +178,23 @@ class DockView:
         async def readiness(_: dict[str, Any]) -> dict[str, Any]:
             return self.readiness_report()
 
-        return {"status": status, "readiness": readiness}
+        async def checkpoint(_: dict[str, Any]) -> dict[str, Any]:
+            return await self.sign_checkpoint()
+
+        return {"status": status, "readiness": readiness, "checkpoint": checkpoint}
+
+    async def sign_checkpoint(self) -> dict[str, Any]:
+        """Sign the ledger's newest entry now (if not yet signed); the latest checkpoint."""
+        from agent.store.ledger import recent_checkpoints
+
+        ledger = self.ledger
+        if ledger is None:
+            return {"seq": None}
+        await self.db.write(ledger.checkpoint)
+        latest = await self.db.read(lambda conn: recent_checkpoints(conn, 1))
+        if latest and self.reporter is not None:
+            self.reporter.checkpoint_signed()
+        return {"seq": latest[-1].seq if latest else None}
 
     def actions(self) -> Any:
         from agent.commands import AgentActions

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -234,6 +235,8 @@ def _fault_dict(f: Any) -> dict[str, Any]:
 def cmd_ledger(args: argparse.Namespace, paths: Paths) -> int:
     from agent.store import ledger
 
+    if args.action == "export":
+        return _ledger_export(args, paths)
     conn = _open_db(paths)
     entries = ledger.entries(
         conn, recorder=args.device, officer=args.officer, kind=args.kind,
@@ -247,6 +250,60 @@ def cmd_ledger(args: argparse.Namespace, paths: Paths) -> int:
     print(table(["SEQ", "TIME", "KIND", "RECORDER", "OFFICER", "BAY", "DETAIL"], rows)
           if rows else "(no entries)")
     return EXIT_OK
+
+
+def _ledger_export(args: argparse.Namespace, paths: Paths) -> int:
+    """The whole ledger as a portable bundle for `dock-verify` (see docs/custody-store.md)."""
+    from agent.custody.bundle import export_bundle
+    from agent.store.db import DatabaseError
+    from agent.store.errors import SigningError
+    from agent.store.signing import load_public_key
+
+    if args.out is None:
+        raise UsageError("ledger export needs --out FILE")
+    if args.pubkey is not None:
+        try:
+            key = load_public_key(args.pubkey)
+        except SigningError as exc:
+            raise UsageError(str(exc)) from exc
+    else:
+        key = _trusted_key(paths)
+        if key is None:
+            raise UsageError("no public key: pass --config or --pubkey")
+    db = paths.need_db()
+    if paths.socket is not None:
+        # Sign the tail first, so the bundle is covered up to its last entry. The agent
+        # may be stopped: then its shutdown checkpoint already covers the tail.
+        with contextlib.suppress(ControlClientError):
+            request(paths.socket, "checkpoint")
+    dock_id = paths.settings.dock.id if paths.settings is not None else _dock_id(paths)
+    try:
+        summary = export_bundle(db, key, dock_id, args.out)
+    except DatabaseError as exc:
+        raise Unreachable(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc}") from exc
+    if args.json:
+        _emit_json(summary)
+    else:
+        print(f"exported {summary['entries']} entries (seq {summary['first_seq']}-"
+              f"{summary['last_seq']}), {summary['checkpoints']} signed checkpoints"
+              f" (last seq {summary['last_signed_seq']}) to {summary['path']}")
+        print(f"dock key fingerprint {summary['fingerprint']}")
+        print(f"check anywhere with: dock-verify --fingerprint {summary['fingerprint']}"
+              f" {summary['path']} [STORE]")
+    return EXIT_OK
+
+
+def _dock_id(paths: Paths) -> str:
+    conn = _open_db(paths)
+    try:
+        row = conn.execute("SELECT dock_id FROM ledger ORDER BY seq LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise UsageError("the ledger is empty: nothing to export")
+    return str(row[0])
 
 
 def _summary(data: Mapping[str, Any]) -> str:
@@ -357,7 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_faults)
 
-    p = sub.add_parser("ledger", help="custody ledger entries")
+    p = sub.add_parser("ledger", help="custody ledger entries; `ledger export` for dock-verify")
+    p.add_argument("action", nargs="?", choices=["list", "export"], default="list",
+                   help="list entries (default) or export a portable bundle")
+    p.add_argument("--out", type=Path, help="with export: the bundle file to write")
+    p.add_argument("--pubkey", type=Path,
+                   help="with export: the dock's public key file (default: from the config)")
     p.add_argument("--officer")
     p.add_argument("--device", help="recorder serial")
     p.add_argument("--kind")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.mqtt.backoff import Backoff
+from agent.mqtt.checkpoints import CheckpointWatch
 from agent.mqtt.errors import MqttError
 from agent.mqtt.topics import fleet_filters
 from agent.mqtt.transport import PahoTransport
@@ -56,6 +57,8 @@ class DockView:
     dropped: int | None = None
     last_event_seq: int = 0
     open_faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkpoint_seq: int | None = None
+    custody_alarms: list[dict[str, str]] = field(default_factory=list)
 
 
 class FleetModel:
@@ -65,6 +68,7 @@ class FleetModel:
         self.prefix = prefix
         self.docks: dict[str, DockView] = {}
         self.recorders: dict[tuple[str, str], RecorderView] = {}
+        self.checkpoints = CheckpointWatch()
 
     def _dock(self, dock_id: str) -> DockView:
         return self.docks.setdefault(dock_id, DockView(dock_id))
@@ -100,6 +104,8 @@ class FleetModel:
                 rec.progress = {k: v for k, v in body.items() if k not in ("dock_id", "serial")}
             case ["events", stream]:
                 self._on_event(dock_id, stream, body)
+            case ["checkpoint"]:
+                self._on_checkpoint(dock_id, body)
             case _:
                 return False
         return True
@@ -114,6 +120,16 @@ class FleetModel:
         elif bd_seq >= dock.bd_seq:  # an old session's Will must not kill the new one
             dock.online, dock.bd_seq = False, bd_seq
             dock.since = body.get("time")
+
+    def _on_checkpoint(self, dock_id: str, body: dict[str, Any]) -> None:
+        """A signed ledger checkpoint that does not extend the last one is an alarm."""
+        dock = self._dock(dock_id)
+        j = self.checkpoints.observe(dock_id, body)
+        if j.alarm:
+            dock.custody_alarms.append({"alarm": j.verdict, "detail": j.detail,
+                                        "seq": str(body.get("seq"))})
+        else:
+            dock.checkpoint_seq = self.checkpoints.last[dock_id]["seq"]
 
     def _on_health(self, dock_id: str, body: dict[str, Any]) -> None:
         dock = self._dock(dock_id)
@@ -178,6 +194,8 @@ class FleetModel:
                 "outbox_depth": d.outbox_depth, "dropped": d.dropped,
                 "last_event_seq": d.last_event_seq,
                 "open_faults": list(d.open_faults.values()),
+                "checkpoint_seq": d.checkpoint_seq,
+                "custody_alarms": list(d.custody_alarms),
                 "recorders": [{
                     "serial": r.serial, "docked": r.docked, "stale": self.stale(r),
                     "bay": r.bay, "officer": r.officer, "battery_percent": r.battery_percent,
@@ -213,6 +231,9 @@ class FleetModel:
             for f in d["open_faults"]:
                 lines.append(f"FAULT {d['dock_id']} {f['subject'] or '-'} {f['kind']} "
                              f"{f['time'] or ''} {f['message'] or ''}".rstrip())
+        for d in self.snapshot()["docks"]:
+            for a in d["custody_alarms"]:
+                lines.append(f"CUSTODY ALARM {d['dock_id']} {a['alarm']}: {a['detail']}")
         return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from agent.mqtt import payloads
 from agent.mqtt.backoff import Backoff
+from agent.mqtt.checkpoints import PREVIOUS as PREVIOUS_CHECKPOINTS
+from agent.mqtt.checkpoints import checkpoint_payload
 from agent.mqtt.commands import CommandActions, CommandProcessor
 from agent.mqtt.errors import ConnectionLost, MqttError, PublishRejected
 from agent.mqtt.throttle import Throttle
@@ -30,6 +32,7 @@ from agent.mqtt.transport import Message, PahoTransport, Transport, Will
 from agent.settings import MqttSettings
 from agent.store import outbox
 from agent.store.db import Database
+from agent.store.ledger import recent_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +161,17 @@ class Reporter:
             if due is not None:
                 self._progress_timer = loop.call_at(due, self._progress_tick)
 
+    def checkpoint_signed(self) -> None:
+        """A ledger checkpoint was signed: publish the newest one (retained)."""
+        if self.connected:
+            self._spawn(self._publish_checkpoint())
+
     async def republish(self) -> None:
         """Republish every retained state message (after connect, and on `rebirth`)."""
         if not self.connected:
             return
         await self._publish_health()
+        await self._publish_checkpoint()
         for serial in list(self._recorders):
             self._publish_birth(serial)
         for serial in list(self._deaths):
@@ -422,6 +431,11 @@ class Reporter:
         body = payloads.health(self._dock_id, self._bd_seq, self._clock(), self._version,
                                self._health, self._outbox_stats, mqtt)
         self._retain(lambda: self._topics.health, body)
+
+    async def _publish_checkpoint(self) -> None:
+        cps = await self._db.read(lambda c: recent_checkpoints(c, PREVIOUS_CHECKPOINTS + 1))
+        if cps:
+            self._retain(lambda: self._topics.checkpoint, checkpoint_payload(self._dock_id, cps))
 
     def _publish_progress(self, serial: str, value: Mapping[str, Any]) -> None:
         transport = self._transport
