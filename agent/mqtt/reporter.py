@@ -90,6 +90,7 @@ class Reporter:
         self._recorders: dict[str, dict[str, Any]] = {}
         self._deaths: dict[str, float] = {}  # serial -> undock time, until acknowledged
         self._health: dict[str, Any] = {}
+        self._checkpoint_seq: int | None = None  # of the last checkpoint published
         self._progress: Throttle[str, dict[str, Any]] = Throttle(settings.progress_interval_s)
         self._progress_timer: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
@@ -164,7 +165,7 @@ class Reporter:
     def checkpoint_signed(self) -> None:
         """A ledger checkpoint was signed: publish the newest one (retained)."""
         if self.connected:
-            self._spawn(self._publish_checkpoint())
+            self._spawn(self._publish_checkpoint(only_new=True))
 
     async def republish(self) -> None:
         """Republish every retained state message (after connect, and on `rebirth`)."""
@@ -432,10 +433,12 @@ class Reporter:
                                self._health, self._outbox_stats, mqtt)
         self._retain(lambda: self._topics.health, body)
 
-    async def _publish_checkpoint(self) -> None:
+    async def _publish_checkpoint(self, *, only_new: bool = False) -> None:
         cps = await self._db.read(lambda c: recent_checkpoints(c, PREVIOUS_CHECKPOINTS + 1))
-        if cps:
-            self._retain(lambda: self._topics.checkpoint, checkpoint_payload(self._dock_id, cps))
+        if not cps or (only_new and cps[-1].seq == self._checkpoint_seq):
+            return
+        self._checkpoint_seq = cps[-1].seq
+        self._retain(lambda: self._topics.checkpoint, checkpoint_payload(self._dock_id, cps))
 
     def _publish_progress(self, serial: str, value: Mapping[str, Any]) -> None:
         transport = self._transport
