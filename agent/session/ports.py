@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from agent.settings import RecorderSettings
 from firmware_bridge.client import RecorderClient
-from firmware_bridge.messages import Hello, OfficerRecord, RecordingInfo
+from firmware_bridge.messages import DeviceLogEvent, Hello, OfficerRecord, RecordingInfo
 
 
 class IdentityLike(Protocol):
@@ -88,6 +88,7 @@ class RecorderLink(Protocol):
     async def set_mass_storage(self, on: bool) -> Any: ...
     async def list_recordings(self) -> Sequence[RecordingInfo]: ...
     async def delete_recording(self, name: bytes, size: int, blake3_digest: bytes) -> Any: ...
+    async def event_log(self, since_index: int = 0) -> Sequence[DeviceLogEvent]: ...
     async def close(self) -> None: ...
 
 

@@ -26,32 +26,42 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.compliance.firmware import firmware_problem
 from agent.devices.events import DirectoryStorage, StorageAppeared, StorageRef
 from agent.domain import DockingContext, RecorderIdentity
 from agent.mount.mounter import Mounter
 from agent.offload import FileProblem, Offloader, OffloadProgress, OffloadSummary
 from agent.offload.errors import StoreFullError
 from agent.session import clock as clockmath
+from agent.session import fieldlog
 from agent.session.battery import battery_facts, battery_problems
 from agent.session.errors import SessionFailure
 from agent.session.journal import SessionJournal
 from agent.session.ports import LinkOpener, RecorderLink
 from agent.session.state_machine import SessionMachine, State, Transition
-from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
-from agent.store import assignments
+from agent.settings import (
+    ClockSettings,
+    DeviceSettings,
+    OffloadSettings,
+    ReadinessSettings,
+    RecorderSettings,
+)
+from agent.store import assignments, recorder_history
 from agent.store.db import Database
 from agent.store.faults import FaultCode as FC
 from agent.store.faults import Severity
 from agent.store.ledger import Ledger
 from agent.store.ledger import entries as ledger_entries
 from firmware_bridge.errors import AuthRefused, BridgeError, DeviceError, LinkClosed, LinkTimeout
-from firmware_bridge.messages import OfficerRecord, RecordingInfo
+from firmware_bridge.messages import DeviceLogEvent, OfficerRecord, RecordingInfo
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 ChangeHook = Callable[[], None]
+HISTORY_WINDOW_S = 6 * 3600.0  # battery history loaded at docking, for the charge rate
+MAX_BATTERY_SAMPLES = 500
 MASS_STORAGE_TIMEOUT_S = 10.0  # the firmware bridge's floor for SetMassStorage
 DELETE_TIMEOUT_S = 120.0  # and for DeleteRecording (the device hashes the file)
 
@@ -74,6 +84,7 @@ class SessionDeps:
     on_change: ChangeHook = field(default=lambda: None)
     on_transition: Callable[[Transition], None] | None = None  # every state machine step
     battery_poll_s: float = 45.0
+    readiness: ReadinessSettings = field(default_factory=ReadinessSettings)
     mount_timeout_s: float = 120.0
     unplug_grace_s: float = 3.0  # a closed link is an unplug if the event follows within
     clock_samples: int = 3
@@ -110,6 +121,9 @@ class DockingSession:
         self.docked_at = deps.wall_time()
         self.battery: dict[str, object] | None = None
         self.battery_at: float | None = None  # dock wall time of the last battery reading
+        # (dock wall time, percent, charging) of this pack, including earlier dockings
+        self.battery_samples: list[tuple[float, float, bool]] = []
+        self._event_cursor: tuple[int, str | None] | None = None
         self.storage: dict[str, object] | None = None
         self.clock: dict[str, object] | None = None
         self.progress: dict[str, object] | None = None
@@ -243,14 +257,19 @@ class DockingSession:
             "protocol_version": hello.protocol_version,
         })
         self._advance(State.IDENTIFIED)
+        await self._check_identity_policy()
+        # Read before anything here writes to the log (officer, clock), on the field clock.
+        field_events = await self._fetch_event_log(link)
         await self.apply_pending_assignment()
 
         await self._check_clock(link)
         self._advance(State.CLOCK_CHECKED)
+        if field_events is not None:
+            await self._record_field_events(field_events)
 
+        await self._load_battery_history()
         bat = await self._call("battery", link.battery())
-        self.battery = battery_facts(bat)
-        self.battery_at = self.deps.wall_time()
+        await self._battery_reading(battery_facts(bat))
         sto = await self._call("storage", link.storage(), FC.STORAGE_ERROR)
         self.storage = {"total_bytes": sto.total_bytes, "free_bytes": sto.free_bytes,
                         "file_count": sto.file_count, "recording": sto.recording}
@@ -313,6 +332,7 @@ class DockingSession:
             assignments.mark_applied(conn, pending.id)
 
         await self.deps.db.write(tx)
+        await self._clear_condition(FC.OFFICER_UNASSIGNED, "officer assigned")
         self._changed()
         return True
 
@@ -417,6 +437,14 @@ class DockingSession:
             if problems:
                 await self._fault(code, f"{len(problems)} {text}", severity,
                                   {"files": [_problem(p) for p in problems[:50]]})
+        late = [f for f in s.stored if f.late]
+        if late and self.identity is not None:
+            serial, officer = self._who()
+            await self.journal.past_fault(
+                FC.LATE_OFFLOAD, f"{len(late)} files stored after their deadline",
+                recorder=serial, officer=officer, severity="warning",
+                detail={"files": [{"name": _text(f.name), "stored_relpath": f.stored_relpath}
+                                  for f in late[:50]]})
         bad = s.verify_failed
         if bad:
             await self._fault(FC.VERIFY_FAILED, f"{len(bad)} stored files failed verification",
@@ -431,6 +459,95 @@ class DockingSession:
         except TimeoutError:
             return False
         return True
+
+    # --- identity policy, field log, battery history --------------------------------------
+
+    async def _check_identity_policy(self) -> None:
+        """Faults for what makes a recorder unfit to issue, by identity: firmware not on the
+        allowlist, no officer assigned. Each is cleared once the condition is gone."""
+        ident = self.identity
+        assert ident is not None
+        policy = self.deps.readiness
+        problem = firmware_problem(policy, ident.model, ident.firmware)
+        if problem is not None:
+            await self._fault(FC.FIRMWARE_NOT_ALLOWED, problem, "warning",
+                              {"model": ident.model, "firmware": ident.firmware})
+        else:
+            await self._clear_condition(FC.FIRMWARE_NOT_ALLOWED, "firmware allowed")
+        if policy.require_officer and not ident.officer_no:
+            await self._fault(FC.OFFICER_UNASSIGNED, "no officer assigned to the recorder",
+                              "warning", {})
+        else:
+            await self._clear_condition(FC.OFFICER_UNASSIGNED, "officer assigned")
+
+    async def _clear_condition(self, code: FC, reason: str) -> None:
+        self.faults = [f for f in self.faults if f.get("code") != code.value]
+        serial, _ = self._who()
+        await self.journal.clear(code, reason, recorder=serial)
+
+    async def _fetch_event_log(self, link: RecorderLink) -> list[DeviceLogEvent] | None:
+        """New entries of the recorder's event log; None if it cannot be read now (the
+        cursor stays, so they are read at the next docking)."""
+        assert self.identity is not None
+        serial = self.identity.serial
+        cursor = await self.deps.db.read(lambda c: recorder_history.event_cursor(c, serial))
+        self._event_cursor = cursor
+        try:
+            return list(await self._call("event log", link.event_log(cursor[0] if cursor else 0)))
+        except SessionFailure as f:
+            if f.detail.get("link_closed"):
+                raise
+            log.warning("bay %s: recorder event log not read: %s", self.bay, f.reason)
+            return None
+
+    async def _record_field_events(self, events: list[DeviceLogEvent]) -> None:
+        assert self.identity is not None
+        serial, officer = self._who()
+        drift = (self.clock or {}).get("drift_before_ms")
+        now_us = int(self.deps.wall_time() * 1_000_000)
+        here = (int(self.docked_at * 1_000_000) - 10_000_000, None)
+        ledger, bay, session_id, cursor = (self.deps.ledger, self.bay, self.session_id,
+                                           self._event_cursor)
+
+        def tx(conn: sqlite3.Connection) -> int:
+            periods = [here, *fieldlog.docked_periods(conn, serial, exclude_session=session_id)]
+            p = fieldlog.plan(events, cursor=cursor, current_officer=officer,
+                              drift_ms=drift if isinstance(drift, int | float) else None,
+                              now_us=now_us, docked_periods=periods)
+            return len(fieldlog.record(conn, ledger, p, serial=serial, bay=bay,
+                                       session_id=session_id, now_us=now_us))
+
+        n = await asyncio.shield(self.deps.db.write(tx))
+        if n:
+            log.info("bay %s: %d fault(s) from the recorder's event log", self.bay, n)
+
+    async def _load_battery_history(self) -> None:
+        """Earlier samples of this pack (charge-rate ETA from the first reading on)."""
+        assert self.identity is not None
+        serial = self.identity.serial
+        since = int((self.deps.wall_time() - HISTORY_WINDOW_S) * 1_000_000)
+        rows = await self.deps.db.read(
+            lambda c: recorder_history.battery_history(c, serial, since_us=since))
+        self.battery_samples = [(r.time_us / 1e6, r.percent, r.charging) for r in rows]
+
+    async def _battery_reading(self, facts: dict[str, object]) -> None:
+        self.battery = facts
+        self.battery_at = now = self.deps.wall_time()
+        percent = facts.get("percent")
+        if isinstance(percent, int | float):
+            self.battery_samples.append((now, float(percent), bool(facts.get("charging"))))
+            del self.battery_samples[:-MAX_BATTERY_SAMPLES]
+        serial, session_id = self._who()[0], self.session_id
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            return recorder_history.record_battery(conn, serial, facts,
+                                                   time_us=int(now * 1_000_000),
+                                                   session_id=session_id)
+
+        try:
+            await asyncio.shield(self.deps.db.write(tx))
+        except Exception:  # history is for trends: never let it stop the docking
+            log.exception("bay %s: battery sample not stored", self.bay)
 
     # --- clock -------------------------------------------------------------------------
 
@@ -502,8 +619,7 @@ class DockingSession:
             except SessionFailure as f:
                 log.warning("bay %s: battery poll failed: %s", self.bay, f.reason)
                 continue
-            self.battery = battery_facts(bat)
-            self.battery_at = self.deps.wall_time()
+            await self._battery_reading(battery_facts(bat))
             self._changed()
 
     # --- failure and release -----------------------------------------------------------
@@ -653,6 +769,7 @@ class DockingSession:
             "docked_at": self.docked_at,
             "battery": self.battery,
             "battery_at": self.battery_at,
+            "battery_samples": [list(s) for s in self.battery_samples],
             "storage": self.storage,
             "clock": self.clock,
             "offload": self.progress,
