@@ -27,6 +27,7 @@ from agent.config import needs_fleet_secret
 from agent.control import ControlServer
 from agent.devices.events import DeviceEvent
 from agent.dockview import DockView
+from agent.health.integrity import audit_ledger
 from agent.health.monitor import HealthMonitor
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
@@ -168,6 +169,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
                 ))
                 tg.create_task(metrics.serve(), name="metrics")
             tg.create_task(health.run(), name="health")
+            tg.create_task(audit_ledger(db, ledger, settings.db_path, key.public_key()),
+                           name="ledger-audit")
             tg.create_task(
                 run_watchdog(lag, lambda: essential, lambda p: log.error("unhealthy: %s", p)),
                 name="watchdog",

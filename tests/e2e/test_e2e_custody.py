@@ -253,3 +253,39 @@ async def test_rolled_back_ledger_raises_a_custody_alarm_centrally(
     assert "CUSTODY ALARM dock-e2e rolled_back" in fleet.render_table()
     assert central.invalid == []
     await asyncio.to_thread(rig.agent.terminate)
+
+
+async def test_a_tampered_ledger_raises_ledger_integrity_at_start(make_rig: RigFactory) -> None:
+    rig = make_rig()
+    await rig.start_dock()
+    rig.start_agent()
+    await rig.wait_agent_up()
+    await offload(rig, spec("CUST0021", 61))
+    rig.agent.terminate()
+    assert not [r for r in rig.query("SELECT code FROM faults")
+                if r[0] == "ledger_integrity"]
+
+    # Someone with write access edits a custody entry behind the agent's back.
+    import sqlite3
+
+    conn = sqlite3.connect(rig.db_path)
+    conn.execute("DROP TRIGGER ledger_no_update")
+    conn.execute("UPDATE ledger SET officer = '6666666' WHERE kind = 'offloaded'"
+                 " AND seq = (SELECT MIN(seq) FROM ledger WHERE kind = 'offloaded')")
+    conn.commit()
+    conn.close()
+
+    rig.start_agent()
+    await rig.wait_agent_up()
+
+    def raised() -> list[Any]:
+        return rig.query("SELECT code, severity, detail FROM faults"
+                         " WHERE code = 'ledger_integrity' AND cleared_us IS NULL")
+
+    await until(lambda: bool(raised()), "a ledger_integrity fault", agent=rig.agent)
+    ((_, severity, detail),) = raised()
+    assert severity == "error"
+    assert {p["kind"] for p in json.loads(detail)["problems"]} >= {"entry_altered"}
+    code_, out, _ = await rig.dockctl("faults", "--open", "--code", "ledger_integrity")
+    assert code_ == 0 and "ledger_integrity" in out
+    rig.agent.terminate()
