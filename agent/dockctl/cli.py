@@ -311,6 +311,49 @@ def _summary(data: Mapping[str, Any]) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def cmd_battery(args: argparse.Namespace, paths: Paths) -> int:
+    """A recorder's battery history across dockings, and its pack's trend."""
+    from agent.compliance.readiness import learned_charge_rate_per_s
+    from agent.store.recorder_history import battery_history
+
+    conn = _open_db(paths)
+    rows = battery_history(conn, args.recorder, since_us=_since(args.since), limit=args.limit)
+    rate = learned_charge_rate_per_s([(r.time_us / 1e6, r.percent, r.charging) for r in rows])
+    trend = _pack_trend(rows)
+    if args.json:
+        _emit_json({"recorder": args.recorder, "samples": [r.as_dict() for r in rows],
+                    "charge_rate_percent_per_min": None if rate is None else rate * 60,
+                    "trend": trend})
+        return EXIT_OK
+    if not rows:
+        print(f"(no battery history for {args.recorder})")
+        return EXIT_OK
+    print(table(["TIME", "BATT", "CHARGING", "mV", "TEMP", "CYCLES", "HEALTH"], [
+        [_ts(r.time_us), f"{r.percent:.0f}%", "yes" if r.charging else "no",
+         _dash(r.millivolts), _dash(r.temperature_c), _dash(r.cycle_count),
+         "-" if r.health_percent is None else f"{r.health_percent}%"] for r in rows]))
+    if rate is not None:
+        print(f"charge rate {rate * 60:.2f} %/min (from this pack's history)")
+    if trend is not None:
+        print(f"health {trend['health_from']}% -> {trend['health_to']}% over"
+              f" {trend['cycles']} cycles ({trend['days']:.0f} days)")
+    return EXIT_OK
+
+
+def _dash(v: object) -> str:
+    return "-" if v is None else str(v)
+
+
+def _pack_trend(rows: Sequence[Any]) -> dict[str, Any] | None:
+    known = [r for r in rows if r.health_percent is not None]
+    if len(known) < 2:
+        return None
+    a, b = known[0], known[-1]
+    cycles = (b.cycle_count or 0) - (a.cycle_count or 0)
+    return {"health_from": a.health_percent, "health_to": b.health_percent,
+            "cycles": cycles, "days": (b.time_us - a.time_us) / 86400e6}
+
+
 def cmd_verify(args: argparse.Namespace, paths: Paths) -> int:
     from agent.store import verify
 
@@ -428,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("battery", help="a recorder's battery history and its pack's trend")
+    p.add_argument("recorder", help="recorder serial")
+    p.add_argument("--since", help="ISO date/time (UTC unless it says otherwise)")
+    p.add_argument("--limit", type=int, default=200, help="newest N samples")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_battery)
 
     p = sub.add_parser("verify", help="check the ledger chain, signatures and the store")
     p.add_argument("--deep", action="store_true", help="re-hash every stored file")

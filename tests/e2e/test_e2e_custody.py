@@ -75,6 +75,9 @@ async def test_exported_bundle_verifies_and_every_tamper_is_named(
     assert fp == verifier.fingerprint(bytes.fromhex(
         json.loads(out.read_text())["public_key"]["key_id"]))
 
+    # the battery history a supervisor reads is durable and per recorder
+    battery = await rig.dockctl_json("battery", "CUST0001")
+    assert battery["samples"] and battery["samples"][0]["health_percent"] is not None
     code, text = run_verify("--fingerprint", fp, str(out), str(rig.store_dir))
     assert code == 0, text
     assert "OK:" in text and "4 stored files re-hashed" in text
