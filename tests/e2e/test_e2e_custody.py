@@ -48,11 +48,17 @@ async def export(rig: Rig, out: Path) -> dict[str, Any]:
 
 
 def run_verify(*args: str) -> tuple[int, str]:
-    """dock-verify in a fresh process, as a third party would run it."""
+    """The installed `dock-verify` console script in a fresh process, run from an empty
+    directory as a third party would: no config, no database, no agent."""
     import subprocess
+    import tempfile
 
-    proc = subprocess.run([PYTHON, "-m", "agent.custody.verify_cli", *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+    script = Path(PYTHON).parent / "dock-verify"
+    assert script.exists(), "dock-verify is not installed (pyproject [project.scripts])"
+    with tempfile.TemporaryDirectory() as cwd:
+        proc = subprocess.run([str(script), *args], capture_output=True, text=True,
+                              timeout=120, check=False, cwd=cwd,
+                              env={"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"})
     return proc.returncode, proc.stdout + proc.stderr
 
 
