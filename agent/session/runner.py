@@ -124,6 +124,7 @@ class DockingSession:
         # (dock wall time, percent, charging) of this pack, including earlier dockings
         self.battery_samples: list[tuple[float, float, bool]] = []
         self._event_cursor: tuple[int, str | None] | None = None
+        self._field_officer: str | None = None
         self.storage: dict[str, object] | None = None
         self.clock: dict[str, object] | None = None
         self.progress: dict[str, object] | None = None
@@ -492,6 +493,8 @@ class DockingSession:
         serial = self.identity.serial
         cursor = await self.deps.db.read(lambda c: recorder_history.event_cursor(c, serial))
         self._event_cursor = cursor
+        # who held it when the log was read, before any assignment made at this docking
+        self._field_officer = self.identity.officer_no or None
         try:
             return list(await self._call("event log", link.event_log(cursor[0] if cursor else 0)))
         except SessionFailure as f:
@@ -502,7 +505,7 @@ class DockingSession:
 
     async def _record_field_events(self, events: list[DeviceLogEvent]) -> None:
         assert self.identity is not None
-        serial, officer = self._who()
+        serial, officer = self.identity.serial, self._field_officer
         drift = (self.clock or {}).get("drift_before_ms")
         now_us = int(self.deps.wall_time() * 1_000_000)
         here = (int(self.docked_at * 1_000_000) - 10_000_000, None)

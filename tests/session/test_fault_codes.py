@@ -202,3 +202,14 @@ def test_battery_history_retention_is_bounded(env: Env, monkeypatch: Any) -> Non
         c, "SN000207", {"percent": 50, "charging": False}, time_us=old, session_id=None))
     rows = env.query(lambda c: recorder_history.battery_history(c, "SN000207"))
     assert [r.percent for r in rows] == [50]
+
+
+async def test_field_faults_name_who_held_it_not_an_assignment_made_at_docking(
+        env: Env, bench: Bench) -> None:
+    env.db.write_sync(lambda c: assignments.request(c, "SN000208", officer_no="0999"))
+    await bench.plug("B1", spec("SN000208", field_log=((LogKind.LOW_BATTERY, "", 600.0),)))
+    s = bench.session("SN000208")
+    await wait_state(s, *ENDED)
+    assert bench.supervisor.snapshot()[0]["officer_no"] == "0999"
+    (f,) = field_faults(env, "SN000208")
+    assert f.code == "battery_low" and f.officer == "0042"
