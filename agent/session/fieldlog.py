@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agent.store import faults, recorder_history
 from agent.store.faults import FaultCode, Severity
 from agent.store.ledger import Ledger, iso_utc
+from agent.store.recorder_history import EventCursor
 from firmware_bridge.messages import DeviceLogEvent, LogKind
 
 MARGIN_US = 2_000_000  # clock measurement and logging granularity
@@ -57,10 +58,25 @@ class FieldFault:
 
 @dataclass(frozen=True)
 class FieldPlan:
-    faults: list[FieldFault] = field(default_factory=list)
-    next_index: int = 0
-    officer: str | None = None  # in effect after the last entry read
-    skipped_at_dock: int = 0
+    faults: list[FieldFault]
+    cursor: EventCursor  # where the next reading starts
+    skipped_at_dock: int
+
+
+def entry_mark(e: DeviceLogEvent) -> str:
+    """What the cursor remembers of the last entry read, to check continuity next time."""
+    return f"{e.time_ms}:{int(e.kind)}"
+
+
+def continues(cursor: EventCursor | None, events: Sequence[DeviceLogEvent]) -> bool:
+    """Does a reading from `cursor.next_index - 1` start with the entry read last time?
+
+    Indices are never reused, so a different (or missing) entry there means the log was
+    reset or replaced: its entries must be read again from the start."""
+    if cursor is None or cursor.next_index == 0 or cursor.last_entry is None:
+        return True
+    return bool(events) and events[0].index == cursor.next_index - 1 \
+        and entry_mark(events[0]) == cursor.last_entry
 
 
 def _at_dock(t_us: int, periods: Sequence[tuple[int, int | None]]) -> bool:
@@ -68,16 +84,16 @@ def _at_dock(t_us: int, periods: Sequence[tuple[int, int | None]]) -> bool:
                for start, end in periods)
 
 
-def plan(events: Sequence[DeviceLogEvent], *, cursor: tuple[int, str | None] | None,
+def plan(events: Sequence[DeviceLogEvent], *, cursor: EventCursor | None,
          current_officer: str | None, drift_ms: float | None, now_us: int,
          docked_periods: Sequence[tuple[int, int | None]]) -> FieldPlan:
     """Which entries become fault records, with whom and when; and the new cursor."""
-    start = 0 if cursor is None else cursor[0]
+    start = 0 if cursor is None else cursor.next_index
     fresh = [e for e in events if e.index >= start]
     assigned = [e for e in fresh if e.kind == LogKind.OFFICER_ASSIGNED]
     # Never read before: with no assignment in the log, the officer on the recorder now
     # held it throughout; before the first logged assignment, nobody knows.
-    officer = cursor[1] if cursor is not None else (None if assigned else current_officer)
+    officer = cursor.officer if cursor is not None else (None if assigned else current_officer)
     drift_us = int((drift_ms or 0) * 1000)
     out: list[FieldFault] = []
     skipped = 0
@@ -103,8 +119,11 @@ def plan(events: Sequence[DeviceLogEvent], *, cursor: tuple[int, str | None] | N
         }
         out.append(FieldFault(e.index, code, severity, reason, officer,
                               occurred if known else now_us, detail))
-    next_index = max([start, *(e.index + 1 for e in fresh)])
-    return FieldPlan(out, next_index, officer, skipped)
+    if fresh:
+        new = EventCursor(fresh[-1].index + 1, officer, entry_mark(fresh[-1]))
+    else:
+        new = EventCursor(start, officer, None if cursor is None else cursor.last_entry)
+    return FieldPlan(out, new, skipped)
 
 
 def record(conn: sqlite3.Connection, ledger: Ledger, p: FieldPlan, *, serial: str, bay: str,
@@ -115,7 +134,7 @@ def record(conn: sqlite3.Connection, ledger: Ledger, p: FieldPlan, *, serial: st
         cleared_reason="past event from the recorder's log", recorder=serial,
         officer=f.officer, bay=bay, session_id=session_id, severity=f.severity,
         detail=f.detail, now_us=now_us) for f in p.faults]
-    recorder_history.set_event_cursor(conn, serial, p.next_index, p.officer, time_us=now_us)
+    recorder_history.set_event_cursor(conn, serial, p.cursor, time_us=now_us)
     return done
 
 

@@ -123,7 +123,7 @@ class DockingSession:
         self.battery_at: float | None = None  # dock wall time of the last battery reading
         # (dock wall time, percent, charging) of this pack, including earlier dockings
         self.battery_samples: list[tuple[float, float, bool]] = []
-        self._event_cursor: tuple[int, str | None] | None = None
+        self._event_cursor: recorder_history.EventCursor | None = None
         self._field_officer: str | None = None
         self.storage: dict[str, object] | None = None
         self.clock: dict[str, object] | None = None
@@ -492,16 +492,30 @@ class DockingSession:
         assert self.identity is not None
         serial = self.identity.serial
         cursor = await self.deps.db.read(lambda c: recorder_history.event_cursor(c, serial))
-        self._event_cursor = cursor
         # who held it when the log was read, before any assignment made at this docking
         self._field_officer = self.identity.officer_no or None
         try:
-            return list(await self._call("event log", link.event_log(cursor[0] if cursor else 0)))
+            # one entry early: the last one read before must still be there, unchanged
+            since = max(0, cursor.next_index - 1) if cursor else 0
+            events = list(await self._call("event log", link.event_log(since)))
+            if not fieldlog.continues(cursor, events):
+                assert cursor is not None
+                await self.journal.past_fault(
+                    FC.PROTOCOL_ERROR, "the recorder's event log does not continue where it"
+                    " was last read (reset or replaced): read again from the start",
+                    recorder=serial, officer=self._field_officer, severity="warning",
+                    detail={"expected_index": cursor.next_index - 1,
+                            "expected_entry": cursor.last_entry,
+                            "found": fieldlog.entry_mark(events[0]) if events else None})
+                cursor = recorder_history.EventCursor(0, cursor.officer, None)
+                events = list(await self._call("event log", link.event_log(0)))
         except SessionFailure as f:
             if f.detail.get("link_closed"):
                 raise
             log.warning("bay %s: recorder event log not read: %s", self.bay, f.reason)
             return None
+        self._event_cursor = cursor
+        return events
 
     async def _record_field_events(self, events: list[DeviceLogEvent]) -> None:
         assert self.identity is not None

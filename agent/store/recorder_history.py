@@ -11,7 +11,9 @@ The event-log cursor is the index of the next device event-log entry to read; it
 the same transaction as the fault records made from the entries, so each entry is turned
 into a record exactly once however often the recorder docks (or the agent is killed).
 `officer` is the officer in effect at the cursor: who held the recorder when the next
-entries were logged, unless the log itself records a new assignment.
+entries were logged, unless the log itself records a new assignment. `last_entry` is a
+fingerprint (`time_ms:kind`) of the last entry read: the next reading starts one entry
+earlier and checks it, so a log that was reset or replaced is noticed, not trusted.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ CREATE TABLE IF NOT EXISTS recorder_event_cursor (
     serial     TEXT    PRIMARY KEY,
     next_index INTEGER NOT NULL,
     officer    TEXT,
+    last_entry TEXT,
     updated_us INTEGER NOT NULL
 );
 """
@@ -122,17 +125,25 @@ def battery_history(conn: sqlite3.Connection, serial: str, *, since_us: int | No
             for r in reversed(rows)]
 
 
-def event_cursor(conn: sqlite3.Connection, serial: str) -> tuple[int, str | None] | None:
-    """(next index to read, officer in effect there), or None if never read."""
-    row = conn.execute("SELECT next_index, officer FROM recorder_event_cursor WHERE serial = ?",
-                       (serial,)).fetchone()
-    return None if row is None else (int(row[0]), row[1])
+@dataclass(frozen=True, slots=True)
+class EventCursor:
+    next_index: int  # the next device event-log index to read
+    officer: str | None  # the officer in effect there
+    last_entry: str | None  # `time_ms:kind` of entry next_index - 1
 
 
-def set_event_cursor(conn: sqlite3.Connection, serial: str, next_index: int,
-                     officer: str | None, *, time_us: int) -> None:
+def event_cursor(conn: sqlite3.Connection, serial: str) -> EventCursor | None:
+    """Where this recorder's event log was last read to, or None if never."""
+    row = conn.execute("SELECT next_index, officer, last_entry FROM recorder_event_cursor"
+                       " WHERE serial = ?", (serial,)).fetchone()
+    return None if row is None else EventCursor(int(row[0]), row[1], row[2])
+
+
+def set_event_cursor(conn: sqlite3.Connection, serial: str, cursor: EventCursor, *,
+                     time_us: int) -> None:
     conn.execute(
-        "INSERT INTO recorder_event_cursor (serial, next_index, officer, updated_us)"
-        " VALUES (?, ?, ?, ?) ON CONFLICT (serial) DO UPDATE SET next_index = excluded.next_index,"
-        " officer = excluded.officer, updated_us = excluded.updated_us",
-        (serial, next_index, officer, time_us))
+        "INSERT INTO recorder_event_cursor (serial, next_index, officer, last_entry,"
+        " updated_us) VALUES (?, ?, ?, ?, ?) ON CONFLICT (serial) DO UPDATE SET"
+        " next_index = excluded.next_index, officer = excluded.officer,"
+        " last_entry = excluded.last_entry, updated_us = excluded.updated_us",
+        (serial, cursor.next_index, cursor.officer, cursor.last_entry, time_us))

@@ -6,6 +6,7 @@ late offloads are faults; battery samples outlive the docking."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import replace
 from typing import Any
@@ -67,7 +68,7 @@ async def test_recorder_event_log_becomes_field_fault_records_once(
     # a field event does not make the recorder unfit now: not in the session's open faults
     assert "battery_low" not in [f["code"] for f in s.faults]
     cursor = env.query(lambda c: recorder_history.event_cursor(c, "SN000201"))
-    assert cursor is not None and cursor[1] == "0042"
+    assert cursor is not None and cursor.officer == "0042" and cursor.last_entry
     await bench.unplug("B1")
 
     # The next docking reads only what is new: nothing is recorded twice, and the clock
@@ -78,7 +79,7 @@ async def test_recorder_event_log_becomes_field_fault_records_once(
     assert s2.session_id != s.session_id
     assert len(field_faults(env, "SN000201")) == 4
     cursor2 = env.query(lambda c: recorder_history.event_cursor(c, "SN000201"))
-    assert cursor2 is not None and cursor2[0] > cursor[0]
+    assert cursor2 is not None and cursor2.next_index > cursor.next_index
     (clock,) = env.faults(recorder="SN000201", code="clock_not_set")  # the dock's own
     assert clock.repeat_count == 1 and clock.cleared_us is None
 
@@ -90,6 +91,7 @@ async def test_event_log_read_is_durable_across_a_new_agent(env: Env, make_bench
     await b1.unplug("B1")
     assert len(field_faults(env, "SN000202")) == 1
     b2: Bench = await make_bench()  # another supervisor on the same database
+    b2.workdir = b1.workdir  # the same recorder, its log kept
     await b2.plug("B1", spec("SN000202", field_log=FIELD[:1]))
     await wait_state(b2.session("SN000202"), *ENDED)
     assert len(field_faults(env, "SN000202")) == 1
@@ -173,6 +175,7 @@ async def test_battery_history_outlives_the_docking_and_gives_an_eta_at_once(
     # Docked again (no polling this time): the first reading already has an ETA, from the
     # history of this pack.
     b2: Bench = await make_bench(battery_poll_s=3600.0)
+    b2.workdir = b1.workdir
     await b2.plug("B1", replace(fast, battery_percent=30))
     s = b2.session("SN000206")
     await wait_state(s, *ENDED)
@@ -213,3 +216,24 @@ async def test_field_faults_name_who_held_it_not_an_assignment_made_at_docking(
     assert bench.supervisor.snapshot()[0]["officer_no"] == "0999"
     (f,) = field_faults(env, "SN000208")
     assert f.code == "battery_low" and f.officer == "0042"
+
+
+async def test_a_reset_event_log_is_noticed_and_read_again(env: Env, bench: Bench) -> None:
+    """Indices are never reused: a log that no longer holds the entry read last time was
+    reset or replaced. That is recorded, and the log is read again from the start."""
+    s_spec = spec("SN000209", field_log=((LogKind.LOW_BATTERY, "first", 900.0),))
+    rec = await bench.plug("B1", s_spec)
+    await wait_state(bench.session("SN000209"), *ENDED)
+    await bench.unplug("B1")
+    assert [f.reason for f in field_faults(env, "SN000209")] == [
+        "battery ran low in the field: first"]
+    # the recorder comes back with a fresh log (factory reset) holding one new field event
+    log_file = rec.storage.dir / "eventlog.jsonl"
+    log_file.write_text(json.dumps({"index": 0, "time_ms": int((time.time() - 300) * 1000),
+                                    "kind": int(LogKind.STORAGE_FULL), "detail": "new"}) + "\n")
+    await bench.plug("B1", s_spec)
+    s2 = bench.session("SN000209")
+    await wait_state(s2, *ENDED)
+    assert [f.code for f in field_faults(env, "SN000209")] == ["battery_low", "storage_low"]
+    (reset,) = env.faults(recorder="SN000209", code="protocol_error")
+    assert "does not continue" in reset.reason and reset.cleared_us is not None
