@@ -260,6 +260,21 @@ async def test_rolled_back_ledger_raises_a_custody_alarm_centrally(
     alarms = fleet.snapshot()["docks"][0]["custody_alarms"]
     assert [a["alarm"] for a in alarms] == ["rolled_back"], alarms
     assert "CUSTODY ALARM dock-e2e rolled_back" in fleet.render_table()
+
+    # The store still holds the files the rolled-back ledger no longer knows: the verify
+    # command finds them and the dock raises STORE_INTEGRITY (its ledger alone is intact).
+    body = {"id": "v-1", "args": {"deep": True}}
+    await central.command("dock-e2e", "verify", body)
+    await central.wait_for(lambda: any(b and b.get("id") == "v-1"
+                                       for b in central.on("/reply/verify")), timeout=60)
+    (reply,) = [b for b in central.on("/reply/verify") if b and b.get("id") == "v-1"]
+    assert reply["ok"] and reply["result"]["ok"] is False
+    assert {p["kind"] for p in reply["result"]["problems"]} == {"extra_file"}
+    codes = {r[0] for r in rig.query("SELECT code FROM faults WHERE cleared_us IS NULL")}
+    assert "store_integrity" in codes and "ledger_integrity" not in codes
+    await central.wait_for(lambda: any(
+        (b or {}).get("payload", {}).get("data", {}).get("code") == "store_integrity"
+        for b in central.on("/events/fault")), timeout=60)
     assert central.invalid == []
     await asyncio.to_thread(rig.agent.terminate)
 
