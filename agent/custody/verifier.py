@@ -10,7 +10,7 @@ Each finding is a `Finding(kind, where, detail)`. Kinds:
 
 bundle   bundle_unreadable, bundle_key_mismatch, wrong_key, key_not_in_chain
 entries  entries_reordered, entry_duplicated, entry_missing, chain_broken, entry_altered,
-         entry_unreadable, dock_id_mismatch
+         entry_unreadable, dock_id_mismatch, unsafe_path
 signing  checkpoint_bad_signature, checkpoint_untrusted_key, checkpoint_mismatch,
          checkpoint_entry_missing, entries_truncated, checkpoint_missing, no_checkpoint
 store    store_missing, missing_file, size_mismatch, hash_mismatch, unreadable_file,
@@ -241,7 +241,10 @@ def _walk_entries(raw: list[Any], report: BundleReport
             if isinstance(data.get("checkpoint_every"), int) and data["checkpoint_every"] > 0:
                 every = data["checkpoint_every"]
         rel = data.get("stored_relpath")
-        if isinstance(rel, str):
+        if isinstance(rel, str) and not _safe_relpath(rel):
+            report.add("unsafe_path", f"seq {seq}",
+                       f"stored_relpath {rel!r} is not a plain path inside the store")
+        elif isinstance(rel, str):
             if e["kind"] == "offloaded":
                 files[rel] = {"size": data.get("size"), "blake3": data.get("blake3"), "seq": seq}
             elif e["kind"] == "purged":
@@ -298,6 +301,13 @@ def _check_checkpoints(raw: list[Any], key: Ed25519PublicKey | None, hashes: dic
     elif report.last_signed_seq is not None and report.last_signed_seq < last_seq:
         report.notes.append(f"unsigned tail: entries {report.last_signed_seq + 1}-{last_seq}"
                             " are chained but not yet covered by a signed checkpoint")
+
+
+def _safe_relpath(rel: str) -> bool:
+    """A bundle is untrusted: its paths must not reach outside the store being checked."""
+    parts = rel.split("/")
+    return bool(rel) and "\0" not in rel and not rel.startswith("/") and all(
+        p not in ("", ".", "..") for p in parts)
 
 
 def _walk_store(root: Path, rel: str = "") -> Iterator[str]:

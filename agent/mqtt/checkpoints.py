@@ -14,7 +14,8 @@ last one (same seq, same hash). Everything else that contradicts the last one is
     rewritten       same seq, different hash; or the last seq lies inside the dock's
                     checkpoint history but with another hash, or is missing from it;
     key_changed     signed by a different key than before;
-    bad_signature   the signature (of the checkpoint or one in `previous`) does not verify.
+    bad_signature   the signature (of the checkpoint or one in `previous`) does not verify;
+    wrong_dock      (`CheckpointWatch`) published under another dock's topic.
 
 `unlinked` (not an alarm): the consumer missed more checkpoints than `previous` holds, so
 the link cannot be shown from this message alone (compare with the custody events).
@@ -32,7 +33,7 @@ from agent.custody.verifier import fingerprint, signature_ok
 from agent.store.ledger import Checkpoint, iso_utc
 
 PREVIOUS = 16
-ALARMS = frozenset({"rolled_back", "rewritten", "key_changed", "bad_signature"})
+ALARMS = frozenset({"rolled_back", "rewritten", "key_changed", "bad_signature", "wrong_dock"})
 
 
 def checkpoint_payload(dock_id: str, cps: Sequence[Checkpoint]) -> dict[str, Any]:
@@ -111,7 +112,11 @@ class CheckpointWatch:
         self.alarms: dict[str, list[Judgement]] = {}
 
     def observe(self, dock_id: str, body: Mapping[str, Any]) -> Judgement:
-        j = judge(self.last.get(dock_id), body)
+        if body.get("dock_id") != dock_id:
+            j = Judgement("wrong_dock", f"a checkpoint of dock {body.get('dock_id')!r} was"
+                          f" published as dock {dock_id!r}")
+        else:
+            j = judge(self.last.get(dock_id), body)
         if j.alarm:
             self.alarms.setdefault(dock_id, []).append(j)
         else:

@@ -124,6 +124,11 @@ async def test_exported_bundle_verifies_and_every_tamper_is_named(
     b = _rechained(bundle, offloaded[0], lambda e: e["data"].update(blake3="0" * 64))
     assert "checkpoint_mismatch" in findings(b, fp)
 
+    # a hostile bundle naming a path outside the store: named, never read
+    b = copy.deepcopy(bundle)
+    b["entries"][offloaded[0]]["data"]["stored_relpath"] = "../../etc/passwd"
+    assert "unsafe_path" in findings(b, fp, rig.store_dir)
+
     # altered stored file (in a copy of the store)
     store = tmp_path / "store-copy"
     shutil.copytree(rig.store_dir, store)

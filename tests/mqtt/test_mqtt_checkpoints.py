@@ -65,6 +65,7 @@ def test_checkpoint_rule_on_a_real_ledger(tmp_path: Path) -> None:
     assert watch.last["dock-A"]["seq"] == later["seq"]  # an alarm never becomes the truth
     db.close()
 
+    assert watch.observe("dock-B", later).verdict == "wrong_dock"  # A's, under B's topic
     forged = dict(later, signature="00" * 64)
     assert judge(None, forged).verdict == "bad_signature"
     other = Ledger("dock-A", CheckpointSigner(Ed25519PrivateKey.generate()))
