@@ -397,6 +397,7 @@ def _trusted_key(paths: Paths) -> Any:
 
 
 def cmd_fleet(args: argparse.Namespace, paths: Paths) -> int:
+    from agent.mqtt.checkpoints import CheckpointStateError
     from agent.mqtt.errors import MqttError
     from agent.mqtt.fleet import fleet_settings, run_fleet
 
@@ -408,10 +409,15 @@ def cmd_fleet(args: argparse.Namespace, paths: Paths) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     try:
-        asyncio.run(run_fleet(settings, json=args.json, once=args.once, settle_s=args.wait))
+        model = asyncio.run(run_fleet(settings, json=args.json, once=args.once,
+                                      settle_s=args.wait,
+                                      checkpoint_state=args.checkpoint_state))
+    except CheckpointStateError as exc:
+        raise UsageError(str(exc)) from exc
     except MqttError as exc:
         raise Unreachable(f"broker {args.broker}: {exc}") from exc
-    return EXIT_OK
+    # a custody alarm (a dock's ledger rolled back or rewritten) is a finding for scripts
+    return EXIT_FINDING if any(model.checkpoints.alarms.values()) else EXIT_OK
 
 
 # --- argument parsing -------------------------------------------------------------------
@@ -493,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="dock/v1")
     p.add_argument("--once", action="store_true", help="print one snapshot and exit")
     p.add_argument("--wait", type=float, default=2.0, help="with --once: seconds to collect")
+    p.add_argument("--checkpoint-state", type=Path, metavar="FILE",
+                   help="remember each dock's last signed checkpoint here, so a ledger"
+                        " rolled back between runs is still an alarm")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fleet)
     return parser

@@ -23,8 +23,11 @@ the link cannot be shown from this message alone (compare with the custody event
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -105,11 +108,36 @@ def judge(last: Mapping[str, Any] | None, new: Mapping[str, Any]) -> Judgement:
 
 
 class CheckpointWatch:
-    """Central side: the last accepted checkpoint per dock, and every alarm raised."""
+    """Central side: the last accepted checkpoint per dock, and every alarm raised.
 
-    def __init__(self) -> None:
+    With `state_file` the last accepted checkpoints survive a restart of the watcher (a
+    dock rolled back while nobody watched is still caught): loaded at start, rewritten
+    atomically after each accepted checkpoint.
+    """
+
+    def __init__(self, state_file: Path | None = None) -> None:
+        self.state_file = state_file
         self.last: dict[str, dict[str, Any]] = {}
         self.alarms: dict[str, list[Judgement]] = {}
+        if state_file is not None and state_file.exists():
+            try:
+                saved = json.loads(state_file.read_text("utf-8"))
+            except (OSError, ValueError) as exc:
+                raise CheckpointStateError(f"cannot read {state_file}: {exc}") from exc
+            if not isinstance(saved, dict) or not all(
+                    isinstance(v, dict) and isinstance(v.get("seq"), int)
+                    for v in saved.get("last", {}).values()):
+                raise CheckpointStateError(f"{state_file} is not a checkpoint state file")
+            self.last = saved["last"]
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_name(f".{self.state_file.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"last": self.last}, sort_keys=True), "utf-8")
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(self.state_file)
 
     def observe(self, dock_id: str, body: Mapping[str, Any]) -> Judgement:
         if body.get("dock_id") != dock_id:
@@ -121,5 +149,12 @@ class CheckpointWatch:
             self.alarms.setdefault(dock_id, []).append(j)
         else:
             # Alarms keep the last good checkpoint: a rollback must not become the new truth.
-            self.last[dock_id] = {k: body.get(k) for k in ("seq", "hash", "key_id", "time")}
+            new = {k: body.get(k) for k in ("seq", "hash", "key_id", "time")}
+            if self.last.get(dock_id) != new:
+                self.last[dock_id] = new
+                self._save()
         return j
+
+
+class CheckpointStateError(Exception):
+    """The watcher's state file cannot be used."""

@@ -64,11 +64,11 @@ class DockView:
 class FleetModel:
     """Pure: feed it (topic, payload) pairs; read `snapshot()` or `render_table()`."""
 
-    def __init__(self, prefix: str = "dock/v1") -> None:
+    def __init__(self, prefix: str = "dock/v1", checkpoint_state: Path | None = None) -> None:
         self.prefix = prefix
         self.docks: dict[str, DockView] = {}
         self.recorders: dict[tuple[str, str], RecorderView] = {}
-        self.checkpoints = CheckpointWatch()
+        self.checkpoints = CheckpointWatch(checkpoint_state)
 
     def _dock(self, dock_id: str) -> DockView:
         return self.docks.setdefault(dock_id, DockView(dock_id))
@@ -273,11 +273,12 @@ async def run_fleet(
     out: TextIO | None = None,
     settle_s: float = 2.0,
     refresh_s: float = 2.0,
+    checkpoint_state: Path | None = None,
 ) -> FleetModel:
     """Show the fleet. `once`: collect the retained state for `settle_s`, print, return.
     Otherwise print on every change (at most every `refresh_s`) until cancelled."""
     stream = out or sys.stdout
-    model = FleetModel(settings.topic_prefix)
+    model = FleetModel(settings.topic_prefix, checkpoint_state)
     backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s)
     client_id = settings.client_id or f"fleet-{uuid.uuid4().hex[:10]}"
 

@@ -250,6 +250,14 @@ async def test_rolled_back_ledger_raises_a_custody_alarm_centrally(
     snap = fleet.snapshot()["docks"][0]
     assert snap["custody_alarms"] == [] and snap["checkpoint_seq"] >= high
     assert central.invalid == []
+    # `dockctl fleet` remembers the last checkpoint between runs in a state file
+    m = broker.settings("central")
+    state = rig.root / "fleet-checkpoints.json"
+    fleet_cli = ("fleet", "--broker", f"127.0.0.1:{broker.port}", "--tls", "--ca-file",
+                 str(m.ca_file), "--cert-file", str(m.cert_file), "--key-file",
+                 str(m.key_file), "--once", "--wait", "2", "--checkpoint-state", str(state))
+    (dock,) = (await rig.dockctl_json(*fleet_cli))["docks"]
+    assert dock["custody_alarms"] == [] and dock["checkpoint_seq"] >= high
     rig.agent.terminate()
     await rig.dock.stop() if rig.dock else None
 
@@ -265,6 +273,11 @@ async def test_rolled_back_ledger_raises_a_custody_alarm_centrally(
     alarms = fleet.snapshot()["docks"][0]["custody_alarms"]
     assert [a["alarm"] for a in alarms] == ["rolled_back"], alarms
     assert "CUSTODY ALARM dock-e2e rolled_back" in fleet.render_table()
+    # a fleet view started only now still knows the last good checkpoint
+    (dock,) = (await rig.dockctl_json(*fleet_cli, expect=(1,)))["docks"]
+    assert [a["alarm"] for a in dock["custody_alarms"]] == ["rolled_back"], dock
+    code, out, _ = await rig.dockctl(*[a for a in fleet_cli if a != "--json"])
+    assert code == 1 and "CUSTODY ALARM dock-e2e rolled_back" in out  # 1: a finding
 
     # The store still holds the files the rolled-back ledger no longer knows: the verify
     # command finds them and the dock raises STORE_INTEGRITY (its ledger alone is intact).
