@@ -168,9 +168,9 @@ def verify_bundle(bundle: Mapping[str, Any], *, trusted_fingerprint: str | None 
     raw_cps = bundle.get("checkpoints")
     if not isinstance(raw_entries, list) or not isinstance(raw_cps, list):
         raise BundleError("the bundle has no entries or checkpoints list")
-    hashes, files, every, chain_keys = _walk_entries(raw_entries, report)
+    hashes, files, must_sign, chain_keys = _walk_entries(raw_entries, report)
     last_seq = max(hashes) if hashes else 0
-    _check_checkpoints(raw_cps, key, hashes, last_seq, every, chain_keys, report)
+    _check_checkpoints(raw_cps, key, hashes, last_seq, must_sign, report)
     if key is not None and chain_keys and report.fingerprint is not None:
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         if raw.hex() not in chain_keys:
@@ -182,8 +182,9 @@ def verify_bundle(bundle: Mapping[str, Any], *, trusted_fingerprint: str | None 
 
 
 def _walk_entries(raw: list[Any], report: BundleReport
-                  ) -> tuple[dict[int, str], dict[str, dict[str, Any]], int | None, set[str]]:
-    """Chain walk. Returns seq -> recomputed hash, live files, checkpoint policy, keys."""
+                  ) -> tuple[dict[int, str], dict[str, dict[str, Any]], list[int], set[str]]:
+    """Chain walk. Returns seq -> recomputed hash, live files, the seqs the recorded
+    checkpoint policy requires to be signed, and the keys the chain names."""
     good: list[dict[str, Any]] = []
     for i, e in enumerate(raw):
         if not isinstance(e, Mapping) or any(k not in e for k in _ENTRY_FIELDS) \
@@ -209,6 +210,7 @@ def _walk_entries(raw: list[Any], report: BundleReport
     files: dict[str, dict[str, Any]] = {}
     chain_keys: set[str] = set()
     every: int | None = None
+    must_sign: list[int] = []
     prev, expected = GENESIS_HASH, 1
     for seq in sorted(by_seq):
         e = by_seq[seq]
@@ -240,6 +242,8 @@ def _walk_entries(raw: list[Any], report: BundleReport
                 chain_keys.add(data["key_id"])
             if isinstance(data.get("checkpoint_every"), int) and data["checkpoint_every"] > 0:
                 every = data["checkpoint_every"]
+        if every is not None and seq % every == 0:
+            must_sign.append(seq)
         rel = data.get("stored_relpath")
         if isinstance(rel, str) and not _safe_relpath(rel):
             report.add("unsafe_path", f"seq {seq}",
@@ -251,12 +255,11 @@ def _walk_entries(raw: list[Any], report: BundleReport
                 files.pop(rel, None)
         hashes[seq] = computed
         prev, expected = computed, seq + 1
-    return hashes, files, every, chain_keys
+    return hashes, files, must_sign, chain_keys
 
 
 def _check_checkpoints(raw: list[Any], key: Ed25519PublicKey | None, hashes: dict[int, str],
-                       last_seq: int, every: int | None, chain_keys: set[str],
-                       report: BundleReport) -> None:
+                       last_seq: int, must_sign: list[int], report: BundleReport) -> None:
     trusted = None
     if key is not None:
         trusted = key.public_bytes(serialization.Encoding.Raw,
@@ -290,11 +293,10 @@ def _check_checkpoints(raw: list[Any], key: Ed25519PublicKey | None, hashes: dic
             report.add("checkpoint_mismatch", where,
                        f"the checkpoint signs {str(cp.get('hash'))[:16]}… but the entry hashes"
                        f" to {hashes[seq][:16]}…: history was rewritten")
-    if every is not None:
-        for seq in range(every, last_seq + 1, every):
-            if seq not in signed and seq in hashes:
-                report.add("checkpoint_missing", f"seq {seq}",
-                           f"the ledger's policy requires a checkpoint every {every} entries")
+    for seq in must_sign:
+        if seq not in signed:
+            report.add("checkpoint_missing", f"seq {seq}",
+                       "the ledger's recorded checkpoint policy requires a checkpoint here")
     if last_seq and not signed:
         report.add("no_checkpoint", _span(1, last_seq),
                    "no entry is covered by a valid signed checkpoint")
