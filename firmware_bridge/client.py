@@ -257,11 +257,13 @@ class RecorderClient:
         """Guarded delete; DeviceError(NOT_FOUND / MISMATCH) unless name, size, hash match."""
         await self._call(DeleteRecording(name, size, blake3_digest), Ok)
 
-    async def event_log(self, since_index: int = 0) -> list[DeviceLogEvent]:
-        """Device event-log entries with index >= since_index, oldest first."""
+    async def event_log(self, since_index: int = 0,
+                        limit: int | None = None) -> list[DeviceLogEvent]:
+        """Device event-log entries with index >= since_index, oldest first; with `limit`,
+        stop once at least that many are read (the caller continues from the last + 1)."""
         out: list[DeviceLogEvent] = []
         index = since_index
-        while True:
+        while limit is None or len(out) < limit:
             page = await self._call(GetEventLog(index, PAGE_LIMIT), EventLogPage)
             if not page.entries:
                 return out
@@ -273,6 +275,7 @@ class RecorderClient:
             index = page.entries[-1].index + 1
             if index >= page.end_index:
                 return out
+        return out
 
     # ------------------------------------------------------------ request machinery
 

@@ -31,6 +31,7 @@ from agent.store.recorder_history import EventCursor
 from firmware_bridge.messages import DeviceLogEvent, LogKind
 
 MARGIN_US = 2_000_000  # clock measurement and logging granularity
+MAX_RECORDS = 50  # individual records per docking; beyond, one summary record per code
 
 _FAULTS: dict[int, tuple[FaultCode, Severity, str]] = {
     LogKind.LOW_BATTERY: (FaultCode.BATTERY_LOW, "warning", "battery ran low in the field"),
@@ -119,11 +120,32 @@ def plan(events: Sequence[DeviceLogEvent], *, cursor: EventCursor | None,
         }
         out.append(FieldFault(e.index, code, severity, reason, officer,
                               occurred if known else now_us, detail))
+    out = _bounded(out)
     if fresh:
         new = EventCursor(fresh[-1].index + 1, officer, entry_mark(fresh[-1]))
     else:
         new = EventCursor(start, officer, None if cursor is None else cursor.last_entry)
     return FieldPlan(out, new, skipped)
+
+
+def _bounded(faults_: list[FieldFault]) -> list[FieldFault]:
+    """A recorder that logs thousands of fault entries (broken, or hostile) must not flood
+    the custody ledger: the first MAX_RECORDS are kept one by one, the rest summarised."""
+    if len(faults_) <= MAX_RECORDS:
+        return faults_
+    rest: dict[FaultCode, list[FieldFault]] = {}
+    for f in faults_[MAX_RECORDS:]:
+        rest.setdefault(f.code, []).append(f)
+    out = faults_[:MAX_RECORDS]
+    for code, group in rest.items():
+        last = group[-1]
+        out.append(FieldFault(
+            last.index, code, last.severity,
+            f"{len(group)} more {code.value} entries in the recorder's event log"
+            f" (indices {group[0].index}-{last.index})", last.officer, last.occurred_us,
+            {**last.detail, "summarised": len(group), "first_index": group[0].index,
+             "first_occurred_at": group[0].detail.get("occurred_at")}))
+    return out
 
 
 def record(conn: sqlite3.Connection, ledger: Ledger, p: FieldPlan, *, serial: str, bay: str,

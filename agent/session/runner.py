@@ -62,6 +62,9 @@ T = TypeVar("T")
 ChangeHook = Callable[[], None]
 HISTORY_WINDOW_S = 6 * 3600.0  # battery history loaded at docking, for the charge rate
 MAX_BATTERY_SAMPLES = 500
+EVENT_LOG_CHUNK = 256  # entries per bounded read of the recorder's event log
+EVENT_LOG_MAX = 4096  # per docking; the next docking reads on from there
+EVENT_LOG_FLOOR_S = 30.0  # per chunk: a full page set at 115200 baud fits easily
 MASS_STORAGE_TIMEOUT_S = 10.0  # the firmware bridge's floor for SetMassStorage
 DELETE_TIMEOUT_S = 120.0  # and for DeleteRecording (the device hashes the file)
 
@@ -497,7 +500,7 @@ class DockingSession:
         try:
             # one entry early: the last one read before must still be there, unchanged
             since = max(0, cursor.next_index - 1) if cursor else 0
-            events = list(await self._call("event log", link.event_log(since)))
+            events = await self._read_event_log(link, since)
             if not fieldlog.continues(cursor, events):
                 assert cursor is not None
                 await self.journal.past_fault(
@@ -508,7 +511,7 @@ class DockingSession:
                             "expected_entry": cursor.last_entry,
                             "found": fieldlog.entry_mark(events[0]) if events else None})
                 cursor = recorder_history.EventCursor(0, cursor.officer, None)
-                events = list(await self._call("event log", link.event_log(0)))
+                events = await self._read_event_log(link, 0)
         except SessionFailure as f:
             if f.detail.get("link_closed"):
                 raise
@@ -516,6 +519,27 @@ class DockingSession:
             return None
         self._event_cursor = cursor
         return events
+
+    async def _read_event_log(self, link: RecorderLink, since: int) -> list[DeviceLogEvent]:
+        """Up to EVENT_LOG_MAX entries from `since`, in bounded chunks, so a long log (or a
+        slow link) neither stalls the docking nor keeps it from ever being read: each
+        docking reads on from where the last one stopped. A failure after some chunks keeps
+        what was read (the cursor moves only that far)."""
+        out: list[DeviceLogEvent] = []
+        while len(out) < EVENT_LOG_MAX:
+            try:
+                chunk = list(await self._call("event log", link.event_log(since, EVENT_LOG_CHUNK),
+                                              floor=EVENT_LOG_FLOOR_S))
+            except SessionFailure as f:
+                if not out or f.detail.get("link_closed"):
+                    raise
+                log.warning("bay %s: recorder event log read in part: %s", self.bay, f.reason)
+                break
+            out.extend(chunk)
+            if len(chunk) < EVENT_LOG_CHUNK:
+                break
+            since = chunk[-1].index + 1
+        return out
 
     async def _record_field_events(self, events: list[DeviceLogEvent]) -> None:
         assert self.identity is not None

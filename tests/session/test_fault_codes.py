@@ -237,3 +237,30 @@ async def test_a_reset_event_log_is_noticed_and_read_again(env: Env, bench: Benc
     assert [f.code for f in field_faults(env, "SN000209")] == ["battery_low", "storage_low"]
     (reset,) = env.faults(recorder="SN000209", code="protocol_error")
     assert "does not continue" in reset.reason and reset.cleared_us is not None
+
+
+async def test_a_flooding_event_log_is_read_in_bounded_chunks_and_summarised(
+        env: Env, bench: Bench, monkeypatch: Any) -> None:
+    from agent.session import runner
+
+    monkeypatch.setattr(runner, "EVENT_LOG_CHUNK", 100)
+    monkeypatch.setattr(runner, "EVENT_LOG_MAX", 300)
+    flood = tuple((LogKind.LOW_BATTERY, f"#{i}", 7200.0 - i) for i in range(1000))
+    s_spec = spec("SN000210", field_log=flood)
+    await bench.plug("B1", s_spec)
+    await wait_state(bench.session("SN000210"), *ENDED)
+    got = field_faults(env, "SN000210")
+    # about EVENT_LOG_MAX entries read this docking (whole pages): 50 one by one, the
+    # others in one summary record
+    assert len(got) == 51 and got[-1].detail["summarised"] > 200
+    assert "more battery_low entries" in got[-1].reason
+    cursor = env.query(lambda c: recorder_history.event_cursor(c, "SN000210"))
+    assert cursor is not None and 300 <= cursor.next_index < 1000
+    await bench.unplug("B1")
+    # the following dockings read on from there, until every entry is recorded once
+    for _ in range(3):
+        await bench.plug("B1", s_spec)
+        await wait_state(bench.session("SN000210"), *ENDED)
+        await bench.unplug("B1")
+    got = field_faults(env, "SN000210")
+    assert sum(int(f.detail.get("summarised", 1)) for f in got) == 1000
