@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bundle = _load(args.bundle)
         report = verify_bundle(bundle, trusted_fingerprint=_pinned(args), store=args.store)
-    except (OSError, ValueError, BundleError) as exc:
+    except (OSError, ValueError, RecursionError, BundleError) as exc:
         print(f"dock-verify: cannot read {args.bundle}: {exc}", file=sys.stderr)
         return 2
     if args.json:

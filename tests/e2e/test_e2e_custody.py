@@ -154,6 +154,12 @@ async def test_exported_bundle_verifies_and_every_tamper_is_named(
     for kind in ("entry_altered", "hash_mismatch", "missing_file", "extra_file"):
         assert f"PROBLEM {kind} at " in text, text
     assert dock_verify([str(tmp_path / "nope.json")]) == 2
+    hostile = tmp_path / "deep.json"
+    hostile.write_text("[" * 100000 + "]" * 100000)
+    assert dock_verify([str(hostile)]) == 2  # named, not a traceback
+    hostile.write_text(json.dumps({**bundle, "dock_id": "dock\x1b[2J"}))
+    assert dock_verify([str(hostile)]) == 1
+    assert "\x1b" not in capsys.readouterr().out  # controls from a bundle are escaped
     rig.agent.terminate()
 
 
