@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ChangeHook = Callable[[], None]
-HISTORY_WINDOW_S = 6 * 3600.0  # battery history loaded at docking, for the charge rate
+HISTORY_WINDOW_S = 14 * 86400.0  # battery history loaded at docking, for the charge rate
 MAX_BATTERY_SAMPLES = 500
 EVENT_LOG_CHUNK = 256  # entries per bounded read of the recorder's event log
 EVENT_LOG_MAX = 4096  # per docking; the next docking reads on from there
@@ -567,8 +567,8 @@ class DockingSession:
         assert self.identity is not None
         serial = self.identity.serial
         since = int((self.deps.wall_time() - HISTORY_WINDOW_S) * 1_000_000)
-        rows = await self.deps.db.read(
-            lambda c: recorder_history.battery_history(c, serial, since_us=since))
+        rows = await self.deps.db.read(lambda c: recorder_history.battery_history(
+            c, serial, since_us=since, limit=MAX_BATTERY_SAMPLES))
         self.battery_samples = [(r.time_us / 1e6, r.percent, r.charging) for r in rows]
 
     async def _battery_reading(self, facts: dict[str, object]) -> None:
