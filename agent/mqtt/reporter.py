@@ -168,6 +168,19 @@ class Reporter:
         if self.connected:
             self._spawn(self._publish_checkpoint(only_new=True))
 
+    async def publish_checkpoint(self) -> None:
+        """Publish the newest checkpoint and wait for the broker to take it (clean stop:
+        the central side then holds a signature over the dock's very last entry)."""
+        transport = self._transport
+        if not self.connected or transport is None:
+            return
+        cps = await self._db.read(lambda c: recent_checkpoints(c, PREVIOUS_CHECKPOINTS + 1))
+        if cps:
+            self._checkpoint_seq = cps[-1].seq
+            await transport.publish(self._topics.checkpoint,
+                                    payloads.encode(checkpoint_payload(self._dock_id, cps)),
+                                    retain=True)
+
     async def republish(self) -> None:
         """Republish every retained state message (after connect, and on `rebirth`)."""
         if not self.connected:

@@ -241,7 +241,10 @@ async def test_rolled_back_ledger_raises_a_custody_alarm_centrally(
     await rig.wait_agent_up()
     await offload(rig, spec("CUST0011", 51))
     await until(lambda: bool(checkpoint_seqs()), "a checkpoint on MQTT", agent=rig.agent)
+    before_stop = max(r["seq"] for r in rig.ledger())
     rig.agent.terminate()
+    # a clean stop hands the broker a checkpoint over everything recorded before it
+    await central.wait_for(lambda: max(checkpoint_seqs()) >= before_stop, timeout=60)
     backup = rig.root / "state-backup"
     shutil.copytree(rig.state_dir, backup)  # a copy of the ledger as it is now
 
