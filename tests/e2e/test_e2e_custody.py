@@ -340,3 +340,9 @@ async def test_a_tampered_ledger_raises_ledger_integrity_at_start(make_rig: RigF
     code_, out, _ = await rig.dockctl("faults", "--open", "--code", "ledger_integrity")
     assert code_ == 0 and "ledger_integrity" in out
     rig.agent.terminate()
+    # exported with the agent stopped (no control socket), the bundle carries the edit
+    # and any third party finds it
+    out_file = rig.root / "after.json"
+    summary = await export(rig, out_file)
+    code_, text = run_verify("--fingerprint", summary["fingerprint"], str(out_file))
+    assert code_ == 1 and "PROBLEM entry_altered at seq" in text, text
