@@ -19,6 +19,7 @@ import logging
 import signal
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from agent import __version__, sdnotify
@@ -27,6 +28,7 @@ from agent.config import needs_fleet_secret
 from agent.control import ControlServer
 from agent.devices.events import DeviceEvent
 from agent.dockview import DockView
+from agent.health.integrity import audit_ledger
 from agent.health.monitor import HealthMonitor
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
@@ -41,6 +43,9 @@ from agent.store.ledger import Ledger
 from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner, load_or_create_key
 from agent.watchdog import LoopLag, run_watchdog
+
+if TYPE_CHECKING:
+    from agent.mqtt.reporter import Reporter
 
 log = logging.getLogger("dock_agent")
 
@@ -128,6 +133,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         dock_synchronised=dock_clock_probe(settings.clock),
         open_link=recorder_client_opener(settings.recorder),
         on_change=view.sessions_changed,
+        readiness=settings.readiness,
     )
     events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
     source = make_device_source(settings)
@@ -167,6 +173,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
                 ))
                 tg.create_task(metrics.serve(), name="metrics")
             tg.create_task(health.run(), name="health")
+            tg.create_task(audit_ledger(db, ledger, settings.db_path, key.public_key()),
+                           name="ledger-audit")
             tg.create_task(
                 run_watchdog(lag, lambda: essential, lambda p: log.error("unhealthy: %s", p)),
                 name="watchdog",
@@ -177,6 +185,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
             await supervisor.aclose()
+            await _final_checkpoint(view, reporter)
             raise _Shutdown  # noqa: TRY301 - leaves the TaskGroup, cancelling every task
     except* _Shutdown:
         pass
@@ -186,6 +195,17 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         await db.write(ledger.checkpoint)
         db.close()
     return 0
+
+
+async def _final_checkpoint(view: DockView, reporter: Reporter | None) -> None:
+    """Sign the ledger's last entry and hand the checkpoint to the broker before going
+    offline, so the central side can tell if this ledger is later cut short."""
+    try:
+        await view.sign_checkpoint()
+        if reporter is not None:
+            await asyncio.wait_for(reporter.publish_checkpoint(), 5.0)
+    except Exception as exc:  # a clean stop must not fail on this
+        log.warning("final checkpoint not published: %s", exc)
 
 
 class _Shutdown(Exception):

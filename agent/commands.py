@@ -150,7 +150,7 @@ class AgentActions:
         db_path = self.view.db.path
         store = self.view.settings.dock.store_dir
 
-        def run() -> dict[str, Any]:
+        def run() -> tuple[dict[str, Any], list[Any], list[Any]]:
             from agent.store.signing import load_public_key, public_key_path
 
             key = load_public_key(public_key_path(self.view.settings.key_file))
@@ -168,9 +168,19 @@ class AgentActions:
                 "files_checked": reports[1].files_checked,
                 "problems": [{"kind": p.kind, "where": p.where, "detail": p.detail}
                              for p in problems],
-            }
+            }, reports[0].problems, reports[1].problems
 
-        return await asyncio.to_thread(run)
+        result, ledger_problems, store_problems = await asyncio.to_thread(run)
+        ledger = self.view.ledger
+        if ledger is not None:
+            from agent.health.integrity import sync_integrity_fault
+            from agent.store.faults import FaultCode
+
+            await sync_integrity_fault(self.view.db, ledger, FaultCode.LEDGER_INTEGRITY,
+                                       "custody ledger", ledger_problems)
+            await sync_integrity_fault(self.view.db, ledger, FaultCode.STORE_INTEGRITY,
+                                       "evidence store", store_problems)
+        return result
 
     async def readiness_report(self) -> dict[str, Any]:
         return self.view.readiness_report()

@@ -2,21 +2,26 @@
 
 `DockView` turns session snapshots into per-recorder state with a readiness verdict, pushes
 it to the reporter (retained MQTT state), and answers dockctl's live queries. It keeps only
-what cannot be re-derived cheaply: recent battery samples (for charge-rate ETAs).
+nothing of its own: battery samples (for charge-rate ETAs) come with the sessions, which
+load them from the durable per-recorder history.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.compliance.deadlines import DeadlinePolicy
-from agent.compliance.readiness import BatterySample, RecorderFacts, evaluate
+from agent.compliance.readiness import (
+    BatterySample,
+    RecorderFacts,
+    evaluate,
+    learned_charge_rate_per_s,
+)
 from agent.settings import Settings
 from agent.store.db import Database
 
@@ -24,12 +29,15 @@ if TYPE_CHECKING:
     from agent.session.supervisor import BaySupervisor
     from agent.store.ledger import Ledger
 
-MAX_SAMPLES = 120
 COALESCE_S = 0.2  # progress callbacks fire per chunk; views refresh at most 5x a second
 
 
 def _num(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+# Conditions readiness judges itself from live facts; their faults would only repeat them.
+_SELF_JUDGED = frozenset({"firmware_not_allowed", "officer_unassigned"})
 
 
 def facts_from_snapshot(
@@ -39,6 +47,7 @@ def facts_from_snapshot(
     storage = snap.get("storage") or {}
     clock = snap.get("clock") or {}
     result = snap.get("offload_result") or {}
+    history = [(float(t), float(p), bool(c)) for t, p, c in snap.get("battery_samples") or ()]
     drift = clock.get("drift_after_ms", clock.get("drift_before_ms"))
     # Files that failed to copy are still on the recorder and not in custody.
     pending = int(result.get("failed", 0) or 0)
@@ -53,8 +62,11 @@ def facts_from_snapshot(
         offload_complete=complete,
         files_pending=pending,
         firmware=snap.get("firmware"),
+        model=snap.get("model"),
+        learned_charge_rate_per_s=learned_charge_rate_per_s(history),
         officer_no=snap.get("officer_no"),
-        open_faults=[str(f.get("code")) for f in snap.get("faults", [])] + extra_faults,
+        open_faults=[str(f.get("code")) for f in snap.get("faults", [])
+                     if f.get("code") not in _SELF_JUDGED] + extra_faults,
     )
 
 
@@ -66,7 +78,6 @@ class DockView:
         self.reporter: Any = None
         self.supervisor: BaySupervisor | None = None
         self.ledger: Ledger | None = None
-        self._samples: dict[str, deque[BatterySample]] = {}
         self._published: dict[str, dict[str, Any]] = {}
         self.store_free_bytes: int | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -90,11 +101,14 @@ class DockView:
             return []
         out = []
         for snap in self.supervisor.snapshot():
-            key = str(snap.get("key"))
-            samples = list(self._samples.get(key, ()))
+            # The session's samples include this pack's earlier dockings (durable history),
+            # so the charge rate is known from the first reading of a returning recorder.
+            history: Any = snap.get("battery_samples") or ()
+            samples = [BatterySample(t, p) for t, p, _ in history]
             facts = facts_from_snapshot(snap, samples, [])
             readiness = evaluate(facts, self.settings.readiness, self.settings.clock.tolerance_ms)
             entry = dict(snap)
+            entry.pop("battery_samples", None)
             entry["readiness"] = readiness.as_dict()
             battery = snap.get("battery")
             entry["battery_percent"] = battery.get("percent") if isinstance(battery, dict) else None
@@ -115,19 +129,9 @@ class DockView:
     def refresh(self) -> None:
         """Record battery samples, push retained state, hand progress to the reporter."""
         self._flush_handle = None
-        now = time.monotonic()
         current: dict[str, dict[str, Any]] = {}
         for entry in self.recorders():
-            key = str(entry.get("key"))
-            battery = entry.get("battery") or {}
-            percent = _num(battery.get("percent"))
-            if percent is not None:
-                dq = self._samples.setdefault(key, deque(maxlen=MAX_SAMPLES))
-                if not dq or dq[-1].percent != percent:
-                    dq.append(BatterySample(now, percent))
-            current[key] = entry
-        for gone in set(self._samples) - set(current):
-            del self._samples[gone]
+            current[str(entry.get("key"))] = entry
         if self.reporter is None:
             return
         for key, entry in current.items():
@@ -178,7 +182,23 @@ class DockView:
         async def readiness(_: dict[str, Any]) -> dict[str, Any]:
             return self.readiness_report()
 
-        return {"status": status, "readiness": readiness}
+        async def checkpoint(_: dict[str, Any]) -> dict[str, Any]:
+            return await self.sign_checkpoint()
+
+        return {"status": status, "readiness": readiness, "checkpoint": checkpoint}
+
+    async def sign_checkpoint(self) -> dict[str, Any]:
+        """Sign the ledger's newest entry now (if not yet signed); the latest checkpoint."""
+        from agent.store.ledger import recent_checkpoints
+
+        ledger = self.ledger
+        if ledger is None:
+            return {"seq": None}
+        await self.db.write(ledger.checkpoint)
+        latest = await self.db.read(lambda conn: recent_checkpoints(conn, 1))
+        if latest and self.reporter is not None:
+            self.reporter.checkpoint_signed()
+        return {"seq": latest[-1].seq if latest else None}
 
     def actions(self) -> Any:
         from agent.commands import AgentActions

@@ -140,6 +140,10 @@ class ReadinessSettings:
     min_free_hours: float | None = opt(None, "Or: free storage in hours of recording.", min=0)
     bitrate_mbps: float = opt(8.0, "Recording bitrate for min_free_hours.", min=0.1, max=1000)
     allowed_firmware: list[str] = opt([], "Firmware versions allowed (empty: any).")
+    firmware_allowlist: dict[str, list[str]] = opt(
+        {}, "Per recorder model: the firmware versions allowed (models not listed: see"
+        " allowed_firmware)."
+    )
     require_officer: bool = opt(True, "A recorder must have an officer assigned.")
 
 

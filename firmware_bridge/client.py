@@ -271,13 +271,15 @@ class RecorderClient:
         await self._call(DeleteRecording(name, size, blake3_digest), Ok)
 
     async def event_log(
-        self, since_index: int = 0, on_page: Callable[[int, int], None] | None = None
+        self, since_index: int = 0, limit: int | None = None,
+        on_page: Callable[[int, int], None] | None = None,
     ) -> list[DeviceLogEvent]:
-        """Device event-log entries with index >= since_index, oldest first; `on_page`
-        as for `list_recordings` (entries received, one-past-newest index)."""
+        """Device event-log entries with index >= since_index, oldest first; with `limit`,
+        stop once at least that many are read (the caller continues from the last + 1);
+        `on_page` as for `list_recordings` (entries received, one-past-newest index)."""
         out: list[DeviceLogEvent] = []
         index = since_index
-        while True:
+        while limit is None or len(out) < limit:
             page = await self._call(GetEventLog(index, PAGE_LIMIT), EventLogPage)
             if on_page is not None:
                 on_page(len(out) + len(page.entries), page.end_index)
@@ -291,6 +293,7 @@ class RecorderClient:
             index = page.entries[-1].index + 1
             if index >= page.end_index:
                 return out
+        return out
 
     # ------------------------------------------------------------ request machinery
 

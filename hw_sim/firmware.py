@@ -109,6 +109,9 @@ class RecorderFirmware:
                 name = f.name.decode("utf-8", "replace")
                 history += [(LogKind.RECORDING_START, name, f.start_ms),
                             (LogKind.RECORDING_STOP, name, f.end_ms)]
+            device_now = self.state.clock.now_ms(self._now())
+            history += [(kind, detail, device_now - int(ago_s * 1000))
+                        for kind, detail, ago_s in self.spec.field_log]
             self._log_many(history)
         else:
             self.state.event_log = entries

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_bridge.errors import FieldError
-from firmware_bridge.messages import OfficerRecord
+from firmware_bridge.messages import LogKind, OfficerRecord
 from hw_sim.errors import BayError, SpecError
 from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
 
@@ -119,7 +119,29 @@ def recorder_from_table(where: str, t: dict[str, Any]) -> RecorderSpec:
         t["footage"] = _footage(f"{where}.footage", t["footage"])
     if "faults" in t:
         t["faults"] = _faults(f"{where}.faults", t["faults"])
+    if "field_log" in t:
+        t["field_log"] = _field_log(f"{where}.field_log", t["field_log"])
     return RecorderSpec(**t)
+
+
+def _field_log(where: str, items: Any) -> tuple[tuple[int, str, float], ...]:
+    """`[["low_battery", "9%", 3600], ...]`: event kind (LogKind name or number), detail,
+    seconds before the plug."""
+    out = []
+    for i, item in enumerate(items if isinstance(items, list) else [None]):
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[1], str)
+                and isinstance(item[2], int | float)):
+            raise SpecError(f"{where}[{i}]: expected [kind, detail, seconds_before_plug]")
+        kind = item[0]
+        if isinstance(kind, str):
+            try:
+                kind = LogKind[kind.upper()]
+            except KeyError:
+                raise SpecError(f"{where}[{i}]: unknown event kind {item[0]!r}") from None
+        if not isinstance(kind, int) or not 0 <= kind <= 0xFFFF:
+            raise SpecError(f"{where}[{i}]: event kind must be a name or 0..65535")
+        out.append((int(kind), item[1], float(item[2])))
+    return tuple(out)
 
 
 def parse_scenario(data: dict[str, Any]) -> Scenario:

@@ -144,6 +144,9 @@ class RecorderSpec:
     battery_cycles: int = 120
     storage_total_bytes: int = 64 * 1000**3
     faults: Faults = field(default_factory=Faults)
+    # The field history in the recorder's own event log on first plug, after the footage's
+    # recording history: (kind (LogKind), detail, seconds before the plug), oldest first.
+    field_log: tuple[tuple[int, str, float], ...] = ()
 
     def __post_init__(self) -> None:
         raw = self.serial.encode("utf-8")

@@ -9,10 +9,12 @@ a reason that says the fact is unknown, never silently pass.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from agent.compliance.firmware import firmware_problem
 from agent.settings import ReadinessSettings
 
 GB = 1_000_000_000
@@ -42,6 +44,8 @@ class RecorderFacts:
     offload_complete: bool = False
     files_pending: int = 0
     firmware: str | None = None
+    model: str | None = None
+    learned_charge_rate_per_s: float | None = None  # from this pack's earlier charging
     officer_no: str | None = None
     open_faults: Sequence[str] = ()  # fault codes
 
@@ -93,6 +97,18 @@ def charge_rate_per_s(samples: Sequence[BatterySample], window_s: float = 900.0)
     return sum((s.time_s - mean_t) * (s.percent - mean_p) for s in recent) / var
 
 
+def learned_charge_rate_per_s(samples: Sequence[tuple[float, float, bool]],
+                              max_gap_s: float = 1800.0) -> float | None:
+    """This pack's charge rate from its history: percent gained per second over
+    consecutive samples that were both charging, no more than `max_gap_s` apart."""
+    gained = seconds = 0.0
+    for (t0, p0, c0), (t1, p1, c1) in itertools.pairwise(samples):
+        if c0 and c1 and 0 < t1 - t0 <= max_gap_s and p1 > p0:
+            gained += p1 - p0
+            seconds += t1 - t0
+    return gained / seconds if seconds > 0 else None
+
+
 def evaluate(facts: RecorderFacts, settings: ReadinessSettings, tolerance_ms: int) -> Readiness:
     reasons: list[Reason] = []
     battery_short = False
@@ -129,8 +145,9 @@ def evaluate(facts: RecorderFacts, settings: ReadinessSettings, tolerance_ms: in
         pending = f"{facts.files_pending} file(s)" if facts.files_pending else "footage"
         reasons.append(Reason("offload_pending", f"{pending} not yet offloaded and committed"))
 
-    if settings.allowed_firmware and facts.firmware not in settings.allowed_firmware:
-        reasons.append(Reason("firmware_not_allowed", f"firmware {facts.firmware!r} not allowed"))
+    firmware = firmware_problem(settings, facts.model, facts.firmware)
+    if firmware is not None:
+        reasons.append(Reason("firmware_not_allowed", firmware))
 
     if settings.require_officer and not facts.officer_no:
         reasons.append(Reason("no_officer", "no officer assigned"))
@@ -144,6 +161,8 @@ def evaluate(facts: RecorderFacts, settings: ReadinessSettings, tolerance_ms: in
     if only_battery and facts.charging:
         assert facts.battery_percent is not None
         rate = charge_rate_per_s(facts.battery_samples)
+        if rate is None or rate <= 0:
+            rate = facts.learned_charge_rate_per_s
         eta = None
         if rate is not None and rate > 0:
             eta = (settings.min_battery_percent - facts.battery_percent) / rate

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -235,6 +236,8 @@ def _fault_dict(f: Any) -> dict[str, Any]:
 def cmd_ledger(args: argparse.Namespace, paths: Paths) -> int:
     from agent.store import ledger
 
+    if args.action == "export":
+        return _ledger_export(args, paths)
     conn = _open_db(paths)
     entries = ledger.entries(
         conn, recorder=args.device, officer=args.officer, kind=args.kind,
@@ -250,9 +253,106 @@ def cmd_ledger(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def _ledger_export(args: argparse.Namespace, paths: Paths) -> int:
+    """The whole ledger as a portable bundle for `dock-verify` (see docs/custody-store.md)."""
+    from agent.custody.bundle import export_bundle
+    from agent.store.db import DatabaseError
+    from agent.store.errors import SigningError
+    from agent.store.signing import load_public_key
+
+    if args.out is None:
+        raise UsageError("ledger export needs --out FILE")
+    if args.pubkey is not None:
+        try:
+            key = load_public_key(args.pubkey)
+        except SigningError as exc:
+            raise UsageError(str(exc)) from exc
+    else:
+        key = _trusted_key(paths)
+        if key is None:
+            raise UsageError("no public key: pass --config or --pubkey")
+    db = paths.need_db()
+    if paths.socket is not None:
+        # Sign the tail first, so the bundle is covered up to its last entry. The agent
+        # may be stopped: then its shutdown checkpoint already covers the tail.
+        with contextlib.suppress(ControlClientError):
+            request(paths.socket, "checkpoint")
+    dock_id = paths.settings.dock.id if paths.settings is not None else _dock_id(paths)
+    try:
+        summary = export_bundle(db, key, dock_id, args.out)
+    except DatabaseError as exc:
+        raise Unreachable(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc}") from exc
+    if args.json:
+        _emit_json(summary)
+    else:
+        print(f"exported {summary['entries']} entries (seq {summary['first_seq']}-"
+              f"{summary['last_seq']}), {summary['checkpoints']} signed checkpoints"
+              f" (last seq {summary['last_signed_seq']}) to {summary['path']}")
+        print(f"dock key fingerprint {summary['fingerprint']}")
+        print(f"check anywhere with: dock-verify --fingerprint {summary['fingerprint']}"
+              f" {summary['path']} [STORE]")
+    return EXIT_OK
+
+
+def _dock_id(paths: Paths) -> str:
+    conn = _open_db(paths)
+    try:
+        row = conn.execute("SELECT dock_id FROM ledger ORDER BY seq LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise UsageError("the ledger is empty: nothing to export")
+    return str(row[0])
+
+
 def _summary(data: Mapping[str, Any]) -> str:
     text = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def cmd_battery(args: argparse.Namespace, paths: Paths) -> int:
+    """A recorder's battery history across dockings, and its pack's trend."""
+    from agent.compliance.readiness import learned_charge_rate_per_s
+    from agent.store.recorder_history import battery_history
+
+    conn = _open_db(paths)
+    rows = battery_history(conn, args.recorder, since_us=_since(args.since), limit=args.limit)
+    rate = learned_charge_rate_per_s([(r.time_us / 1e6, r.percent, r.charging) for r in rows])
+    trend = _pack_trend(rows)
+    if args.json:
+        _emit_json({"recorder": args.recorder, "samples": [r.as_dict() for r in rows],
+                    "charge_rate_percent_per_min": None if rate is None else rate * 60,
+                    "trend": trend})
+        return EXIT_OK
+    if not rows:
+        print(f"(no battery history for {args.recorder})")
+        return EXIT_OK
+    print(table(["TIME", "BATT", "CHARGING", "mV", "TEMP", "CYCLES", "HEALTH"], [
+        [_ts(r.time_us), f"{r.percent:.0f}%", "yes" if r.charging else "no",
+         _dash(r.millivolts), _dash(r.temperature_c), _dash(r.cycle_count),
+         "-" if r.health_percent is None else f"{r.health_percent}%"] for r in rows]))
+    if rate is not None:
+        print(f"charge rate {rate * 60:.2f} %/min (from this pack's history)")
+    if trend is not None:
+        print(f"health {trend['health_from']}% -> {trend['health_to']}% over"
+              f" {trend['cycles']} cycles ({trend['days']:.0f} days)")
+    return EXIT_OK
+
+
+def _dash(v: object) -> str:
+    return "-" if v is None else str(v)
+
+
+def _pack_trend(rows: Sequence[Any]) -> dict[str, Any] | None:
+    known = [r for r in rows if r.health_percent is not None]
+    if len(known) < 2:
+        return None
+    a, b = known[0], known[-1]
+    cycles = (b.cycle_count or 0) - (a.cycle_count or 0)
+    return {"health_from": a.health_percent, "health_to": b.health_percent,
+            "cycles": cycles, "days": (b.time_us - a.time_us) / 86400e6}
 
 
 def cmd_verify(args: argparse.Namespace, paths: Paths) -> int:
@@ -298,6 +398,7 @@ def _trusted_key(paths: Paths) -> Any:
 
 
 def cmd_fleet(args: argparse.Namespace, paths: Paths) -> int:
+    from agent.mqtt.checkpoints import CheckpointStateError
     from agent.mqtt.errors import MqttError
     from agent.mqtt.fleet import fleet_settings, run_fleet
 
@@ -309,10 +410,15 @@ def cmd_fleet(args: argparse.Namespace, paths: Paths) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     try:
-        asyncio.run(run_fleet(settings, json=args.json, once=args.once, settle_s=args.wait))
+        model = asyncio.run(run_fleet(settings, json=args.json, once=args.once,
+                                      settle_s=args.wait,
+                                      checkpoint_state=args.checkpoint_state))
+    except CheckpointStateError as exc:
+        raise UsageError(str(exc)) from exc
     except MqttError as exc:
         raise Unreachable(f"broker {args.broker}: {exc}") from exc
-    return EXIT_OK
+    # a custody alarm (a dock's ledger rolled back or rewritten) is a finding for scripts
+    return EXIT_FINDING if any(model.checkpoints.alarms.values()) else EXIT_OK
 
 
 # --- argument parsing -------------------------------------------------------------------
@@ -358,7 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_faults)
 
-    p = sub.add_parser("ledger", help="custody ledger entries")
+    p = sub.add_parser("ledger", help="custody ledger entries; `ledger export` for dock-verify")
+    p.add_argument("action", nargs="?", choices=["list", "export"], default="list",
+                   help="list entries (default) or export a portable bundle")
+    p.add_argument("--out", type=Path, help="with export: the bundle file to write")
+    p.add_argument("--pubkey", type=Path,
+                   help="with export: the dock's public key file (default: from the config)")
     p.add_argument("--officer")
     p.add_argument("--device", help="recorder serial")
     p.add_argument("--kind")
@@ -367,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("battery", help="a recorder's battery history and its pack's trend")
+    p.add_argument("recorder", help="recorder serial")
+    p.add_argument("--since", help="ISO date/time (UTC unless it says otherwise)")
+    p.add_argument("--limit", type=int, default=200, help="newest N samples")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_battery)
 
     p = sub.add_parser("verify", help="check the ledger chain, signatures and the store")
     p.add_argument("--deep", action="store_true", help="re-hash every stored file")
@@ -382,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="dock/v1")
     p.add_argument("--once", action="store_true", help="print one snapshot and exit")
     p.add_argument("--wait", type=float, default=2.0, help="with --once: seconds to collect")
+    p.add_argument("--checkpoint-state", type=Path, metavar="FILE",
+                   help="remember each dock's last signed checkpoint here, so a ledger"
+                        " rolled back between runs is still an alarm")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fleet)
     return parser

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.mqtt.backoff import Backoff
+from agent.mqtt.checkpoints import CheckpointWatch
 from agent.mqtt.errors import MqttError
 from agent.mqtt.topics import fleet_filters
 from agent.mqtt.transport import PahoTransport
@@ -57,15 +58,18 @@ class DockView:
     dropped: int | None = None
     last_event_seq: int = 0
     open_faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkpoint_seq: int | None = None
+    custody_alarms: list[dict[str, str]] = field(default_factory=list)
 
 
 class FleetModel:
     """Pure: feed it (topic, payload) pairs; read `snapshot()` or `render_table()`."""
 
-    def __init__(self, prefix: str = "dock/v1") -> None:
+    def __init__(self, prefix: str = "dock/v1", checkpoint_state: Path | None = None) -> None:
         self.prefix = prefix
         self.docks: dict[str, DockView] = {}
         self.recorders: dict[tuple[str, str], RecorderView] = {}
+        self.checkpoints = CheckpointWatch(checkpoint_state)
 
     def _dock(self, dock_id: str) -> DockView:
         return self.docks.setdefault(dock_id, DockView(dock_id))
@@ -101,6 +105,8 @@ class FleetModel:
                 rec.progress = {k: v for k, v in body.items() if k not in ("dock_id", "serial")}
             case ["events", stream]:
                 self._on_event(dock_id, stream, body)
+            case ["checkpoint"]:
+                self._on_checkpoint(dock_id, body)
             case _:
                 return False
         return True
@@ -115,6 +121,16 @@ class FleetModel:
         elif bd_seq >= dock.bd_seq:  # an old session's Will must not kill the new one
             dock.online, dock.bd_seq = False, bd_seq
             dock.since = body.get("time")
+
+    def _on_checkpoint(self, dock_id: str, body: dict[str, Any]) -> None:
+        """A signed ledger checkpoint that does not extend the last one is an alarm."""
+        dock = self._dock(dock_id)
+        j = self.checkpoints.observe(dock_id, body)
+        if j.alarm:
+            dock.custody_alarms.append({"alarm": j.verdict, "detail": j.detail,
+                                        "seq": str(body.get("seq"))})
+        else:
+            dock.checkpoint_seq = self.checkpoints.last[dock_id]["seq"]
 
     def _on_health(self, dock_id: str, body: dict[str, Any]) -> None:
         dock = self._dock(dock_id)
@@ -179,6 +195,8 @@ class FleetModel:
                 "outbox_depth": d.outbox_depth, "dropped": d.dropped,
                 "last_event_seq": d.last_event_seq,
                 "open_faults": list(d.open_faults.values()),
+                "checkpoint_seq": d.checkpoint_seq,
+                "custody_alarms": list(d.custody_alarms),
                 "recorders": [{
                     "serial": r.serial, "docked": r.docked, "stale": self.stale(r),
                     "bay": r.bay, "officer": r.officer, "battery_percent": r.battery_percent,
@@ -214,6 +232,9 @@ class FleetModel:
             for f in d["open_faults"]:
                 lines.append(f"FAULT {d['dock_id']} {f['subject'] or '-'} {f['kind']} "
                              f"{f['time'] or ''} {f['message'] or ''}".rstrip())
+        for d in self.snapshot()["docks"]:
+            for a in d["custody_alarms"]:
+                lines.append(f"CUSTODY ALARM {d['dock_id']} {a['alarm']}: {a['detail']}")
         # each entry is one line: a newline inside a dock's value is escaped, not a new row
         return "\n".join(printable(line) for line in lines) + "\n"
 
@@ -254,11 +275,12 @@ async def run_fleet(
     out: TextIO | None = None,
     settle_s: float = 2.0,
     refresh_s: float = 2.0,
+    checkpoint_state: Path | None = None,
 ) -> FleetModel:
     """Show the fleet. `once`: collect the retained state for `settle_s`, print, return.
     Otherwise print on every change (at most every `refresh_s`) until cancelled."""
     stream = out or sys.stdout
-    model = FleetModel(settings.topic_prefix)
+    model = FleetModel(settings.topic_prefix, checkpoint_state)
     backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s)
     client_id = settings.client_id or f"fleet-{uuid.uuid4().hex[:10]}"
 

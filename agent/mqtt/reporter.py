@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from typing import Any
 
 from agent.mqtt import payloads
 from agent.mqtt.backoff import Backoff
+from agent.mqtt.checkpoints import PREVIOUS as PREVIOUS_CHECKPOINTS
+from agent.mqtt.checkpoints import checkpoint_payload
 from agent.mqtt.commands import CommandActions, CommandProcessor
 from agent.mqtt.errors import ConnectionLost, MqttError, PublishRejected
 from agent.mqtt.throttle import Throttle
@@ -30,6 +33,7 @@ from agent.mqtt.transport import Message, PahoTransport, Transport, Will
 from agent.settings import MqttSettings
 from agent.store import outbox
 from agent.store.db import Database
+from agent.store.ledger import recent_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,7 @@ class Reporter:
         self._recorders: dict[str, dict[str, Any]] = {}
         self._deaths: dict[str, float] = {}  # serial -> undock time, until acknowledged
         self._health: dict[str, Any] = {}
+        self._checkpoint_seq: int | None = None  # of the last checkpoint published
         self._progress: Throttle[str, dict[str, Any]] = Throttle(settings.progress_interval_s)
         self._progress_timer: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
@@ -158,11 +163,30 @@ class Reporter:
             if due is not None:
                 self._progress_timer = loop.call_at(due, self._progress_tick)
 
+    def checkpoint_signed(self) -> None:
+        """A ledger checkpoint was signed: publish the newest one (retained)."""
+        if self.connected:
+            self._spawn(self._publish_checkpoint(only_new=True))
+
+    async def publish_checkpoint(self) -> None:
+        """Publish the newest checkpoint and wait for the broker to take it (clean stop:
+        the central side then holds a signature over the dock's very last entry)."""
+        transport = self._transport
+        if not self.connected or transport is None:
+            return
+        cps = await self._db.read(lambda c: recent_checkpoints(c, PREVIOUS_CHECKPOINTS + 1))
+        if cps:
+            self._checkpoint_seq = cps[-1].seq
+            await transport.publish(self._topics.checkpoint,
+                                    payloads.encode(checkpoint_payload(self._dock_id, cps)),
+                                    retain=True)
+
     async def republish(self) -> None:
         """Republish every retained state message (after connect, and on `rebirth`)."""
         if not self.connected:
             return
         await self._publish_health()
+        await self._publish_checkpoint()
         for serial in list(self._recorders):
             self._publish_birth(serial)
         for serial in list(self._deaths):
@@ -422,6 +446,17 @@ class Reporter:
         body = payloads.health(self._dock_id, self._bd_seq, self._clock(), self._version,
                                self._health, self._outbox_stats, mqtt)
         self._retain(lambda: self._topics.health, body)
+
+    async def _publish_checkpoint(self, *, only_new: bool = False) -> None:
+        try:
+            cps = await self._db.read(lambda c: recent_checkpoints(c, PREVIOUS_CHECKPOINTS + 1))
+        except sqlite3.Error as exc:  # a database without a ledger (reporter-only tests)
+            log.warning("no ledger checkpoint to publish: %s", exc)
+            return
+        if not cps or (only_new and cps[-1].seq == self._checkpoint_seq):
+            return
+        self._checkpoint_seq = cps[-1].seq
+        self._retain(lambda: self._topics.checkpoint, checkpoint_payload(self._dock_id, cps))
 
     def _publish_progress(self, serial: str, value: Mapping[str, Any]) -> None:
         transport = self._transport

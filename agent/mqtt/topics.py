@@ -37,6 +37,10 @@ class Topics:
     def health(self) -> str:  # retained: latest dock health
         return f"{self.base}/health"
 
+    @property
+    def checkpoint(self) -> str:  # retained: newest signed ledger checkpoint
+        return f"{self.base}/checkpoint"
+
     def recorder_state(self, serial: str) -> str:  # retained: birth / death
         return f"{self.base}/recorder/{check_level(serial, 'serial')}/state"
 
@@ -70,4 +74,5 @@ def fleet_filters(prefix: str) -> list[str]:
         f"{prefix}/+/recorder/+/state",
         f"{prefix}/+/recorder/+/progress",
         f"{prefix}/+/events/+",
+        f"{prefix}/+/checkpoint",
     ]

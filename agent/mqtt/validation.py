@@ -55,6 +55,8 @@ def schema_for_topic(levels: list[str]) -> str | None:
             return "status"
         case ["health"]:
             return "health"
+        case ["checkpoint"]:
+            return "checkpoint"
         case ["recorder", _, "state"]:
             return "recorder-state"
         case ["recorder", _, "progress"]:

@@ -15,7 +15,7 @@ from agent.store import faults
 from agent.store.canonical import MAX_SAFE_INT
 from agent.store.db import Database
 from agent.store.faults import FaultCode, Severity
-from agent.store.ledger import Ledger
+from agent.store.ledger import Ledger, current_us
 
 
 def _recordable(value: object) -> object:
@@ -71,5 +71,26 @@ class SessionJournal:
             faults.raise_fault(conn, self._ledger, code, reason, recorder=recorder,
                                officer=officer, bay=self.bay, session_id=self.session_id,
                                severity=severity, detail=_recordable_data(detail))
+
+        await asyncio.shield(self._db.write(tx))
+
+    async def past_fault(self, code: FaultCode, reason: str, *, recorder: str | None,
+                         officer: str | None, severity: Severity,
+                         detail: dict[str, object]) -> None:
+        """A fault that is already over when it is recorded (a missed deadline)."""
+        def tx(conn: sqlite3.Connection) -> None:
+            faults.record_past_fault(conn, self._ledger, code, reason,
+                                     occurred_us=current_us(), cleared_reason="recorded after"
+                                     " the fact", recorder=recorder, officer=officer,
+                                     bay=self.bay, session_id=self.session_id,
+                                     severity=severity, detail=detail)
+
+        await asyncio.shield(self._db.write(tx))
+
+    async def clear(self, code: FaultCode, reason: str, *, recorder: str | None) -> None:
+        """Clear this recorder's open faults of `code` (the condition is gone)."""
+        def tx(conn: sqlite3.Connection) -> None:
+            faults.clear_faults(conn, self._ledger, recorder=recorder, codes=[code],
+                                reason=reason)
 
         await asyncio.shield(self._db.write(tx))

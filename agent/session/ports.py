@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from agent.settings import RecorderSettings
 from firmware_bridge.client import RecorderClient
-from firmware_bridge.messages import Hello, OfficerRecord, RecordingInfo
+from firmware_bridge.messages import DeviceLogEvent, Hello, OfficerRecord, RecordingInfo
 
 
 class IdentityLike(Protocol):
@@ -90,6 +90,8 @@ class RecorderLink(Protocol):
         self, on_page: Callable[[int, int], None] | None = None
     ) -> Sequence[RecordingInfo]: ...
     async def delete_recording(self, name: bytes, size: int, blake3_digest: bytes) -> Any: ...
+    async def event_log(self, since_index: int = 0,
+                        limit: int | None = None) -> Sequence[DeviceLogEvent]: ...
     async def close(self) -> None: ...
 
 

@@ -27,26 +27,34 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.compliance.firmware import firmware_problem
 from agent.devices.events import DirectoryStorage, StorageAppeared, StorageRef
 from agent.domain import DockingContext, RecorderIdentity
 from agent.mount.mounter import Mounter
 from agent.offload import FileProblem, Offloader, OffloadProgress, OffloadSummary
 from agent.offload.errors import StoreFullError
 from agent.session import clock as clockmath
+from agent.session import fieldlog
 from agent.session.battery import battery_facts, battery_problems
 from agent.session.errors import SessionFailure
 from agent.session.journal import SessionJournal
 from agent.session.ports import IdentityLike, LinkOpener, RecorderLink
 from agent.session.state_machine import SessionMachine, State, Transition
-from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
-from agent.store import assignments
+from agent.settings import (
+    ClockSettings,
+    DeviceSettings,
+    OffloadSettings,
+    ReadinessSettings,
+    RecorderSettings,
+)
+from agent.store import assignments, recorder_history
 from agent.store.db import Database
 from agent.store.faults import FaultCode as FC
 from agent.store.faults import Severity
 from agent.store.ledger import Ledger
 from agent.store.ledger import entries as ledger_entries
 from firmware_bridge.errors import AuthRefused, BridgeError, DeviceError, LinkClosed, LinkTimeout
-from firmware_bridge.messages import OfficerRecord, RecordingInfo
+from firmware_bridge.messages import DeviceLogEvent, OfficerRecord, RecordingInfo
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,11 @@ T = TypeVar("T")
 
 ChangeHook = Callable[[], None]
 PageHook = Callable[[int, int], None]  # (entries received, total) after each page
+HISTORY_WINDOW_S = 14 * 86400.0  # battery history loaded at docking, for the charge rate
+MAX_BATTERY_SAMPLES = 500
+EVENT_LOG_CHUNK = 256  # entries per bounded read of the recorder's event log
+EVENT_LOG_MAX = 4096  # per docking; the next docking reads on from there
+EVENT_LOG_FLOOR_S = 30.0  # per chunk: a full page set at 115200 baud fits easily
 MASS_STORAGE_TIMEOUT_S = 10.0  # the firmware bridge's floor for SetMassStorage
 DELETE_TIMEOUT_S = 120.0  # and for DeleteRecording (the device hashes the file)
 
@@ -76,6 +89,7 @@ class SessionDeps:
     on_change: ChangeHook = field(default=lambda: None)
     on_transition: Callable[[Transition], None] | None = None  # every state machine step
     battery_poll_s: float = 45.0
+    readiness: ReadinessSettings = field(default_factory=ReadinessSettings)
     mount_timeout_s: float = 120.0
     unplug_grace_s: float = 3.0  # a closed link is an unplug if the event follows within
     clock_samples: int = 3
@@ -112,6 +126,10 @@ class DockingSession:
         self.docked_at = deps.wall_time()
         self.battery: dict[str, object] | None = None
         self.battery_at: float | None = None  # dock wall time of the last battery reading
+        # (dock wall time, percent, charging) of this pack, including earlier dockings
+        self.battery_samples: list[tuple[float, float, bool]] = []
+        self._event_cursor: recorder_history.EventCursor | None = None
+        self._field_officer: str | None = None
         self.storage: dict[str, object] | None = None
         self.clock: dict[str, object] | None = None
         self.progress: dict[str, object] | None = None
@@ -256,15 +274,20 @@ class DockingSession:
             "protocol_version": hello.protocol_version, "usb_serial": self.key,
         })
         self._advance(State.IDENTIFIED)
+        await self._check_identity_policy()
+        # Read before anything here writes to the log (officer, clock), on the field clock.
+        field_events = await self._fetch_event_log(link)
         # A pending officer assignment waits until the footage is off: the files on the
         # recorder belong to the officer read just now, not to the next one.
 
         await self._check_clock(link)
         self._advance(State.CLOCK_CHECKED)
+        if field_events is not None:
+            await self._record_field_events(field_events)
 
+        await self._load_battery_history()
         bat = await self._call("battery", link.battery())
-        self.battery = battery_facts(bat)
-        self.battery_at = self.deps.wall_time()
+        await self._battery_reading(battery_facts(bat))
         sto = await self._call("storage", link.storage(), FC.STORAGE_ERROR)
         self.storage = {"total_bytes": sto.total_bytes, "free_bytes": sto.free_bytes,
                         "file_count": sto.file_count, "recording": sto.recording}
@@ -355,6 +378,7 @@ class DockingSession:
             assignments.mark_applied(conn, pending.id)
 
         await self.deps.db.write(tx)
+        await self._clear_condition(FC.OFFICER_UNASSIGNED, "officer assigned")
         self._changed()
         return True
 
@@ -472,6 +496,14 @@ class DockingSession:
                     detail["complete_list"] = {"ledger_kind": "entry_list",
                                                "ledger_seqs": s.listed[lists[code]]}
                 await self._fault(code, f"{len(problems)} {text}", severity, detail)
+        late = [f for f in s.stored if f.late]
+        if late and self.identity is not None:
+            serial, officer = self._who()
+            await self.journal.past_fault(
+                FC.LATE_OFFLOAD, f"{len(late)} files stored after their deadline",
+                recorder=serial, officer=officer, severity="warning",
+                detail={"files": [{"name": _text(f.name), "stored_relpath": f.stored_relpath}
+                                  for f in late[:50]]})
         bad = s.verify_failed
         if bad:
             await self._fault(FC.VERIFY_FAILED, f"{len(bad)} stored files failed verification",
@@ -507,6 +539,132 @@ class DockingSession:
         except TimeoutError:
             return False
         return True
+
+    # --- identity policy, field log, battery history --------------------------------------
+
+    async def _check_identity_policy(self) -> None:
+        """Faults for what makes a recorder unfit to issue, by identity: firmware not on the
+        allowlist, no officer assigned. Each is cleared once the condition is gone."""
+        ident = self.identity
+        assert ident is not None
+        policy = self.deps.readiness
+        problem = firmware_problem(policy, ident.model, ident.firmware)
+        if problem is not None:
+            await self._fault(FC.FIRMWARE_NOT_ALLOWED, problem, "warning",
+                              {"model": ident.model, "firmware": ident.firmware})
+        else:
+            await self._clear_condition(FC.FIRMWARE_NOT_ALLOWED, "firmware allowed")
+        if policy.require_officer and not ident.officer_no:
+            await self._fault(FC.OFFICER_UNASSIGNED, "no officer assigned to the recorder",
+                              "warning", {})
+        else:
+            await self._clear_condition(FC.OFFICER_UNASSIGNED, "officer assigned")
+
+    async def _clear_condition(self, code: FC, reason: str) -> None:
+        self.faults = [f for f in self.faults if f.get("code") != code.value]
+        serial, _ = self._who()
+        await self.journal.clear(code, reason, recorder=serial)
+
+    async def _fetch_event_log(self, link: RecorderLink) -> list[DeviceLogEvent] | None:
+        """New entries of the recorder's event log; None if it cannot be read now (the
+        cursor stays, so they are read at the next docking)."""
+        assert self.identity is not None
+        serial = self.identity.serial
+        cursor = await self.deps.db.read(lambda c: recorder_history.event_cursor(c, serial))
+        # who held it when the log was read, before any assignment made at this docking
+        self._field_officer = self.identity.officer_no or None
+        try:
+            # one entry early: the last one read before must still be there, unchanged
+            since = max(0, cursor.next_index - 1) if cursor else 0
+            events = await self._read_event_log(link, since)
+            if not fieldlog.continues(cursor, events):
+                assert cursor is not None
+                await self.journal.past_fault(
+                    FC.PROTOCOL_ERROR, "the recorder's event log does not continue where it"
+                    " was last read (reset or replaced): read again from the start",
+                    recorder=serial, officer=self._field_officer, severity="warning",
+                    detail={"expected_index": cursor.next_index - 1,
+                            "expected_entry": cursor.last_entry,
+                            "found": fieldlog.entry_mark(events[0]) if events else None})
+                cursor = recorder_history.EventCursor(0, cursor.officer, None)
+                events = await self._read_event_log(link, 0)
+        except SessionFailure as f:
+            if f.detail.get("link_closed"):
+                raise
+            log.warning("bay %s: recorder event log not read: %s", self.bay, f.reason)
+            return None
+        self._event_cursor = cursor
+        return events
+
+    async def _read_event_log(self, link: RecorderLink, since: int) -> list[DeviceLogEvent]:
+        """Up to EVENT_LOG_MAX entries from `since`, in bounded chunks, so a long log (or a
+        slow link) neither stalls the docking nor keeps it from ever being read: each
+        docking reads on from where the last one stopped. A failure after some chunks keeps
+        what was read (the cursor moves only that far)."""
+        out: list[DeviceLogEvent] = []
+        while len(out) < EVENT_LOG_MAX:
+            try:
+                chunk = list(await self._call("event log", link.event_log(since, EVENT_LOG_CHUNK),
+                                              floor=EVENT_LOG_FLOOR_S))
+            except SessionFailure as f:
+                if not out or f.detail.get("link_closed"):
+                    raise
+                log.warning("bay %s: recorder event log read in part: %s", self.bay, f.reason)
+                break
+            out.extend(chunk)
+            if len(chunk) < EVENT_LOG_CHUNK:
+                break
+            since = chunk[-1].index + 1
+        return out
+
+    async def _record_field_events(self, events: list[DeviceLogEvent]) -> None:
+        assert self.identity is not None
+        serial, officer = self.identity.serial, self._field_officer
+        drift = (self.clock or {}).get("drift_before_ms")
+        now_us = int(self.deps.wall_time() * 1_000_000)
+        here = (int(self.docked_at * 1_000_000) - 10_000_000, None)
+        ledger, bay, session_id, cursor = (self.deps.ledger, self.bay, self.session_id,
+                                           self._event_cursor)
+
+        def tx(conn: sqlite3.Connection) -> int:
+            periods = [here, *fieldlog.docked_periods(conn, serial, exclude_session=session_id)]
+            p = fieldlog.plan(events, cursor=cursor, current_officer=officer,
+                              drift_ms=drift if isinstance(drift, int | float) else None,
+                              now_us=now_us, docked_periods=periods)
+            return len(fieldlog.record(conn, ledger, p, serial=serial, bay=bay,
+                                       session_id=session_id, now_us=now_us))
+
+        n = await asyncio.shield(self.deps.db.write(tx))
+        if n:
+            log.info("bay %s: %d fault(s) from the recorder's event log", self.bay, n)
+
+    async def _load_battery_history(self) -> None:
+        """Earlier samples of this pack (charge-rate ETA from the first reading on)."""
+        assert self.identity is not None
+        serial = self.identity.serial
+        since = int((self.deps.wall_time() - HISTORY_WINDOW_S) * 1_000_000)
+        rows = await self.deps.db.read(lambda c: recorder_history.battery_history(
+            c, serial, since_us=since, limit=MAX_BATTERY_SAMPLES))
+        self.battery_samples = [(r.time_us / 1e6, r.percent, r.charging) for r in rows]
+
+    async def _battery_reading(self, facts: dict[str, object]) -> None:
+        self.battery = facts
+        self.battery_at = now = self.deps.wall_time()
+        percent = facts.get("percent")
+        if isinstance(percent, int | float):
+            self.battery_samples.append((now, float(percent), bool(facts.get("charging"))))
+            del self.battery_samples[:-MAX_BATTERY_SAMPLES]
+        serial, session_id = self._who()[0], self.session_id
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            return recorder_history.record_battery(conn, serial, facts,
+                                                   time_us=int(now * 1_000_000),
+                                                   session_id=session_id)
+
+        try:
+            await asyncio.shield(self.deps.db.write(tx))
+        except Exception:  # history is for trends: never let it stop the docking
+            log.exception("bay %s: battery sample not stored", self.bay)
 
     # --- clock -------------------------------------------------------------------------
 
@@ -578,8 +736,7 @@ class DockingSession:
             except SessionFailure as f:
                 log.warning("bay %s: battery poll failed: %s", self.bay, f.reason)
                 continue
-            self.battery = battery_facts(bat)
-            self.battery_at = self.deps.wall_time()
+            await self._battery_reading(battery_facts(bat))
             self._changed()
 
     # --- failure and release -----------------------------------------------------------
@@ -750,6 +907,7 @@ class DockingSession:
             "docked_at": self.docked_at,
             "battery": self.battery,
             "battery_at": self.battery_at,
+            "battery_samples": [list(s) for s in self.battery_samples],
             "storage": self.storage,
             "clock": self.clock,
             "offload": self.progress,

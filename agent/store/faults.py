@@ -87,6 +87,7 @@ class FaultCode(StrEnum):
     HEALTH = "health"
     SERIAL_MISMATCH = "serial_mismatch"  # firmware serial differs from the USB serial
     OFFICER_MISMATCH = "officer_mismatch"  # file names carry another officer than the record
+    HARDWARE_FAULT = "hardware_fault"
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,51 @@ def raise_fault(
     return fault
 
 
+def record_past_fault(
+    conn: sqlite3.Connection,
+    ledger: Ledger,
+    code: FaultCode | str,
+    reason: str,
+    *,
+    occurred_us: int,
+    cleared_reason: str,
+    recorder: str | None = None,
+    officer: str | None = None,
+    bay: str | None = None,
+    session_id: str | None = None,
+    severity: Severity = "warning",
+    detail: Mapping[str, object] | None = None,
+    now_us: int | None = None,
+) -> Fault:
+    """Record a fault that already happened and is over (a recorder's field event, a
+    deadline missed): its own register row opened at `occurred_us`, with its "fault" and
+    "fault_cleared" ledger entries, never merged with an open fault of the same code."""
+    code = FaultCode(code).value
+    if severity not in ("warning", "error"):
+        raise ValueError(f"severity must be 'warning' or 'error', not {severity!r}")
+    if not reason:
+        raise ValueError("a fault needs a human-readable reason")
+    recorder, officer, bay, session_id = (v or None for v in (recorder, officer, bay,
+                                                               session_id))
+    detail_obj = loads(canonical_text(dict(detail or {})))
+    assert isinstance(detail_obj, dict)
+    t = current_us() if now_us is None else int(now_us)
+    next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faults").fetchone()[0]
+    entry = ledger.append(conn, EntryKind.FAULT, recorder=recorder, officer=officer, bay=bay,
+                          session_id=session_id, now_us=t,
+                          data={"fault_id": next_id, "code": code, "severity": severity,
+                                "reason": reason, "detail": detail_obj, "repeated": False})
+    conn.execute(
+        f"INSERT INTO faults ({_COLUMNS}) VALUES"  # noqa: S608
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, 0, NULL)",
+        (next_id, code, severity, recorder, officer, bay, session_id, reason,
+         canonical_text(detail_obj), int(occurred_us), entry.seq, int(occurred_us)),
+    )
+    done = clear_fault(conn, ledger, next_id, cleared_reason, now_us=t)
+    assert done is not None
+    return done
+
+
 def clear_fault(conn: sqlite3.Connection, ledger: Ledger, fault_id: int, reason: str, *,
                 now_us: int | None = None) -> Fault | None:
     """Clear an open fault; None if there is no such fault or it is already cleared."""
@@ -282,4 +328,4 @@ def list_faults(
 
 
 __all__ = ["SCHEMA", "Fault", "FaultCode", "Severity", "clear_fault", "clear_faults",
-           "list_faults", "open_faults", "raise_fault"]
+           "list_faults", "open_faults", "raise_fault", "record_past_fault"]

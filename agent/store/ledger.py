@@ -374,3 +374,10 @@ def checkpoints(conn: sqlite3.Connection) -> list[Checkpoint]:
     rows = conn.execute("SELECT seq, hash, time_us, dock_id, key_id, signature"
                         " FROM ledger_checkpoints ORDER BY seq").fetchall()
     return [Checkpoint(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+def recent_checkpoints(conn: sqlite3.Connection, limit: int) -> list[Checkpoint]:
+    """The newest `limit` checkpoints, oldest first."""
+    rows = conn.execute("SELECT seq, hash, time_us, dock_id, key_id, signature"
+                        " FROM ledger_checkpoints ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+    return [Checkpoint(r[0], r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from agent.mqtt import commands as mqtt_commands
 from agent.offload import journal as offload_journal
-from agent.store import assignments, evidence, faults, ledger, outbox
+from agent.store import assignments, evidence, faults, ledger, outbox, recorder_history
 
 ALL_SCHEMAS: list[str] = [
     ledger.SCHEMA,
@@ -17,4 +17,5 @@ ALL_SCHEMAS: list[str] = [
     assignments.SCHEMA,
     offload_journal.SCHEMA,
     mqtt_commands.SCHEMA,
+    recorder_history.SCHEMA,
 ]

@@ -117,8 +117,9 @@ async def test_shift_change_end_to_end(make_rig: RigFactory, broker: Broker,
     assert all(b["state"] == "released" for b in bays.values())
     assert status["dock_id"] == "dock-e2e" and status["broker_connected"] is True
 
-    # -- faults: none for a clean shift; ledger by device
-    assert await rig.dockctl_json("faults") == []
+    # -- faults: only the recorder nobody was assigned to; ledger by device
+    assert [(f["recorder"], f["code"]) for f in await rig.dockctl_json("faults")] == [
+        ("BWC10004", "officer_unassigned")]
     entries = await rig.dockctl_json("ledger", "--device", "BWC10002")
     assert [e["kind"] for e in entries] == custody_kinds(rig.kinds("BWC10002"))
     assert all(e["recorder"] == "BWC10002" for e in entries)

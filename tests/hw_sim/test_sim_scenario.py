@@ -87,6 +87,10 @@ def test_parse_scenario(tmp_path: Path) -> None:
         ('[[timeline]]\naction = "unplug"\nbay = "7"\n', "no bay"),
         ("[dock]\nbays = 2\nextra = 1\n", "unknown keys"),
         ("this is not toml", "cannot read"),
+        ('[[recorder]]\nserial = "BWC00001"\nfield_log = [["sneeze", "", 1]]\n',
+         "unknown event kind"),
+        ('[[recorder]]\nserial = "BWC00001"\nfield_log = [["low_battery", 5]]\n',
+         "expected \\[kind"),
     ],
 )
 def test_bad_scenarios_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -238,3 +242,11 @@ async def test_timeline_changes_faults(tmp_path: Path) -> None:
         assert dock.recorders["1"].faults.clock_set == "ignored"
     with pytest.raises(SpecError, match="faults table"):
         parse_scenario({"timeline": [{"action": "faults", "bay": "1"}]})
+
+
+def test_field_log_in_a_scenario(tmp_path: Path) -> None:
+    p = tmp_path / "s.toml"
+    p.write_text('[[recorder]]\nserial = "BWC00001"\n'
+                 'field_log = [["low_battery", "9%", 3600], [6, "", 60.5]]\n')
+    r = load_scenario(p).recorders["BWC00001"]
+    assert r.field_log == ((5, "9%", 3600.0), (6, "", 60.5))

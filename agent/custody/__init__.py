@@ -1,0 +1,1 @@
+"""Custody made portable: ledger bundles and the stand-alone verifier (`dock-verify`)."""
