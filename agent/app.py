@@ -28,6 +28,7 @@ from agent.control import ControlServer
 from agent.devices.events import DeviceEvent
 from agent.dockview import DockView
 from agent.health.monitor import HealthMonitor
+from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, prepare_private_dir, read_input_file
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
@@ -37,6 +38,7 @@ from agent.session.runner import SessionDeps
 from agent.session.supervisor import BaySupervisor
 from agent.settings import Settings
 from agent.store.db import Database
+from agent.store.errors import SigningError
 from agent.store.ledger import Ledger
 from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner, load_or_create_key
@@ -51,23 +53,23 @@ class StartupError(Exception):
 
 def prepare_directories(settings: Settings) -> None:
     """State and store are private to the agent's user (regulation 000 §14)."""
-    for path, mode in (
-        (settings.dock.state_dir, 0o700),
-        (settings.dock.store_dir, 0o750),
-        (settings.dock.runtime_dir, 0o750),
+    for path, mode, what in (
+        (settings.dock.state_dir, 0o700, "state directory"),
+        (settings.dock.store_dir, 0o750, "store directory"),
+        (settings.dock.runtime_dir, 0o750, "runtime directory"),
     ):
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            path.chmod(mode)
-        except OSError as exc:
-            raise StartupError(f"cannot prepare {path}: {exc}") from exc
+            prepare_private_dir(path, mode, what)  # never chmods through a symlink
+        except InputFileError as exc:
+            raise StartupError(str(exc)) from None
 
 
 def read_fleet_secret(path: Path) -> bytes:
     try:
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise StartupError(f"cannot read recorder fleet secret {path}: {exc}") from exc
+        secret = read_input_file(path, "recorder fleet secret", max_bytes=MAX_SECRET_BYTES,
+                                 secret=True).strip()
+    except InputFileError as exc:
+        raise StartupError(str(exc)) from None
     if len(secret) < 16:
         raise StartupError(f"recorder fleet secret {path} is shorter than 16 bytes")
     return secret
@@ -96,7 +98,10 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         holidays=load_day_list(settings.deadline.holiday_file),
         workdays=load_day_list(settings.deadline.workday_file),
     )
-    key = load_or_create_key(settings.key_file)
+    try:
+        key = load_or_create_key(settings.key_file)
+    except SigningError as exc:
+        raise StartupError(str(exc)) from None
     db = await asyncio.to_thread(Database, settings.db_path, ALL_SCHEMAS)
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
