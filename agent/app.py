@@ -37,7 +37,7 @@ from agent.session.ports import recorder_client_opener
 from agent.session.runner import SessionDeps
 from agent.session.supervisor import BaySupervisor
 from agent.settings import Settings
-from agent.store.db import Database
+from agent.store.db import DB_RESERVE_BYTES, Database
 from agent.store.errors import SigningError
 from agent.store.ledger import Ledger
 from agent.store.schemas import ALL_SCHEMAS
@@ -102,7 +102,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         key = load_or_create_key(settings.key_file)
     except SigningError as exc:
         raise StartupError(str(exc)) from None
-    db = await asyncio.to_thread(Database, settings.db_path, ALL_SCHEMAS)
+    db = await asyncio.to_thread(Database, settings.db_path, ALL_SCHEMAS,
+                                 reserve_bytes=DB_RESERVE_BYTES)
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
     view = DockView(settings, db, deadline)
@@ -188,7 +189,10 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     finally:
         with contextlib.suppress(Exception):
             await offloader.close()
-        await db.write(ledger.checkpoint)
+        try:
+            await db.write(ledger.checkpoint)
+        except Exception:  # a full disk must not turn a clean stop into a failure
+            log.exception("could not write the closing ledger checkpoint")
         db.close()
     return 0
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import sqlite3
 import threading
@@ -60,7 +62,7 @@ from agent.offload.storefs import discard, ensure_dir, free_bytes, install, orph
 from agent.offload.summary import FileProblem, OffloadProgress, OffloadSummary, StoredFile
 from agent.offload.walk import SourceFile, open_source, scan
 from agent.settings import OffloadSettings
-from agent.store.db import Database
+from agent.store.db import Database, DatabaseFull
 from agent.store.evidence import StoredFile as IndexedFile
 from agent.store.evidence import (
     StoredFileRecord,
@@ -76,6 +78,7 @@ from agent.store.layout import layout_relpath, recording_day
 from agent.store.ledger import Ledger, current_us
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 TimeSource = Literal["recorder", "mtime"]
 PROGRESS_INTERVAL_S = 0.5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -152,8 +155,10 @@ class _Stop(Exception):
 class _JournalHooks:
     """Copy-thread callbacks: journal updates (blocking, off the loop) and progress."""
 
-    def __init__(self, db: Database, serial: str, name: bytes, tracker: ProgressTracker):
+    def __init__(self, db: Database, serial: str, name: bytes, tracker: ProgressTracker,
+                 spent: Callable[[int], None] = lambda n: None):
         self.db, self.serial, self.name, self.tracker = db, serial, name, tracker
+        self.spent = spent  # bytes written: no longer promised, already off the free space
 
     def reset(self, source_size: int, source_mtime_ns: int) -> None:
         self.db.write_sync(
@@ -161,13 +166,19 @@ class _JournalHooks:
         )
 
     def durable(self, length: int, digest: bytes, complete: bool) -> None:
-        self.db.write_sync(
-            lambda c: journal.advance(c, self.serial, self.name, length, digest,
-                                      complete=complete)
-        )
+        try:
+            self.db.write_sync(
+                lambda c: journal.advance(c, self.serial, self.name, length, digest,
+                                          complete=complete)
+            )
+        except DatabaseFull as exc:  # the copy stops as for a full store (ENOSPC)
+            raise OSError(errno.ENOSPC, str(exc)) from exc
 
     def progress(self, nbytes: int) -> None:
         self.tracker.add_copied(nbytes)
+        self.spent(nbytes)
+        if not self.db.reserve.holds():  # the disk filled up: custody records come first
+            raise OSError(errno.ENOSPC, "disk full: the database's reserve is in use")
 
     def resumed(self, nbytes: int) -> None:
         self.tracker.add_resumed(nbytes)
@@ -319,16 +330,19 @@ class Offloader:
         if on_progress is not None:
             ticker = asyncio.create_task(self._tick(tracker, on_progress))
         after = _AfterCommit(self, ctx, summary, wiper, stop)
+        # What is still promised after each file (bytes written count down as they land).
+        later = [0] * len(pending)
+        for k in range(len(pending) - 2, -1, -1):
+            later[k] = later[k + 1] + self._still_needed(pending[k + 1])
         try:
             async with self._slots:
-                for item in pending:
+                for k, item in enumerate(pending):
                     try:
                         await self._one(ctx, root, root_dev, item, tracker, stop, summary, after)
                     except _Stop:
                         break
                     finally:
-                        self._reserved[token] = max(0, self._reserved[token]
-                                                    - self._still_needed(item))
+                        self._reserved[token] = later[k]
                         tracker.files_done += 1
                         tracker.current = None
                 await after.finish()
@@ -407,17 +421,28 @@ class Offloader:
         async with self._space_lock:
             free = await self._call(free_bytes, self._store)
             others = sum(self._reserved.values())
+            held = self._db.reserve.shortfall()  # given back on a full disk: not free
             summary.bytes_needed, summary.bytes_free = need, free
-            if need > 0 and need + reserve + others > free:
+            if need > 0 and need + reserve + others + held > free:
                 summary.outcome = "storage_full"
                 summary.detail = (
                     f"dock storage full: {need} bytes to store + {reserve} reserve"
-                    f" + {others} promised to other bays > {free} free"
+                    f" + {others} promised to other bays"
+                    + (f" + {held} kept for the custody database" if held else "")
+                    + f" > {free} free"
                 )
                 return None
             token = id(summary)
             self._reserved[token] = need
             return token
+
+    def _spend(self, token: int, n: int) -> None:
+        """Written bytes left the free space: stop counting them as promised too (else a
+        long copy would keep other bays out twice over). Called from a copy thread; the
+        loop only resets this token's promise when no copy of it is running."""
+        left = self._reserved.get(token)
+        if left is not None:
+            self._reserved[token] = max(0, left - n)
 
     async def _tick(
         self, tracker: ProgressTracker, on_progress: Callable[[OffloadProgress], None]
@@ -459,7 +484,9 @@ class Offloader:
             self._settings.fdatasync_every_mib << 20, self._settings.read_retries,
             self._settings.buffers,
         )
-        hooks = _JournalHooks(self._db, serial, f.relpath, tracker)
+        token = id(summary)  # the offload's admission promise (see _admit)
+        hooks = _JournalHooks(self._db, serial, f.relpath, tracker,
+                              lambda n: self._spend(token, n))
         try:
             result = await self._call(Copier(job, hooks, self._pool, stop).run, stop=stop)
             if not result.installed:
@@ -475,8 +502,8 @@ class Offloader:
             summary.outcome, summary.detail = "interrupted", str(exc)
             raise _Stop from exc
         except StoreFullError as exc:
-            await self._forget(serial, f.relpath, partial, stop)  # give the space back
             summary.outcome, summary.detail = "storage_full", str(exc)
+            await self._give_back(serial, f.relpath, partial, stop)
             raise _Stop from exc
         except (StoreError, OSError) as exc:
             summary.outcome, summary.detail = "store_error", str(exc)
@@ -659,6 +686,18 @@ class Offloader:
             return
         await self._wipe(wiper, ctx.identity.serial, s.id, item.file.relpath, s.size, digest,
                          summary)
+
+    async def _give_back(
+        self, serial: str, name: bytes, partial: Path, stop: threading.Event
+    ) -> None:
+        """The disk is full: the partial goes first (its space is what the database needs
+        to record the rest); its journal row after, as far as the disk allows. A row left
+        behind only makes the next docking start the file over."""
+        await self._call(discard, partial, stop=stop)
+        try:
+            await self._db.write(lambda c: journal.remove(c, serial, name))
+        except DatabaseFull:
+            log.exception("disk full: the journal row of a discarded partial stays")
 
     async def _forget(
         self, serial: str, name: bytes, partial: Path, stop: threading.Event
