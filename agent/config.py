@@ -685,7 +685,7 @@ def _check_dock_paths(conv: _Converter, dock: model.DockSettings, check_files: b
     if dock.key_file is not None and dock.key_file.exists():
         try:
             read_input_file(dock.key_file, "signing key", max_bytes=MAX_SECRET_BYTES,
-                            secret=True)
+                            secret=True, group_ok=False)
         except InputFileError as exc:
             conv.error("dock.key_file", str(exc))
 

@@ -55,9 +55,14 @@ def agent_gids() -> frozenset[int]:
     return frozenset(gids)
 
 
-def secret_mode_problem(st: os.stat_result) -> str | None:
-    """Why a secret with this status is too widely accessible, or None."""
+def secret_mode_problem(st: os.stat_result, *, group_ok: bool = True) -> str | None:
+    """Why a secret with this status is too widely accessible, or None. Without
+    `group_ok` (a key the agent made itself) only the owner may have any access."""
     mode = stat.S_IMODE(st.st_mode)
+    if not group_ok:
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            return f"has mode {mode:04o}; it must be 0600"
+        return None
     fix = f"make it mode 0600 (or 0640 root:{AGENT_GROUP})"
     if mode & stat.S_IRWXO:
         return f"accessible by others (mode {mode:04o}); {fix}"
@@ -72,7 +77,8 @@ def secret_mode_problem(st: os.stat_result) -> str | None:
     return None
 
 
-def read_input_file(path: Path, what: str, *, max_bytes: int, secret: bool = False) -> bytes:
+def read_input_file(path: Path, what: str, *, max_bytes: int, secret: bool = False,
+                    group_ok: bool = True) -> bytes:
     """The whole content of a regular file; InputFileError with a one-line reason."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
@@ -84,7 +90,7 @@ def read_input_file(path: Path, what: str, *, max_bytes: int, secret: bool = Fal
             raise InputFileError(what, path, f"is {_kind(st.st_mode)}, not a regular file")
         if st.st_size > max_bytes:
             raise InputFileError(what, path, f"is larger than {max_bytes} bytes")
-        if secret and (problem := secret_mode_problem(st)):
+        if secret and (problem := secret_mode_problem(st, group_ok=group_ok)):
             raise InputFileError(what, path, problem)
         chunks: list[bytes] = []
         total = 0

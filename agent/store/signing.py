@@ -125,7 +125,8 @@ def _public_pem(public_key: Ed25519PublicKey) -> bytes:
 
 def _load_private(path: Path) -> Ed25519PrivateKey:
     try:  # a regular, private file: never a FIFO, a device or readable by others
-        data = read_input_file(path, "signing key", max_bytes=MAX_SECRET_BYTES, secret=True)
+        data = read_input_file(path, "signing key", max_bytes=MAX_SECRET_BYTES, secret=True,
+                               group_ok=False)  # the agent's own key: 0600, nothing else
     except InputFileError as exc:
         raise SigningError(str(exc)) from None
     try:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MINIMAL
 
 Write = Callable[[str], Path]
 REPO = Path(__file__).resolve().parents[2]
@@ -39,29 +38,29 @@ def refused(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
     (0o620, None, "writable by its group (mode 0620)"),
     (0o640, NOGROUP, "readable by group"),
 ])
-def test_secret_readable_by_others_is_refused(write_config: Write, config_dir: Path,
+def test_secret_readable_by_others_is_refused(minimal: str, write_config: Write, config_dir: Path,
                                               mode: int, gid: int | None, reason: str) -> None:
     secret = config_dir / "fleet.secret"
     if gid is not None:
         os.chown(secret, -1, gid)
     secret.chmod(mode)
-    path = write_config(MINIMAL)
+    path = write_config(minimal)
     refused(run_agent("--check-config", path), ":9: recorder.fleet_secret_file:", reason)
     refused(run_agent("--config", path), reason)  # the agent itself will not start either
     assert (secret.stat().st_mode & 0o777) == mode  # reported, not silently "fixed"
 
 
-def test_installer_layout_root_and_agent_group_0640_is_accepted(write_config: Write,
+def test_installer_layout_root_and_agent_group_0640_is_accepted(minimal: str, write_config: Write,
                                                                 config_dir: Path) -> None:
     secret = config_dir / "fleet.secret"
     os.chown(secret, 0, os.getegid())  # root:<the agent's group>
     secret.chmod(0o640)
-    proc = run_agent("--check-config", write_config(MINIMAL))
+    proc = run_agent("--check-config", write_config(minimal))
     assert proc.returncode == 0 and ": OK: " in proc.stdout, proc.stderr
 
 
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "/dev/null", "directory"])
-def test_fifo_or_device_as_secret_is_refused(write_config: Write, config_dir: Path,
+def test_fifo_or_device_as_secret_is_refused(minimal: str, write_config: Write, config_dir: Path,
                                              kind: str) -> None:
     secret = config_dir / "fleet.secret"
     secret.unlink()
@@ -74,7 +73,7 @@ def test_fifo_or_device_as_secret_is_refused(write_config: Write, config_dir: Pa
     else:
         secret.symlink_to(kind)
         expected = "is a character device, not a regular file"
-    refused(run_agent("--check-config", write_config(MINIMAL)),
+    refused(run_agent("--check-config", write_config(minimal)),
             "recorder.fleet_secret_file:", expected)
 
 
@@ -91,58 +90,59 @@ def test_fifo_or_device_as_config_is_refused(tmp_path: Path, kind: str) -> None:
     refused(run_agent("--config", config), expected)
 
 
-def test_mqtt_password_and_keys_must_be_private(write_config: Write, config_dir: Path) -> None:
+def test_mqtt_password_and_keys_must_be_private(minimal: str, write_config: Write,
+                                                config_dir: Path) -> None:
     for name in ("password", "ca.pem", "c.pem", "k.pem", "dock.key"):
         (config_dir / name).write_text("-----BEGIN-----\n")
         (config_dir / name).chmod(0o644)
-    text = MINIMAL.replace("[mqtt]\n", '[mqtt]\nusername = "dock-07"\n'
+    text = minimal.replace("[mqtt]\n", '[mqtt]\nusername = "dock-07"\n'
                            'password_file = "password"\n')
     refused(run_agent("--check-config", write_config(text)),
             "mqtt.password_file: password file", "accessible by others")
-    tls = MINIMAL.replace("tls = false\nport = 1883\n",
+    tls = minimal.replace("tls = false\nport = 1883\n",
                           'ca_file = "ca.pem"\ncert_file = "c.pem"\nkey_file = "k.pem"\n')
     proc = run_agent("--check-config", write_config(tls))
     refused(proc, "mqtt.key_file: client key", "accessible by others")
     assert "mqtt.ca_file" not in proc.stderr and "mqtt.cert_file" not in proc.stderr  # public
-    signing = MINIMAL.replace('[dock]\nid = "dock-07"\n',
+    signing = minimal.replace('[dock]\nid = "dock-07"\n',
                               '[dock]\nid = "dock-07"\nkey_file = "dock.key"\n')
     refused(run_agent("--check-config", write_config(signing)),
-            ":3: dock.key_file: signing key", "accessible by others")
+            ":3: dock.key_file: signing key", "has mode 0644; it must be 0600")
 
 
-def test_fifo_password_file_is_refused(write_config: Write, config_dir: Path) -> None:
+def test_fifo_password_file_is_refused(minimal: str, write_config: Write, config_dir: Path) -> None:
     os.mkfifo(config_dir / "password", 0o600)
-    text = MINIMAL.replace("[mqtt]\n", '[mqtt]\nusername = "dock-07"\n'
+    text = minimal.replace("[mqtt]\n", '[mqtt]\nusername = "dock-07"\n'
                            'password_file = "password"\n')
     refused(run_agent("--check-config", write_config(text)), "mqtt.password_file:", "FIFO")
 
 
-def sim_config(root: Path, state_dir: Path) -> str:
-    return MINIMAL.replace('[dock]\nid = "dock-07"\n', f'[dock]\nid = "dock-07"\n'
+def sim_config(minimal: str, root: Path, state_dir: Path) -> str:
+    return minimal.replace('[dock]\nid = "dock-07"\n', f'[dock]\nid = "dock-07"\n'
                            f'state_dir = "{state_dir}"\nstore_dir = "{root}/store"\n'
                            f'runtime_dir = "{root}/run"\n')
 
 
-def test_symlinked_state_dir_is_refused_and_its_target_untouched(write_config: Write,
+def test_symlinked_state_dir_is_refused_and_its_target_untouched(minimal: str, write_config: Write,
                                                                  config_dir: Path) -> None:
     target = config_dir / "elsewhere"
     target.mkdir()
     target.chmod(0o755)
     link = config_dir / "state"
     link.symlink_to(target)
-    path = write_config(sim_config(config_dir, link))
+    path = write_config(sim_config(minimal, config_dir, link))
     refused(run_agent("--check-config", path), ":3: dock.state_dir:", "is a symlink")
     refused(run_agent("--config", path), "dock.state_dir:", "is a symlink")
     assert (target.stat().st_mode & 0o777) == 0o755
 
 
-def test_start_up_refuses_a_state_dir_swapped_for_a_symlink(tmp_path: Path) -> None:
+def test_start_up_refuses_a_state_dir_swapped_for_a_symlink(minimal: str, tmp_path: Path) -> None:
     """Between the config check and start-up the directory may change: the agent's own
     preparation never chmods through a symlink either."""
     from agent.app import StartupError, prepare_directories
     from agent.config import parse_settings
 
-    settings = parse_settings(sim_config(tmp_path, tmp_path / "state"), check_files=False)
+    settings = parse_settings(sim_config(minimal, tmp_path, tmp_path / "state"), check_files=False)
     target = tmp_path / "elsewhere"
     target.mkdir(0o755)
     target.chmod(0o755)
@@ -152,14 +152,14 @@ def test_start_up_refuses_a_state_dir_swapped_for_a_symlink(tmp_path: Path) -> N
     assert (target.stat().st_mode & 0o777) == 0o755
 
 
-def test_world_readable_signing_key_stops_start_up_with_exit_2(write_config: Write,
+def test_world_readable_signing_key_stops_start_up_with_exit_2(minimal: str, write_config: Write,
                                                                config_dir: Path) -> None:
     state = config_dir / "state"
     state.mkdir(0o700)
     (state / "dock.key").write_text("-----BEGIN PRIVATE KEY-----\n")
     (state / "dock.key").chmod(0o644)
-    refused(run_agent("--config", write_config(sim_config(config_dir, state))),
-            "cannot start", "signing key", "accessible by others")
+    refused(run_agent("--config", write_config(sim_config(minimal, config_dir, state))),
+            "cannot start", "signing key", "has mode 0644; it must be 0600")
 
 
 @pytest.mark.parametrize(("dirs", "message"), [
@@ -168,14 +168,14 @@ def test_world_readable_signing_key_stops_start_up_with_exit_2(write_config: Wri
     ('["DCIM", "./DCIM/"]', '"./DCIM/" repeats footage directory "DCIM"'),
     ('["VIDEO", "."]', '"." contains footage directory "VIDEO"'),
 ])
-def test_overlapping_footage_dirs_are_refused(write_config: Write, dirs: str,
+def test_overlapping_footage_dirs_are_refused(minimal: str, write_config: Write, dirs: str,
                                               message: str) -> None:
-    path = write_config(MINIMAL + f"\n[offload]\nfootage_dirs = {dirs}\n")
+    path = write_config(minimal + f"\n[offload]\nfootage_dirs = {dirs}\n")
     refused(run_agent("--check-config", path),
             f"{path}:16: offload.footage_dirs[1]: {message}")
 
 
-def test_separate_footage_dirs_are_accepted(write_config: Write) -> None:
-    path = write_config(MINIMAL + '\n[offload]\nfootage_dirs = ["DCIM", "DCIMX", "A/B", "A/C"]\n')
+def test_separate_footage_dirs_are_accepted(minimal: str, write_config: Write) -> None:
+    path = write_config(minimal + '\n[offload]\nfootage_dirs = ["DCIM", "DCIMX", "A/B", "A/C"]\n')
     proc = run_agent("--check-config", path)
     assert proc.returncode == 0, proc.stderr
