@@ -450,8 +450,10 @@ def read_date_file(path: Path) -> frozenset[dt.date]:
 
 def _parse_date_file(path: Path) -> tuple[frozenset[dt.date], list[tuple[int | None, str]]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_input_file(path, "date list", max_bytes=MAX_CONFIG_BYTES).decode("utf-8")
+    except InputFileError as exc:
+        return frozenset(), [(None, f"cannot read date list: {exc.reason}")]
+    except UnicodeDecodeError as exc:
         return frozenset(), [(None, f"cannot read date list: {_os_reason(exc)}")]
     dates: set[dt.date] = set()
     problems: list[tuple[int | None, str]] = []

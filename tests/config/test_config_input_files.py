@@ -179,3 +179,12 @@ def test_separate_footage_dirs_are_accepted(minimal: str, write_config: Write) -
     path = write_config(minimal + '\n[offload]\nfootage_dirs = ["DCIM", "DCIMX", "A/B", "A/C"]\n')
     proc = run_agent("--check-config", path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fifo_holiday_list_is_refused(minimal: str, write_config: Write,
+                                      config_dir: Path) -> None:
+    os.mkfifo(config_dir / "holidays.txt", 0o600)
+    text = minimal + ('\n[deadline]\nhours = "none"\nworking_days = 2\n'
+                      'holiday_file = "holidays.txt"\n')
+    refused(run_agent("--check-config", write_config(text)),
+            "holidays.txt: deadline.holiday_file: cannot read date list: is a FIFO")
