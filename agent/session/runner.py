@@ -175,7 +175,10 @@ class DockingSession:
             # Agent shutdown: the recorder is still in the bay. Leave it unmounted and
             # locked, and close its custody record; the next start docks it anew.
             await self._stop_work()
-            await asyncio.shield(self._release("agent_stopped", lazy=False))
+            try:
+                await asyncio.shield(self._release("agent_stopped", lazy=False))
+            except Exception:  # e.g. a disk full past the database's reserve: still stop
+                log.exception("bay %s: the docking record could not be closed", self.bay)
             raise
         except Exception:
             log.exception("session %s in bay %s crashed", self.session_id, self.bay)
