@@ -30,6 +30,7 @@ from agent.devices.events import DeviceEvent
 from agent.dockview import DockView
 from agent.health.integrity import audit_ledger
 from agent.health.monitor import HealthMonitor
+from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, prepare_private_dir, read_input_file
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
@@ -38,7 +39,8 @@ from agent.session.ports import recorder_client_opener
 from agent.session.runner import SessionDeps
 from agent.session.supervisor import BaySupervisor
 from agent.settings import Settings
-from agent.store.db import Database
+from agent.store.db import DB_RESERVE_BYTES, Database
+from agent.store.errors import SigningError
 from agent.store.ledger import Ledger
 from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner, load_or_create_key
@@ -56,23 +58,23 @@ class StartupError(Exception):
 
 def prepare_directories(settings: Settings) -> None:
     """State and store are private to the agent's user (regulation 000 §14)."""
-    for path, mode in (
-        (settings.dock.state_dir, 0o700),
-        (settings.dock.store_dir, 0o750),
-        (settings.dock.runtime_dir, 0o750),
+    for path, mode, what in (
+        (settings.dock.state_dir, 0o700, "state directory"),
+        (settings.dock.store_dir, 0o750, "store directory"),
+        (settings.dock.runtime_dir, 0o750, "runtime directory"),
     ):
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            path.chmod(mode)
-        except OSError as exc:
-            raise StartupError(f"cannot prepare {path}: {exc}") from exc
+            prepare_private_dir(path, mode, what)  # never chmods through a symlink
+        except InputFileError as exc:
+            raise StartupError(str(exc)) from None
 
 
 def read_fleet_secret(path: Path) -> bytes:
     try:
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise StartupError(f"cannot read recorder fleet secret {path}: {exc}") from exc
+        secret = read_input_file(path, "recorder fleet secret", max_bytes=MAX_SECRET_BYTES,
+                                 secret=True).strip()
+    except InputFileError as exc:
+        raise StartupError(str(exc)) from None
     if len(secret) < 16:
         raise StartupError(f"recorder fleet secret {path} is shorter than 16 bytes")
     return secret
@@ -101,8 +103,12 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         holidays=load_day_list(settings.deadline.holiday_file),
         workdays=load_day_list(settings.deadline.workday_file),
     )
-    key = load_or_create_key(settings.key_file)
-    db = await asyncio.to_thread(Database, settings.db_path, ALL_SCHEMAS)
+    try:
+        key = load_or_create_key(settings.key_file)
+    except SigningError as exc:
+        raise StartupError(str(exc)) from None
+    db = await asyncio.to_thread(Database, settings.db_path, ALL_SCHEMAS,
+                                 reserve_bytes=DB_RESERVE_BYTES)
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
     view = DockView(settings, db, deadline)
@@ -192,7 +198,10 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     finally:
         with contextlib.suppress(Exception):
             await offloader.close()
-        await db.write(ledger.checkpoint)
+        try:
+            await db.write(ledger.checkpoint)
+        except Exception:  # a full disk must not turn a clean stop into a failure
+            log.exception("could not write the closing ledger checkpoint")
         db.close()
     return 0
 

@@ -74,10 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is None:
         return EXIT_CONFIG
     log = setup_logging(settings.logging)
-    from agent.app import run_agent  # the daemon's imports are only needed to run it
+    from agent.app import StartupError, run_agent  # the daemon's imports: only to run it
 
     try:
         return asyncio.run(run_agent(settings, log=log))
+    except StartupError as exc:  # a file or directory it needs is unusable: like config
+        log.error("dock agent cannot start: %s", exc)  # noqa: TRY400 (no traceback)
+        print(f"dock-agent: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
     except Exception:

@@ -39,6 +39,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agent import settings as model
 from agent.devices.errors import DeviceConfigError
 from agent.devices.ports import BayMap
+from agent.inputfiles import (
+    MAX_CONFIG_BYTES,
+    MAX_SECRET_BYTES,
+    InputFileError,
+    read_input_file,
+)
 from agent.settings import (
     DeadlineSettings,
     DeviceSettings,
@@ -445,8 +451,10 @@ def read_date_file(path: Path) -> frozenset[dt.date]:
 
 def _parse_date_file(path: Path) -> tuple[frozenset[dt.date], list[tuple[int | None, str]]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_input_file(path, "date list", max_bytes=MAX_CONFIG_BYTES).decode("utf-8")
+    except InputFileError as exc:
+        return frozenset(), [(None, f"cannot read date list: {exc.reason}")]
+    except UnicodeDecodeError as exc:
         return frozenset(), [(None, f"cannot read date list: {_os_reason(exc)}")]
     dates: set[dt.date] = set()
     problems: list[tuple[int | None, str]] = []
@@ -471,13 +479,14 @@ def _os_reason(exc: BaseException) -> str:
 
 
 def _check_readable_file(
-    conv: _Converter, key: str, path: Path, what: str, *, min_bytes: int = 1
+    conv: _Converter, key: str, path: Path, what: str, *, min_bytes: int = 1,
+    secret: bool = False,
 ) -> None:
+    """A regular file (never a FIFO or device), not empty; a secret also private."""
     try:
-        with path.open("rb") as f:
-            data = f.read(4096).strip()
-    except OSError as exc:
-        conv.error(key, f"{what} {path}: {_os_reason(exc)}")
+        data = read_input_file(path, what, max_bytes=MAX_SECRET_BYTES, secret=secret).strip()
+    except InputFileError as exc:
+        conv.error(key, str(exc))
         return
     if not data:
         conv.error(key, f"{what} {path} is empty")
@@ -610,14 +619,14 @@ def _check_mqtt(conv: _Converter, mqtt: MqttSettings, check_files: bool) -> None
         conv.error("mqtt.password_file", "a password needs mqtt.username")
     if not (mqtt.enabled and check_files):
         return
-    files = [("password_file", "password file")]
+    files = [("password_file", "password file", True)]
     if mqtt.tls:
-        files += [("ca_file", "CA certificate"), ("cert_file", "client certificate"),
-                  ("key_file", "client key")]
-    for name, what in files:
+        files += [("ca_file", "CA certificate", False), ("cert_file", "client certificate", False),
+                  ("key_file", "client key", True)]
+    for name, what, secret in files:
         path = getattr(mqtt, name)
         if path is not None:
-            _check_readable_file(conv, f"mqtt.{name}", path, what)
+            _check_readable_file(conv, f"mqtt.{name}", path, what, secret=secret)
 
 
 def _check_sections(conv: _Converter, sections: dict[str, Any], check_files: bool) -> None:
@@ -634,6 +643,11 @@ def _check_sections(conv: _Converter, sections: dict[str, Any], check_files: boo
     offload = sections.get("offload")
     if offload is not None and not offload.footage_dirs:
         conv.error("offload.footage_dirs", "at least one footage directory is needed")
+    if offload is not None:
+        _check_footage_overlap(conv, offload.footage_dirs)
+    dock = sections.get("dock")
+    if dock is not None:
+        _check_dock_paths(conv, dock, check_files)
     mount = sections.get("mount")
     if mount is not None and devices is not None and mount.method == "directory" \
             and devices.source == "udev":
@@ -643,7 +657,48 @@ def _check_sections(conv: _Converter, sections: dict[str, Any], check_files: boo
     if recorder is not None and devices is not None and check_files \
             and needs_fleet_secret(devices):
         _check_readable_file(conv, "recorder.fleet_secret_file", recorder.fleet_secret_file,
-                             "fleet secret", min_bytes=FLEET_SECRET_MIN_BYTES)
+                             "fleet secret", min_bytes=FLEET_SECRET_MIN_BYTES, secret=True)
+
+
+def _check_footage_overlap(conv: _Converter, dirs: Sequence[str]) -> None:
+    """Each recorder file must be reached through one footage directory only: a nested
+    or repeated directory would offload (and later wipe) the same file twice."""
+    parts = [Path(os.path.normpath(d)).parts for d in dirs]
+    parts = [() if p == (".",) else p for p in parts]
+    for j, later in enumerate(parts):
+        for i in range(j):
+            earlier = parts[i]
+            n = min(len(earlier), len(later))
+            if earlier[:n] != later[:n]:
+                continue
+            if earlier == later:
+                how = "repeats"
+            elif len(earlier) < len(later):
+                how = "lies inside"
+            else:
+                how = "contains"
+            conv.error(f"offload.footage_dirs[{j}]",
+                       f"{_short(dirs[j])} {how} footage directory {_short(dirs[i])} "
+                       f"(footage_dirs[{i}]); footage directories must not overlap")
+
+
+def _check_dock_paths(conv: _Converter, dock: model.DockSettings, check_files: bool) -> None:
+    """Directories the agent creates and chmods must not be symlinks (the mode would land
+    on the target); an explicit signing key that exists must be private."""
+    if not check_files:
+        return
+    for name in ("state_dir", "store_dir", "runtime_dir"):
+        path: Path = getattr(dock, name)
+        if path.is_symlink():
+            conv.error(f"dock.{name}", f"{path} is a symlink; give the real directory")
+        elif path.exists() and not path.is_dir():
+            conv.error(f"dock.{name}", f"{path} exists and is not a directory")
+    if dock.key_file is not None and dock.key_file.exists():
+        try:
+            read_input_file(dock.key_file, "signing key", max_bytes=MAX_SECRET_BYTES,
+                            secret=True, group_ok=False)
+        except InputFileError as exc:
+            conv.error("dock.key_file", str(exc))
 
 
 def _apply_alternatives(sections: dict[str, Any], raw: Mapping[str, Any]) -> None:
@@ -744,10 +799,10 @@ def load_settings(
 ) -> Settings:
     """Read, validate and build the settings from a TOML file (see `parse_settings`)."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        data = read_input_file(path, "config file", max_bytes=MAX_CONFIG_BYTES)
+    except InputFileError as exc:
         raise ConfigInvalid(
-            [ConfigIssue(str(path), None, "", f"cannot read config file: {_os_reason(exc)}")]
+            [ConfigIssue(str(path), None, "", f"cannot read config file: {exc.reason}")]
         ) from None
     try:
         text = data.decode("utf-8")

@@ -16,6 +16,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from agent.inputfiles import MAX_CONFIG_BYTES, InputFileError, read_input_file
+
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -42,9 +44,9 @@ def parse_day_list(text: str, source: str) -> frozenset[date]:
 def load_day_list(path: Path | None) -> frozenset[date]:
     if path is None:
         return frozenset()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # a regular file only: a FIFO or a device must not hang or flood start-up
+        text = read_input_file(path, "date list", max_bytes=MAX_CONFIG_BYTES).decode("utf-8")
+    except (InputFileError, UnicodeDecodeError) as exc:
         raise DeadlineConfigError(f"{path}: cannot read: {exc}") from exc
     return parse_day_list(text, str(path))
 

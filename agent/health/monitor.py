@@ -2,7 +2,8 @@
 
 Each period: read the system (in a worker thread), compute the projected days until the
 evidence disk is full from the recent offload rate, evaluate the health rules, raise a
-fault for each new issue and clear the ones that went away, check for overdue recorders
+fault for each new issue and clear the ones that went away (and `dock_storage_full` once
+the disk has room again), check for overdue recorders
 (not docked within the storage deadline), and hand the sample to the reporter as the
 dock's retained health state.
 """
@@ -23,7 +24,7 @@ from agent.health.rules import OffloadRate, health_issues, projected_days_until_
 from agent.session.clock import dock_clock_probe
 from agent.settings import Settings
 from agent.store import faults as fault_register
-from agent.store.db import Database
+from agent.store.db import DB_RESERVE_BYTES, Database
 from agent.watchdog import LoopLag
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class HealthMonitor:
         }
         self.view.store_free_bytes = readings.store_free_bytes
         await self._sync_faults({i.code: i.reason for i in issues})
+        await self._clear_storage_full(readings.store_free_bytes)
         docked = {str(r.get("serial")) for r in recorders if r.get("serial")}
         await self._check_overdue(docked, now)
         if reporter is not None:
@@ -150,6 +152,36 @@ class HealthMonitor:
             for issue, fault in open_now.items():
                 if issue not in issues:
                     fault_register.clear_fault(conn, ledger, fault.id, "condition cleared")
+
+        await self.db.write(tx)
+
+    async def _clear_storage_full(self, free: int) -> None:
+        """A `dock_storage_full` fault clears once the disk has room again: what the refused
+        offload needed (recorded with the fault) on top of the offload reserve and the
+        database's own reserve."""
+        ledger = self.view.ledger
+        if ledger is None:
+            return
+        floor = (self.settings.offload.reserve_mib << 20) + DB_RESERVE_BYTES
+
+        def due(conn: sqlite3.Connection) -> list[int]:
+            out = []
+            for f in fault_register.open_faults(conn):
+                if f.code != fault_register.FaultCode.DOCK_STORAGE_FULL:
+                    continue
+                need = (f.detail or {}).get("bytes_needed", 0)
+                if free > floor + (need if isinstance(need, int) else 0):
+                    out.append(f.id)
+            return out
+
+        ids = await self.db.read(due)
+        if not ids:
+            return
+
+        def tx(conn: sqlite3.Connection) -> None:
+            for fault_id in ids:
+                fault_register.clear_fault(conn, ledger, fault_id,
+                                           f"space returned: {free} bytes free")
 
         await self.db.write(tx)
 

@@ -14,7 +14,7 @@ over a Unix socket (newline-JSON, see `protocol`):
   mount point.
 
     python -m agent.mount.helper --socket /run/dock-agent-mount/mount.sock \\
-        --mount-root /run/dock-agent/media --owner dock-agent
+        --mount-root /run/dock-agent-mount/media --owner dock-agent
 
 With systemd socket activation (LISTEN_FDS) it serves the inherited socket on fd 3.
 """
@@ -81,6 +81,69 @@ class HelperConfig:
         return frozenset({0, self.owner_uid})
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_SYMLINKS = 40
+
+
+def _own_dir(fd: int, gid: int) -> None:
+    """root:<agent group> 0750 on a directory, by descriptor (never through a path). The
+    service runs with the agent's group, so chown (CAP_CHOWN) is only needed outside it."""
+    if os.fstat(fd).st_gid != gid:
+        os.fchown(fd, 0, gid)
+    os.fchmod(fd, 0o750)  # whatever the umask: the agent's group must enter
+
+
+def _trusted(dir_fd: int) -> bool:
+    """A directory only root can change: a symlink in it is root's word."""
+    st = os.fstat(dir_fd)
+    return st.st_uid == 0 and not st.st_mode & 0o022
+
+
+def open_trusted_dir(path: Path) -> int:
+    """An O_PATH descriptor of the directory `path`, walked one component at a time.
+
+    A symlink is followed only where it sits in a directory only root can change; one in a
+    directory another user controls (the agent's runtime directory) is refused, so no swap
+    there can send the helper elsewhere.
+    """
+    if not path.is_absolute():
+        raise MountRefused("bad_mount_root", f"{path} is not an absolute path")
+    pending = list(reversed(path.parts[1:]))
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    hops = 0
+    try:
+        while pending:
+            part = pending.pop()
+            try:
+                nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    raise
+                hops += 1
+                if hops > _MAX_SYMLINKS or not _trusted(fd):
+                    raise MountRefused(
+                        "bad_mount_root",
+                        f"{path}: {part} is a symlink in a directory others may change",
+                    ) from exc
+                target = Path(os.readlink(part, dir_fd=fd))
+                pending.extend(reversed(target.parts[1:] if target.is_absolute()
+                                        else target.parts))
+                if target.is_absolute():
+                    os.close(fd)
+                    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                continue
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _real_path(root_fd: int, name: str) -> str:
     """<mount root>/<name> as the kernel names it in mountinfo (symlinks resolved)."""
     return str(Path(f"/proc/self/fd/{root_fd}").readlink() / name)
@@ -142,22 +205,46 @@ class MountService:
     # -- the mount root ------------------------------------------------------------------
 
     def _open_root(self) -> int:
-        """An O_PATH descriptor of the mount root, created if missing, verified root-owned
-        and not writable by others (the agent's runtime directory is the agent's, so the
-        root is opened without following a symlink and named through the descriptor)."""
+        """A descriptor of the mount root, created if missing, verified root-owned and not
+        writable by others.
+
+        The root may live in a directory the agent controls, and the agent may swap any
+        name there for a symlink at any moment: so every step works on descriptors. The
+        parent is reached without following a symlink that someone other than root could
+        have planted, the root is opened O_NOFOLLOW, and its owner and mode are set with
+        fchown/fchmod on that descriptor after checking it is a root-owned directory."""
         root = self.config.mount_root
-        with contextlib.suppress(FileExistsError):
-            root.mkdir(0o750)
-            os.chown(root, 0, self.config.owner_gid, follow_symlinks=False)
-            root.chmod(0o750)  # whatever the umask: the agent's group must enter
-        fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        st = os.fstat(fd)
-        if st.st_uid != 0 or st.st_mode & 0o022:
+        parent_fd = open_trusted_dir(root.parent)
+        try:
+            created = False
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(root.name, 0o750, dir_fd=parent_fd)
+                created = True
+            try:
+                fd = os.open(root.name, _DIR_FLAGS, dir_fd=parent_fd)
+            except OSError as exc:
+                raise MountRefused(
+                    "bad_mount_root", f"{root} is not a directory of ours: {exc.strerror}"
+                ) from exc
+        finally:
+            os.close(parent_fd)
+        try:
+            self._check_root(fd, created=created)
+        except BaseException:
             os.close(fd)
-            raise MountRefused(
-                "bad_mount_root", f"{root} must be owned by root and writable only by root"
-            )
+            raise
         return fd
+
+    def _check_root(self, fd: int, *, created: bool) -> None:
+        st = os.fstat(fd)
+        bad = MountRefused("bad_mount_root", f"{self.config.mount_root} must be owned by "
+                           "root and writable only by root")
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+            raise bad  # e.g. the agent's own directory swapped in after our mkdir
+        if created:  # a root-owned directory: ours, whatever was swapped in its place
+            _own_dir(fd, self.config.owner_gid)
+        elif stat.S_IMODE(st.st_mode) & 0o022:
+            raise bad
 
     def _mount_point(self, root_fd: int, name: str, *, create: bool) -> bool:
         """Make sure <root>/<name> is a root-owned directory; False if it does not exist."""
@@ -167,8 +254,14 @@ class MountService:
             if not create:
                 return False
             os.mkdir(name, 0o750, dir_fd=root_fd)
-            os.chown(name, 0, self.config.owner_gid, dir_fd=root_fd, follow_symlinks=False)
-            os.chmod(name, 0o750, dir_fd=root_fd)  # noqa: S103  (the agent's group enters)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+                    raise MountRefused("bad_mount_point", f"{name} in the mount root is not ours")
+                _own_dir(fd, self.config.owner_gid)
+            finally:
+                os.close(fd)
             return True
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
             raise MountRefused("bad_mount_point", f"{name} in the mount root is not ours")
@@ -270,28 +363,53 @@ class MountService:
 
 
 class HelperServer:
-    """Accepts connections; each is served on its own thread, requests one per line."""
+    """Accepts connections and serves each on its own thread, requests one per line.
 
-    def __init__(self, service: MountService, listener: socket.socket) -> None:
+    At most `max_connections` are served at once: further clients wait in the listen
+    backlog until one finishes (the agent opens one connection per request and times out
+    on its side). A connection idle for `idle_timeout_s` is closed, so a client that
+    connects and says nothing cannot hold a slot for ever.
+    """
+
+    def __init__(self, service: MountService, listener: socket.socket, *,
+                 max_connections: int = 8, idle_timeout_s: float = 60.0) -> None:
         self.service = service
         self.listener = listener
+        self.idle_timeout_s = idle_timeout_s
+        self._slots = threading.BoundedSemaphore(max_connections)
         self._closing = threading.Event()
 
     def serve_forever(self) -> None:
         while not self._closing.is_set():
+            if not self._slots.acquire(timeout=0.5):
+                continue  # every slot busy: leave the next client in the backlog
             try:
                 conn, _ = self.listener.accept()
             except OSError:
+                self._slots.release()
                 if self._closing.is_set():
                     return
                 raise
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            try:
+                threading.Thread(target=self._serve_slot, args=(conn,), daemon=True,
+                                 name="dock-mount-conn").start()
+            except BaseException:
+                conn.close()
+                self._slots.release()
+                raise
 
     def close(self) -> None:
         self._closing.set()
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+
+    def _serve_slot(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(self.idle_timeout_s)
+            self._serve(conn)
+        finally:
+            self._slots.release()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -362,7 +480,8 @@ def listening_socket(path: Path, owner_gid: int) -> socket.socket:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dock-mount", description=__doc__.split("\n")[0])
     parser.add_argument("--socket", type=Path, default=Path("/run/dock-agent-mount/mount.sock"))
-    parser.add_argument("--mount-root", type=Path, default=Path("/run/dock-agent/media"))
+    parser.add_argument("--mount-root", type=Path,
+                        default=Path("/run/dock-agent-mount/media"))
     parser.add_argument("--owner", default="dock-agent", help="user the agent runs as")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

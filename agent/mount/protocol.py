@@ -2,7 +2,7 @@
 
     {"op": "mount", "devnode": "/dev/sda1", "name": "BWC10234-3f2a..."}
     {"op": "unmount", "name": "BWC10234-3f2a...", "lazy": false}
-    -> {"ok": true, "path": "/run/dock-agent/media/BWC10234-3f2a..."}
+    -> {"ok": true, "path": "/run/dock-agent-mount/media/BWC10234-3f2a..."}
     -> {"ok": false, "code": "untagged", "error": "..."}
 """
 

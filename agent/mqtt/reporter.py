@@ -32,7 +32,7 @@ from agent.mqtt.topics import TopicError, Topics
 from agent.mqtt.transport import Message, PahoTransport, Transport, Will
 from agent.settings import MqttSettings
 from agent.store import outbox
-from agent.store.db import Database
+from agent.store.db import Database, DatabaseFull
 from agent.store.ledger import recent_checkpoints
 
 log = logging.getLogger(__name__)
@@ -206,10 +206,12 @@ class Reporter:
                 started = time.monotonic()
                 try:
                     await self._session()
-                except (MqttError, OSError) as exc:
+                except (MqttError, OSError, DatabaseFull) as exc:
+                    # a full disk (even past the database's reserve) pauses reporting: the
+                    # outbox keeps every event, and the next session sends them
                     log.warning("mqtt session ended: %s", exc)
                 except ExceptionGroup as group:
-                    if group.split((MqttError, OSError))[1] is not None:
+                    if group.split((MqttError, OSError, DatabaseFull))[1] is not None:
                         log.exception("mqtt session failed")
                     else:
                         log.warning("mqtt session ended: %s", group.exceptions[0])

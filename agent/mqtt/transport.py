@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, read_input_file
 from agent.mqtt.errors import ConnectFailed, ConnectionLost, MqttError, PublishRejected
 from agent.settings import MqttSettings
 
@@ -572,7 +573,13 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
 
 
 def _read_password(path: Path) -> str:
-    return path.read_text(encoding="utf-8").strip()
+    # a private regular file (never a FIFO or a device): checked again at every connect
+    try:
+        data = read_input_file(path, "MQTT password file", max_bytes=MAX_SECRET_BYTES,
+                               secret=True)
+        return data.decode("utf-8").strip()
+    except (InputFileError, UnicodeDecodeError) as exc:
+        raise ConnectFailed(str(exc)) from None
 
 
 __all__ = [

@@ -12,6 +12,12 @@ and re-hashed; only a digest equal to the journal's lets the copy continue from 
 Otherwise the partial is discarded and the copy starts over (the reason is reported).
 
 The source is never mapped (an unplug would raise SIGBUS) and never opened for writing.
+
+Bound: a copy reads at most the size the file had when it was listed (what admission
+counted against free space). A file that grew past it (a recording still being written, a
+hostile device) is stopped there: the first bytes are stored as evidence of what was read,
+flagged `file_changed` and never wiped; the recorder keeps the whole file for a later
+docking. No source can make a copy eat the disk's reserve.
 """
 
 from __future__ import annotations
@@ -155,11 +161,20 @@ def verify_stored(
     return True, "re-read from disk; BLAKE3 matches"
 
 
-def _pread_checked(fd: int, buf: mmap.mmap, offset: int) -> int:
-    n = os.preadv(fd, [buf], offset)
+def _pread_checked(fd: int, buf: mmap.mmap, offset: int, want: int) -> int:
+    with memoryview(buf) as mv, mv[:want] as part:
+        n = os.preadv(fd, [part], offset)
     if n == 0 and os.fstat(fd).st_size > offset:
         raise OSError(errno.EIO, "premature end of file")
     return n
+
+
+def _more_after(fd: int, offset: int) -> bool:
+    """Whether the source has bytes past `offset` (it grew beyond its admitted size)."""
+    try:
+        return bool(os.pread(fd, 1, offset)) or os.fstat(fd).st_size > offset
+    except OSError:
+        return False  # a read error past the admitted end changes nothing stored
 
 
 class Copier:
@@ -173,6 +188,7 @@ class Copier:
         self.pool = pool
         self.stop = stop
         self._writer_error: BaseException | None = None
+        self._grew = False  # the source had more bytes than admission counted
 
     def run(self) -> CopyResult:
         job = self.job
@@ -198,7 +214,10 @@ class Copier:
         changed = None
         start = identity if job.resume is None or restart is not None else (
             job.resume.source_size, job.resume.source_mtime_ns)
-        if (st1.st_size, st1.st_mtime_ns) != start:
+        if self._grew:
+            changed = (f"changed during copy: grew past its admitted size of {offset}"
+                       f" bytes; the first {offset} bytes are stored")
+        elif (st1.st_size, st1.st_mtime_ns) != start:
             changed = (f"size/mtime changed during copy: {start[0]}/{start[1]} ->"
                        f" {st1.st_size}/{st1.st_mtime_ns}")
         elif offset != st1.st_size:
@@ -301,15 +320,21 @@ class Copier:
             target=self._write_loop, args=(q, out, offset), name="offload-writer", daemon=True
         )
         writer.start()
+        # Never more than admission counted: a source that keeps growing (a recording
+        # still being written, a hostile device) must not eat the disk's reserve.
+        limit = self.job.source.size
         try:
             while self._writer_error is None:
                 if self.stop.is_set():
                     raise CopyStopped("copy stopped")
+                if offset >= limit:
+                    self._grew = _more_after(src, offset)
+                    break
                 buf = self.pool.acquire(self.stop)
                 if buf is None:
                     raise CopyStopped("copy stopped")
                 try:
-                    n = self._read(src, buf, offset)
+                    n = self._read(src, buf, offset, min(len(buf), limit - offset))
                 except BaseException:
                     self.pool.release(buf)
                     raise
@@ -369,13 +394,14 @@ class Copier:
         _drop_cache(out, 0, 0)
         self.hooks.durable(size, digest, True)
 
-    def _read(self, fd: int, buf: mmap.mmap, offset: int) -> int:
-        """Read the next chunk; EIO is retried, and so is an end of file that comes before
-        the size `fstat` reports (a vanishing device can look like that)."""
+    def _read(self, fd: int, buf: mmap.mmap, offset: int, want: int) -> int:
+        """Read the next chunk (at most `want` bytes); EIO is retried, and so is an end of
+        file that comes before the size `fstat` reports (a vanishing device can look like
+        that)."""
         attempt = 0
         while True:
             try:
-                return _pread_checked(fd, buf, offset)
+                return _pread_checked(fd, buf, offset, want)
             except OSError as exc:
                 if exc.errno in GONE_ERRNOS or self._root_gone():
                     raise SourceGoneError(f"recorder storage gone: {exc.strerror}") from exc

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import sqlite3
 import threading
@@ -68,7 +70,7 @@ from agent.offload.times import RecordingTimes, decide
 from agent.offload.walk import Scan, SourceFile, open_source, scan
 from agent.settings import OffloadSettings
 from agent.store.canonical import MAX_SAFE_INT
-from agent.store.db import Database
+from agent.store.db import Database, DatabaseFull
 from agent.store.evidence import StoredFile as IndexedFile
 from agent.store.evidence import (
     StoredFileRecord,
@@ -84,6 +86,7 @@ from agent.store.layout import layout_relpath, recording_day
 from agent.store.ledger import EntryKind, Ledger, current_us
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FAULT_NAMES_MAX = 50  # a fault names at most this many entries; longer lists go to the ledger
@@ -168,8 +171,10 @@ class _Stop(Exception):
 class _JournalHooks:
     """Copy-thread callbacks: journal updates (blocking, off the loop) and progress."""
 
-    def __init__(self, db: Database, serial: str, name: bytes, tracker: ProgressTracker):
+    def __init__(self, db: Database, serial: str, name: bytes, tracker: ProgressTracker,
+                 spent: Callable[[int], None] = lambda n: None):
         self.db, self.serial, self.name, self.tracker = db, serial, name, tracker
+        self.spent = spent  # bytes written: no longer promised, already off the free space
 
     def reset(self, source_size: int, source_mtime_ns: int) -> None:
         self.db.write_sync(
@@ -177,13 +182,19 @@ class _JournalHooks:
         )
 
     def durable(self, length: int, digest: bytes, complete: bool) -> None:
-        self.db.write_sync(
-            lambda c: journal.advance(c, self.serial, self.name, length, digest,
-                                      complete=complete)
-        )
+        try:
+            self.db.write_sync(
+                lambda c: journal.advance(c, self.serial, self.name, length, digest,
+                                          complete=complete)
+            )
+        except DatabaseFull as exc:  # the copy stops as for a full store (ENOSPC)
+            raise OSError(errno.ENOSPC, str(exc)) from exc
 
     def progress(self, nbytes: int) -> None:
         self.tracker.add_copied(nbytes)
+        self.spent(nbytes)
+        if not self.db.reserve.holds():  # the disk filled up: custody records come first
+            raise OSError(errno.ENOSPC, "disk full: the database's reserve is in use")
 
     def resumed(self, nbytes: int) -> None:
         self.tracker.add_resumed(nbytes)
@@ -348,16 +359,19 @@ class Offloader:
             ticker = asyncio.create_task(self._tick(tracker, on_progress))
         claims: list[_Claim] = []
         after = _AfterCommit(self, ctx, summary, wiper, stop, claims)
+        # What is still promised after each file (bytes written count down as they land).
+        later = [0] * len(pending)
+        for k in range(len(pending) - 2, -1, -1):
+            later[k] = later[k + 1] + self._still_needed(pending[k + 1])
         try:
             async with self._slots:
-                for item in pending:
+                for k, item in enumerate(pending):
                     try:
                         await self._one(ctx, root, root_dev, item, tracker, stop, summary, after)
                     except _Stop:
                         break
                     finally:
-                        self._reserved[token] = max(0, self._reserved[token]
-                                                    - self._still_needed(item))
+                        self._reserved[token] = later[k]
                         tracker.files_done += 1
                         tracker.current = None
                 await after.finish()
@@ -469,7 +483,8 @@ class Offloader:
         async with self._space_lock:
             free = await self._call(free_bytes, self._store)
             others = sum(self._reserved.values())
-            room = free - reserve - others
+            held = self._db.reserve.shortfall()  # given back on a full disk: not free
+            room = free - reserve - others - held
             admitted: list[_Item] = []
             left: list[_Item] = []
             need = 0
@@ -490,7 +505,9 @@ class Offloader:
             summary.bytes_needed, summary.bytes_free = need + missing, free
             full = (f"dock storage full: {len(left)} files ({missing} bytes) do not fit:"
                     f" {need + missing} bytes to store + {reserve} reserve + {others}"
-                    f" promised to other bays > {free} free") if left else ""
+                    f" promised to other bays"
+                    + (f" + {held} kept for the custody database" if held else "")
+                    + f" > {free} free") if left else ""
             token = id(summary)
             self._reserved[token] = need
             return token, admitted, left, full
@@ -505,6 +522,14 @@ class Offloader:
             return (f"sparse: claims {f.size} bytes with {allocated} allocated, more than"
                     f" the dock has room for ({max(room, 0)} bytes)")
         return None
+
+    def _spend(self, token: int, n: int) -> None:
+        """Written bytes left the free space: stop counting them as promised too (else a
+        long copy would keep other bays out twice over). Called from a copy thread; the
+        loop only resets this token's promise when no copy of it is running."""
+        left = self._reserved.get(token)
+        if left is not None:
+            self._reserved[token] = max(0, left - n)
 
     async def _tick(
         self, tracker: ProgressTracker, on_progress: Callable[[OffloadProgress], None]
@@ -546,7 +571,9 @@ class Offloader:
             self._settings.fdatasync_every_mib << 20, self._settings.read_retries,
             self._settings.buffers,
         )
-        hooks = _JournalHooks(self._db, serial, f.relpath, tracker)
+        token = id(summary)  # the offload's admission promise (see _admit)
+        hooks = _JournalHooks(self._db, serial, f.relpath, tracker,
+                              lambda n: self._spend(token, n))
         try:
             result = await self._call(Copier(job, hooks, self._pool, stop).run, stop=stop)
             if not result.installed:
@@ -562,8 +589,8 @@ class Offloader:
             summary.outcome, summary.detail = "interrupted", str(exc)
             raise _Stop from exc
         except StoreFullError as exc:
-            await self._forget(serial, f.relpath, partial, stop)  # give the space back
             summary.outcome, summary.detail = "storage_full", str(exc)
+            await self._give_back(serial, f.relpath, partial, stop)
             raise _Stop from exc
         except (StoreError, OSError) as exc:
             summary.outcome, summary.detail = "store_error", str(exc)
@@ -850,6 +877,18 @@ class Offloader:
             return
         await self._wipe(wiper, ctx.identity.serial, s.id, item.file.relpath, s.size, digest,
                          summary, claims)
+
+    async def _give_back(
+        self, serial: str, name: bytes, partial: Path, stop: threading.Event
+    ) -> None:
+        """The disk is full: the partial goes first (its space is what the database needs
+        to record the rest); its journal row after, as far as the disk allows. A row left
+        behind only makes the next docking start the file over."""
+        await self._call(discard, partial, stop=stop)
+        try:
+            await self._db.write(lambda c: journal.remove(c, serial, name))
+        except DatabaseFull:
+            log.exception("disk full: the journal row of a discarded partial stays")
 
     async def _forget(
         self, serial: str, name: bytes, partial: Path, stop: threading.Event

@@ -48,7 +48,7 @@ from agent.settings import (
     RecorderSettings,
 )
 from agent.store import assignments, recorder_history
-from agent.store.db import Database
+from agent.store.db import Database, DatabaseFull
 from agent.store.faults import FaultCode as FC
 from agent.store.faults import Severity
 from agent.store.ledger import Ledger
@@ -204,7 +204,10 @@ class DockingSession:
             # Agent shutdown: the recorder is still in the bay. Leave it unmounted and
             # locked, and close its custody record; the next start docks it anew.
             await self._stop_work()
-            await asyncio.shield(self._release("agent_stopped", lazy=False))
+            try:
+                await asyncio.shield(self._release("agent_stopped", lazy=False))
+            except Exception:  # e.g. a disk full past the database's reserve: still stop
+                log.exception("bay %s: the docking record could not be closed", self.bay)
             raise
         except Exception:
             log.exception("session %s in bay %s crashed", self.session_id, self.bay)
@@ -431,8 +434,11 @@ class DockingSession:
         await self._officer_disagreements(summary)
         if summary.outcome != "complete":
             code = _OUTCOME_FAULT.get(summary.outcome, FC.OFFLOAD_FAILED)
+            detail: dict[str, object] = {"offload": self.offload_result}
+            if summary.outcome == "storage_full":  # what must be free for it to clear
+                detail["bytes_needed"] = summary.bytes_needed
             raise SessionFailure(code, f"offload {summary.outcome}: {summary.detail}".rstrip(": "),
-                                 detail={"offload": self.offload_result})
+                                 detail=detail)
         self.done.append("offloaded")
         await asyncio.wait_for(self.deps.mounter.unmount(self.key), self.deps.mount_timeout_s)
         self._mounted = False
@@ -461,7 +467,7 @@ class DockingSession:
             )
         except asyncio.CancelledError:
             raise
-        except StoreFullError as exc:
+        except (StoreFullError, DatabaseFull) as exc:
             raise SessionFailure(FC.DOCK_STORAGE_FULL, f"evidence store full: {exc}") from exc
         except Exception as exc:
             raise SessionFailure(FC.OFFLOAD_FAILED, f"offload failed: {exc}",
@@ -744,8 +750,11 @@ class DockingSession:
     async def _fail(self, f: SessionFailure) -> None:
         await self._make_safe(lazy=False)
         detail = {**f.detail, "state": self.state.value}
-        await self._fault(f.code, f.reason, f.severity, detail)
-        self._advance(State.FAILED, f.reason)
+        try:
+            await self._fault(f.code, f.reason, f.severity, detail)
+        except Exception:  # e.g. a disk too full even for the database's reserve
+            log.exception("bay %s: fault %s could not be recorded", self.bay, f.code.value)
+        self._advance(State.FAILED, f.reason)  # the session ends, whatever the disk says
 
     async def _make_safe(self, *, lazy: bool) -> None:
         """Unmount and lock storage if we hold them; each step best-effort and bounded."""

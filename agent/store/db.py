@@ -10,6 +10,9 @@ Read-only users (dockctl) open the file with `open_readonly()`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -18,12 +21,105 @@ from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
 
+DB_RESERVE_BYTES = 4 << 20  # room kept for the ledger and outbox when the disk fills
+
+
 class DatabaseError(Exception):
     """The state database could not be opened or used."""
+
+
+class DatabaseFull(DatabaseError):
+    """The disk holding the database is full, even after its reserve was given back."""
+
+
+def _is_full(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and (
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or "database or disk is full" in str(exc))
+
+
+class SpaceReserve:
+    """A pre-allocated file beside the database, given back when the disk is full.
+
+    Whatever fills the disk (a copy, a log, another program), the custody ledger and its
+    outbox must still be able to record that it happened: on SQLITE_FULL the reserve is
+    deleted and the transaction retried; it is allocated again once there is room
+    (twice its size free), at start-up or after a later write. While it is given back,
+    its bytes are not free space for anything else: offload admission still counts them,
+    and running copies stop as on a full disk (`holds()`).
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path, self.size = path, size
+        self.released = True
+        self._lock = threading.Lock()  # the database thread and copy threads ask
+
+    def holds(self) -> bool:
+        """True unless the reserve is given back and cannot be taken again yet."""
+        return self.size <= 0 or not self.released or self.ensure()
+
+    def shortfall(self) -> int:
+        """Bytes the reserve is missing (to be kept free for it)."""
+        return self.size if self.size > 0 and self.released else 0
+
+    def ensure(self) -> bool:
+        """Allocate the reserve if it is not there and the disk has room; True if held."""
+        if self.size <= 0:
+            return False
+        with self._lock:
+            return self._ensure()
+
+    def _ensure(self) -> bool:
+        if not self.released:
+            return True
+        try:
+            st = os.statvfs(self.path.parent)
+            have = 0
+            with contextlib.suppress(FileNotFoundError):
+                have = self.path.stat().st_size
+            if have < self.size and st.f_bavail * st.f_frsize < 2 * self.size:
+                return False
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("cannot allocate the database space reserve %s: %s", self.path, exc)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            return False
+        self.released = False
+        return True
+
+    def release(self) -> bool:
+        """Give the space back; True if there was something to give."""
+        if self.size <= 0:
+            return False
+        with self._lock:
+            return self._release()
+
+    def _release(self) -> bool:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            was_held = not self.released
+            self.released = True
+            return was_held
+        except OSError:
+            log.exception("cannot release the database space reserve %s", self.path)
+            return False
+        self.released = True
+        log.warning("disk full: released the database space reserve (%d bytes) so that "
+                    "custody records can still be written", self.size)
+        return True
 
 
 def _configure(conn: sqlite3.Connection) -> None:
@@ -46,8 +142,9 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 class Database:
     """Owner of the read-write connection; every call runs on its private thread."""
 
-    def __init__(self, path: Path, schemas: Sequence[str]) -> None:
+    def __init__(self, path: Path, schemas: Sequence[str], *, reserve_bytes: int = 0) -> None:
         self.path = path
+        self.reserve = SpaceReserve(path.with_name(path.name + ".reserve"), reserve_bytes)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         self._thread_id: int | None = None
@@ -66,36 +163,67 @@ class Database:
             raise DatabaseError(f"cannot open state database {self.path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
         _configure(conn)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        self._conn = conn
+        self.reserve.ensure()
+
+        def create(c: sqlite3.Connection) -> None:
             for ddl in schemas:
                 for statement in _split_statements(ddl):
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("COMMIT")
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+        try:
+            self._run_tx(create, notify=False)
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._conn = None
+            conn.close()
             raise
-        self._conn = conn
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the calling event loop after each committed write."""
         self._loop = asyncio.get_running_loop()
         self._on_commit = callback
 
-    def _run_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _run_tx(self, fn: Callable[[sqlite3.Connection], T], *, notify: bool = True) -> T:
+        """One transaction; on a full disk, once more after releasing the reserve."""
+        try:
+            result = self._tx_once(fn)
+        except sqlite3.Error as exc:
+            if not _is_full(exc):
+                raise
+            if not self.reserve.release():
+                raise DatabaseFull(f"state database {self.path}: disk full: {exc}") from exc
+            try:
+                result = self._tx_once(fn)
+            except sqlite3.Error as again:
+                if _is_full(again):
+                    raise DatabaseFull(
+                        f"state database {self.path}: disk full: {again}") from again
+                raise
+        else:
+            if self.reserve.released:
+                self.reserve.ensure()  # space came back: hold the reserve again
+        if not notify:
+            return result
+        callback, loop = self._on_commit, self._loop
+        if callback is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(callback)
+        return result
+
+    def _tx_once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed COMMIT (a full disk) leaves the transaction open: end it, or every
+            # later BEGIN would fail and the database would be wedged for good.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
-        callback, loop = self._on_commit, self._loop
-        if callback is not None and loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(callback)
         return result
 
     def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, read_input_file
 from agent.store.canonical import canonical_bytes
 from agent.store.errors import SigningError
 
@@ -124,15 +124,11 @@ def _public_pem(public_key: Ed25519PublicKey) -> bytes:
 
 
 def _load_private(path: Path) -> Ed25519PrivateKey:
-    try:
-        st = path.stat()
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SigningError(f"cannot read signing key {path}: {exc}") from exc
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SigningError(
-            f"signing key {path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600"
-        )
+    try:  # a regular, private file: never a FIFO, a device or readable by others
+        data = read_input_file(path, "signing key", max_bytes=MAX_SECRET_BYTES, secret=True,
+                               group_ok=False)  # the agent's own key: 0600, nothing else
+    except InputFileError as exc:
+        raise SigningError(str(exc)) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

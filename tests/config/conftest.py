@@ -37,6 +37,7 @@ def minimal() -> str:
 def config_dir(tmp_path: Path) -> Path:
     """A directory with a valid fleet secret next to where configs are written."""
     (tmp_path / "fleet.secret").write_text("0123456789abcdef0123456789abcdef\n")
+    (tmp_path / "fleet.secret").chmod(0o600)
     return tmp_path
 
 

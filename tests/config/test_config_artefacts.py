@@ -46,6 +46,7 @@ def test_example_loads() -> None:
 def test_example_loads_with_its_input_files(tmp_path: Path) -> None:
     secret = tmp_path / "fleet.secret"
     secret.write_text("x" * 32)
+    secret.chmod(0o600)
     s = load_settings(EXAMPLE, overrides=[f'recorder.fleet_secret_file="{secret}"'])
     assert s.recorder.fleet_secret_file == secret
 
@@ -121,10 +122,15 @@ def test_generated_files_are_up_to_date() -> None:
         assert f"`{key.replace('[0]', '[]')}`" in readme, key
 
 
-def test_demo_config_and_scenario_are_valid() -> None:
+def test_demo_config_and_scenario_are_valid(tmp_path: Path) -> None:
     from hw_sim.scenario import load_scenario
 
-    demo = load_settings(REPO / "config" / "dock-agent.demo.toml")  # with its input files
+    # scripts/demo gives the agent a private copy of the secret (a checkout has it 0644)
+    secret = tmp_path / "fleet.secret"
+    secret.write_bytes((REPO / "config" / "demo-fleet.secret").read_bytes())
+    secret.chmod(0o600)
+    demo = load_settings(REPO / "config" / "dock-agent.demo.toml",
+                         overrides=[f'recorder.fleet_secret_file="{secret}"'])
     assert demo.devices.source == "sim" and demo.mount.method == "directory"
     assert not demo.mqtt.tls and demo.dock.state_dir == REPO / "demo-state" / "state"
     scenario = load_scenario(REPO / "config" / "demo-scenario.toml")

@@ -304,6 +304,7 @@ def test_fleet_secret_checked_only_when_serial_recorders_exist(write_config: Wri
         "[dock]\n", "[devices]\nallow_storage_only = true\n[dock]\n")
     assert load_settings(write_config(storage_only)).devices.allow[0].storage_only
     (config_dir / "fleet.secret").write_text("short\n")
+    (config_dir / "fleet.secret").chmod(0o600)
     (issue,) = issues_of(write_config(MINIMAL))
     assert "shorter than 16 bytes" in issue.message
 
@@ -327,6 +328,7 @@ def test_tls_files_checked_when_tls_is_on(write_config: Write, config_dir: Path)
     assert issues["mqtt.ca_file"].line == 12
     for name in ("ca.pem", "c.pem", "k.pem"):
         (config_dir / name).write_text("-----BEGIN-----\n")
+    (config_dir / "k.pem").chmod(0o600)
     assert load_settings(write_config(text)).mqtt.ca_file == config_dir / "ca.pem"
     # no checks when MQTT is off
     (config_dir / "ca.pem").unlink()

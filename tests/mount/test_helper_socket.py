@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -234,3 +237,71 @@ async def test_helper_process_socket_activated(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _bounded_helper(tmp_path: Path, **limits: float) -> tuple[Helper, threading.Thread]:
+    from agent.mount.helper import HelperConfig, HelperServer, MountService
+
+    service = MountService(HelperConfig(tmp_path / "media", os.geteuid(), os.getegid(),
+                                        ProbePolicy()))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "bounded.sock"))
+    listener.listen(16)
+    server = HelperServer(service, listener, **limits)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return Helper(service, server, tmp_path / "bounded.sock", tmp_path / "media"), thread
+
+
+def _connection_threads() -> int:
+    return sum(t.name == "dock-mount-conn" for t in threading.enumerate())
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+@needs_root
+def test_connections_are_bounded_and_the_rest_wait(tmp_path: Path) -> None:
+    helper, thread = _bounded_helper(tmp_path, max_connections=2, idle_timeout_s=600)
+    clients = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(6)]
+    try:
+        for c in clients:
+            c.connect(str(helper.socket_path))  # idle: they say nothing
+        _wait_until(lambda: _connection_threads() == 2)
+        waiting = clients[2]
+        waiting.sendall(b'{"op":"unmount","name":"rec"}\n')
+        readable, _, _ = select.select([waiting], [], [], 0.5)
+        assert not readable  # in the backlog: no thread was started for it
+        assert _connection_threads() == 2
+        clients[0].close()  # a slot frees: the waiting client is served
+        waiting.settimeout(60)
+        reply = json.loads(waiting.makefile("rb").readline())
+        assert reply["ok"] is True
+        assert _connection_threads() <= 2
+    finally:
+        for c in clients:
+            c.close()
+        helper.server.close()
+        thread.join(5)
+
+
+@needs_root
+def test_an_idle_connection_is_closed(tmp_path: Path) -> None:
+    helper, thread = _bounded_helper(tmp_path, max_connections=1, idle_timeout_s=0.2)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
+            idle.connect(str(helper.socket_path))
+            idle.settimeout(60)
+            assert idle.recv(1) == b""  # the helper hung up on it
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as next_client:
+            next_client.connect(str(helper.socket_path))
+            next_client.settimeout(60)
+            next_client.sendall(b'{"op":"unmount","name":"rec"}\n')
+            assert json.loads(next_client.makefile("rb").readline())["ok"] is True
+    finally:
+        helper.server.close()
+        thread.join(5)

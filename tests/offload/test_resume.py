@@ -183,17 +183,24 @@ async def test_file_changing_during_copy_is_flagged_not_wiped(
     assert len(s.changed) == 1 and "changed during copy" in (s.changed[0].changed or "")
     assert s.wiped == [] and wiper.deleted == []
     stored = (store / s.stored[0].stored_relpath).read_bytes()
-    assert data.startswith(stored) and len(stored) > MiB  # what was read, bit for bit
+    # what was read, bit for bit, and no more than admission counted (the listed size)
+    assert data.startswith(stored) and len(stored) == MiB
     check_store_invariants(db_path, store)
     faults = rows(db_path, "SELECT code, detail FROM faults")
     assert len(faults) == 1 and faults[0]["code"] == "file_changed"
     flagged = rows(db_path, "SELECT source_changed FROM evidence_files")
     assert "changed during copy" in flagged[0]["source_changed"]
     assert os.path.exists(backing / NAME.decode())
-    # a later docking with the file now stable still never wipes the flagged record
+    # A later docking with the recording now complete stores the whole file as a record of
+    # its own (the flagged prefix stays as it is); only that complete, verified copy may
+    # let the recorder's file be wiped.
     s2 = await make_offloader(wipe_after_offload=True).offload(ctx(session="s2"), backing,
                                                                wiper=wiper)
-    assert s2.wiped == [] and wiper.deleted == []
+    (whole,) = s2.stored
+    assert whole.changed is None and (store / whole.stored_relpath).read_bytes() == data
+    assert s2.wiped == [NAME]
+    first = rows(db_path, "SELECT size, source_changed, wiped FROM evidence_files ORDER BY id")
+    assert first[0]["size"] == MiB and first[0]["source_changed"] and not first[0]["wiped"]
 
 
 async def test_close_stops_a_running_copy_and_reports_progress(
