@@ -438,18 +438,27 @@ class Offloader:
                 detail={"file_id": match.id, "firmware_claim": "deleted",
                         "wiped_us": match.wiped_us}))
             return
-        item.previous = next((v for v in item.versions if not v.wiped), None)
+        prev = next((v for v in item.versions if not v.wiped), None)
+        if (prev is not None and prev.source_changed is not None
+                and item.file.size > prev.size
+                and await self._hash_source(root, item.file.relpath, prev.size, stop,
+                                            prefix=True) == prev.blake3_hex):
+            # The earlier copy was cut at its admitted size while the recording grew; this
+            # is the same recording, complete now: stored as a record of its own, and not a
+            # content change (the flagged prefix stays as it was).
+            prev = None
+        item.previous = prev
 
     async def _hash_source(self, root: bytes, relpath: bytes, size: int,
-                           stop: threading.Event) -> str | None:
+                           stop: threading.Event, *, prefix: bool = False) -> str | None:
         """BLAKE3 (hex) of a recorder file as it reads now, if it still has the listed size
         (reading is bounded by it: a file that keeps growing cannot hold this up); None if
-        it cannot be read or its size changed."""
+        it cannot be read or its size changed. With `prefix`, of its first `size` bytes."""
         def digest() -> bytes | None:
             fd = open_source(root, relpath)
             try:
                 hasher, n = hash_fd(fd, self._pool, stop, size)
-                if n != size or os.fstat(fd).st_size != size:
+                if n != size or (not prefix and os.fstat(fd).st_size != size):
                     return None
                 return hasher.digest()
             finally:
