@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from agent import __version__
 from agent.compliance.deadlines import DeadlinePolicy
 from agent.compliance.readiness import BatterySample, RecorderFacts, evaluate
+from agent.mqtt import payloads
 from agent.settings import Settings
 from agent.store.db import Database
 
@@ -68,6 +69,8 @@ class DockView:
         self.ledger: Ledger | None = None
         self._samples: dict[str, deque[BatterySample]] = {}
         self._published: dict[str, dict[str, Any]] = {}
+        # key -> (session id, final summary sent) of the offload last reported
+        self._progress_sent: dict[str, tuple[str, bool]] = {}
         self.store_free_bytes: int | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         # Writes a pending officer assignment to a docked recorder now; True if it did.
@@ -136,11 +139,30 @@ class DockView:
             if self._published.get(key) != state:
                 self.reporter.set_recorder_state(key, state)
                 self._published[key] = state
-            if progress and entry.get("state") == "offloading":
-                self.reporter.offload_progress(key, progress)
+            self._report_progress(key, entry, progress, state.get("offload_result"))
         for gone in set(self._published) - set(current):
             self.reporter.remove_recorder(gone)
             del self._published[gone]
+            self._progress_sent.pop(gone, None)
+
+    def _report_progress(self, key: str, entry: Mapping[str, Any],
+                         progress: Mapping[str, Any] | None,
+                         result: Mapping[str, Any] | None) -> None:
+        """Every offload publishes at least one progress message and one final summary,
+        however short it was (a fast offload may finish between two refreshes)."""
+        session = str(entry.get("session_id"))
+        sent = self._progress_sent.get(key)
+        if sent is not None and sent[0] != session:
+            sent = None
+        if progress and entry.get("state") == "offloading":
+            self.reporter.offload_progress(key, progress)
+            self._progress_sent[key] = (session, False)
+        elif result is not None and (sent is None or not sent[1]):
+            values = progress or _progress_from_result(result)
+            if sent is None:
+                self.reporter.offload_progress(key, values)
+            self.reporter.offload_finished(key, values, result)
+            self._progress_sent[key] = (session, True)
 
     def readiness_report(self) -> dict[str, Any]:
         rows = []
@@ -155,7 +177,8 @@ class DockView:
                 "reasons": r["reasons"],
                 "eta_s": r["eta_s"],
             })
-        return {"dock_id": self.settings.dock.id, "recorders": rows, "time": time.time()}
+        return {"dock_id": self.settings.dock.id, "recorders": rows,
+                "time": payloads.iso(time.time())}
 
     async def status(self) -> dict[str, Any]:
         reporter = self.reporter
@@ -186,34 +209,71 @@ class DockView:
         return AgentActions(self)
 
 
+def _iso(value: object) -> str | None:
+    t = _num(value)
+    return None if t is None else payloads.iso(t)
+
+
 def _public_state(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The retained recorder state on MQTT in the documented shape (docs/mqtt.md, schema
-    `recorder-state`): no footage, no secrets, and no nulls where an object is expected."""
+    `recorder-state`): exactly the documented fields, times in RFC 3339, no footage, no
+    secrets. Facts not read yet are left out rather than sent as null."""
     state: dict[str, Any] = {
-        k: entry.get(k) for k in (
-            "bay", "state", "docked_at", "battery", "storage", "offload", "offload_result",
-            "storage_only", "unchecked",
-        )
+        "bay": str(entry.get("bay") or ""),
+        "state": entry.get("state"),
+        "docked_at": _iso(entry.get("docked_at")),
+        "storage_only": bool(entry.get("storage_only")),
+        "identity": {k: str(entry.get(k) or "") for k in ("model", "hardware_rev", "firmware")},
+        "officer": (
+            {k: str(entry.get(k) or "") for k in ("officer_no", "officer_name", "unit_no",
+                                                  "unit_name")}
+            if entry.get("officer_no") else None
+        ),
+        "faults": [f.get("code") for f in entry.get("faults", [])],
+        "unchecked": list(entry.get("unchecked") or []),
     }
-    state["identity"] = {k: entry.get(k) for k in ("model", "firmware") if entry.get(k)}
-    state["officer"] = (
-        {k: entry.get(k) or "" for k in ("officer_no", "officer_name", "unit_no")}
-        if entry.get("officer_no") else None
-    )
+    battery = entry.get("battery")
+    if isinstance(battery, Mapping) and _num(battery.get("percent")) is not None:
+        state["battery"] = {k: battery[k] for k in (
+            "percent", "charging", "millivolts", "temperature_c", "cycle_count",
+            "health_percent") if battery.get(k) is not None}
+        at = _iso(entry.get("battery_at"))
+        if at is not None:
+            state["battery"]["at"] = at
+    storage = entry.get("storage")
+    if isinstance(storage, Mapping) and "free_bytes" in storage:
+        state["storage"] = {k: storage[k] for k in (
+            "total_bytes", "free_bytes", "file_count", "recording") if storage.get(k) is not None}
     clock = entry.get("clock")
-    if isinstance(clock, Mapping):
+    if isinstance(clock, Mapping) and _num(clock.get("drift_before_ms")) is not None:
         drift = clock.get("drift_after_ms", clock.get("drift_before_ms"))
-        state["clock"] = {**clock, "drift_ms": drift,
-                          "corrected": clock.get("action") == "set" and bool(clock.get("set_ok"))}
+        state["clock"] = {
+            "drift_ms": drift,
+            "corrected": clock.get("action") == "set" and bool(clock.get("set_ok")),
+            "action": clock.get("action"),
+            "dock_synchronised": bool(clock.get("dock_synchronised")),
+            "tolerance_ms": clock.get("tolerance_ms"),
+        }
     readiness = entry.get("readiness")
     if isinstance(readiness, Mapping):
-        reasons = readiness.get("reasons") or []
         state["readiness"] = {
             "verdict": readiness.get("verdict"),
-            "reasons": [r.get("message") for r in reasons],  # for people: the fleet view
-            "codes": [r.get("code") for r in reasons],  # for programs
+            "reasons": [{"code": r.get("code"), "message": r.get("message")}
+                        for r in readiness.get("reasons") or []],
             "eta_s": readiness.get("eta_s"),
         }
-    state["faults"] = [f.get("code") for f in entry.get("faults", [])]
-    # Absent facts (not read yet) are left out rather than sent as null.
+    progress = entry.get("offload")
+    if isinstance(progress, Mapping):
+        state["offload"] = payloads.progress_fields(progress)
+    result = entry.get("offload_result")
+    if isinstance(result, Mapping):
+        state["offload_result"] = payloads.result_fields(result)
     return {k: v for k, v in state.items() if v is not None or k == "officer"}
+
+
+def _progress_from_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Progress counters of an offload known only by its result (it never reported one)."""
+    files = sum(int(result.get(k, 0) or 0) for k in ("stored", "already_stored", "failed"))
+    done = int(result.get("bytes_copied", 0) or 0) + int(result.get("resumed_bytes", 0) or 0)
+    return {"files_done": files, "files_total": files, "bytes_done": done,
+            "bytes_total": done, "rate_bps": 0.0, "eta_s": 0.0, "current_file": None}

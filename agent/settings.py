@@ -157,6 +157,9 @@ class MqttSettings:
     outbox_max_events: int = opt(1_000_000, "Outbox bound; only health samples are dropped.",
                                  min=1000)
     outbox_max_age_days: float = opt(30.0, "Drop health samples older than this.", min=1)
+    outbox_history_days: float = opt(
+        30.0, "Keep acknowledged events this long to answer the central side's resend"
+        " requests (gap repair).", min=1)
     progress_interval_s: float = opt(1.0, "Minimum interval of offload progress messages.",
                                      min=0.1, max=60)
 
