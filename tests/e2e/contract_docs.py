@@ -111,7 +111,7 @@ def mismatches(doc: Any, real: Any, where: str = "") -> list[str]:
         out = [f"{where}/{k}: missing in the doc" for k in real.keys() - doc.keys()]
         out += [f"{where}/{k}: not sent by the dock" for k in doc.keys() - real.keys()]
         for k in real.keys() & doc.keys():
-            if k in VOCABULARY and not isinstance(real[k], dict | list) and doc[k] != real[k]:
+            if k in VOCABULARY and _identifier(real[k]) and doc[k] != real[k]:
                 out.append(f"{where}/{k}: {doc[k]!r} but the dock sent {real[k]!r}")
             out += mismatches(doc[k], real[k], f"{where}/{k}")
         return out
@@ -126,6 +126,12 @@ def mismatches(doc: Any, real: Any, where: str = "") -> list[str]:
     if isinstance(real, int | float) and isinstance(doc, int | float):
         return []
     return [] if type(real) is type(doc) else [f"{where}: {type(real).__name__} expected"]
+
+
+def _identifier(value: Any) -> bool:
+    """A vocabulary value (`shutdown`, `READY`, True), not free text such as a reason."""
+    return isinstance(value, bool) or (
+        isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", value) is not None)
 
 
 def render(body: Any) -> str:
