@@ -342,11 +342,14 @@ async def run_fleet(
     repair: bool = True,
     gap_grace_s: float = GAP_GRACE_S,
     model: FleetModel | None = None,
+    session_expiry_s: int = 0,
 ) -> FleetModel:
     """Show the fleet. `once`: collect the retained state for `settle_s`, print, return.
     Otherwise print on every change (at most every `refresh_s`) until cancelled, and (with
     `repair`, which needs the central identity's right to send commands) ask docks to
-    re-send events missing from their `seq` stream for longer than `gap_grace_s`."""
+    re-send events missing from their `seq` stream for longer than `gap_grace_s`.
+    `session_expiry_s` > 0 keeps a broker session (with a fixed client id) across restarts
+    of the view, so events published meanwhile wait at the broker."""
     stream = out or sys.stdout
     model = model or FleetModel(settings.topic_prefix)
     backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s)
@@ -360,7 +363,7 @@ async def run_fleet(
         stream.flush()
 
     while True:
-        transport = PahoTransport(settings, client_id)
+        transport = PahoTransport(settings, client_id, session_expiry_s=session_expiry_s)
         try:
             await transport.connect()
             for f in fleet_filters(settings.topic_prefix):
