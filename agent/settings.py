@@ -72,6 +72,9 @@ class RecorderSettings:
     baudrate: int = opt(115200, "Serial baud rate (ignored by CDC-ACM).", min=1200, max=4000000)
     command_timeout_s: float = opt(2.0, "Default per-command reply timeout.", min=0.05, max=60)
     retries: int = opt(2, "Retries for idempotent commands.", min=0, max=10)
+    battery_poll_s: float = opt(
+        45.0, "Read a docked recorder's battery this often (charge rate, CHARGING ETA).",
+        min=1, max=3600)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,9 @@ class OffloadSettings:
     buffer_mib: int = opt(4, "Size of each copy buffer.", min=1, max=64)
     buffers: int = opt(4, "Copy buffers per offload (pipeline depth).", min=2, max=32)
     fdatasync_every_mib: int = opt(128, "Flush dirty pages every N MiB copied.", min=8, max=4096)
+    fdatasync_interval_s: float = opt(
+        2.0, "Also make the copy durable every N seconds (a pulled recorder resumes there).",
+        min=0.1, max=600)
     reserve_mib: int = opt(1024, "Free space always kept on the evidence disk.", min=0)
     verify: Literal["always", "first-docking", "sampled", "off"] = opt(
         "first-docking", "Re-read stored files from disk after commit."

@@ -68,7 +68,8 @@ ensure_venv() {
 }
 
 bootstrap() {
-    # `bootstrap test` also installs the test-only tools (scripts/test, hence .ci/run).
+    # `bootstrap test` (scripts/test, hence .ci/run) also installs the test-only tools;
+    # `bootstrap demo`, `bootstrap hil`: what those run.
     # Tests that run these scripts set DOCK_SKIP_BOOTSTRAP=1: the environment is ready.
     [ "${DOCK_SKIP_BOOTSTRAP:-}" = 1 ] && return 0
     if [ "${1:-}" = test ]; then

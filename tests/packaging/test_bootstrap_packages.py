@@ -19,8 +19,9 @@ def packages(mode: str) -> set[str]:
 
 
 def test_demo_does_not_install_shellcheck_and_tests_do():
-    demo, test = packages(""), packages("test")
+    demo, test = packages("demo"), packages("test")
     assert "shellcheck" not in demo and "mosquitto" in demo
     assert "shellcheck" in test and demo < test
-    for script, mode in (("scripts/demo", "bootstrap\n"), ("scripts/test", "bootstrap test\n")):
+    for script, mode in (("scripts/demo", "bootstrap demo\n"),
+                         ("scripts/test", "bootstrap test\n")):
         assert mode in (REPO / script).read_text(), script
