@@ -189,7 +189,7 @@ class DockView:
             "broker_connected": bool(reporter.connected) if reporter is not None else None,
             "outbox_depth": stats.get("outbox_depth"),
             "store_free_bytes": self.store_free_bytes,
-            "bays": self.recorders(),
+            "bays": [_times_rfc3339(b) for b in self.recorders()],
         }
 
     # --- entry points for commands --------------------------------------------------------
@@ -269,6 +269,15 @@ def _public_state(entry: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(result, Mapping):
         state["offload_result"] = payloads.result_fields(result)
     return {k: v for k, v in state.items() if v is not None or k == "officer"}
+
+
+def _times_rfc3339(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """dockctl's view of a bay: its times in RFC 3339 (the one format of every output)."""
+    out = dict(entry)
+    for key in ("docked_at", "state_since", "battery_at"):
+        if key in out:
+            out[key] = _iso(out[key])
+    return out
 
 
 def _progress_from_result(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -143,7 +143,7 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
                      verify, re.M), verify
 
     # BWC00005 left mid-copy, came back, and the copy resumed and completed.
-    kinds = [m.group(1) for m in re.finditer(r"^\d+\s+\S+ \S+\s+(\w+)\s+BWC00005", section(
+    kinds = [m.group(1) for m in re.finditer(r"^\d+\s+\S+\s+(\w+)\s+BWC00005", section(
         out, "custody of the recorder"), re.M)]
     assert kinds[0] == "docked", kinds
     second = kinds.index("docked", 1)
