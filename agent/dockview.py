@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from agent.store.ledger import Ledger
 
 MAX_SAMPLES = 120
+# Session states in which the offload may have begun (storage unlocked for it, or later).
+OFFLOAD_STATES = frozenset({"storage_unlocked", "mounted", "offloading"})
 COALESCE_S = 0.2  # progress callbacks fire per chunk; views refresh at most 5x a second
 
 
@@ -71,6 +73,7 @@ class DockView:
         self._published: dict[str, dict[str, Any]] = {}
         # key -> (session id, final summary sent) of the offload last reported
         self._progress_sent: dict[str, tuple[str, bool]] = {}
+        self._last_entry: dict[str, Mapping[str, Any]] = {}  # as last seen, per recorder
         self.store_free_bytes: int | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         # Writes a pending officer assignment to a docked recorder now; True if it did.
@@ -134,6 +137,9 @@ class DockView:
         if self.reporter is None:
             return
         for key, entry in current.items():
+            last = self._last_entry.get(key)
+            if last is not None and last.get("session_id") != entry.get("session_id"):
+                self._report_pulled(key)  # pulled and put back between two refreshes
             state = _public_state(entry)
             progress = state.pop("offload", None)
             if self._published.get(key) != state:
@@ -141,9 +147,30 @@ class DockView:
                 self._published[key] = state
             self._report_progress(key, entry, progress, state.get("offload_result"))
         for gone in set(self._published) - set(current):
+            self._report_pulled(gone)
             self.reporter.remove_recorder(gone)
             del self._published[gone]
-            self._progress_sent.pop(gone, None)
+
+    def _report_pulled(self, key: str) -> None:
+        """A recorder left its bay (or its docking session ended and a new one began): if
+        its offload had begun and no summary was sent, the session ended without a result;
+        its final message says it was interrupted."""
+        last = self._last_entry.pop(key, None)
+        sent = self._progress_sent.pop(key, None)
+        if last is None:
+            return
+        session = str(last.get("session_id"))
+        if sent is not None and sent[0] == session:
+            if sent[1]:
+                return  # its summary is out
+        elif last.get("state") not in OFFLOAD_STATES or last.get("offload_result"):
+            return  # it left before its offload began (or its summary is out)
+        progress = last.get("offload") or _progress_from_result({})
+        if sent is None or sent[0] != session:
+            self.reporter.offload_progress(key, progress)
+        self.reporter.offload_finished(key, progress, {
+            "outcome": "interrupted",
+            "detail": "the recorder left the bay before its offload finished"})
 
     def _report_progress(self, key: str, entry: Mapping[str, Any],
                          progress: Mapping[str, Any] | None,
@@ -154,6 +181,7 @@ class DockView:
         sent = self._progress_sent.get(key)
         if sent is not None and sent[0] != session:
             sent = None
+        self._last_entry[key] = entry
         if progress and entry.get("state") == "offloading":
             self.reporter.offload_progress(key, progress)
             self._progress_sent[key] = (session, False)

@@ -57,7 +57,7 @@ SLOTS: tuple[Slot, ...] = (
     Slot("status-will", "status", _on("status", state="offline", reason="connection-lost")),
     Slot("health", "health", _on("health")),
     Slot("state-birth", "recorder-state",
-         lambda t, b: _on(r"recorder/[^/]+/state", docked=True)(t, b)
+         lambda t, b: _on(r"recorder/[^/]+/state", docked=True, state="released")(t, b)
          and "offload_result" in b and "clock" in b and b.get("officer") is not None
          and not b.get("stale")),
     Slot("state-charging", "recorder-state",
