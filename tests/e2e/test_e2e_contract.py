@@ -151,6 +151,8 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
 
     # -- gap repair: events the broker acknowledged come again, same event_id and seq
     await until(lambda: all_ledger_delivered(rig, central), "ledger delivered", agent=rig.agent)
+    await until(lambda: not rig.query("SELECT 1 FROM outbox WHERE seq <= 5"),
+                "seq 1-5 acknowledged", agent=rig.agent)
     reply = await traffic.command("resend", {"id": "c-resend-1", "args": {
         "from_seq": 1, "to_seq": 5}})
     assert reply["ok"] and reply["result"]["resent"] == [1, 2, 3, 4, 5], reply
