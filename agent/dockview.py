@@ -22,6 +22,7 @@ from agent.compliance.readiness import (
     evaluate,
     learned_charge_rate_per_s,
 )
+from agent.mqtt import payloads
 from agent.settings import Settings
 from agent.store.db import Database
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from agent.session.supervisor import BaySupervisor
     from agent.store.ledger import Ledger
 
+# Session states in which the offload may have begun (storage unlocked for it, or later).
+OFFLOAD_STATES = frozenset({"storage_unlocked", "mounted", "offloading"})
 COALESCE_S = 0.2  # progress callbacks fire per chunk; views refresh at most 5x a second
 
 
@@ -79,6 +82,9 @@ class DockView:
         self.supervisor: BaySupervisor | None = None
         self.ledger: Ledger | None = None
         self._published: dict[str, dict[str, Any]] = {}
+        # key -> (session id, final summary sent) of the offload last reported
+        self._progress_sent: dict[str, tuple[str, bool]] = {}
+        self._last_entry: dict[str, Mapping[str, Any]] = {}  # as last seen, per recorder
         self.store_free_bytes: int | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         # Writes a pending officer assignment to a docked recorder now; True if it did.
@@ -135,16 +141,60 @@ class DockView:
         if self.reporter is None:
             return
         for key, entry in current.items():
+            last = self._last_entry.get(key)
+            if last is not None and last.get("session_id") != entry.get("session_id"):
+                self._report_pulled(key)  # pulled and put back between two refreshes
             state = _public_state(entry)
             progress = state.pop("offload", None)
             if self._published.get(key) != state:
                 self.reporter.set_recorder_state(key, state)
                 self._published[key] = state
-            if progress and entry.get("state") == "offloading":
-                self.reporter.offload_progress(key, progress)
+            self._report_progress(key, entry, progress, state.get("offload_result"))
         for gone in set(self._published) - set(current):
+            self._report_pulled(gone)
             self.reporter.remove_recorder(gone)
             del self._published[gone]
+
+    def _report_pulled(self, key: str) -> None:
+        """A recorder left its bay (or its docking session ended and a new one began): if
+        its offload had begun and no summary was sent, the session ended without a result;
+        its final message says it was interrupted."""
+        last = self._last_entry.pop(key, None)
+        sent = self._progress_sent.pop(key, None)
+        if last is None:
+            return
+        session = str(last.get("session_id"))
+        if sent is not None and sent[0] == session:
+            if sent[1]:
+                return  # its summary is out
+        elif last.get("state") not in OFFLOAD_STATES or last.get("offload_result"):
+            return  # it left before its offload began (or its summary is out)
+        progress = last.get("offload") or _progress_from_result({})
+        if sent is None or sent[0] != session:
+            self.reporter.offload_progress(key, progress)
+        self.reporter.offload_finished(key, progress, {
+            "outcome": "interrupted",
+            "detail": "the recorder left the bay before its offload finished"})
+
+    def _report_progress(self, key: str, entry: Mapping[str, Any],
+                         progress: Mapping[str, Any] | None,
+                         result: Mapping[str, Any] | None) -> None:
+        """Every offload publishes at least one progress message and one final summary,
+        however short it was (a fast offload may finish between two refreshes)."""
+        session = str(entry.get("session_id"))
+        sent = self._progress_sent.get(key)
+        if sent is not None and sent[0] != session:
+            sent = None
+        self._last_entry[key] = entry
+        if progress and entry.get("state") == "offloading":
+            self.reporter.offload_progress(key, progress)
+            self._progress_sent[key] = (session, False)
+        elif result is not None and (sent is None or not sent[1]):
+            values = progress or _progress_from_result(result)
+            if sent is None:
+                self.reporter.offload_progress(key, values)
+            self.reporter.offload_finished(key, values, result)
+            self._progress_sent[key] = (session, True)
 
     def readiness_report(self) -> dict[str, Any]:
         rows = []
@@ -159,7 +209,8 @@ class DockView:
                 "reasons": r["reasons"],
                 "eta_s": r["eta_s"],
             })
-        return {"dock_id": self.settings.dock.id, "recorders": rows, "time": time.time()}
+        return {"dock_id": self.settings.dock.id, "recorders": rows,
+                "time": payloads.iso(time.time())}
 
     async def status(self) -> dict[str, Any]:
         reporter = self.reporter
@@ -170,7 +221,7 @@ class DockView:
             "broker_connected": bool(reporter.connected) if reporter is not None else None,
             "outbox_depth": stats.get("outbox_depth"),
             "store_free_bytes": self.store_free_bytes,
-            "bays": self.recorders(),
+            "bays": [_times_rfc3339(b) for b in self.recorders()],
         }
 
     # --- entry points for commands --------------------------------------------------------
@@ -206,34 +257,80 @@ class DockView:
         return AgentActions(self)
 
 
+def _iso(value: object) -> str | None:
+    t = _num(value)
+    return None if t is None else payloads.iso(t)
+
+
 def _public_state(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The retained recorder state on MQTT in the documented shape (docs/mqtt.md, schema
-    `recorder-state`): no footage, no secrets, and no nulls where an object is expected."""
+    `recorder-state`): exactly the documented fields, times in RFC 3339, no footage, no
+    secrets. Facts not read yet are left out rather than sent as null."""
     state: dict[str, Any] = {
-        k: entry.get(k) for k in (
-            "bay", "state", "docked_at", "battery", "storage", "offload", "offload_result",
-            "storage_only", "unchecked",
-        )
+        "bay": str(entry.get("bay") or ""),
+        "state": entry.get("state"),
+        "docked_at": _iso(entry.get("docked_at")),
+        "storage_only": bool(entry.get("storage_only")),
+        "identity": {k: str(entry.get(k) or "") for k in ("model", "hardware_rev", "firmware")},
+        "officer": (
+            {k: str(entry.get(k) or "") for k in ("officer_no", "officer_name", "unit_no",
+                                                  "unit_name")}
+            if entry.get("officer_no") else None
+        ),
+        "faults": [f.get("code") for f in entry.get("faults", [])],
+        "unchecked": list(entry.get("unchecked") or []),
     }
-    state["identity"] = {k: entry.get(k) for k in ("model", "firmware") if entry.get(k)}
-    state["officer"] = (
-        {k: entry.get(k) or "" for k in ("officer_no", "officer_name", "unit_no")}
-        if entry.get("officer_no") else None
-    )
+    battery = entry.get("battery")
+    if isinstance(battery, Mapping) and _num(battery.get("percent")) is not None:
+        state["battery"] = {k: battery[k] for k in (
+            "percent", "charging", "millivolts", "temperature_c", "cycle_count",
+            "health_percent") if battery.get(k) is not None}
+        at = _iso(entry.get("battery_at"))
+        if at is not None:
+            state["battery"]["at"] = at
+    storage = entry.get("storage")
+    if isinstance(storage, Mapping) and "free_bytes" in storage:
+        state["storage"] = {k: storage[k] for k in (
+            "total_bytes", "free_bytes", "file_count", "recording") if storage.get(k) is not None}
     clock = entry.get("clock")
-    if isinstance(clock, Mapping):
+    if isinstance(clock, Mapping) and _num(clock.get("drift_before_ms")) is not None:
         drift = clock.get("drift_after_ms", clock.get("drift_before_ms"))
-        state["clock"] = {**clock, "drift_ms": drift,
-                          "corrected": clock.get("action") == "set" and bool(clock.get("set_ok"))}
+        state["clock"] = {
+            "drift_ms": drift,
+            "corrected": clock.get("action") == "set" and bool(clock.get("set_ok")),
+            "action": clock.get("action"),
+            "dock_synchronised": bool(clock.get("dock_synchronised")),
+            "tolerance_ms": clock.get("tolerance_ms"),
+        }
     readiness = entry.get("readiness")
     if isinstance(readiness, Mapping):
-        reasons = readiness.get("reasons") or []
         state["readiness"] = {
             "verdict": readiness.get("verdict"),
-            "reasons": [r.get("message") for r in reasons],  # for people: the fleet view
-            "codes": [r.get("code") for r in reasons],  # for programs
+            "reasons": [{"code": r.get("code"), "message": r.get("message")}
+                        for r in readiness.get("reasons") or []],
             "eta_s": readiness.get("eta_s"),
         }
-    state["faults"] = [f.get("code") for f in entry.get("faults", [])]
-    # Absent facts (not read yet) are left out rather than sent as null.
+    progress = entry.get("offload")
+    if isinstance(progress, Mapping):
+        state["offload"] = payloads.progress_fields(progress)
+    result = entry.get("offload_result")
+    if isinstance(result, Mapping):
+        state["offload_result"] = payloads.result_fields(result)
     return {k: v for k, v in state.items() if v is not None or k == "officer"}
+
+
+def _times_rfc3339(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """dockctl's view of a bay: its times in RFC 3339 (the one format of every output)."""
+    out = dict(entry)
+    for key in ("docked_at", "state_since", "battery_at"):
+        if key in out:
+            out[key] = _iso(out[key])
+    return out
+
+
+def _progress_from_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Progress counters of an offload known only by its result (it never reported one)."""
+    files = sum(int(result.get(k, 0) or 0) for k in ("stored", "already_stored", "failed"))
+    done = int(result.get("bytes_copied", 0) or 0) + int(result.get("resumed_bytes", 0) or 0)
+    return {"files_done": files, "files_total": files, "bytes_done": done,
+            "bytes_total": done, "rate_bps": 0.0, "eta_s": 0.0, "current_file": None}

@@ -78,6 +78,9 @@ class RecorderSettings:
         " officer number the recorder stamped into it; that number is preferred over the"
         " officer record read at docking (empty: names carry no officer).",
     )
+    battery_poll_s: float = opt(
+        45.0, "Read a docked recorder's battery this often (charge rate, CHARGING ETA).",
+        min=1, max=3600)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class OffloadSettings:
     buffer_mib: int = opt(4, "Size of each copy buffer.", min=1, max=64)
     buffers: int = opt(4, "Copy buffers per offload (pipeline depth).", min=2, max=32)
     fdatasync_every_mib: int = opt(128, "Flush dirty pages every N MiB copied.", min=8, max=4096)
+    fdatasync_interval_s: float = opt(
+        2.0, "Also make the copy durable every N seconds (a pulled recorder resumes there).",
+        min=0.1, max=600)
     reserve_mib: int = opt(1024, "Free space always kept on the evidence disk.", min=0)
     verify: Literal["always", "first-docking", "sampled", "off"] = opt(
         "first-docking", "Re-read stored files from disk after commit."
@@ -167,6 +173,9 @@ class MqttSettings:
     outbox_max_events: int = opt(1_000_000, "Outbox bound; only health samples are dropped.",
                                  min=1000)
     outbox_max_age_days: float = opt(30.0, "Drop health samples older than this.", min=1)
+    outbox_history_days: float = opt(
+        30.0, "Keep acknowledged events this long to answer the central side's resend"
+        " requests (gap repair).", min=1)
     progress_interval_s: float = opt(1.0, "Minimum interval of offload progress messages.",
                                      min=0.1, max=60)
 

@@ -98,7 +98,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _agent_run(
-    base: Path, recorders: int, files: int, size: int, work: Path, verify: bool
+    base: Path, recorders: int, files: int, size: int, work: Path, verify: bool,
+    fdatasync_interval_s: float = 2.0,
 ) -> dict[str, Any]:
     from agent.compliance.deadlines import HoursDeadline
     from agent.devices.events import DeviceEvent
@@ -119,7 +120,8 @@ async def _agent_run(
     ledger = Ledger("bench-dock")
     store = work / "store"
     store.mkdir()
-    offload = replace(OffloadSettings(), verify="always" if verify else "off")
+    offload = replace(OffloadSettings(), verify="always" if verify else "off",
+                      fdatasync_interval_s=fdatasync_interval_s)
     offloader = Offloader(db, ledger, store, offload, HoursDeadline(24), ZoneInfo("UTC"))
     recorder = RecorderSettings()
     deps = SessionDeps(
@@ -225,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None,
                    help="scratch directory on the filesystem to measure (default /var/tmp)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    p.add_argument("--fdatasync-interval-s", type=float, default=2.0,
+                   help="time-based durable points (offload.fdatasync_interval_s); each"
+                   " repeat also runs with size-based points only, to show their cost")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     args = p.parse_args(argv)
     load_before = os.getloadavg()
@@ -233,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         roots = _generate(work / "recorders", args.recorders, args.files, args.size_mib * MIB)
         agent_s: list[float] = []
+        size_only_s: list[float] = []
         cp_s: list[float] = []
         lags: list[float] = []
         idle: list[float] = []
@@ -244,8 +250,14 @@ def main(argv: list[str] | None = None) -> int:
             dropped = _drop_caches() and dropped
             agent = asyncio.run(_agent_run(work / "recorders", args.recorders, args.files,
                                            args.size_mib * MIB, work / f"agent{r}",
-                                           args.verify == "on"))
+                                           args.verify == "on", args.fdatasync_interval_s))
             shutil.rmtree(work / f"agent{r}", ignore_errors=True)
+            dropped = _drop_caches() and dropped
+            size_only = asyncio.run(_agent_run(
+                work / "recorders", args.recorders, args.files, args.size_mib * MIB,
+                work / f"size-only{r}", args.verify == "on", 600.0))
+            shutil.rmtree(work / f"size-only{r}", ignore_errors=True)
+            size_only_s.append(size_only["seconds"])
             dropped = _drop_caches() and dropped
             cp_seconds = _cp_run(roots, work / f"cp{r}")
             shutil.rmtree(work / f"cp{r}", ignore_errors=True)
@@ -260,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         agent_mb_s = total / statistics.median(agent_s) / 1e6
         cp_mb_s = total / statistics.median(cp_s) / 1e6
+        size_only_mb_s = total / statistics.median(size_only_s) / 1e6
         result = {
             "agent_mb_s": round(agent_mb_s, 1),
             "cp_sync_mb_s": round(cp_mb_s, 1),
@@ -274,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
             "drop_caches": dropped if dropped else "not root: page caches not dropped",
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "cpus": os.cpu_count(),
+            # time-based durable points: agent_mb_s is with them, this without (their cost)
+            "fdatasync_interval_s": args.fdatasync_interval_s,
+            "size_only_durable_points_mb_s": round(size_only_mb_s, 1),
+            "durable_points_cost": round(1 - agent_mb_s / size_only_mb_s, 3),
         }
         print(json.dumps(result))
     finally:

@@ -85,7 +85,7 @@ def _emit_json(obj: object) -> None:
 def _ts(us: int | float | None) -> str:
     if us is None:
         return "-"
-    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # RFC 3339
 
 
 # --- status -----------------------------------------------------------------------------
@@ -98,8 +98,8 @@ def _status_text(status: dict[str, Any]) -> str:
         readiness = bay.get("readiness") or {}
         rows.append([
             bay.get("bay"), bay.get("serial") or bay.get("key"), bay.get("officer_no") or "-",
-            bay.get("state"), _pct(bay.get("battery_percent")), offload,
-            readiness.get("verdict", "-"),
+            bay.get("state"), _pct(bay.get("battery_percent")),
+            readiness.get("verdict", "-"), offload,
         ])
     head = (
         f"dock {printable(status.get('dock_id'))}  agent {printable(status.get('version'))}  "
@@ -109,9 +109,9 @@ def _status_text(status: dict[str, Any]) -> str:
     )
     if not rows:
         return head + "\n(no recorders docked)"
-    return head + "\n" + table(
-        ["BAY", "RECORDER", "OFFICER", "STATE", "BATT", "OFFLOAD", "READINESS"], rows
-    )
+    from agent.dockctl.watch import COLUMNS
+
+    return head + "\n" + table(COLUMNS, rows)
 
 
 def _offload_cell(bay: dict[str, Any]) -> str:

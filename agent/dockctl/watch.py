@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,18 +48,33 @@ def offload_cell(bay: Mapping[str, Any], compact: bool = False) -> str:
     prog = bay.get("offload") or {}
     done, total = int(prog.get("bytes_done", 0) or 0), int(prog.get("bytes_total", 0) or 0)
     if bay.get("state") == "offloading" and total:
-        cell = progress_bar(done, total, width=12 if compact else 24)
+        cell = progress_bar(done, total, width=10 if compact else 24)
         if prog.get("rate_bps") and not compact:
             cell += f" {human_bytes(prog['rate_bps'])}/s"
         return cell
     result = bay.get("offload_result")
     if isinstance(result, Mapping):
+        if compact:
+            # e.g. "complete: 6 new, 2 old" (fits 80 columns with the rest); files that
+            # failed are named under "Why not ready" (they are still on the recorder).
+            text = f"{result.get('outcome')}: {result.get('stored', 0)} new"
+            if result.get("already_stored"):
+                text += f", {result['already_stored']} old"
+            return text
         text = f"{result.get('outcome')}: {result.get('stored', 0)} stored"
         for key in ("already_stored", "failed", "refused", "late"):
             if result.get(key):
                 text += f", {result[key]} {key.replace('_', ' ')}"
         return text
     return "-"
+
+
+# Session states in at most 10 cells, for an 80-column terminal.
+SHORT_STATES = {"authenticated": "auth", "clock_checked": "clock ok", "status_read": "status",
+                "storage_unlocked": "unlocked"}
+# The bay table's columns, in the order `dockctl status` and `dockctl watch` both use:
+# what is cut at the right edge of a narrow terminal matters least.
+COLUMNS = ("BAY", "RECORDER", "OFFICER", "STATE", "BATT", "READINESS", "OFFLOAD")
 
 
 def _officer(bay: Mapping[str, Any], compact: bool) -> str:
@@ -81,21 +97,23 @@ def render(snap: Snapshot, now: float | None = None, columns: int | None = None)
     status = snap.status
     if status is None:
         return f"{stamp}  waiting for the agent ({printable(snap.error or 'not reachable')})"
+    gap = "  " if compact else "   "
+    broker = "connected" if status.get("broker_connected") else "offline"
+    store = "free" if compact else "evidence store free"
     lines = [
-        f"dock {printable(status.get('dock_id'))}   {stamp}   "
-        f"broker {'connected' if status.get('broker_connected') else 'offline'}   "
-        f"outbox {status.get('outbox_depth', '-')}   "
-        f"evidence store free {human_bytes(status.get('store_free_bytes'))}",
+        f"dock {printable(status.get('dock_id'))}{gap}{stamp}{gap}broker {broker}{gap}"
+        f"outbox {status.get('outbox_depth', '-')}{gap}"
+        f"{store} {human_bytes(status.get('store_free_bytes'))}",
         "",
     ]
     bays = sorted(status.get("bays", []), key=lambda b: str(b.get("bay")))
     if bays:
         rows = [[b.get("bay"), b.get("serial") or b.get("key"), _officer(b, compact),
-                 b.get("state"), _pct(b.get("battery_percent")),
+                 SHORT_STATES.get(str(b.get("state")), b.get("state")) if compact
+                 else b.get("state"), _pct(b.get("battery_percent")),
                  (b.get("readiness") or {}).get("verdict", "-"), offload_cell(b, compact)]
                 for b in bays]
-        lines.append(table(["BAY", "RECORDER", "OFFICER", "STATE", "BATT", "READINESS",
-                            "OFFLOAD"], rows))
+        lines.append(table(COLUMNS, rows))
     else:
         lines.append("(no recorders docked)")
     reasons = []
@@ -106,8 +124,13 @@ def render(snap: Snapshot, now: float | None = None, columns: int | None = None)
             eta = readiness.get("eta_s")
             if eta is not None:
                 why += f" (ready in about {human_duration(eta)})"
-            reasons.append(printable(f"  bay {b.get('bay')} {b.get('serial') or b.get('key')}:"
-                                     f" {readiness.get('verdict')}: {why}"))
+            line = printable(f"  bay {b.get('bay')} {b.get('serial') or b.get('key')}: "
+                             f"{readiness.get('verdict')}: {why}")
+            if compact and columns is not None:  # wrapped, not cut at the edge
+                reasons += textwrap.wrap(line, columns, subsequent_indent="      ",
+                                         drop_whitespace=True) or [line]
+            else:
+                reasons.append(line)
     if reasons:
         lines += ["", "Why not ready:", *reasons]
     if snap.events:

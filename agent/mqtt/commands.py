@@ -37,7 +37,8 @@ CREATE INDEX IF NOT EXISTS mqtt_commands_received ON mqtt_commands (received_at)
 
 REMEMBER_COMMANDS = 1000  # replies kept for repeats (newest first)
 
-COMMANDS = ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold", "verify")
+COMMANDS = ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold", "verify",
+            "resend")
 
 
 class CommandActions(Protocol):
@@ -117,8 +118,11 @@ class CommandProcessor:
         actions: CommandActions,
         republish: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.time,
+        *,
+        resend: Callable[[int, int], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._db = db
+        self._resend = resend
         self._dock_id = dock_id
         self._actions = actions
         self._republish = republish
@@ -183,6 +187,8 @@ class CommandProcessor:
                 result = await a.set_hold(args["hold_id"], args["reason"], args["scope"])
             elif name == "clear-hold":
                 result = await a.clear_hold(args["hold_id"], args["reason"])
+            elif name == "resend":
+                result = await self._resend_range(int(args["from_seq"]), int(args["to_seq"]))
             else:  # verify
                 result = await a.run_verify(bool(args.get("deep", False)))
         except CommandRejected as exc:
@@ -193,6 +199,11 @@ class CommandProcessor:
         return payloads.encode(
             payloads.reply_ok(self._dock_id, cmd_id, name, result, self._clock())
         )
+
+    async def _resend_range(self, first: int, last: int) -> dict[str, Any]:
+        if self._resend is None:
+            raise CommandRejected("this dock cannot re-send events")
+        return await self._resend(first, last)
 
     def _error(self, cmd_id: str | None, name: str, code: str, message: str) -> bytes:
         log.warning("command %s %s refused (%s): %s", name, cmd_id, code, message)

@@ -44,6 +44,7 @@ class RecorderView:
     progress: dict[str, Any] | None = None
     last_offload: str | None = None
     updated: str | None = None
+    marked_stale: bool = False  # the dock said so itself on a clean stop
 
 
 @dataclass
@@ -57,16 +58,24 @@ class DockView:
     outbox_depth: int | None = None
     dropped: int | None = None
     last_event_seq: int = 0
+    # fault_id (as text) -> the open fault, from `fault` / `fault_cleared` events
     open_faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoint_seq: int | None = None
     custody_alarms: list[dict[str, str]] = field(default_factory=list)
+    # Gap repair: outbox seqs missing from the event stream (since this viewer started),
+    # when each was first missed (monotonic), and seqs the dock said it cannot re-send.
+    missing: dict[int, float] = field(default_factory=dict)
+    lost: set[int] = field(default_factory=set)
+    seen_seqs: int = 0
 
 
 class FleetModel:
     """Pure: feed it (topic, payload) pairs; read `snapshot()` or `render_table()`."""
 
-    def __init__(self, prefix: str = "dock/v1", checkpoint_state: Path | None = None) -> None:
+    def __init__(self, prefix: str = "dock/v1", checkpoint_state: Path | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.prefix = prefix
+        self.clock = clock
         self.docks: dict[str, DockView] = {}
         self.recorders: dict[tuple[str, str], RecorderView] = {}
         self.checkpoints = CheckpointWatch(checkpoint_state)
@@ -107,6 +116,8 @@ class FleetModel:
                 self._on_event(dock_id, stream, body)
             case ["checkpoint"]:
                 self._on_checkpoint(dock_id, body)
+            case ["reply", "resend"]:
+                self._on_resend_reply(dock_id, body)
             case _:
                 return False
         return True
@@ -145,6 +156,7 @@ class FleetModel:
         rec.docked = bool(body.get("docked"))
         rec.bd_seq = int(body.get("bdSeq", 0))
         rec.updated = body.get("time")
+        rec.marked_stale = body.get("stale") is True
         if not rec.docked:
             rec.progress = None
             return
@@ -155,34 +167,91 @@ class FleetModel:
         rec.battery_percent = battery.get("percent") if isinstance(battery, dict) else None
         ready = body.get("readiness") or {}
         rec.verdict = str(ready.get("verdict", "UNKNOWN")) if isinstance(ready, dict) else "?"
-        rec.reasons = list(ready.get("reasons", [])) if isinstance(ready, dict) else []
+        reasons = ready.get("reasons", []) if isinstance(ready, dict) else []
+        rec.reasons = [str(r.get("message") or r.get("code")) if isinstance(r, dict) else str(r)
+                       for r in reasons if r] if isinstance(reasons, list) else []
         if isinstance(body.get("offload"), dict):
             rec.progress = body["offload"]
 
     def _on_event(self, dock_id: str, stream: str, body: dict[str, Any]) -> None:
         dock = self._dock(dock_id)
-        dock.last_event_seq = max(dock.last_event_seq, int(body.get("seq", 0)))
-        data = body.get("payload") or {}
+        seq = body.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
+            self._track_seq(dock, seq)
+        entry = body.get("payload") or {}
+        if not isinstance(entry, dict):
+            return
         subject = body.get("subject")
+        kind = str(entry.get("kind", ""))
         if stream == "custody" and subject:
-            kind = str(data.get("kind", ""))
-            if "offload" in kind or "stored" in kind:
+            if kind == "offloaded":
                 rec = self.recorders.setdefault((dock_id, subject),
                                                 RecorderView(dock_id, subject))
-                rec.last_offload = body.get("created_at")
+                rec.last_offload = entry.get("time") or body.get("created_at")
         elif stream == "fault":
-            kind = str(data.get("code") or data.get("kind") or "fault")
-            key = f"{subject or '-'}:{kind.removesuffix('-cleared')}"
-            if data.get("cleared") or kind.endswith("-cleared"):
+            data = entry.get("data") or {}
+            if not isinstance(data, dict):
+                return
+            fault_id = data.get("fault_id")
+            key = f"{fault_id}" if fault_id is not None else f"{subject or '-'}:{data.get('code')}"
+            if kind == "fault_cleared":
                 dock.open_faults.pop(key, None)
-            else:
-                dock.open_faults[key] = {"subject": subject, "kind": kind,
-                                         "time": body.get("created_at"),
-                                         "message": data.get("message") or data.get("reason")}
+            elif kind == "fault":
+                dock.open_faults[key] = {
+                    "fault_id": fault_id, "subject": subject, "code": data.get("code"),
+                    "severity": data.get("severity"),
+                    "time": entry.get("time") or body.get("created_at"),
+                    "message": data.get("reason"), "repeated": bool(data.get("repeated")),
+                }
+
+    def _track_seq(self, dock: DockView, seq: int) -> None:
+        """Outbox seqs are consecutive per dock: a jump is a gap (lost after the broker's
+        acknowledgement) until the missing events arrive, re-sent or late."""
+        dock.seen_seqs += 1
+        if dock.seen_seqs == 1:
+            dock.last_event_seq = seq
+            return
+        if seq > dock.last_event_seq:
+            now = self.clock()
+            for missed in range(max(dock.last_event_seq + 1, seq - MAX_TRACKED_GAP), seq):
+                dock.missing.setdefault(missed, now)
+            dock.last_event_seq = seq
+        else:
+            dock.missing.pop(seq, None)
+
+    def _on_resend_reply(self, dock_id: str, body: dict[str, Any]) -> None:
+        result = body.get("result")
+        if not body.get("ok") or not isinstance(result, dict):
+            return
+        dock = self._dock(dock_id)
+        for seq in list(result.get("unavailable") or []) + list(result.get("unknown") or []):
+            if isinstance(seq, int) and dock.missing.pop(seq, None) is not None:
+                dock.lost.add(seq)
+
+    def gaps_to_request(self, grace_s: float) -> list[tuple[str, int, int]]:
+        """(dock, from_seq, to_seq) ranges missing for longer than `grace_s`: in-flight
+        events get that long to arrive before the dock is asked to re-send them."""
+        now = self.clock()
+        out = []
+        for dock_id in sorted(self.docks):
+            dock = self.docks[dock_id]
+            due = sorted(q for q, t in dock.missing.items() if now - t >= grace_s)
+            for first, last in _ranges(due):
+                out.append((dock_id, first, last))
+        return out
+
+    def asked(self, dock_id: str, first: int, last: int) -> None:
+        """A resend was requested: wait another grace period before asking again."""
+        dock = self._dock(dock_id)
+        now = self.clock()
+        for q in range(first, last + 1):
+            if q in dock.missing:
+                dock.missing[q] = now
 
     def stale(self, rec: RecorderView) -> bool:
         dock = self.docks.get(rec.dock_id)
-        return dock is None or not dock.online or rec.bd_seq < dock.bd_seq
+        return (rec.marked_stale or dock is None or not dock.online
+                or rec.bd_seq < dock.bd_seq)
 
     def snapshot(self) -> dict[str, Any]:
         docks = []
@@ -194,6 +263,7 @@ class FleetModel:
                 "agent_version": d.agent_version, "health": d.health,
                 "outbox_depth": d.outbox_depth, "dropped": d.dropped,
                 "last_event_seq": d.last_event_seq,
+                "missing_seqs": sorted(d.missing), "lost_seqs": sorted(d.lost),
                 "open_faults": list(d.open_faults.values()),
                 "checkpoint_seq": d.checkpoint_seq,
                 "custody_alarms": list(d.custody_alarms),
@@ -207,11 +277,13 @@ class FleetModel:
         return {"docks": docks}
 
     def render_table(self) -> str:
-        lines = [f"{'DOCK':<14} {'STATE':<8} {'OUTBOX':>7} {'DROPPED':>7} FAULTS"]
+        lines = [f"{'DOCK':<14} {'STATE':<8} {'OUTBOX':>7} {'DROPPED':>7} {'FAULTS':>6} "
+                 f"{'MISSING':>7} {'LOST':>5}"]
         for d in self.snapshot()["docks"]:
             lines.append(f"{d['dock_id']:<14} {'online' if d['online'] else 'OFFLINE':<8} "
                          f"{_dash(d['outbox_depth']):>7} {_dash(d['dropped']):>7} "
-                         f"{len(d['open_faults'])}")
+                         f"{len(d['open_faults']):>6} {len(d['missing_seqs']):>7} "
+                         f"{len(d['lost_seqs']):>5}")
         lines.append("")
         lines.append(f"{'DOCK':<14} {'RECORDER':<12} {'BAY':<4} {'OFFICER':<10} {'BATT':>5} "
                      f"{'READINESS':<10} {'LAST OFFLOAD':<25} NOTE")
@@ -230,13 +302,28 @@ class FleetModel:
                              f"{r['last_offload'] or '-':<25} {note}")
         for d in self.snapshot()["docks"]:
             for f in d["open_faults"]:
-                lines.append(f"FAULT {d['dock_id']} {f['subject'] or '-'} {f['kind']} "
+                lines.append(f"FAULT {d['dock_id']} {f['subject'] or '-'} {f['code']} "
                              f"{f['time'] or ''} {f['message'] or ''}".rstrip())
         for d in self.snapshot()["docks"]:
             for a in d["custody_alarms"]:
                 lines.append(f"CUSTODY ALARM {d['dock_id']} {a['alarm']}: {a['detail']}")
         # each entry is one line: a newline inside a dock's value is escaped, not a new row
         return "\n".join(printable(line) for line in lines) + "\n"
+
+
+MAX_TRACKED_GAP = 100_000  # a larger jump is a reset dock, not lost events
+GAP_GRACE_S = 5.0
+
+
+def _ranges(seqs: list[int], limit: int = 10_000) -> list[tuple[int, int]]:
+    """Consecutive runs of sorted seqs, each at most `limit` long."""
+    out: list[tuple[int, int]] = []
+    for q in seqs:
+        if out and q == out[-1][1] + 1 and q - out[-1][0] < limit:
+            out[-1] = (out[-1][0], q)
+        else:
+            out.append((q, q))
+    return out
 
 
 def _dash(v: object) -> str:
@@ -276,11 +363,19 @@ async def run_fleet(
     settle_s: float = 2.0,
     refresh_s: float = 2.0,
     checkpoint_state: Path | None = None,
+    repair: bool = True,
+    gap_grace_s: float = GAP_GRACE_S,
+    model: FleetModel | None = None,
+    session_expiry_s: int = 0,
 ) -> FleetModel:
     """Show the fleet. `once`: collect the retained state for `settle_s`, print, return.
-    Otherwise print on every change (at most every `refresh_s`) until cancelled."""
+    Otherwise print on every change (at most every `refresh_s`) until cancelled, and (with
+    `repair`, which needs the central identity's right to send commands) ask docks to
+    re-send events missing from their `seq` stream for longer than `gap_grace_s`.
+    `session_expiry_s` > 0 keeps a broker session (with a fixed client id) across restarts
+    of the view, so events published meanwhile wait at the broker."""
     stream = out or sys.stdout
-    model = FleetModel(settings.topic_prefix, checkpoint_state)
+    model = model or FleetModel(settings.topic_prefix, checkpoint_state)
     backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s)
     client_id = settings.client_id or f"fleet-{uuid.uuid4().hex[:10]}"
 
@@ -292,7 +387,7 @@ async def run_fleet(
         stream.flush()
 
     while True:
-        transport = PahoTransport(settings, client_id)
+        transport = PahoTransport(settings, client_id, session_expiry_s=session_expiry_s)
         try:
             await transport.connect()
             for f in fleet_filters(settings.topic_prefix):
@@ -302,7 +397,8 @@ async def run_fleet(
                 await _collect(transport, model, settle_s)
                 emit()
                 return model
-            await _follow(transport, model, refresh_s, emit)
+            requester = _GapRequester(transport, model, gap_grace_s) if repair else None
+            await _follow(transport, model, refresh_s, emit, requester)
         except MqttError as exc:
             if once:
                 raise
@@ -324,17 +420,44 @@ async def _collect(transport: PahoTransport, model: FleetModel, settle_s: float)
         model.apply(msg.topic, msg.payload)
 
 
+class _GapRequester:
+    """Sends `resend` commands for the model's gaps (at most one per range per grace)."""
+
+    def __init__(self, transport: PahoTransport, model: FleetModel, grace_s: float) -> None:
+        self.transport = transport
+        self.model = model
+        self.grace_s = grace_s
+
+    def poll(self) -> None:
+        for dock_id, first, last in self.model.gaps_to_request(self.grace_s):
+            body = {"id": f"gap-{uuid.uuid4().hex[:12]}",
+                    "args": {"from_seq": first, "to_seq": last}}
+            topic = f"{self.model.prefix}/{dock_id}/cmd/resend"
+            fut = self.transport.publish(topic, _json_dumps(body).encode())
+            fut.add_done_callback(_consume)
+            self.model.asked(dock_id, first, last)
+
+
+def _consume(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # a refused request is retried after the next grace period
+
+
 async def _follow(transport: PahoTransport, model: FleetModel, refresh_s: float,
-                  emit: Callable[[], None]) -> None:
+                  emit: Callable[[], None], requester: _GapRequester | None = None) -> None:
     last = 0.0
     dirty = False
     while True:
         timeout = max(0.05, refresh_s - (time.monotonic() - last)) if dirty else None
+        if requester is not None:
+            timeout = 1.0 if timeout is None else min(timeout, 1.0)
         try:
             msg = await asyncio.wait_for(transport.next_message(), timeout)
             dirty = model.apply(msg.topic, msg.payload) or dirty
         except TimeoutError:
             pass
+        if requester is not None:
+            requester.poll()
         if dirty and time.monotonic() - last >= refresh_s:
             emit()
             last, dirty = time.monotonic(), False

@@ -39,25 +39,70 @@ def status_offline(dock_id: str, bd_seq: int, reason: str, now: float | None) ->
     return out
 
 
+HEALTH_FIELDS = (
+    "store_total_bytes", "store_free_bytes", "store_free_percent", "offload_bytes_per_day",
+    "projected_days_until_full", "cpu_temp_c", "load", "mem_total_bytes",
+    "mem_available_bytes", "uptime_s", "clock_synchronised", "broker_connected",
+    "loop_lag_ms", "throttling_now", "throttling_since_boot", "bays", "issues",
+)
+PROGRESS_FIELDS = ("files_done", "files_total", "bytes_done", "bytes_total", "rate_bps",
+                   "eta_s", "current_file")
+RESULT_FIELDS = ("outcome", "detail", "stored", "already_stored", "failed", "refused", "wiped",
+                 "wipe_failed", "late", "changed", "bytes_copied", "resumed_bytes")
+
+
+def health_sample(sample: Mapping[str, Any]) -> dict[str, Any]:
+    """The documented health object (schema `health`, `health` property) from a monitor
+    sample: exactly these fields, so the contract changes only on purpose."""
+    out: dict[str, Any] = {k: sample.get(k) for k in HEALTH_FIELDS}
+    out["load"] = list(out["load"] or (0.0, 0.0, 0.0))
+    for k in ("throttling_now", "throttling_since_boot"):
+        if out[k] is not None:
+            out[k] = list(out[k])
+    out["bays"] = [{"bay": b.get("bay"), "serial": b.get("serial"), "state": b.get("state")}
+                   for b in out["bays"] or ()]
+    out["issues"] = [{"code": i.get("code"), "reason": i.get("reason")}
+                     for i in out["issues"] or ()]
+    return out
+
+
+def _outbox(now: float, outbox: OutboxStats) -> dict[str, Any]:
+    oldest = None if outbox.oldest_created_at is None else max(0.0, now - outbox.oldest_created_at)
+    return {"depth": outbox.depth, "oldest_age_s": oldest, "dropped": outbox.dropped}
+
+
+def sample_time(sample: Mapping[str, Any], now: float) -> float:
+    t = sample.get("time")
+    return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else now
+
+
 def health(dock_id: str, bd_seq: int, now: float, agent_version: str,
            sample: Mapping[str, Any], outbox: OutboxStats,
            mqtt: Mapping[str, int]) -> dict[str, Any]:
-    oldest = None if outbox.oldest_created_at is None else max(0.0, now - outbox.oldest_created_at)
     return {
-        "dock_id": dock_id, "time": iso(now), "bdSeq": bd_seq, "agent_version": agent_version,
-        "health": dict(sample),
-        "outbox": {"depth": outbox.depth, "oldest_age_s": oldest, "dropped": outbox.dropped},
-        "mqtt": dict(mqtt),
+        "dock_id": dock_id, "time": iso(sample_time(sample, now)), "bdSeq": bd_seq,
+        "agent_version": agent_version, "health": health_sample(sample),
+        "outbox": _outbox(now, outbox),
+        "mqtt": {k: int(mqtt.get(k, 0)) for k in ("published", "acked", "in_flight",
+                                                  "reconnects")},
     }
 
 
-_RESERVED = ("dock_id", "serial", "docked", "time", "bdSeq")
+def health_event(now: float, sample: Mapping[str, Any], outbox: OutboxStats) -> dict[str, Any]:
+    """Payload of an `events/health` outbox event (schema `event-health`)."""
+    return {"time": iso(sample_time(sample, now)), "health": health_sample(sample),
+            "outbox": _outbox(now, outbox)}
+
+
+_RESERVED = ("dock_id", "serial", "docked", "time", "bdSeq", "stale")
 
 
 def recorder_birth(dock_id: str, serial: str, bd_seq: int, now: float,
-                   state: Mapping[str, Any]) -> dict[str, Any]:
+                   state: Mapping[str, Any], *, stale: bool = False) -> dict[str, Any]:
     out = {k: v for k, v in state.items() if k not in _RESERVED}
     out.update(dock_id=dock_id, serial=serial, docked=True, time=iso(now), bdSeq=bd_seq)
+    if stale:
+        out["stale"] = True
     return out
 
 
@@ -66,10 +111,22 @@ def recorder_death(dock_id: str, serial: str, bd_seq: int, now: float) -> dict[s
             "bdSeq": bd_seq}
 
 
-def progress(dock_id: str, serial: str, now: float,
-             values: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in values.items() if k not in _RESERVED}
-    out.update(dock_id=dock_id, serial=serial, time=iso(now))
+def progress_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: values[k] for k in PROGRESS_FIELDS if k in values}
+
+
+def result_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: values[k] for k in RESULT_FIELDS if k in values}
+
+
+def progress(dock_id: str, serial: str, now: float, values: Mapping[str, Any],
+             result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An offload progress message; with `result` it is the final summary (phase finished)."""
+    out = progress_fields(values)
+    out.update(dock_id=dock_id, serial=serial, time=iso(now),
+               phase="copying" if result is None else "finished")
+    if result is not None:
+        out["result"] = result_fields(result)
     return out
 
 

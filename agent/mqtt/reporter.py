@@ -26,13 +26,14 @@ from agent.mqtt.backoff import Backoff
 from agent.mqtt.checkpoints import PREVIOUS as PREVIOUS_CHECKPOINTS
 from agent.mqtt.checkpoints import checkpoint_payload
 from agent.mqtt.commands import CommandActions, CommandProcessor
-from agent.mqtt.errors import ConnectionLost, MqttError, PublishRejected
+from agent.mqtt.errors import CommandRejected, ConnectionLost, MqttError, PublishRejected
 from agent.mqtt.throttle import Throttle
 from agent.mqtt.topics import TopicError, Topics
 from agent.mqtt.transport import Message, PahoTransport, Transport, Will
 from agent.settings import MqttSettings
 from agent.store import outbox
 from agent.store.db import Database, DatabaseFull
+from agent.store.ledger import get_entry as ledger_entry
 from agent.store.ledger import recent_checkpoints
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 BDSEQ_COUNTER = "bdseq"
 BOUNDS_INTERVAL_S = 60.0
 GOOD_SESSION_S = 30.0  # a session this long resets the reconnect backoff
+MAX_RESEND = 10_000  # events per resend request
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,8 @@ class Reporter:
         self._factory = transport_factory or (
             lambda: PahoTransport(settings, client_id)
         )
-        self._commands = CommandProcessor(db, dock_id, actions, self.republish, clock)
+        self._commands = CommandProcessor(db, dock_id, actions, self.republish, clock,
+                                          resend=self.resend)
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         with contextlib.suppress(RuntimeError):  # made on the loop: notify works before run()
@@ -143,10 +146,28 @@ class Reporter:
         self._publish_death(serial)
 
     def set_dock_health(self, health: Mapping[str, object]) -> None:
-        """New dock health sample: published retained (with outbox and link statistics)."""
+        """New dock health sample: published retained (with outbox and link statistics) and
+        kept in the durable outbox as an `events/health` event, so the central side gets
+        the history of a broker outage too (droppable, bounded by the outbox policy)."""
         self._health = dict(health)
+        if self._settings.enabled:
+            self._spawn(self._enqueue_health(self._health))
         if self.connected:
             self._spawn(self._publish_health())
+
+    async def _enqueue_health(self, sample: Mapping[str, Any]) -> None:
+        now = self._clock()
+
+        def tx(conn: Any) -> None:
+            body = payloads.health_event(now, sample, outbox.stats(conn))
+            outbox.enqueue(conn, stream="health", payload=body, droppable=True, now=now)
+
+        try:
+            await self._db.write(tx)
+        except Exception:  # a health sample must never take reporting down
+            log.exception("could not keep a health sample in the outbox")
+            return
+        self.notify_outbox()
 
     def offload_progress(self, serial: str, progress: Mapping[str, object]) -> None:
         """Offload progress, throttled to one message per `progress_interval_s` per recorder;
@@ -180,6 +201,63 @@ class Reporter:
             await transport.publish(self._topics.checkpoint,
                                     payloads.encode(checkpoint_payload(self._dock_id, cps)),
                                     retain=True)
+    def offload_finished(self, serial: str, progress: Mapping[str, object],
+                         result: Mapping[str, object]) -> None:
+        """The final progress message of an offload (phase finished, with its result); a
+        progress update still parked by the throttle is superseded by it."""
+        self._progress.flush(serial)
+        value = dict(progress)
+        if serial in self._recorders:
+            self._recorders[serial]["offload"] = value
+        self._publish_progress(serial, value, result)
+
+    async def resend(self, first: int, last: int) -> dict[str, Any]:
+        """Gap repair: publish again the events with seq in [first, last] that the broker
+        already acknowledged (same event_id and seq as the first time). Ledger events are
+        read back from the ledger; health samples from the sent history."""
+        if last < first:
+            raise CommandRejected(f"to_seq {last} is before from_seq {first}")
+        if last - first >= MAX_RESEND:
+            raise CommandRejected(f"at most {MAX_RESEND} events per resend request")
+        transport = self._transport
+        if not self.connected or transport is None:
+            raise CommandRejected("not connected")
+
+        def read(conn: Any) -> tuple[list[outbox.OutboxEvent], list[int], int]:
+            top = outbox.last_seq(conn)
+            waiting = outbox.waiting_between(conn, first, last)
+            events = []
+            for sent in outbox.sent_between(conn, first, last):
+                body: dict[str, object] | None = sent.payload
+                if sent.ledger_seq is not None:
+                    entry = ledger_entry(conn, sent.ledger_seq)
+                    body = None if entry is None else entry.as_event()
+                if body is not None:
+                    events.append(outbox.OutboxEvent(sent.seq, sent.event_id, sent.stream,
+                                                     sent.subject, body, False,
+                                                     sent.created_at))
+            return events, waiting, top
+
+        events, waiting, top = await self._db.read(read)
+        futures = []
+        for ev in events:
+            try:
+                topic = self._topics.event(ev.stream)
+            except TopicError:
+                continue
+            futures.append(transport.publish(
+                topic, payloads.encode(payloads.event(self._dock_id, ev))))
+        if futures:  # the events reach the broker before the reply does
+            await asyncio.gather(*futures)
+        resent = [ev.seq for ev in events]
+        known = set(resent) | set(waiting)
+        log.info("resend %d..%d: %d re-sent, %d still waiting", first, last, len(resent),
+                 len(waiting))
+        return {
+            "from_seq": first, "to_seq": last, "resent": resent, "pending": waiting,
+            "unavailable": [q for q in range(first, min(last, top) + 1) if q not in known],
+            "unknown": list(range(max(first, top + 1), last + 1)),
+        }
 
     async def republish(self) -> None:
         """Republish every retained state message (after connect, and on `rebirth`)."""
@@ -273,6 +351,7 @@ class Reporter:
             self._progress_timer.cancel()
         try:
             if transport is not None and transport.connected:
+                await self._publish_stale(transport)
                 offline = payloads.status_offline(self._dock_id, self._bd_seq, "shutdown",
                                                   self._clock())
                 with contextlib.suppress(MqttError, TimeoutError):
@@ -285,6 +364,23 @@ class Reporter:
                 await self._flush_acks()
         finally:
             self._online = False
+
+    async def _publish_stale(self, transport: Transport) -> None:
+        """Clean stop: every docked recorder's retained state says it is no longer vouched
+        for (`stale: true`), so nobody reads a stopped dock's last word as current."""
+        now = self._clock()
+        futures = []
+        for serial, state in self._recorders.items():
+            try:
+                topic = self._topics.recorder_state(serial)
+            except TopicError:
+                continue
+            body = payloads.recorder_birth(self._dock_id, serial, self._bd_seq, now, state,
+                                           stale=True)
+            futures.append(transport.publish(topic, payloads.encode(body), retain=True))
+        if futures:
+            with contextlib.suppress(MqttError, TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*futures), 5.0)
 
     # --- the outbox drain --------------------------------------------------------------
 
@@ -343,19 +439,16 @@ class Reporter:
         self._ack_ready.clear()
         seqs, self._acked_seqs = self._acked_seqs, []
         if seqs:
-            await self._db.write(lambda c: outbox.ack(c, seqs))
+            now = self._clock()
+            await self._db.write(lambda c: outbox.ack(c, seqs, now))
             self._acked += len(seqs)
             o = self._outbox_stats
             self._outbox_stats = dataclasses.replace(o, depth=max(0, o.depth - len(seqs)))
 
     async def _bounds_loop(self) -> None:
-        s = self._settings
         while True:
             try:
-                dropped = await self._db.write(
-                    lambda c: outbox.enforce_bounds(
-                        c, max_events=s.outbox_max_events, max_age_days=s.outbox_max_age_days,
-                        now=self._clock()))
+                dropped = await self.enforce_bounds_now()
                 if dropped:
                     log.warning("outbox bounds: dropped %d health samples", dropped)
                 self._outbox_stats = await self._db.read(outbox.stats)
@@ -368,10 +461,14 @@ class Reporter:
     async def enforce_bounds_now(self) -> int:
         """Run the bounds policy at once (also runs every minute); returns rows dropped."""
         s = self._settings
-        dropped = await self._db.write(
-            lambda c: outbox.enforce_bounds(c, max_events=s.outbox_max_events,
-                                            max_age_days=s.outbox_max_age_days,
-                                            now=self._clock()))
+        now = self._clock()
+
+        def tx(c: Any) -> int:
+            outbox.prune_sent(c, max_age_days=s.outbox_history_days, now=now)
+            return outbox.enforce_bounds(c, max_events=s.outbox_max_events,
+                                         max_age_days=s.outbox_max_age_days, now=now)
+
+        dropped = await self._db.write(tx)
         self._outbox_stats = await self._db.read(outbox.stats)
         return dropped
 
@@ -443,6 +540,8 @@ class Reporter:
 
     async def _publish_health(self) -> None:
         self._outbox_stats = await self._db.read(outbox.stats)
+        if not self._health:
+            return  # no sample yet: the first one is published when it is taken
         mqtt = {"published": self._published, "acked": self._acked,
                 "in_flight": self._in_flight, "reconnects": self._reconnects}
         body = payloads.health(self._dock_id, self._bd_seq, self._clock(), self._version,
@@ -460,11 +559,12 @@ class Reporter:
         self._checkpoint_seq = cps[-1].seq
         self._retain(lambda: self._topics.checkpoint, checkpoint_payload(self._dock_id, cps))
 
-    def _publish_progress(self, serial: str, value: Mapping[str, Any]) -> None:
+    def _publish_progress(self, serial: str, value: Mapping[str, Any],
+                          result: Mapping[str, Any] | None = None) -> None:
         transport = self._transport
         if not self.connected or transport is None:
             return
-        body = payloads.progress(self._dock_id, serial, self._clock(), value)
+        body = payloads.progress(self._dock_id, serial, self._clock(), value, result)
         try:
             topic = self._topics.recorder_progress(serial)
         except TopicError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EVENT_STREAMS = ("custody", "fault", "health", "state")
+EVENT_STREAMS = ("custody", "fault", "health")
 
 
 class TopicError(ValueError):
@@ -75,4 +75,5 @@ def fleet_filters(prefix: str) -> list[str]:
         f"{prefix}/+/recorder/+/progress",
         f"{prefix}/+/events/+",
         f"{prefix}/+/checkpoint",
+        f"{prefix}/+/reply/resend",  # answers to the gap-repair requests the view sends
     ]

@@ -188,6 +188,7 @@ class PahoTransport:
         self._messages: asyncio.Queue[Message | None] = asyncio.Queue()
         self._misc_task: asyncio.Task[None] | None = None
         self._connected = False
+        self._disconnecting = False  # we sent DISCONNECT: the close that follows is ours
 
     @property
     def connected(self) -> bool:
@@ -205,6 +206,7 @@ class PahoTransport:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._closed.clear()
+        self._disconnecting = False
         self._connack = loop.create_future()
         self._messages = asyncio.Queue()
         try:
@@ -304,7 +306,10 @@ class PahoTransport:
     def _on_disconnect(
         self, _c: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
     ) -> None:
-        log.info("mqtt disconnected: %s", rc)
+        if self._disconnecting:
+            log.info("mqtt disconnected cleanly")
+        else:
+            log.info("mqtt disconnected: %s", rc)
         self._mark_closed(ConnectionLost(f"connection lost: {rc}"))
 
     def _on_publish(
@@ -555,6 +560,7 @@ class PahoTransport:
         client = self._client
         if client is None:
             return
+        self._disconnecting = True
         client.disconnect()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.wait(), 5.0)

@@ -50,21 +50,7 @@ def validate(name: str, payload: object) -> None:
 
 def schema_for_topic(levels: list[str]) -> str | None:
     """Schema name for a topic below `<prefix>/<dock_id>/` (given as its levels), if any."""
-    match levels:
-        case ["status"]:
-            return "status"
-        case ["health"]:
-            return "health"
-        case ["checkpoint"]:
-            return "checkpoint"
-        case ["recorder", _, "state"]:
-            return "recorder-state"
-        case ["recorder", _, "progress"]:
-            return "recorder-progress"
-        case ["events", stream]:
-            return f"event-{stream}"
-        case ["reply", _]:
-            return "reply"
-        case ["cmd", name]:
-            return f"command-{name}"
-    return None
+    from agent.mqtt.contract import spec_for
+
+    spec = spec_for(levels)
+    return None if spec is None else spec.schema

@@ -28,6 +28,7 @@ import mmap
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -81,6 +82,9 @@ class CopyJob:
     fdatasync_every: int
     read_retries: int
     depth: int  # copy buffers in flight for this file
+    # A durable point also after this many seconds with unsynced data, whichever comes
+    # first: a pull mid-file then resumes near where it stopped, however large `every`.
+    fdatasync_interval_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +364,9 @@ class Copier:
         self, q: queue.Queue[tuple[mmap.mmap, int, bytes, int] | None], out: int, synced: int
     ) -> None:
         every = self.job.fdatasync_every
+        interval = self.job.fdatasync_interval_s
         pending = 0
+        last_sync = time.monotonic()
         while True:
             item = q.get()
             if item is None:
@@ -375,11 +381,12 @@ class Copier:
                                 done += os.pwrite(out, view, end - n + done)
                     self.hooks.progress(n)
                     pending += n
-                    if pending >= every:
+                    if pending >= every or time.monotonic() - last_sync >= interval:
                         os.fdatasync(out)
                         _drop_cache(out, synced, end - synced)
                         self.hooks.durable(end, digest, False)
                         synced, pending = end, 0
+                        last_sync = time.monotonic()
             except BaseException as exc:
                 self._writer_error = exc  # keep draining so every buffer goes back
             finally:

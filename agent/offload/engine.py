@@ -578,7 +578,7 @@ class Offloader:
         job = CopyJob(
             root, root_dev, f, partial, final, item.journal,
             self._settings.fdatasync_every_mib << 20, self._settings.read_retries,
-            self._settings.buffers,
+            self._settings.buffers, self._settings.fdatasync_interval_s,
         )
         token = id(summary)  # the offload's admission promise (see _admit)
         hooks = _JournalHooks(self._db, serial, f.relpath, tracker,

@@ -905,10 +905,12 @@ class DockingSession:
             "session_id": self.session_id,
             "serial": ident.serial if ident else None,
             "model": ident.model if ident else None,
+            "hardware_rev": ident.hardware_rev if ident else None,
             "firmware": ident.firmware if ident else None,
             "officer_no": (ident.officer_no or None) if ident else None,
             "officer_name": (ident.officer_name or None) if ident else None,
             "unit_no": (ident.unit_no or None) if ident else None,
+            "unit_name": (ident.unit_name or None) if ident else None,
             "storage_only": self.storage_only,
             "state": self.state.value,
             "state_since": self.machine.history[-1].at if self.machine.history
@@ -971,6 +973,7 @@ def summary_facts(s: OffloadSummary) -> dict[str, object]:
         "refused": len(s.refused), "wiped": len(s.wiped), "wipe_failed": len(s.wipe_failed),
         "late": sum(1 for f in s.stored if f.late), "changed": len(s.changed),
         "bytes_copied": s.bytes_copied,
+        "resumed_bytes": sum(f.resumed_from for f in s.stored),
     }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-Stream = Literal["custody", "fault", "health", "state"]
+Stream = Literal["custody", "fault", "health"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -29,6 +29,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     droppable  INTEGER NOT NULL DEFAULT 0,
     created_at REAL    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox_sent (
+    seq        INTEGER PRIMARY KEY,
+    event_id   TEXT    NOT NULL,
+    stream     TEXT    NOT NULL,
+    subject    TEXT,
+    ledger_seq INTEGER,
+    payload    TEXT,
+    created_at REAL    NOT NULL,
+    acked_at   REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_sent_acked ON outbox_sent (acked_at);
 CREATE TABLE IF NOT EXISTS outbox_counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -84,9 +95,60 @@ def peek(conn: sqlite3.Connection, limit: int, after_seq: int = 0) -> list[Outbo
     ]
 
 
-def ack(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
-    """Delete events the broker acknowledged (PUBACK)."""
+def ack(conn: sqlite3.Connection, seqs: Sequence[int], now: float | None = None) -> None:
+    """Move events the broker acknowledged (PUBACK) to the sent history, which answers
+    resend requests. Ledger events keep only their ledger seq there: the ledger itself
+    keeps the entry for ever; other events (health) keep their payload."""
+    t = time.time() if now is None else now
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox_sent"
+        " (seq, event_id, stream, subject, ledger_seq, payload, created_at, acked_at)"
+        " SELECT seq, event_id, stream, subject,"
+        "  CASE WHEN stream IN ('custody', 'fault') THEN json_extract(payload, '$.seq') END,"
+        "  CASE WHEN stream IN ('custody', 'fault') THEN NULL ELSE payload END,"
+        "  created_at, ? FROM outbox WHERE seq = ?",
+        [(t, s) for s in seqs])
     conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+
+@dataclass(frozen=True, slots=True)
+class SentEvent:
+    """An acknowledged event kept for resend requests."""
+
+    seq: int
+    event_id: str
+    stream: str
+    subject: str | None
+    ledger_seq: int | None  # custody/fault: the entry is read back from the ledger
+    payload: dict[str, object] | None  # other streams: the payload as sent
+    created_at: float
+
+
+def sent_between(conn: sqlite3.Connection, first: int, last: int) -> list[SentEvent]:
+    rows = conn.execute(
+        "SELECT seq, event_id, stream, subject, ledger_seq, payload, created_at"
+        " FROM outbox_sent WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)).fetchall()
+    return [SentEvent(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else json.loads(r[5]),
+                      r[6]) for r in rows]
+
+
+def waiting_between(conn: sqlite3.Connection, first: int, last: int) -> list[int]:
+    """seqs in [first, last] still waiting in the outbox."""
+    return [r[0] for r in conn.execute(
+        "SELECT seq FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last))]
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The highest seq ever issued (0 when none)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def prune_sent(conn: sqlite3.Connection, *, max_age_days: float, now: float | None = None) -> int:
+    """Forget acknowledged events older than `max_age_days`; returns how many."""
+    t = time.time() if now is None else now
+    return conn.execute("DELETE FROM outbox_sent WHERE acked_at < ?",
+                        (t - max_age_days * 86400.0,)).rowcount
 
 
 # --- bounds policy, counters and statistics -------------------------------------------

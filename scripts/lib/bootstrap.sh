@@ -8,7 +8,9 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${DOCK_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(python3 python3-venv mosquitto mosquitto-clients fuse3 dosfstools
-              mtools util-linux shellcheck systemd)
+              mtools util-linux systemd)
+# Only the test command needs these (lint): the demo never installs them.
+TEST_APT_PACKAGES=(shellcheck)
 
 say() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 
@@ -66,8 +68,14 @@ ensure_venv() {
 }
 
 bootstrap() {
+    # `bootstrap test` (scripts/test, hence .ci/run) also installs the test-only tools;
+    # `bootstrap demo`, `bootstrap hil`: what those run.
     # Tests that run these scripts set DOCK_SKIP_BOOTSTRAP=1: the environment is ready.
     [ "${DOCK_SKIP_BOOTSTRAP:-}" = 1 ] && return 0
-    ensure_apt "${APT_PACKAGES[@]}"
+    if [ "${1:-}" = test ]; then
+        ensure_apt "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"
+    else
+        ensure_apt "${APT_PACKAGES[@]}"
+    fi
     ensure_venv
 }

@@ -66,29 +66,33 @@ class RecordingActions:
         if serial not in self.known_serials:
             raise CommandRejected(f"recorder {serial} is not known to this dock")
         self.officers[serial] = dict(record)
-        return {"serial": serial, "officer_no": record["officer_no"]}
+        return {"assignment_id": len(self.officers), "recorder": serial, "applied": True,
+                "pending": False}
 
     async def set_hold(self, hold_id: str, reason: str,
                        scope: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append(("set_hold", (hold_id, reason, dict(scope))))
         self.holds[hold_id] = {"reason": reason, "scope": dict(scope)}
-        return {"hold_id": hold_id, "files": 3}
+        return {"hold_id": hold_id, "files_held": 3}
 
     async def clear_hold(self, hold_id: str, reason: str) -> dict[str, Any]:
         self.calls.append(("clear_hold", (hold_id, reason)))
         if hold_id not in self.holds:
             raise CommandRejected(f"no hold {hold_id}")
         del self.holds[hold_id]
-        return {"hold_id": hold_id}
+        return {"hold_id": hold_id, "files_released": 3}
 
     async def run_verify(self, deep: bool) -> dict[str, Any]:
         self.calls.append(("run_verify", deep))
         await asyncio.sleep(0)
-        return {"checked": 10, "mismatches": 0, "deep": deep}
+        return {"ok": True, "deep": deep, "entries_checked": 10, "files_checked": 4,
+                "problems": []}
 
     async def readiness_report(self) -> dict[str, Any]:
         self.calls.append(("readiness_report", None))
-        return {"recorders": [{"serial": "REC00001", "verdict": "READY"}]}
+        return {"dock_id": "dock-A", "time": "2026-11-23T08:00:00.000Z", "recorders": [
+            {"bay": "1", "serial": "REC00001", "officer": "0042", "officer_name": "Li Wei",
+             "verdict": "READY", "reasons": [], "eta_s": None}]}
 
     async def rebirth(self) -> None:
         self.calls.append(("rebirth", None))

@@ -11,7 +11,7 @@ from agent.mqtt.errors import MqttError
 from agent.mqtt.transport import PahoTransport
 
 from .central import Central
-from .helpers import make_reporter, running, until
+from .helpers import make_reporter, rec_state, running, until
 
 REPLY = "dock/v1/dock-A/reply/"
 
@@ -30,7 +30,7 @@ async def test_commands_run_once_per_id_and_answer(broker, central, db, actions)
         await central.command("dock-A", "assign-officer", body)  # a repeat: same id
         await central.wait_for(lambda: len(replies(central, "assign-officer")) == 2)
         first, second = replies(central, "assign-officer")
-        assert first == second and first["ok"] and first["result"]["officer_no"] == "0042"
+        assert first == second and first["ok"] and first["result"]["recorder"] == "REC00001"
         assert [c[0] for c in actions.calls] == ["assign_officer"]
         assert actions.officers == {"REC00001": {"officer_no": "0042", "officer_name": "Wang"}}
 
@@ -54,7 +54,7 @@ async def test_commands_run_once_per_id_and_answer(broker, central, db, actions)
         assert msg.correlation_data == b"corr-77" and msg.body["id"] == "c-6"
 
         # rebirth republishes the retained state
-        reporter.set_recorder_state("REC00002", {"bay": "2"})
+        reporter.set_recorder_state("REC00002", rec_state("2"))
         await central.wait_for(lambda: len(central.on("/recorder/REC00002/state")) == 1)
         await central.command("dock-A", "rebirth", {"id": "c-7"})
         await central.wait_for(lambda: len(central.on("/recorder/REC00002/state")) == 2)

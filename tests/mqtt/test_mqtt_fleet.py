@@ -11,32 +11,42 @@ from agent.mqtt.fleet import FleetModel, fleet_settings, run_fleet
 from agent.mqtt.transport import PahoTransport
 from agent.store import outbox
 
-from .helpers import make_reporter, outbox_depth, running, until
+from .helpers import (
+    fault_payload,
+    health_sample,
+    ledger_payload,
+    make_reporter,
+    outbox_depth,
+    rec_state,
+    running,
+    until,
+)
 
 
 async def test_fleet_once_json_and_table(broker, central, db, actions):
     def events(conn):
-        outbox.enqueue(conn, stream="custody", subject="REC00001", payload={
-            "seq": 1, "hash": "aa", "kind": "offload-complete"})
-        outbox.enqueue(conn, stream="fault", subject="REC00002", payload={
-            "kind": "battery-failing", "message": "battery at 3% after 2 h charge"})
-        outbox.enqueue(conn, stream="fault", subject="REC00001", payload={
-            "kind": "clock-not-set"})
-        outbox.enqueue(conn, stream="fault", subject="REC00001", payload={
-            "kind": "clock-not-set", "cleared": True})
+        outbox.enqueue(conn, stream="custody", subject="REC00001",
+                       payload=ledger_payload(1, "offloaded"))
+        # Two open faults of one recorder stay two; a clear closes only its own fault.
+        outbox.enqueue(conn, stream="fault", subject="REC00002", payload=fault_payload(
+            2, 1, "battery_failed", "battery health 41% is below 60%", serial="REC00002"))
+        outbox.enqueue(conn, stream="fault", subject="REC00002", payload=fault_payload(
+            3, 2, "clock_not_set", "set clock refused", serial="REC00002"))
+        outbox.enqueue(conn, stream="fault", subject="REC00001", payload=fault_payload(
+            4, 3, "clock_not_set", "set clock refused"))
+        outbox.enqueue(conn, stream="fault", subject="REC00001", payload=fault_payload(
+            5, 3, "clock_not_set", "recorder docked again", cleared=True))
 
     db.write_sync(events)
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
-    reporter.set_dock_health({"cpu_temp_c": 50})
-    reporter.set_recorder_state("REC00001", {
-        "bay": "1", "officer": {"officer_no": "0042"}, "battery": {"percent": 97},
-        "readiness": {"verdict": "READY", "reasons": []}})
-    reporter.set_recorder_state("REC00002", {
-        "bay": "2", "battery": {"percent": 3},
-        "readiness": {"verdict": "NOT_READY", "reasons": ["battery below 90%"]}})
+    reporter.set_dock_health(health_sample(cpu_temp_c=50))
+    reporter.set_recorder_state("REC00001", rec_state("1", percent=97))
+    reporter.set_recorder_state("REC00002", rec_state(
+        "2", percent=3, officer_no=None, verdict="NOT_READY",
+        reasons=[("battery_low", "battery below 90%")]))
     async with running(reporter):
         await until(lambda: outbox_depth(db) == 0)
-        await central.wait_for(lambda: len(central.on("/events/fault")) == 3)
+        await central.wait_for(lambda: len(central.on("/events/fault")) == 4)
         out = io.StringIO()
         model = await run_fleet(broker.settings("central", client_id=None), json=True,
                                 once=True, out=out, settle_s=1.0)
@@ -57,7 +67,9 @@ async def test_fleet_once_json_and_table(broker, central, db, actions):
     for m in central.messages:
         live.apply(m.topic, json.dumps(m.body).encode() if m.body is not None else b"")
     live_dock = live.snapshot()["docks"][0]
-    assert [f["kind"] for f in live_dock["open_faults"]] == ["battery-failing"]
+    assert sorted((f["subject"], f["code"], f["message"]) for f in live_dock["open_faults"]) == [
+        ("REC00002", "battery_failed", "battery health 41% is below 60%"),
+        ("REC00002", "clock_not_set", "set clock refused")]
     assert live.recorders[("dock-A", "REC00001")].last_offload is not None
     table = text.getvalue()
     assert "REC00001" in table and "READY" in table and "dock-A" in table
@@ -73,7 +85,7 @@ async def test_fleet_marks_recorders_stale_after_dock_death(broker, db, actions)
         return made[-1]
 
     reporter = make_reporter(db, settings, actions, transport_factory=factory)
-    reporter.set_recorder_state("REC00001", {"bay": "1"})
+    reporter.set_recorder_state("REC00001", rec_state("1"))
     fleet_cfg = broker.settings("central", client_id=None)
     async with running(reporter):
         model = await run_fleet(fleet_cfg, once=True, out=io.StringIO(), settle_s=0.5)
@@ -87,8 +99,10 @@ async def test_fleet_marks_recorders_stale_after_dock_death(broker, db, actions)
     model = await run_fleet(fleet_cfg, once=True, out=io.StringIO(), settle_s=0.5)
     dock = model.docks["dock-A"]
     assert not dock.online and dock.bd_seq == 2
-    # the recorder birth is still retained, but its dock is offline: stale
-    assert model.stale(model.recorders[("dock-A", "REC00001")])
+    # the recorder birth is still retained, but its dock is offline: stale, and the dock
+    # said so itself in the retained state before it went
+    rec = model.recorders[("dock-A", "REC00001")]
+    assert model.stale(rec) and rec.marked_stale and rec.docked
 
 
 def test_fleet_settings_parse():

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import time
 
+from agent.mqtt import payloads
 from agent.store import outbox
 
-from .helpers import make_reporter, outbox_depth, running, until
+from .helpers import (
+    fault_payload,
+    health_sample,
+    ledger_payload,
+    make_reporter,
+    outbox_depth,
+    progress_values,
+    rec_state,
+    running,
+    until,
+)
 
 DAY = 86400.0
 
@@ -16,13 +27,15 @@ def fill(conn, *, health: int, custody: int, fault: int, created: float) -> None
     for i in range(max(health, custody, fault)):
         if i < custody:
             outbox.enqueue(conn, stream="custody", subject="REC00001", now=created,
-                           payload={"seq": i + 1, "hash": "00" * 32, "kind": "file-stored"})
+                           payload=ledger_payload(i + 1))
         if i < health:
             outbox.enqueue(conn, stream="health", droppable=True, now=created,
-                           payload={"cpu_temp_c": 40 + i % 10})
+                           payload=payloads.health_event(
+                               created, health_sample(cpu_temp_c=40 + i % 10),
+                               outbox.OutboxStats(0, None, 0)))
         if i < fault:
             outbox.enqueue(conn, stream="fault", subject="REC00001", now=created,
-                           payload={"kind": "battery-failing"})
+                           payload=fault_payload(i + 1, i + 1, "battery_failed", "worn out"))
 
 
 def streams(conn) -> dict[str, int]:
@@ -59,7 +72,7 @@ def test_bounds_drop_only_health_and_count(db):
 def eval_temp(payload: str) -> int:
     import json
 
-    return int(json.loads(payload)["cpu_temp_c"])
+    return int(json.loads(payload)["health"]["cpu_temp_c"])
 
 
 async def test_reporter_applies_bounds_and_publishes_dropped(broker, central, db, actions):
@@ -67,32 +80,32 @@ async def test_reporter_applies_bounds_and_publishes_dropped(broker, central, db
     db.write_sync(lambda c: fill(c, health=1500, custody=600, fault=3, created=now - DAY))
     settings = broker.settings("dock-A", outbox_max_events=1000, outbox_max_age_days=30)
     reporter = make_reporter(db, settings, actions)
-    reporter.set_dock_health({"cpu_temp_c": 45})
     async with running(reporter):
         await until(lambda: outbox_depth(db) == 0)
         await central.wait_for(lambda: len(central.on("/events/custody")) == 600)
         await central.wait_for(lambda: len(central.on("/events/fault")) == 3)
-        reporter.set_dock_health({"cpu_temp_c": 46})
+        reporter.set_dock_health(health_sample(cpu_temp_c=46))
         await central.wait_for(lambda: any(
-            b["health"] == {"cpu_temp_c": 46} for b in central.on("dock-A/health")))
+            b["health"]["cpu_temp_c"] == 46 for b in central.on("dock-A/health")))
         assert reporter.stats.dropped == 1103
+        # ...and the sample taken while connected goes through the outbox as well.
+        await central.wait_for(lambda: len(central.on("/events/health")) == 1500 - 1103 + 1)
+        assert central.on("/events/health")[-1]["payload"]["health"]["cpu_temp_c"] == 46
     # The bounds ran before the drain: 2103 rows, bound 1000 -> the 1103 oldest health dropped.
-    assert len(central.on("/events/health")) == 1500 - 1103
     last = central.on("dock-A/health")[-1]
-    assert last["outbox"]["dropped"] == 1103 and last["health"] == {"cpu_temp_c": 46}
+    assert last["outbox"]["dropped"] == 1103 and last["health"]["cpu_temp_c"] == 46
     assert central.invalid == []
 
 
 async def test_progress_is_throttled_and_latest_always_sent(broker, central, db, actions):
     settings = broker.settings("dock-A", progress_interval_s=0.5)
     reporter = make_reporter(db, settings, actions)
-    reporter.set_recorder_state("REC00001", {"bay": "1"})
+    reporter.set_recorder_state("REC00001", rec_state("1"))
     async with running(reporter):
         for i in range(1, 501):
-            reporter.offload_progress("REC00001", {"files_done": i, "files_total": 500,
-                                                   "bytes_done": i * 1000})
+            reporter.offload_progress("REC00001", progress_values(i, 500, i * 1000, 500_000))
         for i in range(1, 11):
-            reporter.offload_progress("REC00002", {"files_done": i, "files_total": 10})
+            reporter.offload_progress("REC00002", progress_values(i, 10))
         await central.wait_for(lambda: any(
             b["files_done"] == 500 for b in central.on("/recorder/REC00001/progress")))
         await central.wait_for(lambda: any(

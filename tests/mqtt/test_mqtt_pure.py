@@ -16,6 +16,8 @@ from agent.mqtt.topics import TopicError, Topics, fleet_filters
 from agent.mqtt.validation import load_schema, schema_for_topic, schema_names, validate
 from agent.store.outbox import OutboxEvent, OutboxStats
 
+from .helpers import fault_payload, health_sample, ledger_payload, progress_values, rec_state
+
 
 def test_throttle_coalesces_and_keeps_latest():
     t: Throttle[str, int] = Throttle(1.0)
@@ -68,20 +70,35 @@ def test_builders_match_schemas():
     now = 1_795_000_000.25
     validate("status", payloads.status_online("dock-A", 3, now, "1.0", "5"))
     validate("status", payloads.status_offline("dock-A", 3, "connection-lost", None))
-    validate("health", payloads.health("dock-A", 3, now, "1.0", {"x": 1},
-                                       OutboxStats(5, now - 10, 2), {"published": 1}))
-    validate("recorder-state", payloads.recorder_birth("dock-A", "R1", 3, now, {
-        "bay": "1", "battery": {"percent": 88.5}, "readiness": {"verdict": "NOT_READY",
-                                                               "reasons": ["battery"]}}))
+    health = payloads.health("dock-A", 3, now, "1.0", health_sample(unknown_field=1),
+                             OutboxStats(5, now - 10, 2), {"published": 1})
+    validate("health", health)
+    assert "unknown_field" not in health["health"]  # only documented fields go out
+    validate("event-health", payloads.event("dock-A", OutboxEvent(
+        8, "e8", "health", None, payloads.health_event(now, health_sample(), OutboxStats(
+            0, None, 0)), True, now)))
+    validate("recorder-state", payloads.recorder_birth("dock-A", "R1", 3, now, rec_state(
+        "1", percent=88.5, verdict="NOT_READY", reasons=[("battery_low", "battery 88%")])))
+    validate("recorder-state", payloads.recorder_birth("dock-A", "R1", 3, now, rec_state(),
+                                                       stale=True))
     validate("recorder-state", payloads.recorder_death("dock-A", "R1", 3, now))
-    ev = OutboxEvent(7, "e7", "custody", "R1", {"seq": 1, "hash": "ab", "kind": "check-in"},
-                     False, now)
+    ev = OutboxEvent(7, "e7", "custody", "R1", ledger_payload(1), False, now)
     body = payloads.event("dock-A", ev)
     validate("event-custody", body)
     assert body["created_at"] == "2026-11-18T11:06:40.250Z"
-    validate("reply", payloads.reply_ok("dock-A", "c1", "verify", {"ok": 1}, now))
+    validate("event-fault", payloads.event("dock-A", OutboxEvent(
+        9, "e9", "fault", "R1", fault_payload(2, 1, "timeout", "no answer"), False, now)))
+    validate("recorder-progress", payloads.progress("dock-A", "R1", now, progress_values(1, 2)))
+    validate("recorder-progress", payloads.progress(
+        "dock-A", "R1", now, progress_values(2, 2), RESULT))
+    validate("reply", payloads.reply_ok("dock-A", "c1", "rebirth", {"republished": True}, now))
     validate("reply", payloads.reply_error("dock-A", None, "verify", "malformed", "x", now))
     assert json.loads(payloads.encode({"b": 1, "a": 2})) == {"a": 2, "b": 1}
+
+
+RESULT = {"outcome": "complete", "detail": "", "stored": 2, "already_stored": 0, "failed": 0,
+          "refused": 0, "wiped": 2, "wipe_failed": 0, "late": 0, "changed": 0,
+          "bytes_copied": 2048, "resumed_bytes": 0}
 
 
 def test_schemas_reject_bad_payloads():
@@ -92,9 +109,24 @@ def test_schemas_reject_bad_payloads():
         validate("recorder-state", {**payloads.recorder_death("d", "R1", 1, now), "bay": "1"})
     with pytest.raises(PayloadInvalid):
         validate("reply", {**payloads.reply_ok("d", "c", "v", {}, now), "ok": False})
-    with pytest.raises(PayloadInvalid, match="battery/percent"):
+    with pytest.raises(PayloadInvalid):
+        validate("recorder-state", payloads.recorder_birth(
+            "d", "R1", 1, now, rec_state(battery={"percent": 120, "charging": False})))
+    with pytest.raises(PayloadInvalid):  # strict: no undocumented field anywhere
         validate("recorder-state", payloads.recorder_birth("d", "R1", 1, now,
-                                                           {"battery": {"percent": 120}}))
+                                                           rec_state(docked_at=1.5)))
+    with pytest.raises(PayloadInvalid):
+        validate("recorder-state", payloads.recorder_birth("d", "R1", 1, now,
+                                                           rec_state(surprise=1)))
+    with pytest.raises(PayloadInvalid):  # kinds and fault codes are closed sets
+        validate("event-custody", payloads.event("d", OutboxEvent(
+            7, "e7", "custody", "R1", ledger_payload(1, kind="check-in"), False, now)))
+    with pytest.raises(PayloadInvalid):
+        validate("event-fault", payloads.event("d", OutboxEvent(
+            7, "e7", "fault", "R1", fault_payload(1, 1, "battery-failing", "x"), False, now)))
+    with pytest.raises(PayloadInvalid):  # times are RFC 3339 with an offset
+        validate("status", {**payloads.status_online("d", 1, now, "1", "5"),
+                            "time": "2026-11-23T08:00:00"})
 
 
 def test_schema_for_topic():
@@ -112,7 +144,9 @@ def test_identity_fields():
                              officer_name="Li")
     state = payloads.identity_fields(ident)
     assert state["officer"]["officer_no"] == "0042"
-    validate("recorder-state", payloads.recorder_birth("dock-A", "REC00001", 1, now, state))
+    validate("recorder-state", payloads.recorder_birth("dock-A", "REC00001", 1, now,
+                                                       rec_state(**state)))
     bare = payloads.identity_fields(RecorderIdentity("REC00002"))
     assert bare["officer"] is None
-    validate("recorder-state", payloads.recorder_birth("dock-A", "REC00002", 1, now, bare))
+    validate("recorder-state", payloads.recorder_birth("dock-A", "REC00002", 1, now,
+                                                       rec_state(**bare)))

@@ -6,28 +6,35 @@ import asyncio
 
 from agent.mqtt.transport import PahoTransport
 
-from .helpers import add_custody, make_reporter, outbox_depth, running, until
+from .helpers import (
+    add_custody,
+    fault_payload,
+    health_sample,
+    make_reporter,
+    outbox_depth,
+    progress_values,
+    rec_state,
+    running,
+    until,
+)
 
 
 async def test_birth_then_drain_all_payloads_valid(broker, central, db, actions):
     await add_custody(db, 25)
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
-    reporter.set_dock_health({"cpu_temp_c": 51.0, "store_free_percent": 80.0})
-    reporter.set_recorder_state("REC00001", {
-        "bay": "1", "identity": {"model": "X1", "firmware": "1.2"},
-        "officer": {"officer_no": "0042", "officer_name": "Li"},
-        "battery": {"percent": 95, "charging": True},
-        "storage": {"total_bytes": 64 << 30, "free_bytes": 60 << 30},
-        "clock": {"drift_ms": 12.0, "corrected": False},
-        "readiness": {"verdict": "READY", "reasons": []}})
+    reporter.set_dock_health(health_sample(cpu_temp_c=51.0, store_free_percent=80.0))
+    reporter.set_recorder_state("REC00001", rec_state(
+        "1", storage={"total_bytes": 64 << 30, "free_bytes": 60 << 30},
+        clock={"drift_ms": 12.0, "corrected": False, "action": "ok"}))
     async with running(reporter):
         await central.wait_for(lambda: len(central.on("/events/custody")) == 25)
+        await central.wait_for(lambda: len(central.on("/events/health")) == 1)
         await until(lambda: outbox_depth(db) == 0)
-        reporter.offload_progress("REC00001", {"files_done": 1, "files_total": 2})
+        reporter.offload_progress("REC00001", progress_values(1, 2))
         reporter.remove_recorder("REC00001")
         await central.wait_for(lambda: any(
             b and b["docked"] is False for b in central.on("/recorder/REC00001/state")))
-        assert reporter.stats.acked == 25
+        assert reporter.stats.acked == 26  # 25 custody events and the health sample
     await central.wait_for(lambda: central.on("dock-A/status")[-1]["state"] == "offline")
     topics = [m.topic for m in central.messages]
     status = central.on("dock-A/status")
@@ -56,14 +63,14 @@ async def test_will_carries_bdseq_on_abrupt_disconnect(broker, central, db, acti
 
     reporter = make_reporter(db, settings, actions, transport_factory=factory,
                              clock=lambda: 1_795_000_000.0)
-    reporter.set_dock_health({"cpu_temp_c": 40})
-    reporter.set_recorder_state("REC00001", {"bay": "1"})
+    reporter.set_dock_health(health_sample(cpu_temp_c=40))
+    reporter.set_recorder_state("REC00001", rec_state("1"))
     async with running(reporter):
         await central.wait_for(lambda: bool(central.on("/recorder/REC00001/state")))
         made[-1].abort()  # TCP drop without DISCONNECT: the broker publishes the Will
         await add_custody(db, 5)  # produced while the link is down
         reporter.remove_recorder("REC00001")  # undocked while the link is down
-        reporter.set_recorder_state("REC00002", {"bay": "2"})
+        reporter.set_recorder_state("REC00002", rec_state("2"))
         reporter.notify_outbox()
         await until(lambda: reporter.connected and reporter.stats.bd_seq == 2)
         await central.wait_for(lambda: len(central.on("/events/custody")) == 5)
@@ -89,7 +96,7 @@ async def test_will_carries_bdseq_on_abrupt_disconnect(broker, central, db, acti
 async def test_mqtt_311_session_drain_and_commands(broker, central, db, actions):
     await add_custody(db, 50)
     reporter = make_reporter(db, broker.settings("dock-A", protocol="3.1.1"), actions)
-    reporter.set_recorder_state("REC00001", {"bay": "1"})
+    reporter.set_recorder_state("REC00001", rec_state("1"))
     async with running(reporter):
         await central.wait_for(lambda: len(central.on("/events/custody")) == 50)
         await until(lambda: outbox_depth(db) == 0)
@@ -109,7 +116,8 @@ async def test_notify_from_worker_thread(broker, central, db, actions):
             from agent.store import outbox
 
             db.write_sync(lambda c: outbox.enqueue(c, stream="fault", subject="REC00001",
-                                                   payload={"kind": "storage-error"}))
+                                                   payload=fault_payload(
+                                                       1, 1, "storage_error", "io error")))
             reporter.notify_outbox()
 
         await asyncio.to_thread(produce)
@@ -122,6 +130,6 @@ async def test_unusable_serial_is_skipped_not_fatal(broker, central, db, actions
         reporter.set_recorder_state("bad/serial", {"bay": "1"})  # not a topic level
         reporter.offload_progress("bad/serial", {"files_done": 1})
         reporter.remove_recorder("bad/serial")
-        reporter.set_recorder_state("REC00001", {"bay": "2"})
+        reporter.set_recorder_state("REC00001", rec_state("2"))
         await central.wait_for(lambda: bool(central.on("/recorder/REC00001/state")))
     assert not any("bad" in m.topic for m in central.messages)

@@ -143,13 +143,25 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
                      verify, re.M), verify
 
     # BWC00005 left mid-copy, came back, and the copy resumed and completed.
-    kinds = [m.group(1) for m in re.finditer(r"^\d+\s+\S+ \S+\s+(\w+)\s+BWC00005", section(
+    kinds = [m.group(1) for m in re.finditer(r"^\d+\s+\S+\s+(\w+)\s+BWC00005", section(
         out, "custody of the recorder"), re.M)]
     assert kinds[0] == "docked", kinds
     second = kinds.index("docked", 1)
     assert "undocked" in kinds[1:second], kinds
     assert kinds[second:].count("offloaded") >= 1, kinds
     assert re.search(r"^5\s+BWC00005\s.*\sREADY\s+complete: \d+ stored", out, re.M)
+
+    # The closing summary shows what the story promised: the CHARGING recorder's ETA and,
+    # with FUSE (the pull at an exact byte), the offset where the interrupted copy resumed.
+    summary = section(out, "summary")
+    assert re.search(r"^BWC00003\s+bay 3\s+CHARGING, ready in about \d+", summary, re.M), summary
+    if fuse:
+        resumed = re.search(r"^BWC00005 .*resumed at byte (\d+)", summary, re.M)
+        assert resumed is not None and int(resumed.group(1)) > 0, summary
+    # A clean stop ends the MQTT session cleanly.
+    agent_log = (state / "logs" / "agent.log").read_text()
+    assert "mqtt disconnected cleanly" in agent_log
+    assert "Unspecified error" not in agent_log
 
     where = section(out, "where to look")
     example = re.search(r"e\.g\. (\S+)", where)
