@@ -84,6 +84,9 @@ class FaultCode(StrEnum):
     LEDGER_INTEGRITY = "ledger_integrity"
     STORE_INTEGRITY = "store_integrity"
     HEALTH = "health"
+    UPLOAD_FAILED = "upload_failed"
+    UPLOAD_CONFLICT = "upload_conflict"
+    CENTRAL_COPY_MISMATCH = "central_copy_mismatch"
 
 
 @dataclass(frozen=True)

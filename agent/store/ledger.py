@@ -106,6 +106,7 @@ class EntryKind(StrEnum):
     DEVICE_REJECTED = "device_rejected"
     EXPORTED = "exported"
     PURGED = "purged"
+    UPLOADED = "uploaded"
     SIGNING_KEY = "signing_key"
     CHECKPOINT_POLICY = "checkpoint_policy"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from agent.mqtt import commands as mqtt_commands
 from agent.offload import journal as offload_journal
 from agent.store import assignments, evidence, faults, ledger, outbox
+from agent.upload import queue as upload_queue
 
 ALL_SCHEMAS: list[str] = [
     ledger.SCHEMA,
@@ -17,4 +18,5 @@ ALL_SCHEMAS: list[str] = [
     assignments.SCHEMA,
     offload_journal.SCHEMA,
     mqtt_commands.SCHEMA,
+    upload_queue.SCHEMA,
 ]

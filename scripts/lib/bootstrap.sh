@@ -8,7 +8,8 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${DOCK_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(python3 python3-venv mosquitto mosquitto-clients fuse3 dosfstools
-              mtools util-linux shellcheck systemd)
+              mtools util-linux shellcheck systemd
+              ceph-mon ceph-osd radosgw ceph-common)
 
 say() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 
