@@ -93,8 +93,17 @@ class Uploader:
         self.stats = UploadStats()
         self.throttle = Throttle(self._rate)
         self._stop = threading.Event()
+        # The store as a whole: while it is unreachable no file is tried (one probe per
+        # backoff step), so a long outage costs one timeout per step, not one per file.
+        self._down_until_us = 0
+        self._down_count = 0
 
     # -- public ---------------------------------------------------------------------------
+
+    @property
+    def store_retry_us(self) -> int:
+        """When the unreachable store is tried next (0: it is not known to be down)."""
+        return self._down_until_us
 
     def notify(self) -> None:
         """A new file may be stored: check the queue now."""
@@ -112,6 +121,7 @@ class Uploader:
             wait = self._settings.poll_s
             nxt = await self._db.read(queue.next_wakeup)
             if nxt is not None:
+                nxt = max(nxt, self._down_until_us)
                 wait = max(0.05, min(wait, (nxt - current_us()) / 1e6))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -122,6 +132,8 @@ class Uploader:
         await self._db.write(lambda c: queue.enqueue_new(c, self._key, current_us()))
         done = 0
         while True:
+            if current_us() < self._down_until_us:
+                return done
             job = await self._db.read(lambda c: queue.next_due(c, current_us()))
             if job is None:
                 return done
@@ -150,8 +162,12 @@ class Uploader:
             self._failed(f, job, str(exc), local=True)
             return False
         except (S3Unavailable, S3Error, UploadError) as exc:
-            self._failed(f, job, str(exc))
+            unreachable = isinstance(exc, S3Unavailable) or (
+                isinstance(exc, S3Error) and exc.retryable)
+            self._failed(f, job, str(exc), store_down=unreachable)
             return False
+        self._down_count = 0
+        self._down_until_us = 0
         return True
 
     def _s3(self) -> S3Client:
@@ -336,8 +352,10 @@ class Uploader:
                       "blake3": f.blake3_hex, **data})
             queue.mark_uploaded(conn, f.id, etag=etag, version_id=version_id, seq=entry.seq,
                                 now_us=now)
-            clear_faults(conn, self._ledger, recorder=None, codes=[FaultCode.UPLOAD_FAILED],
-                         reason="upload succeeded")
+            if clear_faults(conn, self._ledger, recorder=None, codes=[FaultCode.UPLOAD_FAILED],
+                            reason="upload succeeded"):
+                # the store is back: files waiting out their backoff may go now
+                conn.execute("UPDATE upload_queue SET next_try_us = 0 WHERE state = 'pending'")
 
         self._db.write_sync(tx)
         self.stats.files_uploaded += 1
@@ -345,12 +363,18 @@ class Uploader:
         self.stats.last_success_us = now
         log.info("uploaded", extra={"file_id": f.id, "key": key})
 
-    def _failed(self, f: StoredFile, job: queue.Job, error: str, *,
-                local: bool = False) -> None:
+    def _backoff(self, attempts: int) -> float:
         s = self._settings
-        delay = min(s.backoff_max_s, s.backoff_min_s * 2 ** min(job.attempts, 30))
-        delay *= 0.75 + random.random() / 2
+        delay = min(s.backoff_max_s, s.backoff_min_s * 2 ** min(attempts, 30))
+        return float(delay * (0.75 + random.random() / 2))  # jitter only
+
+    def _failed(self, f: StoredFile, job: queue.Job, error: str, *,
+                local: bool = False, store_down: bool = False) -> None:
+        delay = self._backoff(job.attempts)
         now = current_us()
+        if store_down:
+            self._down_until_us = now + int(self._backoff(self._down_count) * 1e6)
+            self._down_count += 1
         self.stats.last_error, self.stats.last_error_us = error, now
         log.warning("upload failed", extra={"file_id": f.id, "error": error})
 

@@ -126,3 +126,37 @@ class FaultProxy:
                 c.close()
             except OSError:
                 pass
+
+
+def write_config(tmp_path: Path, endpoint: str, bucket: str, access: str, secret: str,
+                 region: str, **upload: object) -> Path:
+    """An agent config whose state, key and store are the test fixtures' own."""
+    creds = tmp_path / "s3.credentials"
+    creds.write_text(f"access_key = {access}\nsecret_key = {secret}\n")
+    creds.chmod(0o600)
+    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') if isinstance(v, str)
+                    else f"{k} = {str(v).lower() if isinstance(v, bool) else v}\n"
+                    for k, v in upload.items())
+    cfg = tmp_path / "dock-agent.toml"
+    cfg.write_text(f"""[dock]
+id = "{DOCK}"
+state_dir = "{tmp_path / 'state'}"
+store_dir = "{tmp_path / 'evidence'}"
+runtime_dir = "{tmp_path / 'run'}"
+key_file = "{tmp_path / 'keys' / 'dock.key'}"
+
+[devices]
+allow_storage_only = true
+allow = [{{vid = "1234", pid = "5678", storage_only = true}}]
+
+[mqtt]
+enabled = false
+
+[upload]
+enabled = true
+endpoint = "{endpoint}"
+bucket = "{bucket}"
+region = "{region}"
+credentials_file = "{creds}"
+{extra}""")
+    return cfg
