@@ -17,8 +17,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent import __version__, sdnotify
@@ -101,6 +103,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
     view = DockView(settings, db, deadline)
+    upload_tasks = _upload_tasks(settings, db, ledger, view)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,6 +170,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
                 ))
                 tg.create_task(metrics.serve(), name="metrics")
             tg.create_task(health.run(), name="health")
+            for name, make in upload_tasks:
+                tg.create_task(make(), name=name)
             tg.create_task(
                 run_watchdog(lag, lambda: essential, lambda p: log.error("unhealthy: %s", p)),
                 name="watchdog",
@@ -186,6 +191,31 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         await db.write(ledger.checkpoint)
         db.close()
     return 0
+
+
+def _upload_tasks(settings: Settings, db: Database, ledger: Ledger, view: DockView
+                  ) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+    """Uploader and retention, when an object store is configured. They run beside the
+    offloads in this loop; their store I/O is in worker threads, paced so offloads come first."""
+    if not settings.upload.enabled:
+        return []
+    from agent.commands import in_scope
+    from agent.upload import client_factory
+    from agent.upload.errors import CredentialsError
+    from agent.upload.retention import Retention
+    from agent.upload.uploader import Uploader
+
+    try:
+        factory = client_factory(settings.upload)
+    except CredentialsError as exc:
+        raise StartupError(str(exc)) from exc
+    uploader = Uploader(
+        db, ledger, settings.dock.store_dir, settings.upload, settings.retention, factory,
+        busy=lambda: any(r.get("state") == "offloading" for r in view.recorders()),
+    )
+    retention = Retention(db, ledger, settings.dock.store_dir, settings.retention, factory,
+                          in_scope)
+    return [("uploader", uploader.run), ("retention", retention.run)]
 
 
 class _Shutdown(Exception):

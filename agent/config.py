@@ -64,6 +64,8 @@ SECTION_HELP: dict[str, str] = {
     "mqtt": "Reporting to the central service.",
     "health": "Dock health sampling and fault thresholds.",
     "control": "Local control socket (dockctl) and metrics.",
+    "upload": "Verified upload of stored footage to an S3-compatible object store.",
+    "retention": "When uploaded, centrally acknowledged footage may leave the dock.",
     "logging": "Log output.",
 }
 
