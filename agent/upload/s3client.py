@@ -131,7 +131,7 @@ class S3Client:
         *,
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | memoryview | None = None,
         throttle: Throttle | None = None,
         op: str = "",
         ok: tuple[int, ...] = (200,),
@@ -258,7 +258,8 @@ class S3Client:
             raise UploadError("CreateMultipartUpload answered without an UploadId")
         return upload_id
 
-    def upload_part(self, key: str, upload_id: str, number: int, body: bytes, md5_hex: str,
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes | memoryview,
+                    md5_hex: str,
                     *, throttle: Throttle | None = None) -> str:
         _, h, _ = self.request("PUT", key, query={"partNumber": str(number),
                                                   "uploadId": upload_id},
@@ -332,7 +333,7 @@ class S3Client:
                 raise
 
 
-def _chunks(body: bytes) -> Iterator[memoryview]:
+def _chunks(body: bytes | memoryview) -> Iterator[memoryview]:
     view = memoryview(body)
     for i in range(0, len(view), SEND_CHUNK):
         yield view[i:i + SEND_CHUNK]

@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blake3 import blake3
 
@@ -291,19 +292,22 @@ class Uploader:
             upload_id = new_id
         h = blake3()
         md5s: list[str] = []
-        with path.open("rb") as fp:
+        # one reused part buffer: a fresh 8 MiB bytes per part makes glibc keep them all
+        whole = bytearray(part_size)
+        with path.open("rb", buffering=0) as fp:
             number = 1
-            while buf := fp.read(part_size):
+            while n_read := _read_full(fp, whole):
+                buf = memoryview(whole)[:n_read]
                 h.update(buf)
                 md5 = hashlib.md5(buf).hexdigest()  # noqa: S324 - S3's Content-MD5
-                if on_server.get(number) != (len(buf), md5):
+                if on_server.get(number) != (n_read, md5):
                     etag = s3.upload_part(key, upload_id, number, buf, md5,
                                           throttle=self.throttle)
                     self.stats.bytes_sent += len(buf)
                     if etag and etag != md5:
                         raise UploadError(f"part {number}: ETag {etag} is not its MD5 {md5}")
                     self._db.write_sync(functools.partial(
-                        queue.record_part, file_id=f.id, part_no=number, size=len(buf), md5=md5))
+                        queue.record_part, file_id=f.id, part_no=number, size=n_read, md5=md5))
                 md5s.append(md5)
                 number += 1
         if h.hexdigest() != f.blake3_hex:
@@ -410,3 +414,15 @@ def fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
+
+
+def _read_full(fp: Any, buf: bytearray) -> int:
+    """Fill `buf` from a raw file (short reads retried); returns the bytes read."""
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        n = fp.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
