@@ -152,6 +152,18 @@ class AgentActions:
         cleared = await self.view.db.write(tx)
         return {"hold_id": hold_id, "files_released": cleared}
 
+    async def ack_upload(self, files: list[str]) -> dict[str, Any]:
+        """Record the central service's acknowledgement of uploaded files (needed before a
+        purge when `retention.require_central_ack` is set)."""
+        from agent.upload.queue import record_central_ack
+
+        ledger = self._ledger()
+        acked, unknown = await self.view.db.write(
+            lambda conn: record_central_ack(conn, ledger, files))
+        if not acked and unknown:
+            raise CommandRejected("no uploaded file matches: " + ", ".join(unknown[:5]))
+        return {"acknowledged": acked, "unknown": unknown}
+
     async def run_verify(self, deep: bool) -> dict[str, Any]:
         from agent.store import verify
 

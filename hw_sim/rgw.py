@@ -19,6 +19,7 @@ Choices that matter (each was needed):
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import signal
@@ -299,6 +300,22 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
         return True
+
+
+_shared: Rgw | None = None
+
+
+def shared(base: Path) -> Rgw:
+    """One gateway per process (a test session or xdist worker), started on first use
+    under `base` and killed when the process exits."""
+    global _shared
+    if _shared is None:
+        d = base / f"rgw-{os.getpid()}"
+        if d.exists():
+            shutil.rmtree(d)
+        _shared = up(d)
+        atexit.register(down, d)
+    return _shared
 
 
 def main(argv: list[str] | None = None) -> int:

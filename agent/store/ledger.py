@@ -107,6 +107,7 @@ class EntryKind(StrEnum):
     EXPORTED = "exported"
     PURGED = "purged"
     UPLOADED = "uploaded"
+    UPLOAD_ACKNOWLEDGED = "upload_acknowledged"
     SIGNING_KEY = "signing_key"
     CHECKPOINT_POLICY = "checkpoint_policy"
 

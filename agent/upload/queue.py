@@ -5,8 +5,9 @@ that has no row), so a crash between an offload's commit and its enqueue loses n
 States: `pending` (to do, maybe with a multipart upload in progress), `uploaded` (the
 store holds exactly the file's bytes: proved and recorded in an `uploaded` ledger entry),
 `conflict` (the write-once key holds other content: never overwritten, a fault is open).
-A multipart upload's id and each part's MD5 are recorded as the parts are accepted, so
-an interrupted upload resumes where it stopped.
+A multipart upload's id is recorded before its first part; an interrupted upload resumes
+where it stopped (the store's ListParts, checked against each part's MD5, says which
+parts are there).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.store.evidence import StoredFile, get_file, query
+from agent.store.evidence import StoredFile, get_file
+from agent.store.ledger import EntryKind, Ledger
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS upload_queue (
@@ -37,13 +39,6 @@ CREATE TABLE IF NOT EXISTS upload_queue (
     central_ack  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS upload_queue_due ON upload_queue (state, next_try_us);
-CREATE TABLE IF NOT EXISTS upload_parts (
-    file_id  INTEGER NOT NULL REFERENCES upload_queue (file_id),
-    part_no  INTEGER NOT NULL,
-    size     INTEGER NOT NULL,
-    md5      TEXT    NOT NULL,
-    PRIMARY KEY (file_id, part_no)
-);
 CREATE TABLE IF NOT EXISTS purge_intents (
     file_id        INTEGER PRIMARY KEY REFERENCES evidence_files (id),
     stored_relpath TEXT    NOT NULL,
@@ -133,7 +128,6 @@ def jobs(conn: sqlite3.Connection, *, state: str | None = None) -> list[Job]:
 
 def start_multipart(conn: sqlite3.Connection, file_id: int, upload_id: str,
                     part_size: int) -> None:
-    conn.execute("DELETE FROM upload_parts WHERE file_id = ?", (file_id,))
     conn.execute("UPDATE upload_queue SET upload_id = ?, part_size = ? WHERE file_id = ?",
                  (upload_id, part_size, file_id))
 
@@ -144,19 +138,7 @@ def set_part_size(conn: sqlite3.Connection, file_id: int, part_size: int) -> Non
 
 
 def forget_multipart(conn: sqlite3.Connection, file_id: int) -> None:
-    conn.execute("DELETE FROM upload_parts WHERE file_id = ?", (file_id,))
     conn.execute("UPDATE upload_queue SET upload_id = NULL WHERE file_id = ?", (file_id,))
-
-
-def record_part(conn: sqlite3.Connection, file_id: int, part_no: int, size: int,
-                md5: str) -> None:
-    conn.execute("INSERT OR REPLACE INTO upload_parts (file_id, part_no, size, md5)"
-                 " VALUES (?, ?, ?, ?)", (file_id, part_no, size, md5))
-
-
-def parts(conn: sqlite3.Connection, file_id: int) -> dict[int, tuple[int, str]]:
-    return {r[0]: (r[1], r[2]) for r in conn.execute(
-        "SELECT part_no, size, md5 FROM upload_parts WHERE file_id = ?", (file_id,))}
 
 
 def mark_failed(conn: sqlite3.Connection, file_id: int, error: str, next_try_us: int) -> None:
@@ -166,7 +148,6 @@ def mark_failed(conn: sqlite3.Connection, file_id: int, error: str, next_try_us:
 
 def mark_uploaded(conn: sqlite3.Connection, file_id: int, *, etag: str,
                   version_id: str | None, seq: int, now_us: int) -> None:
-    conn.execute("DELETE FROM upload_parts WHERE file_id = ?", (file_id,))
     conn.execute("UPDATE upload_queue SET state = 'uploaded', etag = ?, version_id = ?,"
                  " uploaded_us = ?, uploaded_seq = ?, upload_id = NULL, last_error = NULL,"
                  " acked_us = ? WHERE file_id = ?",
@@ -188,8 +169,32 @@ def set_acked(conn: sqlite3.Connection, file_id: int, now_us: int) -> None:
     conn.execute("UPDATE upload_queue SET acked_us = ? WHERE file_id = ?", (now_us, file_id))
 
 
-def set_central_ack(conn: sqlite3.Connection, file_id: int) -> None:
-    conn.execute("UPDATE upload_queue SET central_ack = 1 WHERE file_id = ?", (file_id,))
+def record_central_ack(conn: sqlite3.Connection, ledger: Ledger, files: list[str]
+                       ) -> tuple[int, list[str]]:
+    """Mark uploaded files (by BLAKE3 or object key) as acknowledged by the central
+    service, each with an `upload_acknowledged` ledger entry; returns (count, unknown)."""
+    acked = 0
+    unknown: list[str] = []
+    for ident in files:
+        rows = conn.execute(
+            "SELECT q.file_id, q.object_key, q.central_ack FROM upload_queue q"
+            " JOIN evidence_files e ON e.id = q.file_id WHERE q.state = 'uploaded'"
+            " AND (e.blake3 = ? OR q.object_key = ?)", (ident, ident)).fetchall()
+        if not rows:
+            unknown.append(ident)
+        for file_id, key, already in rows:
+            if already:
+                continue
+            f = get_file(conn, file_id)
+            assert f is not None
+            ledger.append(conn, EntryKind.UPLOAD_ACKNOWLEDGED, recorder=f.recorder_serial,
+                          officer=f.officer_no, bay=f.bay, session_id=f.session_id,
+                          data={"file_id": file_id, "stored_relpath": f.stored_relpath,
+                                "blake3": f.blake3_hex, "key": key, "by": "central"})
+            conn.execute("UPDATE upload_queue SET central_ack = 1 WHERE file_id = ?",
+                         (file_id,))
+            acked += 1
+    return acked, unknown
 
 
 @dataclass(frozen=True)
@@ -216,4 +221,4 @@ def backlog(conn: sqlite3.Connection) -> Backlog:
 
 
 __all__ = ["SCHEMA", "Backlog", "Job", "backlog", "enqueue_new", "get_job", "jobs",
-           "next_due", "query"]
+           "next_due", "record_central_ack"]

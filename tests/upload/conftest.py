@@ -24,13 +24,10 @@ _buckets = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rgw_mod.Rgw]:
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> rgw_mod.Rgw:
     if not rgw_mod.available():
         pytest.fail("Ceph RGW is not installed; ./scripts/test installs it")
-    d = tmp_path_factory.mktemp("rgw") / "c"
-    gw = rgw_mod.up(d)
-    yield gw
-    rgw_mod.down(d)
+    return rgw_mod.shared(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

@@ -157,3 +157,18 @@ async def test_purge_interrupted_after_its_ledger_entry_is_finished_at_startup(
 
 def test_plan_is_pure_and_refuses_everything_not_eligible() -> None:
     assert plan([], [], in_scope, RETENTION, now_us=NOW_US, free_bytes=0, total_bytes=1) == []
+
+
+async def test_central_acknowledgement_is_required_when_configured(
+        db: Database, ledger: Ledger, store: Path, s3conf: S3Config, make_uploader) -> None:
+    fid = store_file(db, ledger, store, b"k" * 700, name=b"ACK.MP4")
+    assert await make_uploader().drain() == 1
+    ret = make_retention(db, ledger, store, s3conf, require_central_ack=True)
+    assert await ret.pass_once(now_us=NOW_US) == []
+    f = db.read_sync(lambda c: get_file(c, fid))
+    acked, unknown = db.write_sync(lambda c: queue.record_central_ack(
+        c, ledger, [f.blake3_hex, "0" * 64]))
+    assert (acked, unknown) == (1, ["0" * 64])
+    assert [e.data["file_id"] for e in db.read_sync(
+        lambda c: ledger_mod.entries(c, kind="upload_acknowledged"))] == [fid]
+    assert [p.file.id for p in await ret.pass_once(now_us=NOW_US)] == [fid]
