@@ -146,36 +146,70 @@ def _plain(gw: rgw.Rgw, bucket: str, store: Path, part: int) -> float:
     return total / (time.perf_counter() - t) / 1e6
 
 
+async def _agent_inprocess(root: Path, gw: rgw.Rgw, bucket: str, part_mib: int) -> float:
+    """MB/s of the agent's Uploader draining `root`'s queue (in this process)."""
+    from agent.settings import RetentionSettings, UploadSettings
+    from agent.upload.uploader import Uploader
+
+    conf = S3Config(gw.endpoint, bucket, gw.access_key, gw.secret_key, gw.region)
+    S3Client(conf).create_bucket()
+    db = Database(root / "state" / "dock.sqlite3", ALL_SCHEMAS)
+    ledger = Ledger("bench-dock", CheckpointSigner.from_file(root / "dock.key"))
+    settings = UploadSettings(enabled=True, part_mib=part_mib, object_lock="off")
+    up = Uploader(db, ledger, root / "evidence", settings, RetentionSettings(),
+                  lambda: S3Client(conf))
+    total = sum(p.stat().st_size for p in (root / "evidence").rglob("*") if p.is_file())
+    try:
+        t = time.perf_counter()
+        await up.drain()
+        return total / (time.perf_counter() - t) / 1e6
+    finally:
+        up.close()
+        db.close()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import asyncio
+
     ap = argparse.ArgumentParser(prog="python -m bench.upload")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--file-mib", type=int, default=16)
     ap.add_argument("--backlog", type=int, default=1000)
     ap.add_argument("--part-mib", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
     if not rgw.available():
         print("bench.upload needs Ceph RGW (ceph-mon ceph-osd radosgw ceph-common)",
               file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-upload-"))
+    part = args.part_mib * MIB
     try:
         gw = rgw.up(work / "rgw")
-        big, small = work / "big", work / "small"
-        _fill(big, args.files, args.file_mib * MIB, "B")
-        _fill(small, args.backlog, 64 << 10, "S")
-        plain = _plain(gw, "bench-plain", big / "evidence", args.part_mib * MIB)
-        S3Client(S3Config(gw.endpoint, "bench-agent", gw.access_key, gw.secret_key,
+        # interleaved rounds, best of each: the machine is shared and noisy
+        plain, agent = [], []
+        for r in range(args.rounds):
+            root = work / f"big{r}"
+            _fill(root, args.files, args.file_mib * MIB, "B")
+            plain.append(_plain(gw, f"bench-plain-{r}", root / "evidence", part))
+            agent.append(asyncio.run(_agent_inprocess(root, gw, f"bench-agent-{r}",
+                                                      args.part_mib)))
+        rss_root = work / "rss"
+        _fill(rss_root, args.files, args.file_mib * MIB, "R")
+        S3Client(S3Config(gw.endpoint, "bench-rss", gw.access_key, gw.secret_key,
                           gw.region)).create_bucket()
-        secs, rss = _run_agent(_config(big, gw, "bench-agent", args.part_mib))
-        agent = args.files * args.file_mib * MIB / secs / 1e6
+        proc_s, rss = _run_agent(_config(rss_root, gw, "bench-rss", args.part_mib))
+        small = work / "small"
+        _fill(small, args.backlog, 64 << 10, "S")
         S3Client(S3Config(gw.endpoint, "bench-backlog", gw.access_key, gw.secret_key,
                           gw.region)).create_bucket()
         drain_s, drain_rss = _run_agent(_config(small, gw, "bench-backlog", args.part_mib))
         result = {
             "files": args.files, "file_mib": args.file_mib, "part_mib": args.part_mib,
-            "plain_mb_s": round(plain, 1), "agent_mb_s": round(agent, 1),
-            "ratio": round(agent / plain, 3),
+            "plain_mb_s": round(max(plain), 1), "agent_mb_s": round(max(agent), 1),
+            "ratio": round(max(agent) / max(plain), 3),
+            "uploader_process_mb_s": round(args.files * args.file_mib * MIB / proc_s / 1e6, 1),
             "peak_rss_mib": round(rss, 1), "backlog_files": args.backlog,
             "backlog_drain_s": round(drain_s, 2),
             "backlog_files_per_s": round(args.backlog / drain_s, 1),

@@ -311,6 +311,17 @@ class S3Client:
         root = _parse(data)
         return [(_text(u, "Key"), _text(u, "UploadId")) for u in root.iter(_NS + "Upload")]
 
+    def put_retention(self, key: str, version_id: str | None, mode: str, until: str) -> None:
+        """Object Lock retention on one version (RGW 16 ignores the lock headers of
+        CreateMultipartUpload, so multipart objects get it this way)."""
+        body = (f'<Retention xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Mode>{mode}'
+                f"</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>").encode()
+        q = {"retention": ""}
+        if version_id is not None:
+            q["versionId"] = version_id
+        self.request("PUT", key, query=q, body=body, op="PutObjectRetention",
+                     headers={"content-md5": md5_b64(hashlib.md5(body).hexdigest())})  # noqa: S324
+
     # -- bucket ---------------------------------------------------------------------------
 
     def object_lock_enabled(self) -> bool:

@@ -215,6 +215,7 @@ class Uploader:
             raise ObjectConflict(f"{key}: stored object differs from the file: "
                                  + ", ".join(f"{m.field} {m.found!r} != {m.expected!r}"
                                              for m in mism))
+        info = self._ensure_lock(s3, f, key, info)
         self._record(f, key, etag, info.version_id, len(md5s), part_size, info.lock_mode,
                      info.lock_until, existing=False)
 
@@ -228,6 +229,20 @@ class Uploader:
             h.update(objects.lock_headers(f, self._settings.object_lock_mode,
                                           self._retention.retention_days, current_us()))
         return h
+
+    def _ensure_lock(self, s3: S3Client, f: StoredFile, key: str,
+                     info: ObjectInfo) -> ObjectInfo:
+        """Give the object its retention if the bucket locks and it has none yet."""
+        if not self._lock() or info.lock_mode is not None:
+            return info
+        h = objects.lock_headers(f, self._settings.object_lock_mode,
+                                 self._retention.retention_days, current_us())
+        mode = h["x-amz-object-lock-mode"]
+        s3.put_retention(key, info.version_id, mode, h["x-amz-object-lock-retain-until-date"])
+        locked = s3.head(key)
+        if locked is None or locked.lock_mode != mode or locked.version_id != info.version_id:
+            raise UploadError(f"{key}: Object Lock retention did not take effect")
+        return locked
 
     def _lock(self) -> bool:
         if self._settings.object_lock == "off":
@@ -329,6 +344,7 @@ class Uploader:
         if job.upload_id is not None:  # stored by a run that crashed before recording it
             with contextlib.suppress(UploadError):
                 self._s3().abort_multipart(job.object_key, job.upload_id)
+        info = self._ensure_lock(self._s3(), f, job.object_key, info)
         self._record(f, job.object_key, etag, info.version_id, parts, part_size,
                      info.lock_mode, info.lock_until, existing=True)
 
