@@ -31,6 +31,7 @@ SEND_CHUNK = 256 << 10
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 Throttle = Callable[[int], None]
+Observe = Callable[[memoryview], object]
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class S3Client:
         headers: Mapping[str, str] | None = None,
         body: bytes | memoryview | None = None,
         throttle: Throttle | None = None,
+        observe: Observe | None = None,
         op: str = "",
         ok: tuple[int, ...] = (200,),
         read_body: bool = True,
@@ -158,6 +160,8 @@ class S3Client:
                 for chunk in _chunks(body):
                     if throttle is not None:
                         throttle(len(chunk))
+                    if observe is not None:
+                        observe(chunk)  # e.g. hashing, overlapped with the transfer
                     conn.send(chunk)
             resp = conn.getresponse()
             data = b""
@@ -201,12 +205,14 @@ class S3Client:
                           lock_until=h.get("x-amz-object-lock-retain-until-date"))
 
     def put(self, key: str, body: bytes, md5_hex: str, headers: Mapping[str, str], *,
-            if_none_match: bool = True, throttle: Throttle | None = None) -> str:
+            if_none_match: bool = True, throttle: Throttle | None = None,
+            observe: Observe | None = None) -> str:
         """Single PUT, verified by the server against Content-MD5; returns the ETag."""
         h = {**headers, "content-md5": md5_b64(md5_hex)}
         if if_none_match:
             h["if-none-match"] = "*"
         _, resp, _ = self.request("PUT", key, headers=h, body=body, throttle=throttle,
+                                  observe=observe,
                                   op="PUT")
         return resp.get("etag", "").strip('"')
 
@@ -260,11 +266,13 @@ class S3Client:
 
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes | memoryview,
                     md5_hex: str,
-                    *, throttle: Throttle | None = None) -> str:
+                    *, throttle: Throttle | None = None,
+                    observe: Observe | None = None) -> str:
         _, h, _ = self.request("PUT", key, query={"partNumber": str(number),
                                                   "uploadId": upload_id},
                                headers={"content-md5": md5_b64(md5_hex)}, body=body,
-                               throttle=throttle, op=f"UploadPart {number}")
+                               throttle=throttle, observe=observe,
+                               op=f"UploadPart {number}")
         return h.get("etag", "").strip('"')
 
     def list_parts(self, key: str, upload_id: str) -> list[Part]:

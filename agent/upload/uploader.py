@@ -189,9 +189,9 @@ class Uploader:
         path = self._store / f.stored_relpath
         if not path.is_file():
             raise LocalFileError(f"stored file {f.stored_relpath} is missing from the store")
+        # Fixed by the first multipart attempt (recorded before CreateMultipartUpload):
+        # the ETag to expect depends on it.
         part_size = job.part_size or self._settings.part_mib * MIB
-        if job.part_size is None:  # fixed once: the expected ETag depends on it
-            self._db.write_sync(lambda c: queue.set_part_size(c, f.id, part_size))
         multipart = f.size > part_size
         key = job.object_key
         existing = s3.head(key)
@@ -298,9 +298,13 @@ class Uploader:
                 self._db.write_sync(lambda c: queue.forget_multipart(c, f.id))
                 upload_id = None
         if upload_id is None:
-            for other_key, other_id in s3.list_multipart_uploads(key):
-                if other_key == key:  # left by a crash before its id was recorded
-                    s3.abort_multipart(key, other_id)
+            if job.part_size is None:
+                # marks "a multipart upload may exist" before one can
+                self._db.write_sync(lambda c: queue.set_part_size(c, f.id, part_size))
+            else:
+                for other_key, other_id in s3.list_multipart_uploads(key):
+                    if other_key == key:  # left by a crash before its id was recorded
+                        s3.abort_multipart(key, other_id)
             new_id = s3.create_multipart(key, headers)
             self._db.write_sync(lambda c: queue.start_multipart(c, f.id, new_id, part_size))
             upload_id = new_id
@@ -312,11 +316,14 @@ class Uploader:
             number = 1
             while n_read := _read_full(fp, whole):
                 buf = memoryview(whole)[:n_read]
-                h.update(buf)
                 md5 = hashlib.md5(buf).hexdigest()  # noqa: S324 - S3's Content-MD5
-                if on_server.get(number) != (n_read, md5):
+                if on_server.get(number) == (n_read, md5):
+                    h.update(buf)  # the store has this part already
+                else:
+                    # BLAKE3 is fed chunk by chunk as the part goes out (a failed send
+                    # abandons this pass, and the next attempt hashes from the start)
                     etag = s3.upload_part(key, upload_id, number, buf, md5,
-                                          throttle=self.throttle)
+                                          throttle=self.throttle, observe=h.update)
                     self.stats.bytes_sent += len(buf)
                     if etag and etag != md5:
                         raise UploadError(f"part {number}: ETag {etag} is not its MD5 {md5}")
