@@ -8,6 +8,9 @@
 - `peak_rss_mib`: peak RSS of the uploader process (`python -m agent.upload --once`)
   while it uploads the large files.
 - `backlog_drain_s`: time for that process to drain a backlog of `--backlog` small files.
+- `peak_rss_mib_offloading_and_uploading`: peak RSS of one process running the real docking
+  path (`bench.offload`) for `--recorders` recorders while the uploader drains each file
+  as it is committed, on the same database (`offload_and_upload` has the details).
 Prints one JSON object with --json.
 """
 
@@ -168,6 +171,51 @@ async def _agent_inprocess(root: Path, gw: rgw.Rgw, bucket: str, part_mib: int) 
         db.close()
 
 
+def _vm_hwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _combined(work: Path, endpoint: str, bucket: str, recorders: int, files: int,
+                    size: int, part_mib: int) -> dict[str, Any]:
+    """In this (child) process: the offload bench's real docking path for `recorders`
+    recorders and, at the same time on the same database, the uploader draining every
+    file as it is committed. Returns the process's peak RSS."""
+    import asyncio
+
+    from agent.settings import RetentionSettings, UploadSettings
+    from agent.upload.uploader import Uploader
+    from bench.offload import _agent_run
+
+    conf = S3Config(endpoint, bucket, rgw.ACCESS_KEY, rgw.SECRET_KEY, "default")
+    S3Client(conf).create_bucket()
+    t0 = time.perf_counter()
+    offload = asyncio.create_task(_agent_run(work / "recorders", recorders, files, size,
+                                             work / "agent", False))
+    db_path = work / "agent" / "state" / "dock.sqlite3"
+    while not db_path.exists():
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    db = Database(db_path, ALL_SCHEMAS)
+    settings = UploadSettings(enabled=True, part_mib=part_mib, object_lock="off",
+                              while_offloading_mib_s=64.0)
+    up = Uploader(db, Ledger("bench-dock"), work / "agent" / "store", settings,
+                  RetentionSettings(), lambda: S3Client(conf), busy=lambda: not offload.done())
+    uploaded = 0
+    while not offload.done():
+        uploaded += await up.drain()
+        await asyncio.sleep(0.1)
+    result = await offload
+    uploaded += await up.drain()
+    up.close()
+    db.close()
+    return {"recorders": recorders, "files_stored": result["files_stored"],
+            "files_uploaded": uploaded, "seconds": round(time.perf_counter() - t0, 2),
+            "peak_rss_mib": round(_vm_hwm_mib(), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     import asyncio
 
@@ -178,7 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backlog", type=int, default=1000)
     ap.add_argument("--part-mib", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--recorders", type=int, default=8,
+                    help="recorders offloading while the uploader runs (peak RSS part)")
+    ap.add_argument("--combined-child", nargs=3, metavar=("DIR", "ENDPOINT", "BUCKET"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.combined_child:
+        d, endpoint, bucket = args.combined_child
+        out = asyncio.run(_combined(Path(d), endpoint, bucket, args.recorders, 2,
+                                    args.file_mib * MIB, args.part_mib))
+        print(json.dumps(out))
+        return 0
     if not rgw.available():
         print("bench.upload needs Ceph RGW (ceph-mon ceph-osd radosgw ceph-common)",
               file=sys.stderr)
@@ -205,6 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         S3Client(S3Config(gw.endpoint, "bench-backlog", gw.access_key, gw.secret_key,
                           gw.region)).create_bucket()
         drain_s, drain_rss = _run_agent(_config(small, gw, "bench-backlog", args.part_mib))
+        from bench.offload import _generate
+
+        both = work / "both"
+        _generate(both / "recorders", args.recorders, 2, args.file_mib * MIB)
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.upload", "--combined-child", str(both), gw.endpoint,
+             "bench-both", "--recorders", str(args.recorders), "--file-mib",
+             str(args.file_mib), "--part-mib", str(args.part_mib)],
+            capture_output=True, text=True, check=False)
+        if child.returncode != 0:
+            raise SystemExit(f"combined run failed: {child.stderr[-2000:]}")
+        combined = json.loads(child.stdout.strip().splitlines()[-1])
         result = {
             "files": args.files, "file_mib": args.file_mib, "part_mib": args.part_mib,
             "plain_mb_s": round(max(plain), 1), "agent_mb_s": round(max(agent), 1),
@@ -214,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             "backlog_drain_s": round(drain_s, 2),
             "backlog_files_per_s": round(args.backlog / drain_s, 1),
             "backlog_peak_rss_mib": round(drain_rss, 1),
+            "offload_and_upload": combined,
+            "peak_rss_mib_offloading_and_uploading": combined["peak_rss_mib"],
         }
     finally:
         rgw.down(work / "rgw")

@@ -204,7 +204,7 @@ class S3Client:
                           lock_mode=h.get("x-amz-object-lock-mode"),
                           lock_until=h.get("x-amz-object-lock-retain-until-date"))
 
-    def put(self, key: str, body: bytes, md5_hex: str, headers: Mapping[str, str], *,
+    def put(self, key: str, body: bytes | memoryview, md5_hex: str, headers: Mapping[str, str], *,
             if_none_match: bool = True, throttle: Throttle | None = None,
             observe: Observe | None = None) -> str:
         """Single PUT, verified by the server against Content-MD5; returns the ETag."""

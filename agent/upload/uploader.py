@@ -33,6 +33,7 @@ import random
 import sqlite3
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,10 @@ class Uploader:
         self.stats = UploadStats()
         self.throttle = Throttle(self._rate)
         self._stop = threading.Event()
+        # One thread and one part buffer for the uploader's whole life: per-file buffers
+        # on changing threads leave glibc holding freed parts in several arenas.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._buffer = bytearray(0)
         # The store as a whole: while it is unreachable no file is tried (one probe per
         # backoff step), so a long outage costs one timeout per step, not one per file.
         self._down_until_us = 0
@@ -137,10 +142,17 @@ class Uploader:
             job = await self._db.read(lambda c: queue.next_due(c, current_us()))
             if job is None:
                 return done
-            ok = await asyncio.to_thread(self.process, job.file_id)
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.process, job.file_id)
             done += int(ok)
 
+    def _part_buffer(self, size: int) -> memoryview:
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        return memoryview(self._buffer)[:size]
+
     def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self._stop.set()
         if self._client is not None:
             self._client.close()
@@ -254,10 +266,11 @@ class Uploader:
     def _hash_local(self, path: Path, f: StoredFile, part_size: int) -> list[str]:
         h = blake3()
         md5s: list[str] = []
-        with path.open("rb") as fp:
-            while buf := fp.read(part_size):
-                h.update(buf)
-                md5s.append(hashlib.md5(buf).hexdigest())  # noqa: S324 - S3's ETag
+        whole = self._part_buffer(part_size)
+        with path.open("rb", buffering=0) as fp:
+            while n := _read_full(fp, whole):
+                h.update(whole[:n])
+                md5s.append(hashlib.md5(whole[:n]).hexdigest())  # noqa: S324 - S3's ETag
         if not md5s:
             md5s.append(hashlib.md5(b"").hexdigest())  # noqa: S324
         self._check_local(f, h.hexdigest())
@@ -270,7 +283,13 @@ class Uploader:
 
     def _single(self, s3: S3Client, f: StoredFile, key: str, path: Path,
                 headers: dict[str, str]) -> str:
-        body = path.read_bytes()
+        whole = self._part_buffer(f.size)
+        with path.open("rb", buffering=0) as fp:
+            n = _read_full(fp, whole)
+            if n != f.size or fp.read(1):
+                raise LocalFileError(f"stored file {f.stored_relpath} is no longer "
+                                     f"{f.size} bytes; not uploaded")
+        body = whole[:n]
         self._check_local(f, blake3(body).hexdigest())
         md5 = hashlib.md5(body).hexdigest()  # noqa: S324
         try:
@@ -310,12 +329,11 @@ class Uploader:
             upload_id = new_id
         h = blake3()
         md5s: list[str] = []
-        # one reused part buffer: a fresh 8 MiB bytes per part makes glibc keep them all
-        whole = bytearray(part_size)
+        whole = self._part_buffer(part_size)
         with path.open("rb", buffering=0) as fp:
             number = 1
             while n_read := _read_full(fp, whole):
-                buf = memoryview(whole)[:n_read]
+                buf = whole[:n_read]
                 md5 = hashlib.md5(buf).hexdigest()  # noqa: S324 - S3's Content-MD5
                 if on_server.get(number) == (n_read, md5):
                     h.update(buf)  # the store has this part already
@@ -438,12 +456,11 @@ def fsync_dir(path: Path) -> None:
 
 
 
-def _read_full(fp: Any, buf: bytearray) -> int:
+def _read_full(fp: Any, buf: memoryview) -> int:
     """Fill `buf` from a raw file (short reads retried); returns the bytes read."""
-    view = memoryview(buf)
     got = 0
     while got < len(buf):
-        n = fp.readinto(view[got:])
+        n = fp.readinto(buf[got:])
         if not n:
             break
         got += n
