@@ -16,6 +16,7 @@ import base64
 import datetime as dt
 import hashlib
 import http.client
+import os
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +33,35 @@ _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 Throttle = Callable[[int], None]
 Observe = Callable[[memoryview], object]
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """A request body read from a file in chunks as it is sent: `length` bytes at
+    `offset` of the open descriptor `fd`, through one reused `chunk` buffer. The body is
+    never held whole in memory; if the file yields other bytes than were hashed for the
+    Content-MD5 the store refuses them (BadDigest)."""
+
+    fd: int
+    offset: int
+    length: int
+    chunk: bytearray
+
+    def __len__(self) -> int:
+        return self.length
+
+    def chunks(self) -> Iterator[memoryview]:
+        view = memoryview(self.chunk)
+        pos, end = self.offset, self.offset + self.length
+        while pos < end:
+            n = os.preadv(self.fd, [view[:min(len(view), end - pos)]], pos)
+            if n <= 0:
+                raise UploadError(f"file ended {end - pos} bytes early while being sent")
+            yield view[:n]
+            pos += n
+
+
+Body = bytes | memoryview | FileRange
 
 
 @dataclass(frozen=True)
@@ -132,7 +162,7 @@ class S3Client:
         *,
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        body: bytes | memoryview | None = None,
+        body: Body | None = None,
         throttle: Throttle | None = None,
         observe: Observe | None = None,
         op: str = "",
@@ -156,8 +186,9 @@ class S3Client:
             for name, value in signed.items():
                 conn.putheader(name, value)
             conn.endheaders()
-            if body:
-                for chunk in _chunks(body):
+            if len(body or b""):
+                assert body is not None
+                for chunk in body.chunks() if isinstance(body, FileRange) else _chunks(body):
                     if throttle is not None:
                         throttle(len(chunk))
                     if observe is not None:
@@ -204,7 +235,7 @@ class S3Client:
                           lock_mode=h.get("x-amz-object-lock-mode"),
                           lock_until=h.get("x-amz-object-lock-retain-until-date"))
 
-    def put(self, key: str, body: bytes | memoryview, md5_hex: str, headers: Mapping[str, str], *,
+    def put(self, key: str, body: Body, md5_hex: str, headers: Mapping[str, str], *,
             if_none_match: bool = True, throttle: Throttle | None = None,
             observe: Observe | None = None) -> str:
         """Single PUT, verified by the server against Content-MD5; returns the ETag."""
@@ -264,7 +295,7 @@ class S3Client:
             raise UploadError("CreateMultipartUpload answered without an UploadId")
         return upload_id
 
-    def upload_part(self, key: str, upload_id: str, number: int, body: bytes | memoryview,
+    def upload_part(self, key: str, upload_id: str, number: int, body: Body,
                     md5_hex: str,
                     *, throttle: Throttle | None = None,
                     observe: Observe | None = None) -> str:

@@ -32,7 +32,7 @@ import os
 import random
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +47,13 @@ from agent.store.faults import FaultCode, clear_faults, raise_fault
 from agent.store.ledger import EntryKind, Ledger, current_us, get_entry
 from agent.upload import objects, queue
 from agent.upload.errors import ObjectConflict, S3Error, S3Unavailable, UploadError
-from agent.upload.s3client import ObjectInfo, S3Client
+from agent.upload.s3client import FileRange, ObjectInfo, S3Client
 from agent.upload.throttle import Throttle
 
 log = logging.getLogger("dock_agent.upload")
 
 MIB = 1 << 20
+CHUNK = 1 << 20
 
 
 class LocalFileError(UploadError):
@@ -94,10 +95,10 @@ class Uploader:
         self.stats = UploadStats()
         self.throttle = Throttle(self._rate)
         self._stop = threading.Event()
-        # One thread and one part buffer for the uploader's whole life: per-file buffers
-        # on changing threads leave glibc holding freed parts in several arenas.
+        # One thread and one 1 MiB chunk buffer for the uploader's whole life: parts are
+        # streamed from the file, never held whole (memory does not grow with part_mib).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
-        self._buffer = bytearray(0)
+        self._chunk = bytearray(CHUNK)
         # The store as a whole: while it is unreachable no file is tried (one probe per
         # backoff step), so a long outage costs one timeout per step, not one per file.
         self._down_until_us = 0
@@ -145,11 +146,6 @@ class Uploader:
             ok = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.process, job.file_id)
             done += int(ok)
-
-    def _part_buffer(self, size: int) -> memoryview:
-        if len(self._buffer) < size:
-            self._buffer = bytearray(size)
-        return memoryview(self._buffer)[:size]
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -264,17 +260,25 @@ class Uploader:
         return self._lock_enabled
 
     def _hash_local(self, path: Path, f: StoredFile, part_size: int) -> list[str]:
+        """Per-part MD5s and the BLAKE3 of the stored file, in one read."""
         h = blake3()
         md5s: list[str] = []
-        whole = self._part_buffer(part_size)
-        with path.open("rb", buffering=0) as fp:
-            while n := _read_full(fp, whole):
-                h.update(whole[:n])
-                md5s.append(hashlib.md5(whole[:n]).hexdigest())  # noqa: S324 - S3's ETag
+        with _open_stored(path, f) as fd:
+            for offset in range(0, f.size, part_size):
+                md5s.append(self._digest(fd, offset, min(part_size, f.size - offset), h))
         if not md5s:
-            md5s.append(hashlib.md5(b"").hexdigest())  # noqa: S324
+            md5s.append(hashlib.md5(b"").hexdigest())  # noqa: S324 - S3's ETag
         self._check_local(f, h.hexdigest())
         return md5s
+
+    def _digest(self, fd: int, offset: int, length: int, also: Any = None) -> str:
+        """MD5 of a file range (feeding `also`, a BLAKE3, on the way)."""
+        md5 = hashlib.md5()  # noqa: S324 - S3's Content-MD5
+        for chunk in FileRange(fd, offset, length, self._chunk).chunks():
+            md5.update(chunk)
+            if also is not None:
+                also.update(chunk)
+        return md5.hexdigest()
 
     def _check_local(self, f: StoredFile, digest: str) -> None:
         if digest != f.blake3_hex:
@@ -283,22 +287,19 @@ class Uploader:
 
     def _single(self, s3: S3Client, f: StoredFile, key: str, path: Path,
                 headers: dict[str, str]) -> str:
-        whole = self._part_buffer(f.size)
-        with path.open("rb", buffering=0) as fp:
-            n = _read_full(fp, whole)
-            if n != f.size or fp.read(1):
-                raise LocalFileError(f"stored file {f.stored_relpath} is no longer "
-                                     f"{f.size} bytes; not uploaded")
-        body = whole[:n]
-        self._check_local(f, blake3(body).hexdigest())
-        md5 = hashlib.md5(body).hexdigest()  # noqa: S324
-        try:
-            etag = s3.put(key, body, md5, headers, throttle=self.throttle)
-        except S3Error as exc:
-            if exc.status == 412:  # someone stored the key since our HEAD: re-check later
-                raise UploadError(f"{key} appeared during the upload") from exc
-            raise
-        self.stats.bytes_sent += len(body)
+        # BLAKE3 before the PUT: a write-once key must never receive wrong bytes
+        h = blake3()
+        with _open_stored(path, f) as fd:
+            md5 = self._digest(fd, 0, f.size, h)
+            self._check_local(f, h.hexdigest())
+            try:
+                etag = s3.put(key, FileRange(fd, 0, f.size, self._chunk), md5, headers,
+                              throttle=self.throttle)
+            except S3Error as exc:
+                if exc.status == 412:  # someone stored the key since our HEAD: re-check
+                    raise UploadError(f"{key} appeared during the upload") from exc
+                raise
+        self.stats.bytes_sent += f.size
         if etag and etag != md5:
             raise ObjectConflict(f"store answered ETag {etag} for content MD5 {md5}")
         return md5
@@ -327,28 +328,27 @@ class Uploader:
             new_id = s3.create_multipart(key, headers)
             self._db.write_sync(lambda c: queue.start_multipart(c, f.id, new_id, part_size))
             upload_id = new_id
+        # Each part is read twice from the page cache, never held whole: once for its
+        # Content-MD5, once as it is sent, feeding BLAKE3. The store checks the MD5 against
+        # what it received, so the bytes hashed are the bytes stored.
         h = blake3()
         md5s: list[str] = []
-        whole = self._part_buffer(part_size)
-        with path.open("rb", buffering=0) as fp:
-            number = 1
-            while n_read := _read_full(fp, whole):
-                buf = whole[:n_read]
-                md5 = hashlib.md5(buf).hexdigest()  # noqa: S324 - S3's Content-MD5
-                if on_server.get(number) == (n_read, md5):
-                    h.update(buf)  # the store has this part already
+        with _open_stored(path, f) as fd:
+            for number, offset in enumerate(range(0, f.size, part_size), 1):
+                length = min(part_size, f.size - offset)
+                md5 = self._digest(fd, offset, length)
+                if on_server.get(number) == (length, md5):
+                    self._digest(fd, offset, length, h)  # the store has this part already
                 else:
-                    # BLAKE3 is fed chunk by chunk as the part goes out (a failed send
-                    # abandons this pass, and the next attempt hashes from the start)
-                    etag = s3.upload_part(key, upload_id, number, buf, md5,
+                    etag = s3.upload_part(key, upload_id, number,
+                                          FileRange(fd, offset, length, self._chunk), md5,
                                           throttle=self.throttle, observe=h.update)
-                    self.stats.bytes_sent += len(buf)
+                    self.stats.bytes_sent += length
                     if etag and etag != md5:
                         raise UploadError(f"part {number}: ETag {etag} is not its MD5 {md5}")
                     # No commit per part: on resume ListParts says which parts the store
-                    # holds, and each is re-checked against the MD5 of the same bytes.
+                    # holds, and each is re-checked against the MD5 of the local bytes.
                 md5s.append(md5)
-                number += 1
         if h.hexdigest() != f.blake3_hex:
             with contextlib.suppress(UploadError):
                 s3.abort_multipart(key, upload_id)
@@ -456,12 +456,16 @@ def fsync_dir(path: Path) -> None:
 
 
 
-def _read_full(fp: Any, buf: memoryview) -> int:
-    """Fill `buf` from a raw file (short reads retried); returns the bytes read."""
-    got = 0
-    while got < len(buf):
-        n = fp.readinto(buf[got:])
-        if not n:
-            break
-        got += n
-    return got
+@contextlib.contextmanager
+def _open_stored(path: Path, f: StoredFile) -> Iterator[int]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise LocalFileError(f"stored file {f.stored_relpath}: {exc.strerror}") from exc
+    try:
+        if os.fstat(fd).st_size != f.size:
+            raise LocalFileError(f"stored file {f.stored_relpath} is no longer {f.size} bytes;"
+                                 " not uploaded")
+        yield fd
+    finally:
+        os.close(fd)
