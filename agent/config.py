@@ -653,6 +653,10 @@ def _check_sections(conv: _Converter, sections: dict[str, Any], check_files: boo
     retention = sections.get("retention")
     if retention is not None and retention.target_free_percent < retention.pressure_free_percent:
         conv.error("retention.target_free_percent", "must be at least pressure_free_percent")
+    upload = sections.get("upload")
+    if retention is not None and upload is not None and retention.purge and not upload.enabled:
+        conv.error("retention.purge", "purging needs [upload] enabled: only footage the "
+                   "object store has acknowledged may leave the dock")
     offload = sections.get("offload")
     if offload is not None and not offload.footage_dirs:
         conv.error("offload.footage_dirs", "at least one footage directory is needed")

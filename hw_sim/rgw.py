@@ -10,9 +10,10 @@ Choices that matter (each was needed):
 - the RGW pools are created up front (lazily, each costs ~2 s on first use);
 - every daemon runs in the foreground in its own session with stdio to log files, so
   its pid is known, it cannot hold our pipes, and a Ctrl-C on the caller misses it;
-- `MALLOC_ARENA_MAX=2` keeps glibc malloc from holding ~700 MB after upload bursts.
+- `MALLOC_ARENA_MAX=2` keeps glibc malloc from holding ~700 MB after upload bursts;
+- TLS on a second port with a throwaway CA (`ca_file`), for testing custom-CA setups.
 
-    python -m hw_sim.rgw up DIR PORT      # prints S3_ENDPOINT=... lines, leaves it running
+    python -m hw_sim.rgw up DIR [PORT]    # prints S3_ENDPOINT=... lines, leaves it running
     python -m hw_sim.rgw down DIR
 """
 
@@ -52,6 +53,8 @@ class Rgw:
     access_key: str
     secret_key: str
     region: str = "default"
+    tls_endpoint: str = ""  # https://localhost:PORT, certificate signed by `ca_file`
+    ca_file: Path | None = None
 
     @property
     def conf(self) -> Path:
@@ -75,7 +78,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _conf(d: Path, fsid: str, mon_port: int, port: int, osd_bytes: int) -> str:
+def _conf(d: Path, fsid: str, mon_port: int, port: int, tls_port: int, osd_bytes: int
+          ) -> str:
     return f"""[global]
 fsid = {fsid}
 mon host = v2:127.0.0.1:{mon_port}
@@ -138,7 +142,8 @@ osd client message size cap = 67108864
 [client]
 ms mon client mode = crc
 rgw data = {d}/rgw.$id
-rgw frontends = beast endpoint=127.0.0.1:{port}
+rgw frontends = beast endpoint=127.0.0.1:{port} ssl_endpoint=127.0.0.1:{tls_port} \
+ssl_certificate={d}/tls/server.pem ssl_private_key={d}/tls/server.key
 rgw thread pool size = 32
 rgw put obj min window size = 4194304
 rgw put obj max window size = 8388608
@@ -217,7 +222,10 @@ def up(d: Path, port: int | None = None, *, osd_size_gib: int = 20,
     port = port or free_port()
     fsid = str(uuid.uuid4())
     mon_port = free_port()
-    (d / "ceph.conf").write_text(_conf(d, fsid, mon_port, port, osd_size_gib << 30))
+    tls_port = free_port()
+    _make_tls(d / "tls")
+    (d / "ceph.conf").write_text(_conf(d, fsid, mon_port, port, tls_port,
+                                       osd_size_gib << 30))
     b = _Boot(d)
     try:
         b.run("monmaptool", "--create", "--clobber", "--fsid", fsid, "--addv", "a",
@@ -260,7 +268,49 @@ def up(d: Path, port: int | None = None, *, osd_size_gib: int = 20,
     except BaseException:
         down(d, keep=True)
         raise
-    return Rgw(d, endpoint, ACCESS_KEY, SECRET_KEY)
+    return Rgw(d, endpoint, ACCESS_KEY, SECRET_KEY, tls_endpoint=f"https://localhost:{tls_port}",
+               ca_file=d / "tls" / "ca.pem")
+
+
+def _make_tls(d: Path) -> None:
+    """A throwaway CA and a server certificate for localhost / 127.0.0.1."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    d.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dock test store CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "server.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (d / "server.key").chmod(0o600)
 
 
 def _ours(pid: int, conf: Path) -> bool:
@@ -335,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     except RgwError as exc:
         print(f"rgw: {exc}", file=sys.stderr)
         return 1
-    print(f"S3_ENDPOINT={r.endpoint}\nS3_ACCESS_KEY={r.access_key}\n"
+    print(f"S3_ENDPOINT={r.endpoint}\nS3_TLS_ENDPOINT={r.tls_endpoint}\n"
+          f"S3_CA_FILE={r.ca_file}\nS3_ACCESS_KEY={r.access_key}\n"
           f"S3_SECRET_KEY={r.secret_key}\nS3_REGION={r.region}")
     return 0
 

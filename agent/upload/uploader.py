@@ -90,6 +90,7 @@ class Uploader:
         self._client_factory = client_factory
         self._client: S3Client | None = None
         self._busy = busy
+        self._busy_now = False
         self._lock_enabled: bool | None = None
         self._wake = asyncio.Event()
         self.stats = UploadStats()
@@ -117,6 +118,20 @@ class Uploader:
 
     async def run(self) -> None:
         """Drain forever; never raises for store trouble (it backs off and retries)."""
+        watcher = asyncio.create_task(self._watch_busy())
+        try:
+            await self._run()
+        finally:
+            watcher.cancel()
+
+    async def _watch_busy(self) -> None:
+        # `busy` reads the loop's state, so it is sampled here, on the loop; the upload
+        # thread only reads the flag.
+        while True:
+            self._busy_now = bool(self._busy())
+            await asyncio.sleep(0.25)
+
+    async def _run(self) -> None:
         while True:
             try:
                 await self.drain()
@@ -143,6 +158,7 @@ class Uploader:
             job = await self._db.read(lambda c: queue.next_due(c, current_us()))
             if job is None:
                 return done
+            self._busy_now = bool(self._busy())
             ok = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.process, job.file_id)
             done += int(ok)
@@ -185,7 +201,7 @@ class Uploader:
 
     def _rate(self) -> float | None:
         s = self._settings
-        if self._busy():
+        if self._busy_now:
             return s.while_offloading_mib_s * MIB
         return s.bandwidth_mib_s * MIB if s.bandwidth_mib_s > 0 else None
 

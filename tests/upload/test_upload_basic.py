@@ -42,3 +42,23 @@ async def test_small_and_multipart_files_upload_with_metadata_and_proof(
     assert not db.read_sync(open_faults)
     # nothing left half-done on the server
     assert s3.list_multipart_uploads("") == []
+
+
+async def test_tls_with_a_custom_ca(db: Database, ledger: Ledger, store: Path, rgw, bucket: str,
+                                   make_uploader) -> None:
+    import dataclasses
+
+    import pytest
+
+    from agent.upload.errors import S3Unavailable
+    from agent.upload.s3client import S3Config
+
+    conf = S3Config(rgw.tls_endpoint, bucket, rgw.access_key, rgw.secret_key, rgw.region,
+                    ca_file=rgw.ca_file, timeout_s=10)
+    with pytest.raises(S3Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
+        S3Client(dataclasses.replace(conf, ca_file=None)).head("x")
+    store_file(db, ledger, store, os.urandom(7000), name=b"TLS.MP4")
+    assert await make_uploader(conf).drain() == 1
+    entry = db.read_sync(lambda c: ledger_mod.entries(c, kind="uploaded"))[0]
+    assert entry.data["endpoint"].startswith("https://")
+    assert S3Client(conf).head(entry.data["key"]) is not None

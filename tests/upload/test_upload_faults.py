@@ -153,3 +153,19 @@ def test_kill9_during_multipart_never_acknowledges_partial_or_duplicate(
     s3.stream(entries[0].data["key"], got.update)
     assert got.hexdigest() == hashlib.sha256(content).hexdigest()
     assert s3.list_multipart_uploads("") == []  # orphans of the kills were aborted
+
+
+async def test_uploads_pause_while_recorders_offload(
+        db: Database, ledger: Ledger, store: Path, make_uploader) -> None:
+    offloading = [True]
+    store_file(db, ledger, store, os.urandom(300_000), name=b"P.MP4")
+    up = make_uploader(settings=dataclasses.replace(UPLOAD, while_offloading_mib_s=0.0),
+                       busy=lambda: offloading[0])
+    task = asyncio.create_task(up.run())
+    try:
+        await asyncio.to_thread(wait_for, lambda: up.throttle.paused_s >= 1.0, "a pause")
+        assert not _uploaded(db)  # offloads come first
+        offloading[0] = False
+        await asyncio.to_thread(wait_for, lambda: len(_uploaded(db)) == 1, "the upload")
+    finally:
+        task.cancel()

@@ -161,3 +161,18 @@ def test_plan_never_selects_unacknowledged_held_scoped_or_young_files() -> None:
     files[0] = (files[0][0], _job(1, ack=True))
     assert [p.file.id for p in plan(files, scopes, in_scope, strict, now_us=now,
                                     free_bytes=0, total_bytes=100)] == [1]
+
+
+def test_purge_needs_upload(tmp_path: Path) -> None:
+    text = """[dock]
+id = "d1"
+[devices]
+allow_storage_only = true
+allow = [{vid = "1234", pid = "5678", storage_only = true}]
+[mqtt]
+enabled = false
+[retention]
+purge = true
+"""
+    with pytest.raises(ConfigInvalid, match="retention.purge"):
+        parse_settings(text)
