@@ -174,5 +174,5 @@ enabled = false
 [retention]
 purge = true
 """
-    with pytest.raises(ConfigInvalid, match="retention.purge"):
+    with pytest.raises(ConfigInvalid, match=r"retention\.purge"):
         parse_settings(text)
