@@ -374,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("up")
     u.add_argument("dir", type=Path)
     u.add_argument("port", type=int, nargs="?")
+    u.add_argument("--bucket", help="also create this bucket")
+    u.add_argument("--object-lock", action="store_true", help="the bucket has Object Lock")
     dn = sub.add_parser("down")
     dn.add_argument("dir", type=Path)
     args = p.parse_args(argv)
@@ -385,6 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     except RgwError as exc:
         print(f"rgw: {exc}", file=sys.stderr)
         return 1
+    if args.bucket:
+        from agent.upload.errors import UploadError
+        from agent.upload.s3client import S3Client, S3Config
+
+        try:
+            S3Client(S3Config(r.endpoint, args.bucket, r.access_key, r.secret_key, r.region)
+                     ).create_bucket(object_lock=args.object_lock)
+        except UploadError as exc:
+            print(f"rgw: creating bucket {args.bucket}: {exc}", file=sys.stderr)
+            down(args.dir, keep=True)
+            return 1
     print(f"S3_ENDPOINT={r.endpoint}\nS3_TLS_ENDPOINT={r.tls_endpoint}\n"
           f"S3_CA_FILE={r.ca_file}\nS3_ACCESS_KEY={r.access_key}\n"
           f"S3_SECRET_KEY={r.secret_key}\nS3_REGION={r.region}")

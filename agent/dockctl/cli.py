@@ -254,6 +254,11 @@ def _summary(data: Mapping[str, Any]) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _printable(text: str) -> str:
+    """Store answers and names may carry control characters: never to the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def cmd_uploads(args: argparse.Namespace, paths: Paths) -> int:
     import sqlite3
 
@@ -283,10 +288,10 @@ def cmd_uploads(args: argparse.Namespace, paths: Paths) -> int:
           f"{backlog.uploaded_files}; conflicts: {backlog.conflicts}; last hour: "
           f"{last_hour[0]} files, {last_hour[1] / 3600:.0f} B/s")
     if backlog.last_error:
-        print(f"last error: {backlog.last_error}")
-    rows = [[j.file_id, j.state, paths_by_id.get(j.file_id, "?"), j.attempts,
+        print(f"last error: {_printable(backlog.last_error)}")
+    rows = [[j.file_id, j.state, _printable(paths_by_id.get(j.file_id, "?")), j.attempts,
              _ts(j.next_try_us) if j.next_try_us else "now",
-             _ts(j.uploaded_us) if j.uploaded_us else "-", j.last_error or "-"]
+             _ts(j.uploaded_us) if j.uploaded_us else "-", _printable(j.last_error or "-")]
             for j in shown]
     print(table(["FILE", "STATE", "STORED AS", "TRIES", "NEXT TRY", "UPLOADED", "LAST ERROR"],
                 rows) if rows else "(nothing waiting)")
