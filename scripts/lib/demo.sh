@@ -116,7 +116,7 @@ check_interval_s = 2.0
 TOML
 }
 
-# Waits until every stored file is uploaded and purged (or the time is up).
+# Waits until every stored file is uploaded, and purged unless held (or the time is up).
 wait_uploads_settled() {  # db seconds
     "$VENV/bin/python" - "$@" <<'PY'
 import sqlite3, sys, time
@@ -124,9 +124,13 @@ db, limit = sys.argv[1], time.monotonic() + float(sys.argv[2])
 while time.monotonic() < limit:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
+        # settled: every file uploaded, and purged unless a hold keeps it on the dock
         files, open_ = conn.execute(
-            "SELECT COUNT(*), SUM(purged_us IS NULL) FROM evidence_files").fetchone()
-        pending = conn.execute("SELECT COUNT(*) FROM purge_intents").fetchone()[0]
+            "SELECT COUNT(*), COALESCE(SUM(purged_us IS NULL AND NOT EXISTS (SELECT 1 FROM"
+            " evidence_holds h WHERE h.file_id = e.id AND h.cleared_us IS NULL)), 0)"
+            " FROM evidence_files e").fetchone()
+        pending = conn.execute("SELECT (SELECT COUNT(*) FROM purge_intents) + (SELECT COUNT(*)"
+                               " FROM upload_queue WHERE state != 'uploaded')").fetchone()[0]
     except sqlite3.Error:
         files, open_, pending = 1, 1, 0
     finally:
@@ -164,4 +168,24 @@ def printable(text: str) -> str:  # recorder-supplied values: no control charact
 for k, v in sorted(info.metadata.items()):
     print(f"  x-amz-meta-{printable(k)}: {printable(decode_meta(v))}")
 PY
+}
+
+# The central service puts a recorder's footage under hold before it has even docked
+# (set-hold over MQTT, repeated with the same id until the dock replies): the hold's scope
+# also covers the files offloaded later, so they are uploaded but stay on the dock.
+central_hold() {  # host port dock_id serial reply_log
+    local topic="dock/v1/$3" payload sub try
+    payload="{\"id\": \"demo-hold-$4\", \"args\": {\"hold_id\": \"complaint-2026-117\","
+    payload+=" \"reason\": \"complaint 2026-117: keep on the dock\", \"scope\": {\"serial\": \"$4\"}}}"
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        mosquitto_sub -h "$1" -p "$2" -t "$topic/reply/set-hold" -C 1 -W 4 -v >"$5" 2>&1 &
+        sub=$!
+        sleep 0.5
+        mosquitto_pub -h "$1" -p "$2" -q 1 -t "$topic/cmd/set-hold" -m "$payload" || true
+        if wait "$sub" && [ -s "$5" ]; then
+            return 0
+        fi
+        : "no reply yet (try $try); the agent may still be starting"
+    done
+    return 1
 }
