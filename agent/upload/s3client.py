@@ -368,7 +368,9 @@ class S3Client:
             _, _, data = self.request("GET", None, query={"object-lock": ""},
                                       op="GetObjectLockConfiguration")
         except S3Error as exc:
-            if exc.status in (404, 400):
+            # no lock configuration (404), or not ours to read (403): the bucket's own
+            # default retention, if any, still applies
+            if exc.status in (400, 403, 404):
                 return False
             raise
         return _text(_parse(data), "ObjectLockEnabled") == "Enabled"

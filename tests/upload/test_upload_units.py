@@ -176,3 +176,26 @@ purge = true
 """
     with pytest.raises(ConfigInvalid, match=r"retention\.purge"):
         parse_settings(text)
+
+
+def test_health_reports_the_upload_backlog(tmp_path: Path) -> None:
+    from upload_helpers import store_file
+
+    from agent.health.monitor import _upload_health
+    from agent.store.db import Database
+    from agent.store.ledger import Ledger
+    from agent.store.schemas import ALL_SCHEMAS
+
+    db = Database(tmp_path / "s.sqlite3", ALL_SCHEMAS)
+    try:
+        ledger = Ledger("d1")
+        (tmp_path / "ev").mkdir()
+        store_file(db, ledger, tmp_path / "ev", b"x" * 10, name=b"A.MP4")
+        store_file(db, ledger, tmp_path / "ev", b"y" * 20, name=b"B.MP4")
+        db.write_sync(lambda c: queue.enqueue_new(c, lambda f: f.blake3_hex, 1))
+        db.write_sync(lambda c: queue.mark_failed(c, 2, "HEAD: timed out", 5))
+        h = db.read_sync(_upload_health)
+        assert h["backlog_files"] == 2 and h["backlog_bytes"] == 30
+        assert h["last_error"] == "HEAD: timed out" and h["conflicts"] == 0
+    finally:
+        db.close()
