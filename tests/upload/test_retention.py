@@ -172,3 +172,19 @@ async def test_central_acknowledgement_is_required_when_configured(
     assert [e.data["file_id"] for e in db.read_sync(
         lambda c: ledger_mod.entries(c, kind="upload_acknowledged"))] == [fid]
     assert [p.file.id for p in await ret.pass_once(now_us=NOW_US)] == [fid]
+
+
+async def test_cleared_hold_scope_releases_its_files(
+        db: Database, ledger: Ledger, store: Path, s3conf: S3Config, make_uploader) -> None:
+    from agent.store.evidence import clear_hold
+    from agent.upload.retention import clear_scope
+
+    db.write_sync(lambda c: set_scope(c, "h9", "r", {"officer_no": "007"}, NOW_US))
+    fid = store_file(db, ledger, store, b"w" * 300, name=b"W.MP4")
+    assert await make_uploader().drain() == 1
+    ret = make_retention(db, ledger, store, s3conf)
+    assert await ret.pass_once(now_us=NOW_US) == []
+    db.write_sync(lambda c: clear_scope(c, "h9", NOW_US))
+    for h in db.read_sync(lambda c: get_file(c, fid)).holds:
+        db.write_sync(lambda c, h=h: clear_hold(c, ledger, h.id, "case closed"))
+    assert [p.file.id for p in await ret.pass_once(now_us=NOW_US)] == [fid]

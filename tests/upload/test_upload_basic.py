@@ -62,3 +62,28 @@ async def test_tls_with_a_custom_ca(db: Database, ledger: Ledger, store: Path, r
     entry = db.read_sync(lambda c: ledger_mod.entries(c, kind="uploaded"))[0]
     assert entry.data["endpoint"].startswith("https://")
     assert S3Client(conf).head(entry.data["key"]) is not None
+
+
+async def test_a_stored_file_that_no_longer_matches_its_ledger_hash_is_never_uploaded(
+        db: Database, ledger: Ledger, store: Path, s3: S3Client, make_uploader) -> None:
+    from agent.store.evidence import get_file
+    from agent.store.faults import FaultCode
+
+    small = store_file(db, ledger, store, b"s" * 4000, name=b"S.MP4")
+    big = store_file(db, ledger, store, os.urandom(11 * 1024 * 1024), name=b"BIG.MP4")
+    for fid, at in ((small, 10), (big, 11 * 1024 * 1024 - 5)):  # the big one: in its last part
+        path = store / db.read_sync(lambda c, fid=fid: get_file(c, fid)).stored_relpath
+        path.chmod(0o640)
+        data = bytearray(path.read_bytes())
+        data[at] ^= 0x01
+        path.write_bytes(bytes(data))
+    assert await make_uploader().drain() == 0
+    jobs = db.read_sync(queue.jobs)
+    assert {j.state for j in jobs} == {"pending"}
+    assert all("no longer matches" in (j.last_error or "") for j in jobs)
+    for j in jobs:
+        assert s3.head(j.object_key) is None
+    assert s3.list_multipart_uploads("") == []  # the big one's sent parts were aborted
+    faults = db.read_sync(open_faults)
+    assert {f.code for f in faults} == {FaultCode.STORE_INTEGRITY}
+    assert not db.read_sync(lambda c: ledger_mod.entries(c, kind="uploaded"))
