@@ -103,7 +103,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
     view = DockView(settings, db, deadline)
-    upload_tasks = _upload_tasks(settings, db, ledger, view)
+    upload_tasks, close_uploads = _upload_tasks(settings, db, ledger, view)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,17 +188,19 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     finally:
         with contextlib.suppress(Exception):
             await offloader.close()
+        close_uploads()
         await db.write(ledger.checkpoint)
         db.close()
     return 0
 
 
 def _upload_tasks(settings: Settings, db: Database, ledger: Ledger, view: DockView
-                  ) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+                  ) -> tuple[list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]],
+                             Callable[[], None]]:
     """Uploader and retention, when an object store is configured. They run beside the
     offloads in this loop; their store I/O is in worker threads, paced so offloads come first."""
     if not settings.upload.enabled:
-        return []
+        return [], lambda: None
     from agent.commands import in_scope
     from agent.upload import client_factory
     from agent.upload.errors import CredentialsError
@@ -215,7 +217,7 @@ def _upload_tasks(settings: Settings, db: Database, ledger: Ledger, view: DockVi
     )
     retention = Retention(db, ledger, settings.dock.store_dir, settings.retention, factory,
                           in_scope)
-    return [("uploader", uploader.run), ("retention", retention.run)]
+    return [("uploader", uploader.run), ("retention", retention.run)], uploader.close
 
 
 class _Shutdown(Exception):

@@ -13,10 +13,12 @@ S3-compatible store supports. Calls block: the uploader runs them in a worker th
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import http.client
 import os
+import socket
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
@@ -135,9 +137,16 @@ class S3Client:
     # -- transport ------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the connection; safe from another thread, where it also wakes a request
+        blocked on the socket (shutdown, not only close)."""
+        conn = self._conn
+        self._conn = None
+        if conn is not None:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            conn.close()
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:

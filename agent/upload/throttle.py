@@ -6,13 +6,17 @@ import threading
 import time
 from collections.abc import Callable
 
+from agent.upload.errors import UploadError
+
 RateFn = Callable[[], float | None]  # bytes per second; None: unlimited; 0: paused
 
 
 class Throttle:
     def __init__(self, rate: RateFn, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 stopped: Callable[[], bool] = lambda: False) -> None:
         self._rate = rate
+        self._stopped = stopped
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -21,6 +25,8 @@ class Throttle:
 
     def __call__(self, n: int) -> None:
         while True:
+            if self._stopped():
+                raise UploadError("the uploader is stopping")
             rate = self._rate()
             if rate is None:
                 return

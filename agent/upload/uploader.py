@@ -94,8 +94,8 @@ class Uploader:
         self._lock_enabled: bool | None = None
         self._wake = asyncio.Event()
         self.stats = UploadStats()
-        self.throttle = Throttle(self._rate)
         self._stop = threading.Event()
+        self.throttle = Throttle(self._rate, stopped=self._stop.is_set)
         # One thread and one 1 MiB chunk buffer for the uploader's whole life: parts are
         # streamed from the file, never held whole (memory does not grow with part_mib).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
@@ -132,7 +132,7 @@ class Uploader:
             await asyncio.sleep(0.25)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.drain()
             except asyncio.CancelledError:
@@ -152,7 +152,7 @@ class Uploader:
         """Upload every due file; returns how many were uploaded in this pass."""
         await self._db.write(lambda c: queue.enqueue_new(c, self._key, current_us()))
         done = 0
-        while True:
+        while not self._stop.is_set():
             if current_us() < self._down_until_us:
                 return done
             job = await self._db.read(lambda c: queue.next_due(c, current_us()))
@@ -162,10 +162,13 @@ class Uploader:
             ok = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.process, job.file_id)
             done += int(ok)
+        return done
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop: a paused or paced upload ends at its next chunk, and closing the socket
+        ends one blocked on the network; the queue row stays pending for the next start."""
         self._stop.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
             self._client.close()
 

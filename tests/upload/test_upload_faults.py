@@ -169,3 +169,34 @@ async def test_uploads_pause_while_recorders_offload(
         await asyncio.to_thread(wait_for, lambda: len(_uploaded(db)) == 1, "the upload")
     finally:
         task.cancel()
+
+
+async def test_close_ends_a_paused_or_hanging_upload_promptly(
+        db: Database, ledger: Ledger, store: Path, s3conf: S3Config, make_uploader) -> None:
+    import threading
+
+    store_file(db, ledger, store, os.urandom(300_000), name=b"Q.MP4")
+    up = make_uploader(settings=dataclasses.replace(UPLOAD, while_offloading_mib_s=0.0),
+                       busy=lambda: True)
+    drain = asyncio.create_task(up.drain())
+    await asyncio.to_thread(wait_for, lambda: up.throttle.paused_s > 0, "a pause")
+    up.close()
+    assert await asyncio.wait_for(drain, 30) == 0
+    await asyncio.to_thread(wait_for, lambda: not any(
+        t.name.startswith("upload") for t in threading.enumerate()), "the upload thread")
+    job = db.read_sync(queue.jobs)[0]
+    assert job.state == "pending" and "stopping" in (job.last_error or "")
+    # a store that hangs: closing wakes the blocked request
+    proxy = FaultProxy(int(s3conf.endpoint.rsplit(":", 1)[1]))
+    try:
+        proxy.mode = "hang"
+        db.write_sync(lambda c: c.execute("UPDATE upload_queue SET next_try_us = 0"))
+        up2 = make_uploader(dataclasses.replace(s3conf, endpoint=proxy.endpoint,
+                                                timeout_s=600))
+        drain = asyncio.create_task(up2.drain())
+        await asyncio.to_thread(wait_for, lambda: proxy.requests >= 1, "a request")
+        await asyncio.sleep(0.3)
+        up2.close()
+        assert await asyncio.wait_for(drain, 30) == 0
+    finally:
+        proxy.close()
