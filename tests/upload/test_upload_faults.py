@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import UPLOAD
 from upload_helpers import FaultProxy, store_file, wait_for, write_config
 
@@ -200,3 +201,29 @@ async def test_close_ends_a_paused_or_hanging_upload_promptly(
         assert await asyncio.wait_for(drain, 30) == 0
     finally:
         proxy.close()
+
+
+async def test_crash_after_the_store_completed_but_before_the_ledger_commit(
+        db: Database, ledger: Ledger, store: Path, s3: S3Client, make_uploader,
+        monkeypatch) -> None:
+    from agent.upload.uploader import Uploader
+
+    content = os.urandom(11 * 1024 * 1024)
+    store_file(db, ledger, store, content, name=b"X.MP4")
+    real = Uploader._record
+
+    def die(self, *a, **kw):
+        raise SystemExit("power cut between CompleteMultipartUpload and the commit")
+
+    monkeypatch.setattr(Uploader, "_record", die)
+    with pytest.raises(SystemExit):
+        await make_uploader().drain()
+    monkeypatch.setattr(Uploader, "_record", real)
+    job = db.read_sync(queue.jobs)[0]
+    assert job.state == "pending" and job.upload_id is not None
+    assert s3.head(job.object_key) is not None  # stored, not yet acknowledged
+    assert await make_uploader().drain() == 1
+    entries = _uploaded(db)
+    assert len(entries) == 1 and entries[0].data["found_existing"] is True
+    assert entries[0].data["etag"].endswith("-3")
+    assert s3.list_multipart_uploads("") == []
