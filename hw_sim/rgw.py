@@ -210,7 +210,8 @@ def _answers(url: str) -> bool:
 
 def up(d: Path, port: int | None = None, *, osd_size_gib: int = 20,
        timeout_s: float = 180) -> Rgw:
-    """Start a fresh cluster in the empty (or absent) directory `d`."""
+    """Start a fresh cluster in the empty (or absent) directory `d`; it runs until
+    `down(d)`."""
     if not available():
         raise RgwError("Ceph is not installed (ceph-mon ceph-osd radosgw ceph-common)")
     if d.exists() and any(d.iterdir()):
@@ -353,19 +354,47 @@ def _zombie(pid: int) -> bool:
 
 
 _shared: Rgw | None = None
+_users = 0
 
 
 def shared(base: Path) -> Rgw:
     """One gateway per process (a test session or xdist worker), started on first use
-    under `base` and killed when the process exits."""
-    global _shared
+    under `base`; `release()` once per `shared()` call stops it after the last user, and
+    it is stopped at exit. Clusters of killed earlier test processes are swept first."""
+    global _shared, _users
     if _shared is None:
         d = base / f"rgw-{os.getpid()}"
         if d.exists():
             shutil.rmtree(d)
+        sweep_orphans(base.parent if base.name.startswith("pytest-") else base.parent.parent)
         _shared = up(d)
         atexit.register(down, d)
+    _users += 1
     return _shared
+
+
+def release() -> None:
+    global _shared, _users
+    _users -= 1
+    if _users <= 0 and _shared is not None:
+        down(_shared.dir)
+        _shared = None
+        _users = 0
+
+
+def sweep_orphans(root: Path) -> list[Path]:
+    """Stop clusters that `shared()` started for test processes that no longer exist
+    (killed with SIGKILL, so neither the fixture nor atexit could). `root` is the
+    directory above the per-session temp dirs; a dir named rgw-<pid> whose <pid> is
+    gone is an orphan. Returns the directories cleaned."""
+    done = []
+    for pids in [*root.glob("*/rgw-*/pids"), *root.glob("*/*/rgw-*/pids")]:
+        d = pids.parent
+        owner = d.name.removeprefix("rgw-")
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            down(d)
+            done.append(d)
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ zero days the dock copy is purged only after the store acknowledges it."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,11 @@ from .harness import expected, until
 
 
 @pytest.fixture(scope="session")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> rgw_mod.Rgw:
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rgw_mod.Rgw]:
     if not rgw_mod.available():
         pytest.fail("Ceph RGW is not installed; ./scripts/test installs it")
-    return rgw_mod.shared(tmp_path_factory.getbasetemp())
+    yield rgw_mod.shared(tmp_path_factory.getbasetemp())
+    rgw_mod.release()
 
 
 async def test_docked_footage_is_uploaded_verified_and_then_purged(

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ class Demo:
     """scripts/demo in its own session, its output collected, its descendants tracked."""
 
     def __init__(self, state: Path, **extra_env: str) -> None:
+        self.state = state
         env = {**os.environ, "DOCK_SKIP_BOOTSTRAP": "1", "DOCK_DEMO_STATE": str(state),
                **extra_env}
         self.proc = subprocess.Popen([REPO / "scripts" / "demo"], stdout=subprocess.PIPE,
@@ -84,6 +86,9 @@ class Demo:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+                # the object store's daemons run in their own sessions: stop them too
+                subprocess.run([sys.executable, "-m", "hw_sim.rgw", "down",
+                                str(self.state / "s3")], check=False, timeout=60)
         self._reader.join(timeout=5)
         self._tracker.join(timeout=5)
         return status

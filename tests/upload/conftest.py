@@ -24,10 +24,11 @@ _buckets = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> rgw_mod.Rgw:
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rgw_mod.Rgw]:
     if not rgw_mod.available():
         pytest.fail("Ceph RGW is not installed; ./scripts/test installs it")
-    return rgw_mod.shared(tmp_path_factory.getbasetemp())
+    yield rgw_mod.shared(tmp_path_factory.getbasetemp())
+    rgw_mod.release()
 
 
 @pytest.fixture

@@ -199,3 +199,28 @@ def test_health_reports_the_upload_backlog(tmp_path: Path) -> None:
         assert h["last_error"] == "HEAD: timed out" and h["conflicts"] == 0
     finally:
         db.close()
+
+
+def test_clusters_of_killed_test_processes_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from hw_sim import rgw
+
+    orphan = tmp_path / "pytest-1" / "rgw-999999999"  # no such process
+    alive = tmp_path / "pytest-2" / "popen-gw0" / f"rgw-{os.getpid()}"
+    procs = {}
+    for d in (orphan, alive):
+        d.mkdir(parents=True)
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                              str(d / "ceph.conf")])
+        (d / "pids").write_text(f"mon.a {p.pid}\n")
+        procs[d] = p
+    try:
+        assert rgw.sweep_orphans(tmp_path) == [orphan]
+        assert procs[orphan].wait(30) != 0 and not orphan.exists()
+        assert procs[alive].poll() is None  # its owner (this process) is alive
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
