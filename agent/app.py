@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from agent import __version__, sdnotify
@@ -112,6 +113,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
     view = DockView(settings, db, deadline)
+    upload_tasks, close_uploads = _upload_tasks(settings, db, ledger, view)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -182,6 +184,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             tg.create_task(health.run(), name="health")
             tg.create_task(audit_ledger(db, ledger, settings.db_path, key.public_key()),
                            name="ledger-audit")
+            for name, make in upload_tasks:
+                tg.create_task(make(), name=name)
             tg.create_task(
                 run_watchdog(lag, lambda: essential, lambda p: log.error("unhealthy: %s", p)),
                 name="watchdog",
@@ -199,6 +203,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     finally:
         with contextlib.suppress(Exception):
             await offloader.close()
+        close_uploads()
         try:
             await db.write(ledger.checkpoint)
         except Exception:  # a full disk must not turn a clean stop into a failure
@@ -216,6 +221,32 @@ async def _final_checkpoint(view: DockView, reporter: Reporter | None) -> None:
             await asyncio.wait_for(reporter.publish_checkpoint(), 5.0)
     except Exception as exc:  # a clean stop must not fail on this
         log.warning("final checkpoint not published: %s", exc)
+
+
+def _upload_tasks(settings: Settings, db: Database, ledger: Ledger, view: DockView
+                  ) -> tuple[list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]],
+                             Callable[[], None]]:
+    """Uploader and retention, when an object store is configured. They run beside the
+    offloads in this loop; their store I/O is in worker threads, paced so offloads come first."""
+    if not settings.upload.enabled:
+        return [], lambda: None
+    from agent.commands import in_scope
+    from agent.upload import client_factory
+    from agent.upload.errors import CredentialsError
+    from agent.upload.retention import Retention
+    from agent.upload.uploader import Uploader
+
+    try:
+        factory = client_factory(settings.upload)
+    except CredentialsError as exc:
+        raise StartupError(str(exc)) from exc
+    uploader = Uploader(
+        db, ledger, settings.dock.store_dir, settings.upload, settings.retention, factory,
+        busy=lambda: any(r.get("state") == "offloading" for r in view.recorders()),
+    )
+    retention = Retention(db, ledger, settings.dock.store_dir, settings.retention, factory,
+                          in_scope)
+    return [("uploader", uploader.run), ("retention", retention.run)], uploader.close
 
 
 class _Shutdown(Exception):

@@ -114,8 +114,12 @@ class AgentActions:
                                                officer=scope.get("officer_no"),
                                                include_purged=False)
                      if in_scope(f, scope)]
-            if not files:
-                raise CommandRejected("scope matches no stored file")
+            # The scope itself is kept: files offloaded later that fall in it are held
+            # too (retention applies it before every purge decision).
+            from agent.upload.retention import set_scope
+
+            set_scope(conn, hold_id, reason, scope, int(dt.datetime.now(dt.UTC).timestamp()
+                                                        * 1_000_000))
             held = []
             for f in files:
                 if any(h.active and h.set_by == by for h in evidence.holds(conn, f.id)):
@@ -132,10 +136,14 @@ class AgentActions:
         by = f"central:{hold_id}"
 
         def tx(conn: sqlite3.Connection) -> int:
+            from agent.upload.retention import clear_scope
+
             rows = conn.execute(
                 "SELECT id FROM evidence_holds WHERE set_by = ? AND cleared_us IS NULL", (by,)
             ).fetchall()
-            if not rows:
+            had_scope = clear_scope(conn, hold_id, int(dt.datetime.now(dt.UTC).timestamp()
+                                                       * 1_000_000))
+            if not rows and not had_scope:
                 raise CommandRejected(f"no active hold {hold_id!r}")
             for (hid,) in rows:
                 evidence.clear_hold(conn, ledger, hid, reason or "cleared by central", by=by)
@@ -143,6 +151,18 @@ class AgentActions:
 
         cleared = await self.view.db.write(tx)
         return {"hold_id": hold_id, "files_released": cleared}
+
+    async def ack_upload(self, files: list[str]) -> dict[str, Any]:
+        """Record the central service's acknowledgement of uploaded files (needed before a
+        purge when `retention.require_central_ack` is set)."""
+        from agent.upload.queue import record_central_ack
+
+        ledger = self._ledger()
+        acked, unknown = await self.view.db.write(
+            lambda conn: record_central_ack(conn, ledger, files))
+        if not acked and unknown:
+            raise CommandRejected("no uploaded file matches: " + ", ".join(unknown[:5]))
+        return {"acknowledged": acked, "unknown": unknown}
 
     async def run_verify(self, deep: bool) -> dict[str, Any]:
         from agent.store import verify

@@ -51,6 +51,7 @@ from agent.settings import (
     MqttSettings,
     ReadinessSettings,
     Settings,
+    UploadSettings,
 )
 
 DEFAULT_CONFIG_PATH = Path("/etc/dock-agent/dock-agent.toml")
@@ -69,6 +70,8 @@ SECTION_HELP: dict[str, str] = {
     "mqtt": "Reporting to the central service.",
     "health": "Dock health sampling and fault thresholds.",
     "control": "Local control socket (dockctl) and metrics.",
+    "upload": "Verified upload of stored footage to an S3-compatible object store.",
+    "retention": "When uploaded, centrally acknowledged footage may leave the dock.",
     "logging": "Log output.",
 }
 
@@ -629,6 +632,29 @@ def _check_mqtt(conv: _Converter, mqtt: MqttSettings, check_files: bool) -> None
             _check_readable_file(conv, f"mqtt.{name}", path, what, secret=secret)
 
 
+def _check_upload(conv: _Converter, upload: UploadSettings, check_files: bool) -> None:
+    if upload.backoff_min_s > upload.backoff_max_s:
+        conv.error("upload.backoff_min_s", "must not exceed upload.backoff_max_s")
+    if not upload.enabled:
+        return
+    if not re.fullmatch(r"https?://[^/\s]+/?", upload.endpoint):
+        conv.error("upload.endpoint", "must be http(s)://host[:port]")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", upload.bucket):
+        conv.error("upload.bucket", "must be a valid bucket name (3-63 of a-z 0-9 . -)")
+    if upload.prefix.startswith("/") or "//" in upload.prefix or ".." in upload.prefix:
+        conv.error("upload.prefix", "must be relative, without '//' or '..'")
+    if check_files:
+        from agent.upload.credentials import load_credentials
+        from agent.upload.errors import CredentialsError
+
+        try:
+            load_credentials(upload.credentials_file)
+        except CredentialsError as exc:
+            conv.error("upload.credentials_file", str(exc))
+        if upload.ca_file is not None:
+            _check_readable_file(conv, "upload.ca_file", upload.ca_file, "CA certificate")
+
+
 def _check_sections(conv: _Converter, sections: dict[str, Any], check_files: bool) -> None:
     """Rules across fields and sections, for the sections that were built."""
     devices: DeviceSettings | None = sections.get("devices")
@@ -640,6 +666,15 @@ def _check_sections(conv: _Converter, sections: dict[str, Any], check_files: boo
         _check_readiness(conv, sections["readiness"])
     if "mqtt" in sections:
         _check_mqtt(conv, sections["mqtt"], check_files)
+    if "upload" in sections:
+        _check_upload(conv, sections["upload"], check_files)
+    retention = sections.get("retention")
+    if retention is not None and retention.target_free_percent < retention.pressure_free_percent:
+        conv.error("retention.target_free_percent", "must be at least pressure_free_percent")
+    upload = sections.get("upload")
+    if retention is not None and upload is not None and retention.purge and not upload.enabled:
+        conv.error("retention.purge", "purging needs [upload] enabled: only footage the "
+                   "object store has acknowledged may leave the dock")
     offload = sections.get("offload")
     if offload is not None and not offload.footage_dirs:
         conv.error("offload.footage_dirs", "at least one footage directory is needed")

@@ -196,6 +196,59 @@ class ControlSettings:
 
 
 @dataclass(frozen=True)
+class UploadSettings:
+    enabled: bool = opt(False, "Upload stored footage to an S3-compatible object store.")
+    endpoint: str = opt("", "Store URL, http(s)://host[:port]; path-style addressing is used.")
+    region: str = opt("us-east-1", "SigV4 signing region (Ceph RGW: the zonegroup, 'default').")
+    bucket: str = opt("", "Bucket that receives the footage.")
+    prefix: str = opt("", "Key prefix inside the bucket (e.g. the unit or dock id).")
+    credentials_file: Path = opt(
+        Path("/etc/dock-agent/s3.credentials"),
+        "File with access_key = ... and secret_key = ... lines; must not be group/other readable.",
+    )
+    ca_file: Path | None = opt(None, "CA certificate that signed the store's TLS certificate.")
+    timeout_s: float = opt(30.0, "Socket timeout of every store request.", min=1, max=600)
+    part_mib: int = opt(8, "Multipart part size; smaller files go in one PUT.", min=5, max=512)
+    bandwidth_mib_s: float = opt(0.0, "Upload rate limit in MiB/s (0: unlimited).", min=0)
+    while_offloading_mib_s: float = opt(
+        2.0, "Upload rate while recorders are offloading (0: pause uploads).", min=0
+    )
+    object_lock: Literal["auto", "off"] = opt(
+        "auto", "auto: set retention on each object when the bucket has Object Lock."
+    )
+    object_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = opt(
+        "COMPLIANCE", "Object Lock mode for uploaded footage."
+    )
+    backoff_min_s: float = opt(5.0, "First retry delay after a failed upload.", min=0.1, max=3600)
+    backoff_max_s: float = opt(600.0, "Longest retry delay.", min=1, max=86400)
+    poll_s: float = opt(10.0, "How often the queue is checked for new files.", min=0.1, max=3600)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    purge: bool = opt(False, "Purge uploaded, acknowledged footage from the dock under policy.")
+    min_days_on_dock: float = opt(7.0, "Never purge a file earlier (days after offload).", min=0)
+    purge_after_days: float = opt(
+        30.0, "Purge acknowledged files this old even without disk pressure.", min=0
+    )
+    retention_days: int = opt(
+        365, "Central retention: Object Lock period after the recording date.", min=1, max=36500
+    )
+    pressure_free_percent: float = opt(
+        15.0, "Disk pressure below this free space: purge eligible files oldest first.",
+        min=0, max=100,
+    )
+    target_free_percent: float = opt(
+        25.0, "Under pressure, purge until this much space is free.", min=0, max=100
+    )
+    require_central_ack: bool = opt(
+        False, "Also require an ack-upload command from the central service before purge."
+    )
+    check_interval_s: float = opt(300.0, "How often retention is evaluated.", min=0.1,
+                                  max=86400)
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = opt("info", "Log level.")
     format: Literal["json", "text"] = opt("json", "JSON lines for journald, or text.")
@@ -214,6 +267,8 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
+    upload: UploadSettings = field(default_factory=UploadSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     @property

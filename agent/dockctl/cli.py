@@ -355,6 +355,45 @@ def _pack_trend(rows: Sequence[Any]) -> dict[str, Any] | None:
             "cycles": cycles, "days": (b.time_us - a.time_us) / 86400e6}
 
 
+def cmd_uploads(args: argparse.Namespace, paths: Paths) -> int:
+    import sqlite3
+
+    from agent.upload import queue
+
+    conn = _open_db(paths)
+    try:
+        backlog = queue.backlog(conn)
+        jobs = queue.jobs(conn)
+        hour_ago = int(datetime.now(UTC).timestamp() * 1e6) - 3_600_000_000
+        last_hour = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(e.size), 0) FROM upload_queue q JOIN evidence_files e"
+            " ON e.id = q.file_id WHERE q.uploaded_us >= ?", (hour_ago,)).fetchone()
+        paths_by_id = dict(conn.execute("SELECT id, stored_relpath FROM evidence_files"))
+    except sqlite3.OperationalError as exc:
+        raise Unreachable(f"no upload queue in this database ({exc})") from exc
+    shown = [j for j in jobs if args.all or j.state != "uploaded"]
+    if args.json:
+        from dataclasses import asdict
+
+        _emit_json({"backlog": asdict(backlog),
+                    "uploaded_last_hour": {"files": last_hour[0], "bytes": last_hour[1]},
+                    "files": [{**asdict(j), "stored_relpath": paths_by_id.get(j.file_id)}
+                              for j in shown]})
+        return EXIT_OK
+    print(f"backlog: {backlog.files} files, {backlog.bytes} bytes; uploaded: "
+          f"{backlog.uploaded_files}; conflicts: {backlog.conflicts}; last hour: "
+          f"{last_hour[0]} files, {last_hour[1] / 3600:.0f} B/s")
+    if backlog.last_error:
+        print(f"last error: {printable(backlog.last_error)}")
+    rows = [[j.file_id, j.state, printable(paths_by_id.get(j.file_id, "?")), j.attempts,
+             _ts(j.next_try_us) if j.next_try_us else "now",
+             _ts(j.uploaded_us) if j.uploaded_us else "-", printable(j.last_error or "-")]
+            for j in shown]
+    print(table(["FILE", "STATE", "STORED AS", "TRIES", "NEXT TRY", "UPLOADED", "LAST ERROR"],
+                rows) if rows else "(nothing waiting)")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace, paths: Paths) -> int:
     from agent.store import verify
 
@@ -490,6 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deep", action="store_true", help="re-hash every stored file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("uploads", help="upload queue: backlog, rates, last error")
+    p.add_argument("--all", action="store_true", help="also list uploaded files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_uploads)
 
     p = sub.add_parser("fleet", help="live view of a fleet of docks from the broker")
     p.add_argument("--broker", required=True, help="HOST:PORT")

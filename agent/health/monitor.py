@@ -53,6 +53,17 @@ def whereabouts(conn: sqlite3.Connection, docked: set[str]) -> list[Whereabouts]
     return out
 
 
+def _upload_health(conn: sqlite3.Connection) -> dict[str, Any]:
+    from agent.upload.queue import backlog
+
+    b = backlog(conn)
+    oldest = None if b.oldest_enqueued_us is None else round(
+        max(0.0, time.time() - b.oldest_enqueued_us / 1e6), 1)
+    return {"backlog_files": b.files, "backlog_bytes": b.bytes, "oldest_backlog_age_s": oldest,
+            "uploaded_files": b.uploaded_files, "conflicts": b.conflicts,
+            "last_error": b.last_error}
+
+
 class HealthMonitor:
     def __init__(self, settings: Settings, db: Database, view: DockView, lag: LoopLag) -> None:
         self.settings = settings
@@ -121,6 +132,8 @@ class HealthMonitor:
                      for r in recorders],
             "issues": [{"code": i.code, "reason": i.reason} for i in issues],
         }
+        if self.settings.upload.enabled:
+            health["upload"] = await self.db.read(_upload_health)
         self.view.store_free_bytes = readings.store_free_bytes
         await self._sync_faults({i.code: i.reason for i in issues})
         await self._clear_storage_full(readings.store_free_bytes)

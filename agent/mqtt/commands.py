@@ -38,7 +38,7 @@ CREATE INDEX IF NOT EXISTS mqtt_commands_received ON mqtt_commands (received_at)
 REMEMBER_COMMANDS = 1000  # replies kept for repeats (newest first)
 
 COMMANDS = ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold", "verify",
-            "resend")
+            "resend", "ack-upload")
 
 
 class CommandActions(Protocol):
@@ -55,6 +55,10 @@ class CommandActions(Protocol):
     async def clear_hold(self, hold_id: str, reason: str) -> dict[str, Any]: ...
 
     async def run_verify(self, deep: bool) -> dict[str, Any]: ...
+
+    async def ack_upload(self, files: list[str]) -> dict[str, Any]:
+        """The central service confirms it holds these uploaded files (BLAKE3 or key)."""
+        ...
 
     async def readiness_report(self) -> dict[str, Any]: ...
 
@@ -79,6 +83,9 @@ class NoActions:
         return {}
 
     async def run_verify(self, deep: bool) -> dict[str, Any]:
+        return {}
+
+    async def ack_upload(self, files: list[str]) -> dict[str, Any]:
         return {}
 
     async def readiness_report(self) -> dict[str, Any]:
@@ -189,6 +196,8 @@ class CommandProcessor:
                 result = await a.clear_hold(args["hold_id"], args["reason"])
             elif name == "resend":
                 result = await self._resend_range(int(args["from_seq"]), int(args["to_seq"]))
+            elif name == "ack-upload":
+                result = await a.ack_upload([str(f) for f in args["files"]])
             else:  # verify
                 result = await a.run_verify(bool(args.get("deep", False)))
         except CommandRejected as exc:

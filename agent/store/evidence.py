@@ -407,17 +407,20 @@ def clear_hold(conn: sqlite3.Connection, ledger: Ledger, hold_id: int, reason: s
 
 
 def mark_purged(conn: sqlite3.Connection, ledger: Ledger, file_id: int, reason: str, *,
-                now_us: int | None = None) -> LedgerEntry:
+                now_us: int | None = None,
+                detail: Mapping[str, object] | None = None) -> LedgerEntry:
     """Record that a stored file was removed from the dock under retention policy.
 
     Refused while any hold is active. The row stays; only the file leaves the store.
+    `detail` adds facts to the ledger entry (the central acknowledgement, for instance).
     """
     f = _require(conn, file_id)
     if f.on_hold:
         raise EvidenceError(f"file {file_id} is under hold and cannot be purged")
     if f.purged_us is not None:
         raise EvidenceError(f"file {file_id} is already purged")
-    entry = _file_entry(conn, ledger, EntryKind.PURGED, f, {"reason": reason}, now_us)
+    entry = _file_entry(conn, ledger, EntryKind.PURGED, f, {**(detail or {}), "reason": reason},
+                        now_us)
     conn.execute("UPDATE evidence_files SET purged_us = ? WHERE id = ?", (entry.time_us, file_id))
     return entry
 

@@ -88,6 +88,9 @@ class FaultCode(StrEnum):
     SERIAL_MISMATCH = "serial_mismatch"  # firmware serial differs from the USB serial
     OFFICER_MISMATCH = "officer_mismatch"  # file names carry another officer than the record
     HARDWARE_FAULT = "hardware_fault"
+    UPLOAD_FAILED = "upload_failed"
+    UPLOAD_CONFLICT = "upload_conflict"
+    CENTRAL_COPY_MISMATCH = "central_copy_mismatch"
 
 
 @dataclass(frozen=True)

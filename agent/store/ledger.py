@@ -106,6 +106,8 @@ class EntryKind(StrEnum):
     DEVICE_REJECTED = "device_rejected"
     EXPORTED = "exported"
     PURGED = "purged"
+    UPLOADED = "uploaded"
+    UPLOAD_ACKNOWLEDGED = "upload_acknowledged"
     SIGNING_KEY = "signing_key"
     CHECKPOINT_POLICY = "checkpoint_policy"
     ENTRY_LIST = "entry_list"  # a complete list of recorder entries a fault summarises

@@ -8,6 +8,7 @@ from __future__ import annotations
 from agent.mqtt import commands as mqtt_commands
 from agent.offload import journal as offload_journal
 from agent.store import assignments, evidence, faults, ledger, outbox, recorder_history
+from agent.upload import queue as upload_queue
 
 ALL_SCHEMAS: list[str] = [
     ledger.SCHEMA,
@@ -18,4 +19,5 @@ ALL_SCHEMAS: list[str] = [
     offload_journal.SCHEMA,
     mqtt_commands.SCHEMA,
     recorder_history.SCHEMA,
+    upload_queue.SCHEMA,
 ]

@@ -8,7 +8,8 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${DOCK_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(python3 python3-venv mosquitto mosquitto-clients fuse3 dosfstools
-              mtools util-linux systemd)
+              mtools util-linux systemd
+              ceph-mon ceph-osd radosgw ceph-common)
 # Only the test command needs these (lint): the demo never installs them.
 TEST_APT_PACKAGES=(shellcheck)
 

@@ -191,6 +191,7 @@ class Rig:
     readiness: dict[str, Any] = field(default_factory=dict)
     recorder_cfg: dict[str, Any] = field(default_factory=dict)
     secret: bytes = DEFAULT_FLEET_SECRET
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # more config sections
     dock: VirtualDock | None = None
     agent: AgentProcess = field(init=False)
 
@@ -236,6 +237,7 @@ class Rig:
             "health": {"interval_s": 5.0},
             "control": {"socket": self.run_dir / "control.sock"},
             "logging": {"level": "info", "format": "text"},
+            **self.extra,
         }
 
     def write_config(self) -> None:

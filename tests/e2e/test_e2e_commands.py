@@ -106,12 +106,15 @@ async def test_commands_end_to_end(make_rig: RigFactory, broker: Broker,
     assert {h[0] for h in active} == {r.id for r in rig.stored("BWC30002")}
     assert sum(r["kind"] == "hold_cleared" for r in rig.ledger()) == 2
 
-    # -- refusals change nothing
-    before = ledger_size(rig)
+    # a hold whose scope matches nothing yet is kept for files offloaded later
     reply = await cmd.send("set-hold", "c-hold-3", {
         "hold_id": "case-119", "reason": "r", "scope": {"serial": "BWC39999"}})
-    assert not reply["ok"] and reply["error"]["code"] == "rejected"
-    assert "matches no stored file" in reply["error"]["message"]
+    assert reply["ok"] and reply["result"]["files_held"] == 0, reply
+    assert rig.query("SELECT hold_id FROM hold_scopes WHERE cleared_us IS NULL"
+                     " AND hold_id = 'case-119'")
+
+    # -- refusals change nothing
+    before = ledger_size(rig)
     reply = await cmd.send("clear-hold", "c-clear-2", {"hold_id": "case-117", "reason": "x"})
     assert not reply["ok"] and reply["error"]["code"] == "rejected"
     reply = await cmd.send("assign-officer", "c-assign-3", {"serial": "BWC30001"})

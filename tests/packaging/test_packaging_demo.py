@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ class Demo:
     """scripts/demo in its own session, its output collected, its descendants tracked."""
 
     def __init__(self, state: Path, **extra_env: str) -> None:
+        self.state = state
         env = {**os.environ, "DOCK_SKIP_BOOTSTRAP": "1", "DOCK_DEMO_STATE": str(state),
                **extra_env}
         self.proc = subprocess.Popen([REPO / "scripts" / "demo"], stdout=subprocess.PIPE,
@@ -84,6 +86,9 @@ class Demo:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+                # the object store's daemons run in their own sessions: stop them too
+                subprocess.run([sys.executable, "-m", "hw_sim.rgw", "down",
+                                str(self.state / "s3")], check=False, timeout=60)
         self._reader.join(timeout=5)
         self._tracker.join(timeout=5)
         return status
@@ -113,7 +118,10 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
     """With FUSE the recorder leaves at a byte in the middle of a file (when FUSE works
     here); without, the demo pulls it out by a dock-sim command."""
     state = tmp_path / "demo"
-    demo = Demo(state, **({} if fuse else {"DOCK_DEMO_NO_FUSE": "1"}))
+    # The no-FUSE run also uploads to a local object store (Ceph RGW) and purges what the
+    # store acknowledged; the FUSE run keeps everything on the dock.
+    upload = not fuse
+    demo = Demo(state, **({"DOCK_DEMO_NO_S3": "1"} if fuse else {"DOCK_DEMO_NO_FUSE": "1"}))
     status = demo.finish(timeout=220)
     out = demo.text
     assert status == 0, out[-6000:]
@@ -125,11 +133,21 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
     assert "BAY  RECORDER" in out
     assert re.search(r"^2\s+BWC00002\s+1001002 Zhang Min", out, re.M)
 
-    # Every recorder's footage is in the store under unit/recorder/officer/date.
+    # Every recorder's footage is in the store under unit/recorder/officer/date (with
+    # uploads: only BWC00002's, held by the central service; the rest went after upload).
+    kept = {s: c for s, c in FOOTAGE.items() if not upload or s == "BWC00002"}
     for serial, count in FOOTAGE.items():
         stored = [p for p in (state / "evidence").rglob(f"{serial}_*.MP4") if p.is_file()]
-        assert len(stored) == count, (serial, stored)
+        assert len(stored) == kept.get(serial, 0), (serial, stored)
     assert not list((state / "evidence").rglob(".partial-*"))
+    if upload:
+        uploads = section(out, "upload")
+        assert f"uploaded: {sum(FOOTAGE.values())}; conflicts: 0" in uploads, uploads
+        assert "s3://demo-evidence/demo-dock/U01/BWC00001/1001001/" in uploads, uploads
+        assert "object lock GOVERNANCE" in uploads and "x-amz-meta-blake3: " in uploads
+        assert re.search(r"^\d+\s+\S+ \S+\s+purged\s+BWC00001", uploads, re.M), uploads
+        held = section(out, "a hold set before BWC00002 docked")
+        assert '"ok":true' in held.replace(" ", "") and "hold_set" in held, held
 
     # The central service's command was carried out.
     assert '"ok":true' in section(out, "central service").replace(" ", "")
@@ -138,7 +156,7 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
     assert re.search(r"^3\s+BWC00003\s+\S+\s+CHARGING", readiness, re.M), readiness
 
     verify = section(out, "integrity")
-    total = sum(FOOTAGE.values())
+    total = sum(kept.values())
     assert re.search(rf"^OK: \d+ ledger entries, {total} stored files re-hashed, 0 problem",
                      verify, re.M), verify
 
@@ -166,7 +184,8 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
     where = section(out, "where to look")
     example = re.search(r"e\.g\. (\S+)", where)
     assert example is not None and Path(example.group(1)).is_file()
-    assert re.search(r"/U02/BWC00005/1001005/\d{4}-\d\d-\d\d/BWC00005_", example.group(1))
+    serial = "BWC00002/1001002" if upload else "BWC00005/1001005"
+    assert re.search(rf"/U0\d/{serial}/\d{{4}}-\d\d-\d\d/BWC0000", example.group(1))
     assert "mosquitto_sub -h 127.0.0.1 -p " in where
     messages = (state / "logs" / "mqtt-messages.log").read_text()
     assert "dock/v1/demo-dock/" in messages
@@ -191,7 +210,7 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
 @pytest.mark.timeout(120)
 def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     state = tmp_path / "demo"
-    demo = Demo(state)
+    demo = Demo(state, DOCK_DEMO_NO_S3="1")
     try:
         # Mid-story: the last recorder has just docked, its storage is being read.
         demo.wait_for("BWC00005 docked", 90, file=state / "logs" / "director.log")
