@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
 
+from agent import crashpoint
 from agent.domain import DockingContext
 from agent.offload import journal
 from agent.offload.buffers import BufferPool
@@ -300,6 +301,7 @@ class Offloader:
             summary.detail = f"cannot list the recorder's storage: {exc}"
             return summary
         summary.refused = [FileProblem(r.relpath, r.reason) for r in refused]
+        crashpoint.reached("offload_started")
         serial = ctx.identity.serial
         await self._settle_wipes(serial, {f.relpath for f in files} | {r.relpath for r in refused},
                                  summary)
@@ -464,6 +466,7 @@ class Offloader:
             result = await self._call(Copier(job, hooks, self._pool, stop).run, stop=stop)
             if not result.installed:
                 await self._call(install, partial, final, stop=stop)
+            crashpoint.reached("installed")
         except (SourceReadError, StoreConflictError) as exc:
             summary.failed.append(FileProblem(f.relpath, str(exc)))
             return
@@ -485,6 +488,7 @@ class Offloader:
         if result.restart_reason is not None:
             summary.restarted.append(FileProblem(f.relpath, result.restart_reason))
         file_id, late = await self._commit(ctx, item, j, result, start_us)
+        crashpoint.reached("committed")
         await after.put(_Committed(item, j, result, file_id, late, final))
 
     async def _after_commit(
@@ -586,6 +590,7 @@ class Offloader:
         ok, detail = await self._call(verify_stored, final, size, digest, self._pool, stop,
                                       stop=stop)
         await self._db.write(lambda c: mark_verified(c, self._ledger, file_id, ok, detail))
+        crashpoint.reached("verified")
         return ok
 
     async def _wipe(
@@ -599,6 +604,7 @@ class Offloader:
         or the answer never comes, the intent stays and the next docking settles it.
         """
         await self._db.write(lambda c: journal.intend_wipe(c, file_id, serial, name, size))
+        crashpoint.reached("wipe_intent")
         try:
             await wiper.delete(name, size, digest)
         except asyncio.CancelledError:
@@ -606,12 +612,14 @@ class Offloader:
         except Exception as exc:
             summary.wipe_failed.append(FileProblem(name, f"{type(exc).__name__}: {exc}"))
             return
+        crashpoint.reached("wipe_sent")
 
         def record(conn: sqlite3.Connection) -> None:
             mark_wiped(conn, self._ledger, file_id)
             journal.settle_wipe(conn, file_id)
 
         await self._db.write(record)
+        crashpoint.reached("wiped")
         summary.wiped.append(name)
 
     async def _settle_wipes(
