@@ -7,7 +7,7 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${DOCK_VENV:-$ROOT/.venv}"
-APT_PACKAGES=(python3 python3-venv mosquitto mosquitto-clients fuse3 dosfstools
+APT_PACKAGES=(python3 python3-venv mosquitto mosquitto-clients fuse3 dosfstools nbdkit
               mtools util-linux shellcheck systemd)
 
 say() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from blake3 import blake3
 from hil_fat import ImageFile, build_fat_image, delete_files, image_files
 from hil_specs import recorder_spec
-from hil_vm import GuestError, GuestVM, build_image
+from hil_vm import ROOT, GuestError, GuestVM, build_image
 
 from agent.crashpoint import POINTS
 from hw_sim.storage import RecorderStorage
@@ -110,12 +110,13 @@ class StateDisk:
         self.size_mib = size_mib
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def create(self) -> None:
+    def create(self, *, mkfs: bool = True) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         with self.image.open("wb") as fh:
             fh.truncate(self.size_mib * MIB)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "dockstate", str(self.image)],
-                       check=True)
+        if mkfs:
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "dockstate", str(self.image)],
+                           check=True)
 
     def start(self, timeout_s: float = 30.0) -> None:
         cache = self.dir / "cache"
@@ -275,8 +276,10 @@ class Trial:
                   "timeout": 500}
         (self.xchg / f"params-{boot}.json").write_text(json.dumps(params))
         self.disk.start()
+        # DOCK_HIL_SRC: run the guest against another checkout (e.g. a deliberately broken one).
         vm = GuestVM(self.image_dir, self.xchg, systemd=True, extra=self.disk.qemu_args(),
-                     console=f"console-{boot}.log")
+                     console=f"console-{boot}.log",
+                     src=Path(os.environ.get("DOCK_HIL_SRC") or ROOT))
         info: dict[str, Any] = {"boot": boot, "planned": cut.describe() if cut else "finish"}
         try:
             vm.start()
