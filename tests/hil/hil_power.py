@@ -215,6 +215,14 @@ def check_custody(originals: list[ImageFile], flash: dict[str, str],
     for e in r["evidence"]:
         if e["wiped"] and e["source_name"] in flash:
             problems.append(f"{e['source_name']}: recorded as wiped but still on the recorder")
+    # Every docking but the one still going has its end in the ledger, observed or not.
+    ended = {e["seq"] for e in r["ledger"] if e["kind"] == "undocked"}
+    closed = {e["data"].get("docked_seq") for e in r["ledger"] if e["kind"] == "undocked"}
+    docked = [e["seq"] for e in r["ledger"] if e["kind"] == "docked"]
+    for seq in docked[:-1]:
+        nxt = min((s for s in ended if s > seq), default=None)
+        if seq not in closed and (nxt is None or any(seq < d < nxt for d in docked)):
+            problems.append(f"the docking at ledger seq {seq} never ended in the ledger")
     if r.get("final_state") != "released":
         problems.append(f"final state {r.get('final_state')}: {r.get('offload_result')} "
                         f"{r.get('faults')}")
