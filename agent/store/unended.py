@@ -17,12 +17,14 @@ UNRECORDED_REASON = "the dock stopped (power loss or crash) before this session'
 
 def close_unended_sessions(conn: sqlite3.Connection, ledger: Ledger) -> list[str]:
     """Append the missing `undocked` entries; returns their session ids, oldest first."""
+    # One pass over the ledger (no index on kind or session): sessions with no `undocked`;
+    # min(seq) makes the other columns those of the `docked` entry (SQLite bare columns).
     rows = conn.execute(
-        "SELECT d.session_id, d.recorder, d.officer, d.bay, d.seq, d.time_us FROM ledger d"
-        " WHERE d.kind = ? AND d.session_id IS NOT NULL AND NOT EXISTS ("
-        "  SELECT 1 FROM ledger u WHERE u.kind = ? AND u.session_id = d.session_id)"
-        " ORDER BY d.seq",
-        (EntryKind.DOCKED.value, EntryKind.UNDOCKED.value),
+        "SELECT session_id, recorder, officer, bay, min(seq), time_us FROM ledger"
+        " WHERE kind IN (?, ?) AND session_id IS NOT NULL GROUP BY session_id"
+        " HAVING sum(kind = ?) = 0 AND sum(kind = ?) > 0 ORDER BY min(seq)",
+        (EntryKind.DOCKED.value, EntryKind.UNDOCKED.value, EntryKind.UNDOCKED.value,
+         EntryKind.DOCKED.value),
     ).fetchall()
     for session_id, recorder, officer, bay, seq, time_us in rows:
         ledger.append(conn, EntryKind.UNDOCKED, recorder=recorder, officer=officer, bay=bay,
