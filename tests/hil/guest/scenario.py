@@ -9,6 +9,7 @@ footage sizes in the exchange directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import hashlib
 import json
@@ -178,7 +179,10 @@ async def offload(p: dict[str, Any]) -> dict[str, Any]:
         out["interrupted"] = None
         if p.get("unplug_during") is not None:
             out["interrupted"] = await _unplug_mid_file(agent, rec, spec.serial, p, out)
-            await asyncio.sleep(3.0)  # longer than the debounce: a real removal
+            # A real removal (longer than the debounce): the agent ends the session. Waited
+            # for, not slept: on a loaded machine that takes longer than any fixed pause.
+            with contextlib.suppress(TimeoutError):
+                await agent.wait_gone(spec.serial, 120)
             out["after_unplug_bay"] = await agent.bay(spec.serial)
             out["evidence_after_unplug"] = len(agent.evidence(spec.serial))
             out["mounts_after_unplug"] = _recorder_mounts()
