@@ -45,6 +45,7 @@ from agent.store.errors import SigningError
 from agent.store.ledger import Ledger
 from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner, load_or_create_key
+from agent.store.unended import close_unended_sessions
 from agent.watchdog import LoopLag, run_watchdog
 
 if TYPE_CHECKING:
@@ -111,6 +112,10 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     db = await asyncio.to_thread(Database, settings.db_path, ALL_SCHEMAS,
                                  reserve_bytes=DB_RESERVE_BYTES)
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
+    unended = await db.write(lambda conn: close_unended_sessions(conn, ledger))
+    if unended:
+        log.warning("closed %d docking session(s) whose end was never recorded (power loss "
+                    "or crash): %s", len(unended), ", ".join(unended))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
     view = DockView(settings, db, deadline)
     upload_tasks, close_uploads = _upload_tasks(settings, db, ledger, view)

@@ -35,6 +35,7 @@ from typing import Protocol
 
 import blake3
 
+from agent import crashpoint
 from agent.offload.buffers import BufferPool
 from agent.offload.errors import (
     CopyStopped,
@@ -385,6 +386,7 @@ class Copier:
                         os.fdatasync(out)
                         _drop_cache(out, synced, end - synced)
                         self.hooks.durable(end, digest, False)
+                        crashpoint.reached("copy_synced")
                         synced, pending = end, 0
                         last_sync = time.monotonic()
             except BaseException as exc:
@@ -400,6 +402,7 @@ class Copier:
             raise _store_error(exc, "flushing the partial file") from exc
         _drop_cache(out, 0, 0)
         self.hooks.durable(size, digest, True)
+        crashpoint.reached("copy_complete")
 
     def _read(self, fd: int, buf: mmap.mmap, offset: int, want: int) -> int:
         """Read the next chunk (at most `want` bytes); EIO is retried, and so is an end of

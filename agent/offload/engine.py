@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from agent import crashpoint
 from agent.domain import DockingContext
 from agent.offload import journal
 from agent.offload.buffers import BufferPool
@@ -340,6 +341,7 @@ class Offloader:
             return summary
         summary.refused = [FileProblem(r.relpath, r.reason) for r in listing.refused]
         summary.failed = [FileProblem(u.relpath, u.reason) for u in listing.unreadable]
+        crashpoint.reached("offload_started")
         serial = ctx.identity.serial
         now_us = current_us()
         items = [_Item(f, self._times(f, recordings, now_us)) for f in listing.files]
@@ -587,6 +589,7 @@ class Offloader:
             result = await self._call(Copier(job, hooks, self._pool, stop).run, stop=stop)
             if not result.installed:
                 await self._call(install, partial, final, stop=stop)
+            crashpoint.reached("installed")
         except (SourceReadError, StoreConflictError) as exc:
             summary.failed.append(FileProblem(f.relpath, str(exc)))
             return
@@ -608,6 +611,7 @@ class Offloader:
         if result.restart_reason is not None:
             summary.restarted.append(FileProblem(f.relpath, result.restart_reason))
         file_id, late = await self._commit(ctx, item, j, result, start_us)
+        crashpoint.reached("committed")
         await after.put(_Committed(item, j, result, file_id, late, final))
 
     async def _after_commit(
@@ -739,6 +743,7 @@ class Offloader:
         ok, detail = await self._call(verify_stored, final, size, digest, self._pool, stop,
                                       stop=stop)
         await self._db.write(lambda c: mark_verified(c, self._ledger, file_id, ok, detail))
+        crashpoint.reached("verified")
         return ok
 
     async def _wipe(
@@ -753,6 +758,7 @@ class Offloader:
         or the answer never comes, the intent stays and the next docking settles it.
         """
         await self._db.write(lambda c: journal.intend_wipe(c, file_id, serial, name, size))
+        crashpoint.reached("wipe_intent")
         try:
             await wiper.delete(name, size, digest)
         except asyncio.CancelledError:
@@ -761,6 +767,7 @@ class Offloader:
             summary.wipe_failed.append(FileProblem(name, f"{type(exc).__name__}: {exc}"))
             return
         claims.append(_Claim(file_id, name))
+        crashpoint.reached("wipe_sent")
 
     async def _confirm_wipes(
         self, wiper: Wiper, claims: list[_Claim], summary: OffloadSummary
@@ -790,6 +797,8 @@ class Offloader:
                 journal.settle_wipe(conn, c.file_id)
 
             await self._db.write(record)
+            if not still:
+                crashpoint.reached("wiped")
             if still:
                 summary.wipe_failed.append(FileProblem(
                     c.name, "the recorder answered 'deleted', but still lists the file",

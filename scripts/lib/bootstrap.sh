@@ -12,6 +12,8 @@ APT_PACKAGES=(python3 python3-venv mosquitto mosquitto-clients fuse3 dosfstools
               ceph-mon ceph-osd radosgw ceph-common)
 # Only the test command needs these (lint): the demo never installs them.
 TEST_APT_PACKAGES=(shellcheck)
+# Only the HIL machine needs these (a guest disk that loses unflushed writes).
+HIL_APT_PACKAGES=(nbdkit)
 
 say() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 
@@ -75,6 +77,8 @@ bootstrap() {
     [ "${DOCK_SKIP_BOOTSTRAP:-}" = 1 ] && return 0
     if [ "${1:-}" = test ]; then
         ensure_apt "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"
+    elif [ "${1:-}" = hil ]; then
+        ensure_apt "${APT_PACKAGES[@]}" "${HIL_APT_PACKAGES[@]}"
     else
         ensure_apt "${APT_PACKAGES[@]}"
     fi

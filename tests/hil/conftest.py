@@ -21,16 +21,17 @@ ENABLED = os.environ.get("DOCK_HIL") == "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    booted = Path(__file__).parent / "test_hil.py"
+    here = Path(__file__).parent
+    booted = {here / "test_hil.py", here / "test_hil_power.py"}
     for item in items:
-        if Path(str(item.fspath)) == booted:
+        if Path(str(item.fspath)) in booted:
             item.add_marker(pytest.mark.hil)
             if not ENABLED:
                 item.add_marker(pytest.mark.skip(
                     reason="hardware-in-the-loop: run scripts/hil/run (sets DOCK_HIL=1)"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # one module uses it; the power-cut trials boot their own
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     xchg = Path(os.environ.get("DOCK_HIL_XCHG") or tmp_path_factory.mktemp("hil-xchg"))
     image = build_image()

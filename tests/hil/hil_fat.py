@@ -81,3 +81,11 @@ def image_files(image: Path, *, partitioned: bool) -> list[ImageFile]:
         data = _run("mtype", "-i", target, "::/" + name)
         out.append(ImageFile(name, len(data), blake3(data).hexdigest()))
     return sorted(out, key=lambda f: f.name)
+
+
+def delete_files(image: Path, names: list[str], *, partitioned: bool) -> None:
+    """Remove `names` (paths inside the filesystem) from the image, as the recorder's own
+    firmware removes a recording from its flash."""
+    target = _target(image, partitioned)
+    for name in names:
+        _run("mdel", "-i", target, "::/" + name)

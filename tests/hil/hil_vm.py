@@ -37,10 +37,12 @@ def build_image() -> Path:
 
 class GuestVM:
     def __init__(self, image: Path, xchg: Path, *, memory_mib: int = 1536, cpus: int = 2,
-                 src: Path = ROOT, systemd: bool = False) -> None:
+                 src: Path = ROOT, systemd: bool = False, extra: list[str] | None = None,
+                 console: str = "console.log") -> None:
         self.image = image
         self.xchg = xchg
-        self.console = xchg / "console.log"
+        self.console = xchg / console
+        self.extra = extra or []  # more qemu arguments (e.g. a state disk)
         self.memory_mib = memory_mib
         self.cpus = cpus
         self.src = src
@@ -68,6 +70,7 @@ class GuestVM:
             "-drive", f"file={self.image / 'rootfs.img'},format=raw,if=virtio,snapshot=on",
             "-virtfs", f"local,path={self.src},mount_tag=src,security_model=none,readonly=on",
             "-virtfs", f"local,path={self.xchg},mount_tag=xchg,security_model=none",
+            *self.extra,
         ]
 
     def start(self, timeout_s: float = 300.0) -> None:
@@ -94,6 +97,23 @@ class GuestVM:
         except OSError:
             return "(no console output)"
 
+    def submit(self, argv: list[str], timeout_s: float = 600.0) -> str:
+        """Start `python3 argv...` in the guest without waiting; see `result_of`."""
+        return self._submit({"argv": argv, "timeout": timeout_s})
+
+    def result_of(self, req_id: str) -> GuestResult | None:
+        """The finished request's result, or None while it runs."""
+        res = self.xchg / "res"
+        done = res / f"{req_id}.json"
+        if not done.exists():
+            return None
+        status = json.loads(done.read_text())
+        log = (res / f"{req_id}.log").read_text(errors="replace") if (
+            res / f"{req_id}.log").exists() else ""
+        result_file = res / f"{req_id}.result.json"
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        return GuestResult(int(status["rc"]), result, log, float(status.get("elapsed_s", 0)))
+
     def _submit(self, req: dict[str, Any]) -> str:
         req_id = f"{next(self._ids):04d}"
         tmp = self.xchg / "req" / f"{req_id}.tmp"
@@ -106,22 +126,15 @@ class GuestVM:
         """Run `python3 argv...` in the guest (cwd = working tree) and wait for it."""
         if self.proc is None or self.proc.poll() is not None:
             raise GuestError("guest is not running")
-        req_id = self._submit({"argv": argv, "timeout": timeout_s})
-        res = self.xchg / "res"
-        done = res / f"{req_id}.json"
+        req_id = self.submit(argv, timeout_s)
         deadline = time.monotonic() + timeout_s + 60
-        while not done.exists():
+        while (done := self.result_of(req_id)) is None:
             if self.proc.poll() is not None:
                 raise GuestError(f"guest died during {argv}:\n{self.console_tail()}")
             if time.monotonic() > deadline:
                 raise GuestError(f"no answer to {argv} in {timeout_s} s")
             time.sleep(0.2)
-        status = json.loads(done.read_text())
-        log = (res / f"{req_id}.log").read_text(errors="replace") if (
-            res / f"{req_id}.log").exists() else ""
-        result_file = res / f"{req_id}.result.json"
-        result = json.loads(result_file.read_text()) if result_file.exists() else {}
-        return GuestResult(int(status["rc"]), result, log, float(status.get("elapsed_s", 0)))
+        return done
 
     def stop(self, timeout_s: float = 60.0) -> None:
         if self.proc is None:

@@ -43,7 +43,7 @@ def uptime() -> float:
     return float(Path("/proc/uptime").read_text().split()[0])
 
 
-def config_text(name: str, *, debounce_ms: int = 1500) -> str:
+def config_text(name: str, *, debounce_ms: int = 1500, wipe: bool = False) -> str:
     vid, pid = RECORDER_VID_PID
     state = Path("/var/lib/dock-agent") / name
     return f"""
@@ -80,6 +80,7 @@ helper_socket = "{HELPER_SOCKET}"
 verify = "always"
 fdatasync_every_mib = 8
 reserve_mib = 16
+wipe_after_offload = {"true" if wipe else "false"}
 
 [mqtt]
 enabled = false
@@ -104,8 +105,11 @@ class Agent:
     packaging/install.sh does; otherwise as plain processes with the same users and options.
     """
 
-    def __init__(self, name: str, logdir: Path, *, debounce_ms: int = 1500) -> None:
+    def __init__(self, name: str, logdir: Path, *, debounce_ms: int = 1500,
+                 wipe: bool = False, env: dict[str, str] | None = None) -> None:
         self.name = name
+        self.wipe = wipe
+        self.env = env or {}  # extra environment of the agent (e.g. crash-point hooks)
         self.logdir = logdir
         self.systemd = under_systemd()
         self.config = Path("/etc/dock-agent") / (
@@ -128,7 +132,8 @@ class Agent:
         secret.write_bytes(FLEET_SECRET + b"\n")
         os.chown(secret, 0, user.pw_gid)
         secret.chmod(0o640)
-        self.config.write_text(config_text(self.name, debounce_ms=self.debounce_ms))
+        self.config.write_text(config_text(self.name, debounce_ms=self.debounce_ms,
+                                           wipe=self.wipe))
         os.chown(self.config, 0, user.pw_gid)
         self.config.chmod(0o640)
         for d in (Path("/var/lib/dock-agent"), self.state_dir, RUNTIME):
@@ -145,9 +150,11 @@ class Agent:
                 if unit.endswith(".service"):  # test-only: reuse the boot's bytecode
                     dropin = units / f"{unit}.d"
                     dropin.mkdir(exist_ok=True)
+                    extra = "".join(f"Environment={k}={v}\n" for k, v in self.env.items()
+                                    if unit == "dock-agent.service")
                     (dropin / "hil.conf").write_text(
                         f"[Service]\nEnvironment=PYTHONPYCACHEPREFIX="
-                        f"{os.environ.get('PYTHONPYCACHEPREFIX', '/run/hil-pycache')}\n")
+                        f"{os.environ.get('PYTHONPYCACHEPREFIX', '/run/hil-pycache')}\n{extra}")
             subprocess.run(["systemctl", "daemon-reload"], check=True)
 
     async def start(self, timeout_s: float = 120.0) -> float:
@@ -175,7 +182,7 @@ class Agent:
             ["setpriv", f"--reuid={AGENT_USER}", f"--regid={AGENT_USER}", "--init-groups",
              "--", PY, "-m", "agent.cli", "--config", str(self.config)],
             stdout=(self.logdir / f"{self.name}-agent.log").open("wb"),
-            stderr=subprocess.STDOUT, env={**env, "HOME": str(self.state_dir)})
+            stderr=subprocess.STDOUT, env={**env, **self.env, "HOME": str(self.state_dir)})
         await self._wait_control(t0, timeout_s)
         return time.monotonic() - t0
 

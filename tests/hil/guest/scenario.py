@@ -9,6 +9,7 @@ footage sizes in the exchange directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import hashlib
 import json
@@ -37,6 +38,7 @@ from hw_sim.footage import footage_files
 from hw_sim.gadget import GadgetRecorder, GadgetSpec, UsbGadget, available_udcs
 
 XCHG = Path("/mnt/xchg")
+RUNTIME_DIR = Path("/run/dock-agent")
 LOGS = XCHG / "guest-logs"
 
 
@@ -177,7 +179,10 @@ async def offload(p: dict[str, Any]) -> dict[str, Any]:
         out["interrupted"] = None
         if p.get("unplug_during") is not None:
             out["interrupted"] = await _unplug_mid_file(agent, rec, spec.serial, p, out)
-            await asyncio.sleep(3.0)  # longer than the debounce: a real removal
+            # A real removal (longer than the debounce): the agent ends the session. Waited
+            # for, not slept: on a loaded machine that takes longer than any fixed pause.
+            with contextlib.suppress(TimeoutError):
+                await agent.wait_gone(spec.serial, 120)
             out["after_unplug_bay"] = await agent.bay(spec.serial)
             out["evidence_after_unplug"] = len(agent.evidence(spec.serial))
             out["mounts_after_unplug"] = _recorder_mounts()
@@ -283,7 +288,125 @@ async def usb_stick(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = {"gadget_smoke": gadget_smoke, "offload": offload, "usb_stick": usb_stick}
+# --- 4. power cuts (tests/hil/hil_power.py cuts the power; this is one boot's share) ------
+STATE_DISK = Path("/dev/disk/by-id/virtio-dockstate")
+
+
+def _mirror_markers(src: Path, dst: Path, held: asyncio.Event) -> asyncio.Task[None]:
+    """Copy the agent's crash-point markers to the host as they come (it cuts the power
+    when it sees the step it asked for)."""
+
+    async def run() -> None:
+        seen = b""
+        while True:
+            try:
+                now = src.read_bytes()
+            except OSError:
+                now = b""
+            if now != seen:
+                seen = now
+                tmp = dst.with_suffix(".tmp")
+                tmp.write_bytes(now)
+                tmp.replace(dst)
+                if b"HOLD " in now:
+                    held.set()
+            await asyncio.sleep(0.05)
+
+    return asyncio.create_task(run())
+
+
+def _partials(store: Path) -> list[str]:
+    return sorted(str(p.relative_to(store)) for p in store.rglob(".partial-*")) if (
+        store.is_dir()) else []
+
+
+async def power(p: dict[str, Any]) -> dict[str, Any]:
+    """One boot of a power-cut trial: mount the dock's state disk (the qemu disk whose
+    unflushed writes a power cut loses), start the agent with its crash-point hooks armed,
+    dock the recorder (its flash: the firmware's directory on the host side), and either
+    stop at the armed step (the host then cuts the power) or let the offload finish and
+    report what the dock holds."""
+    spec = recorder_spec(p["serial"], p["sizes"])
+    image = _local_copy(p["image"])
+    state = Path("/var/lib/dock-agent") / p["name"]
+    state.mkdir(parents=True, exist_ok=True)
+    await _wait_for(STATE_DISK.exists, 60, "the state disk")
+    subprocess.run(["mount", "-t", "ext4", "-o", "rw", str(STATE_DISK), str(state)],
+                   check=True)
+    disk = STATE_DISK.resolve().name
+    out: dict[str, Any] = {
+        "write_cache": Path(f"/sys/block/{disk}/queue/write_cache").read_text().strip(),
+        "fua": Path(f"/sys/block/{disk}/queue/fua").read_text().strip(),
+    }
+    markers = RUNTIME_DIR / "crashpoints.log"
+    RUNTIME_DIR.mkdir(parents=True, exist_ok=True)
+    markers.unlink(missing_ok=True)
+    env = {"DOCK_AGENT_CRASHPOINT_LOG": str(markers)}
+    if p.get("hold"):
+        env["DOCK_AGENT_CRASHPOINT_HOLD"] = p["hold"]
+    agent = Agent(p["name"], LOGS, wipe=True, env=env)
+    out["agent_start_s"] = await agent.start()
+    held = asyncio.Event()
+    mirror = _mirror_markers(markers, XCHG / p["markers"], held)
+    rec = GadgetRecorder(spec, XCHG / "recorders", image, udc=available_udcs()[0],
+                         secret=FLEET_SECRET)
+    await rec.plug()
+    log(f"power: boot {p['boot']} docked {spec.serial}, armed at {p.get('hold')}")
+    finished = asyncio.create_task(
+        agent.wait_state(spec.serial, {"released", "failed"}, p.get("timeout", 500)))
+    holding = asyncio.create_task(held.wait())
+    await asyncio.wait({finished, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if held.is_set():
+        log("power: the agent holds at the armed step; waiting for the power cut")
+        await asyncio.Event().wait()  # the host kills the machine
+    holding.cancel()
+    done = finished.result()
+    out["final_state"] = done.get("state")
+    out["offload_result"] = done.get("offload_result")
+    out["faults"] = done.get("faults")
+    out["evidence"] = agent.query(
+        "SELECT id, source_name, size, blake3, stored_relpath, verify_state, wiped"
+        " FROM evidence_files WHERE recorder_serial = ? ORDER BY id", spec.serial)
+    for r in out["evidence"]:
+        r["source_name"] = bytes(r["source_name"]).decode("utf-8", "replace")
+    out["stored_hashes"] = _stored_hashes(state / "evidence", out["evidence"])
+    out["ledger"] = [{"seq": r["seq"], "kind": r["kind"], "data": json.loads(r["data"])}
+                     for r in agent.query("SELECT seq, kind, data FROM ledger ORDER BY seq")]
+    out["journal"] = len(agent.query("SELECT 1 FROM offload_journal"))
+    out["wipe_intents"] = len(agent.query("SELECT 1 FROM wipe_intents"))
+    out["partials"] = _partials(state / "evidence")
+    verify = agent.dockctl("verify", "--deep", "--json")
+    out["verify_rc"] = verify.returncode
+    out["verify_out"] = verify.stdout[-4000:] + verify.stderr[-2000:]
+    mirror.cancel()
+    await rec.unplug()
+    await agent.wait_gone(spec.serial, 60)
+    await rec.close()
+    out["agent_rc"] = await agent.stop()
+    subprocess.run(["umount", str(state)], check=False)
+    return out
+
+
+def _stored_hashes(store: Path, rows: list[dict[str, Any]]) -> dict[str, str | None]:
+    """BLAKE3 of each stored copy as the disk holds it now, by evidence id."""
+    from blake3 import blake3
+
+    out: dict[str, str | None] = {}
+    for r in rows:
+        h = blake3()
+        try:
+            with (store / r["stored_relpath"]).open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+        except OSError:
+            out[str(r["id"])] = None
+            continue
+        out[str(r["id"])] = h.hexdigest()
+    return out
+
+
+SCENARIOS = {"gadget_smoke": gadget_smoke, "offload": offload, "usb_stick": usb_stick,
+             "power": power}
 
 
 def main() -> int:
