@@ -221,6 +221,10 @@ def test_watch_done_waits_for_every_expected_recorder_and_offload() -> None:
     assert not watch.done({"bays": [_bay("1", "offloading", offload_result=finished)]}, 1)
     assert not watch.done({"bays": [_bay("1", "released")]}, 1)
     assert watch.done({"bays": [_bay("1", "released", offload_result=finished)]}, 1)
+    # pulled out mid-copy: its session is still listed while it winds down
+    interrupted = {"outcome": "interrupted", "stored": 3}
+    assert not watch.done({"bays": [_bay("1", "released", offload_result=finished),
+                                    _bay("2", "removed", offload_result=interrupted)]}, 2)
 
 
 def test_watch_render_shows_progress_officer_and_reasons() -> None:
