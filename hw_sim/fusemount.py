@@ -167,9 +167,12 @@ class FaultMount:
             try:
                 await asyncio.wait_for(proc.wait(), 0.5 if lazy else 5.0)
             except TimeoutError:
-                proc.kill()
+                # It may exit on its own meanwhile (a loaded machine is slow, not wrong).
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
                 await proc.wait()
         finally:
             if proc.returncode is None:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
             _live.pop(str(self.mountpoint), None)

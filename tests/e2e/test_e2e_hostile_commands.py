@@ -9,6 +9,7 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from mqtt.broker import Broker
 from mqtt.central import Central
 
@@ -130,6 +131,7 @@ def _changed(rig: Rig) -> list[Any]:
                      " 'agent_stopped')") + rig.query("SELECT * FROM officer_assignments")
 
 
+@pytest.mark.timeout(600)
 async def test_every_malformed_command_gets_a_schema_level_refusal(
         make_rig: RigFactory, broker: Broker, central: Central) -> None:
     rig = await _agent(make_rig, broker, central)
@@ -210,6 +212,7 @@ async def test_every_malformed_command_gets_a_schema_level_refusal(
     assert rig.agent.running()
 
 
+@pytest.mark.timeout(600)  # five agent starts and a broker restart: slow on a loaded machine
 async def test_a_retained_command_runs_at_most_once(
         make_rig: RigFactory, broker: Broker, central: Central) -> None:
     rig = await _agent(make_rig, broker, central)

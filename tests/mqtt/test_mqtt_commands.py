@@ -154,6 +154,7 @@ async def test_idempotency_survives_restart(broker, central, db_path, actions):
     await until(lambda: True)
 
 
+@pytest.mark.timeout(600)  # 1,500 durable commits: slow on a loaded disk
 async def test_command_ids_are_remembered_by_age_across_restarts(db_path, actions):
     """An executed id stays remembered for the documented window (REMEMBER_DAYS), however
     many other commands come in meanwhile, across restarts; a command sent longer ago than
