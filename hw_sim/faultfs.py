@@ -11,6 +11,7 @@ starts and unmounts it. Faults:
   - unplug at byte N of a file: reads stop at N; the first read at/after N prints
     "unplug" on stdout (the recorder then unplugs) and from then on every operation fails
     with EIO, like a vanished USB device.
+  - "ready" is printed once the filesystem serves requests (and would unmount on SIGTERM).
   - growing file: its size starts at half the real size and grows by `grow_step` bytes
     with every read until the whole file is visible.
   - unlistable directory: listing it fails with EACCES (its own attributes are fine).
@@ -76,6 +77,11 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
             raise mfusepy.FuseOSError(errno.EIO)
 
     # --- operations -----------------------------------------------------------------------
+    def init(self, path: str) -> None:
+        # libfuse handles FUSE_INIT inside its loop, i.e. after its SIGTERM handler (which
+        # unmounts) is in place: only from now on does the parent's death take the mount away.
+        self._notice("ready")
+
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         self._check()
         if self._rel(path) in self.unstatable:

@@ -111,7 +111,9 @@ class FaultMount:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self, mount_wait_s: float = 10.0) -> None:
+    async def start(self, mount_wait_s: float = 60.0) -> None:
+        """Mount, and return once the server is serving (its "ready" notice): before that
+        libfuse has not yet installed the handler that unmounts when the simulator dies."""
         if not fuse_available():
             raise FuseUnavailable("file-layer faults need /dev/fuse and fusermount3 (apt fuse3)")
         await asyncio.to_thread(self.mountpoint.mkdir, parents=True, exist_ok=True)
@@ -121,23 +123,30 @@ class FaultMount:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         _live[str(self.mountpoint)] = self._proc
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + mount_wait_s
-        while not await asyncio.to_thread(is_mounted, self.mountpoint):
-            if self._proc.returncode is not None or loop.time() > deadline:
-                err = b""
-                if self._proc.stderr is not None and self._proc.returncode is not None:
-                    err = await self._proc.stderr.read()
-                await self.stop()
-                raise MountError(f"faultfs did not mount on {self.mountpoint}: {err.decode()!r}")
-            await asyncio.sleep(0.02)
-        self._reader = asyncio.create_task(self._read_notices())
+        ready = asyncio.Event()
+        self._reader = asyncio.create_task(self._read_notices(ready))
+        waiter = asyncio.create_task(ready.wait())
+        exited = asyncio.create_task(self._proc.wait())
+        try:
+            await asyncio.wait([waiter, exited], timeout=mount_wait_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            exited.cancel()
+        if not ready.is_set() or not await asyncio.to_thread(is_mounted, self.mountpoint):
+            err = b""
+            if self._proc.stderr is not None and self._proc.returncode is not None:
+                err = await self._proc.stderr.read()
+            await self.stop()
+            raise MountError(f"faultfs did not mount on {self.mountpoint}: {err.decode()!r}")
 
-    async def _read_notices(self) -> None:
+    async def _read_notices(self, ready: asyncio.Event) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         while line := await self._proc.stdout.readline():
             words = line.split()
-            if words == [b"unplug"] and self._on_unplug is not None:
+            if words == [b"ready"]:
+                ready.set()
+            elif words == [b"unplug"] and self._on_unplug is not None:
                 self._on_unplug()
             elif len(words) == 3 and words[0] == b"eio" and self._on_eio is not None:
                 self._on_eio(bytes.fromhex(words[1].decode()), int(words[2]))
@@ -162,9 +171,12 @@ class FaultMount:
             try:
                 await asyncio.wait_for(proc.wait(), 0.5 if lazy else 5.0)
             except TimeoutError:
-                proc.kill()
+                # It may exit on its own meanwhile (a loaded machine is slow, not wrong).
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
                 await proc.wait()
         finally:
             if proc.returncode is None:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
             _live.pop(str(self.mountpoint), None)

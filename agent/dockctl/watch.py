@@ -145,7 +145,9 @@ def done(status: Mapping[str, Any] | None, expect: int) -> bool:
     or refused before it)."""
     if status is None:
         return False
-    bays = status.get("bays", [])
+    # A session that just ended by removal can still be listed for a moment (its cleanup
+    # runs): that recorder is not docked, whatever its last offload result says.
+    bays = [b for b in status.get("bays", []) if b.get("state") != "removed"]
     return len(bays) >= expect and all(
         b.get("state") not in BUSY_STATES
         and (b.get("offload_result") is not None or b.get("state") == "failed")

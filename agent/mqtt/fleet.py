@@ -18,14 +18,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.mqtt import strictjson
 from agent.mqtt.backoff import Backoff
 from agent.mqtt.checkpoints import CheckpointWatch
-from agent.mqtt.errors import MqttError
+from agent.mqtt.errors import MqttError, PayloadInvalid
 from agent.mqtt.topics import fleet_filters
 from agent.mqtt.transport import PahoTransport
+from agent.mqtt.validation import schema_for_topic, schema_names, validate
 from agent.printable import printable
 from agent.settings import MqttSettings
 
@@ -67,6 +70,8 @@ class DockView:
     missing: dict[int, float] = field(default_factory=dict)
     lost: set[int] = field(default_factory=set)
     seen_seqs: int = 0
+    invalid_messages: int = 0  # messages under this dock's prefix that were refused
+    last_invalid: dict[str, str] | None = None  # {"topic", "error"} of the latest one
 
 
 class FleetModel:
@@ -84,7 +89,11 @@ class FleetModel:
         return self.docks.setdefault(dock_id, DockView(dock_id))
 
     def apply(self, topic: str, payload: bytes) -> bool:
-        """Update from one message; False when it was not understood (ignored)."""
+        """Update from one message; False when it was not understood (ignored).
+
+        Every message is checked on its own (strict JSON, its topic's schema, and its
+        `dock_id`/`serial` against the topic): a bad one is counted against its dock and
+        shown as such, and never stops the view of the others."""
         if not topic.startswith(self.prefix + "/"):
             return False
         levels = topic[len(self.prefix) + 1:].split("/")
@@ -96,12 +105,30 @@ class FleetModel:
                 self.recorders.pop((dock_id, rest[1]), None)
                 return True
             return False
+        schema = schema_for_topic(rest)
+        resend_reply = rest == ["reply", "resend"]  # answers to this view's own requests
+        if schema is None or schema.startswith("command-") \
+                or (schema == "reply" and not resend_reply) or schema not in _state_schemas():
+            return False
         try:
-            body = json.loads(payload)
-        except ValueError:
-            return False
-        if not isinstance(body, dict):
-            return False
+            body = strictjson.loads(payload)
+            validate(schema, body)
+            _check_subject(dock_id, rest, body)
+        except (strictjson.JsonRejected, PayloadInvalid, _WrongSubject) as exc:
+            self._refuse(dock_id, topic, str(exc))
+            return True
+        try:
+            self._dispatch(dock_id, rest, body)
+        except Exception as exc:  # a shape the schema allows but this view cannot use
+            self._refuse(dock_id, topic, f"{type(exc).__name__}: {exc}")
+        return True
+
+    def _refuse(self, dock_id: str, topic: str, error: str) -> None:
+        dock = self._dock(dock_id)
+        dock.invalid_messages += 1
+        dock.last_invalid = {"topic": topic[:256], "error": error[:400]}
+
+    def _dispatch(self, dock_id: str, rest: list[str], body: dict[str, Any]) -> None:
         match rest:
             case ["status"]:
                 self._on_status(dock_id, body)
@@ -118,9 +145,6 @@ class FleetModel:
                 self._on_checkpoint(dock_id, body)
             case ["reply", "resend"]:
                 self._on_resend_reply(dock_id, body)
-            case _:
-                return False
-        return True
 
     def _on_status(self, dock_id: str, body: dict[str, Any]) -> None:
         dock = self._dock(dock_id)
@@ -267,6 +291,7 @@ class FleetModel:
                 "open_faults": list(d.open_faults.values()),
                 "checkpoint_seq": d.checkpoint_seq,
                 "custody_alarms": list(d.custody_alarms),
+                "invalid_messages": d.invalid_messages, "last_invalid": d.last_invalid,
                 "recorders": [{
                     "serial": r.serial, "docked": r.docked, "stale": self.stale(r),
                     "bay": r.bay, "officer": r.officer, "battery_percent": r.battery_percent,
@@ -301,13 +326,19 @@ class FleetModel:
                              f"{r['officer'] or '-':<10} {batt:>5} {r['readiness']:<10} "
                              f"{r['last_offload'] or '-':<25} {note}")
         for d in self.snapshot()["docks"]:
+            bad = d["last_invalid"]
+            if bad is not None:
+                lines.append(f"INVALID {d['dock_id']} {d['invalid_messages']} message(s) refused;"
+                             f" last on {bad['topic']}: {bad['error']}")
+        for d in self.snapshot()["docks"]:
             for f in d["open_faults"]:
                 lines.append(f"FAULT {d['dock_id']} {f['subject'] or '-'} {f['code']} "
                              f"{f['time'] or ''} {f['message'] or ''}".rstrip())
         for d in self.snapshot()["docks"]:
             for a in d["custody_alarms"]:
                 lines.append(f"CUSTODY ALARM {d['dock_id']} {a['alarm']}: {a['detail']}")
-        # each entry is one line: a newline inside a dock's value is escaped, not a new row
+        # Every string here came from the network: each entry is one line, and no control
+        # character reaches the terminal.
         return "\n".join(printable(line) for line in lines) + "\n"
 
 
@@ -324,6 +355,24 @@ def _ranges(seqs: list[int], limit: int = 10_000) -> list[tuple[int, int]]:
         else:
             out.append((q, q))
     return out
+
+
+class _WrongSubject(ValueError):
+    """A message names another dock or recorder than its topic."""
+
+
+def _check_subject(dock_id: str, rest: list[str], body: dict[str, Any]) -> None:
+    if body.get("dock_id") != dock_id:
+        raise _WrongSubject(f"dock_id {str(body.get('dock_id'))[:64]!r} on the topic of dock"
+                            f" {dock_id[:64]!r}")
+    if rest[0] == "recorder" and body.get("serial") != rest[1]:
+        raise _WrongSubject(f"serial {str(body.get('serial'))[:64]!r} on the topic of"
+                            f" recorder {rest[1][:64]!r}")
+
+
+@cache
+def _state_schemas() -> frozenset[str]:
+    return frozenset(schema_names())
 
 
 def _dash(v: object) -> str:

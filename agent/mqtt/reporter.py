@@ -25,7 +25,7 @@ from agent.mqtt import payloads
 from agent.mqtt.backoff import Backoff
 from agent.mqtt.checkpoints import PREVIOUS as PREVIOUS_CHECKPOINTS
 from agent.mqtt.checkpoints import checkpoint_payload
-from agent.mqtt.commands import CommandActions, CommandProcessor
+from agent.mqtt.commands import CommandActions, CommandProcessor, reply_route
 from agent.mqtt.errors import CommandRejected, ConnectionLost, MqttError, PublishRejected
 from agent.mqtt.throttle import Throttle
 from agent.mqtt.topics import TopicError, Topics
@@ -478,21 +478,29 @@ class Reporter:
         while True:
             msg = await transport.next_message()
             if not msg.topic.startswith(self._topics.command_prefix):
-                log.warning("ignoring message on unexpected topic %s", msg.topic)
+                log.warning("ignoring message on unexpected topic %r", msg.topic[:200])
+                continue
+            if msg.retain:
+                # A retained command is delivered again on every (re)subscribe: acting on it
+                # would repeat it. Commands count only when sent live.
+                log.warning("ignoring retained command on %r (%d bytes): commands are carried"
+                            " out only when sent live, not retained", msg.topic[:200],
+                            len(msg.payload))
                 continue
             self._spawn(self._answer(transport, msg))
 
     async def _answer(self, transport: Transport, msg: Message) -> None:
         name = msg.topic[len(self._topics.command_prefix):]
-        reply = await self._commands.handle(name, msg.payload)
-        target = msg.response_topic
-        if target is None or not target.startswith(self._topics.reply_prefix):
-            try:
-                target = self._topics.reply(name)
-            except TopicError:
-                target = self._topics.reply("invalid")
-        with contextlib.suppress(MqttError):
-            await transport.publish(target, reply, correlation_data=msg.correlation_data)
+        route = reply_route(self._topics, name, msg.response_topic, msg.correlation_data)
+        try:
+            reply = await self._commands.handle(name, msg.payload, refuse=route.problem)
+        except Exception:
+            log.exception("command on %r not answered", msg.topic[:200])
+            return
+        try:
+            await transport.publish(route.topic, reply, correlation_data=route.correlation_data)
+        except (MqttError, ValueError) as exc:
+            log.warning("reply to the command on %r not sent: %s", msg.topic[:200], exc)
 
     # --- retained state ----------------------------------------------------------------
 

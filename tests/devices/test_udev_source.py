@@ -97,7 +97,7 @@ async def test_monitor_events_reach_the_tracker(tmp_path: Path) -> None:
         ["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True
     ).stdout.strip()
     try:
-        for _ in range(100):
+        for _ in range(1200):  # up to 60 s on a loaded machine
             if any(r.props.get("DEVNAME") == loop_dev for r in seen):
                 break
             await asyncio.sleep(0.05)

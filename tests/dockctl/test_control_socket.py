@@ -28,7 +28,7 @@ async def _serve(path: Path, recorders: list[dict[str, Any]]) -> asyncio.Task[No
 
     server = ControlServer(path, {"readiness": readiness, "boom": boom})
     task = asyncio.create_task(server.serve())
-    for _ in range(200):
+    for _ in range(6000):  # up to 60 s on a loaded machine
         if path.exists():
             break
         await asyncio.sleep(0.01)

@@ -108,7 +108,7 @@ class AgentProcess:
             pass
         proc.wait(30)
 
-    def terminate(self, timeout: float = 30.0) -> int:
+    def terminate(self, timeout: float = 120.0) -> int:
         """SIGTERM (a clean stop); SIGKILL if it does not stop in time."""
         proc = self.proc
         assert proc is not None

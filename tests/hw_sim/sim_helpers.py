@@ -45,7 +45,7 @@ class Collector:
         self.events.append(ev)
         self._changed.set()
 
-    async def wait_for(self, n: int, timeout: float = 10.0) -> list[DeviceEvent]:
+    async def wait_for(self, n: int, timeout: float = 60.0) -> list[DeviceEvent]:
         async with asyncio.timeout(timeout):
             while len(self.events) < n:
                 self._changed.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -101,9 +102,25 @@ async def test_state_on_connect_and_sim_going_away(
         await dock.stop()
 
 
+@pytest.fixture
+def source_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """INFO records of the device source, captured from before it starts."""
+    caplog.set_level(logging.INFO, logger="agent.devices.sim_source")
+    return caplog
+
+
 async def test_source_waits_for_the_socket(tmp_path: Path, sock: Path,
+                                           source_logs: pytest.LogCaptureFixture,
                                            collector: Collector) -> None:
-    await asyncio.sleep(0.1)  # several failed connection attempts
+    caplog = source_logs
+
+    def attempts() -> int:
+        records = caplog.get_records("setup") + caplog.records  # it may start during setup
+        return sum("waiting for dock-sim" in r.getMessage() for r in records)
+
+    async with asyncio.timeout(60):  # a failed connection attempt; it keeps retrying
+        while attempts() < 1:
+            await asyncio.sleep(0.01)
     assert collector.events == [] and not collector.task.done()
     async with VirtualDock(bays=1, socket_path=sock, workdir=tmp_path) as dock:
         await dock.plug("1", small_spec())

@@ -8,6 +8,7 @@ import errno
 import itertools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,11 +40,19 @@ def read_all(path: Path, chunk: int = 65536) -> tuple[bytes, int | None]:
 async def unlocked(rec: VirtualRecorder, open_client: OpenClient) -> Path:
     c = await open_client(rec.tty_path)
     await c.set_mass_storage(True)
-    for _ in range(500):
-        if rec.storage_path is not None:
-            return rec.storage_path
-        await asyncio.sleep(0.01)
-    raise AssertionError("storage never appeared")
+    await until(lambda: rec.storage_path is not None, "storage never appeared")
+    assert rec.storage_path is not None
+    return rec.storage_path
+
+
+async def until(pred: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait for an event, with a deadline generous enough for a loaded machine."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not pred():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(what) from None
 
 
 async def test_eio_at_offset(start_recorder: StartRecorder, open_client: OpenClient) -> None:
@@ -57,9 +66,9 @@ async def test_eio_at_offset(start_recorder: StartRecorder, open_client: OpenCli
     assert err == errno.EIO and data == content(f0, 0, 100_000)
     data, err = await asyncio.to_thread(read_all, path)  # the fault is permanent
     assert err == errno.EIO and len(data) == 100_000
-    async with asyncio.timeout(10):  # the recorder logs its storage faults
-        while [e.kind for e in rec.state.event_log].count(LogKind.STORAGE_FAULT) < 2:
-            await asyncio.sleep(0.01)
+    await until(  # the recorder logs its storage faults
+        lambda: [e.kind for e in rec.state.event_log].count(LogKind.STORAGE_FAULT) >= 2,
+        "storage faults logged")
 
     def read_after() -> bytes:
         with open(path, "rb", buffering=0) as fh:
@@ -91,19 +100,13 @@ async def test_unplug_at_byte_then_replug_presents_same_files(
     rec = await start_recorder(spec, on_unplug=lambda: unplugs.append(True))
     c = await open_client(rec.tty_path)
     await c.set_mass_storage(True)
-    for _ in range(500):
-        if rec.storage_path is not None:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: rec.storage_path is not None, "storage never appeared")
     media = rec.storage_path
     assert media is not None
     f1 = footage_files(spec)[1]
     data, err = await asyncio.to_thread(read_all, media / f1.path_str)
     assert data == content(f1, 0, 150_000) and err is not None
-    for _ in range(500):
-        if unplugs:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: bool(unplugs), "the recorder never unplugged")
     assert unplugs == [True]
     await rec.stop()  # what the dock does on the notice
     assert not os.path.ismount(media)
@@ -126,7 +129,7 @@ async def test_self_unplug_without_callback(
     f0 = footage_files(spec)[0]
     data, err = await asyncio.to_thread(read_all, media / f0.path_str)
     assert data == b"" and err is not None
-    await asyncio.wait_for(rec.unplugged.wait(), 10)
+    await asyncio.wait_for(rec.unplugged.wait(), 60)
     assert rec.storage_path is None and not os.path.ismount(media)
 
 
@@ -169,16 +172,15 @@ async def test_quick_toggles_end_consistent(
     c = await open_client(rec.tty_path)
     for on in (True, False, True, False, True):
         await c.set_mass_storage(on)
-    async with asyncio.timeout(20):
-        while rec.storage_path is None or len(rec._switches) > 0:
-            await asyncio.sleep(0.01)
+    await until(lambda: rec.storage_path is not None and len(rec._switches) == 0,
+                "the toggles never settled")
     assert os.path.ismount(rec.storage_dir) and seen[-1] == rec.storage_dir
     assert all(a != b for a, b in itertools.pairwise(seen))  # strictly alternating
     await c.set_mass_storage(False)
     await c.set_mass_storage(True)
     await rec.stop()  # with a switch possibly still queued
-    await asyncio.sleep(0.1)
-    assert seen[-1] is None and not os.path.ismount(rec.storage_dir)
+    await until(lambda: bool(seen) and seen[-1] is None, "storage never reported gone")
+    assert not os.path.ismount(rec.storage_dir)
 
 
 KILLED_PARENT = """
@@ -208,9 +210,7 @@ async def test_mount_goes_away_when_the_simulator_is_killed(tmp_path: Path) -> N
     out, _ = await proc.communicate()
     assert out == b"mounted\n" and proc.returncode == -9
     try:
-        async with asyncio.timeout(20):
-            while is_mounted(mnt):
-                await asyncio.sleep(0.05)
+        await until(lambda: not is_mounted(mnt), "the mount outlived its simulator")
     finally:
         fusemount.unmount_sync(mnt)
 

@@ -140,7 +140,7 @@ async def test_timeline_repeats_and_skips_impossible_steps(tmp_path: Path) -> No
 
         dock.plug = counting_plug  # type: ignore[method-assign, assignment]
         task = asyncio.create_task(run_timeline(dock, sc))
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(120):
             while plugs < 3:  # the third plug can only come from a repetition
                 await asyncio.sleep(0.01)
         task.cancel()
@@ -164,26 +164,26 @@ async def test_cli_plays_a_scenario(tmp_path: Path) -> None:
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        evs = await col.wait_for(3, timeout=30)
+        evs = await col.wait_for(3, timeout=120)
         assert [type(e) for e in evs[:3]] == [RecorderPlugged, RecorderPlugged, RecorderUnplugged]
         assert {(e.key, e.bay) for e in evs[:3]  # type: ignore[union-attr]
                 } == {("BWC00001", "A"), ("BWC00002", "B")}
         proc.stdin.write(b"plug A BWC00001\nlist\nunplug B\nplug Z BWC00003\n")
         await proc.stdin.drain()
-        evs = await col.wait_for(5, timeout=30)
+        evs = await col.wait_for(5, timeout=120)
         plugged = evs[3]
         assert isinstance(plugged, RecorderPlugged)
         assert (plugged.key, plugged.bay, plugged.source) == ("BWC00001", "A", "sim")
         assert evs[4] == RecorderUnplugged(key="BWC00002", bay="B")
         # the agent's view across processes: protocol on the tty, files at the storage path
-        client = await RecorderClient.open(plugged.tty_path, timeout=2.0)
+        client = await RecorderClient.open(plugged.tty_path, timeout=10.0)
         try:
             await client.hello()
             await client.authenticate(DEFAULT_FLEET_SECRET)
             officer = await client.get_officer()
             assert officer.officer_name == "李伟"
             await client.set_mass_storage(True)
-            evs = await col.wait_for(6, timeout=30)
+            evs = await col.wait_for(6, timeout=120)
             appeared = evs[5]
             assert isinstance(appeared, StorageAppeared) and appeared.key == "BWC00001"
             assert isinstance(appeared.storage, DirectoryStorage)

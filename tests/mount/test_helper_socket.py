@@ -172,8 +172,8 @@ async def test_mounter_when_the_helper_hangs_up(tmp_path: Path) -> None:
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[bytes]) -> None:
-    """Until the helper accepts connections (or died)."""
-    for _ in range(600):
+    """Until the helper accepts connections (or died); up to 60 s on a loaded machine."""
+    for _ in range(1200):
         if proc.poll() is not None:
             return
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:

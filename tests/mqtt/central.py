@@ -118,8 +118,9 @@ class Central:
 
     async def command(self, dock_id: str, name: str, body: Any, *,
                       response_topic: str | None = None,
-                      correlation: bytes | None = None, raw: bytes | None = None) -> None:
+                      correlation: bytes | None = None, raw: bytes | None = None,
+                      retain: bool = False) -> None:
         payload = raw if raw is not None else json.dumps(body).encode()
         await self.transport.publish(f"{self.prefix}/{dock_id}/cmd/{name}", payload,
                                      response_topic=response_topic,
-                                     correlation_data=correlation)
+                                     correlation_data=correlation, retain=retain)

@@ -115,7 +115,7 @@ async def test_acl_other_dock_cannot_command_or_impersonate(broker, central, db,
         # A marker from the real dock, published after the intruder's attempts.
         await central.command("dock-A", "readiness", {"id": "marker"})
         await central.wait_for(lambda: bool(replies(central, "readiness")))
-        await asyncio.sleep(0.3)
+        await until(lambda: not reporter._tasks)  # every command that arrived is answered
         await intruder.disconnect()
     assert actions.officers == {}
     assert not any(b and b.get("bdSeq") == 99 for b in central.on("dock-A/status"))
@@ -152,3 +152,49 @@ async def test_idempotency_survives_restart(broker, central, db_path, actions):
     a, b = replies(central, "set-hold")
     assert a == b and [c[0] for c in actions.calls] == ["set_hold"]
     await until(lambda: True)
+
+
+@pytest.mark.timeout(600)  # 1,500 durable commits: slow on a loaded disk
+async def test_command_ids_are_remembered_by_age_across_restarts(db_path, actions):
+    """An executed id stays remembered for the documented window (REMEMBER_DAYS), however
+    many other commands come in meanwhile, across restarts; a command sent longer ago than
+    the window is refused as stale instead of running again."""
+    from agent.mqtt import SCHEMAS
+    from agent.mqtt.commands import REMEMBER_COMMANDS, REMEMBER_S, CommandProcessor
+    from agent.store.db import Database
+
+    now = [1_800_000_000.0]
+
+    async def republish() -> None:
+        return None
+
+    def processor(db: Database) -> CommandProcessor:
+        return CommandProcessor(db, "dock-A", actions, republish, clock=lambda: now[0])
+
+    def body(cmd_id: str, sent_at: str | None = None) -> bytes:
+        doc: dict = {"id": cmd_id, "args": {"serial": "REC00001", "officer_no": "0042"}}
+        if sent_at is not None:
+            doc["sent_at"] = sent_at
+        return json.dumps(doc).encode()
+
+    db = Database(db_path, SCHEMAS)
+    first = await processor(db).handle("assign-officer", body("keep-me"))
+    # Far more than the old count-based memory held, spread over most of the window.
+    for i in range(REMEMBER_COMMANDS + 500):
+        now[0] += (REMEMBER_S * 0.9) / (REMEMBER_COMMANDS + 500)
+        await processor(db).handle("readiness", json.dumps({"id": f"other-{i}"}).encode())
+    db.close()
+    db = Database(db_path, SCHEMAS)  # a restart
+    again = await processor(db).handle("assign-officer", body("keep-me"))
+    assert again == first
+    assert [c[0] for c in actions.calls].count("assign_officer") == 1
+
+    # A command sent before the window began can no longer be matched to its id: refused.
+    import datetime as dt
+
+    old = dt.datetime.fromtimestamp(now[0] - REMEMBER_S - 3600, dt.UTC).isoformat()
+    reply = json.loads(await processor(db).handle("assign-officer", body("late-1", old)))
+    assert reply["ok"] is False and reply["error"]["code"] == "rejected"
+    assert "older than" in reply["error"]["message"]
+    assert [c[0] for c in actions.calls].count("assign_officer") == 1
+    db.close()

@@ -10,6 +10,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.mqtt import SCHEMAS
 from agent.store.db import Database
 
@@ -23,17 +25,9 @@ async def start_agent(db_path: Path, settings) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(PROC), str(db_path), json.dumps(cfg),
         stdout=asyncio.subprocess.PIPE)
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    line = await asyncio.wait_for(proc.stdout.readline(), 120)
     assert line.startswith(b"online"), line
     return proc
-
-
-async def settle(central) -> None:
-    """Wait until nothing new has arrived for half a second."""
-    n = -1
-    while n != len(central.messages):
-        n = len(central.messages)
-        await asyncio.sleep(0.5)
 
 
 def waiting_ids(db_path: Path) -> set[str]:
@@ -44,6 +38,7 @@ def waiting_ids(db_path: Path) -> set[str]:
         conn.close()
 
 
+@pytest.mark.timeout(600)
 async def test_kill_between_publish_and_puback_resends_same_event_id(broker, central, db_path):
     db = Database(db_path, SCHEMAS)
     await add_custody(db, 5000)
@@ -52,14 +47,29 @@ async def test_kill_between_publish_and_puback_resends_same_event_id(broker, cen
     proc = await start_agent(db_path, settings)
     # Freeze the agent mid-drain: publishes on the wire reach the broker and the central
     # side, but their PUBACKs pile up unread in the frozen process's socket.
-    while len(waiting_ids(db_path)) > 4700:
-        await asyncio.sleep(0.005)
-    os.kill(proc.pid, signal.SIGSTOP)
-    await settle(central)
+    # Freeze it mid-drain until the central side holds events whose PUBACK the agent never
+    # read (still in its outbox). Frozen at an instant with nothing on the wire, no such
+    # event comes: let it run on a little and freeze it again.
+    for threshold in range(4700, 0, -300):
+        async with asyncio.timeout(120):
+            while len(waiting_ids(db_path)) > threshold:
+                await asyncio.sleep(0.005)
+        os.kill(proc.pid, signal.SIGSTOP)
+        frozen = waiting_ids(db_path)  # the frozen agent deletes no more rows
+
+        def delivered_unacked(frozen: set[str] = frozen) -> set[str]:
+            return {b["event_id"] for b in central.on("/events/custody")} & frozen
+
+        try:
+            await central.wait_for(lambda: bool(delivered_unacked()), timeout=15)
+            break
+        except TimeoutError:
+            os.kill(proc.pid, signal.SIGCONT)
+    else:
+        pytest.fail("never caught an event delivered but not acknowledged")
     os.kill(proc.pid, signal.SIGKILL)
     await proc.wait()
-    seen_before = {b["event_id"] for b in central.on("/events/custody")}
-    unacked_seen = seen_before & waiting_ids(db_path)
+    unacked_seen = delivered_unacked() & waiting_ids(db_path)
     assert unacked_seen, "some delivered events were still waiting for their PUBACK"
     # The broker sends the Will with the first session's bdSeq.
     await central.wait_for(lambda: any(
@@ -67,8 +77,8 @@ async def test_kill_between_publish_and_puback_resends_same_event_id(broker, cen
         for b in central.on("dock-A/status")))
     proc = await start_agent(db_path, settings)
     try:
-        await central.wait_for(lambda: len(central.unique_events()) == 5000, timeout=90)
-        await until(lambda: not waiting_ids(db_path), timeout=30)
+        await central.wait_for(lambda: len(central.unique_events()) == 5000, timeout=180)
+        await until(lambda: not waiting_ids(db_path), timeout=120)
     finally:
         proc.kill()
         await proc.wait()

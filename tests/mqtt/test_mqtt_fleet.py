@@ -119,4 +119,5 @@ def test_old_will_does_not_kill_new_session():
     assert m.docks["d1"].online
     m.apply("dock/v1/d1/status", b'{"dock_id":"d1","state":"offline","bdSeq":5}')
     assert not m.docks["d1"].online
-    assert not m.apply("dock/v1/d1/status", b"not json")
+    assert m.apply("dock/v1/d1/status", b"not json")  # refused, and counted against d1
+    assert m.docks["d1"].invalid_messages == 1 and not m.docks["d1"].online

@@ -121,7 +121,7 @@ async def test_notify_from_worker_thread(broker, central, db, actions):
             reporter.notify_outbox()
 
         await asyncio.to_thread(produce)
-        await central.wait_for(lambda: len(central.on("/events/fault")) == 1, timeout=10)
+        await central.wait_for(lambda: len(central.on("/events/fault")) == 1, timeout=90)
 
 
 async def test_unusable_serial_is_skipped_not_fatal(broker, central, db, actions):

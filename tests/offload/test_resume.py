@@ -19,7 +19,15 @@ MiB = 1 << 20
 NAME = b"DCIM/100BWC/A.MP4"
 
 
-async def wait_durable(db_path: Path, at_least: int, timeout: float = 20.0) -> int:
+async def until(pred: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Wait for an event (generous deadline: the machine may be loaded)."""
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.01)
+    assert pred(), what
+
+
+async def wait_durable(db_path: Path, at_least: int, timeout: float = 120.0) -> int:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while loop.time() < end:
@@ -41,11 +49,13 @@ async def interrupted_copy(
     """Copy A.MP4 through a mount that stalls with EIO at 20 MiB, cancel it there."""
     backing = tmp_path / "backing"
     data = make_file(backing, NAME, 24 * MiB + 123)
-    mnt = await fault_mount(backing, eio=[(NAME, 20 * MiB)])
+    eio: list[int] = []
+    mnt = await fault_mount(backing, eio=[(NAME, 20 * MiB)],
+                            on_eio=lambda _name, offset: eio.append(offset))
     o = make_offloader(read_retries=20)
     task = asyncio.create_task(o.offload(ctx(), mnt))
     durable = await wait_durable(db_path, 16 * MiB)
-    await asyncio.sleep(0.2)  # now retrying the failing read
+    await until(lambda: len(eio) >= 2, "the failing read retried")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -209,12 +219,20 @@ async def test_close_stops_a_running_copy_and_reports_progress(
 ) -> None:
     backing = tmp_path / "backing"
     make_file(backing, NAME, 24 * MiB + 123)
-    mnt = await fault_mount(backing, eio=[(NAME, 20 * MiB)])
+    eio: list[int] = []
+    mnt = await fault_mount(backing, eio=[(NAME, 20 * MiB)],
+                            on_eio=lambda _name, offset: eio.append(offset))
     o = make_offloader(read_retries=20)
     seen: list[Any] = []
     task = asyncio.create_task(o.offload(ctx(), mnt, on_progress=seen.append))
     await wait_durable(db_path, 16 * MiB)
-    await asyncio.sleep(0.7)  # stalled on the failing read; a progress tick happens
+
+    def mid_file_tick() -> bool:
+        return any(p.current_file == NAME and 0 < p.bytes_done < p.bytes_total
+                   and p.rate_bps > 0 and p.eta_s is not None for p in seen)
+
+    # stalled on the failing read, with a progress tick from the middle of the file
+    await until(lambda: bool(eio) and mid_file_tick(), "a progress tick mid-file")
     await o.close()
     s = await task
     assert s.outcome == "interrupted" and s.stored == []

@@ -56,7 +56,7 @@ async def test_enospc_mid_copy(
     o = make_offloader(small_store, read_retries=10, wipe_after_offload=True)
     task = asyncio.create_task(o.offload(ctx(), mnt, wiper=wiper))
     filler = small_store / "filler"
-    for _ in range(1000):  # wait until the first 3 MiB sit in the partial
+    for _ in range(12000):  # (up to 60 s) wait until the first 3 MiB sit in the partial
         found = [Path(d) / n for d, _s, names in os.walk(small_store) for n in names
                  if n.startswith(".partial-")]
         if found and found[0].stat().st_size >= 3 * MiB:

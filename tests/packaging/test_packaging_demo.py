@@ -32,9 +32,10 @@ class Demo:
     """scripts/demo in its own session, its output collected, its descendants tracked."""
 
     def __init__(self, state: Path, **extra_env: str) -> None:
+        # The story's own give-up time, generous: a loaded machine is slow, not broken.
         self.state = state
         env = {**os.environ, "DOCK_SKIP_BOOTSTRAP": "1", "DOCK_DEMO_STATE": str(state),
-               **extra_env}
+               "DOCK_DEMO_SECONDS": "500", **extra_env}
         self.proc = subprocess.Popen([REPO / "scripts" / "demo"], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, env=env,
                                      start_new_session=True)
@@ -93,6 +94,13 @@ class Demo:
         self._tracker.join(timeout=5)
         return status
 
+    def leftovers_after(self, timeout: float) -> list[psutil.Process]:
+        """What still runs once every descendant had `timeout` s to exit. (A FUSE server
+        whose simulator is gone unmounts and exits on its own: SIGTERM from the kernel
+        when its parent dies.)"""
+        _, alive = psutil.wait_procs(self.leftovers(), timeout=timeout)
+        return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
     def leftovers(self) -> list[psutil.Process]:
         left = []
         for p in self.seen.values():
@@ -112,7 +120,7 @@ def section(text: str, title: str) -> str:
 
 
 @needs_mosquitto
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("fuse", [True, False], ids=["fuse", "no-fuse"])
 def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bool) -> None:
     """With FUSE the recorder leaves at a byte in the middle of a file (when FUSE works
@@ -122,12 +130,13 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
     # store acknowledged; the FUSE run keeps everything on the dock.
     upload = not fuse
     demo = Demo(state, **({"DOCK_DEMO_NO_S3": "1"} if fuse else {"DOCK_DEMO_NO_FUSE": "1"}))
-    status = demo.finish(timeout=220)
+    status = demo.finish(timeout=600)
     out = demo.text
     assert status == 0, out[-6000:]
     assert len(demo.seen) >= 4, "broker, dock-sim, agent and the live view should have run"
     assert ("FUSE is not usable here (DOCK_DEMO_NO_FUSE=1)" in out) is not fuse
-    assert not demo.leftovers(), demo.leftovers()
+    left = demo.leftovers_after(120)
+    assert not left, left
 
     # The live view ran (plain snapshots: stdout is a pipe) and showed every bay.
     assert "BAY  RECORDER" in out
@@ -194,10 +203,11 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
         return
     # A second run on the same state finds every file already stored and still ends well.
     again = Demo(state, DOCK_DEMO_NO_FUSE="1")
-    status = again.finish(timeout=220)
+    status = again.finish(timeout=600)
     out = again.text
     assert status == 0, out[-6000:]
-    assert not again.leftovers(), again.leftovers()
+    left = again.leftovers_after(120)
+    assert not left, left
     assert "holds an earlier run" in out
     assert "finished without leaving (its files were already stored)" in out
     assert re.search(r"^5\s+BWC00005\s.*\sREADY\s+complete: 0 stored, 6 already stored",
@@ -207,23 +217,26 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
 
 
 @needs_mosquitto
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)
 def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     state = tmp_path / "demo"
     demo = Demo(state, DOCK_DEMO_NO_S3="1")
     try:
         # Mid-story: the last recorder has just docked, its storage is being read.
-        demo.wait_for("BWC00005 docked", 90, file=state / "logs" / "director.log")
+        demo.wait_for("BWC00005 docked", 300, file=state / "logs" / "director.log")
     finally:
         if demo.proc.poll() is None:
             os.killpg(demo.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    status = demo.finish(timeout=60)
+    status = demo.finish(timeout=240)
     assert status == 0, demo.text[-4000:]
     assert "stopping" in demo.text
     assert len(demo.seen) >= 3
-    assert not demo.leftovers(), demo.leftovers()
-    mounts = Path("/proc/self/mounts").read_text()
-    assert str(state) not in mounts
+    left = demo.leftovers_after(120)
+    assert not left, left
+    deadline = time.monotonic() + 120
+    while str(state) in Path("/proc/self/mounts").read_text():
+        assert time.monotonic() < deadline, "a mount of the demo is still there"
+        time.sleep(0.2)
 
 
 # --- the live view's pure parts -----------------------------------------------------------
@@ -239,6 +252,10 @@ def test_watch_done_waits_for_every_expected_recorder_and_offload() -> None:
     assert not watch.done({"bays": [_bay("1", "offloading", offload_result=finished)]}, 1)
     assert not watch.done({"bays": [_bay("1", "released")]}, 1)
     assert watch.done({"bays": [_bay("1", "released", offload_result=finished)]}, 1)
+    # pulled out mid-copy: its session is still listed while it winds down
+    interrupted = {"outcome": "interrupted", "stored": 3}
+    assert not watch.done({"bays": [_bay("1", "released", offload_result=finished),
+                                    _bay("2", "removed", offload_result=interrupted)]}, 2)
 
 
 def test_watch_render_shows_progress_officer_and_reasons() -> None:
