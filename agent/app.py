@@ -28,6 +28,7 @@ from agent.control import ControlServer
 from agent.devices.events import DeviceEvent
 from agent.dockview import DockView
 from agent.health.monitor import HealthMonitor
+from agent.lifecycle.service import LifecycleService
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
@@ -101,6 +102,9 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
     view = DockView(settings, db, deadline)
+    lifecycle = LifecycleService(settings.access, db, ledger, key, dock_id=settings.dock.id,
+                                 store_dir=settings.dock.store_dir)
+    await lifecycle.recover()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,7 +160,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             essential["dispatcher"] = tg.create_task(dispatch(), name="dispatcher")
             if reporter is not None:
                 essential["publisher"] = tg.create_task(reporter.run(), name="publisher")
-            control = ControlServer(settings.control_socket, view.control_handlers())
+            handlers = {**view.control_handlers(), **lifecycle.control_handlers()}
+            control = ControlServer(settings.control_socket, handlers)
             tg.create_task(control.serve(), name="control")
             tg.create_task(lag.run(), name="loop-lag")
             if settings.control.metrics_port is not None:

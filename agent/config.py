@@ -64,6 +64,8 @@ SECTION_HELP: dict[str, str] = {
     "health": "Dock health sampling and fault thresholds.",
     "control": "Local control socket (dockctl) and metrics.",
     "logging": "Log output.",
+    "access": "Approved access to stored footage: views and exports (access register).",
+    "audit": "Scheduled fixity audit of the evidence store.",
 }
 
 # Pairs of alternative settings: giving only the second unsets the first.

@@ -384,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=2.0, help="with --once: seconds to collect")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fleet)
+
+    from agent.dockctl.lifecycle import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

@@ -87,6 +87,7 @@ class FaultCode(StrEnum):
     HEALTH = "health"
     SERIAL_MISMATCH = "serial_mismatch"  # firmware serial differs from the USB serial
     OFFICER_MISMATCH = "officer_mismatch"  # file names carry another officer than the record
+    EXPORT_FAILED = "export_failed"  # an export target failed (unplugged, full, read-only)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,11 @@ class EntryKind(StrEnum):
     SIGNING_KEY = "signing_key"
     CHECKPOINT_POLICY = "checkpoint_policy"
     ENTRY_LIST = "entry_list"  # a complete list of recorder entries a fault summarises
+    ACCESSED = "accessed"  # access register: a view, before any byte is shown
+    EXPORT_STARTED = "export_started"  # access register: an export, before any byte leaves
+    EXPORT_FAILED = "export_failed"
+    TAGGED = "tagged"
+    AUDIT_RUN = "audit_run"
 
 
 FAULT_KINDS = frozenset({EntryKind.FAULT, EntryKind.FAULT_CLEARED})

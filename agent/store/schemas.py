@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from agent.lifecycle import register as lifecycle_register
+from agent.lifecycle import tags as lifecycle_tags
 from agent.mqtt import commands as mqtt_commands
 from agent.offload import journal as offload_journal
 from agent.store import assignments, evidence, faults, ledger, outbox
@@ -17,4 +19,6 @@ ALL_SCHEMAS: list[str] = [
     assignments.SCHEMA,
     offload_journal.SCHEMA,
     mqtt_commands.SCHEMA,
+    lifecycle_register.SCHEMA,
+    lifecycle_tags.SCHEMA,
 ]

@@ -1,0 +1,238 @@
+"""Evidence lifecycle end to end on a real agent with virtual recorders: approved exports
+with the access register (access §3-8, 004 §16-18), case tags (000 §4, 004 §19).
+
+The export package is checked with the reference ASC MHL tool (`ascmhl`), with openssl for
+the statement's signature, and with `dockctl verify-export`; tampering is caught by all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware_bridge.messages import OfficerRecord
+from hw_sim.spec import MIB, FootageSpec, RecorderSpec
+
+from .conftest import RigFactory
+from .harness import Rig, render_toml, until
+
+ALICE = OfficerRecord("3001001", "Sun Li", "U03", "Unit 3")
+APPROVERS = {"U03": ["insp.wang"], "U09": ["insp.zhao"]}
+ASCMHL = str(Path(sys.executable).with_name("ascmhl"))
+ACCESS = ("--requester", "det.liu", "--purpose", "case 2026-117 court bundle")
+
+
+def spec(serial: str, seed: int, count: int = 2, size: int = 1 * MIB) -> RecorderSpec:
+    return RecorderSpec(serial, officer=ALICE, battery_percent=95,
+                        footage=FootageSpec(count=count, size_bytes=size, seed=seed))
+
+
+def configure(rig: Rig, **access: Any) -> None:
+    rig.config.write_text(render_toml({**rig.sections(),
+                                       "access": {"approvers": APPROVERS, **access}}))
+
+
+async def docked_rig(make_rig: RigFactory, serial: str, *, count: int = 2,
+                     size: int = 1 * MIB, **access: Any) -> Rig:
+    rig = make_rig(None)
+    configure(rig, **access)
+    await rig.start_dock()
+    rig.start_agent()
+    await rig.wait_agent_up()
+    await rig.plug("1", spec(serial, 41, count, size))
+    await rig.wait_released(serial)
+    return rig
+
+
+def kinds(rig: Rig) -> list[str]:
+    return [r["kind"] for r in rig.ledger()]
+
+
+def exports(rig: Rig) -> list[Any]:
+    return rig.query("SELECT * FROM exports ORDER BY id")
+
+
+def run(*cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300,
+                          check=False)
+
+
+async def test_export_package_is_approved_registered_and_verifiable(
+        make_rig: RigFactory, tmp_path: Path) -> None:
+    rig = await docked_rig(make_rig, "BWC41001")
+    target = tmp_path / "usb"
+    target.mkdir()
+
+    # -- refused: no approver, an approver not on the unit's list, self-approval, bad file
+    for extra, why in ((("--recorder", "BWC41001"), "approver is required"),
+                       (("--recorder", "BWC41001", "--approver", "insp.zhao"),
+                        "not an approver for unit 'U03'"),
+                       (("--recorder", "BWC41001", "--approver", "det.liu"),
+                        "someone other than the requester"),
+                       (("999", "--approver", "insp.wang"), "no stored file 999")):
+        code, out, err = await rig.dockctl("export", *ACCESS, *extra, "--target", str(target))
+        assert code == 1 and why in out, (code, out, err)
+    assert "export_started" not in kinds(rig) and not exports(rig)
+    assert list(target.iterdir()) == []
+
+    # -- approved: registered first, written, re-read, then recorded complete
+    out = await rig.dockctl_json("export", *ACCESS, "--recorder", "BWC41001",
+                                 "--approver", "insp.wang", "--target", str(target))
+    pkg = Path(out["package"])
+    assert out["state"] == "complete" and out["files"] == 2 and pkg.parent == target
+    ks = kinds(rig)
+    assert ks.index("export_started") < ks.index("exported")
+    started = next(r for r in rig.ledger() if r["kind"] == "export_started")
+    data = json.loads(started["data"])
+    assert (data["requester"], data["approver"]) == ("det.liu", "insp.wang")
+    assert data["purpose"] == "case 2026-117 court bundle" and len(data["files"]) == 2
+    [row] = exports(rig)
+    assert row["state"] == "complete"
+    register = await rig.dockctl_json("register")
+    assert [(r["kind"], r["state"], r["approver"]) for r in register] == [
+        ("export", "complete", "insp.wang")]
+
+    # -- the statement: signed, names maker, extractor, approver, purpose, unit, BLAKE3
+    stmt = json.loads((pkg / "extraction-statement.json").read_bytes())
+    stored = {s.blake3 for s in rig.stored("BWC41001")}
+    assert {f["blake3"] for f in stmt["files"]} == stored
+    assert {f["recorder"] for f in stmt["files"]} == {"BWC41001"}
+    assert {f["officer_no"] for f in stmt["files"]} == {"3001001"}
+    assert stmt["extractor"] == "det.liu" and stmt["approver"] == "insp.wang"
+    assert stmt["units"] == ["U03"] and stmt["register_seq"] == started["seq"]
+    pub = rig.state_dir / "dock.key.pub"
+    sig = run("openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(pub), "-rawin",
+              "-in", str(pkg / "extraction-statement.json"),
+              "-sigfile", str(pkg / "extraction-statement.sig"))
+    assert sig.returncode == 0, sig.stdout + sig.stderr
+    code, text, err = await rig.dockctl("verify-export", str(pkg), "--key", str(pub))
+    assert code == 0 and text.startswith("OK"), text + err
+
+    # -- the reference ASC MHL tool accepts the package ...
+    good = tmp_path / "good"
+    shutil.copytree(pkg, good)
+    diff = run(ASCMHL, "diff", str(good))
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    create = run(ASCMHL, "create", "-h", "sha1", str(good))
+    assert create.returncode == 0, create.stdout + create.stderr
+
+    # ... and rejects a tampered one (changed byte, added file); so does dockctl
+    bad = tmp_path / "bad"
+    shutil.copytree(pkg, bad)
+    victim = next((bad / "files").rglob("*.*"))
+    with victim.open("r+b") as fh:
+        first = fh.read(1)
+        fh.seek(0)
+        fh.write(bytes([first[0] ^ 0xFF]))
+    create = run(ASCMHL, "create", "-h", "sha1", str(bad))
+    assert create.returncode == 11, create.stdout + create.stderr
+    code, text, _ = await rig.dockctl("verify-export", str(bad), "--key", str(pub))
+    assert code == 1 and "content differs" in text
+    added = tmp_path / "added"
+    shutil.copytree(pkg, added)
+    (added / "files" / "planted.mp4").write_bytes(b"not evidence")
+    diff = run(ASCMHL, "diff", str(added))
+    assert diff.returncode != 0 and "planted.mp4" in diff.stdout + diff.stderr
+    code, text, _ = await rig.dockctl("verify-export", str(added), "--key", str(pub))
+    assert code == 1 and "not listed" in text
+
+    # -- a view is an access-register entry too, committed before anything is shown
+    file_id = rig.stored("BWC41001")[0].id
+    code, text, err = await rig.dockctl("show", str(file_id), *ACCESS)
+    assert code == 1 and "approver is required" in text
+    shown = await rig.dockctl_json("show", str(file_id), *ACCESS, "--approver", "insp.wang")
+    viewed = [r for r in rig.ledger() if r["kind"] == "accessed"]
+    assert len(viewed) == 1 and shown[0]["access_seq"] == viewed[0]["seq"]
+    register = await rig.dockctl_json("register")
+    assert [r["kind"] for r in register] == ["export", "view"]
+    assert rig.agent.terminate() == 0
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, *options: str) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs export target")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(("size=1m", *options)), "tmpfs",
+                    str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def check_failed(rig: Rig, target: Path, reason: str) -> None:
+    rows = exports(rig)
+    assert rows and rows[-1]["state"] == "failed", [dict(r) for r in rows]
+    assert reason in rows[-1]["detail"], rows[-1]["detail"]
+    assert "exported" not in kinds(rig)
+    assert rig.query("SELECT 1 FROM faults WHERE code = 'export_failed'")
+    assert not [p for p in target.iterdir() if not p.name.startswith(".")]
+
+
+async def test_failed_targets_are_faults_and_never_complete(make_rig: RigFactory,
+                                                            tmp_path: Path) -> None:
+    rig = await docked_rig(make_rig, "BWC41002", count=2, size=1 * MIB,
+                           export_max_mib_per_s=1.0)
+    approved = (*ACCESS, "--recorder", "BWC41002", "--approver", "insp.wang")
+
+    # full: 2 MiB of footage on a 1 MiB disk
+    with tmpfs(tmp_path / "full") as full:
+        code, text, _ = await rig.dockctl("export", *approved, "--target", str(full))
+        assert code == 1 and "No space left" in text, text
+        check_failed(rig, full, "No space left")
+
+    # read-only
+    with tmpfs(tmp_path / "ro", "ro") as ro:
+        code, text, _ = await rig.dockctl("export", *approved, "--target", str(ro))
+        assert code == 1 and "Read-only" in text, text
+        check_failed(rig, ro, "Read-only")
+
+    # unplugged mid-way: the disk goes away while the first file is being written
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    task = asyncio.create_task(rig.dockctl("export", *approved, "--target", str(usb)))
+    await until(lambda: any(p.is_file() for p in usb.rglob("*")), "export writing",
+                agent=rig.agent)
+    shutil.rmtree(usb)
+    code, text, _ = await task
+    assert code == 1 and "failed" in text, text
+    assert not usb.exists(), "the export re-created a vanished target on the dock's disk"
+    usb.mkdir()
+    check_failed(rig, usb, "")
+    register = await rig.dockctl_json("register")
+    assert [r["state"] for r in register] == ["failed"] * 3
+    assert rig.agent.terminate() == 0
+
+
+async def test_kill9_mid_export_is_recorded_failed_after_restart(make_rig: RigFactory,
+                                                                 tmp_path: Path) -> None:
+    rig = await docked_rig(make_rig, "BWC41003", count=2, size=2 * MIB,
+                           export_max_mib_per_s=0.5)
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    task = asyncio.create_task(rig.dockctl(
+        "export", *ACCESS, "--recorder", "BWC41003", "--approver", "insp.wang",
+        "--target", str(usb)))
+    await until(lambda: any(p.is_file() for p in usb.rglob("*")), "export writing",
+                agent=rig.agent)
+    rig.agent.kill9()
+    await task
+    assert [r["state"] for r in exports(rig)] == ["started"]
+    rig.start_agent()
+    await until(lambda: [r["state"] for r in exports(rig)] == ["failed"],
+                "interrupted export recorded failed", agent=rig.agent)
+    assert "exported" not in kinds(rig)
+    failed = [json.loads(r["data"]) for r in rig.ledger() if r["kind"] == "export_failed"]
+    assert failed and failed[0]["interrupted"] is True
+    assert not [p for p in usb.iterdir() if not p.name.startswith(".")]
+    assert rig.agent.terminate() == 0
