@@ -102,8 +102,10 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
     view = DockView(settings, db, deadline)
-    lifecycle = LifecycleService(settings.access, db, ledger, key, dock_id=settings.dock.id,
-                                 store_dir=settings.dock.store_dir)
+    lifecycle = LifecycleService(
+        settings.access, settings.audit, db, ledger, key, dock_id=settings.dock.id,
+        store_dir=settings.dock.store_dir,
+        busy=lambda: any(r.get("state") == "offloading" for r in view.recorders()))
     await lifecycle.recover()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -172,6 +174,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
                 ))
                 tg.create_task(metrics.serve(), name="metrics")
             tg.create_task(health.run(), name="health")
+            if settings.audit.enabled:
+                tg.create_task(lifecycle.run_audits(), name="fixity-audit")
             tg.create_task(
                 run_watchdog(lag, lambda: essential, lambda p: log.error("unhealthy: %s", p)),
                 name="watchdog",

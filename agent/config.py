@@ -823,7 +823,7 @@ def _type_schema(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
     if origin is list:
         return {"type": "array", "items": _type_schema(get_args(tp)[0], {})}
     if origin is dict:
-        return {"type": "object", "additionalProperties": {"type": "string"}}
+        return {"type": "object", "additionalProperties": _type_schema(get_args(tp)[1], {})}
     if dataclasses.is_dataclass(tp):
         return _class_schema(tp)  # type: ignore[arg-type]
     if tp is bool:

@@ -207,7 +207,47 @@ def cmd_verify_export(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK if check.ok else EXIT_FINDING
 
 
+def cmd_audit(args: argparse.Namespace, paths: Paths) -> int:
+    if args.run_now or args.all:
+        timeout = EXPORT_TIMEOUT_S
+        run = _ask(paths, "audit-run", timeout=timeout, all=bool(args.all))
+        if not args.json:
+            print(f"audit run (cycle {run['cycle']}): {run['files_checked']} file(s),"
+                  f" {human_bytes(run['bytes_checked'])} re-hashed,"
+                  f" {len(run['problems'])} problem(s)"
+                  f"{'; cycle complete' if run['cycle_complete'] else ''}")
+    out = _ask(paths, "audit")
+    if args.json:
+        _emit_json(out)
+        return EXIT_OK if not (out.get("last_full_cycle") or {}).get("problems") else \
+            EXIT_FINDING
+    full = out.get("last_full_cycle")
+    if full:
+        print(f"last full cycle {full['cycle']}: {_ts(full['started_us'])} .."
+              f" {_ts(full['finished_us'])}, {full['files_checked']} file(s)"
+              f" ({human_bytes(full['bytes_checked'])}) in {full['runs']} run(s),"
+              f" {len(full['problems'])} problem(s)")
+        for p in full["problems"]:
+            print(printable(f"  PROBLEM file {p['file_id']} {p['stored_relpath']}:"
+                            f" {p['problem']}"))
+    else:
+        print("last full cycle: none yet")
+    cur = out["current_cycle"]
+    print(f"current cycle {cur['cycle']}: {cur['files_done']} done,"
+          f" {cur['files_pending']} pending ({human_bytes(cur['bytes_pending'])});"
+          f" {out['slice_files']} file(s) every {out['interval_s']:g} s,"
+          f" whole store every {out['cycle_days']:g} day(s)"
+          f"{'' if out['enabled'] else ' (schedule disabled)'}")
+    return EXIT_OK if not (full or {}).get("problems") else EXIT_FINDING
+
+
 def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("audit", help="fixity audit: last full cycle, pending, run now")
+    p.add_argument("--run-now", action="store_true", help="run the next slice now")
+    p.add_argument("--all", action="store_true", help="run the rest of the cycle now")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run(cmd_audit))
+
     p = sub.add_parser("files", help="stored files with their case tags and holds")
     _add_selection(p)
     p.add_argument("--case-no", help="only files tagged with this case number")

@@ -11,16 +11,17 @@ import logging
 import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.lifecycle import package, register, selection, tags
+from agent.lifecycle import audit, package, register, selection, tags
 from agent.lifecycle.access import AccessRequest, check_approver, parse_request
 from agent.lifecycle.errors import AccessRefused, ExportFailed, LifecycleError
-from agent.settings import AccessSettings
+from agent.settings import AccessSettings, AuditSettings
 from agent.store import evidence
 from agent.store.db import Database
 from agent.store.ledger import EntryKind, Ledger, iso_utc
@@ -47,9 +48,13 @@ def file_listing(conn: sqlite3.Connection, f: evidence.StoredFile) -> dict[str, 
 
 
 class LifecycleService:
-    def __init__(self, access: AccessSettings, db: Database, ledger: Ledger,
-                 key: Ed25519PrivateKey, *, dock_id: str, store_dir: Path) -> None:
+    def __init__(self, access: AccessSettings, audit_settings: AuditSettings, db: Database,
+                 ledger: Ledger, key: Ed25519PrivateKey, *, dock_id: str, store_dir: Path,
+                 busy: Callable[[], bool] = lambda: False) -> None:
         self.access = access
+        self.audit_settings = audit_settings
+        self.busy = busy  # True while an offload runs: the audit yields the disk to it
+        self._audit_lock = asyncio.Lock()
         self.db = db
         self.ledger = ledger
         self.key = key
@@ -66,7 +71,53 @@ class LifecycleService:
 
     def control_handlers(self) -> dict[str, Handler]:
         return {"export": self.export, "show": self.show, "tag": self.tag,
-                "files": self.files}
+                "files": self.files, "audit": self.audit_status, "audit-run": self.audit_run}
+
+    # --- fixity audit --------------------------------------------------------------------
+
+    async def run_audits(self) -> None:
+        """The schedule: one slice every `interval_s` (first one after one interval)."""
+        while True:
+            await asyncio.sleep(self.audit_settings.interval_s)
+            try:
+                await self.audit_slice()
+            except (OSError, sqlite3.Error):
+                log.exception("fixity audit run failed; retrying at the next interval")
+
+    async def audit_slice(self, limit: int | None = None) -> dict[str, Any]:
+        cfg = self.audit_settings
+        async with self._audit_lock:
+            started = register_now()
+            cur, files, completes = await self.db.read(
+                lambda c: audit.plan(c, cfg.interval_s, cfg.cycle_days, limit))
+            offloading = threading.Event()  # read by the worker; set from the loop only
+
+            async def watch_offloads() -> None:
+                while True:
+                    (offloading.set if self.busy() else offloading.clear)()
+                    await asyncio.sleep(0.5)
+
+            watcher = asyncio.create_task(watch_offloads())
+            try:
+                checked, problems = await asyncio.to_thread(
+                    audit.check_files, self.store_dir, files,
+                    max_bytes_per_s=cfg.max_mib_per_s * (1 << 20), busy=offloading.is_set)
+            finally:
+                watcher.cancel()
+            return await self.db.write(lambda c: audit.record_run(
+                c, self.ledger, cur, files, checked, problems, completes, started))
+
+    async def audit_run(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Run now: one scheduled slice, or (`all`) the rest of the current cycle."""
+        if args.get("all"):
+            return await self.audit_slice(limit=audit.MAX_FILES)
+        return await self.audit_slice()
+
+    async def audit_status(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        cfg = self.audit_settings
+        out = await self.db.read(lambda c: audit.status(c, cfg.interval_s, cfg.cycle_days))
+        return {**out, "enabled": cfg.enabled, "interval_s": cfg.interval_s,
+                "cycle_days": cfg.cycle_days}
 
     # --- listings ------------------------------------------------------------------------
 

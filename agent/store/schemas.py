@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from agent.lifecycle import audit as lifecycle_audit
 from agent.lifecycle import register as lifecycle_register
 from agent.lifecycle import tags as lifecycle_tags
 from agent.mqtt import commands as mqtt_commands
@@ -21,4 +22,5 @@ ALL_SCHEMAS: list[str] = [
     mqtt_commands.SCHEMA,
     lifecycle_register.SCHEMA,
     lifecycle_tags.SCHEMA,
+    lifecycle_audit.SCHEMA,
 ]

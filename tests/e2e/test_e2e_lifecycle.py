@@ -236,3 +236,77 @@ async def test_kill9_mid_export_is_recorded_failed_after_restart(make_rig: RigFa
     assert failed and failed[0]["interrupted"] is True
     assert not [p for p in usb.iterdir() if not p.name.startswith(".")]
     assert rig.agent.terminate() == 0
+
+
+async def test_case_tags_by_file_and_selection_append_and_show(make_rig: RigFactory) -> None:
+    rig = await docked_rig(make_rig, "BWC41004", count=3)
+    ids = [s.id for s in rig.stored("BWC41004")]
+
+    # refused: no tagger, nothing to tag with, a file that does not exist
+    for extra, why in ((("--case-no", "C-1", str(ids[0])), "tagged_by is required"),
+                       (("--by", "sgt.chen", str(ids[0])), "needs at least one of"),
+                       (("--by", "sgt.chen", "--case-no", "C-1", "4242"),
+                        "no stored file 4242")):
+        args = extra if "--by" in extra else ("--by", "", *extra)
+        code, out, err = await rig.dockctl("tag", *args)
+        assert code == 1 and why in out, (code, out, err)
+    assert "tagged" not in kinds(rig)
+
+    one = await rig.dockctl_json("tag", "--by", "sgt.chen", "--case-no", "2026-117",
+                                 "--case-party", "Wang Wu", "--cause", "traffic dispute",
+                                 str(ids[0]))
+    assert one["file_ids"] == [ids[0]]
+    # by selection: a recorder and a time range covering every recording
+    every = await rig.dockctl_json("tag", "--by", "sgt.chen", "--recorder", "BWC41004",
+                                   "--from", "2000-01-01T00:00:00Z",
+                                   "--to", "2100-01-01T00:00:00Z",
+                                   "--activity", "night patrol", "--label", "review")
+    assert every["file_ids"] == ids
+    # re-tag appends: the first tag stays
+    await rig.dockctl_json("tag", "--by", "insp.wang", "--case-no", "2026-118", str(ids[0]))
+    tagged = [json.loads(r["data"]) for r in rig.ledger() if r["kind"] == "tagged"]
+    assert [t["tagged_by"] for t in tagged] == ["sgt.chen", "sgt.chen", "insp.wang"]
+
+    files = await rig.dockctl_json("files", "--recorder", "BWC41004")
+    first = next(f for f in files if f["file_id"] == ids[0])
+    assert [t["case_no"] for t in first["tags"]] == ["2026-117", None, "2026-118"]
+    assert first["tags"][1]["labels"] == ["review"]
+    case = await rig.dockctl_json("files", "--case-no", "2026-117")
+    assert [f["file_id"] for f in case] == [ids[0]]
+    code, text, _ = await rig.dockctl("files", "--recorder", "BWC41004")
+    assert code == 0 and "2026-117" in text and "night patrol" in text
+    assert rig.agent.terminate() == 0
+
+
+async def test_fixity_audit_finds_tampered_and_missing_files(make_rig: RigFactory) -> None:
+    rig = await docked_rig(make_rig, "BWC41005", count=3)
+    files = rig.stored("BWC41005")
+    status = await rig.dockctl_json("audit")
+    assert status["last_full_cycle"] is None and status["current_cycle"]["files_pending"] == 3
+
+    clean = await rig.dockctl_json("audit", "--all")
+    assert clean["last_full_cycle"]["files_checked"] == 3
+    assert clean["last_full_cycle"]["problems"] == []
+    assert not rig.query("SELECT 1 FROM faults WHERE code = 'store_integrity'")
+
+    # tamper with one stored file, remove another
+    tampered = rig.store_dir / files[0].relpath
+    tampered.chmod(0o600)
+    with tampered.open("r+b") as fh:
+        fh.seek(100)
+        fh.write(b"X")
+    (rig.store_dir / files[1].relpath).unlink()
+    code, out, err = await rig.dockctl("audit", "--all")
+    assert code == 1, out + err
+    assert "mismatch" in out and "missing" in out
+    assert rig.query("SELECT 1 FROM faults WHERE code = 'store_integrity' AND cleared_us"
+                     " IS NULL AND recorder = 'BWC41005'")
+    # each finding is its own fault entry in the ledger (and so on MQTT's fault stream)
+    found = [json.loads(r["data"]) for r in rig.ledger() if r["kind"] == "fault"]
+    problems = sorted((d["detail"]["file_id"], d["detail"]["problem"]) for d in found
+                      if d["code"] == "store_integrity")
+    assert problems == [(files[0].id, "mismatch"), (files[1].id, "missing")]
+    runs = [json.loads(r["data"]) for r in rig.ledger() if r["kind"] == "audit_run"]
+    assert [r["cycle"] for r in runs] == [1, 2] and all(r["cycle_complete"] for r in runs)
+    assert len(runs[1]["problems"]) == 2
+    assert rig.agent.terminate() == 0
