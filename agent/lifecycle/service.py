@@ -90,6 +90,9 @@ class LifecycleService:
             started = register_now()
             cur, files, completes = await self.db.read(
                 lambda c: audit.plan(c, cfg.interval_s, cfg.cycle_days, limit))
+            if not files and cur.after_file == 0:  # an empty store: nothing to record
+                return {"cycle": cur.cycle, "files_checked": 0, "bytes_checked": 0,
+                        "problems": [], "cycle_complete": False, "ledger_seq": None}
             offloading = threading.Event()  # read by the worker; set from the loop only
 
             async def watch_offloads() -> None:

@@ -36,15 +36,17 @@ def spec(serial: str, seed: int, count: int = 2, size: int = 1 * MIB) -> Recorde
                         footage=FootageSpec(count=count, size_bytes=size, seed=seed))
 
 
-def configure(rig: Rig, **access: Any) -> None:
+def configure(rig: Rig, audit: dict[str, Any] | None = None, **access: Any) -> None:
     rig.config.write_text(render_toml({**rig.sections(),
-                                       "access": {"approvers": APPROVERS, **access}}))
+                                       "access": {"approvers": APPROVERS, **access},
+                                       "audit": audit or {"enabled": False}}))
 
 
 async def docked_rig(make_rig: RigFactory, serial: str, *, count: int = 2,
-                     size: int = 1 * MIB, **access: Any) -> Rig:
+                     size: int = 1 * MIB, audit: dict[str, Any] | None = None,
+                     **access: Any) -> Rig:
     rig = make_rig(None)
-    configure(rig, **access)
+    configure(rig, audit, **access)
     await rig.start_dock()
     rig.start_agent()
     await rig.wait_agent_up()
@@ -309,4 +311,28 @@ async def test_fixity_audit_finds_tampered_and_missing_files(make_rig: RigFactor
     runs = [json.loads(r["data"]) for r in rig.ledger() if r["kind"] == "audit_run"]
     assert [r["cycle"] for r in runs] == [1, 2] and all(r["cycle_complete"] for r in runs)
     assert len(runs[1]["problems"]) == 2
+    assert rig.agent.terminate() == 0
+
+
+async def test_fixity_audit_runs_on_its_schedule_in_slices(make_rig: RigFactory) -> None:
+    # 3 files, a run per second, the whole store every 86 s: slices of one file
+    rig = await docked_rig(make_rig, "BWC41006", count=3,
+                           audit={"interval_s": 1.0, "cycle_days": 0.001})
+    def cycles(rows: list[Any]) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["kind"] == "audit_run":
+                d = json.loads(r["data"])
+                out.setdefault(d["cycle"], []).append(d)
+        return out
+
+    def full(rows: list[Any]) -> list[list[dict[str, Any]]]:
+        return [runs for runs in cycles(rows).values() if runs[-1]["cycle_complete"]
+                and sum(r["files_checked"] for r in runs) == 3]
+
+    await rig.wait_ledger(lambda rows: bool(full(rows)), "a full scheduled audit cycle")
+    # slices of one file per run; one "audit_run" entry each
+    assert [r["files_checked"] for r in full(rig.ledger())[0]] == [1, 1, 1]
+    status = await rig.dockctl_json("audit")
+    assert status["last_full_cycle"]["files_checked"] == 3
     assert rig.agent.terminate() == 0
