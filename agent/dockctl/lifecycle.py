@@ -152,6 +152,22 @@ def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def cmd_preserve(args: argparse.Namespace, paths: Paths) -> int:
+    sel = _selection(args)
+    targets = [str(Path(t).absolute()) for t in args.target or []]
+    out = _ask(paths, "preserve", timeout=EXPORT_TIMEOUT_S, selection=sel, targets=targets,
+               requester=args.requester, approver=args.approver,
+               purpose=args.purpose or "long-term preservation (regulation 000 §16)",
+               case_no=args.case_no, case_name=args.case_name, activity=args.activity)
+    if args.json:
+        _emit_json(out)
+    else:
+        print(printable(f"preserved {out['files']} file(s) in two verified copies:"
+                        f" {out['packages'][0]} and {out['packages'][1]}; the files are on"
+                        f" hold (ledger entry {out['ledger_seq']})"))
+    return EXIT_OK
+
+
 def cmd_register(args: argparse.Namespace, paths: Paths) -> int:
     """The access register: every view and export with requester, approver and purpose."""
     from agent.lifecycle import register
@@ -170,7 +186,7 @@ def cmd_register(args: argparse.Namespace, paths: Paths) -> int:
              "requester": e.data.get("requester"), "approver": e.data.get("approver"),
              "purpose": e.data.get("purpose"), "files": [e.data.get("file_id")],
              "detail": e.data.get("stored_relpath")} for e in views]
-    rows += [{"kind": "export", "id": x.id, "time_us": x.started_us, "state": x.state,
+    rows += [{"kind": x.kind, "id": x.id, "time_us": x.started_us, "state": x.state,
               "requester": x.requester, "approver": x.approver, "purpose": x.purpose,
               "files": list(x.file_ids),
               "detail": (x.detail or {}).get("reason") or f"{x.target}/{x.package}"}
@@ -279,6 +295,19 @@ def add_parsers(sub: Any) -> None:
                            help="mounted target directory (USB disk, share)")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=_run(fn))
+
+    p = sub.add_parser("preserve", help="two verified long-term copies on two targets")
+    _add_selection(p, positional=True)
+    p.add_argument("--target", action="append", type=Path,
+                   help="a mounted target directory (give two, on different disks)")
+    p.add_argument("--requester", help="who asks (the records officer)")
+    p.add_argument("--approver", help="who approved (on the unit's list)")
+    p.add_argument("--purpose", help="default: long-term preservation")
+    p.add_argument("--case-no")
+    p.add_argument("--case-name")
+    p.add_argument("--activity")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run(cmd_preserve))
 
     p = sub.add_parser("register", help="the access register: views and exports")
     p.add_argument("--json", action="store_true")

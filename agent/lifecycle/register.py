@@ -27,6 +27,7 @@ ExportState = Literal["started", "complete", "failed"]
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS exports (
     id           INTEGER PRIMARY KEY,
+    kind         TEXT    NOT NULL CHECK (kind IN ('export', 'preservation')),
     state        TEXT    NOT NULL CHECK (state IN ('started', 'complete', 'failed')),
     requester    TEXT    NOT NULL,
     approver     TEXT    NOT NULL,
@@ -48,13 +49,14 @@ CREATE TRIGGER IF NOT EXISTS exports_no_delete BEFORE DELETE ON exports
 BEGIN SELECT RAISE(ABORT, 'export records are never deleted'); END;
 """
 
-_COLUMNS = ("id, state, requester, approver, purpose, target, package, file_ids, started_us,"
+_COLUMNS = ("id, kind, state, requester, approver, purpose, target, package, file_ids, started_us,"
             " started_seq, finished_us, finished_seq, detail")
 
 
 @dataclass(frozen=True)
 class ExportRecord:
     id: int
+    kind: str  # "export" | "preservation"
     state: ExportState
     requester: str
     approver: str
@@ -69,7 +71,7 @@ class ExportRecord:
     detail: Mapping[str, Any] | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "state": self.state, "requester": self.requester,
+        return {"id": self.id, "kind": self.kind, "state": self.state, "requester": self.requester,
                 "approver": self.approver, "purpose": self.purpose, "target": self.target,
                 "package": self.package, "file_ids": list(self.file_ids),
                 "started_us": self.started_us, "started_seq": self.started_seq,
@@ -78,8 +80,9 @@ class ExportRecord:
 
 
 def _row(r: Sequence[Any]) -> ExportRecord:
-    return ExportRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(json.loads(r[7])),
-                        r[8], r[9], r[10], r[11], None if r[12] is None else json.loads(r[12]))
+    return ExportRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                        tuple(json.loads(r[8])), r[9], r[10], r[11], r[12],
+                        None if r[13] is None else json.loads(r[13]))
 
 
 def next_id(conn: sqlite3.Connection) -> int:
@@ -87,15 +90,17 @@ def next_id(conn: sqlite3.Connection) -> int:
 
 
 def begin(conn: sqlite3.Connection, ledger: Ledger, export_id: int, req: AccessRequest, *,
-          target: str, package: str, files: Sequence[Mapping[str, Any]]) -> LedgerEntry:
+          target: str, package: str, files: Sequence[Mapping[str, Any]],
+          kind: str = "export", labels: Mapping[str, Any] | None = None) -> LedgerEntry:
     """Register an export before any byte leaves: the ledger entry and a `started` row."""
     entry = ledger.append(conn, EntryKind.EXPORT_STARTED, data={
-        "export_id": export_id, **req.as_dict(), "target": target, "package": package,
+        "export_id": export_id, "kind": kind, **req.as_dict(), **(labels or {}),
+        "target": target, "package": package,
         "files": [dict(f) for f in files]})
     ids = [int(f["file_id"]) for f in files]
     conn.execute(f"INSERT INTO exports ({_COLUMNS}) VALUES"  # noqa: S608
-                 " (?, 'started', ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
-                 (export_id, req.requester, req.approver, req.purpose, target, package,
+                 " (?, ?, 'started', ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+                 (export_id, kind, req.requester, req.approver, req.purpose, target, package,
                   json.dumps(ids), entry.time_us, entry.seq))
     return entry
 
@@ -105,7 +110,8 @@ def complete(conn: sqlite3.Connection, ledger: Ledger, export_id: int,
     rec = get(conn, export_id)
     assert rec is not None and rec.state == "started"
     entry = ledger.append(conn, EntryKind.EXPORTED, data={
-        "export_id": export_id, "requester": rec.requester, "approver": rec.approver,
+        "export_id": export_id, "kind": rec.kind, "requester": rec.requester,
+        "approver": rec.approver,
         "purpose": rec.purpose, "package": rec.package, "file_ids": list(rec.file_ids),
         "verified": True, **facts})
     conn.execute("UPDATE exports SET state = 'complete', finished_us = ?, finished_seq = ?,"

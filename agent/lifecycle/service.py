@@ -71,7 +71,8 @@ class LifecycleService:
 
     def control_handlers(self) -> dict[str, Handler]:
         return {"export": self.export, "show": self.show, "tag": self.tag,
-                "files": self.files, "audit": self.audit_status, "audit-run": self.audit_run}
+                "files": self.files, "audit": self.audit_status, "audit-run": self.audit_run,
+                "preserve": self.preserve}
 
     # --- fixity audit --------------------------------------------------------------------
 
@@ -198,34 +199,46 @@ class LifecycleService:
         async with self._export_lock:  # one export at a time: the target disk is the limit
             return await self._export(args, target)
 
+    def _register(self, conn: sqlite3.Connection, req: AccessRequest,
+                  found: list[evidence.StoredFile], target: Path, kind: str,
+                  labels: Mapping[str, Any] | None = None
+                  ) -> tuple[int, str, list[package.SourceFile]]:
+        export_id = register.next_id(conn)
+        day = iso_utc(register_now()).split("T")[0]
+        word = "export" if kind == "export" else "preservation"
+        name = f"{self.dock_id}-{word}-{export_id:06d}-{day}"
+        sources = [package.SourceFile(self.store_dir / f.stored_relpath, f.stored_relpath,
+                                      f.size, f.blake3_hex, _file_facts(f)) for f in found]
+        register.begin(conn, self.ledger, export_id, req, target=str(target), package=name,
+                       kind=kind, labels=labels,
+                       files=[{"file_id": f.id, "blake3": f.blake3_hex, "size": f.size,
+                               "stored_relpath": f.stored_relpath,
+                               "recorder": f.recorder_serial, "officer_no": f.officer_no}
+                              for f in found])
+        return export_id, name, sources
+
     async def _export(self, args: Mapping[str, Any], target: Path) -> dict[str, Any]:
         def begin(conn: sqlite3.Connection) -> tuple[int, str, list[package.SourceFile]]:
             req, found = self._approved(conn, args)
-            export_id = register.next_id(conn)
-            day = iso_utc(register_now()).split("T")[0]
-            name = f"{self.dock_id}-export-{export_id:06d}-{day}"
-            sources = [package.SourceFile(self.store_dir / f.stored_relpath, f.stored_relpath,
-                                          f.size, f.blake3_hex, _file_facts(f))
-                       for f in found]
-            register.begin(conn, self.ledger, export_id, req, target=str(target),
-                           package=name,
-                           files=[{"file_id": f.id, "blake3": f.blake3_hex, "size": f.size,
-                                   "stored_relpath": f.stored_relpath,
-                                   "recorder": f.recorder_serial, "officer_no": f.officer_no}
-                                  for f in found])
-            return export_id, name, sources
+            return self._register(conn, req, found, target, "export")
 
         export_id, name, sources = await self.db.write(begin)
+        return await self._produce(export_id, name, target, sources, {})
+
+    async def _produce(self, export_id: int, name: str, target: Path,
+                       sources: list[package.SourceFile], extra: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+        """Write, re-read and verify one registered package; record the outcome."""
         rec = await self.db.read(lambda c: register.get(c, export_id))
         assert rec is not None
         work = target / f".partial-{name}"
         final = target / name
         statement = {
-            "export_id": export_id, "dock_id": self.dock_id,
+            "export_id": export_id, "kind": rec.kind, "dock_id": self.dock_id,
             "units": sorted({str(s.facts["unit_no"]) for s in sources}),
             "time": iso_utc(rec.started_us), "extractor": rec.requester,
             "requester": rec.requester, "approver": rec.approver, "purpose": rec.purpose,
-            "register_seq": rec.started_seq,
+            "register_seq": rec.started_seq, **extra,
         }
         rate = self.access.export_max_mib_per_s * (1 << 20)
 
@@ -251,11 +264,62 @@ class LifecycleService:
             removed = await asyncio.to_thread(_remove_partial, work)
             await self.db.write(lambda c: register.fail(
                 c, self.ledger, export_id, reason, {"partial_removed": removed}))
-            raise ExportFailed(f"export {export_id} failed: {reason}") from exc
+            raise ExportFailed(f"{rec.kind} {export_id} failed: {reason}") from exc
         await self.db.write(lambda c: register.complete(
             c, self.ledger, export_id, {**facts, "path": str(final)}))
         return {"export_id": export_id, "state": "complete", "package": str(final),
                 "files": len(sources)}
+
+    # --- long-term preservation (000 §16) ------------------------------------------------
+
+    async def preserve(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Two independent verified copies on two different media, labelled, and a hold."""
+        targets = args.get("targets")
+        if (not isinstance(targets, list) or len(targets) != 2
+                or not all(isinstance(t, str) and Path(t).is_absolute() for t in targets)):
+            raise AccessRefused("preservation needs exactly two absolute target directories")
+        paths = [Path(t) for t in targets]
+        devices = []
+        for p in paths:
+            if not await asyncio.to_thread(p.is_dir):
+                raise AccessRefused(f"preservation target {p} is not a mounted directory")
+            devices.append((await asyncio.to_thread(p.stat)).st_dev)
+        if devices[0] == devices[1]:
+            raise AccessRefused("the two preservation copies must be on two different"
+                                " disks or shares (both targets are on one filesystem)")
+        labels = tags.parse_labels(args)
+
+        def begin(conn: sqlite3.Connection) -> list[tuple[int, str, list[package.SourceFile]]]:
+            req, found = self._approved(conn, args)
+            jobs = [self._register(conn, req, found, p, "preservation", labels)
+                    for p in paths]
+            for f in found:  # never purged on the dock while preserved
+                if not any(h.active and h.set_by == "preservation" for h in f.holds):
+                    evidence.set_hold(conn, self.ledger, f.id,
+                                      f"preserved (exports {jobs[0][0]}, {jobs[1][0]})",
+                                      by="preservation")
+            return jobs
+
+        async with self._export_lock:
+            jobs = await self.db.write(begin)
+            results: list[dict[str, Any]] = []
+            errors: list[str] = []
+            for (export_id, name, sources), target in zip(jobs, paths, strict=True):
+                try:
+                    results.append(await self._produce(
+                        export_id, name, target, sources,
+                        {"preservation": {**labels, "copy": len(results) + len(errors) + 1}}))
+                except ExportFailed as exc:
+                    errors.append(str(exc))
+        if errors:
+            raise ExportFailed("; ".join(errors) + " (the files stay on hold)")
+        ids = [r["export_id"] for r in results]
+        entry = await self.db.write(lambda c: self.ledger.append(
+            c, EntryKind.PRESERVED, data={"exports": ids, **labels,
+                                         "packages": [r["package"] for r in results],
+                                         "file_ids": [s.facts["file_id"] for s in jobs[0][2]]}))
+        return {"exports": ids, "packages": [r["package"] for r in results],
+                "files": results[0]["files"], "ledger_seq": entry.seq}
 
 
 def register_now() -> int:

@@ -95,6 +95,16 @@ def parse_tag(args: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_labels(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Labels of a preservation copy: case number and name, or activity (one required)."""
+    out = {name: None if args.get(name) in (None, "") else _text(args[name], name)
+           for name in ("case_no", "case_name", "activity")}
+    if not any(out.values()):
+        raise TagError("a preserved copy is labelled with its case (case_no, case_name) or"
+                       " activity: give at least one")
+    return out
+
+
 def tag_files(conn: sqlite3.Connection, ledger: Ledger, files: Sequence[evidence.StoredFile],
               fields: Mapping[str, Any]) -> LedgerEntry:
     """One "tagged" ledger entry and one index row per file, in the caller's transaction."""

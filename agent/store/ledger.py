@@ -114,6 +114,7 @@ class EntryKind(StrEnum):
     EXPORT_FAILED = "export_failed"
     TAGGED = "tagged"
     AUDIT_RUN = "audit_run"
+    PRESERVED = "preserved"  # two verified long-term copies exist (000 §16)
 
 
 FAULT_KINDS = frozenset({EntryKind.FAULT, EntryKind.FAULT_CLEARED})

@@ -164,7 +164,8 @@ def tmpfs(path: Path, *options: str) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a tmpfs export target")
     path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(("size=1m", *options)), "tmpfs",
+    opts = options if any(o.startswith("size=") for o in options) else ("size=1m", *options)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(opts), "tmpfs",
                     str(path)], check=True)
     try:
         yield path
@@ -335,4 +336,44 @@ async def test_fixity_audit_runs_on_its_schedule_in_slices(make_rig: RigFactory)
     assert [r["files_checked"] for r in full(rig.ledger())[0]] == [1, 1, 1]
     status = await rig.dockctl_json("audit")
     assert status["last_full_cycle"]["files_checked"] == 3
+    assert rig.agent.terminate() == 0
+
+
+async def test_preserve_writes_two_verified_labelled_copies_and_holds(
+        make_rig: RigFactory, tmp_path: Path) -> None:
+    rig = await docked_rig(make_rig, "BWC41007", count=2)
+    ids = [s.id for s in rig.stored("BWC41007")]
+    labels = ("--case-no", "2026-117", "--case-name", "Wang v. Li", "--requester",
+              "rec.officer", "--approver", "insp.wang")
+    same = tmp_path / "same"
+    (same / "a").mkdir(parents=True)
+    (same / "b").mkdir()
+    code, text, _ = await rig.dockctl("preserve", *map(str, ids), *labels,
+                                      "--target", str(same / "a"), "--target", str(same / "b"))
+    assert code == 1 and "two different" in text, text
+    with tmpfs(tmp_path / "disk1", "size=16m") as d1, tmpfs(tmp_path / "disk2", "size=16m") as d2:
+        code, text, _ = await rig.dockctl("preserve", *map(str, ids), "--requester", "x",
+                                          "--approver", "insp.wang",
+                                          "--target", str(d1), "--target", str(d2))
+        assert code == 1 and "labelled with its case" in text
+        out = await rig.dockctl_json("preserve", *map(str, ids), *labels,
+                                     "--target", str(d1), "--target", str(d2))
+        pub = rig.state_dir / "dock.key.pub"
+        for pkg in map(Path, out["packages"]):
+            code, text, _ = await rig.dockctl("verify-export", str(pkg), "--key", str(pub))
+            assert code == 0, text
+            assert run(ASCMHL, "create", "-h", "sha1", str(pkg)).returncode == 0
+            stmt = json.loads((pkg / "extraction-statement.json").read_bytes())
+            assert stmt["kind"] == "preservation" and stmt["units"] == ["U03"]
+            assert stmt["preservation"]["case_no"] == "2026-117"
+            assert stmt["preservation"]["case_name"] == "Wang v. Li"
+            assert {f["officer_no"] for f in stmt["files"]} == {"3001001"}
+        assert {Path(p).parent for p in out["packages"]} == {d1, d2}
+    preserved = [json.loads(r["data"]) for r in rig.ledger() if r["kind"] == "preserved"]
+    assert len(preserved) == 1 and preserved[0]["file_ids"] == ids
+    holds = rig.query("SELECT file_id FROM evidence_holds WHERE set_by = 'preservation'"
+                      " AND cleared_us IS NULL")
+    assert sorted(r[0] for r in holds) == ids
+    register = await rig.dockctl_json("register")
+    assert [(r["kind"], r["state"]) for r in register] == [("preservation", "complete")] * 2
     assert rig.agent.terminate() == 0
