@@ -411,4 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: command modules import
+    # `agent.dockctl.cli`, and its exception classes must be the ones main() catches.
+    from agent.dockctl.cli import main as _main
+
+    sys.exit(_main())

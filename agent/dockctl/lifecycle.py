@@ -5,7 +5,9 @@ records them in the ledger first); the register and package checks read locally.
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +259,40 @@ def cmd_audit(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK if not (full or {}).get("problems") else EXIT_FINDING
 
 
+def cmd_report(args: argparse.Namespace, paths: Paths) -> int:
+    from agent.lifecycle import report
+
+    tz_name = paths.settings.dock.timezone if paths.settings is not None else "UTC"
+    try:
+        period = report.parse_period(args.period, report.zone(tz_name))
+    except report.PeriodError as exc:
+        raise UsageError(str(exc)) from exc
+    conn = _open_db(paths)
+    dock_id = paths.settings.dock.id if paths.settings is not None else "-"
+    data = report.build(conn, period, dock_id=dock_id, timezone=tz_name,
+                        officer=args.officer, recorder=args.recorder)
+    if args.format == "json":
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    elif args.format == "csv":
+        text = report.to_csv(data)
+    else:
+        text = report.to_html(data)
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("report", help="supervision report per officer and recorder")
+    p.add_argument("--period", required=True, help="2026-Q3, 2026-07, 2026 or A..B dates")
+    p.add_argument("--officer")
+    p.add_argument("--recorder")
+    p.add_argument("--format", choices=("json", "csv", "html"), default="json")
+    p.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("audit", help="fixity audit: last full cycle, pending, run now")
     p.add_argument("--run-now", action="store_true", help="run the next slice now")
     p.add_argument("--all", action="store_true", help="run the rest of the cycle now")

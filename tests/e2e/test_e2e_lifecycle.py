@@ -377,3 +377,67 @@ async def test_preserve_writes_two_verified_labelled_copies_and_holds(
     register = await rig.dockctl_json("register")
     assert [(r["kind"], r["state"]) for r in register] == [("preservation", "complete")] * 2
     assert rig.agent.terminate() == 0
+
+
+def render_pdf_text(html_file: Path, workdir: Path) -> str:
+    """Print a page with Debian's headless Chromium and extract the PDF's text."""
+    chromium = shutil.which("chromium")
+    if chromium is None or shutil.which("pdftotext") is None:
+        pytest.fail("chromium and pdftotext are needed (scripts/lib/bootstrap.sh installs"
+                    " them)")
+    pdf = workdir / "report.pdf"
+    env = {**os.environ, "HOME": str(workdir)}
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={workdir / 'profile'}", "--no-pdf-header-footer",
+         f"--print-to-pdf={pdf}", html_file.as_uri()],
+        capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0 and pdf.exists(), proc.stderr[-2000:]
+    assert pdf.read_bytes().startswith(b"%PDF")
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
+                          text=True, timeout=120, check=True).stdout
+    return text
+
+
+async def test_supervision_report_json_csv_and_html_in_chromium(
+        make_rig: RigFactory, tmp_path: Path) -> None:
+    rig = await docked_rig(make_rig, "BWC41008", count=2)
+    ids = [s.id for s in rig.stored("BWC41008")]
+    await rig.dockctl_json("show", str(ids[0]), *ACCESS, "--approver", "insp.wang")
+    target = tmp_path / "usb"
+    target.mkdir()
+    await rig.dockctl_json("export", str(ids[1]), *ACCESS, "--approver", "insp.wang",
+                           "--target", str(target))
+    period = ("--period", "2000-01-01..2099-12-31")
+
+    code, out, err = await rig.dockctl("report", *period, "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    [alice] = report["officers"]
+    assert alice["key"] == "3001001" and alice["name"] == "Sun Li"
+    assert alice["files"] == 2 and alice["dockings"] == 1
+    assert (alice["views"], alice["exports"]) == (1, 1)
+    assert {a["approver"] for a in alice["access"]} == {"insp.wang"}
+    assert [r["key"] for r in report["recorders"]] == ["BWC41008"]
+    # a period with nothing in it, and filters that match nobody
+    code, out, _ = await rig.dockctl("report", "--period", "2001-Q1")
+    assert code == 0 and json.loads(out)["officers"] == []
+    code, out, _ = await rig.dockctl("report", *period, "--officer", "9999999")
+    assert json.loads(out)["officers"] == []
+    code, _, err = await rig.dockctl("report", "--period", "2026-Q5")
+    assert code == 2 and "use 2026-Q3" in err
+
+    code, out, _ = await rig.dockctl("report", *period, "--format", "csv")
+    lines = out.splitlines()
+    assert lines[0].startswith("period,scope,key,name,dockings,files")
+    assert any(line.split(",")[1:3] == ["officer", "3001001"] for line in lines)
+    assert lines[-1].endswith("insp.wang")
+
+    page = tmp_path / "report.html"
+    code, _, err = await rig.dockctl("report", *period, "--format", "html", "--out", str(page))
+    assert code == 0, err
+    assert "http://" not in page.read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")
+    text = await asyncio.to_thread(render_pdf_text, page, tmp_path)
+    assert "Supervision report" in text and "3001001" in text and "BWC41008" in text
+    assert "insp.wang" in text and "Hours recorded per officer" in text
+    assert rig.agent.terminate() == 0

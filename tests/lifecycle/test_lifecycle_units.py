@@ -62,3 +62,27 @@ def test_hashlist_round_trips_and_escapes_paths() -> None:
 def test_audit_slices_cover_the_store_once_per_cycle(total: int, interval_s: float,
                                                      days: float, want: int) -> None:
     assert audit.slice_size(total, interval_s, days) == want
+
+
+@pytest.mark.parametrize(("text", "start", "end"), [
+    ("2026-Q3", "2026-07-01", "2026-10-01"), ("2026-Q4", "2026-10-01", "2027-01-01"),
+    ("2026-12", "2026-12-01", "2027-01-01"), ("2026", "2026-01-01", "2027-01-01"),
+    ("2026-07-01..2026-07-01", "2026-07-01", "2026-07-02"),
+])
+def test_report_periods_are_unit_local(text: str, start: str, end: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    from agent.lifecycle.report import parse_period
+
+    tz = ZoneInfo("Asia/Shanghai")
+    p = parse_period(text, tz)
+    assert p.start == dt.datetime.fromisoformat(start).replace(tzinfo=tz)
+    assert p.end == dt.datetime.fromisoformat(end).replace(tzinfo=tz)
+
+
+@pytest.mark.parametrize("text", ["2026-Q5", "2026-13", "26", "2026-07-02..2026-07-01", ""])
+def test_bad_report_periods_are_refused(text: str) -> None:
+    from agent.lifecycle.report import PeriodError, parse_period
+
+    with pytest.raises(PeriodError):
+        parse_period(text, dt.UTC)
