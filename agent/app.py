@@ -116,7 +116,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     if settings.mqtt.enabled:
         from agent.mqtt.reporter import Reporter
 
-        reporter = Reporter(db, settings.mqtt, settings.dock.id, view.actions(),
+        reporter = Reporter(db, settings.mqtt, settings.dock.id, view.actions(lifecycle),
                             agent_version=__version__)
         view.attach_reporter(reporter)
         db.on_commit(reporter.notify_outbox)

@@ -180,10 +180,10 @@ class DockView:
 
         return {"status": status, "readiness": readiness}
 
-    def actions(self) -> Any:
+    def actions(self, lifecycle: Any = None) -> Any:
         from agent.commands import AgentActions
 
-        return AgentActions(self)
+        return AgentActions(self, lifecycle)
 
 
 def _public_state(entry: Mapping[str, Any]) -> dict[str, Any]:

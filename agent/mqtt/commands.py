@@ -37,7 +37,10 @@ CREATE INDEX IF NOT EXISTS mqtt_commands_received ON mqtt_commands (received_at)
 
 REMEMBER_COMMANDS = 1000  # replies kept for repeats (newest first)
 
-COMMANDS = ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold", "verify")
+# The evidence lifecycle (tag, export, preserve, audit): one action, `lifecycle(name, args)`.
+LIFECYCLE_COMMANDS = ("tag", "export", "preserve", "audit")
+COMMANDS = ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold", "verify",
+            *LIFECYCLE_COMMANDS)
 
 
 class CommandActions(Protocol):
@@ -56,6 +59,8 @@ class CommandActions(Protocol):
     async def run_verify(self, deep: bool) -> dict[str, Any]: ...
 
     async def readiness_report(self) -> dict[str, Any]: ...
+
+    async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]: ...
 
     async def rebirth(self) -> None:
         """Refresh what the agent knows; the reporter republishes all state afterwards."""
@@ -81,6 +86,9 @@ class NoActions:
         return {}
 
     async def readiness_report(self) -> dict[str, Any]:
+        return {}
+
+    async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
     async def rebirth(self) -> None:
@@ -183,6 +191,8 @@ class CommandProcessor:
                 result = await a.set_hold(args["hold_id"], args["reason"], args["scope"])
             elif name == "clear-hold":
                 result = await a.clear_hold(args["hold_id"], args["reason"])
+            elif name in LIFECYCLE_COMMANDS:
+                result = await a.lifecycle(name, args)
             else:  # verify
                 result = await a.run_verify(bool(args.get("deep", False)))
         except CommandRejected as exc:

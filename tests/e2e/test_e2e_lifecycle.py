@@ -441,3 +441,60 @@ async def test_supervision_report_json_csv_and_html_in_chromium(
     assert "Supervision report" in text and "3001001" in text and "BWC41008" in text
     assert "insp.wang" in text and "Hours recorded per officer" in text
     assert rig.agent.terminate() == 0
+
+
+async def test_lifecycle_commands_over_mqtt(make_rig: RigFactory, broker: Any, central: Any,
+                                            tmp_path: Path) -> None:
+    from .conftest import DOCK_ID
+
+    rig = make_rig(broker.settings(DOCK_ID))
+    configure(rig)
+    await rig.start_dock()
+    rig.start_agent()
+    await rig.wait_agent_up()
+    await until(lambda: any(b and b.get("state") == "online" for b in central.on("/status")),
+                "agent online", agent=rig.agent)
+    await rig.plug("1", spec("BWC41009", 49))
+    await rig.wait_released("BWC41009")
+    ids = [s.id for s in rig.stored("BWC41009")]
+
+    async def send(name: str, cmd_id: str, args: dict[str, Any]) -> Any:
+        await central.command(DOCK_ID, name, {"id": cmd_id, "args": args})
+
+        def replies() -> list[Any]:
+            return [b for b in central.on(f"/reply/{name}") if b and b.get("id") == cmd_id]
+
+        await central.wait_for(lambda: bool(replies()), timeout=120)
+        return replies()[0]
+
+    r = await send("tag", "t-1", {"selection": {"files": [ids[0]]}, "tagged_by": "central",
+                                  "case_no": "2026-200"})
+    assert r["ok"] and r["result"]["file_ids"] == [ids[0]], r
+    r = await send("tag", "t-2", {"selection": {"files": [999]}, "tagged_by": "central",
+                                  "case_no": "2026-200"})
+    assert not r["ok"] and r["error"]["code"] == "rejected" and "999" in r["error"]["message"]
+    r = await send("tag", "t-3", {"selection": {"files": [ids[0]]}, "tagged_by": "central",
+                                  "case_no": "2026-200", "extra": 1})
+    assert not r["ok"] and r["error"]["code"] == "invalid-args"
+
+    target = tmp_path / "usb"
+    target.mkdir()
+    base = {"selection": {"recorder": "BWC41009"}, "target": str(target),
+            "requester": "central.ops", "purpose": "review"}
+    r = await send("export", "e-1", {**base, "approver": "insp.zhao"})
+    assert not r["ok"] and r["error"]["code"] == "rejected" and "not an approver" in \
+        r["error"]["message"]
+    r = await send("export", "e-2", {key: v for key, v in base.items()})
+    assert not r["ok"] and r["error"]["code"] == "invalid-args"  # the schema needs approver
+    assert not exports(rig)
+    r = await send("export", "e-3", {**base, "approver": "insp.wang"})
+    assert r["ok"] and r["result"]["state"] == "complete", r
+    assert run(ASCMHL, "diff", r["result"]["package"]).returncode == 0
+
+    r = await send("audit", "a-1", {"run": "cycle"})
+    assert r["ok"] and r["result"]["run"]["files_checked"] == 2
+    assert r["result"]["last_full_cycle"]["problems"] == []
+    # the register entries reached the central side as custody events
+    await central.wait_for(lambda: {"export_started", "exported", "tagged", "audit_run"} <= {
+        b["payload"].get("kind") for b in central.unique_events()}, timeout=120)
+    assert rig.agent.terminate() == 0
