@@ -138,12 +138,16 @@ def fail(conn: sqlite3.Connection, ledger: Ledger, export_id: int, reason: str,
     return entry
 
 
-def fail_interrupted(conn: sqlite3.Connection, ledger: Ledger) -> list[int]:
+def fail_interrupted(conn: sqlite3.Connection, ledger: Ledger,
+                     partial_removed: Mapping[int, bool] | None = None) -> list[int]:
     """At start-up: every export still `started` was cut short; record it failed."""
     ids = [r[0] for r in conn.execute("SELECT id FROM exports WHERE state = 'started'")]
     for export_id in ids:
+        detail: dict[str, Any] = {"interrupted": True}
+        if partial_removed is not None and export_id in partial_removed:
+            detail["partial_removed"] = partial_removed[export_id]
         fail(conn, ledger, export_id, "interrupted: the agent stopped before the package"
-             " was verified", {"interrupted": True})
+             " was verified", detail)
     return ids
 
 

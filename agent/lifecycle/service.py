@@ -64,7 +64,12 @@ class LifecycleService:
 
     async def recover(self) -> list[int]:
         """At start-up: exports cut short by a crash are recorded as failed."""
-        failed = await self.db.write(lambda c: register.fail_interrupted(c, self.ledger))
+        started = await self.db.read(
+            lambda c: [x for x in register.list_exports(c) if x.state == "started"])
+        removed = {x.id: await asyncio.to_thread(
+            _remove_partial, Path(x.target) / f".partial-{x.package}") for x in started}
+        failed = await self.db.write(
+            lambda c: register.fail_interrupted(c, self.ledger, removed))
         if failed:
             log.warning("exports %s were interrupted and are recorded as failed", failed)
         return failed

@@ -237,7 +237,7 @@ async def test_kill9_mid_export_is_recorded_failed_after_restart(make_rig: RigFa
     assert "exported" not in kinds(rig)
     failed = [json.loads(r["data"]) for r in rig.ledger() if r["kind"] == "export_failed"]
     assert failed and failed[0]["interrupted"] is True
-    assert not [p for p in usb.iterdir() if not p.name.startswith(".")]
+    assert failed[0]["partial_removed"] is True and list(usb.iterdir()) == []
     assert rig.agent.terminate() == 0
 
 
@@ -497,4 +497,28 @@ async def test_lifecycle_commands_over_mqtt(make_rig: RigFactory, broker: Any, c
     # the register entries reached the central side as custody events
     await central.wait_for(lambda: {"export_started", "exported", "tagged", "audit_run"} <= {
         b["payload"].get("kind") for b in central.unique_events()}, timeout=120)
+    assert rig.agent.terminate() == 0
+
+
+async def test_kill9_mid_preservation_never_records_it_complete(make_rig: RigFactory,
+                                                                tmp_path: Path) -> None:
+    rig = await docked_rig(make_rig, "BWC41010", count=2, size=2 * MIB,
+                           export_max_mib_per_s=0.5)
+    with tmpfs(tmp_path / "a", "size=16m") as a, tmpfs(tmp_path / "b", "size=16m") as b:
+        task = asyncio.create_task(rig.dockctl(
+            "preserve", "--recorder", "BWC41010", "--requester", "rec.officer",
+            "--approver", "insp.wang", "--case-no", "2026-300", "--target", str(a),
+            "--target", str(b)))
+        await until(lambda: any(p.is_file() for p in a.rglob("*")), "preservation writing",
+                    agent=rig.agent)
+        rig.agent.kill9()
+        await task
+        # registered (and held) before any byte was written
+        assert [r["state"] for r in exports(rig)] == ["started", "started"]
+        assert len(rig.query("SELECT 1 FROM evidence_holds WHERE set_by = 'preservation'")) == 2
+        rig.start_agent()
+        await until(lambda: [r["state"] for r in exports(rig)] == ["failed", "failed"],
+                    "interrupted preservation recorded failed", agent=rig.agent)
+        assert "preserved" not in kinds(rig) and "exported" not in kinds(rig)
+        assert list(a.iterdir()) == [] and list(b.iterdir()) == []  # partial copies removed
     assert rig.agent.terminate() == 0
