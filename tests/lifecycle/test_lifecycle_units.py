@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,21 @@ def test_bad_report_periods_are_refused(text: str) -> None:
 
     with pytest.raises(PeriodError):
         parse_period(text, dt.UTC)
+
+
+def test_audit_reads_yield_to_offloads(tmp_path: Any) -> None:
+    """While `busy()` says an offload runs, the audit does not read on."""
+    from blake3 import blake3
+
+    data = bytes(range(256)) * 8192  # 2 MiB: two chunks
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    calls: list[int] = []
+
+    def busy() -> bool:
+        calls.append(1)
+        return len(calls) == 1  # busy at the first check, then free
+
+    size, digest = audit.rehash(path, max_bytes_per_s=1e12, busy=busy)
+    assert (size, digest) == (len(data), blake3(data).hexdigest())
+    assert len(calls) == 3  # re-checked after waiting, then once per further chunk
