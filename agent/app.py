@@ -32,6 +32,7 @@ from agent.dockview import DockView
 from agent.health.integrity import audit_ledger
 from agent.health.monitor import HealthMonitor
 from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, prepare_private_dir, read_input_file
+from agent.lifecycle.service import LifecycleService
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
@@ -119,6 +120,11 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
     view = DockView(settings, db, deadline)
     upload_tasks, close_uploads = _upload_tasks(settings, db, ledger, view)
+    lifecycle = LifecycleService(
+        settings.access, settings.audit, db, ledger, key, dock_id=settings.dock.id,
+        store_dir=settings.dock.store_dir,
+        busy=lambda: any(r.get("state") == "offloading" for r in view.recorders()))
+    await lifecycle.recover()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,7 +134,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     if settings.mqtt.enabled:
         from agent.mqtt.reporter import Reporter
 
-        reporter = Reporter(db, settings.mqtt, settings.dock.id, view.actions(),
+        reporter = Reporter(db, settings.mqtt, settings.dock.id, view.actions(lifecycle),
                             agent_version=__version__)
         view.attach_reporter(reporter)
         db.on_commit(reporter.notify_outbox)
@@ -176,7 +182,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             essential["dispatcher"] = tg.create_task(dispatch(), name="dispatcher")
             if reporter is not None:
                 essential["publisher"] = tg.create_task(reporter.run(), name="publisher")
-            control = ControlServer(settings.control_socket, view.control_handlers())
+            handlers = {**view.control_handlers(), **lifecycle.control_handlers()}
+            control = ControlServer(settings.control_socket, handlers)
             tg.create_task(control.serve(), name="control")
             tg.create_task(lag.run(), name="loop-lag")
             if settings.control.metrics_port is not None:
@@ -191,6 +198,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
                            name="ledger-audit")
             for name, make in upload_tasks:
                 tg.create_task(make(), name=name)
+            if settings.audit.enabled:
+                tg.create_task(lifecycle.run_audits(), name="fixity-audit")
             tg.create_task(
                 run_watchdog(lag, lambda: essential, lambda p: log.error("unhealthy: %s", p)),
                 name="watchdog",

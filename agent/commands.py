@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import sqlite3
 
     from agent.dockview import DockView
+    from agent.lifecycle.service import LifecycleService
 
 # Field sizes of the recorder's officer record (protocol: fixed-size UTF-8 fields).
 OFFICER_FIELDS = {"officer_no": 7, "officer_name": 33, "unit_no": 13, "unit_name": 33}
@@ -73,8 +74,33 @@ def in_scope(f: evidence.StoredFile, scope: Mapping[str, Any]) -> bool:
 
 
 class AgentActions:
-    def __init__(self, view: DockView) -> None:
+    def __init__(self, view: DockView, lifecycle: LifecycleService | None = None) -> None:
         self.view = view
+        self.lifecycle_service = lifecycle
+
+    async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """tag, export, preserve, audit: the same requests dockctl makes (docs/mqtt.md)."""
+        from agent.lifecycle.errors import ExportFailed, LifecycleError
+
+        svc = self.lifecycle_service
+        if svc is None:
+            raise CommandRejected("this agent does not run the evidence lifecycle")
+        try:
+            if name == "tag":
+                return await svc.tag(args)
+            if name == "export":
+                return await svc.export(args)
+            if name == "preserve":
+                return await svc.preserve(args)
+            run = args.get("run", "none")
+            last = None
+            if run != "none":
+                last = await svc.audit_run({"all": run == "cycle"})
+            return {**await svc.audit_status({}), "run": last}
+        except ExportFailed:
+            raise  # a target that failed: the reply says "failed", the register too
+        except LifecycleError as exc:
+            raise CommandRejected(str(exc)) from exc
 
     def _ledger(self) -> Any:
         if self.view.ledger is None:

@@ -73,6 +73,8 @@ SECTION_HELP: dict[str, str] = {
     "upload": "Verified upload of stored footage to an S3-compatible object store.",
     "retention": "When uploaded, centrally acknowledged footage may leave the dock.",
     "logging": "Log output.",
+    "access": "Approved access to stored footage: views and exports (access register).",
+    "audit": "Scheduled fixity audit of the evidence store.",
 }
 
 # Pairs of alternative settings: giving only the second unsets the first.

@@ -251,10 +251,10 @@ class DockView:
             self.reporter.checkpoint_signed()
         return {"seq": latest[-1].seq if latest else None}
 
-    def actions(self) -> Any:
+    def actions(self, lifecycle: Any = None) -> Any:
         from agent.commands import AgentActions
 
-        return AgentActions(self)
+        return AgentActions(self, lifecycle)
 
 
 def _iso(value: object) -> str | None:

@@ -249,6 +249,27 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    approvers: dict[str, list[str]] = opt(
+        {}, "Unit number -> people who may approve views and exports of that unit's footage"
+        ' ("*": every unit). A unit with nobody listed: every access is refused.'
+    )
+    export_max_mib_per_s: float = opt(
+        0.0, "Read rate limit of exports, so offloads keep the disk (0: unlimited).", min=0
+    )
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    enabled: bool = opt(True, "Re-hash stored files against the ledger on a schedule.")
+    cycle_days: float = opt(30.0, "Re-hash the whole store once every N days.", min=0.001,
+                            max=3650)
+    interval_s: float = opt(3600.0, "Seconds between audit slices.", min=1, max=86400)
+    max_mib_per_s: float = opt(16.0, "Read rate limit of the audit (offloads come first).",
+                               min=0.1, max=10000)
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = opt("info", "Log level.")
     format: Literal["json", "text"] = opt("json", "JSON lines for journald, or text.")
@@ -270,6 +291,8 @@ class Settings:
     upload: UploadSettings = field(default_factory=UploadSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def key_file(self) -> Path:

@@ -549,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
                         " rolled back between runs is still an alarm")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fleet)
+
+    from agent.dockctl.lifecycle import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -572,4 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: command modules import
+    # `agent.dockctl.cli`, and its exception classes must be the ones main() catches.
+    from agent.dockctl.cli import main as _main
+
+    sys.exit(_main())

@@ -45,8 +45,10 @@ REMEMBER_DAYS = 30
 REMEMBER_S = REMEMBER_DAYS * 86400.0
 REMEMBER_COMMANDS = 1000
 
+# The evidence lifecycle (tag, export, preserve, audit): one action, `lifecycle(name, args)`.
+LIFECYCLE_COMMANDS = ("tag", "export", "preserve", "audit")
 COMMANDS = ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold", "verify",
-            "resend", "ack-upload")
+            "resend", "ack-upload", *LIFECYCLE_COMMANDS)
 
 
 class CommandActions(Protocol):
@@ -69,6 +71,8 @@ class CommandActions(Protocol):
         ...
 
     async def readiness_report(self) -> dict[str, Any]: ...
+
+    async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]: ...
 
     async def rebirth(self) -> None:
         """Refresh what the agent knows; the reporter republishes all state afterwards."""
@@ -97,6 +101,9 @@ class NoActions:
         return {}
 
     async def readiness_report(self) -> dict[str, Any]:
+        return {}
+
+    async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
     async def rebirth(self) -> None:
@@ -301,6 +308,8 @@ class CommandProcessor:
                 result = await self._resend_range(int(args["from_seq"]), int(args["to_seq"]))
             elif name == "ack-upload":
                 result = await a.ack_upload([str(f) for f in args["files"]])
+            elif name in LIFECYCLE_COMMANDS:
+                result = await a.lifecycle(name, args)
             else:  # verify
                 result = await a.run_verify(bool(args.get("deep", False)))
         except CommandRejected as exc:

@@ -91,6 +91,7 @@ class FaultCode(StrEnum):
     UPLOAD_FAILED = "upload_failed"
     UPLOAD_CONFLICT = "upload_conflict"
     CENTRAL_COPY_MISMATCH = "central_copy_mismatch"
+    EXPORT_FAILED = "export_failed"  # an export target failed (unplugged, full, read-only)
 
 
 @dataclass(frozen=True)

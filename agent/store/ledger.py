@@ -111,6 +111,12 @@ class EntryKind(StrEnum):
     SIGNING_KEY = "signing_key"
     CHECKPOINT_POLICY = "checkpoint_policy"
     ENTRY_LIST = "entry_list"  # a complete list of recorder entries a fault summarises
+    ACCESSED = "accessed"  # access register: a view, before any byte is shown
+    EXPORT_STARTED = "export_started"  # access register: an export, before any byte leaves
+    EXPORT_FAILED = "export_failed"
+    TAGGED = "tagged"
+    AUDIT_RUN = "audit_run"
+    PRESERVED = "preserved"  # two verified long-term copies exist (000 §16)
 
 
 FAULT_KINDS = frozenset({EntryKind.FAULT, EntryKind.FAULT_CLEARED})

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+from agent.lifecycle import audit as lifecycle_audit
+from agent.lifecycle import register as lifecycle_register
+from agent.lifecycle import tags as lifecycle_tags
 from agent.mqtt import commands as mqtt_commands
 from agent.offload import journal as offload_journal
 from agent.store import assignments, evidence, faults, ledger, outbox, recorder_history
@@ -20,4 +23,7 @@ ALL_SCHEMAS: list[str] = [
     mqtt_commands.SCHEMA,
     recorder_history.SCHEMA,
     upload_queue.SCHEMA,
+    lifecycle_register.SCHEMA,
+    lifecycle_tags.SCHEMA,
+    lifecycle_audit.SCHEMA,
 ]
