@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from upload_helpers import DOCK
+from upload_helpers import DOCK, RETENTION, UPLOAD
 
-from agent.settings import RetentionSettings, UploadSettings
+from agent.settings import UploadSettings
 from agent.store.db import Database
 from agent.store.ledger import Ledger
 from agent.store.schemas import ALL_SCHEMAS
@@ -69,10 +69,6 @@ def store(tmp_path: Path) -> Path:
     return root
 
 
-UPLOAD = UploadSettings(enabled=True, part_mib=5, backoff_min_s=0.1, backoff_max_s=0.5,
-                        poll_s=0.2, object_lock="auto")
-RETENTION = RetentionSettings(purge=True, min_days_on_dock=7, purge_after_days=30,
-                              check_interval_s=0.2)
 
 
 @pytest.fixture

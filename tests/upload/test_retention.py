@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import RETENTION
-from upload_helpers import DAY_US, NOW_US, store_file
+from upload_helpers import DAY_US, NOW_US, RETENTION, store_file
 
 from agent.commands import in_scope
 from agent.store import ledger as ledger_mod

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import UPLOAD
-from upload_helpers import FaultProxy, store_file, wait_for, write_config
+from upload_helpers import UPLOAD, FaultProxy, store_file, wait_for, write_config
 
 from agent.store import ledger as ledger_mod
 from agent.store.db import Database

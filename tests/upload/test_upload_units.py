@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import RETENTION
+from upload_helpers import RETENTION
 
 from agent.commands import in_scope
 from agent.config import ConfigInvalid, parse_settings

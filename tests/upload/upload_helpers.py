@@ -12,11 +12,16 @@ from pathlib import Path
 
 from blake3 import blake3
 
+from agent.settings import RetentionSettings, UploadSettings
 from agent.store.db import Database
 from agent.store.evidence import StoredFileRecord, commit_file, layout_relpath
 from agent.store.ledger import Ledger
 
 DOCK = "dock-up-01"
+UPLOAD = UploadSettings(enabled=True, part_mib=5, backoff_min_s=0.1, backoff_max_s=0.5,
+                        poll_s=0.2, object_lock="auto")
+RETENTION = RetentionSettings(purge=True, min_days_on_dock=7, purge_after_days=30,
+                              check_interval_s=0.2)
 DAY_US = 86_400_000_000
 NOW_US = 1_800_000_000_000_000
 
