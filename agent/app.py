@@ -19,6 +19,7 @@ import logging
 import signal
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent import __version__, sdnotify
@@ -156,7 +157,13 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             essential["dispatcher"] = tg.create_task(dispatch(), name="dispatcher")
             if reporter is not None:
                 essential["publisher"] = tg.create_task(reporter.run(), name="publisher")
-            control = ControlServer(settings.control_socket, view.control_handlers())
+            handlers = view.control_handlers()
+
+            async def last_health(_: dict[str, Any]) -> dict[str, Any]:
+                return dict(health.last)  # read-only: the latest sample (dock-screen header)
+
+            handlers["health"] = last_health
+            control = ControlServer(settings.control_socket, handlers)
             tg.create_task(control.serve(), name="control")
             tg.create_task(lag.run(), name="loop-lag")
             if settings.control.metrics_port is not None:

@@ -63,6 +63,7 @@ SECTION_HELP: dict[str, str] = {
     "mqtt": "Reporting to the central service.",
     "health": "Dock health sampling and fault thresholds.",
     "control": "Local control socket (dockctl) and metrics.",
+    "screen": "The dock screen (dock-screen): a read-only readiness board in a browser.",
     "logging": "Log output.",
 }
 

@@ -177,6 +177,20 @@ class ControlSettings:
 
 
 @dataclass(frozen=True)
+class ScreenSettings:
+    listen: str = opt("127.0.0.1", "dock-screen address (loopback: the dock's own display only).")
+    port: int = opt(8470, "dock-screen HTTP port.", min=1, max=65535)
+    token_file: Path | None = opt(
+        None, "File holding the access token; required when `listen` is not loopback."
+    )
+    language: Literal["auto", "en", "zh_CN"] = opt(
+        "auto", "Screen language; auto follows the browser's Accept-Language."
+    )
+    poll_interval_s: float = opt(0.25, "How often the screen reads the agent's state.",
+                                 min=0.05, max=5)
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = opt("info", "Log level.")
     format: Literal["json", "text"] = opt("json", "JSON lines for journald, or text.")
@@ -195,6 +209,7 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     @property

@@ -8,7 +8,7 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${DOCK_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(python3 python3-venv mosquitto mosquitto-clients fuse3 dosfstools
-              mtools util-linux shellcheck systemd)
+              mtools util-linux shellcheck systemd chromium fonts-wqy-microhei)
 
 say() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 
