@@ -93,12 +93,13 @@ def negotiate(accept_language: str | None) -> str | None:
     for i, item in enumerate(accept_language.split(",")[:32]):
         tag, _, params = item.partition(";")
         q = 1.0
-        m = re.search(r"q\s*=\s*([0-9.]+)", params)
-        if m:
-            try:
-                q = float(m.group(1))
-            except ValueError:
-                q = 0.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0  # unreadable weight: not a language the browser asked for
         lang = _match(tag)
         if lang is not None and q > 0:
             ranked.append((-q, i, lang))

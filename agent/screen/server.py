@@ -286,7 +286,7 @@ def render_page(view: str, lang: str) -> str:
     """The page shell: the catalogue goes in as JSON data (never markup); screen.js builds
     every element from the board with textContent."""
     messages = i18n.catalogue(lang)
-    data = json.dumps(messages, ensure_ascii=True).replace("<", "\\u003c")
+    data = json.dumps(messages, ensure_ascii=False).replace("<", "\\u003c")
     html_lang = "zh-CN" if lang == "zh_CN" else "en"
     title = escape(messages["title.preshift" if view == "preshift" else "nav.board"])
     return (
