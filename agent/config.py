@@ -271,7 +271,7 @@ def describe_type(tp: Any) -> str:
             return "array of tables"
         return f"array of {describe_type(elem)}s"
     if origin is dict:
-        return "table of strings"
+        return f"table of {describe_type(get_args(tp)[1])}s"
     names = {bool: "boolean", int: "integer", float: "number", str: "string", Path: "path"}
     if tp in names:
         return names[tp]
@@ -814,7 +814,7 @@ def _type_schema(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
     if origin is list:
         return {"type": "array", "items": _type_schema(get_args(tp)[0], {})}
     if origin is dict:
-        return {"type": "object", "additionalProperties": {"type": "string"}}
+        return {"type": "object", "additionalProperties": _type_schema(get_args(tp)[1], {})}
     if dataclasses.is_dataclass(tp):
         return _class_schema(tp)  # type: ignore[arg-type]
     if tp is bool:

@@ -188,6 +188,10 @@ class ScreenSettings:
     )
     poll_interval_s: float = opt(0.25, "How often the screen reads the agent's state.",
                                  min=0.05, max=5)
+    lights: bool = opt(False, "Drive one light per bay over GPIO (gpiozero, Raspberry Pi).")
+    light_pins: dict[str, int] = opt(
+        {}, "Bay label -> GPIO (BCM) pin of that bay's light, e.g. { \"1\" = 17 }."
+    )
 
 
 @dataclass(frozen=True)

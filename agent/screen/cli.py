@@ -20,6 +20,7 @@ from agent import __version__, sdnotify
 from agent.config import DEFAULT_CONFIG_PATH, ConfigInvalid, load_settings
 from agent.logs import setup_logging
 from agent.screen import i18n
+from agent.screen.lights import BayLights, LightsError
 from agent.screen.server import ScreenServer, StatePoller, is_loopback, serve, socket_fetcher
 
 EXIT_OK, EXIT_CONFIG = 0, 2
@@ -75,7 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
               "that only holders of the token can read the board", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(settings.logging)
-    poller = StatePoller(socket_fetcher(settings.control_socket), cfg.poll_interval_s)
+    lights = None
+    if cfg.lights:
+        if not cfg.light_pins:
+            print("dock-screen: [screen] lights = true needs light_pins", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            lights = BayLights.open(cfg.light_pins)
+        except LightsError as exc:
+            print(f"dock-screen: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    poller = StatePoller(socket_fetcher(settings.control_socket), cfg.poll_interval_s,
+                         on_board=(lambda b: lights.show(b.bays)) if lights else None)
     server = ScreenServer(poller, language=args.language or cfg.language, token=token,
                           loopback_only=is_loopback(host))
 
@@ -98,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"dock-screen: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
+    finally:
+        if lights is not None:
+            lights.close()
     return EXIT_OK
 
 

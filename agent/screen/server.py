@@ -69,9 +69,11 @@ def socket_fetcher(path: Path, timeout: float = 5.0) -> Fetch:
 class StatePoller:
     """Polls the agent and keeps the latest board; `changed` is set on every change."""
 
-    def __init__(self, fetch: Fetch, interval_s: float) -> None:
+    def __init__(self, fetch: Fetch, interval_s: float,
+                 on_board: Callable[[board.Board], None] | None = None) -> None:
         self.fetch = fetch
         self.interval_s = interval_s
+        self.on_board = on_board  # e.g. the bay lights; called on every change
         self.payload = json.dumps(board.build(None, None, "starting").as_dict())
         self.version = 0
         self._cond = asyncio.Condition()
@@ -92,8 +94,14 @@ class StatePoller:
                     self._health = {}
         except ControlClientError as exc:
             status, error = None, str(exc).splitlines()[0]
-        payload = json.dumps(board.build(status, self._health, error).as_dict())
+        current = board.build(status, self._health, error)
+        payload = json.dumps(current.as_dict())
         if payload != self.payload:
+            if self.on_board is not None:
+                try:
+                    self.on_board(current)
+                except Exception:  # lights are a convenience: the screen keeps serving
+                    log.exception("updating the bay lights failed")
             async with self._cond:
                 self.payload = payload
                 self.version += 1

@@ -156,6 +156,7 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
     assert example is not None and Path(example.group(1)).is_file()
     assert re.search(r"/U02/BWC00005/1001005/\d{4}-\d\d-\d\d/BWC00005_", example.group(1))
     assert "mosquitto_sub -h 127.0.0.1 -p " in where
+    assert re.search(r"dock screen: open http://127\.0\.0\.1:\d+/ in a browser", out), out[:3000]
     messages = (state / "logs" / "mqtt-messages.log").read_text()
     assert "dock/v1/demo-dock/" in messages
 
