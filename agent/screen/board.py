@@ -195,12 +195,14 @@ def build(status: Mapping[str, Any] | None, health: Mapping[str, Any] | None,
                         upload=None)
         return Board(header, [])
     issues = [str(i.get("code")) for i in health.get("issues") or [] if isinstance(i, Mapping)]
-    free = status.get("store_free_bytes", health.get("store_free_bytes"))
+    free = status.get("store_free_bytes")
+    if free is None:  # the agent learns it from its first health sample
+        free = health.get("store_free_bytes")
     header = Header(
         dock_id=_str(status.get("dock_id")), agent_reachable=True, agent_error=None,
         clock_synchronised=health.get("clock_synchronised")
         if isinstance(health.get("clock_synchronised"), bool) else None,
-        store_free_bytes=int(free) if _num(free) is not None else None,
+        store_free_bytes=_int(free) if _num(free) is not None else None,
         store_free_percent=_num(health.get("store_free_percent")),
         broker_connected=status.get("broker_connected")
         if isinstance(status.get("broker_connected"), bool) else None,

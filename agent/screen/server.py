@@ -37,6 +37,7 @@ STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
 MAX_HEAD = 8 * 1024
 HEAD_TIMEOUT_S = 10.0
 KEEPALIVE_S = 15.0
+MAX_STREAMS = 32  # open event streams; a kiosk needs one, a few supervisors a few more
 HEALTH_EVERY_S = 2.0
 COOKIE = "dock_screen_token"
 LANG_COOKIE = "dock_screen_lang"
@@ -195,6 +196,7 @@ class ScreenServer:
         self.token = token
         self.loopback_only = loopback_only
         self.static = {p.name: p for p in STATIC_DIR.iterdir() if p.suffix in STATIC_TYPES}
+        self.streams = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -203,7 +205,7 @@ class ScreenServer:
             except BadRequest as exc:
                 await self._send(writer, 400, "text/plain; charset=utf-8", str(exc).encode())
                 return
-            await self._route(req, writer)
+            await self._route(req, reader, writer)
         except (ConnectionError, BrokenPipeError):
             pass
         finally:
@@ -221,7 +223,8 @@ class ScreenServer:
         want = self.token.encode()
         return any(hmac.compare_digest(o.encode(), want) for o in offered if o)
 
-    async def _route(self, req: Request, writer: asyncio.StreamWriter) -> None:
+    async def _route(self, req: Request, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
         if req.method not in ("GET", "HEAD"):
             await self._send(writer, 405, "text/plain; charset=utf-8", b"read-only screen\n",
                              extra=(("Allow", "GET, HEAD"),))
@@ -249,7 +252,7 @@ class ScreenServer:
             await self._send(writer, 200, "application/json", self.poller.payload.encode(),
                              extra, head=head)
         elif req.path == "/events":
-            await self._events(writer)
+            await self._events(reader, writer)
         elif req.path.startswith("/static/") and req.path[8:] in self.static:
             path = self.static[req.path[8:]]
             body = await asyncio.to_thread(path.read_bytes)
@@ -257,17 +260,32 @@ class ScreenServer:
         else:
             await self._send(writer, 404, "text/plain; charset=utf-8", b"not found\n")
 
-    async def _events(self, writer: asyncio.StreamWriter) -> None:
-        writer.write(_head(200, "text/event-stream; charset=utf-8", None, ()))
-        version = -1
-        while True:
-            if version != self.poller.version:
-                version = self.poller.version
-                writer.write(f"event: board\ndata: {self.poller.payload}\n\n".encode())
-            else:
-                writer.write(b": keep-alive\n\n")
-            await writer.drain()
-            await self.poller.wait_newer(version, KEEPALIVE_S)
+    async def _events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.streams >= MAX_STREAMS:
+            await self._send(writer, 503, "text/plain; charset=utf-8", b"too many screens\n",
+                             extra=(("Retry-After", "10"),))
+            return
+        self.streams += 1
+        # The browser sends nothing more: end of input means it went away.
+        gone = asyncio.ensure_future(reader.read(1))
+        try:
+            writer.write(_head(200, "text/event-stream; charset=utf-8", None, ()))
+            version = -1
+            while True:
+                if version != self.poller.version:
+                    version = self.poller.version
+                    writer.write(f"event: board\ndata: {self.poller.payload}\n\n".encode())
+                else:
+                    writer.write(b": keep-alive\n\n")
+                await writer.drain()
+                newer = asyncio.ensure_future(self.poller.wait_newer(version, KEEPALIVE_S))
+                await asyncio.wait({newer, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
+                    newer.cancel()
+                    return
+        finally:
+            gone.cancel()
+            self.streams -= 1
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, code: int, ctype: str, body: bytes,
@@ -277,7 +295,7 @@ class ScreenServer:
 
 
 REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed"}
+           405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
 def _head(code: int, ctype: str, length: int | None,

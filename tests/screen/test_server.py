@@ -151,3 +151,34 @@ def test_lan_without_token_refused(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "agent.screen.cli", "--config", str(config)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "token_file" in proc.stderr, proc.stderr
+
+
+async def test_event_streams_are_bounded(screen: tuple[Agent, int],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.screen import server as server_module
+
+    _, port = screen
+    monkeypatch.setattr(server_module, "MAX_STREAMS", 1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    try:
+        await asyncio.wait_for(reader.readuntil(b"data: "), 30)  # the first stream is open
+        assert (await http(port, "/events"))[0] == 503
+    finally:
+        writer.close()
+    for _ in range(300):  # the server notices the closed stream on its next write
+        if (await http(port, "/board.json"))[0] == 200 and await _stream_opens(port):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("a closed stream was never released")
+
+
+async def _stream_opens(port: int) -> bool:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    try:
+        line = await asyncio.wait_for(reader.readline(), 30)
+        return b" 200 " in line
+    finally:
+        writer.close()
