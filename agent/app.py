@@ -129,6 +129,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         dock_synchronised=dock_clock_probe(settings.clock),
         open_link=recorder_client_opener(settings.recorder),
         on_change=view.sessions_changed,
+        battery_poll_s=settings.recorder.battery_poll_s,
     )
     events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
     source = make_device_source(settings)

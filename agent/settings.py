@@ -72,6 +72,10 @@ class RecorderSettings:
     baudrate: int = opt(115200, "Serial baud rate (ignored by CDC-ACM).", min=1200, max=4000000)
     command_timeout_s: float = opt(2.0, "Default per-command reply timeout.", min=0.05, max=60)
     retries: int = opt(2, "Retries for idempotent commands.", min=0, max=10)
+    battery_poll_s: float = opt(
+        45.0, "Battery reading period while docked (charging ETAs come from it).",
+        min=1, max=3600,
+    )
 
 
 @dataclass(frozen=True)

@@ -104,10 +104,13 @@ def text_of(bay: str) -> str:
 async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser,
                                           tmp_path: Path) -> None:
     shots = artefacts_dir(tmp_path)
-    rig = make_rig(None, offload={"buffer_mib": 1, "buffers": 2, "fdatasync_every_mib": 8})
+    # Batteries read every second, so that the CHARGING recorder soon has an ETA.
+    rig = make_rig(None, offload={"buffer_mib": 1, "buffers": 2, "fdatasync_every_mib": 8},
+                   recorder_cfg={"battery_poll_s": 1.0})
     ready = RecorderSpec("BWC70001", officer=OFFICER_A, battery_percent=95,
                          footage=FootageSpec(count=1, size_bytes=1 * MIB, seed=71))
     charging = RecorderSpec("BWC70002", officer=OFFICER_A, battery_percent=30,
+                            charge_percent_per_min=12.0,  # READY (60 %) after 2.5 minutes
                             footage=FootageSpec(count=1, size_bytes=1 * MIB, seed=72))
     failing = RecorderSpec("BWC70003", officer=OFFICER_C, battery_percent=80,
                            faults=Faults(battery_failing=True),
@@ -134,8 +137,11 @@ async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser
             "READY, CHARGING and NOT_READY cards")
         assert "可领用" in await browser.eval(text_of("1"))
         assert "视频已安全保存" in await browser.eval(text_of("1"))
+        # Amber with its ETA once the agent has seen the battery rise.
+        await browser.wait_for(f"{text_of('2')}.includes('后可用')", "bay 2 charging ETA")
         two = await browser.eval(text_of("2"))
-        assert "充电中" in two and "电量不足（30%）" in two, two
+        assert "充电中" in two and re.search(r"约 \d+ (分钟|秒|小时)", two), two
+        assert re.search(r"电量不足（\d\d%）", two), two
         three = await browser.eval(text_of("3"))
         assert "不可用" in three and "电池故障" in three and "王芳" in three, three
         header = await browser.eval("document.getElementById('header').innerText")
@@ -147,7 +153,7 @@ async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser
         await browser.wait_for(f"document.documentElement.dataset.lang === 'en' && "
                                f"{text_of('1')}.includes('READY')", "English board")
         assert "Footage safe — you may take it" in await browser.eval(text_of("1"))
-        assert "Battery low (30%)" in await browser.eval(text_of("2"))
+        assert re.search(r"Battery low \(\d\d%\)", await browser.eval(text_of("2")))
         assert "Fault: battery failure" in await browser.eval(text_of("3"))
         await browser.eval("window.__sameDocument = true")
         await browser.screenshot(shots / "board-en.png")
@@ -185,9 +191,9 @@ async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser
         await browser.open(screen.url + "preshift")
         await browser.wait_for("document.querySelectorAll('tr[data-bay]').length === 3",
                                "pre-shift rows")
-        order = await browser.eval(
-            "[...document.querySelectorAll('tr[data-bay]')].map(r => r.dataset.bay)")
-        assert order[-1] == "2", order  # CHARGING after every READY one
+        order = await browser.eval("[...document.querySelectorAll('tr[data-bay]')]"
+                                   ".map(r => r.querySelector('[data-verdict]').dataset.verdict)")
+        assert order == sorted(order, key=["READY", "CHARGING", "NOT_READY"].index), order
         best = await browser.eval(
             "[...document.querySelectorAll('tr.best')].map(r => r.dataset.bay)")
         assert "1" in best and "2" not in best, best
