@@ -98,7 +98,7 @@ def card(bay: str, rest: str = "") -> str:
 
 
 def text_of(bay: str) -> str:
-    return f"({card(bay)} || {{}}).innerText || ''"
+    return f"(({card(bay)} || {{}}).innerText || '')"
 
 
 async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser,
