@@ -24,7 +24,7 @@ from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
 
 from .browser import Browser, chromium_path
 from .conftest import RigFactory
-from .harness import HANG_GUARD_S, Rig
+from .harness import HANG_GUARD_S, Rig, render_toml
 
 pytestmark = [
     pytest.mark.skipif(chromium_path() is None, reason="chromium not installed"),
@@ -107,6 +107,9 @@ async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser
     # Batteries read every second, so that the CHARGING recorder soon has an ETA.
     rig = make_rig(None, offload={"buffer_mib": 1, "buffers": 2, "fdatasync_every_mib": 8},
                    recorder_cfg={"battery_poll_s": 1.0})
+    sections = rig.sections()
+    sections["screen"] = {"poll_interval_s": 0.1}  # sees more of a short offload
+    rig.config.write_text(render_toml(sections))
     ready = RecorderSpec("BWC70001", officer=OFFICER_A, battery_percent=95,
                          footage=FootageSpec(count=1, size_bytes=1 * MIB, seed=71))
     charging = RecorderSpec("BWC70002", officer=OFFICER_A, battery_percent=30,
@@ -167,7 +170,7 @@ async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser
             }).observe(document.getElementById('main'), {childList: true, subtree: true});
         })()""")
         big = RecorderSpec("BWC70004", officer=OFFICER_B, battery_percent=90,
-                           footage=FootageSpec(count=24, size_bytes=16 * MIB, seed=74))
+                           footage=FootageSpec(count=16, size_bytes=8 * MIB, seed=74))
         await rig.plug("4", big)
         await browser.wait_for("window.__progress.length > 0", "offload progress on bay 4",
                                interval=0.02)
@@ -180,7 +183,7 @@ async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser
         seen = await browser.eval("window.__progress")
         # Progress as the officer sees it: percentage, files, rate, time left.
         assert any("Copying footage — do not remove" in t and re.search(r"\b\d{1,2}%", t)
-                   and re.search(r"\d+ of 24 files", t) and "/s" in t for t in seen), seen[:5]
+                   and re.search(r"\d+ of 16 files", t) and "/s" in t for t in seen), seen[:5]
 
         # -- a recorder unplugged: its card goes away
         await rig.unplug("3")
