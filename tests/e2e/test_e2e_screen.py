@@ -105,7 +105,10 @@ async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser
                                           tmp_path: Path) -> None:
     shots = artefacts_dir(tmp_path)
     # Batteries read every second, so that the CHARGING recorder soon has an ETA.
-    rig = make_rig(None, offload={"buffer_mib": 1, "buffers": 2, "fdatasync_every_mib": 8},
+    # The recorders are wiped after offload: bay 4's slow replies to those per-file deletes
+    # keep its offload going for seconds, whatever the machine's speed.
+    rig = make_rig(None, offload={"buffer_mib": 1, "buffers": 2, "fdatasync_every_mib": 8,
+                                  "wipe_after_offload": True},
                    recorder_cfg={"battery_poll_s": 1.0})
     sections = rig.sections()
     sections["screen"] = {"poll_interval_s": 0.1}  # sees more of a short offload
@@ -170,6 +173,7 @@ async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser
             }).observe(document.getElementById('main'), {childList: true, subtree: true});
         })()""")
         big = RecorderSpec("BWC70004", officer=OFFICER_B, battery_percent=90,
+                           faults=Faults(reply_delay_s=0.3),
                            footage=FootageSpec(count=16, size_bytes=8 * MIB, seed=74))
         await rig.plug("4", big)
         await browser.wait_for("window.__progress.length > 0", "offload progress on bay 4",
