@@ -183,6 +183,11 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             if reporter is not None:
                 essential["publisher"] = tg.create_task(reporter.run(), name="publisher")
             handlers = {**view.control_handlers(), **lifecycle.control_handlers()}
+
+            async def last_health(_: dict[str, Any]) -> dict[str, Any]:
+                return dict(health.last)  # read-only: the latest sample (dock-screen header)
+
+            handlers["health"] = last_health
             control = ControlServer(settings.control_socket, handlers)
             tg.create_task(control.serve(), name="control")
             tg.create_task(lag.run(), name="loop-lag")

@@ -72,6 +72,7 @@ SECTION_HELP: dict[str, str] = {
     "control": "Local control socket (dockctl) and metrics.",
     "upload": "Verified upload of stored footage to an S3-compatible object store.",
     "retention": "When uploaded, centrally acknowledged footage may leave the dock.",
+    "screen": "The dock screen (dock-screen): a read-only readiness board in a browser.",
     "logging": "Log output.",
     "access": "Approved access to stored footage: views and exports (access register).",
     "audit": "Scheduled fixity audit of the evidence store.",

@@ -260,6 +260,24 @@ class AccessSettings:
 
 
 @dataclass(frozen=True)
+class ScreenSettings:
+    listen: str = opt("127.0.0.1", "dock-screen address (loopback: the dock's own display only).")
+    port: int = opt(8470, "dock-screen HTTP port.", min=1, max=65535)
+    token_file: Path | None = opt(
+        None, "File holding the access token; required when `listen` is not loopback."
+    )
+    language: Literal["auto", "en", "zh_CN"] = opt(
+        "auto", "Screen language; auto follows the browser's Accept-Language."
+    )
+    poll_interval_s: float = opt(0.25, "How often the screen reads the agent's state.",
+                                 min=0.05, max=5)
+    lights: bool = opt(False, "Drive one light per bay over GPIO (gpiozero, Raspberry Pi).")
+    light_pins: dict[str, int] = opt(
+        {}, "Bay label -> GPIO (BCM) pin of that bay's light, e.g. { \"1\" = 17 }."
+    )
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     enabled: bool = opt(True, "Re-hash stored files against the ledger on a schedule.")
     cycle_days: float = opt(30.0, "Re-hash the whole store once every N days.", min=0.001,
@@ -290,6 +308,7 @@ class Settings:
     control: ControlSettings = field(default_factory=ControlSettings)
     upload: UploadSettings = field(default_factory=UploadSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)

@@ -67,7 +67,8 @@ cat >"$stage/DEBIAN/prerm" <<'SCRIPT'
 #!/bin/sh
 set -e
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-    systemctl disable --now dock-agent.service dock-mount.socket dock-mount.service \
+    systemctl disable --now dock-screen.service dock-agent.service dock-mount.socket \
+        dock-mount.service \
         >/dev/null 2>&1 || true
 fi
 SCRIPT
@@ -77,7 +78,8 @@ cat >"$stage/DEBIAN/postrm" <<'SCRIPT'
 set -e
 if [ "$1" = remove ] || [ "$1" = purge ]; then
     rm -f /etc/systemd/system/dock-agent.service /etc/systemd/system/dock-mount.socket \
-        /etc/systemd/system/dock-mount.service /etc/udev/rules.d/90-dock-agent.rules
+        /etc/systemd/system/dock-mount.service /etc/systemd/system/dock-screen.service \
+        /etc/udev/rules.d/90-dock-agent.rules
     rm -rf /opt/dock-agent/venv /opt/dock-agent/docs /opt/dock-agent/README.md
     rmdir /opt/dock-agent 2>/dev/null || true
     if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi

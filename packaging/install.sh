@@ -129,7 +129,7 @@ dock_agent --udev-rules --config "$config" >"$rules_tmp"
 install -m 0644 "$rules_tmp" "$RULES/90-dock-agent.rules"
 rm -f "$rules_tmp"
 units=(dock-agent.service)
-for unit in dock-mount.socket dock-mount.service; do
+for unit in dock-mount.socket dock-mount.service dock-screen.service; do
     if [ -e "$SRC/systemd/$unit" ]; then units+=("$unit"); fi
 done
 for unit in "${units[@]}"; do
@@ -159,11 +159,16 @@ if [ "$config_ok" != 1 ]; then
     say "fix $config (see above), then: systemctl enable --now dock-agent"
     exit 1
 fi
+services=(dock-agent.service)
+if [ -e "$UNITS/dock-screen.service" ]; then services+=(dock-screen.service); fi
 if [ "$START" = 1 ]; then
-    systemctl enable dock-agent.service
-    systemctl restart dock-agent.service
+    systemctl enable "${services[@]}"
+    systemctl restart "${services[@]}"
     say "dock-agent is running: systemctl status dock-agent; journalctl -u dock-agent -f"
+    if [ -e "$UNITS/dock-screen.service" ]; then
+        say "dock screen: http://127.0.0.1:8470/ (kiosk browser on the dock's display)"
+    fi
 else
-    systemctl enable dock-agent.service
-    say "dock-agent is enabled; start it with: systemctl start dock-agent"
+    systemctl enable "${services[@]}"
+    say "dock-agent is enabled; start it with: systemctl start ${services[*]}"
 fi

@@ -24,7 +24,7 @@ if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-units=(dock-agent.service dock-mount.socket dock-mount.service)
+units=(dock-screen.service dock-agent.service dock-mount.socket dock-mount.service)
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
     for unit in "${units[@]}"; do
         systemctl disable --now "$unit" 2>/dev/null || true

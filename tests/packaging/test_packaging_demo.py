@@ -196,6 +196,7 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
     serial = "BWC00002/1001002" if upload else "BWC00005/1001005"
     assert re.search(rf"/U0\d/{serial}/\d{{4}}-\d\d-\d\d/BWC0000", example.group(1))
     assert "mosquitto_sub -h 127.0.0.1 -p " in where
+    assert re.search(r"dock screen: open http://127\.0\.0\.1:\d+/ in a browser", out), out[:3000]
     messages = (state / "logs" / "mqtt-messages.log").read_text()
     assert "dock/v1/demo-dock/" in messages
 

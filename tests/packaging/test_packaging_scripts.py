@@ -83,7 +83,7 @@ def test_install_into_destdir(tmp_path: Path) -> None:
     assert (root / "etc/systemd/system/dock-agent.service").read_text() == \
         (REPO / "systemd/dock-agent.service").read_text()
     assert 'ATTRS{idVendor}=="1d6b"' in (root / "etc/udev/rules.d/90-dock-agent.rules").read_text()
-    for unit in ("dock-mount.socket", "dock-mount.service"):  # the mount helper's, if present
+    for unit in ("dock-mount.socket", "dock-mount.service", "dock-screen.service"):
         assert (root / "etc/systemd/system" / unit).exists() == (REPO / "systemd" / unit).exists()
 
     # Re-install: the operator's config and secret stay; rules follow the config.

@@ -95,3 +95,30 @@ def test_committed_rules_allow_the_example_recorders_only() -> None:
     assert active[label - 1] == 'GOTO="dock_agent_end"' and first_assign > label
     assert 'SUBSYSTEM=="block", ENV{UDISKS_IGNORE}="1", ENV{UDISKS_AUTO}="0"' in active
     assert 'SUBSYSTEM=="tty", GROUP="dialout", MODE="0660"' in active
+
+
+def test_screen_unit_verifies_and_sees_only_what_it_reads(tmp_path: Path) -> None:
+    """dock-screen: its own unprivileged user in the agent's group (the control socket),
+    the config file but no secret, no state directory, no recorder mounts."""
+    source = REPO / "systemd" / "dock-screen.service"
+    d = directives(source.read_text())
+    assert d["ExecStart"] == [
+        "/opt/dock-agent/venv/bin/dock-screen --config /etc/dock-agent/dock-agent.toml"]
+    assert d["DynamicUser"] == ["yes"] and d["SupplementaryGroups"] == ["dock-agent"]
+    assert d["TemporaryFileSystem"] == ["/etc/dock-agent:ro"]
+    assert d["BindReadOnlyPaths"] == ["/etc/dock-agent/dock-agent.toml",
+                                      "-/etc/dock-agent/screen.token"]
+    assert set(d["InaccessiblePaths"]) == {"-/var/lib/dock-agent", "-/run/dock-agent/media"}
+    assert d["IPAddressDeny"] == ["any"] and d["IPAddressAllow"] == ["localhost"]
+    exe = Path(sys.executable).with_name("dock-screen")
+    if not exe.exists():
+        pytest.skip("dock-screen entry point not installed")
+    unit = tmp_path / "dock-screen.service"
+    unit.write_text(source.read_text().replace("/opt/dock-agent/venv/bin/dock-screen", str(exe)))
+    run = subprocess.run([tool("systemd-analyze"), "verify", unit], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run([tool("systemd-analyze"), "security", "--offline=true", unit],
+                         capture_output=True, text=True)
+    m = re.search(r"Overall exposure level for dock-screen\.service: (\d+\.\d+)", run.stdout)
+    assert m and float(m.group(1)) <= 2.0, run.stdout[-500:]
