@@ -168,20 +168,9 @@ def raise_fault(
     now_us: int | None = None,
 ) -> Fault:
     """Register a fault (or a repeat of an open one; see the module docstring)."""
-    code = FaultCode(code).value  # unknown codes are a programming error: ValueError
-    if severity not in ("warning", "error"):
-        raise ValueError(f"severity must be 'warning' or 'error', not {severity!r}")
-    if not reason:
-        raise ValueError("a fault needs a human-readable reason")
+    code, detail_obj = _checked(code, severity, reason, detail)
     recorder, officer, bay, session_id = (v or None for v in (recorder, officer, bay,
                                                                session_id))
-    try:
-        detail_text = canonical_text(dict(detail or {}))
-    except CanonicalError as exc:
-        # The fault itself must still be recorded: keep a printable form of the detail.
-        detail_text = canonical_text({"unencodable_detail": repr(detail), "error": str(exc)})
-    detail_obj = loads(detail_text)
-    assert isinstance(detail_obj, dict)
     t = current_us() if now_us is None else int(now_us)
     existing = _open_for(conn, recorder, code)
     if existing is not None:
@@ -195,18 +184,9 @@ def raise_fault(
         refreshed = _get(conn, existing.id)
         assert refreshed is not None
         return refreshed
-    next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faults").fetchone()[0]
-    entry = ledger.append(conn, EntryKind.FAULT, recorder=recorder, officer=officer, bay=bay,
-                          session_id=session_id, now_us=t,
-                          data={"fault_id": next_id, "code": code, "severity": severity,
-                                "reason": reason, "detail": detail_obj, "repeated": False})
-    conn.execute(
-        f"INSERT INTO faults ({_COLUMNS}) VALUES"  # noqa: S608
-        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, 0, NULL)",
-        (next_id, code, severity, recorder, officer, bay, session_id, reason, detail_text,
-         entry.time_us, entry.seq, entry.time_us),
-    )
-    fault = _get(conn, next_id)
+    fault_id = _new_fault(conn, ledger, code, severity, reason, detail_obj, now_us=t,
+                          opened_us=None, who=(recorder, officer, bay, session_id))
+    fault = _get(conn, fault_id)
     assert fault is not None
     return fault
 
@@ -230,30 +210,52 @@ def record_past_fault(
     """Record a fault that already happened and is over (a recorder's field event, a
     deadline missed): its own register row opened at `occurred_us`, with its "fault" and
     "fault_cleared" ledger entries, never merged with an open fault of the same code."""
-    code = FaultCode(code).value
+    code, detail_obj = _checked(code, severity, reason, detail)
+    who = tuple(v or None for v in (recorder, officer, bay, session_id))
+    t = current_us() if now_us is None else int(now_us)
+    fault_id = _new_fault(conn, ledger, code, severity, reason, detail_obj, now_us=t,
+                          opened_us=int(occurred_us), who=who)
+    done = clear_fault(conn, ledger, fault_id, cleared_reason, now_us=t)
+    assert done is not None
+    return done
+
+
+def _checked(code: FaultCode | str, severity: str, reason: str,
+             detail: Mapping[str, object] | None) -> tuple[str, dict[str, Any]]:
+    """The code's value and the detail as canonical JSON data; bad arguments raise."""
+    value = FaultCode(code).value  # unknown codes are a programming error: ValueError
     if severity not in ("warning", "error"):
         raise ValueError(f"severity must be 'warning' or 'error', not {severity!r}")
     if not reason:
         raise ValueError("a fault needs a human-readable reason")
-    recorder, officer, bay, session_id = (v or None for v in (recorder, officer, bay,
-                                                               session_id))
-    detail_obj = loads(canonical_text(dict(detail or {})))
+    try:
+        detail_text = canonical_text(dict(detail or {}))
+    except CanonicalError as exc:
+        # The fault itself must still be recorded: keep a printable form of the detail.
+        detail_text = canonical_text({"unencodable_detail": repr(detail), "error": str(exc)})
+    detail_obj = loads(detail_text)
     assert isinstance(detail_obj, dict)
-    t = current_us() if now_us is None else int(now_us)
+    return value, detail_obj
+
+
+def _new_fault(conn: sqlite3.Connection, ledger: Ledger, code: str, severity: str,
+               reason: str, detail: dict[str, Any], *, now_us: int, opened_us: int | None,
+               who: tuple[str | None, ...]) -> int:
+    """A new register row and its "fault" ledger entry; opened now unless `opened_us`."""
+    recorder, officer, bay, session_id = who
     next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM faults").fetchone()[0]
     entry = ledger.append(conn, EntryKind.FAULT, recorder=recorder, officer=officer, bay=bay,
-                          session_id=session_id, now_us=t,
+                          session_id=session_id, now_us=now_us,
                           data={"fault_id": next_id, "code": code, "severity": severity,
-                                "reason": reason, "detail": detail_obj, "repeated": False})
+                                "reason": reason, "detail": detail, "repeated": False})
+    opened = entry.time_us if opened_us is None else opened_us
     conn.execute(
         f"INSERT INTO faults ({_COLUMNS}) VALUES"  # noqa: S608
         " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, 0, NULL)",
         (next_id, code, severity, recorder, officer, bay, session_id, reason,
-         canonical_text(detail_obj), int(occurred_us), entry.seq, int(occurred_us)),
+         canonical_text(detail), opened, entry.seq, opened),
     )
-    done = clear_fault(conn, ledger, next_id, cleared_reason, now_us=t)
-    assert done is not None
-    return done
+    return int(next_id)
 
 
 def clear_fault(conn: sqlite3.Connection, ledger: Ledger, fault_id: int, reason: str, *,
