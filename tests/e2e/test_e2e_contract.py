@@ -236,10 +236,10 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
     await until(lambda: any(s and s.get("reason") == "connection-lost"
                             for s in traffic.on("status")), "the Will")
 
-    check_capture(traffic, rig, pull)
+    check_capture(traffic, rig, pull, tmp_path)
 
 
-def check_capture(traffic: Traffic, rig: Rig, pull: bool) -> None:
+def check_capture(traffic: Traffic, rig: Rig, pull: bool, media: Path) -> None:
     captured = traffic.captured()
     central = traffic.central
     # 1. every message valid against its schema; every registered topic seen
@@ -280,7 +280,9 @@ def check_capture(traffic: Traffic, rig: Rig, pull: bool) -> None:
     assert not any(f["code"] == "health" for f in dock["open_faults"]), "cleared fault open"
     assert dock["missing_seqs"] == [] and dock["lost_seqs"] == []
     # 5. the doc's examples are the captured messages' shapes
-    check_doc_examples(captured)
+    # the export targets are per-test directories; the doc shows them where a dock mounts
+    check_doc_examples([(t, json.loads(json.dumps(b).replace(str(media), "/media")))
+                        for t, b in captured])
 
 
 def check_doc_examples(captured: list[tuple[str, Any]]) -> None:
