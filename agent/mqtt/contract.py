@@ -43,7 +43,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(("reply", "+"), "reply", retained=False, qos=1),
     *(TopicSpec(("cmd", name), f"command-{name}", retained=False, qos=1, direction="central")
       for name in ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold",
-                   "verify", "resend")),
+                   "verify", "resend", "tag", "export", "preserve", "audit")),
 )
 
 # Closed vocabularies the schemas enumerate (kept equal by tests/mqtt/test_mqtt_contract_pure).

@@ -77,11 +77,18 @@ SLOTS: tuple[Slot, ...] = (
     Slot("cmd-assign-officer", "command-assign-officer", _on("cmd/assign-officer")),
     Slot("cmd-set-hold", "command-set-hold", _on("cmd/set-hold")),
     Slot("cmd-resend", "command-resend", _on("cmd/resend")),
+    Slot("cmd-tag", "command-tag", _on("cmd/tag")),
+    Slot("cmd-export", "command-export", _on("cmd/export")),
+    Slot("cmd-preserve", "command-preserve", _on("cmd/preserve")),
+    Slot("cmd-audit", "command-audit", _on("cmd/audit")),
     Slot("reply-assign-officer", "reply", _on(r"reply/assign-officer", ok=True)),
     Slot("reply-pending", "reply", lambda t, b: _on(r"reply/assign-officer", ok=True)(t, b)
          and b["result"]["pending"] is True),
     Slot("reply-invalid", "reply", _on(r"reply/.*", ok=False, error__code="invalid-args")),
     Slot("reply-resend", "reply", _on(r"reply/resend", ok=True)),
+    Slot("reply-tag", "reply", _on(r"reply/tag", ok=True)),
+    Slot("reply-export", "reply", _on(r"reply/export", ok=True)),
+    Slot("reply-audit", "reply", _on(r"reply/audit", ok=True)),
 )
 
 

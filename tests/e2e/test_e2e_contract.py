@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from mqtt.broker import Broker
@@ -43,7 +44,8 @@ from .harness import Rig, render_toml, until
 PREFIX = f"dock/v1/{DOCK_ID}/"
 NOT_EXERCISED = {
     "device_rejected": "needs a USB device that is not a recorder (udev; the HIL suite)",
-    "exported": "written by the export workflow, not by docking or MQTT commands",
+    "export_failed": "needs an export target that fails mid-write (tests/e2e/test_e2e_lifecycle)",
+    "preserved": "needs two target filesystems (tmpfs mounts; tests/e2e/test_e2e_lifecycle)",
     "purged": "needs the central side's acknowledgement of an upload",
     "checkpoint_policy": "written when the checkpoint interval changes (fixed in this agent)",
 }
@@ -85,12 +87,13 @@ class Traffic:
 
 
 async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
-                                        central: Central) -> None:
+                                        central: Central, tmp_path: Path) -> None:
     pull = fuse_available()
     rig = make_rig(broker.settings(DOCK_ID), bays=5, offload={
         "wipe_after_offload": True, "buffer_mib": 1, "fdatasync_every_mib": 8})
     sections = rig.sections()
     sections["health"]["store_free_warn_percent"] = 100.0  # a dock fault from the start
+    sections["access"] = {"approvers": {"U07": ["insp.wang"]}}
     rig.config.write_text(render_toml(sections))
     traffic = Traffic(central, rig)
 
@@ -138,6 +141,33 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
     reply = await traffic.command("readiness", {"id": "c-ready-1"})
     assert {r["serial"] for r in reply["result"]["recorders"]} >= {a.serial, c.serial}
     assert (await traffic.command("rebirth", {"id": "c-rebirth-1"}))["ok"]
+
+    # -- the evidence lifecycle: tag, a view, an approved export, an audit run
+    reply = await traffic.command("tag", {"id": "c-tag-1", "args": {
+        "selection": {"recorder": a.serial, "from": "2020-01-01T00:00:00Z"},
+        "tagged_by": "sgt.chen", "case_no": "2026-117", "cause": "traffic dispute",
+        "labels": ["complaint"]}})
+    assert reply["ok"] and reply["result"]["tagged"] == 2, reply
+    file_id = str(reply["result"]["file_ids"][0])
+    access = ("--requester", "det.liu", "--purpose", "case 2026-117 court bundle",
+              "--approver", "insp.wang")
+    assert len(await rig.dockctl_json("show", file_id, *access)) == 1
+    usb = tmp_path / "export-usb"
+    usb.mkdir()
+    reply = await traffic.command("export", {"id": "c-export-1", "args": {
+        "selection": {"files": [int(file_id)]}, "target": str(usb), "requester": "det.liu",
+        "approver": "insp.wang", "purpose": "case 2026-117 court bundle"}})
+    assert reply["ok"] and reply["result"]["state"] == "complete", reply
+    same = tmp_path / "archive"
+    same.mkdir()
+    reply = await traffic.command("preserve", {"id": "c-preserve-1", "args": {
+        "selection": {"files": [int(file_id)]}, "targets": [str(usb), str(same)],
+        "requester": "rec.officer", "approver": "insp.wang",
+        "purpose": "long-term preservation", "case_no": "2026-117",
+        "case_name": "Wang v. Li"}})
+    assert reply["error"]["code"] == "rejected", reply  # one filesystem: not two copies
+    reply = await traffic.command("audit", {"id": "c-audit-1", "args": {"run": "slice"}})
+    assert reply["ok"] and reply["result"]["run"]["problems"] == [], reply
     bad = await traffic.command("assign-officer", {"id": "c-bad-1", "args": {
         "serial": a.serial}}, valid=False)
     assert bad["error"]["code"] == "invalid-args" and "officer_no" in bad["error"]["message"]
@@ -206,10 +236,10 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
     await until(lambda: any(s and s.get("reason") == "connection-lost"
                             for s in traffic.on("status")), "the Will")
 
-    check_capture(traffic, rig, pull)
+    check_capture(traffic, rig, pull, tmp_path)
 
 
-def check_capture(traffic: Traffic, rig: Rig, pull: bool) -> None:
+def check_capture(traffic: Traffic, rig: Rig, pull: bool, media: Path) -> None:
     captured = traffic.captured()
     central = traffic.central
     # 1. every message valid against its schema; every registered topic seen
@@ -250,7 +280,9 @@ def check_capture(traffic: Traffic, rig: Rig, pull: bool) -> None:
     assert not any(f["code"] == "health" for f in dock["open_faults"]), "cleared fault open"
     assert dock["missing_seqs"] == [] and dock["lost_seqs"] == []
     # 5. the doc's examples are the captured messages' shapes
-    check_doc_examples(captured)
+    # the export targets are per-test directories; the doc shows them where a dock mounts
+    check_doc_examples([(t, json.loads(json.dumps(b).replace(str(media), "/media")))
+                        for t, b in captured])
 
 
 def check_doc_examples(captured: list[tuple[str, Any]]) -> None:
