@@ -56,6 +56,8 @@ SLOTS: tuple[Slot, ...] = (
     Slot("status-shutdown", "status", _on("status", state="offline", reason="shutdown")),
     Slot("status-will", "status", _on("status", state="offline", reason="connection-lost")),
     Slot("health", "health", _on("health")),
+    Slot("checkpoint", "checkpoint", lambda t, b: _on("checkpoint")(t, b)
+         and bool(b.get("previous"))),
     Slot("state-birth", "recorder-state",
          lambda t, b: _on(r"recorder/[^/]+/state", docked=True, state="released")(t, b)
          and "offload_result" in b and "clock" in b and b.get("officer") is not None
@@ -77,6 +79,7 @@ SLOTS: tuple[Slot, ...] = (
     Slot("cmd-assign-officer", "command-assign-officer", _on("cmd/assign-officer")),
     Slot("cmd-set-hold", "command-set-hold", _on("cmd/set-hold")),
     Slot("cmd-resend", "command-resend", _on("cmd/resend")),
+    Slot("cmd-ack-upload", "command-ack-upload", _on("cmd/ack-upload")),
     Slot("reply-assign-officer", "reply", _on(r"reply/assign-officer", ok=True)),
     Slot("reply-pending", "reply", lambda t, b: _on(r"reply/assign-officer", ok=True)(t, b)
          and b["result"]["pending"] is True),
