@@ -164,6 +164,8 @@ class DockView:
             self._report_unseen(gone, None)
             self.reporter.remove_recorder(gone)
             del self._published[gone]
+        for gone in set(self._offload_began) - set(current):
+            self._report_unseen(gone, None)  # docked and gone between two refreshes
 
     def _report_pulled(self, key: str) -> None:
         """A recorder left its bay (or its docking session ended and a new one began): if
