@@ -77,7 +77,7 @@ class DockView:
 class FleetModel:
     """Pure: feed it (topic, payload) pairs; read `snapshot()` or `render_table()`."""
 
-    def __init__(self, prefix: str = "dock/v1", checkpoint_state: Path | None = None,
+    def __init__(self, prefix: str = "dock/v1", *, checkpoint_state: Path | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.prefix = prefix
         self.clock = clock
@@ -426,7 +426,7 @@ async def run_fleet(
     `session_expiry_s` > 0 keeps a broker session (with a fixed client id) across restarts
     of the view, so events published meanwhile wait at the broker."""
     stream = out or sys.stdout
-    model = model or FleetModel(settings.topic_prefix, checkpoint_state)
+    model = model or FleetModel(settings.topic_prefix, checkpoint_state=checkpoint_state)
     backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s)
     client_id = settings.client_id or f"fleet-{uuid.uuid4().hex[:10]}"
 
