@@ -63,7 +63,7 @@ SLOTS: tuple[Slot, ...] = (
          and "offload_result" in b and "clock" in b and b.get("officer") is not None
          and not b.get("stale")),
     Slot("state-charging", "recorder-state",
-         _on(r"recorder/[^/]+/state", readiness__verdict="CHARGING")),
+         _on(r"recorder/[^/]+/state", readiness__verdict="CHARGING", state="released")),
     Slot("state-stale", "recorder-state", _on(r"recorder/[^/]+/state", stale=True)),
     Slot("state-death", "recorder-state", _on(r"recorder/[^/]+/state", docked=False)),
     Slot("progress-copying", "recorder-progress",
