@@ -96,3 +96,8 @@ def test_health_upload_object_is_sent_only_with_upload_enabled():
     assert "upload" not in without["health"]
     for body in (with_upload, without):  # (events/health carries the same definition)
         validate("health", body)
+
+
+def test_no_schema_gives_a_key_twice():
+    for name in schema_names():
+        load_schema(name)  # raises on a duplicate key (the last one would silently win)
