@@ -85,6 +85,10 @@ class DockView:
         # key -> (session id, final summary sent) of the offload last reported
         self._progress_sent: dict[str, tuple[str, bool]] = {}
         self._last_entry: dict[str, Mapping[str, Any]] = {}  # as last seen, per recorder
+        # key -> {session id: offload result or None} of the sessions whose offload began,
+        # noted at every session change: a short session can begin (even finish) its offload
+        # and end between two coalesced refreshes, and its summary is still owed
+        self._offload_began: dict[str, dict[str, Mapping[str, Any] | None]] = {}
         self.store_free_bytes: int | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         # Writes a pending officer assignment to a docked recorder now; True if it did.
@@ -123,6 +127,10 @@ class DockView:
 
     def sessions_changed(self) -> None:
         """Session hook: coalesce bursts of changes into one refresh."""
+        if self.supervisor is not None:
+            for key, session_id, state, result in self.supervisor.offload_states():
+                if state in OFFLOAD_STATES or result is not None:
+                    self._offload_began.setdefault(key, {})[session_id] = result
         if self._flush_handle is not None:
             return
         try:
@@ -144,6 +152,7 @@ class DockView:
             last = self._last_entry.get(key)
             if last is not None and last.get("session_id") != entry.get("session_id"):
                 self._report_pulled(key)  # pulled and put back between two refreshes
+            self._report_unseen(key, str(entry.get("session_id")))
             state = _public_state(entry)
             progress = state.pop("offload", None)
             if self._published.get(key) != state:
@@ -152,8 +161,11 @@ class DockView:
             self._report_progress(key, entry, progress, state.get("offload_result"))
         for gone in set(self._published) - set(current):
             self._report_pulled(gone)
+            self._report_unseen(gone, None)
             self.reporter.remove_recorder(gone)
             del self._published[gone]
+        for gone in set(self._offload_began) - set(current):
+            self._report_unseen(gone, None)  # docked and gone between two refreshes
 
     def _report_pulled(self, key: str) -> None:
         """A recorder left its bay (or its docking session ended and a new one began): if
@@ -164,17 +176,43 @@ class DockView:
         if last is None:
             return
         session = str(last.get("session_id"))
+        began = self._offload_began.get(key, {})
+        offload_began = session in began or last.get("state") in OFFLOAD_STATES
+        known = began.pop(session, None)  # its result, if it ended with one unseen
+        if not began:
+            self._offload_began.pop(key, None)
         if sent is not None and sent[0] == session:
             if sent[1]:
                 return  # its summary is out
-        elif last.get("state") not in OFFLOAD_STATES or last.get("offload_result"):
+        elif not offload_began or last.get("offload_result"):
             return  # it left before its offload began (or its summary is out)
-        progress = last.get("offload") or _progress_from_result({})
+        result: Mapping[str, Any] = payloads.result_fields(known) if known is not None else {
+            "outcome": "interrupted",
+            "detail": "the recorder left the bay before its offload finished"}
+        progress = last.get("offload") or _progress_from_result(result)
         if sent is None or sent[0] != session:
             self.reporter.offload_progress(key, progress)
-        self.reporter.offload_finished(key, progress, {
-            "outcome": "interrupted",
-            "detail": "the recorder left the bay before its offload finished"})
+        self.reporter.offload_finished(key, progress, result)
+
+    def _report_unseen(self, key: str, current: str | None) -> None:
+        """Sessions that began an offload and ended between two refreshes, never seen by
+        one: each still gets its progress message and its summary (`interrupted` if it
+        ended without a result)."""
+        began = self._offload_began.get(key)
+        if not began:
+            return
+        for session in sorted(set(began) - {current}):
+            result = began.pop(session)
+            if result is None:
+                result = {"outcome": "interrupted",
+                          "detail": "the recorder left the bay before its offload finished"}
+            else:
+                result = payloads.result_fields(result)
+            progress = _progress_from_result(result)
+            self.reporter.offload_progress(key, progress)
+            self.reporter.offload_finished(key, progress, result)
+        if not began:
+            del self._offload_began[key]
 
     def _report_progress(self, key: str, entry: Mapping[str, Any],
                          progress: Mapping[str, Any] | None,
@@ -195,6 +233,7 @@ class DockView:
                 self.reporter.offload_progress(key, values)
             self.reporter.offload_finished(key, values, result)
             self._progress_sent[key] = (session, True)
+            self._offload_began.get(key, {}).pop(session, None)
 
     def readiness_report(self) -> dict[str, Any]:
         rows = []

@@ -35,6 +35,7 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(("status",), "status", retained=True, qos=1),
     TopicSpec(("health",), "health", retained=True, qos=1),
+    TopicSpec(("checkpoint",), "checkpoint", retained=True, qos=1),
     TopicSpec(("recorder", "+", "state"), "recorder-state", retained=True, qos=1),
     TopicSpec(("recorder", "+", "progress"), "recorder-progress", retained=False, qos=0),
     TopicSpec(("events", "custody"), "event-custody", retained=False, qos=1),
@@ -43,7 +44,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(("reply", "+"), "reply", retained=False, qos=1),
     *(TopicSpec(("cmd", name), f"command-{name}", retained=False, qos=1, direction="central")
       for name in ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold",
-                   "verify", "resend", "tag", "export", "preserve", "audit")),
+                   "verify", "resend", "ack-upload", "tag", "export", "preserve", "audit")),
 )
 
 # Closed vocabularies the schemas enumerate (kept equal by tests/mqtt/test_mqtt_contract_pure).

@@ -45,6 +45,8 @@ HEALTH_FIELDS = (
     "mem_available_bytes", "uptime_s", "clock_synchronised", "broker_connected",
     "loop_lag_ms", "throttling_now", "throttling_since_boot", "bays", "issues",
 )
+UPLOAD_FIELDS = ("backlog_files", "backlog_bytes", "oldest_backlog_age_s", "uploaded_files",
+                 "conflicts", "last_error")
 PROGRESS_FIELDS = ("files_done", "files_total", "bytes_done", "bytes_total", "rate_bps",
                    "eta_s", "current_file")
 RESULT_FIELDS = ("outcome", "detail", "stored", "already_stored", "failed", "refused", "wiped",
@@ -63,6 +65,9 @@ def health_sample(sample: Mapping[str, Any]) -> dict[str, Any]:
                    for b in out["bays"] or ()]
     out["issues"] = [{"code": i.get("code"), "reason": i.get("reason")}
                      for i in out["issues"] or ()]
+    upload = sample.get("upload")
+    if isinstance(upload, Mapping):  # only with [upload] enabled
+        out["upload"] = {k: upload.get(k) for k in UPLOAD_FIELDS}
     return out
 
 

@@ -24,8 +24,19 @@ def schema_names() -> list[str]:
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     text = resources.files("agent.mqtt.schemas").joinpath(f"{name}.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    schema: dict[str, Any] = json.loads(text, object_pairs_hook=_unique_keys)
     return schema
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A key given twice in a schema would silently keep only its last value (two merged
+    edits of one schema once left a command's `args` optional)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"schema key {key!r} given twice")
+        out[key] = value
+    return out
 
 
 @cache

@@ -198,6 +198,12 @@ class BaySupervisor:
             by_bay[s.bay] = s  # newest wins (dict order is start order)
         return [by_bay[b].snapshot() for b in sorted(by_bay)]
 
+    def offload_states(self) -> list[tuple[str, str, str, dict[str, object] | None]]:
+        """(key, session id, state, offload result) of each live session: cheap enough for
+        every change."""
+        return [(s.key, s.session_id, s.state.value, s.offload_result)
+                for s in self._sessions.values() if not s.finished]
+
     def _changed(self) -> None:
         try:
             self.deps.on_change()

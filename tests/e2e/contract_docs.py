@@ -56,12 +56,14 @@ SLOTS: tuple[Slot, ...] = (
     Slot("status-shutdown", "status", _on("status", state="offline", reason="shutdown")),
     Slot("status-will", "status", _on("status", state="offline", reason="connection-lost")),
     Slot("health", "health", _on("health")),
+    Slot("checkpoint", "checkpoint", lambda t, b: _on("checkpoint")(t, b)
+         and bool(b.get("previous"))),
     Slot("state-birth", "recorder-state",
          lambda t, b: _on(r"recorder/[^/]+/state", docked=True, state="released")(t, b)
          and "offload_result" in b and "clock" in b and b.get("officer") is not None
          and not b.get("stale")),
     Slot("state-charging", "recorder-state",
-         _on(r"recorder/[^/]+/state", readiness__verdict="CHARGING")),
+         _on(r"recorder/[^/]+/state", readiness__verdict="CHARGING", state="released")),
     Slot("state-stale", "recorder-state", _on(r"recorder/[^/]+/state", stale=True)),
     Slot("state-death", "recorder-state", _on(r"recorder/[^/]+/state", docked=False)),
     Slot("progress-copying", "recorder-progress",
@@ -81,6 +83,7 @@ SLOTS: tuple[Slot, ...] = (
     Slot("cmd-export", "command-export", _on("cmd/export")),
     Slot("cmd-preserve", "command-preserve", _on("cmd/preserve")),
     Slot("cmd-audit", "command-audit", _on("cmd/audit")),
+    Slot("cmd-ack-upload", "command-ack-upload", _on("cmd/ack-upload")),
     Slot("reply-assign-officer", "reply", _on(r"reply/assign-officer", ok=True)),
     Slot("reply-pending", "reply", lambda t, b: _on(r"reply/assign-officer", ok=True)(t, b)
          and b["result"]["pending"] is True),

@@ -48,6 +48,9 @@ NOT_EXERCISED = {
     "preserved": "needs two target filesystems (tmpfs mounts; tests/e2e/test_e2e_lifecycle)",
     "purged": "needs the central side's acknowledgement of an upload",
     "checkpoint_policy": "written when the checkpoint interval changes (fixed in this agent)",
+    "uploaded": "needs an S3 store ([upload] enabled; tests/upload)",
+    "upload_acknowledged": "needs a file uploaded to an S3 store (tests/upload)",
+    "entry_list": "needs more problem files on one recorder than a fault names (tests/offload)",
 }
 
 
@@ -72,8 +75,10 @@ class Traffic:
         return [b for t, b in self.captured() if t == topic]
 
     async def command(self, name: str, body: Any, *, raw: bytes | None = None,
-                      valid: bool = True) -> Any:
-        if valid:
+                      valid: bool = True, document: bool = False) -> Any:
+        """Send a command and wait for its reply. `valid` (or `document`: a valid command
+        the dock refuses) puts it in the capture the doc examples come from."""
+        if valid or document:
             validate(f"command-{name}", body)  # what we document is what we send
             self.sent.append((f"cmd/{name}", body))
         cmd_id = body.get("id") if isinstance(body, dict) else None
@@ -175,6 +180,10 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
     assert bad["error"]["code"] == "malformed" and bad["id"] is None
     bad = await traffic.command("self-destruct", {"id": "c-bad-3"}, valid=False)
     assert bad["error"]["code"] == "unknown-command"
+    # no S3 store here: nothing was uploaded, so an acknowledgement matches nothing
+    bad = await traffic.command("ack-upload", {"id": "c-ack-1", "args": {"files": [
+        "9f2c4d1a0b7e3f5a6c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"]}}, document=True)
+    assert bad["error"]["code"] == "rejected" and "no uploaded file" in bad["error"]["message"]
     bad = await traffic.command("resend", {"id": "c-bad-4", "args": {
         "from_seq": 9, "to_seq": 3}}, valid=False)
     assert bad["error"]["code"] == "rejected"

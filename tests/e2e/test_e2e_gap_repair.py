@@ -29,7 +29,7 @@ class RecordingModel(FleetModel):
     """The fleet model, also keeping which ledger entries arrived and the gaps it saw."""
 
     def __init__(self) -> None:
-        super().__init__("dock/v1", time.monotonic)
+        super().__init__("dock/v1", clock=time.monotonic)
         self.ledger_seqs: dict[int, str] = {}  # ledger seq -> event id
         self.most_missing = 0
         self.resent: list[int] = []

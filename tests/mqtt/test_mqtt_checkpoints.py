@@ -72,3 +72,24 @@ def test_checkpoint_rule_on_a_real_ledger(tmp_path: Path) -> None:
     db2 = Database(tmp_path / "b" / "dock.sqlite3", ALL_SCHEMAS)
     assert judge(later, grow(db2, other, 30, "v")).verdict == "key_changed"
     db2.close()
+
+
+def test_fleet_view_checks_checkpoints(tmp_path: Path) -> None:
+    """The checkpoint topic is in the contract: the fleet view validates it, accepts a good
+    one, refuses a malformed one, and shows another dock's checkpoint under this dock's
+    topic as a custody alarm."""
+    import json
+
+    from agent.mqtt.fleet import FleetModel
+
+    db = Database(tmp_path / "dock.sqlite3", ALL_SCHEMAS)
+    body = grow(db, Ledger("dock-A", CheckpointSigner(KEY), checkpoint_every=4), 5, "r")
+    db.close()
+    model = FleetModel()
+    assert model.apply("dock/v1/dock-A/checkpoint", json.dumps(body).encode())
+    assert model.docks["dock-A"].checkpoint_seq == body["seq"]
+    assert model.docks["dock-A"].invalid_messages == 0
+    assert model.apply("dock/v1/dock-A/checkpoint", b'{"dock_id": "dock-A", "seq": 1}')
+    assert model.docks["dock-A"].invalid_messages == 1
+    assert model.apply("dock/v1/dock-B/checkpoint", json.dumps(body).encode())
+    assert [a["alarm"] for a in model.docks["dock-B"].custody_alarms] == ["wrong_dock"]

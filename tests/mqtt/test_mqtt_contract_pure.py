@@ -7,7 +7,7 @@ from typing import Any
 
 from agent.mqtt import contract
 from agent.mqtt.commands import COMMANDS
-from agent.mqtt.validation import load_schema, schema_names
+from agent.mqtt.validation import load_schema, schema_names, validate
 
 
 def walk(node: Any, path: str = "#") -> list[tuple[str, dict[str, Any]]]:
@@ -76,3 +76,28 @@ def test_health_sample_is_one_definition():
     retained = load_schema("health")["properties"]["health"]
     event = load_schema("event-health")["properties"]["payload"]["properties"]["health"]
     assert retained == event
+
+
+def test_health_upload_object_is_sent_only_with_upload_enabled():
+    """The monitor adds `upload` only with [upload] enabled; the payload builder carries it
+    (exactly its documented fields) and the strict schemas accept both forms."""
+    from agent.mqtt import payloads
+    from agent.store.outbox import OutboxStats
+
+    from .helpers import health_sample
+
+    upload = {"backlog_files": 2, "backlog_bytes": 2048, "oldest_backlog_age_s": 3.5,
+              "uploaded_files": 7, "conflicts": 0, "last_error": None}
+    stats = OutboxStats(0, None, 0)
+    with_upload = payloads.health("d1", 1, 1.0e9, "1.0", health_sample(upload=upload), stats,
+                                  {})
+    assert with_upload["health"]["upload"] == upload
+    without = payloads.health("d1", 1, 1.0e9, "1.0", health_sample(), stats, {})
+    assert "upload" not in without["health"]
+    for body in (with_upload, without):  # (events/health carries the same definition)
+        validate("health", body)
+
+
+def test_no_schema_gives_a_key_twice():
+    for name in schema_names():
+        load_schema(name)  # raises on a duplicate key (the last one would silently win)

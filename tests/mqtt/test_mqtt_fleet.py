@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from agent.mqtt import payloads
 from agent.mqtt.fleet import FleetModel, fleet_settings, run_fleet
 from agent.mqtt.transport import PahoTransport
 from agent.store import outbox
@@ -113,11 +114,18 @@ def test_fleet_settings_parse():
 
 
 def test_old_will_does_not_kill_new_session():
+    def status(body: dict[str, object]) -> bytes:
+        return payloads.encode(body)
+
     m = FleetModel()
-    m.apply("dock/v1/d1/status", b'{"dock_id":"d1","state":"online","bdSeq":5}')
-    m.apply("dock/v1/d1/status", b'{"dock_id":"d1","state":"offline","bdSeq":4}')
-    assert m.docks["d1"].online
-    m.apply("dock/v1/d1/status", b'{"dock_id":"d1","state":"offline","bdSeq":5}')
-    assert not m.docks["d1"].online
+    assert m.apply("dock/v1/d1/status",
+                   status(payloads.status_online("d1", 5, 1.0e9, "1.0", "5")))
+    m.apply("dock/v1/d1/status",
+            status(payloads.status_offline("d1", 4, "connection-lost", None)))
+    assert m.docks["d1"].online and m.docks["d1"].invalid_messages == 0
+    m.apply("dock/v1/d1/status",
+            status(payloads.status_offline("d1", 5, "connection-lost", None)))
+    assert not m.docks["d1"].online and m.docks["d1"].invalid_messages == 0
     assert m.apply("dock/v1/d1/status", b"not json")  # refused, and counted against d1
     assert m.docks["d1"].invalid_messages == 1 and not m.docks["d1"].online
+

@@ -9,9 +9,10 @@ import asyncio
 import json
 import sys
 
+from agent.mqtt import payloads
 from agent.mqtt.transport import PahoTransport
 
-from .helpers import make_reporter, running
+from .helpers import make_reporter, rec_state, running
 
 B = "dock/v1/dock-B"
 
@@ -44,11 +45,10 @@ RAW: list[tuple[str, bytes]] = [
 # (T stands for a valid time, so that each message breaks only what it means to break.)
 HOSTILE = [(t, p.replace(b"T,", b'"2026-11-23T08:00:00Z",')) for t, p in RAW]
 # Valid by the schema, but carrying terminal control sequences: shown, escaped.
-ESCAPES = (f"{B}/recorder/R13/state",
-           b'{"dock_id": "dock-B", "serial": "R13", "docked": true,'
-           b' "time": "2026-11-23T08:00:00Z", "bdSeq": 0,'
-           b' "bay": "\\u001b[2J\\u001b]0;owned\\u0007", "readiness": {"verdict": "READY",'
-           b' "reasons": ["line\\nFAULT dock-A forged"]}}')
+ESCAPES = (f"{B}/recorder/R13/state", payloads.encode(payloads.recorder_birth(
+    "dock-B", "R13", 0, 1_795_420_800.0, rec_state(
+        "\x1b[2J\x1b]0;owned\x07", verdict="NOT_READY",
+        reasons=[("officer_unassigned", "line\nFAULT dock-A forged")]))))
 
 
 async def dockctl_fleet(broker, *args: str) -> tuple[int, str, str]:
@@ -66,9 +66,7 @@ async def dockctl_fleet(broker, *args: str) -> tuple[int, str, str]:
 
 async def test_a_dock_publishing_garbage_does_not_hide_the_fleet(broker, db, actions):
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
-    reporter.set_recorder_state("REC00001", {
-        "bay": "1", "officer": {"officer_no": "0042"}, "battery": {"percent": 97},
-        "readiness": {"verdict": "READY", "reasons": []}})
+    reporter.set_recorder_state("REC00001", rec_state("1"))
     hostile = PahoTransport(broker.settings("dock-B"), "dock-B")
     await hostile.connect()
     try:
@@ -83,7 +81,7 @@ async def test_a_dock_publishing_garbage_does_not_hide_the_fleet(broker, db, act
         snap = json.loads(out)
         docks = {d["dock_id"]: d for d in snap["docks"]}
         a = docks["dock-A"]
-        assert a["online"] and a["invalid_messages"] == 0
+        assert a["online"] and a["invalid_messages"] == 0, a["last_invalid"]
         (rec,) = a["recorders"]
         assert rec["serial"] == "REC00001" and rec["readiness"] == "READY"
         b = docks["dock-B"]

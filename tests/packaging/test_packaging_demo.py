@@ -154,7 +154,7 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
         assert f"uploaded: {sum(FOOTAGE.values())}; conflicts: 0" in uploads, uploads
         assert "s3://demo-evidence/demo-dock/U01/BWC00001/1001001/" in uploads, uploads
         assert "object lock GOVERNANCE" in uploads and "x-amz-meta-blake3: " in uploads
-        assert re.search(r"^\d+\s+\S+\s+purged\s+BWC00001", uploads, re.M), uploads
+        assert re.search(r"^\d+\s+\S+\s+purged\s+BWC00001", uploads, re.M), uploads  # RFC 3339 time
         held = section(out, "a hold set before BWC00002 docked")
         assert '"ok":true' in held.replace(" ", "") and "hold_set" in held, held
 
@@ -196,7 +196,6 @@ def test_demo_tells_the_whole_story_and_stops_by_itself(tmp_path: Path, fuse: bo
     serial = "BWC00002/1001002" if upload else "BWC00005/1001005"
     assert re.search(rf"/U0\d/{serial}/\d{{4}}-\d\d-\d\d/BWC0000", example.group(1))
     assert "mosquitto_sub -h 127.0.0.1 -p " in where
-    assert re.search(r"dock screen: open http://127\.0\.0\.1:\d+/ in a browser", out), out[:3000]
     messages = (state / "logs" / "mqtt-messages.log").read_text()
     assert "dock/v1/demo-dock/" in messages
 
