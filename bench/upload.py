@@ -74,34 +74,10 @@ def _fill(root: Path, n: int, size: int, tag: str) -> None:
 
 
 def _config(root: Path, gw: rgw.Rgw, bucket: str, part_mib: int) -> Path:
-    creds = root / "s3.credentials"
-    creds.write_text(f"access_key = {gw.access_key}\nsecret_key = {gw.secret_key}\n")
-    creds.chmod(0o600)
-    cfg = root / "dock-agent.toml"
-    cfg.write_text(f"""[dock]
-id = "bench-dock"
-state_dir = "{root / 'state'}"
-store_dir = "{root / 'evidence'}"
-runtime_dir = "{root / 'run'}"
-key_file = "{root / 'dock.key'}"
-
-[devices]
-allow_storage_only = true
-allow = [{{vid = "1234", pid = "5678", storage_only = true}}]
-
-[mqtt]
-enabled = false
-
-[upload]
-enabled = true
-endpoint = "{gw.endpoint}"
-bucket = "{bucket}"
-region = "{gw.region}"
-credentials_file = "{creds}"
-part_mib = {part_mib}
-object_lock = "off"
-""")
-    return cfg
+    return rgw.agent_config(root, dock_id="bench-dock", endpoint=gw.endpoint, bucket=bucket,
+                            region=gw.region, access_key=gw.access_key,
+                            secret_key=gw.secret_key, key_file=root / "dock.key",
+                            upload={"part_mib": part_mib, "object_lock": "off"})
 
 
 def _run_agent(cfg: Path) -> tuple[float, float]:

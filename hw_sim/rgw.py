@@ -435,3 +435,46 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def agent_config(root: Path, *, dock_id: str, endpoint: str, bucket: str, region: str,
+                 access_key: str, secret_key: str, key_file: Path,
+                 upload: dict[str, object] | None = None) -> Path:
+    """A storage-only agent config under `root` that uploads to this store (tests, bench):
+    state, store and runtime directories inside `root`, credentials in a 0600 file, and
+    any further `[upload]` keys from `upload`."""
+    creds = root / "s3.credentials"
+    creds.write_text(f"access_key = {access_key}\nsecret_key = {secret_key}\n")
+    creds.chmod(0o600)
+    extra = "".join(f"{k} = {_toml(v)}\n" for k, v in (upload or {}).items())
+    cfg = root / "dock-agent.toml"
+    cfg.write_text(f"""[dock]
+id = "{dock_id}"
+state_dir = "{root / 'state'}"
+store_dir = "{root / 'evidence'}"
+runtime_dir = "{root / 'run'}"
+key_file = "{key_file}"
+
+[devices]
+allow_storage_only = true
+allow = [{{vid = "1234", pid = "5678", storage_only = true}}]
+
+[mqtt]
+enabled = false
+
+[upload]
+enabled = true
+endpoint = "{endpoint}"
+bucket = "{bucket}"
+region = "{region}"
+credentials_file = "{creds}"
+{extra}""")
+    return cfg
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(v)

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent import __version__
 from agent.custody.verifier import BUNDLE_TYPE, fingerprint
 from agent.store.db import open_readonly
+from agent.store.durable import fsync_dir
 from agent.store.ledger import ENTRY_COLUMNS, checkpoints, entry_from_row
 
 
@@ -105,18 +106,10 @@ def export_bundle(db_path: Path, public_key: Ed25519PublicKey, dock_id: str, out
             os.fsync(fh.fileno())
             size = fh.tell()
         tmp.replace(out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     finally:
         conn.close()
     return {"path": str(out), **summary, "bytes": size}
-
-
-def _fsync_dir(path: Path) -> None:
-    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

@@ -44,6 +44,7 @@ from agent import __version__
 from agent.lifecycle import mhl
 from agent.lifecycle.errors import ExportFailed
 from agent.store.canonical import canonical_bytes, loads
+from agent.store.durable import fsync_dir
 
 STATEMENT = "extraction-statement.json"
 SIGNATURE = "extraction-statement.sig"
@@ -75,14 +76,6 @@ class Throttle:
             ahead = done / self.bytes_per_s - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_small(path: Path, data: bytes) -> None:

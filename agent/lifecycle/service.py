@@ -24,6 +24,7 @@ from agent.lifecycle.errors import AccessRefused, ExportFailed, LifecycleError
 from agent.settings import AccessSettings, AuditSettings
 from agent.store import evidence
 from agent.store.db import Database
+from agent.store.durable import fsync_dir
 from agent.store.ledger import EntryKind, Ledger, iso_utc
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class LifecycleService:
                 raise ExportFailed("read-back from the target failed: "
                                    + "; ".join(check.problems[:5]))
             work.rename(final)
-            package.fsync_dir(target)
+            fsync_dir(target)
             return facts
 
         try:

@@ -46,8 +46,8 @@ from agent.offload.errors import (
     StoreFullError,
 )
 from agent.offload.journal import JournalEntry
-from agent.offload.storefs import fsync_dir
 from agent.offload.walk import SourceFile, open_source
+from agent.store.durable import fsync_dir
 
 GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno.ENOTCONN})
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})

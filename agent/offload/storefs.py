@@ -12,17 +12,10 @@ import stat
 from pathlib import Path
 
 from agent.offload.errors import StoreError
+from agent.store.durable import fsync_dir
 from agent.store.layout import is_partial_name
 
 DIR_MODE = 0o750
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def ensure_dir(store_root: Path, rel_dir: str) -> Path:

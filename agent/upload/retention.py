@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 from agent.settings import RetentionSettings
 from agent.store import evidence
 from agent.store.db import Database
+from agent.store.durable import fsync_dir
 from agent.store.faults import FaultCode, raise_fault
 from agent.store.ledger import Ledger, current_us
 from agent.upload import objects, queue
@@ -136,21 +136,10 @@ def settle_intents(conn_read: Callable[[], list[tuple[int, str]]], store: Path,
         path = store / relpath
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent, missing_ok=True)
         delete(file_id)
         done.append(file_id)
     return done
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -263,7 +252,7 @@ class Retention:
         path = self._store / f.stored_relpath
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent, missing_ok=True)
         self._db.write_sync(lambda c: c.execute("DELETE FROM purge_intents WHERE file_id = ?",
                                                 (f.id,)))
         self.stats.purged_files += 1

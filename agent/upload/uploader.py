@@ -466,15 +466,6 @@ class Uploader:
         self._db.write_sync(tx)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-
 @contextlib.contextmanager
 def _open_stored(path: Path, f: StoredFile) -> Iterator[int]:
     try:

@@ -16,6 +16,7 @@ from agent.settings import RetentionSettings, UploadSettings
 from agent.store.db import Database
 from agent.store.evidence import StoredFileRecord, commit_file, layout_relpath
 from agent.store.ledger import Ledger
+from hw_sim import rgw
 
 DOCK = "dock-up-01"
 UPLOAD = UploadSettings(enabled=True, part_mib=5, backoff_min_s=0.1, backoff_max_s=0.5,
@@ -136,32 +137,6 @@ class FaultProxy:
 def write_config(tmp_path: Path, endpoint: str, bucket: str, access: str, secret: str,
                  region: str, **upload: object) -> Path:
     """An agent config whose state, key and store are the test fixtures' own."""
-    creds = tmp_path / "s3.credentials"
-    creds.write_text(f"access_key = {access}\nsecret_key = {secret}\n")
-    creds.chmod(0o600)
-    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') if isinstance(v, str)
-                    else f"{k} = {str(v).lower() if isinstance(v, bool) else v}\n"
-                    for k, v in upload.items())
-    cfg = tmp_path / "dock-agent.toml"
-    cfg.write_text(f"""[dock]
-id = "{DOCK}"
-state_dir = "{tmp_path / 'state'}"
-store_dir = "{tmp_path / 'evidence'}"
-runtime_dir = "{tmp_path / 'run'}"
-key_file = "{tmp_path / 'keys' / 'dock.key'}"
-
-[devices]
-allow_storage_only = true
-allow = [{{vid = "1234", pid = "5678", storage_only = true}}]
-
-[mqtt]
-enabled = false
-
-[upload]
-enabled = true
-endpoint = "{endpoint}"
-bucket = "{bucket}"
-region = "{region}"
-credentials_file = "{creds}"
-{extra}""")
-    return cfg
+    return rgw.agent_config(tmp_path, dock_id=DOCK, endpoint=endpoint, bucket=bucket,
+                            region=region, access_key=access, secret_key=secret,
+                            key_file=tmp_path / "keys" / "dock.key", upload=upload)
