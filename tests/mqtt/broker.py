@@ -208,7 +208,10 @@ class Broker:
         else:
             proc.terminate()
         try:
-            proc.wait(10)
+            # A graceful stop writes the persistence file (the consumer sessions' queued
+            # events); killing it early on a loaded machine would lose them, which is a
+            # different test (stop(kill=True)).
+            proc.wait(10 if kill else 120)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

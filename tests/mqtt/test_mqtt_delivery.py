@@ -22,7 +22,15 @@ async def test_broker_restarted_mid_stream_nothing_lost(broker, central, db, act
         await central.reconnect()
         await add_custody(db, 1000, start=2000)
         reporter.notify_outbox()
-        await central.wait_for(lambda: len(central.unique_events()) == 3000, timeout=60)
+        try:
+            await central.wait_for(lambda: len(central.unique_events()) == 3000, timeout=90)
+        except TimeoutError:
+            got = {int(e["seq"]) for e in central.unique_events()}
+            first = min(got, default=1)
+            missing = sorted(set(range(first, first + 3000)) - got)
+            raise AssertionError(f"{len(missing)} events never arrived (first: {missing[:10]});"
+                                 f" outbox depth {outbox_depth(db)}; broker log:"
+                                 f" {broker.log()[-2000:]}") from None
         await until(lambda: outbox_depth(db) == 0)
         assert reporter.stats.reconnects >= 1
     assert_complete_in_order(central.unique_events(), 3000)
