@@ -4,12 +4,14 @@ everything under the prefix, validates every payload against its schema, and sen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.mqtt.errors import ConnectionLost
 from agent.mqtt.transport import Message, PahoTransport
 from agent.mqtt.validation import schema_for_topic, validate
 from agent.settings import MqttSettings
@@ -41,10 +43,15 @@ class Central:
         return PahoTransport(self.settings, self.client_id, session_expiry_s=3600)
 
     async def reconnect(self, timeout: float = 20.0) -> None:
-        """After a broker restart: connect again to the same persistent session."""
-        if self._task is not None:
-            self._task.cancel()
+        """After a broker restart: connect again to the same persistent session.
+
+        Messages the old connection already received (and acknowledged) are still in its
+        queue: the collector takes them all before the connection's end, never cancelled
+        (they would be lost here, not at the broker)."""
         self.transport.abort()
+        if self._task is not None:
+            with contextlib.suppress(ConnectionLost, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 60)
         self.transport = self._new_transport()
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
