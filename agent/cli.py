@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.config import DEFAULT_CONFIG_PATH, ConfigInvalid, load_settings, summary, udev_rules
+from agent.config import DEFAULT_CONFIG_PATH, ConfigInvalid, load_settings, summary
+from agent.devices.udev_rules import udev_rules
 from agent.logs import setup_logging
 from agent.settings import Settings
 

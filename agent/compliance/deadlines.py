@@ -9,46 +9,39 @@ working days; listed make-up workdays (weekend days declared working) are.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from agent.inputfiles import MAX_CONFIG_BYTES, InputFileError, read_input_file
-
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+from agent.compliance.day_lists import DayList, parse_day_list_text, read_day_list
 
 
 class DeadlineConfigError(ValueError):
     """A holiday or workday file is malformed; names the file and line."""
 
 
+def _checked(day_list: DayList, source: str) -> frozenset[date]:
+    if day_list.problems:
+        raise DeadlineConfigError("\n".join(
+            f"{source}:{p.line}: {p.message}" if p.line else f"{source}: {p.message}"
+            for p in day_list.problems))
+    return day_list.days
+
+
 def parse_day_list(text: str, source: str) -> frozenset[date]:
-    """Parse `YYYY-MM-DD` lines; `#` starts a comment; blank lines are ignored."""
-    days: set[date] = set()
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if not _DATE.match(line):
-            raise DeadlineConfigError(f"{source}:{lineno}: expected YYYY-MM-DD, got {line!r}")
-        try:
-            days.add(date.fromisoformat(line))
-        except ValueError as exc:
-            raise DeadlineConfigError(f"{source}:{lineno}: {line!r} is not a date ({exc})") from exc
-    return frozenset(days)
+    """The days of a day list's text (see `agent.compliance.day_lists`); every bad line
+    is named as `source:line` in one `DeadlineConfigError`."""
+    return _checked(parse_day_list_text(text), source)
 
 
 def load_day_list(path: Path | None) -> frozenset[date]:
+    """The days of a day list file, or none without a file; `DeadlineConfigError` names
+    the file (and line) of every problem."""
     if path is None:
         return frozenset()
-    try:  # a regular file only: a FIFO or a device must not hang or flood start-up
-        text = read_input_file(path, "date list", max_bytes=MAX_CONFIG_BYTES).decode("utf-8")
-    except (InputFileError, UnicodeDecodeError) as exc:
-        raise DeadlineConfigError(f"{path}: cannot read: {exc}") from exc
-    return parse_day_list(text, str(path))
+    return _checked(read_day_list(path), str(path))
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,9 @@ def test_make_policy_requires_exactly_one_rule() -> None:
 def test_day_list_parsing_names_file_and_line() -> None:
     days = parse_day_list("# holidays\n2026-10-01\n\n2026-10-02  # second\n", "h.txt")
     assert days == {date(2026, 10, 1), date(2026, 10, 2)}
-    with pytest.raises(DeadlineConfigError, match=r"h.txt:2: expected YYYY-MM-DD"):
+    with pytest.raises(DeadlineConfigError, match=r"h.txt:2: expected a date YYYY-MM-DD"):
         parse_day_list("2026-10-01\n1 Oct 2026\n", "h.txt")
-    with pytest.raises(DeadlineConfigError, match=r"h.txt:1: .* is not a date"):
+    with pytest.raises(DeadlineConfigError, match=r"h.txt:1: .* is not a valid date"):
         parse_day_list("2026-02-30\n", "h.txt")
 
 
