@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from agent.control import ControlClientError, request
 from agent.dockctl.render import human_bytes, human_duration, progress_bar, table
@@ -462,6 +462,9 @@ def cmd_fleet(args: argparse.Namespace, paths: Paths) -> int:
 
 # --- argument parsing -------------------------------------------------------------------
 
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dockctl", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help=f"agent config (default {DEFAULT_CONFIG})")
@@ -469,7 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", type=Path, help="state database (overrides the config)")
     parser.add_argument("--store", type=Path, help="evidence store (overrides the config)")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_live_views(sub)
+    _add_history(sub)
+    _add_checks(sub)
+    _add_fleet(sub)
 
+    from agent.dockctl.lifecycle import add_parsers
+
+    add_parsers(sub)
+    return parser
+
+
+def _add_live_views(sub: Subparsers) -> None:
+    """Views of the running agent, over its control socket."""
     p = sub.add_parser("status", help="bays, recorders, offload progress, readiness")
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", action="store_true", help="refresh until interrupted")
@@ -492,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_readiness)
 
+
+def _add_history(sub: Subparsers) -> None:
+    """Records read from the state database (they work while the agent is stopped)."""
     p = sub.add_parser("faults", help="fault records (open and cleared)")
     p.add_argument("--open", action="store_true", help="only faults still open")
     p.add_argument("--recorder")
@@ -525,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_battery)
 
+
+def _add_checks(sub: Subparsers) -> None:
+    """Integrity of the ledger and store, and the upload queue."""
     p = sub.add_parser("verify", help="check the ledger chain, signatures and the store")
     p.add_argument("--deep", action="store_true", help="re-hash every stored file")
     p.add_argument("--json", action="store_true")
@@ -535,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_uploads)
 
+
+def _add_fleet(sub: Subparsers) -> None:
+    """The fleet view, from the broker rather than this dock."""
     p = sub.add_parser("fleet", help="live view of a fleet of docks from the broker")
     p.add_argument("--broker", required=True, help="HOST:PORT")
     p.add_argument("--tls", action="store_true")
@@ -549,11 +573,6 @@ def build_parser() -> argparse.ArgumentParser:
                         " rolled back between runs is still an alarm")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fleet)
-
-    from agent.dockctl.lifecycle import add_parsers
-
-    add_parsers(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

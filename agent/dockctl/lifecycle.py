@@ -16,6 +16,7 @@ from agent.dockctl.cli import (
     EXIT_FINDING,
     EXIT_OK,
     Paths,
+    Subparsers,
     Unreachable,
     UsageError,
     _emit_json,
@@ -284,7 +285,15 @@ def cmd_report(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: Subparsers) -> None:
+    """The lifecycle commands, after dockctl's own."""
+    _add_review(sub)
+    _add_tagging(sub)
+    _add_access(sub)
+
+
+def _add_review(sub: Subparsers) -> None:
+    """Supervision report and fixity audit."""
     p = sub.add_parser("report", help="supervision report per officer and recorder")
     p.add_argument("--period", required=True, help="2026-Q3, 2026-07, 2026 or A..B dates")
     p.add_argument("--officer")
@@ -299,6 +308,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run(cmd_audit))
 
+
+def _add_tagging(sub: Subparsers) -> None:
+    """Stored files and their case tags."""
     p = sub.add_parser("files", help="stored files with their case tags and holds")
     _add_selection(p)
     p.add_argument("--case-no", help="only files tagged with this case number")
@@ -316,6 +328,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run(cmd_tag))
 
+
+def _add_access(sub: Subparsers) -> None:
+    """Approved access to footage (views, exports, preservation) and its register."""
     for name, fn, helptext in (
         ("show", cmd_show, "view a stored file's record (an access-register entry)"),
         ("export", cmd_export, "approved export of files to a target directory"),
