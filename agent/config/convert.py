@@ -37,8 +37,10 @@ BAD = Bad()
 _MISSING = object()  # a key that is absent and has nothing to build
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Problem:
+    """One problem found while converting or checking (see `load` for how it is placed)."""
+
     key: str
     message: str
     file: str | None = None  # another file than the config (holiday list...)

@@ -18,11 +18,14 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from agent.control import ControlClientError, request
 from agent.dockctl.render import human_bytes, human_duration, progress_bar, table
 from agent.printable import printable
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_CONFIG = Path("/etc/dock-agent/dock-agent.toml")
@@ -35,7 +38,7 @@ class Paths:
         self.socket: Path | None = args.socket
         self.db: Path | None = args.db
         self.store: Path | None = args.store
-        self.settings: Any = None
+        self.settings: Settings | None = None
         config: Path | None = args.config
         if config is None and DEFAULT_CONFIG.exists() and not (self.socket and self.db):
             config = DEFAULT_CONFIG

@@ -8,6 +8,7 @@ import argparse
 import json
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,15 @@ def _files_table(files: list[dict[str, Any]]) -> str:
                  rows) if rows else "(no files)"
 
 
-def _run(fn: Any) -> Any:
+Command = Callable[[argparse.Namespace, Paths], int]
+
+
+def _run(fn: Command) -> Command:
+    """The command, with the agent's refusal shown as a finding (exit 1)."""
+
     def wrapped(args: argparse.Namespace, paths: Paths) -> int:
         try:
-            code: int = fn(args, paths)
+            code = fn(args, paths)
         except Refused as exc:
             print(printable(f"dockctl: refused: {exc}"))
             return EXIT_FINDING
