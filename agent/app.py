@@ -28,6 +28,7 @@ from agent.compliance.deadlines import load_day_list, make_policy
 from agent.config import needs_fleet_secret
 from agent.control import ControlServer
 from agent.devices.events import DeviceEvent
+from agent.dockclock import dock_clock_probe
 from agent.dockview import DockView
 from agent.health.integrity import audit_ledger
 from agent.health.monitor import HealthMonitor
@@ -36,8 +37,7 @@ from agent.lifecycle.service import LifecycleService
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
-from agent.session.clock import dock_clock_probe
-from agent.session.ports import recorder_client_opener
+from agent.session.recorder_link import recorder_client_opener
 from agent.session.runner import SessionDeps
 from agent.session.supervisor import BaySupervisor
 from agent.settings import Settings
@@ -249,7 +249,7 @@ def _upload_tasks(settings: Settings, db: Database, ledger: Ledger, view: DockVi
     offloads in this loop; their store I/O is in worker threads, paced so offloads come first."""
     if not settings.upload.enabled:
         return [], lambda: None
-    from agent.commands import in_scope
+    from agent.actions import in_scope
     from agent.upload import client_factory
     from agent.upload.errors import CredentialsError
     from agent.upload.retention import Retention

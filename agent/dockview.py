@@ -291,7 +291,7 @@ class DockView:
         return {"seq": latest[-1].seq if latest else None}
 
     def actions(self, lifecycle: Any = None) -> Any:
-        from agent.commands import AgentActions
+        from agent.actions import AgentActions
 
         return AgentActions(self, lifecycle)
 

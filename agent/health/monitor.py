@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.compliance.overdue import Whereabouts, overdue_recorders
+from agent.dockclock import dock_clock_probe
 from agent.health import system
 from agent.health.rules import OffloadRate, health_issues, projected_days_until_full
-from agent.session.clock import dock_clock_probe
 from agent.settings import Settings
 from agent.store import faults as fault_register
 from agent.store.db import DB_RESERVE_BYTES, Database

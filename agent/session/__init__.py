@@ -5,8 +5,8 @@
 the runner drives; clock.py holds the drift maths and the dock's own sync probe.
 """
 
-from agent.session.clock import dock_clock_probe, kernel_clock_synchronised
-from agent.session.ports import recorder_client_opener
+from agent.dockclock import dock_clock_probe, kernel_clock_synchronised
+from agent.session.recorder_link import recorder_client_opener
 from agent.session.runner import DockingSession, SessionDeps
 from agent.session.state_machine import IllegalTransition, SessionMachine, State, Transition
 from agent.session.supervisor import BaySupervisor

@@ -10,7 +10,7 @@ A reading with no reasons is healthy. Charge level itself is readiness, not a fa
 
 from __future__ import annotations
 
-from agent.session.ports import BatteryLike
+from agent.session.recorder_link import BatteryLike
 
 MIN_HEALTH_PERCENT = 60
 MIN_TEMPERATURE_C = 0.0

@@ -36,9 +36,9 @@ from agent.offload.errors import StoreFullError
 from agent.session import clock as clockmath
 from agent.session import fieldlog
 from agent.session.battery import battery_facts, battery_problems
+from agent.session.custody_records import SessionRecords
 from agent.session.errors import SessionFailure
-from agent.session.journal import SessionJournal
-from agent.session.ports import IdentityLike, LinkOpener, RecorderLink
+from agent.session.recorder_link import IdentityLike, LinkOpener, RecorderLink
 from agent.session.state_machine import SessionMachine, State, Transition
 from agent.settings import (
     ClockSettings,
@@ -84,7 +84,7 @@ class SessionDeps:
     clock: ClockSettings
     offload: OffloadSettings
     fleet_secret: bytes
-    dock_synchronised: Callable[[], bool]  # see agent.session.clock.dock_clock_probe
+    dock_synchronised: Callable[[], bool]  # see agent.dockclock.dock_clock_probe
     open_link: LinkOpener
     on_change: ChangeHook = field(default=lambda: None)
     on_transition: Callable[[Transition], None] | None = None  # every state machine step
@@ -119,7 +119,7 @@ class DockingSession:
         self.machine = SessionMachine(
             bay=bay, key=key, serial=key if storage_only else None, now=deps.wall_time
         )
-        self.journal = SessionJournal(deps.db, deps.ledger, bay=bay, session_id=self.session_id)
+        self.journal = SessionRecords(deps.db, deps.ledger, bay=bay, session_id=self.session_id)
         self.identity: RecorderIdentity | None = (
             RecorderIdentity(serial=key) if storage_only else None
         )

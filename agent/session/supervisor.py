@@ -22,7 +22,7 @@ from agent.devices.events import (
     StorageAppeared,
     StorageRemoved,
 )
-from agent.session.journal import SessionJournal
+from agent.session.custody_records import SessionRecords
 from agent.session.runner import DockingSession, SessionDeps
 from agent.store.faults import FaultCode
 
@@ -122,7 +122,7 @@ class BaySupervisor:
         detail: dict[str, object] = {"usb_serial": key, "docked_in": docked_in,
                                      "reason": reason}
         self.rejections.append({"bay": bay, **detail})
-        journal = SessionJournal(self.deps.db, self.deps.ledger, bay=bay, session_id=None)
+        journal = SessionRecords(self.deps.db, self.deps.ledger, bay=bay, session_id=None)
         try:
             await journal.entry("device_rejected", recorder=key, officer=None, data=detail)
             await journal.fault(FaultCode.DEVICE_REJECTED, reason, recorder=key, officer=None,
@@ -167,7 +167,7 @@ class BaySupervisor:
         detail: dict[str, object] = {"vid_pid": ev.vid_pid, "usb_serial": ev.serial,
                                      "devpath": ev.devpath, "reason": ev.reason}
         self.rejections.append({"bay": ev.bay, **detail})
-        journal = SessionJournal(self.deps.db, self.deps.ledger, bay=ev.bay, session_id=None)
+        journal = SessionRecords(self.deps.db, self.deps.ledger, bay=ev.bay, session_id=None)
         try:
             await journal.entry("device_rejected", recorder=None, officer=None, data=detail)
             await journal.fault(FaultCode.DEVICE_REJECTED,

@@ -11,7 +11,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agent.commands import in_scope
+from agent.actions import in_scope
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
 from agent.store.db import Database
 from agent.store.ledger import Ledger

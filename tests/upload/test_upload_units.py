@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from upload_helpers import RETENTION
 
-from agent.commands import in_scope
+from agent.actions import in_scope
 from agent.config import ConfigInvalid, parse_settings
 from agent.store.evidence import StoredFile
 from agent.upload import objects, queue, sigv4
