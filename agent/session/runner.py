@@ -29,6 +29,18 @@ from typing import Any, TypeVar
 
 from agent.compliance.firmware import firmware_problem
 from agent.devices.events import DirectoryStorage, StorageAppeared, StorageRef
+from agent.docking_state import (
+    STORAGE_ONLY_UNCHECKED,
+    BatteryFacts,
+    BatterySampleRow,
+    ClockFacts,
+    ClockSet,
+    FaultNote,
+    OffloadProgressFacts,
+    OffloadResult,
+    SessionSnapshot,
+    StorageFacts,
+)
 from agent.domain import DockingContext, RecorderIdentity
 from agent.mount.mounter import Mounter
 from agent.offload import FileProblem, Offloader, OffloadProgress, OffloadSummary
@@ -124,17 +136,17 @@ class DockingSession:
             RecorderIdentity(serial=key) if storage_only else None
         )
         self.docked_at = deps.wall_time()
-        self.battery: dict[str, object] | None = None
+        self.battery: BatteryFacts | None = None
         self.battery_at: float | None = None  # dock wall time of the last battery reading
         # (dock wall time, percent, charging) of this pack, including earlier dockings
-        self.battery_samples: list[tuple[float, float, bool]] = []
+        self.battery_samples: list[BatterySampleRow] = []
         self._event_cursor: recorder_history.EventCursor | None = None
         self._field_officer: str | None = None
-        self.storage: dict[str, object] | None = None
-        self.clock: dict[str, object] | None = None
-        self.progress: dict[str, object] | None = None
-        self.offload_result: dict[str, object] | None = None
-        self.faults: list[dict[str, object]] = []
+        self.storage: StorageFacts | None = None
+        self.clock: ClockFacts | None = None
+        self.progress: OffloadProgressFacts | None = None
+        self.offload_result: OffloadResult | None = None
+        self.faults: list[FaultNote] = []
         self.done: list[str] = []  # what this docking achieved, for the undocked record
         self._link: RecorderLink | None = None
         self._unlocked = False
@@ -230,8 +242,9 @@ class DockingSession:
                 await self._drive()
         except SessionFailure as f:
             # An offload cut short by vanished storage may be seen before the unplug event.
+            result = self.offload_result
             gone = (f.detail.get("link_closed") or self._storage_lost
-                    or (self.offload_result or {}).get("outcome") == "interrupted")
+                    or (result is not None and result.outcome == "interrupted"))
             if gone and await self._unplug_follows():
                 return  # the recorder was pulled out: that is an unplug, not a fault
             await self._fail(f)
@@ -292,13 +305,13 @@ class DockingSession:
         bat = await self._call("battery", link.battery())
         await self._battery_reading(battery_facts(bat))
         sto = await self._call("storage", link.storage(), FC.STORAGE_ERROR)
-        self.storage = {"total_bytes": sto.total_bytes, "free_bytes": sto.free_bytes,
-                        "file_count": sto.file_count, "recording": sto.recording}
+        self.storage = StorageFacts(total_bytes=sto.total_bytes, free_bytes=sto.free_bytes,
+                                    file_count=sto.file_count, recording=sto.recording)
         self._changed()
         problems = battery_problems(bat)
         if problems:  # reported, not fatal: the footage must still come off
             await self._fault(FC.BATTERY_FAILED, "; ".join(problems), "warning",
-                              {"battery": self.battery})
+                              {"battery": _record(self.battery)})
         self._advance(State.STATUS_READ)
 
         recordings = await self._call_paged("list recordings", link.list_recordings,
@@ -370,7 +383,7 @@ class DockingSession:
         data: dict[str, object] = {"before": before, "after": after,
                                    "assignment_id": pending.id,
                                    "requested_by": pending.requested_by,
-                                   "offload": self.offload_result}
+                                   "offload": _record(self.offload_result)}
         if self._left_on_recorder:
             # Not stored this docking (unreadable): recorded while `before` held it.
             data["left_on_recorder"] = self._left_on_recorder
@@ -434,7 +447,7 @@ class DockingSession:
         await self._officer_disagreements(summary)
         if summary.outcome != "complete":
             code = _OUTCOME_FAULT.get(summary.outcome, FC.OFFLOAD_FAILED)
-            detail: dict[str, object] = {"offload": self.offload_result}
+            detail: dict[str, object] = {"offload": _record(self.offload_result)}
             if summary.outcome == "storage_full":  # what must be free for it to clear
                 detail["bytes_needed"] = summary.bytes_needed
             raise SessionFailure(code, f"offload {summary.outcome}: {summary.detail}".rstrip(": "),
@@ -567,7 +580,7 @@ class DockingSession:
             await self._clear_condition(FC.OFFICER_UNASSIGNED, "officer assigned")
 
     async def _clear_condition(self, code: FC, reason: str) -> None:
-        self.faults = [f for f in self.faults if f.get("code") != code.value]
+        self.faults = [f for f in self.faults if f.code != code.value]
         serial, _ = self._who()
         await self.journal.clear(code, reason, recorder=serial)
 
@@ -626,7 +639,7 @@ class DockingSession:
     async def _record_field_events(self, events: list[DeviceLogEvent]) -> None:
         assert self.identity is not None
         serial, officer = self.identity.serial, self._field_officer
-        drift = (self.clock or {}).get("drift_before_ms")
+        drift = self.clock.drift_before_ms if self.clock is not None else None
         now_us = int(self.deps.wall_time() * 1_000_000)
         here = (int(self.docked_at * 1_000_000) - 10_000_000, None)
         ledger, bay, session_id, cursor = (self.deps.ledger, self.bay, self.session_id,
@@ -635,7 +648,7 @@ class DockingSession:
         def tx(conn: sqlite3.Connection) -> int:
             periods = [here, *fieldlog.docked_periods(conn, serial, exclude_session=session_id)]
             p = fieldlog.plan(events, cursor=cursor, current_officer=officer,
-                              drift_ms=drift if isinstance(drift, int | float) else None,
+                              drift_ms=drift,
                               now_us=now_us, docked_periods=periods)
             return len(fieldlog.record(conn, ledger, p, serial=serial, bay=bay,
                                        session_id=session_id, now_us=now_us))
@@ -653,17 +666,15 @@ class DockingSession:
             c, serial, since_us=since, limit=MAX_BATTERY_SAMPLES))
         self.battery_samples = [(r.time_us / 1e6, r.percent, r.charging) for r in rows]
 
-    async def _battery_reading(self, facts: dict[str, object]) -> None:
+    async def _battery_reading(self, facts: BatteryFacts) -> None:
         self.battery = facts
         self.battery_at = now = self.deps.wall_time()
-        percent = facts.get("percent")
-        if isinstance(percent, int | float):
-            self.battery_samples.append((now, float(percent), bool(facts.get("charging"))))
-            del self.battery_samples[:-MAX_BATTERY_SAMPLES]
+        self.battery_samples.append((now, float(facts.percent), facts.charging))
+        del self.battery_samples[:-MAX_BATTERY_SAMPLES]
         serial, session_id = self._who()[0], self.session_id
 
         def tx(conn: sqlite3.Connection) -> bool:
-            return recorder_history.record_battery(conn, serial, facts,
+            return recorder_history.record_battery(conn, serial, facts.as_record(),
                                                    time_us=int(now * 1_000_000),
                                                    session_id=session_id)
 
@@ -693,19 +704,17 @@ class DockingSession:
         action = clockmath.decide(before.drift_ms, tolerance_ms=cfg.tolerance_ms,
                                   dock_synchronised=synced,
                                   require_dock_sync=cfg.require_dock_sync)
-        facts: dict[str, object] = {
-            "drift_before_ms": before.drift_ms, "rtt_ms": round(before.rtt_ms, 3),
-            "samples": before.samples, "tolerance_ms": cfg.tolerance_ms,
-            "dock_synchronised": synced, "action": action.value,
-        }
-        self.clock = dict(facts)
+        measured = ClockFacts(
+            drift_before_ms=before.drift_ms, rtt_ms=before.rtt_ms, samples=before.samples,
+            tolerance_ms=cfg.tolerance_ms, dock_synchronised=synced, action=action.value)
+        self.clock = measured
         if action is not clockmath.ClockAction.SET:
-            await self._record("clock_checked", facts)
+            await self._record("clock_checked", measured.as_record())
             if action is clockmath.ClockAction.REFUSE_UNSYNCHRONISED:
                 await self._fault(
                     FC.DOCK_CLOCK_UNSYNCHRONISED,
                     f"dock clock unsynchronised: recorder drift {before.drift_ms} ms not"
-                    " corrected", "warning", facts)
+                    " corrected", "warning", measured.as_record())
             return
         target = clockmath.set_target_ms(self.deps.wall_time() * 1000, before.rtt_ms / 2)
         set_error: str | None = None
@@ -716,12 +725,11 @@ class DockingSession:
                 raise
             set_error = f.reason
         after = clockmath.measure_drift(await self._samples(link))
-        facts.update({"drift_after_ms": after.drift_ms, "rtt_after_ms": round(after.rtt_ms, 3)})
         ok = set_error is None and clockmath.within_tolerance(after.drift_ms, cfg.tolerance_ms)
-        facts["set_ok"] = ok
-        if set_error:
-            facts["set_error"] = set_error
-        self.clock = dict(facts)
+        self.clock = replace(measured, set=ClockSet(drift_after_ms=after.drift_ms,
+                                                    rtt_after_ms=after.rtt_ms, ok=ok,
+                                                    error=set_error))
+        facts = self.clock.as_record()
         await self._record("clock_set", facts)
         if ok:
             self.done.append("clock set")
@@ -794,9 +802,9 @@ class DockingSession:
         self._advance(State.REMOVED, reason)
         await self._record("undocked", {
             "reason": reason, "state_reached": reached, "done": list(self.done),
-            "offload": self.offload_result, "faults": [f["code"] for f in self.faults],
-            "clock": self.clock, "battery": self.battery,
-            "unchecked": ["officer", "clock", "battery"] if self.storage_only else [],
+            "offload": _record(self.offload_result), "faults": [f.code for f in self.faults],
+            "clock": _record(self.clock), "battery": _record(self.battery),
+            "unchecked": list(STORAGE_ONLY_UNCHECKED) if self.storage_only else [],
         })
 
     async def _close_link(self) -> None:
@@ -892,40 +900,23 @@ class DockingSession:
     async def _fault(self, code: FC, reason: str, severity: Severity,
                      detail: dict[str, object]) -> None:
         serial, officer = self._who()
-        self.faults.append({"code": code.value, "reason": reason, "severity": severity})
+        self.faults.append(FaultNote(code.value, reason, severity))
         self._changed()
         await self.journal.fault(code, reason, recorder=serial, officer=officer,
                                  severity=severity, detail=detail)
 
-    def snapshot(self) -> dict[str, object]:
-        ident = self.identity
-        return {
-            "bay": self.bay,
-            "key": self.key,
-            "session_id": self.session_id,
-            "serial": ident.serial if ident else None,
-            "model": ident.model if ident else None,
-            "hardware_rev": ident.hardware_rev if ident else None,
-            "firmware": ident.firmware if ident else None,
-            "officer_no": (ident.officer_no or None) if ident else None,
-            "officer_name": (ident.officer_name or None) if ident else None,
-            "unit_no": (ident.unit_no or None) if ident else None,
-            "unit_name": (ident.unit_name or None) if ident else None,
-            "storage_only": self.storage_only,
-            "state": self.state.value,
-            "state_since": self.machine.history[-1].at if self.machine.history
-            else self.docked_at,
-            "docked_at": self.docked_at,
-            "battery": self.battery,
-            "battery_at": self.battery_at,
-            "battery_samples": [list(s) for s in self.battery_samples],
-            "storage": self.storage,
-            "clock": self.clock,
-            "offload": self.progress,
-            "offload_result": self.offload_result,
-            "faults": list(self.faults),
-            "unchecked": ["officer", "clock", "battery"] if self.storage_only else [],
-        }
+    def snapshot(self) -> SessionSnapshot:
+        history = self.machine.history
+        return SessionSnapshot(
+            bay=self.bay, key=self.key, session_id=self.session_id, identity=self.identity,
+            storage_only=self.storage_only, state=self.state.value,
+            state_since=history[-1].at if history else self.docked_at,
+            docked_at=self.docked_at, battery=self.battery, battery_at=self.battery_at,
+            battery_samples=tuple(self.battery_samples), storage=self.storage,
+            clock=self.clock, offload=self.progress, offload_result=self.offload_result,
+            faults=tuple(self.faults),
+            unchecked=STORAGE_ONLY_UNCHECKED if self.storage_only else (),
+        )
 
 
 class _LinkWiper:
@@ -965,21 +956,24 @@ def _problem(p: FileProblem) -> dict[str, object]:
     return {**(p.detail or {}), "name": _text(p.name), "reason": p.reason}
 
 
-def summary_facts(s: OffloadSummary) -> dict[str, object]:
-    """The JSON-able outcome of an offload, for the undocked record and the snapshot."""
-    return {
-        "outcome": s.outcome, "detail": s.detail, "stored": len(s.stored),
-        "already_stored": len(s.already_stored), "failed": len(s.failed),
-        "refused": len(s.refused), "wiped": len(s.wiped), "wipe_failed": len(s.wipe_failed),
-        "late": sum(1 for f in s.stored if f.late), "changed": len(s.changed),
-        "bytes_copied": s.bytes_copied,
-        "resumed_bytes": sum(f.resumed_from for f in s.stored),
-    }
+def summary_facts(s: OffloadSummary) -> OffloadResult:
+    """The outcome of an offload, for the undocked record and the snapshot."""
+    return OffloadResult(
+        outcome=s.outcome, detail=s.detail, stored=len(s.stored),
+        already_stored=len(s.already_stored), failed=len(s.failed), refused=len(s.refused),
+        wiped=len(s.wiped), wipe_failed=len(s.wipe_failed),
+        late=sum(1 for f in s.stored if f.late), changed=len(s.changed),
+        bytes_copied=s.bytes_copied, resumed_bytes=sum(f.resumed_from for f in s.stored),
+    )
 
 
-def progress_facts(p: OffloadProgress) -> dict[str, object]:
-    return {
-        "bytes_done": p.bytes_done, "bytes_total": p.bytes_total, "files_done": p.files_done,
-        "files_total": p.files_total, "rate_bps": round(p.rate_bps, 1), "eta_s": p.eta_s,
-        "current_file": _text(p.current_file) if p.current_file is not None else None,
-    }
+def progress_facts(p: OffloadProgress) -> OffloadProgressFacts:
+    return OffloadProgressFacts(
+        bytes_done=p.bytes_done, bytes_total=p.bytes_total, files_done=p.files_done,
+        files_total=p.files_total, rate_bps=round(p.rate_bps, 1), eta_s=p.eta_s,
+        current_file=_text(p.current_file) if p.current_file is not None else None,
+    )
+
+
+def _record(facts: BatteryFacts | ClockFacts | OffloadResult | None) -> dict[str, object] | None:
+    return facts.as_record() if facts is not None else None

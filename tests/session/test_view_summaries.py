@@ -10,35 +10,33 @@ from typing import Any
 import pytest
 
 from agent import dockview
-from agent.compliance.deadlines import HoursDeadline
+from agent.docking_state import OffloadResult, SessionSnapshot
 from agent.dockview import DockView
+from agent.domain import RecorderIdentity
 from agent.settings import ClockSettings, DockSettings, Settings
-from agent.store.db import Database
-from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 
 
 class Session:
     def __init__(self, key: str, session_id: str) -> None:
         self.key, self.session_id = key, session_id
         self.state = "docked"
-        self.offload_result: dict[str, object] | None = None
+        self.offload_result: OffloadResult | None = None
 
-    def snapshot(self) -> dict[str, object]:
-        return {"bay": "5", "key": self.key, "session_id": self.session_id,
-                "serial": self.key, "state": self.state, "offload": None,
-                "offload_result": self.offload_result, "faults": [], "storage": {},
-                "battery": None, "clock": None}
+    def snapshot(self) -> SessionSnapshot:
+        return SessionSnapshot(bay="5", key=self.key, session_id=self.session_id,
+                               identity=RecorderIdentity(self.key), storage_only=False,
+                               state=self.state, state_since=0.0, docked_at=0.0,
+                               offload_result=self.offload_result)
 
 
 class Supervisor:
     def __init__(self) -> None:
         self.live: list[Session] = []
 
-    def snapshot(self) -> list[dict[str, object]]:
+    def snapshot(self) -> list[SessionSnapshot]:
         return [s.snapshot() for s in self.live]
 
-    def offload_states(self) -> list[tuple[str, str, str, dict[str, object] | None]]:
+    def offload_states(self) -> list[tuple[str, str, str, OffloadResult | None]]:
         return [(s.key, s.session_id, s.state, s.offload_result) for s in self.live]
 
 
@@ -64,13 +62,9 @@ def view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(dockview, "COALESCE_S", 3600.0)  # refreshes only when the test says
     settings = Settings(dock=DockSettings(id="dock-v", store_dir=tmp_path, state_dir=tmp_path),
                         clock=ClockSettings(assume_synchronised=True))
-    db = Database(tmp_path / "dock.sqlite3", ALL_SCHEMAS)
-    v = DockView(settings, db, HoursDeadline(24))
     sup, rep = Supervisor(), Reporter()
-    v.attach_supervisor(sup, Ledger("dock-v"))  # type: ignore[arg-type]
-    v.attach_reporter(rep)
+    v = DockView(settings, sup, rep)
     yield v, sup, rep
-    db.close()
 
 
 def step(v: DockView, s: Session, state: str) -> None:
@@ -97,7 +91,7 @@ async def test_finished_and_pulled_between_refreshes(view) -> None:
     first = Session("BWC2", "s1")
     sup.live = [first]
     step(v, first, "offloading")
-    first.offload_result = {"outcome": "complete", "stored": 1, "bytes_copied": 10}
+    first.offload_result = OffloadResult("complete", stored=1, bytes_copied=10)
     step(v, first, "released")
     sup.live = []
     v.refresh()  # gone before any refresh saw it: its real summary, not "interrupted"
@@ -112,10 +106,10 @@ async def test_seen_offloads_report_once(view) -> None:
     sup.live = [s]
     step(v, s, "offloading")
     v.refresh()
-    s.offload_result = {"outcome": "complete", "stored": 1}
+    s.offload_result = OffloadResult("complete", stored=1)
     step(v, s, "released")
     v.refresh()
     sup.live = []
     v.refresh()
     assert [o for _, o in rep.progress if o != "progress"] == ["complete"]
-    assert not v._offload_began
+    assert not v._offloads._began
