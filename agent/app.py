@@ -42,9 +42,9 @@ from agent.lifecycle.service import LifecycleService
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
+from agent.session.context import SessionDeps
 from agent.session.recorder_link import recorder_client_opener
 from agent.session.registry import SessionTable
-from agent.session.runner import SessionDeps
 from agent.session.supervisor import BaySupervisor
 from agent.settings import Settings
 from agent.store.db import DB_RESERVE_BYTES, Database

@@ -106,8 +106,8 @@ async def _agent_run(
     from agent.devices.sim_source import SimDeviceSource
     from agent.mount.mounter import DirectoryMounter
     from agent.offload import Offloader
+    from agent.session.context import SessionDeps
     from agent.session.recorder_link import recorder_client_opener
-    from agent.session.runner import SessionDeps
     from agent.session.supervisor import BaySupervisor
     from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
     from agent.store.db import Database

@@ -6,8 +6,9 @@ the runner drives; clock.py holds the drift maths and the dock's own sync probe.
 """
 
 from agent.dockclock import dock_clock_probe, kernel_clock_synchronised
+from agent.session.context import SessionDeps
 from agent.session.recorder_link import recorder_client_opener
-from agent.session.runner import DockingSession, SessionDeps
+from agent.session.runner import DockingSession
 from agent.session.state_machine import IllegalTransition, SessionMachine, State, Transition
 from agent.session.supervisor import BaySupervisor
 

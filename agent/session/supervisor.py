@@ -23,9 +23,10 @@ from agent.devices.events import (
     StorageRemoved,
 )
 from agent.docking_state import SessionSnapshot
+from agent.session.context import SessionDeps
 from agent.session.custody_records import SessionRecords
 from agent.session.registry import SessionTable
-from agent.session.runner import DockingSession, SessionDeps
+from agent.session.runner import DockingSession
 from agent.store.faults import FaultCode
 
 log = logging.getLogger(__name__)

@@ -241,10 +241,10 @@ async def test_a_reset_event_log_is_noticed_and_read_again(env: Env, bench: Benc
 
 async def test_a_flooding_event_log_is_read_in_bounded_chunks_and_summarised(
         env: Env, bench: Bench, monkeypatch: Any) -> None:
-    from agent.session import runner
+    from agent.session.steps import field_events
 
-    monkeypatch.setattr(runner, "EVENT_LOG_CHUNK", 100)
-    monkeypatch.setattr(runner, "EVENT_LOG_MAX", 300)
+    monkeypatch.setattr(field_events, "EVENT_LOG_CHUNK", 100)
+    monkeypatch.setattr(field_events, "EVENT_LOG_MAX", 300)
     flood = tuple((LogKind.LOW_BATTERY, f"#{i}", 7200.0 - i) for i in range(1000))
     s_spec = spec("SN000210", field_log=flood)
     await bench.plug("B1", s_spec)
