@@ -27,11 +27,11 @@ from agent.docking_state import (
     SessionSnapshot,
 )
 from agent.domain import RecorderIdentity
-from agent.session import steps
 from agent.session.context import SessionContext, SessionDeps
 from agent.session.errors import SessionFailure
 from agent.session.safety import make_safe
 from agent.session.state_machine import SessionMachine, State
+from agent.session.steps import units
 from agent.session.steps.assignment import apply_pending_assignment
 from agent.store.faults import FaultCode as FC
 
@@ -45,7 +45,7 @@ class DockingSession:
                  source: str = "udev", storage_only: bool = False) -> None:
         self.ctx = SessionContext(deps, key=key, bay=bay, tty_path=tty_path, source=source,
                                   storage_only=storage_only)
-        self._units = steps.units(deps.optional_units)
+        self._units = units(deps.optional_units)
         self._work: asyncio.Task[None] | None = None
         self._finished = asyncio.Event()
 

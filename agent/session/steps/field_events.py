@@ -6,9 +6,9 @@ import asyncio
 import logging
 import sqlite3
 
-from agent.session import fieldlog
 from agent.session.context import SessionContext
 from agent.session.errors import SessionFailure
+from agent.session.fieldlog import continues, docked_periods, entry_mark, plan, record
 from agent.session.recorder_link import RecorderLink
 from agent.store import recorder_history
 from agent.store.faults import FaultCode as FC
@@ -33,7 +33,7 @@ async def fetch_event_log(ctx: SessionContext, link: RecorderLink
         # one entry early: the last one read before must still be there, unchanged
         since = max(0, cursor.next_index - 1) if cursor else 0
         events = await _read_event_log(ctx, link, since)
-        if not fieldlog.continues(cursor, events):
+        if not continues(cursor, events):
             assert cursor is not None
             await ctx.records.past_fault(
                 FC.PROTOCOL_ERROR, "the recorder's event log does not continue where it"
@@ -41,7 +41,7 @@ async def fetch_event_log(ctx: SessionContext, link: RecorderLink
                 recorder=serial, officer=ctx.carry.field_officer, severity="warning",
                 detail={"expected_index": cursor.next_index - 1,
                         "expected_entry": cursor.last_entry,
-                        "found": fieldlog.entry_mark(events[0]) if events else None})
+                        "found": entry_mark(events[0]) if events else None})
             cursor = recorder_history.EventCursor(0, cursor.officer, None)
             events = await _read_event_log(ctx, link, 0)
     except SessionFailure as f:
@@ -85,10 +85,10 @@ async def record_field_events(ctx: SessionContext, events: list[DeviceLogEvent])
                                        ctx.carry.event_cursor)
 
     def tx(conn: sqlite3.Connection) -> int:
-        periods = [here, *fieldlog.docked_periods(conn, serial, exclude_session=session_id)]
-        p = fieldlog.plan(events, cursor=cursor, current_officer=officer, drift_ms=drift,
+        periods = [here, *docked_periods(conn, serial, exclude_session=session_id)]
+        p = plan(events, cursor=cursor, current_officer=officer, drift_ms=drift,
                           now_us=now_us, docked_periods=periods)
-        return len(fieldlog.record(conn, ledger, p, serial=serial, bay=bay,
+        return len(record(conn, ledger, p, serial=serial, bay=bay,
                                    session_id=session_id, now_us=now_us))
 
     n = await asyncio.shield(ctx.deps.db.write(tx))
