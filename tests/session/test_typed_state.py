@@ -99,7 +99,10 @@ def test_dockctl_status_is_json_with_rfc3339_times() -> None:
     view = RecorderView(snap, evaluate(facts_from_snapshot(snap), ReadinessSettings(), 1000))
     doc = status_document([view], dock_id="dock-A", version="1", broker_connected=None,
                           outbox_depth=None, store_free_bytes=5)
-    (bay,) = doc["bays"]  # type: ignore[misc]
+    bays = doc["bays"]
+    assert isinstance(bays, list) and len(bays) == 1
+    bay = bays[0]
+    assert isinstance(bay, dict)
     assert bay["docked_at"] == payloads.iso(T0) and bay["battery_percent"] == 95
     assert "battery_samples" not in bay and bay["readiness"]["verdict"] in ("READY",
                                                                              "NOT_READY")

@@ -4,6 +4,7 @@ dock view's coalesced refreshes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,11 @@ class Reporter:
         self.progress.append((serial, result["outcome"]))
 
 
+Parts = tuple[DockView, Supervisor, Reporter]
+
+
 @pytest.fixture
-def view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Parts]:
     monkeypatch.setattr(dockview, "COALESCE_S", 3600.0)  # refreshes only when the test says
     settings = Settings(dock=DockSettings(id="dock-v", store_dir=tmp_path, state_dir=tmp_path),
                         clock=ClockSettings(assume_synchronised=True))
@@ -72,7 +76,7 @@ def step(v: DockView, s: Session, state: str) -> None:
     v.sessions_changed()
 
 
-async def test_pulled_mid_offload_between_refreshes(view) -> None:
+async def test_pulled_mid_offload_between_refreshes(view: Parts) -> None:
     v, sup, rep = view
     first = Session("BWC1", "s1")
     sup.live = [first]
@@ -86,7 +90,7 @@ async def test_pulled_mid_offload_between_refreshes(view) -> None:
     assert rep.progress == [("BWC1", "progress"), ("BWC1", "interrupted")]
 
 
-async def test_finished_and_pulled_between_refreshes(view) -> None:
+async def test_finished_and_pulled_between_refreshes(view: Parts) -> None:
     v, sup, rep = view
     first = Session("BWC2", "s1")
     sup.live = [first]
@@ -100,7 +104,7 @@ async def test_finished_and_pulled_between_refreshes(view) -> None:
     assert len(rep.progress) == 2  # once
 
 
-async def test_seen_offloads_report_once(view) -> None:
+async def test_seen_offloads_report_once(view: Parts) -> None:
     v, sup, rep = view
     s = Session("BWC3", "s1")
     sup.live = [s]
