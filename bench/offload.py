@@ -106,8 +106,8 @@ async def _agent_run(
     from agent.devices.sim_source import SimDeviceSource
     from agent.mount.mounter import DirectoryMounter
     from agent.offload import Offloader
-    from agent.session.ports import recorder_client_opener
-    from agent.session.runner import SessionDeps
+    from agent.session.context import SessionDeps
+    from agent.session.recorder_link import recorder_client_opener
     from agent.session.supervisor import BaySupervisor
     from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
     from agent.store.db import Database
@@ -173,7 +173,7 @@ async def _agent_run(
             while True:  # done when every bay's session has released (or failed)
                 snaps = supervisor.snapshot()
                 if len(snaps) == recorders and all(
-                        s["state"] in ("released", "failed") for s in snaps):
+                        s.state in ("released", "failed") for s in snaps):
                     break
                 if sim.poll() is not None:
                     raise RuntimeError(f"dock-sim exited: {sim.stderr.read().decode()[-2000:]}"
@@ -181,10 +181,9 @@ async def _agent_run(
                 await asyncio.sleep(0.05)
             seconds = time.monotonic() - first_event[0]
             for snap in snaps:
-                result: dict[str, Any] = {"state": snap["state"]}
-                outcome = snap.get("offload_result")
-                if isinstance(outcome, dict):
-                    result.update(outcome)
+                result: dict[str, Any] = {"state": snap.state}
+                if snap.offload_result is not None:
+                    result.update(snap.offload_result.as_record())
                 results.append(result)
             sim.terminate()  # unplugs every recorder; the sessions record their undocking
             while supervisor.snapshot():

@@ -109,62 +109,68 @@ def learned_charge_rate_per_s(samples: Sequence[tuple[float, float, bool]],
     return gained / seconds if seconds > 0 else None
 
 
-def evaluate(facts: RecorderFacts, settings: ReadinessSettings, tolerance_ms: int) -> Readiness:
-    reasons: list[Reason] = []
-    battery_short = False
-
+def _battery_reasons(facts: RecorderFacts, settings: ReadinessSettings) -> list[Reason]:
     if facts.battery_failed:
-        reasons.append(Reason("battery_failed", "battery reports a failure"))
-    elif facts.battery_percent is None:
-        reasons.append(Reason("battery_unknown", "battery level could not be read"))
-    elif facts.battery_percent < settings.min_battery_percent:
-        battery_short = True
-        reasons.append(Reason(
-            "battery_low",
-            f"battery {facts.battery_percent:.0f}% < {settings.min_battery_percent}%",
-        ))
+        return [Reason("battery_failed", "battery reports a failure")]
+    if facts.battery_percent is None:
+        return [Reason("battery_unknown", "battery level could not be read")]
+    if facts.battery_percent < settings.min_battery_percent:
+        return [Reason("battery_low",
+                       f"battery {facts.battery_percent:.0f}% < {settings.min_battery_percent}%")]
+    return []
 
+
+def _storage_reasons(facts: RecorderFacts, settings: ReadinessSettings) -> list[Reason]:
     need = required_free_bytes(settings)
     if facts.free_bytes is None:
-        reasons.append(Reason("storage_unknown", "free storage could not be read"))
-    elif facts.free_bytes < need:
-        reasons.append(Reason(
-            "storage_low", f"free storage {facts.free_bytes / GB:.1f} GB < {need / GB:.1f} GB"
-        ))
+        return [Reason("storage_unknown", "free storage could not be read")]
+    if facts.free_bytes < need:
+        return [Reason("storage_low",
+                       f"free storage {facts.free_bytes / GB:.1f} GB < {need / GB:.1f} GB")]
+    return []
 
+
+def _clock_reasons(facts: RecorderFacts, tolerance_ms: int) -> list[Reason]:
     if not facts.clock_checked or facts.clock_drift_ms is None:
-        reasons.append(Reason("clock_unchecked", "recorder clock was not checked"))
-    elif abs(facts.clock_drift_ms) > tolerance_ms:
-        reasons.append(Reason(
-            "clock_drift",
-            f"clock off by {facts.clock_drift_ms / 1000:+.1f} s"
-            f" (tolerance {tolerance_ms / 1000:g} s)",
-        ))
+        return [Reason("clock_unchecked", "recorder clock was not checked")]
+    if abs(facts.clock_drift_ms) > tolerance_ms:
+        return [Reason("clock_drift", f"clock off by {facts.clock_drift_ms / 1000:+.1f} s"
+                                      f" (tolerance {tolerance_ms / 1000:g} s)")]
+    return []
 
+
+def _custody_reasons(facts: RecorderFacts, settings: ReadinessSettings) -> list[Reason]:
+    reasons: list[Reason] = []
     if not facts.offload_complete:
         pending = f"{facts.files_pending} file(s)" if facts.files_pending else "footage"
         reasons.append(Reason("offload_pending", f"{pending} not yet offloaded and committed"))
-
     firmware = firmware_problem(settings, facts.model, facts.firmware)
     if firmware is not None:
         reasons.append(Reason("firmware_not_allowed", firmware))
-
     if settings.require_officer and not facts.officer_no:
         reasons.append(Reason("no_officer", "no officer assigned"))
+    reasons.extend(Reason("open_fault", f"open fault: {code}") for code in facts.open_faults)
+    return reasons
 
-    for code in facts.open_faults:
-        reasons.append(Reason("open_fault", f"open fault: {code}"))
 
+def _charging_eta(facts: RecorderFacts, settings: ReadinessSettings,
+                  battery_percent: float) -> float | None:
+    rate = charge_rate_per_s(facts.battery_samples)
+    if rate is None or rate <= 0:
+        rate = facts.learned_charge_rate_per_s
+    if rate is None or rate <= 0:
+        return None
+    return (settings.min_battery_percent - battery_percent) / rate
+
+
+def evaluate(facts: RecorderFacts, settings: ReadinessSettings, tolerance_ms: int) -> Readiness:
+    battery = _battery_reasons(facts, settings)
+    reasons = [*battery, *_storage_reasons(facts, settings), *_clock_reasons(facts, tolerance_ms),
+               *_custody_reasons(facts, settings)]
     if not reasons:
         return Readiness(Verdict.READY)
-    only_battery = battery_short and len(reasons) == 1
-    if only_battery and facts.charging:
-        assert facts.battery_percent is not None
-        rate = charge_rate_per_s(facts.battery_samples)
-        if rate is None or rate <= 0:
-            rate = facts.learned_charge_rate_per_s
-        eta = None
-        if rate is not None and rate > 0:
-            eta = (settings.min_battery_percent - facts.battery_percent) / rate
-        return Readiness(Verdict.CHARGING, reasons, eta)
+    only_battery = len(reasons) == 1 and battery and battery[0].code == "battery_low"
+    if only_battery and facts.charging and facts.battery_percent is not None:
+        return Readiness(Verdict.CHARGING, reasons,
+                         _charging_eta(facts, settings, facts.battery_percent))
     return Readiness(Verdict.NOT_READY, reasons)

@@ -2,7 +2,7 @@
 
 At every start the whole chain and every checkpoint signature are verified against the
 dock's own public key, on a read-only connection in a worker thread (the agent is serving
-meanwhile). The same happens whenever a verify command runs (`agent.commands`). Findings
+meanwhile). The same happens whenever a verify command runs (`agent.actions`). Findings
 become one open fault naming them; a later clean check clears it. STORE_INTEGRITY is the
 same for the evidence store (raised by the verify command, which walks the store).
 """

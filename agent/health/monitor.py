@@ -12,25 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from agent import __version__
+from agent.compliance.deadlines import DeadlinePolicy
 from agent.compliance.overdue import Whereabouts, overdue_recorders
+from agent.docking_state import SessionSnapshot
 from agent.health import system
 from agent.health.rules import OffloadRate, health_issues, projected_days_until_full
-from agent.session.clock import dock_clock_probe
 from agent.settings import Settings
 from agent.store import faults as fault_register
 from agent.store.db import DB_RESERVE_BYTES, Database
+from agent.store.ledger import Ledger
 from agent.watchdog import LoopLag
-
-if TYPE_CHECKING:
-    import sqlite3
-
-    from agent.dockview import DockView
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def whereabouts(conn: sqlite3.Connection, docked: set[str]) -> list[Whereabouts]
     return out
 
 
-def _upload_health(conn: sqlite3.Connection) -> dict[str, Any]:
+def _upload_health(conn: sqlite3.Connection) -> dict[str, object]:
     from agent.upload.queue import backlog
 
     b = backlog(conn)
@@ -64,17 +63,46 @@ def _upload_health(conn: sqlite3.Connection) -> dict[str, Any]:
             "last_error": b.last_error}
 
 
+class PublisherStats(Protocol):
+    @property
+    def outbox_depth(self) -> int: ...
+    @property
+    def outbox_oldest_age_s(self) -> float | None: ...
+
+
+class HealthPublisher(Protocol):
+    """Where health goes (the MQTT reporter), and what health reports of it."""
+
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def stats(self) -> PublisherStats: ...
+    def set_dock_health(self, health: Mapping[str, object]) -> None: ...
+
+
+@dataclass(frozen=True)
+class HealthSources:
+    """What the monitor reads and calls besides the system: all given at construction."""
+
+    docked: Callable[[], Sequence[SessionSnapshot]]  # the live sessions, one per bay
+    # The same probe the sessions use: a configured override (simulations) must not
+    # make health report an unsynchronised clock while sessions set recorder clocks.
+    clock_synchronised: Callable[[], bool]
+    sign_checkpoint: Callable[[], Awaitable[object]]
+    publisher: HealthPublisher | None = None
+
+
 class HealthMonitor:
-    def __init__(self, settings: Settings, db: Database, view: DockView, lag: LoopLag) -> None:
+    def __init__(self, settings: Settings, db: Database, ledger: Ledger,
+                 deadline: DeadlinePolicy, lag: LoopLag, sources: HealthSources) -> None:
         self.settings = settings
         self.db = db
-        self.view = view
+        self.ledger = ledger
+        self.deadline = deadline
         self.lag = lag
+        self.sources = sources
         self.rate = OffloadRate()
-        self.last: dict[str, Any] = {}
-        # The same probe the sessions use: a configured override (simulations) must not
-        # make health report an unsynchronised clock while sessions set recorder clocks.
-        self.clock_synchronised = dock_clock_probe(settings.clock)
+        self.last: dict[str, object] = {}
 
     async def run(self) -> None:
         self.rate.observe_start(time.time())
@@ -88,26 +116,26 @@ class HealthMonitor:
                 await self.sample()
                 # Sign what was recorded since the last checkpoint and publish it, so the
                 # central side sees the ledger grow (and would see it rolled back).
-                await self.view.sign_checkpoint()
+                await self.sources.sign_checkpoint()
             except Exception:  # health must never take the agent down
                 log.exception("health sample failed")
             await asyncio.sleep(self.settings.health.interval_s)
 
-    async def sample(self) -> dict[str, Any]:
+    async def sample(self) -> dict[str, object]:
         readings = await asyncio.to_thread(system.read, self.settings.dock.store_dir)
-        synced = await asyncio.to_thread(self.clock_synchronised)
-        reporter = self.view.reporter
-        stats: dict[str, Any] = asdict(reporter.stats) if reporter is not None else {}
-        connected = bool(reporter.connected) if reporter is not None else None
-        oldest = stats.get("outbox_oldest_age_s")
+        synced = await asyncio.to_thread(self.sources.clock_synchronised)
+        reporter = self.sources.publisher
+        stats = reporter.stats if reporter is not None else None
+        connected = reporter.connected if reporter is not None else None
+        oldest = stats.outbox_oldest_age_s if stats is not None else None
         issues = health_issues(
             readings, self.settings.health, clock_synchronised=synced,
             broker_connected=connected, outbox_oldest_age_s=oldest,
         )
         now = time.time()
         per_day = self.rate.bytes_per_day(now)
-        recorders = self.view.recorders()
-        health: dict[str, Any] = {
+        docked = self.sources.docked()
+        health: dict[str, object] = {
             "time": now,
             "agent_version": __version__,
             "store_total_bytes": readings.store_total_bytes,
@@ -123,22 +151,19 @@ class HealthMonitor:
             "uptime_s": readings.uptime_s,
             "clock_synchronised": synced,
             "broker_connected": connected,
-            "outbox_depth": stats.get("outbox_depth"),
+            "outbox_depth": stats.outbox_depth if stats is not None else None,
             "outbox_oldest_age_s": oldest,
             "loop_lag_ms": round(self.lag.worst_recent_s * 1000, 1),
             "throttling_now": readings.throttling_now,
             "throttling_since_boot": readings.throttling_since_boot,
-            "bays": [{"bay": r.get("bay"), "serial": r.get("serial"), "state": r.get("state")}
-                     for r in recorders],
+            "bays": [{"bay": s.bay, "serial": s.serial, "state": s.state} for s in docked],
             "issues": [{"code": i.code, "reason": i.reason} for i in issues],
         }
         if self.settings.upload.enabled:
             health["upload"] = await self.db.read(_upload_health)
-        self.view.store_free_bytes = readings.store_free_bytes
         await self._sync_faults({i.code: i.reason for i in issues})
         await self._clear_storage_full(readings.store_free_bytes)
-        docked = {str(r.get("serial")) for r in recorders if r.get("serial")}
-        await self._check_overdue(docked, now)
+        await self._check_overdue({s.serial for s in docked if s.serial}, now)
         if reporter is not None:
             reporter.set_dock_health(health)
         self.last = health
@@ -146,9 +171,7 @@ class HealthMonitor:
 
     async def _sync_faults(self, issues: dict[str, str]) -> None:
         """One open HEALTH fault per issue code; cleared when the issue goes away."""
-        ledger = self.view.ledger
-        if ledger is None:
-            return
+        ledger = self.ledger
 
         def tx(conn: sqlite3.Connection) -> None:
             open_now = {
@@ -172,9 +195,7 @@ class HealthMonitor:
         """A `dock_storage_full` fault clears once the disk has room again: what the refused
         offload needed (recorded with the fault) on top of the offload reserve and the
         database's own reserve."""
-        ledger = self.view.ledger
-        if ledger is None:
-            return
+        ledger = self.ledger
         floor = (self.settings.offload.reserve_mib << 20) + DB_RESERVE_BYTES
 
         def due(conn: sqlite3.Connection) -> list[int]:
@@ -199,10 +220,8 @@ class HealthMonitor:
         await self.db.write(tx)
 
     async def _check_overdue(self, docked: set[str], now: float) -> None:
-        ledger = self.view.ledger
-        if ledger is None:
-            return
-        policy = self.view.deadline
+        ledger = self.ledger
+        policy = self.deadline
         moment = datetime.fromtimestamp(now, UTC)
 
         def tx(conn: sqlite3.Connection) -> None:

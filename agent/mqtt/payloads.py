@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TypeAlias
 
+from agent.compliance.readiness import Readiness
+from agent.docking_state import SessionSnapshot
 from agent.domain import RecorderIdentity
 from agent.store.outbox import OutboxEvent, OutboxStats
+
+JsonObject: TypeAlias = dict[str, object]
 
 
 def iso(ts: float) -> str:
@@ -20,19 +24,19 @@ def iso(ts: float) -> str:
     )
 
 
-def encode(payload: Mapping[str, Any]) -> bytes:
+def encode(payload: Mapping[str, object]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str).encode()
 
 
 def status_online(dock_id: str, bd_seq: int, now: float, agent_version: str,
-                  protocol: str) -> dict[str, Any]:
+                  protocol: str) -> JsonObject:
     return {"dock_id": dock_id, "state": "online", "bdSeq": bd_seq, "time": iso(now),
             "agent_version": agent_version, "protocol": protocol}
 
 
-def status_offline(dock_id: str, bd_seq: int, reason: str, now: float | None) -> dict[str, Any]:
+def status_offline(dock_id: str, bd_seq: int, reason: str, now: float | None) -> JsonObject:
     """The Will (reason connection-lost, no time: the broker sends it later) or a clean exit."""
-    out: dict[str, Any] = {"dock_id": dock_id, "state": "offline", "bdSeq": bd_seq,
+    out: JsonObject = {"dock_id": dock_id, "state": "offline", "bdSeq": bd_seq,
                            "reason": reason}
     if now is not None:
         out["time"] = iso(now)
@@ -53,37 +57,45 @@ RESULT_FIELDS = ("outcome", "detail", "stored", "already_stored", "failed", "ref
                  "wipe_failed", "late", "changed", "bytes_copied", "resumed_bytes")
 
 
-def health_sample(sample: Mapping[str, Any]) -> dict[str, Any]:
+def _items(value: object) -> list[object]:
+    return list(value) if isinstance(value, Iterable) and not isinstance(value, str) else []
+
+
+def _pick(value: object, keys: tuple[str, ...]) -> JsonObject:
+    """`keys` of one nested object of a sample (each None when absent)."""
+    got = value if isinstance(value, Mapping) else {}
+    return {k: got.get(k) for k in keys}
+
+
+def health_sample(sample: Mapping[str, object]) -> JsonObject:
     """The documented health object (schema `health`, `health` property) from a monitor
     sample: exactly these fields, so the contract changes only on purpose."""
-    out: dict[str, Any] = {k: sample.get(k) for k in HEALTH_FIELDS}
-    out["load"] = list(out["load"] or (0.0, 0.0, 0.0))
+    out: JsonObject = {k: sample.get(k) for k in HEALTH_FIELDS}
+    out["load"] = _items(out["load"]) or [0.0, 0.0, 0.0]
     for k in ("throttling_now", "throttling_since_boot"):
         if out[k] is not None:
-            out[k] = list(out[k])
-    out["bays"] = [{"bay": b.get("bay"), "serial": b.get("serial"), "state": b.get("state")}
-                   for b in out["bays"] or ()]
-    out["issues"] = [{"code": i.get("code"), "reason": i.get("reason")}
-                     for i in out["issues"] or ()]
+            out[k] = _items(out[k])
+    out["bays"] = [_pick(b, ("bay", "serial", "state")) for b in _items(out["bays"])]
+    out["issues"] = [_pick(i, ("code", "reason")) for i in _items(out["issues"])]
     upload = sample.get("upload")
     if isinstance(upload, Mapping):  # only with [upload] enabled
-        out["upload"] = {k: upload.get(k) for k in UPLOAD_FIELDS}
+        out["upload"] = _pick(upload, UPLOAD_FIELDS)
     return out
 
 
-def _outbox(now: float, outbox: OutboxStats) -> dict[str, Any]:
+def _outbox(now: float, outbox: OutboxStats) -> JsonObject:
     oldest = None if outbox.oldest_created_at is None else max(0.0, now - outbox.oldest_created_at)
     return {"depth": outbox.depth, "oldest_age_s": oldest, "dropped": outbox.dropped}
 
 
-def sample_time(sample: Mapping[str, Any], now: float) -> float:
+def sample_time(sample: Mapping[str, object], now: float) -> float:
     t = sample.get("time")
     return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else now
 
 
 def health(dock_id: str, bd_seq: int, now: float, agent_version: str,
-           sample: Mapping[str, Any], outbox: OutboxStats,
-           mqtt: Mapping[str, int]) -> dict[str, Any]:
+           sample: Mapping[str, object], outbox: OutboxStats,
+           mqtt: Mapping[str, int]) -> JsonObject:
     return {
         "dock_id": dock_id, "time": iso(sample_time(sample, now)), "bdSeq": bd_seq,
         "agent_version": agent_version, "health": health_sample(sample),
@@ -93,7 +105,7 @@ def health(dock_id: str, bd_seq: int, now: float, agent_version: str,
     }
 
 
-def health_event(now: float, sample: Mapping[str, Any], outbox: OutboxStats) -> dict[str, Any]:
+def health_event(now: float, sample: Mapping[str, object], outbox: OutboxStats) -> JsonObject:
     """Payload of an `events/health` outbox event (schema `event-health`)."""
     return {"time": iso(sample_time(sample, now)), "health": health_sample(sample),
             "outbox": _outbox(now, outbox)}
@@ -103,7 +115,7 @@ _RESERVED = ("dock_id", "serial", "docked", "time", "bdSeq", "stale")
 
 
 def recorder_birth(dock_id: str, serial: str, bd_seq: int, now: float,
-                   state: Mapping[str, Any], *, stale: bool = False) -> dict[str, Any]:
+                   state: Mapping[str, object], *, stale: bool = False) -> JsonObject:
     out = {k: v for k, v in state.items() if k not in _RESERVED}
     out.update(dock_id=dock_id, serial=serial, docked=True, time=iso(now), bdSeq=bd_seq)
     if stale:
@@ -111,21 +123,21 @@ def recorder_birth(dock_id: str, serial: str, bd_seq: int, now: float,
     return out
 
 
-def recorder_death(dock_id: str, serial: str, bd_seq: int, now: float) -> dict[str, Any]:
+def recorder_death(dock_id: str, serial: str, bd_seq: int, now: float) -> JsonObject:
     return {"dock_id": dock_id, "serial": serial, "docked": False, "time": iso(now),
             "bdSeq": bd_seq}
 
 
-def progress_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+def progress_fields(values: Mapping[str, object]) -> JsonObject:
     return {k: values[k] for k in PROGRESS_FIELDS if k in values}
 
 
-def result_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+def result_fields(values: Mapping[str, object]) -> JsonObject:
     return {k: values[k] for k in RESULT_FIELDS if k in values}
 
 
-def progress(dock_id: str, serial: str, now: float, values: Mapping[str, Any],
-             result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def progress(dock_id: str, serial: str, now: float, values: Mapping[str, object],
+             result: Mapping[str, object] | None = None) -> JsonObject:
     """An offload progress message; with `result` it is the final summary (phase finished)."""
     out = progress_fields(values)
     out.update(dock_id=dock_id, serial=serial, time=iso(now),
@@ -135,24 +147,24 @@ def progress(dock_id: str, serial: str, now: float, values: Mapping[str, Any],
     return out
 
 
-def event(dock_id: str, ev: OutboxEvent) -> dict[str, Any]:
+def event(dock_id: str, ev: OutboxEvent) -> JsonObject:
     return {"event_id": ev.event_id, "seq": ev.seq, "stream": ev.stream, "dock_id": dock_id,
             "subject": ev.subject, "created_at": iso(ev.created_at), "payload": ev.payload}
 
 
-def reply_ok(dock_id: str, cmd_id: str, command: str, result: Mapping[str, Any],
-             now: float) -> dict[str, Any]:
+def reply_ok(dock_id: str, cmd_id: str, command: str, result: Mapping[str, object],
+             now: float) -> JsonObject:
     return {"id": cmd_id, "command": command, "ok": True, "dock_id": dock_id, "time": iso(now),
             "result": dict(result)}
 
 
 def reply_error(dock_id: str, cmd_id: str | None, command: str, code: str, message: str,
-                now: float) -> dict[str, Any]:
+                now: float) -> JsonObject:
     return {"id": cmd_id, "command": command, "ok": False, "dock_id": dock_id, "time": iso(now),
             "error": {"code": code, "message": message}}
 
 
-def identity_fields(identity: RecorderIdentity) -> dict[str, Any]:
+def identity_fields(identity: RecorderIdentity) -> JsonObject:
     """The `identity` and `officer` parts of a recorder state, from the domain type."""
     officer: dict[str, str] | None = None
     if identity.officer_no:
@@ -163,3 +175,45 @@ def identity_fields(identity: RecorderIdentity) -> dict[str, Any]:
                      "firmware": identity.firmware},
         "officer": officer,
     }
+
+
+def _iso_or_none(ts: float | None) -> str | None:
+    return None if ts is None else iso(ts)
+
+
+def recorder_state(snap: SessionSnapshot, readiness: Readiness) -> JsonObject:
+    """The retained recorder state (docs/mqtt.md, schema `recorder-state`): exactly the
+    documented fields, times in RFC 3339, no footage, no secrets. Facts not read yet are
+    left out rather than sent as null."""
+    ident = snap.identity or RecorderIdentity(serial="")
+    parts = identity_fields(ident)
+    state: JsonObject = {
+        "bay": snap.bay,
+        "state": snap.state,
+        "docked_at": iso(snap.docked_at),
+        "storage_only": snap.storage_only,
+        "identity": parts["identity"],
+        "officer": parts["officer"],
+        "faults": [f.code for f in snap.faults],
+        "unchecked": list(snap.unchecked),
+    }
+    if snap.battery is not None:
+        battery = snap.battery.as_record()
+        at = _iso_or_none(snap.battery_at)
+        if at is not None:
+            battery["at"] = at
+        state["battery"] = battery
+    if snap.storage is not None:
+        state["storage"] = snap.storage.as_record()
+    clock = snap.clock
+    if clock is not None:
+        state["clock"] = {
+            "drift_ms": clock.drift_ms, "corrected": clock.corrected, "action": clock.action,
+            "dock_synchronised": clock.dock_synchronised, "tolerance_ms": clock.tolerance_ms,
+        }
+    state["readiness"] = readiness.as_dict()
+    if snap.offload is not None:
+        state["offload"] = snap.offload.as_record()
+    if snap.offload_result is not None:
+        state["offload_result"] = snap.offload_result.as_record()
+    return state

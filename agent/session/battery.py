@@ -10,7 +10,8 @@ A reading with no reasons is healthy. Charge level itself is readiness, not a fa
 
 from __future__ import annotations
 
-from agent.session.ports import BatteryLike
+from agent.docking_state import BatteryFacts
+from agent.session.recorder_link import BatteryLike
 
 MIN_HEALTH_PERCENT = 60
 MIN_TEMPERATURE_C = 0.0
@@ -36,12 +37,7 @@ def battery_problems(b: BatteryLike) -> list[str]:
     return reasons
 
 
-def battery_facts(b: BatteryLike) -> dict[str, object]:
-    return {
-        "percent": b.percent,
-        "millivolts": b.millivolts,
-        "charging": b.charging,
-        "temperature_c": b.temperature_c,
-        "cycle_count": b.cycle_count,
-        "health_percent": b.health_percent,
-    }
+def battery_facts(b: BatteryLike) -> BatteryFacts:
+    return BatteryFacts(percent=b.percent, millivolts=b.millivolts, charging=b.charging,
+                        temperature_c=b.temperature_c, cycle_count=b.cycle_count,
+                        health_percent=b.health_percent)

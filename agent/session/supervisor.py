@@ -22,8 +22,11 @@ from agent.devices.events import (
     StorageAppeared,
     StorageRemoved,
 )
-from agent.session.journal import SessionJournal
-from agent.session.runner import DockingSession, SessionDeps
+from agent.docking_state import SessionSnapshot
+from agent.session.context import SessionDeps
+from agent.session.custody_records import SessionRecords
+from agent.session.registry import SessionTable
+from agent.session.runner import DockingSession
 from agent.store.faults import FaultCode
 
 log = logging.getLogger(__name__)
@@ -32,11 +35,12 @@ log = logging.getLogger(__name__)
 class BaySupervisor:
     """Starts, routes and tracks docking sessions; `handle()` is fed every device event."""
 
-    def __init__(self, deps: SessionDeps, task_group: asyncio.TaskGroup | None = None) -> None:
+    def __init__(self, deps: SessionDeps, task_group: asyncio.TaskGroup | None = None,
+                 sessions: SessionTable | None = None) -> None:
         self.deps = deps
         self._tg = task_group
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sessions: dict[str, DockingSession] = {}  # key -> newest session
+        self.sessions = sessions if sessions is not None else SessionTable()
         self._early_storage: dict[str, StorageAppeared] = {}  # storage seen before its tty
         self.rejections: list[dict[str, object]] = []
         # (key, bay) refused as a duplicate serial -> it was a storage-only attachment
@@ -91,15 +95,12 @@ class BaySupervisor:
                 await self._reject(event)
 
     def _live_keys(self) -> set[str]:
-        return {k for k, s in self._sessions.items() if not s.finished}
+        return self.sessions.live_keys()
 
     def _live(self, key: str, bay: str | None = None) -> DockingSession | None:
         """The live session of `key` (in `bay`, if given: events of a refused duplicate
         in another bay never reach the recorder docked first)."""
-        s = self._sessions.get(key)
-        if s is None or s.finished or (bay is not None and s.bay != bay):
-            return None
-        return s
+        return self.sessions.live(key, bay)
 
     def _forget_early(self, key: str, bay: str) -> None:
         early = self._early_storage.get(key)
@@ -122,7 +123,7 @@ class BaySupervisor:
         detail: dict[str, object] = {"usb_serial": key, "docked_in": docked_in,
                                      "reason": reason}
         self.rejections.append({"bay": bay, **detail})
-        journal = SessionJournal(self.deps.db, self.deps.ledger, bay=bay, session_id=None)
+        journal = SessionRecords(self.deps.db, self.deps.ledger, bay=bay, session_id=None)
         try:
             await journal.entry("device_rejected", recorder=key, officer=None, data=detail)
             await journal.fault(FaultCode.DEVICE_REJECTED, reason, recorder=key, officer=None,
@@ -139,7 +140,7 @@ class BaySupervisor:
         early = self._early_storage.pop(key, None)
         if early is not None:
             session.storage_appeared(early)
-        self._sessions[key] = session
+        self.sessions.put(session)
         if previous is not None:
             # Replug while the old session still shuts down (or a missed unplug): the old
             # one must finish - lazy unmount, undocked record - before the new one starts.
@@ -167,7 +168,7 @@ class BaySupervisor:
         detail: dict[str, object] = {"vid_pid": ev.vid_pid, "usb_serial": ev.serial,
                                      "devpath": ev.devpath, "reason": ev.reason}
         self.rejections.append({"bay": ev.bay, **detail})
-        journal = SessionJournal(self.deps.db, self.deps.ledger, bay=ev.bay, session_id=None)
+        journal = SessionRecords(self.deps.db, self.deps.ledger, bay=ev.bay, session_id=None)
         try:
             await journal.entry("device_rejected", recorder=None, officer=None, data=detail)
             await journal.fault(FaultCode.DEVICE_REJECTED,
@@ -181,28 +182,15 @@ class BaySupervisor:
 
     def session(self, key: str) -> DockingSession | None:
         """The newest session for `key` (finished or not)."""
-        return self._sessions.get(key)
+        return self.sessions.session(key)
 
     def docked(self, serial: str) -> DockingSession | None:
         """The live session of the recorder with this device serial, if it is docked."""
-        for s in reversed(list(self._sessions.values())):
-            if not s.finished and s.identity is not None and s.identity.serial == serial:
-                return s
-        return None
+        return self.sessions.docked(serial)
 
-    def snapshot(self) -> list[dict[str, object]]:
+    def snapshot(self) -> list[SessionSnapshot]:
         """One entry per bay with a live session, sorted by bay label."""
-        live = [s for s in self._sessions.values() if not s.finished]
-        by_bay: dict[str, DockingSession] = {}
-        for s in live:
-            by_bay[s.bay] = s  # newest wins (dict order is start order)
-        return [by_bay[b].snapshot() for b in sorted(by_bay)]
-
-    def offload_states(self) -> list[tuple[str, str, str, dict[str, object] | None]]:
-        """(key, session id, state, offload result) of each live session: cheap enough for
-        every change."""
-        return [(s.key, s.session_id, s.state.value, s.offload_result)
-                for s in self._sessions.values() if not s.finished]
+        return self.sessions.snapshot()
 
     def _changed(self) -> None:
         try:

@@ -11,8 +11,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agent.commands import in_scope
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from agent.hold_scope import in_scope
 from agent.store.db import Database
 from agent.store.ledger import Ledger
 from agent.store.schemas import ALL_SCHEMAS

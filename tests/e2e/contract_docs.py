@@ -59,7 +59,9 @@ SLOTS: tuple[Slot, ...] = (
     Slot("checkpoint", "checkpoint", lambda t, b: _on("checkpoint")(t, b)
          and bool(b.get("previous"))),
     Slot("state-birth", "recorder-state",
-         lambda t, b: _on(r"recorder/[^/]+/state", docked=True, state="released")(t, b)
+         # the READY recorder's: which of the scenario's recorders releases first is a race
+         lambda t, b: _on(r"recorder/[^/]+/state", docked=True, state="released",
+                          readiness__verdict="READY")(t, b)
          and "offload_result" in b and "clock" in b and b.get("officer") is not None
          and not b.get("stale")),
     Slot("state-charging", "recorder-state",

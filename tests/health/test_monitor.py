@@ -7,9 +7,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from agent.checkpointing import LedgerCheckpoints
 from agent.compliance.deadlines import HoursDeadline
-from agent.dockview import DockView
-from agent.health.monitor import HealthMonitor
+from agent.dockclock import dock_clock_probe
+from agent.health.monitor import HealthMonitor, HealthSources
 from agent.settings import ClockSettings, DockSettings, HealthSettings, Settings
 from agent.store import faults
 from agent.store.db import Database
@@ -28,9 +29,11 @@ def make(tmp: Path, **health: float) -> tuple[Database, Ledger, HealthMonitor]:
     )
     db = Database(tmp / "dock.sqlite3", ALL_SCHEMAS)
     ledger = Ledger("dock-h")
-    view = DockView(settings, db, HoursDeadline(24))
-    view.ledger = ledger
-    return db, ledger, HealthMonitor(settings, db, view, LoopLag())
+    checkpoints = LedgerCheckpoints(db, ledger)
+    sources = HealthSources(docked=list, clock_synchronised=dock_clock_probe(settings.clock),
+                            sign_checkpoint=checkpoints.sign_now)
+    return db, ledger, HealthMonitor(settings, db, ledger, HoursDeadline(24), LoopLag(),
+                                     sources)
 
 
 def open_codes(db: Database) -> list[tuple[str, str | None]]:

@@ -23,8 +23,9 @@ from agent.devices.events import (
 from agent.mount.mounter import DirectoryMounter
 from agent.offload import SCHEMA as OFFLOAD_SCHEMA
 from agent.offload import Offloader
-from agent.session.ports import recorder_client_opener
-from agent.session.runner import DockingSession, SessionDeps
+from agent.session.context import SessionDeps
+from agent.session.recorder_link import recorder_client_opener
+from agent.session.runner import DockingSession
 from agent.session.state_machine import State
 from agent.session.supervisor import BaySupervisor
 from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings

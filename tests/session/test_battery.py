@@ -21,7 +21,7 @@ class Reading:
 
 def test_healthy_battery_has_no_problems() -> None:
     assert battery_problems(Reading()) == []
-    assert battery_facts(Reading())["health_percent"] == 95
+    assert battery_facts(Reading()).health_percent == 95
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.dockclock import dock_clock_probe, kernel_clock_synchronised
 from agent.session.clock import (
     ClockAction,
     ClockError,
     ClockSample,
     best_sample,
     decide,
-    dock_clock_probe,
-    kernel_clock_synchronised,
     measure_drift,
     set_target_ms,
     within_tolerance,
@@ -112,7 +111,7 @@ def test_timex_layout_matches_the_kernel_abi() -> None:
     make adjtimex write past our buffer or read `status` from the wrong place."""
     import ctypes
 
-    from agent.session.clock import _Timex
+    from agent.dockclock import _Timex
 
     expected = 208 if ctypes.sizeof(ctypes.c_long) == 8 else 128
     assert ctypes.sizeof(_Timex) == expected

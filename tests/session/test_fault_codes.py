@@ -13,7 +13,7 @@ from typing import Any
 
 from session_bench import SMALL, Bench, Env, spec, wait_state
 
-from agent.compliance.readiness import BatterySample, Verdict, evaluate
+from agent.compliance.readiness import Verdict, evaluate
 from agent.dockview import facts_from_snapshot
 from agent.session.state_machine import State
 from agent.settings import ReadinessSettings
@@ -66,7 +66,7 @@ async def test_recorder_event_log_becomes_field_fault_records_once(
              and (e.data.get("detail") or {}).get("source") == "recorder_event_log"]
     assert kinds.count("fault") == 4
     # a field event does not make the recorder unfit now: not in the session's open faults
-    assert "battery_low" not in [f["code"] for f in s.faults]
+    assert "battery_low" not in [f.code for f in s.faults]
     cursor = env.query(lambda c: recorder_history.event_cursor(c, "SN000201"))
     assert cursor is not None and cursor.officer == "0042" and cursor.last_entry
     await bench.unplug("B1")
@@ -114,7 +114,7 @@ async def test_firmware_not_on_the_model_allowlist_is_a_fault_until_updated(
     assert f.severity == "warning" and f.detail == {"model": "DSJ-SIM1", "firmware": "1.0.0"}
     assert "allowlist" in f.reason
     snap = bench.supervisor.snapshot()[0]
-    r = evaluate(facts_from_snapshot(snap, [], []), policy, 1000)
+    r = evaluate(facts_from_snapshot(snap), policy, 1000)
     assert [x.code for x in r.reasons] == ["firmware_not_allowed"]  # once, not twice
     await bench.unplug("B1")
     await bench.plug("B1", spec("SN000203", firmware="2.0.1"))
@@ -130,7 +130,7 @@ async def test_officer_unassigned_is_a_fault_until_an_officer_is_assigned(
     s = bench.session("SN000204")
     await wait_state(s, *ENDED)
     assert open_codes(env, "SN000204") == ["officer_unassigned"]
-    assert [f["code"] for f in s.faults] == ["officer_unassigned"]
+    assert [f.code for f in s.faults] == ["officer_unassigned"]
     env.db.write_sync(lambda c: assignments.request(c, "SN000204", officer_no="0101"))
     assert await s.apply_pending_assignment() is True
     assert rec.firmware.state.officer.officer_no == "0101"
@@ -150,7 +150,7 @@ async def test_footage_stored_after_its_deadline_is_a_late_offload_record(
     (f,) = env.faults(recorder="SN000205", code="late_offload")
     assert f.officer == "0042" and f.severity == "warning" and f.cleared_us is not None
     assert len(f.detail["files"]) == 2 and "2 files" in f.reason
-    assert "late_offload" not in [x["code"] for x in s.faults]  # a record, not a condition
+    assert "late_offload" not in [x.code for x in s.faults]  # a record, not a condition
 
 
 async def test_battery_history_outlives_the_docking_and_gives_an_eta_at_once(
@@ -180,9 +180,9 @@ async def test_battery_history_outlives_the_docking_and_gives_an_eta_at_once(
     s = b2.session("SN000206")
     await wait_state(s, *ENDED)
     snap = b2.supervisor.snapshot()[0]
-    samples = snap["battery_samples"]
+    samples = snap.battery_samples
     assert len(samples) >= 3 and samples[0][0] < s.docked_at  # from the earlier docking
-    facts = facts_from_snapshot(snap, [BatterySample(t, p) for t, p, _ in samples], [])
+    facts = facts_from_snapshot(snap)
     r = evaluate(facts, ReadinessSettings(min_battery_percent=90, min_free_gb=0.0), 1000)
     assert r.verdict is Verdict.CHARGING and r.eta_s is not None and r.eta_s > 0
 
@@ -213,7 +213,7 @@ async def test_field_faults_name_who_held_it_not_an_assignment_made_at_docking(
     await bench.plug("B1", spec("SN000208", field_log=((LogKind.LOW_BATTERY, "", 600.0),)))
     s = bench.session("SN000208")
     await wait_state(s, *ENDED)
-    assert bench.supervisor.snapshot()[0]["officer_no"] == "0999"
+    assert bench.supervisor.snapshot()[0].officer_no == "0999"
     (f,) = field_faults(env, "SN000208")
     assert f.code == "battery_low" and f.officer == "0042"
 
@@ -241,10 +241,10 @@ async def test_a_reset_event_log_is_noticed_and_read_again(env: Env, bench: Benc
 
 async def test_a_flooding_event_log_is_read_in_bounded_chunks_and_summarised(
         env: Env, bench: Bench, monkeypatch: Any) -> None:
-    from agent.session import runner
+    from agent.session.steps import field_events
 
-    monkeypatch.setattr(runner, "EVENT_LOG_CHUNK", 100)
-    monkeypatch.setattr(runner, "EVENT_LOG_MAX", 300)
+    monkeypatch.setattr(field_events, "EVENT_LOG_CHUNK", 100)
+    monkeypatch.setattr(field_events, "EVENT_LOG_MAX", 300)
     flood = tuple((LogKind.LOW_BATTERY, f"#{i}", 7200.0 - i) for i in range(1000))
     s_spec = spec("SN000210", field_log=flood)
     await bench.plug("B1", s_spec)

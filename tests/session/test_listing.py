@@ -28,7 +28,7 @@ async def test_slow_long_listing_completes(env: Env, make_bench: Any) -> None:
     assert s.state is State.RELEASED, s.faults
     assert env.faults() == []
     assert rec.list_pages_sent >= 14
-    assert s.offload_result is not None and s.offload_result["stored"] == 800
+    assert s.offload_result is not None and s.offload_result.stored == 800
     # Every file's recording times came from the listing, not from file times.
     rows = env.query(lambda c: c.execute(
         "SELECT COUNT(*) FROM evidence_files WHERE rec_start_us IS NOT NULL").fetchone())

@@ -64,7 +64,7 @@ async def test_footage_is_filed_under_the_officer_who_held_the_recorder(
     assert assigned.data["offload"]["stored"] == 2
     assert rec.firmware.state.officer.officer_no == "0099"
     assert env.query(lambda c: assignments.pending(c, "SN000077")) is None
-    assert bench.supervisor.snapshot()[0]["officer_no"] == "0099"
+    assert bench.supervisor.snapshot()[0].officer_no == "0099"
 
     # The recorder itself now reports B at its next docking.
     await bench.unplug("B1")

@@ -121,13 +121,13 @@ async def test_a_lying_delete_is_a_wipe_failed_fault_not_a_wiped_entry(
     assert all("deleted" in x["reason"] for x in fault.detail["files"])
     assert all(x.get("firmware_claim") == "deleted" for x in fault.detail["files"])
     assert env.query(lambda c: journal.wipe_intents(c, "SN000051")) == []
-    assert s.offload_result["wiped"] == 0 and s.offload_result["wipe_failed"] == 2
+    assert s.offload_result.wiped == 0 and s.offload_result.wipe_failed == 2
     rec = bench.recorders["B1"]
     assert len(list(rec.storage.root.rglob("*.MP4"))) == 2
     # the next docking does not store them again and again records no wipe
     await bench.unplug("B1")
     s2 = await dock(bench, "B1", rec_spec)
-    assert s2.offload_result["already_stored"] == 2 and s2.offload_result["stored"] == 0
+    assert s2.offload_result.already_stored == 2 and s2.offload_result.stored == 0
     assert env.entries(kind="wiped") == [] and len(rows(env)) == 2
 
 

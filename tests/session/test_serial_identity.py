@@ -38,7 +38,7 @@ async def test_firmware_claiming_another_serial_is_refused(env: Env, bench: Benc
     assert _never_unlocked(rec) and env.mounter.calls == [] and env.stored_files() == []
     assert env.kinds(s.session_id) == ["docked", "fault"]
     assert env.entries(recorder="SN000091") == []
-    assert bench.supervisor.snapshot()[0]["state"] == "failed"
+    assert bench.supervisor.snapshot()[0].state == "failed"
     await bench.unplug("B1")
     assert env.kinds(s.session_id)[-1] == "undocked"
 
@@ -69,7 +69,7 @@ async def test_same_serial_in_a_second_bay_is_refused_there(
     await wait_state(s1, *ENDED)
     assert s1.state is State.RELEASED, s1.faults
     assert len(env.stored_files()) == 2
-    assert [b["bay"] for b in bench.supervisor.snapshot()] == ["B1"]
+    assert [b.bay for b in bench.supervisor.snapshot()] == ["B1"]
 
     # Pulling the twin out of B2 does not end the docking in B1.
     await bench.unplug("B2")

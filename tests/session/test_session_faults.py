@@ -25,7 +25,7 @@ async def test_auth_refused(env: Env, bench: Bench) -> None:
     assert "authentication refused" in f.reason
     assert rec.firmware.state.mass_storage is False and env.mounter.calls == []
     assert env.kinds(s.session_id) == ["docked", "fault"]
-    assert bench.supervisor.snapshot()[0]["state"] == "failed"
+    assert bench.supervisor.snapshot()[0].state == "failed"
     await bench.unplug("B2")
     assert env.kinds(s.session_id)[-1] == "undocked"
     assert env.entries(kind="undocked")[0].data["state_reached"] == "failed"
@@ -182,8 +182,8 @@ async def test_read_errors_become_a_fault_and_nothing_is_wiped(env: Env, make_be
     assert s.state is State.RELEASED, s.faults
     codes = sorted(f.code for f in env.faults())
     assert codes == ["read_error"]
-    assert s.offload_result is not None and s.offload_result["failed"] == 1
-    assert s.offload_result["stored"] == 1 and s.offload_result["wiped"] == 1
+    assert s.offload_result is not None and s.offload_result.failed == 1
+    assert s.offload_result.stored == 1 and s.offload_result.wiped == 1
     assert len(list(rec.storage.root.rglob("*.MP4"))) == 1  # the unread file stays
 
 
@@ -208,5 +208,5 @@ async def test_hostile_storage_entries_are_refused_and_reported(env: Env, bench:
     assert s.state is State.RELEASED, s.faults
     codes = [f.code for f in env.faults()]
     assert codes == ["hostile_content"]
-    assert s.offload_result is not None and s.offload_result["refused"] >= 1
-    assert s.offload_result["stored"] >= 2  # the real footage still came off
+    assert s.offload_result is not None and s.offload_result.refused >= 1
+    assert s.offload_result.stored >= 2  # the real footage still came off

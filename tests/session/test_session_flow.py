@@ -29,12 +29,13 @@ async def test_normal_path_records_custody_in_order(env: Env, bench: Bench) -> N
     assert env.mounter.mounted == set()  # unmounted after the offload
     assert rec.firmware.state.mass_storage is False  # locked again: records and charges
     snap = bench.supervisor.snapshot()
-    assert [b["bay"] for b in snap] == ["B1"]
-    assert snap[0]["state"] == "released" and snap[0]["officer_no"] == "0042"
-    assert snap[0]["battery"] is not None and snap[0]["storage"] is not None
-    assert snap[0]["offload_result"]["stored"] == 2  # type: ignore[index]
-    assert snap[0]["faults"] == []
-    assert json.loads(json.dumps(snap)) == snap  # ready for MQTT retained state / dockctl
+    assert [b.bay for b in snap] == ["B1"]
+    assert snap[0].state == "released" and snap[0].officer_no == "0042"
+    assert snap[0].battery is not None and snap[0].storage is not None
+    assert snap[0].offload_result is not None and snap[0].offload_result.stored == 2
+    assert snap[0].faults == ()
+    record = snap[0].as_record()
+    assert json.loads(json.dumps(record)) == record  # ready for dockctl
 
     done = await bench.unplug("B1")
     assert done.state is State.REMOVED
@@ -95,7 +96,7 @@ async def test_recorder_without_officer(env: Env, bench: Bench) -> None:
     assert s.state is State.RELEASED
     e = env.entries(session_id=s.session_id, kind="identified")[0]
     assert e.officer is None and e.data["officer_assigned"] is False
-    assert bench.supervisor.snapshot()[0]["officer_no"] is None
+    assert bench.supervisor.snapshot()[0].officer_no is None
     assert all(t.officer_no is None for t in s.machine.history)
     assert s.machine.history[0].serial is None  # authenticated before identified
     assert all(t.serial == "SN000005" for t in s.machine.history[1:])

@@ -29,8 +29,8 @@ async def test_ten_bays_at_once(env: Env, bench: Bench) -> None:
     await asyncio.gather(*(wait_state(s, State.RELEASED, State.FAILED) for s in sessions))
     assert all(s.state is State.RELEASED for s in sessions), [s.faults for s in sessions]
     snap = bench.supervisor.snapshot()
-    assert [b["bay"] for b in snap] == [f"B{i:02d}" for i in range(10)]
-    assert [b["serial"] for b in snap] == serials
+    assert [b.bay for b in snap] == [f"B{i:02d}" for i in range(10)]
+    assert [b.serial for b in snap] == serials
     assert len(env.stored_files()) == 20
     for s in sessions:  # each session's custody trail is complete and its own
         kinds = env.kinds(s.session_id)
@@ -90,7 +90,7 @@ async def test_storage_only_recorder(env: Env, make_bench: Any, tmp_path: Path) 
     assert ident.recorder == "USB0001" and ident.officer is None
     assert set(ident.data["unchecked"]) >= {"officer", "clock", "battery"}
     assert len(env.stored_files()) == 2
-    assert sup.snapshot()[0]["unchecked"] == ["officer", "clock", "battery"]
+    assert sup.snapshot()[0].unchecked == ("officer", "clock", "battery")
     await sup.handle(StorageRemoved(key="USB0001", bay="B4"))  # all a storage-only has
     await s.wait_finished()
     assert env.kinds(s.session_id)[-1] == "undocked"
@@ -139,7 +139,7 @@ async def test_replug_waits_for_the_old_session(env: Env, bench: Bench) -> None:
     assert old_undocked < new_docked
     # already stored: the second docking copies nothing again
     assert second.offload_result is not None
-    assert second.offload_result["stored"] == 0 and second.offload_result["already_stored"] == 2
+    assert second.offload_result.stored == 0 and second.offload_result.already_stored == 2
     bench.recorders["B1"] = rec  # teardown unplugs it
 
 
@@ -153,7 +153,7 @@ async def test_released_recorder_battery_is_polled(env: Env, make_bench: Any) ->
     while s.battery_at == first:  # a later reading arrives while it stays docked
         await asyncio.sleep(0.02)
     assert s.state is State.RELEASED
-    assert bench.supervisor.snapshot()[0]["battery_at"] == s.battery_at
+    assert bench.supervisor.snapshot()[0].battery_at == s.battery_at
 
 
 async def test_agent_shutdown_leaves_recorders_safe(env: Env, make_bench: Any) -> None:

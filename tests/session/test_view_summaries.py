@@ -4,41 +4,40 @@ dock view's coalesced refreshes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent import dockview
-from agent.compliance.deadlines import HoursDeadline
+from agent.docking_state import OffloadResult, SessionSnapshot
 from agent.dockview import DockView
+from agent.domain import RecorderIdentity
 from agent.settings import ClockSettings, DockSettings, Settings
-from agent.store.db import Database
-from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 
 
 class Session:
     def __init__(self, key: str, session_id: str) -> None:
         self.key, self.session_id = key, session_id
         self.state = "docked"
-        self.offload_result: dict[str, object] | None = None
+        self.offload_result: OffloadResult | None = None
 
-    def snapshot(self) -> dict[str, object]:
-        return {"bay": "5", "key": self.key, "session_id": self.session_id,
-                "serial": self.key, "state": self.state, "offload": None,
-                "offload_result": self.offload_result, "faults": [], "storage": {},
-                "battery": None, "clock": None}
+    def snapshot(self) -> SessionSnapshot:
+        return SessionSnapshot(bay="5", key=self.key, session_id=self.session_id,
+                               identity=RecorderIdentity(self.key), storage_only=False,
+                               state=self.state, state_since=0.0, docked_at=0.0,
+                               offload_result=self.offload_result)
 
 
 class Supervisor:
     def __init__(self) -> None:
         self.live: list[Session] = []
 
-    def snapshot(self) -> list[dict[str, object]]:
+    def snapshot(self) -> list[SessionSnapshot]:
         return [s.snapshot() for s in self.live]
 
-    def offload_states(self) -> list[tuple[str, str, str, dict[str, object] | None]]:
+    def offload_states(self) -> list[tuple[str, str, str, OffloadResult | None]]:
         return [(s.key, s.session_id, s.state, s.offload_result) for s in self.live]
 
 
@@ -59,18 +58,17 @@ class Reporter:
         self.progress.append((serial, result["outcome"]))
 
 
+Parts = tuple[DockView, Supervisor, Reporter]
+
+
 @pytest.fixture
-def view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Parts]:
     monkeypatch.setattr(dockview, "COALESCE_S", 3600.0)  # refreshes only when the test says
     settings = Settings(dock=DockSettings(id="dock-v", store_dir=tmp_path, state_dir=tmp_path),
                         clock=ClockSettings(assume_synchronised=True))
-    db = Database(tmp_path / "dock.sqlite3", ALL_SCHEMAS)
-    v = DockView(settings, db, HoursDeadline(24))
     sup, rep = Supervisor(), Reporter()
-    v.attach_supervisor(sup, Ledger("dock-v"))  # type: ignore[arg-type]
-    v.attach_reporter(rep)
+    v = DockView(settings, sup, rep)
     yield v, sup, rep
-    db.close()
 
 
 def step(v: DockView, s: Session, state: str) -> None:
@@ -78,7 +76,7 @@ def step(v: DockView, s: Session, state: str) -> None:
     v.sessions_changed()
 
 
-async def test_pulled_mid_offload_between_refreshes(view) -> None:
+async def test_pulled_mid_offload_between_refreshes(view: Parts) -> None:
     v, sup, rep = view
     first = Session("BWC1", "s1")
     sup.live = [first]
@@ -92,12 +90,12 @@ async def test_pulled_mid_offload_between_refreshes(view) -> None:
     assert rep.progress == [("BWC1", "progress"), ("BWC1", "interrupted")]
 
 
-async def test_finished_and_pulled_between_refreshes(view) -> None:
+async def test_finished_and_pulled_between_refreshes(view: Parts) -> None:
     v, sup, rep = view
     first = Session("BWC2", "s1")
     sup.live = [first]
     step(v, first, "offloading")
-    first.offload_result = {"outcome": "complete", "stored": 1, "bytes_copied": 10}
+    first.offload_result = OffloadResult("complete", stored=1, bytes_copied=10)
     step(v, first, "released")
     sup.live = []
     v.refresh()  # gone before any refresh saw it: its real summary, not "interrupted"
@@ -106,16 +104,16 @@ async def test_finished_and_pulled_between_refreshes(view) -> None:
     assert len(rep.progress) == 2  # once
 
 
-async def test_seen_offloads_report_once(view) -> None:
+async def test_seen_offloads_report_once(view: Parts) -> None:
     v, sup, rep = view
     s = Session("BWC3", "s1")
     sup.live = [s]
     step(v, s, "offloading")
     v.refresh()
-    s.offload_result = {"outcome": "complete", "stored": 1}
+    s.offload_result = OffloadResult("complete", stored=1)
     step(v, s, "released")
     v.refresh()
     sup.live = []
     v.refresh()
     assert [o for _, o in rep.progress if o != "progress"] == ["complete"]
-    assert not v._offload_began
+    assert not v._offloads._began

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from upload_helpers import DAY_US, NOW_US, RETENTION, store_file
 
-from agent.commands import in_scope
+from agent.hold_scope import in_scope
 from agent.store import ledger as ledger_mod
 from agent.store.db import Database
 from agent.store.evidence import get_file, set_hold

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from upload_helpers import RETENTION
 
-from agent.commands import in_scope
 from agent.config import ConfigInvalid, parse_settings
+from agent.hold_scope import in_scope
 from agent.store.evidence import StoredFile
 from agent.upload import objects, queue, sigv4
 from agent.upload.credentials import load_credentials

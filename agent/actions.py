@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
+from agent.dockview import DockView
+from agent.hold_scope import in_scope, instant_us
+from agent.lifecycle.service import LifecycleService
 from agent.mqtt.errors import CommandRejected
+from agent.settings import Settings
 from agent.store import assignments, evidence
-from agent.store.db import open_readonly
-
-if TYPE_CHECKING:
-    import sqlite3
-
-    from agent.dockview import DockView
-    from agent.lifecycle.service import LifecycleService
+from agent.store.db import Database, open_readonly
+from agent.store.ledger import Ledger
 
 # Field sizes of the recorder's officer record (protocol: fixed-size UTF-8 fields).
 OFFICER_FIELDS = {"officer_no": 7, "officer_name": 33, "unit_no": 13, "unit_name": 33}
@@ -40,42 +41,18 @@ def _check_officer(record: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _instant_us(scope: Mapping[str, Any], key: str) -> int | None:
-    """`from` / `to` of a hold scope (RFC 3339) as integer microseconds, or None."""
-    value = scope.get(key)
-    if value is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise CommandRejected(f"scope.{key} is not an RFC 3339 date-time") from exc
-    if moment.tzinfo is None:
-        raise CommandRejected(f"scope.{key} needs a time zone (e.g. Z)")
-    return int(moment.timestamp() * 1_000_000)
-
-
-def in_scope(f: evidence.StoredFile, scope: Mapping[str, Any]) -> bool:
-    """Whether a stored file falls under a hold scope (docs/mqtt.md: `serial`, `officer_no`,
-    `from`, `to`, `files`); every given criterion must match. A recording overlapping the
-    from..to window is in it; one without known times counts by its end (or offload) time."""
-    if "serial" in scope and f.recorder_serial != scope["serial"]:
-        return False
-    if "officer_no" in scope and f.officer_no != scope["officer_no"]:
-        return False
-    files = scope.get("files")
-    if files is not None and f.blake3_hex not in files and f.stored_relpath not in files:
-        return False
-    start_us, end_us = _instant_us(scope, "from"), _instant_us(scope, "to")
-    rec_end = f.rec_end_us if f.rec_end_us is not None else f.offload_end_us
-    rec_start = f.rec_start_us if f.rec_start_us is not None else rec_end
-    if start_us is not None and rec_end < start_us:
-        return False
-    return not (end_us is not None and rec_start > end_us)
-
-
 class AgentActions:
-    def __init__(self, view: DockView, lifecycle: LifecycleService | None = None) -> None:
+    """The agent's `CommandActions` (agent.mqtt.commands), given every collaborator when
+    it is built."""
+
+    def __init__(self, settings: Settings, db: Database, ledger: Ledger, view: DockView, *,
+                 assign_now: Callable[[str], Awaitable[bool]],
+                 lifecycle: LifecycleService | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.ledger = ledger
         self.view = view
+        self.assign_now = assign_now  # writes a pending assignment to a docked recorder
         self.lifecycle_service = lifecycle
 
     async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,38 +79,30 @@ class AgentActions:
         except LifecycleError as exc:
             raise CommandRejected(str(exc)) from exc
 
-    def _ledger(self) -> Any:
-        if self.view.ledger is None:
-            raise CommandRejected("agent is still starting")
-        return self.view.ledger
-
     async def assign_officer(self, serial: str, record: Mapping[str, str]) -> dict[str, Any]:
         fields = _check_officer(record)
-        req = await self.view.db.write(
+        req = await self.db.write(
             lambda conn: assignments.request(
                 conn, serial, officer_no=fields["officer_no"],
                 officer_name=fields["officer_name"], unit_no=fields["unit_no"],
                 unit_name=fields["unit_name"], requested_by="central",
             )
         )
-        applied = False
-        apply_now = self.view.apply_assignment
-        if apply_now is not None:
-            applied = await apply_now(serial)
+        applied = await self.assign_now(serial)
         return {"assignment_id": req.id, "recorder": serial,
                 "applied": applied, "pending": not applied}
 
     async def set_hold(self, hold_id: str, reason: str, scope: Mapping[str, Any]) -> dict[str, Any]:
         if not reason:
             raise CommandRejected("a hold needs a reason")
-        ledger = self._ledger()
+        ledger = self.ledger
         by = f"central:{hold_id}"
         if not any(scope.get(k) is not None for k in ("serial", "officer_no", "from", "to",
                                                       "files")):
             raise CommandRejected("scope must name at least one of serial, officer_no, from,"
                                   " to, files")
         for key in ("from", "to"):
-            _instant_us(scope, key)  # refuse a bad time before anything is written
+            instant_us(scope, key)  # refuse a bad time before anything is written
 
         def tx(conn: sqlite3.Connection) -> list[int]:
             files = [f for f in evidence.query(conn, device=scope.get("serial"),
@@ -154,11 +123,11 @@ class AgentActions:
                 held.append(f.id)
             return held
 
-        held = await self.view.db.write(tx)
+        held = await self.db.write(tx)
         return {"hold_id": hold_id, "files_held": len(held)}
 
     async def clear_hold(self, hold_id: str, reason: str) -> dict[str, Any]:
-        ledger = self._ledger()
+        ledger = self.ledger
         by = f"central:{hold_id}"
 
         def tx(conn: sqlite3.Connection) -> int:
@@ -175,7 +144,7 @@ class AgentActions:
                 evidence.clear_hold(conn, ledger, hid, reason or "cleared by central", by=by)
             return len(rows)
 
-        cleared = await self.view.db.write(tx)
+        cleared = await self.db.write(tx)
         return {"hold_id": hold_id, "files_released": cleared}
 
     async def ack_upload(self, files: list[str]) -> dict[str, Any]:
@@ -183,8 +152,8 @@ class AgentActions:
         purge when `retention.require_central_ack` is set)."""
         from agent.upload.queue import record_central_ack
 
-        ledger = self._ledger()
-        acked, unknown = await self.view.db.write(
+        ledger = self.ledger
+        acked, unknown = await self.db.write(
             lambda conn: record_central_ack(conn, ledger, files))
         if not acked and unknown:
             raise CommandRejected("no uploaded file matches: " + ", ".join(unknown[:5]))
@@ -193,13 +162,13 @@ class AgentActions:
     async def run_verify(self, deep: bool) -> dict[str, Any]:
         from agent.store import verify
 
-        db_path = self.view.db.path
-        store = self.view.settings.dock.store_dir
+        db_path = self.db.path
+        store = self.settings.dock.store_dir
 
         def run() -> tuple[dict[str, Any], list[Any], list[Any]]:
             from agent.store.signing import load_public_key, public_key_path
 
-            key = load_public_key(public_key_path(self.view.settings.key_file))
+            key = load_public_key(public_key_path(self.settings.key_file))
             conn = open_readonly(db_path)
             try:
                 reports = [verify.verify_ledger(conn, key),
@@ -217,19 +186,17 @@ class AgentActions:
             }, reports[0].problems, reports[1].problems
 
         result, ledger_problems, store_problems = await asyncio.to_thread(run)
-        ledger = self.view.ledger
-        if ledger is not None:
-            from agent.health.integrity import sync_integrity_fault
-            from agent.store.faults import FaultCode
+        from agent.health.integrity import sync_integrity_fault
+        from agent.store.faults import FaultCode
 
-            await sync_integrity_fault(self.view.db, ledger, FaultCode.LEDGER_INTEGRITY,
-                                       "custody ledger", ledger_problems)
-            await sync_integrity_fault(self.view.db, ledger, FaultCode.STORE_INTEGRITY,
-                                       "evidence store", store_problems)
+        await sync_integrity_fault(self.db, self.ledger, FaultCode.LEDGER_INTEGRITY,
+                                   "custody ledger", ledger_problems)
+        await sync_integrity_fault(self.db, self.ledger, FaultCode.STORE_INTEGRITY,
+                                   "evidence store", store_problems)
         return result
 
     async def readiness_report(self) -> dict[str, Any]:
-        return self.view.readiness_report()
+        return self.view.readiness_report(time.time())
 
     async def rebirth(self) -> None:
         self.view.refresh()

@@ -37,7 +37,7 @@ def _recordable_data(data: Mapping[str, object]) -> dict[str, object]:
     return {k: _recordable(v) for k, v in data.items()}
 
 
-class SessionJournal:
+class SessionRecords:
     """Writes one session's ledger entries and faults."""
 
     def __init__(self, db: Database, ledger: Ledger, *, bay: str,

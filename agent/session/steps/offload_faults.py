@@ -1,0 +1,72 @@
+"""Faults from one offload's summary: per-file problems, late footage, officers in names."""
+
+from __future__ import annotations
+
+from agent.offload import FileProblem, OffloadSummary
+from agent.session.context import SessionContext
+from agent.store.faults import FaultCode as FC
+from agent.store.faults import Severity
+
+
+def text(name: bytes) -> str:
+    return name.decode("utf-8", "backslashreplace")
+
+
+def problem_facts(p: FileProblem) -> dict[str, object]:
+    return {**(p.detail or {}), "name": text(p.name), "reason": p.reason}
+
+
+_LISTS = {FC.READ_ERROR: "failed", FC.HOSTILE_CONTENT: "refused", FC.WIPE_FAILED: "wipe_failed"}
+
+
+async def summary_faults(ctx: SessionContext, s: OffloadSummary) -> None:
+    """Per-file problems of an offload: each kind is one fault naming its files."""
+    groups: list[tuple[FC, Severity, str, list[FileProblem]]] = [
+        (FC.READ_ERROR, "error", "files could not be read and were not stored", s.failed),
+        (FC.HOSTILE_CONTENT, "warning", "entries refused on the recorder storage", s.refused),
+        (FC.WIPE_FAILED, "warning", "stored files could not be wiped from the recorder",
+         s.wipe_failed),
+    ]
+    for code, severity, what, problems in groups:
+        if problems:
+            # at most 50 named here; the offloader put the complete list in the ledger
+            detail: dict[str, object] = {"count": len(problems),
+                                         "files": [problem_facts(p) for p in problems[:50]]}
+            if s.listed.get(_LISTS[code]):
+                detail["complete_list"] = {"ledger_kind": "entry_list",
+                                           "ledger_seqs": s.listed[_LISTS[code]]}
+            await ctx.fault(code, f"{len(problems)} {what}", severity, detail)
+    late = [f for f in s.stored if f.late]
+    if late and ctx.facts.identity is not None:
+        serial, officer = ctx.who()
+        await ctx.records.past_fault(
+            FC.LATE_OFFLOAD, f"{len(late)} files stored after their deadline",
+            recorder=serial, officer=officer, severity="warning",
+            detail={"files": [{"name": text(f.name), "stored_relpath": f.stored_relpath}
+                              for f in late[:50]]})
+    bad = s.verify_failed
+    if bad:
+        await ctx.fault(FC.VERIFY_FAILED, f"{len(bad)} stored files failed verification",
+                        "error", {"count": len(bad),  # each has its "verified" entry
+                                  "files": [f.stored_relpath for f in bad[:50]]})
+
+
+async def officer_disagreements(ctx: SessionContext, s: OffloadSummary) -> None:
+    """Files whose names carry another officer than the record read at docking were
+    filed under the name's officer (`DockingContext.identity_for`); say so, once."""
+    dctx = ctx.carry.offload_ctx
+    if dctx is None:
+        return
+    docking_officer = dctx.identity.officer_no
+    files = [{"name": text(f.name), "name_hex": f.name.hex(), "officer_no": officer,
+              "stored_relpath": f.stored_relpath}
+             for f in s.stored
+             if (officer := dctx.identity_for(f.name).officer_no) != docking_officer]
+    if files:
+        names = sorted({str(f["officer_no"]) for f in files})
+        await ctx.fault(
+            FC.OFFICER_MISMATCH,
+            f"{len(files)} files name officer {', '.join(names)} but the recorder's"
+            f" officer record at docking was {docking_officer or '(none)'}; filed under"
+            " the officer in the file name", "warning",
+            {"docking_officer": docking_officer, "files": files})
