@@ -31,10 +31,10 @@ from typing import Any
 
 from blake3 import blake3
 
+from agent.schemas import ALL_SCHEMAS
 from agent.store.db import Database
 from agent.store.evidence import StoredFileRecord, commit_file, layout_relpath
 from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner
 from agent.upload.s3client import S3Client, S3Config
 from hw_sim import rgw

@@ -42,14 +42,15 @@ from agent.store.db import open_readonly
 from agent.store.errors import CanonicalError, LedgerError, SigningError
 from agent.store.layout import is_partial_name
 from agent.store.ledger import (
-    ENTRY_COLUMNS,
     GENESIS_HASH,
+    LEDGER,
     EntryKind,
     checkpoints,
     entry_from_row,
     get_entry,
 )
 from agent.store.signing import CheckpointSigner, key_id, public_key_from_id
+from agent.store.table import Where
 
 READ_SIZE = 8 * 1024 * 1024
 
@@ -132,7 +133,7 @@ def _verify_ledger(conn: sqlite3.Connection, public_key: Ed25519PublicKey | None
     chain_keys: dict[str, int] = {}
     every: int | None = None
     must_sign: list[int] = []
-    for row in conn.execute(f"SELECT {ENTRY_COLUMNS} FROM ledger ORDER BY seq"):  # noqa: S608
+    for row in LEDGER.rows(conn, order="seq"):
         seq = row[0]
         report.entries_checked += 1
         gap = seq != expected
@@ -373,8 +374,7 @@ def _check_index(conn: sqlite3.Connection, files: list[evidence.StoredFile],
                                               f.source_name.hex()):
             report.add("index_mismatch", f.stored_relpath,
                        f"the index row differs from ledger entry {entry.seq}")
-    for row in conn.execute(f"SELECT {ENTRY_COLUMNS} FROM ledger WHERE kind = ?",  # noqa: S608
-                            (EntryKind.OFFLOADED.value,)):
+    for row in LEDGER.rows(conn, Where().eq("kind", EntryKind.OFFLOADED.value)):
         try:
             fid = entry_from_row(row).data.get("file_id")
         except (ValueError, LedgerError):

@@ -10,11 +10,11 @@ from pathlib import Path
 from agent.compliance.deadlines import HoursDeadline
 from agent.dockview import DockView
 from agent.health.monitor import HealthMonitor
+from agent.schemas import ALL_SCHEMAS
 from agent.settings import ClockSettings, DockSettings, HealthSettings, Settings
 from agent.store import faults
 from agent.store.db import Database
 from agent.store.ledger import Ledger, entries
-from agent.store.schemas import ALL_SCHEMAS
 from agent.watchdog import LoopLag
 
 HOUR_US = 3600 * 1_000_000

@@ -12,10 +12,10 @@ import pytest
 from agent import dockview
 from agent.compliance.deadlines import HoursDeadline
 from agent.dockview import DockView
+from agent.schemas import ALL_SCHEMAS
 from agent.settings import ClockSettings, DockSettings, Settings
 from agent.store.db import Database
 from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 
 
 class Session:
