@@ -35,16 +35,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from blake3 import blake3
-
 from agent.store import outbox
-from agent.store.canonical import canonical_bytes, canonical_text, loads
+from agent.store.canonical import canonical_text, loads
+from agent.store.chain import GENESIS_HASH, hash_entry
 from agent.store.errors import CanonicalError, LedgerError
 from agent.store.signing import CheckpointSigner
 from agent.store.table import Column, Table, Where
-
-GENESIS_HASH = "0" * 64
-ENTRY_TYPE = "dock-agent/ledger-entry"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -140,12 +136,11 @@ def entry_hash(*, seq: int, time_us: int, dock_id: str, kind: str, recorder: str
                officer: str | None, bay: str | None, session_id: str | None,
                data: Mapping[str, object], prev_hash: str) -> str:
     """BLAKE3 hex over the canonical encoding of one entry (see the module docstring)."""
-    doc = {
-        "type": ENTRY_TYPE, "v": 1, "seq": seq, "time_us": time_us, "dock_id": dock_id,
-        "kind": kind, "recorder": recorder, "officer": officer, "bay": bay,
-        "session_id": session_id, "data": data, "prev_hash": prev_hash,
-    }
-    return blake3(canonical_bytes(doc)).hexdigest()
+    return hash_entry({
+        "seq": seq, "time_us": time_us, "dock_id": dock_id, "kind": kind,
+        "recorder": recorder, "officer": officer, "bay": bay, "session_id": session_id,
+        "data": data, "prev_hash": prev_hash,
+    })
 
 
 @dataclass(frozen=True)
