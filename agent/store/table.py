@@ -25,6 +25,7 @@ T = TypeVar("T")
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*")
 # The only comparison operators a filter may use; each takes one bound value.
 _OPERATORS = frozenset({"=", "IS", "<", "<=", ">", ">="})
+Order = str | tuple[str, ...] | None
 
 
 def _same(value: Any) -> Any:
@@ -88,12 +89,14 @@ class Table(Generic[T]):
     """A declared table mapped to the dataclass `row_type` (see the module docstring)."""
 
     def __init__(self, name: str, row_type: Callable[..., T],
-                 columns: Sequence[Column | str]) -> None:
+                 columns: Sequence[Column | str], *, keys: Sequence[str] = ()) -> None:
+        """`keys`: further columns that filters, order and inserts may name but that
+        are not part of the typed row (a surrogate id, the owner of a history)."""
         self.name = self._ident(name)
         self.row_type = row_type
         self.columns = tuple(c if isinstance(c, Column) else Column(c) for c in columns)
         self.names = tuple(self._ident(c.name) for c in self.columns)
-        self._known = frozenset(self.names)
+        self._known = frozenset(self.names) | {self._ident(k) for k in keys}
         self._select = f"SELECT {', '.join(self.names)} FROM {self.name}"  # noqa: S608
 
     @staticmethod
@@ -126,26 +129,29 @@ class Table(Generic[T]):
         return " WHERE " + " AND ".join(parts), args
 
     def rows(self, conn: sqlite3.Connection, where: Where | None = None, *,
-             order: str | None = None, desc: bool = False,
+             order: Order = None, desc: bool = False,
              limit: int | None = None) -> sqlite3.Cursor:
-        """The raw result rows (declared column order) of a filtered, ordered select."""
+        """The raw result rows (declared column order) of a filtered select, ordered by
+        one column or several (all ascending, or all descending with `desc`)."""
         clause, args = self.where_sql(where)
         sql = self._select + clause
         if order is not None:
-            sql += f" ORDER BY {self._column(order)}" + (" DESC" if desc else "")
+            direction = " DESC" if desc else ""
+            keys = (order,) if isinstance(order, str) else order
+            sql += " ORDER BY " + ", ".join(self._column(k) + direction for k in keys)
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
         return conn.execute(sql, args)
 
     def select(self, conn: sqlite3.Connection, where: Where | None = None, *,
-               order: str | None = None, desc: bool = False,
+               order: Order = None, desc: bool = False,
                limit: int | None = None) -> list[T]:
         return [self.load(r) for r in self.rows(conn, where, order=order, desc=desc,
                                                  limit=limit)]
 
     def first(self, conn: sqlite3.Connection, where: Where | None = None, *,
-              order: str | None = None, desc: bool = False) -> T | None:
+              order: Order = None, desc: bool = False) -> T | None:
         row = self.rows(conn, where, order=order, desc=desc, limit=1).fetchone()
         return None if row is None else self.load(row)
 

@@ -62,3 +62,17 @@ def test_table_and_column_names_must_be_plain_identifiers() -> None:
         Table("t; --", Row, ("id",))
     with pytest.raises(TableError):
         Table("t", Row, ("id", "name text",))
+
+
+def test_key_columns_filter_and_order_but_are_not_loaded(conn: sqlite3.Connection) -> None:
+    @dataclass(frozen=True)
+    class Named:
+        name: str
+
+    names = Table("t", Named, ("name",), keys=("id", "enabled"))
+    for n, on in (("a", 1), ("b", 1), ("c", 0)):
+        names.insert(conn, {"name": n, "enabled": on})
+    assert names.select(conn, Where().eq("enabled", 1), order=("enabled", "id"),
+                        desc=True) == [Named("b"), Named("a")]
+    with pytest.raises(TableError):
+        names.select(conn, order=("id", "nope"))
