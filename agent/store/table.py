@@ -12,6 +12,7 @@ as parameters, never formatted into SQL.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -97,6 +98,14 @@ class Table(Generic[T]):
         self.columns = tuple(c if isinstance(c, Column) else Column(c) for c in columns)
         self.names = tuple(self._ident(c.name) for c in self.columns)
         self._known = frozenset(self.names) | {self._ident(k) for k in keys}
+        self._attrs = tuple(c.attr for c in self.columns)
+        self._decode_at = tuple((i, c.decode) for i, c in enumerate(self.columns)
+                                if c.decode is not _same)
+        # Rows whose columns are the dataclass's leading fields, in order, are built
+        # positionally (the outbox is read at publishing rate).
+        leading = ([f.name for f in dataclasses.fields(row_type) if f.init]
+                   if dataclasses.is_dataclass(row_type) else [])
+        self._positional = list(self._attrs) == leading[:len(self._attrs)]
         self._select = f"SELECT {', '.join(self.names)} FROM {self.name}"  # noqa: S608
 
     @staticmethod
@@ -112,8 +121,15 @@ class Table(Generic[T]):
 
     def load(self, row: Sequence[Any]) -> T:
         """The typed row of a result in declared column order."""
-        return self.row_type(**{c.attr: c.decode(v) for c, v in zip(self.columns, row,
-                                                                   strict=True)})
+        values = list(row)
+        if len(values) != len(self._attrs):
+            raise TableError(f"a row of {self.name} has {len(values)} values,"
+                             f" not {len(self._attrs)}")
+        for i, decode in self._decode_at:
+            values[i] = decode(values[i])
+        if self._positional:
+            return self.row_type(*values)
+        return self.row_type(**dict(zip(self._attrs, values, strict=True)))
 
     def where_sql(self, where: Where | None) -> tuple[str, list[object]]:
         """` WHERE a = ? AND b IS ?` (or "") and its bound values."""
