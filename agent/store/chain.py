@@ -98,13 +98,14 @@ class ChainWalk:
     dock_id: str | None = None
     follow_computed: bool = False
     keep: Container[int] | None = None
-    hashes: dict[int, str] = field(default_factory=dict)
-    chain_keys: dict[str, int] = field(default_factory=dict)  # key id -> first seq naming it
-    must_sign: list[int] = field(default_factory=list)
-    every: int | None = None
-    last_seq: int = 0
-    _prev: str = GENESIS_HASH
-    _expected: int = 1
+    # What the walk found so far (read them after the last entry).
+    hashes: dict[int, str] = field(default_factory=dict, init=False)
+    chain_keys: dict[str, int] = field(default_factory=dict, init=False)  # key -> first seq
+    must_sign: list[int] = field(default_factory=list, init=False)
+    every: int | None = field(default=None, init=False)
+    last_seq: int = field(default=0, init=False)
+    _prev: str = field(default=GENESIS_HASH, init=False)
+    _expected: int = field(default=1, init=False)
 
     def _gap(self, seq: int) -> bool:
         if seq == self._expected:

@@ -48,6 +48,7 @@ from agent.upload.transfer import MIB, LocalFileError, StoredObject, Transfer
 
 log = logging.getLogger("dock_agent.upload")
 
+
 @dataclass
 class UploadStats:
     files_uploaded: int = 0
@@ -59,6 +60,9 @@ class UploadStats:
 
 
 class Uploader:
+    """Drains the upload queue: schedules files, backs off while the store is down, and
+    records each proven copy (`transfer.Transfer` moves the bytes) in the ledger."""
+
     def __init__(
         self,
         db: Database,
@@ -74,12 +78,10 @@ class Uploader:
         self._ledger = ledger
         self._store = store_root
         self._settings = settings
-        self._retention = retention
         self._client_factory = client_factory
         self._client: S3Client | None = None
         self._busy = busy
         self._busy_now = False
-        self._lock_enabled: bool | None = None
         self._wake = asyncio.Event()
         self.stats = UploadStats()
         self._stop = threading.Event()
