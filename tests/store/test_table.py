@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -52,9 +53,9 @@ def test_values_are_bound_never_spliced(conn: sqlite3.Connection) -> None:
     lambda c: ROWS.insert(c, {"name) VALUES (1); --": 1}),
 ])
 def test_undeclared_columns_and_operators_are_refused(
-        conn: sqlite3.Connection, build: object) -> None:
+        conn: sqlite3.Connection, build: Callable[[sqlite3.Connection], object]) -> None:
     with pytest.raises(TableError):
-        build(conn)  # type: ignore[operator]
+        build(conn)
 
 
 def test_table_and_column_names_must_be_plain_identifiers() -> None:
