@@ -106,6 +106,8 @@ class Table(Generic[T]):
         leading = ([f.name for f in dataclasses.fields(row_type) if f.init]
                    if dataclasses.is_dataclass(row_type) else [])
         self._positional = list(self._attrs) == leading[:len(self._attrs)]
+        self._inserts: dict[tuple[str, ...], str] = {}
+        self._selects: dict[tuple[object, ...], str] = {}
         self._select = f"SELECT {', '.join(self.names)} FROM {self.name}"  # noqa: S608
 
     @staticmethod
@@ -136,27 +138,31 @@ class Table(Generic[T]):
         if where is None or not where.terms:
             return "", []
         parts: list[str] = []
-        args: list[object] = []
-        for column, op, value in where.terms:
+        for column, op, _ in where.terms:
             if op not in _OPERATORS:
                 raise TableError(f"operator {op!r} is not allowed in a filter")
             parts.append(f"{self._column(column)} {op} ?")
-            args.append(value)
-        return " WHERE " + " AND ".join(parts), args
+        return " WHERE " + " AND ".join(parts), [value for _, _, value in where.terms]
 
     def rows(self, conn: sqlite3.Connection, where: Where | None = None, *,
              order: Order = None, desc: bool = False,
              limit: int | None = None) -> sqlite3.Cursor:
         """The raw result rows (declared column order) of a filtered select, ordered by
         one column or several (all ascending, or all descending with `desc`)."""
-        clause, args = self.where_sql(where)
-        sql = self._select + clause
-        if order is not None:
-            direction = " DESC" if desc else ""
-            keys = (order,) if isinstance(order, str) else order
-            sql += " ORDER BY " + ", ".join(self._column(k) + direction for k in keys)
+        terms = () if where is None else tuple((c, op) for c, op, _ in where.terms)
+        shape = (terms, order, desc, limit is not None)
+        sql = self._selects.get(shape)
+        if sql is None:  # once per statement shape: the outbox is read at publishing rate
+            sql = self._select + self.where_sql(where)[0]
+            if order is not None:
+                direction = " DESC" if desc else ""
+                keys = (order,) if isinstance(order, str) else order
+                sql += " ORDER BY " + ", ".join(self._column(k) + direction for k in keys)
+            if limit is not None:
+                sql += " LIMIT ?"
+            self._selects[shape] = sql
+        args = [] if where is None else [value for _, _, value in where.terms]
         if limit is not None:
-            sql += " LIMIT ?"
             args.append(int(limit))
         return conn.execute(sql, args)
 
@@ -173,10 +179,13 @@ class Table(Generic[T]):
 
     def insert(self, conn: sqlite3.Connection, values: Mapping[str, object]) -> int:
         """Insert one row of declared columns (others take their defaults); the rowid."""
-        names = [self._column(c) for c in values]
-        sql = (f"INSERT INTO {self.name} ({', '.join(names)})"  # noqa: S608
-               f" VALUES ({', '.join('?' * len(names))})")
-        rowid = conn.execute(sql, list(values.values())).lastrowid
+        names = tuple(values)
+        sql = self._inserts.get(names)
+        if sql is None:  # once per column set: ledger and outbox rows are written often
+            cols = ", ".join(self._column(c) for c in names)
+            sql = self._inserts[names] = (f"INSERT INTO {self.name} ({cols})"  # noqa: S608
+                                          f" VALUES ({', '.join('?' * len(names))})")
+        rowid = conn.execute(sql, tuple(values.values())).lastrowid
         assert rowid is not None
         return rowid
 
