@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blake3 import blake3
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -44,10 +43,10 @@ from agent.store.chain import (
     hash_entry,
     span,
 )
+from agent.store.hashing import hash_file
 
 BUNDLE_TYPE = "dock-agent/ledger-bundle"
 PARTIAL_PREFIX = ".partial-"  # in-progress offloads in a store (agent.store.layout)
-_READ = 8 * 1024 * 1024
 _WORDING = Wording(
     gap="the sequence jumps from {last} to {seq}: entries were removed",
     unreadable="cannot be encoded: {error}",
@@ -321,16 +320,6 @@ def _walk_store(root: Path, rel: str = "") -> Iterator[str]:
                 yield path
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
-    h = blake3()
-    size = 0
-    with path.open("rb", buffering=0) as f:
-        while chunk := f.read(_READ):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
 def _check_store(store: Path, files: dict[str, dict[str, Any]], report: BundleReport) -> None:
     if not store.is_dir():
         report.add("store_missing", str(store), "the evidence store is not a directory")
@@ -350,7 +339,7 @@ def _check_store(store: Path, files: dict[str, dict[str, Any]], report: BundleRe
             report.add("missing_file", rel, f"recorded at seq {want['seq']} but not in the store")
             continue
         try:
-            size, digest = _hash_file(path)
+            size, digest = hash_file(path)
         except OSError as exc:
             report.add("unreadable_file", rel, f"cannot read: {exc}")
             continue

@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blake3 import blake3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.store import evidence
 from agent.store.chain import ChainWalk, Wording
 from agent.store.db import open_readonly
 from agent.store.errors import CanonicalError, LedgerError, SigningError
+from agent.store.hashing import hash_file
 from agent.store.layout import is_partial_name
 from agent.store.ledger import (
     LEDGER,
@@ -52,8 +52,6 @@ from agent.store.ledger import (
 )
 from agent.store.signing import CheckpointSigner, key_id, public_key_from_id
 from agent.store.table import Where
-
-READ_SIZE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -189,25 +187,6 @@ def _check_keys(conn: sqlite3.Connection, report: VerifyReport, chain_keys: dict
         if kid not in chain_keys:
             report.add("key_not_in_chain", f"key {kid[:16]}",
                        "the trusted public key was never recorded in this ledger")
-
-
-def hash_file(path: Path, read_size: int = READ_SIZE) -> tuple[int, str]:
-    """(size, BLAKE3 hex) of a file, streamed with large reads."""
-    h = blake3()
-    buf = bytearray(read_size)
-    view = memoryview(buf)
-    size = 0
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            fd = -1
-            while n := f.readinto(view):
-                h.update(view[:n])
-                size += n
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    return size, h.hexdigest()
 
 
 def _walk(root: Path, rel: str, report: VerifyReport, found: set[str]) -> None:

@@ -218,7 +218,8 @@ def test_dock_verify_needs_no_agent_state() -> None:
                          check=True, env={**os.environ, "PYTHONPATH": ""}).stdout
     assert json.loads(out.replace("'", '"')) == [
         "agent", "agent.custody", "agent.custody.verifier", "agent.custody.verify_cli",
-        "agent.store", "agent.store.canonical", "agent.store.chain", "agent.store.errors"]
+        "agent.store", "agent.store.canonical", "agent.store.chain", "agent.store.errors",
+        "agent.store.hashing"]
 
 
 async def test_rolled_back_ledger_raises_a_custody_alarm_centrally(
