@@ -42,6 +42,7 @@ from agent.lifecycle.service import LifecycleService
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
+from agent.schemas import ALL_SCHEMAS
 from agent.session.context import SessionDeps
 from agent.session.recorder_link import recorder_client_opener
 from agent.session.registry import SessionTable
@@ -50,7 +51,6 @@ from agent.settings import Settings
 from agent.store.db import DB_RESERVE_BYTES, Database
 from agent.store.errors import SigningError
 from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner, load_or_create_key
 from agent.store.unended import close_unended_sessions
 from agent.watchdog import LoopLag, run_watchdog

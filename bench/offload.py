@@ -106,13 +106,13 @@ async def _agent_run(
     from agent.devices.sim_source import SimDeviceSource
     from agent.mount.mounter import DirectoryMounter
     from agent.offload import Offloader
+    from agent.schemas import ALL_SCHEMAS
     from agent.session.context import SessionDeps
     from agent.session.recorder_link import recorder_client_opener
     from agent.session.supervisor import BaySupervisor
     from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
     from agent.store.db import Database
     from agent.store.ledger import Ledger
-    from agent.store.schemas import ALL_SCHEMAS
     from hw_sim.recorder import DEFAULT_FLEET_SECRET
 
     work.mkdir(parents=True)

@@ -31,10 +31,10 @@ from typing import Any
 
 from blake3 import blake3
 
+from agent.schemas import ALL_SCHEMAS
 from agent.store.db import Database
 from agent.store.evidence import StoredFileRecord, commit_file, layout_relpath
 from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner
 from agent.upload.s3client import S3Client, S3Config
 from hw_sim import rgw
@@ -192,9 +192,7 @@ async def _combined(work: Path, endpoint: str, bucket: str, recorders: int, file
             "peak_rss_mib": round(_vm_hwm_mib(), 1)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import asyncio
-
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.upload")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--files", type=int, default=8)
@@ -206,7 +204,79 @@ def main(argv: list[str] | None = None) -> int:
                     help="recorders offloading while the uploader runs (peak RSS part)")
     ap.add_argument("--combined-child", nargs=3, metavar=("DIR", "ENDPOINT", "BUCKET"),
                     help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _throughput(gw: rgw.Rgw, work: Path, args: argparse.Namespace
+                ) -> tuple[list[float], list[float]]:
+    """Plain and agent MB/s per round, interleaved: the machine is shared and noisy."""
+    import asyncio
+
+    plain, agent = [], []
+    for r in range(args.rounds):
+        root = work / f"big{r}"
+        _fill(root, args.files, args.file_mib * MIB, "B")
+        plain.append(_plain(gw, f"bench-plain-{r}", root / "evidence", args.part_mib * MIB))
+        agent.append(asyncio.run(_agent_inprocess(root, gw, f"bench-agent-{r}",
+                                                  args.part_mib)))
+    return plain, agent
+
+
+def _uploader_process(gw: rgw.Rgw, work: Path, name: str, files: int, size: int,
+                      part_mib: int, tag: str) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of `python -m agent.upload --once` uploading `files`."""
+    root = work / name
+    _fill(root, files, size, tag)
+    bucket = f"bench-{name}"
+    S3Client(S3Config(gw.endpoint, bucket, gw.access_key, gw.secret_key,
+                      gw.region)).create_bucket()
+    return _run_agent(_config(root, gw, bucket, part_mib))
+
+
+def _offload_and_upload(gw: rgw.Rgw, work: Path, args: argparse.Namespace
+                        ) -> dict[str, Any]:
+    """The combined run, in a child process so its peak RSS is its own."""
+    from bench.offload import _generate
+
+    both = work / "both"
+    _generate(both / "recorders", args.recorders, 2, args.file_mib * MIB)
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.upload", "--combined-child", str(both), gw.endpoint,
+         "bench-both", "--recorders", str(args.recorders), "--file-mib",
+         str(args.file_mib), "--part-mib", str(args.part_mib)],
+        capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        raise SystemExit(f"combined run failed: {child.stderr[-2000:]}")
+    out: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    gw = rgw.up(work / "rgw")
+    plain, agent = _throughput(gw, work, args)
+    proc_s, rss = _uploader_process(gw, work, "rss", args.files, args.file_mib * MIB,
+                                    args.part_mib, "R")
+    drain_s, drain_rss = _uploader_process(gw, work, "backlog", args.backlog, 64 << 10,
+                                           args.part_mib, "S")
+    combined = _offload_and_upload(gw, work, args)
+    return {
+        "files": args.files, "file_mib": args.file_mib, "part_mib": args.part_mib,
+        "plain_mb_s": round(max(plain), 1), "agent_mb_s": round(max(agent), 1),
+        "ratio": round(max(agent) / max(plain), 3),
+        "uploader_process_mb_s": round(args.files * args.file_mib * MIB / proc_s / 1e6, 1),
+        "peak_rss_mib": round(rss, 1), "backlog_files": args.backlog,
+        "backlog_drain_s": round(drain_s, 2),
+        "backlog_files_per_s": round(args.backlog / drain_s, 1),
+        "backlog_peak_rss_mib": round(drain_rss, 1),
+        "offload_and_upload": combined,
+        "peak_rss_mib_offloading_and_uploading": combined["peak_rss_mib"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import asyncio
+
+    args = _parse(argv)
     if args.combined_child:
         d, endpoint, bucket = args.combined_child
         out = asyncio.run(_combined(Path(d), endpoint, bucket, args.recorders, 2,
@@ -218,51 +288,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-upload-"))
-    part = args.part_mib * MIB
     try:
-        gw = rgw.up(work / "rgw")
-        # interleaved rounds, best of each: the machine is shared and noisy
-        plain, agent = [], []
-        for r in range(args.rounds):
-            root = work / f"big{r}"
-            _fill(root, args.files, args.file_mib * MIB, "B")
-            plain.append(_plain(gw, f"bench-plain-{r}", root / "evidence", part))
-            agent.append(asyncio.run(_agent_inprocess(root, gw, f"bench-agent-{r}",
-                                                      args.part_mib)))
-        rss_root = work / "rss"
-        _fill(rss_root, args.files, args.file_mib * MIB, "R")
-        S3Client(S3Config(gw.endpoint, "bench-rss", gw.access_key, gw.secret_key,
-                          gw.region)).create_bucket()
-        proc_s, rss = _run_agent(_config(rss_root, gw, "bench-rss", args.part_mib))
-        small = work / "small"
-        _fill(small, args.backlog, 64 << 10, "S")
-        S3Client(S3Config(gw.endpoint, "bench-backlog", gw.access_key, gw.secret_key,
-                          gw.region)).create_bucket()
-        drain_s, drain_rss = _run_agent(_config(small, gw, "bench-backlog", args.part_mib))
-        from bench.offload import _generate
-
-        both = work / "both"
-        _generate(both / "recorders", args.recorders, 2, args.file_mib * MIB)
-        child = subprocess.run(
-            [sys.executable, "-m", "bench.upload", "--combined-child", str(both), gw.endpoint,
-             "bench-both", "--recorders", str(args.recorders), "--file-mib",
-             str(args.file_mib), "--part-mib", str(args.part_mib)],
-            capture_output=True, text=True, check=False)
-        if child.returncode != 0:
-            raise SystemExit(f"combined run failed: {child.stderr[-2000:]}")
-        combined = json.loads(child.stdout.strip().splitlines()[-1])
-        result = {
-            "files": args.files, "file_mib": args.file_mib, "part_mib": args.part_mib,
-            "plain_mb_s": round(max(plain), 1), "agent_mb_s": round(max(agent), 1),
-            "ratio": round(max(agent) / max(plain), 3),
-            "uploader_process_mb_s": round(args.files * args.file_mib * MIB / proc_s / 1e6, 1),
-            "peak_rss_mib": round(rss, 1), "backlog_files": args.backlog,
-            "backlog_drain_s": round(drain_s, 2),
-            "backlog_files_per_s": round(args.backlog / drain_s, 1),
-            "backlog_peak_rss_mib": round(drain_rss, 1),
-            "offload_and_upload": combined,
-            "peak_rss_mib_offloading_and_uploading": combined["peak_rss_mib"],
-        }
+        result = _measure(work, args)
     finally:
         rgw.down(work / "rgw")
         shutil.rmtree(work, ignore_errors=True)

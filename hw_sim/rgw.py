@@ -78,9 +78,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _conf(d: Path, fsid: str, mon_port: int, port: int, tls_port: int, osd_bytes: int
-          ) -> str:
-    return f"""[global]
+# ceph.conf of the single-node cluster; `$name` and `$id` are Ceph's own metavariables.
+_CONF = """[global]
 fsid = {fsid}
 mon host = v2:127.0.0.1:{mon_port}
 public addr = 127.0.0.1
@@ -156,6 +155,12 @@ rgw gc processor period = 60
 """
 
 
+def _conf(d: Path, fsid: str, mon_port: int, port: int, tls_port: int, osd_bytes: int
+          ) -> str:
+    return _CONF.format(d=d, fsid=fsid, mon_port=mon_port, port=port, tls_port=tls_port,
+                        osd_bytes=osd_bytes)
+
+
 class _Boot:
     def __init__(self, d: Path) -> None:
         self.d = d
@@ -208,6 +213,47 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _start_mon(b: _Boot, fsid: str, mon_port: int) -> None:
+    d = b.d
+    b.run("monmaptool", "--create", "--clobber", "--fsid", fsid, "--addv", "a",
+          f"[v2:127.0.0.1:{mon_port}]", str(d / "monmap"))
+    b.run("ceph-mon", *b.c, "--mkfs", "-i", "a", "--monmap", str(d / "monmap"))
+    b.start("mon.a", "ceph-mon", *b.c, "-f", "-i", "a")
+    b.wait("the monitor", lambda: b.ok("ceph", *b.c, "--connect-timeout", "5", "mon",
+                                       "stat"), 60)
+
+
+def _start_osd(b: _Boot) -> None:
+    """The OSD, with the RGW pools created while it starts (each costs ~2 s lazily)."""
+    d = b.d
+    osd_uuid = str(uuid.uuid4())
+    osd_id = b.run("ceph", *b.c, "osd", "new", osd_uuid).strip()
+    if osd_id != "0":
+        raise RgwError(f"unexpected OSD id {osd_id}")
+    script = "".join(f"osd pool create {p} 8 8\nosd pool application enable {p} rgw\n"
+                     for p in POOLS)
+    with (d / "log" / "pools.log").open("ab") as logf:
+        pools = subprocess.Popen(["ceph", *b.c], stdin=subprocess.PIPE, stdout=logf,
+                                 stderr=logf, env=b.env)
+        assert pools.stdin is not None
+        pools.stdin.write(script.encode())
+        pools.stdin.close()
+    b.run("ceph-osd", *b.c, "-i", "0", "--mkfs", "--osd-uuid", osd_uuid, timeout=120)
+    b.start("osd.0", "ceph-osd", *b.c, "-f", "-i", "0")
+
+    def osd_up() -> bool:
+        try:
+            out = subprocess.run(["ceph", *b.c, "osd", "dump"], capture_output=True,
+                                 timeout=15, env=b.env, check=False).stdout.decode()
+        except subprocess.TimeoutExpired:
+            return False
+        return any(line.startswith("osd.0 up") for line in out.splitlines())
+
+    b.wait("the OSD", osd_up, 90)
+    if pools.wait(timeout=120) != 0:
+        raise RgwError(f"creating the RGW pools failed; see {d}/log/pools.log")
+
+
 def up(d: Path, port: int | None = None, *, osd_size_gib: int = 20,
        timeout_s: float = 180) -> Rgw:
     """Start a fresh cluster in the empty (or absent) directory `d`; it runs until
@@ -228,41 +274,11 @@ def up(d: Path, port: int | None = None, *, osd_size_gib: int = 20,
     (d / "ceph.conf").write_text(_conf(d, fsid, mon_port, port, tls_port,
                                        osd_size_gib << 30))
     b = _Boot(d)
+    endpoint = f"http://127.0.0.1:{port}"
     try:
-        b.run("monmaptool", "--create", "--clobber", "--fsid", fsid, "--addv", "a",
-              f"[v2:127.0.0.1:{mon_port}]", str(d / "monmap"))
-        b.run("ceph-mon", *b.c, "--mkfs", "-i", "a", "--monmap", str(d / "monmap"))
-        b.start("mon.a", "ceph-mon", *b.c, "-f", "-i", "a")
-        b.wait("the monitor", lambda: b.ok("ceph", *b.c, "--connect-timeout", "5", "mon",
-                                           "stat"), 60)
-        osd_uuid = str(uuid.uuid4())
-        osd_id = b.run("ceph", *b.c, "osd", "new", osd_uuid).strip()
-        if osd_id != "0":
-            raise RgwError(f"unexpected OSD id {osd_id}")  # noqa: TRY301
-        script = "".join(f"osd pool create {p} 8 8\nosd pool application enable {p} rgw\n"
-                         for p in POOLS)
-        with (d / "log" / "pools.log").open("ab") as logf:
-            pools = subprocess.Popen(["ceph", *b.c], stdin=subprocess.PIPE, stdout=logf,
-                                     stderr=logf, env=b.env)
-            assert pools.stdin is not None
-            pools.stdin.write(script.encode())
-            pools.stdin.close()
-        b.run("ceph-osd", *b.c, "-i", "0", "--mkfs", "--osd-uuid", osd_uuid, timeout=120)
-        b.start("osd.0", "ceph-osd", *b.c, "-f", "-i", "0")
-
-        def osd_up() -> bool:
-            try:
-                out = subprocess.run(["ceph", *b.c, "osd", "dump"], capture_output=True,
-                                     timeout=15, env=b.env, check=False).stdout.decode()
-            except subprocess.TimeoutExpired:
-                return False
-            return any(line.startswith("osd.0 up") for line in out.splitlines())
-
-        b.wait("the OSD", osd_up, 90)
-        if pools.wait(timeout=120) != 0:
-            raise RgwError(f"creating the RGW pools failed; see {d}/log/pools.log")  # noqa: TRY301
+        _start_mon(b, fsid, mon_port)
+        _start_osd(b)
         b.start("rgw.a", "radosgw", *b.c, "-f", "-n", "client.rgw.a")
-        endpoint = f"http://127.0.0.1:{port}"
         b.wait("radosgw", lambda: _answers(endpoint + "/"), timeout_s)
         b.run("radosgw-admin", *b.c, "user", "create", "--uid=dock", "--display-name=dock",
               f"--access-key={ACCESS_KEY}", f"--secret-key={SECRET_KEY}")

@@ -31,7 +31,7 @@ from agent import __version__
 from agent.custody.verifier import BUNDLE_TYPE, fingerprint
 from agent.store.db import open_readonly
 from agent.store.durable import fsync_dir
-from agent.store.ledger import ENTRY_COLUMNS, checkpoints, entry_from_row
+from agent.store.ledger import LEDGER, checkpoints, entry_from_row
 
 
 def key_fingerprint(public_key: Ed25519PublicKey) -> str:
@@ -74,7 +74,7 @@ def write_bundle(conn: sqlite3.Connection, public_key: Ed25519PublicKey, dock_id
     try:
         out.write(_dumps(header)[:-1] + b',"entries":[')
         count, first, last = 0, None, None
-        for row in conn.execute(f"SELECT {ENTRY_COLUMNS} FROM ledger ORDER BY seq"):  # noqa: S608
+        for row in LEDGER.rows(conn, order="seq"):
             out.write((b"," if count else b"") + b"\n" + _dumps(_entry_dict(row)))
             count += 1
             first = row[0] if first is None else first

@@ -3,7 +3,8 @@
 This is the third party's side of custody (see docs/custody-store.md). It re-derives every
 entry hash from the canonical encoding, walks the chain, checks each signed checkpoint with
 the dock's Ed25519 key and, given the evidence store, re-hashes every stored file the
-ledger says is there. It depends only on the canonical encoder, BLAKE3 and `cryptography`,
+ledger says is there; the chain walk itself is the one the dock runs (`agent.store.chain`).
+It depends only on that walk, the canonical encoder, BLAKE3 and `cryptography`,
 so it runs on any machine with the package installed, far from the dock.
 
 Each finding is a `Finding(kind, where, detail)`. Kinds:
@@ -30,37 +31,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blake3 import blake3
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.store.canonical import canonical_bytes
+from agent.store.chain import (
+    ENTRY_FIELDS,
+    ChainWalk,
+    Wording,
+    checkpoint_message,
+    hash_entry,
+    span,
+)
+from agent.store.hashing import hash_file
 
 BUNDLE_TYPE = "dock-agent/ledger-bundle"
-ENTRY_TYPE = "dock-agent/ledger-entry"
-CHECKPOINT_TYPE = "dock-agent/ledger-checkpoint"
-GENESIS_HASH = "0" * 64
 PARTIAL_PREFIX = ".partial-"  # in-progress offloads in a store (agent.store.layout)
-_ENTRY_FIELDS = ("seq", "time_us", "dock_id", "kind", "recorder", "officer", "bay",
-                 "session_id", "data", "prev_hash", "hash")
-_READ = 8 * 1024 * 1024
+_WORDING = Wording(
+    gap="the sequence jumps from {last} to {seq}: entries were removed",
+    unreadable="cannot be encoded: {error}",
+    chain_broken="prev_hash {got}… does not name the entry before it ({want}…):"
+                 " an entry was inserted, removed or replaced",
+    altered="content hashes to {computed}… but the entry says {stored}…: the entry was edited",
+    dock_id="entry names dock {got!r}, the bundle {want!r}",
+    truncated="a signed checkpoint covers seq {seq} but the entries end at {last}:"
+              " entries were cut from the tail",
+    checkpoint_entry_missing="the entry it signs is not there",
+    checkpoint_mismatch="the checkpoint signs {signed}… but the entry hashes to {entry}…:"
+                        " history was rewritten",
+    checkpoint_missing="the ledger's recorded checkpoint policy requires a checkpoint here",
+)
 
 
 def fingerprint(raw_public_key: bytes) -> str:
     """`SHA256:<hex>` of the raw 32-byte Ed25519 public key: short enough to read aloud."""
     return "SHA256:" + hashlib.sha256(raw_public_key).hexdigest()
-
-
-def entry_hash(e: Mapping[str, Any]) -> str:
-    """BLAKE3 hex over the canonical encoding of one entry (without its own `hash`)."""
-    doc = {"type": ENTRY_TYPE, "v": 1, **{k: e[k] for k in _ENTRY_FIELDS[:-1]}}
-    return blake3(canonical_bytes(doc)).hexdigest()
-
-
-def checkpoint_message(dock_id: str, seq: int, entry_hash_hex: str, time_us: int) -> bytes:
-    return canonical_bytes({"type": CHECKPOINT_TYPE, "v": 1, "dock_id": dock_id, "seq": seq,
-                            "hash": entry_hash_hex, "time_us": time_us})
 
 
 def signature_ok(key: Ed25519PublicKey, cp: Mapping[str, Any]) -> bool:
@@ -140,10 +145,6 @@ def _public_key(bundle: Mapping[str, Any], report: BundleReport) -> Ed25519Publi
     return loaded
 
 
-def _span(a: int, b: int) -> str:
-    return f"seq {a}" if a == b else f"seq {a}-{b}"
-
-
 def verify_bundle(bundle: Mapping[str, Any], *, trusted_fingerprint: str | None = None,
                   store: Path | None = None) -> BundleReport:
     """Every check of a bundle (a parsed JSON object); `store`: also check the files."""
@@ -168,12 +169,11 @@ def verify_bundle(bundle: Mapping[str, Any], *, trusted_fingerprint: str | None 
     raw_cps = bundle.get("checkpoints")
     if not isinstance(raw_entries, list) or not isinstance(raw_cps, list):
         raise BundleError("the bundle has no entries or checkpoints list")
-    hashes, files, must_sign, chain_keys = _walk_entries(raw_entries, report)
-    last_seq = max(hashes) if hashes else 0
-    _check_checkpoints(raw_cps, key, hashes, last_seq, must_sign, report)
-    if key is not None and chain_keys and report.fingerprint is not None:
+    walk, files = _walk_entries(raw_entries, report)
+    _check_checkpoints(raw_cps, key, walk, report)
+    if key is not None and walk.chain_keys and report.fingerprint is not None:
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        if raw.hex() not in chain_keys:
+        if raw.hex() not in walk.chain_keys:
             report.add("key_not_in_chain", "public_key",
                        "the ledger never recorded this key as the dock's signing key")
     if store is not None:
@@ -181,13 +181,27 @@ def verify_bundle(bundle: Mapping[str, Any], *, trusted_fingerprint: str | None 
     return report
 
 
-def _walk_entries(raw: list[Any], report: BundleReport
-                  ) -> tuple[dict[int, str], dict[str, dict[str, Any]], list[int], set[str]]:
-    """Chain walk. Returns seq -> recomputed hash, live files, the seqs the recorded
-    checkpoint policy requires to be signed, and the keys the chain names."""
+@dataclass(frozen=True)
+class _Entry:
+    """A bundle entry as the chain walk reads it (`agent.store.chain.Link`)."""
+
+    seq: int
+    dock_id: object
+    kind: object
+    data: Mapping[str, Any]
+    prev_hash: object
+    hash: object
+
+    @classmethod
+    def of(cls, e: Mapping[str, Any]) -> _Entry:
+        return cls(e["seq"], e["dock_id"], e["kind"], e["data"], e["prev_hash"], e["hash"])
+
+
+def _readable_entries(raw: list[Any], report: BundleReport) -> dict[int, dict[str, Any]]:
+    """The well-formed entries by seq; malformed, reordered and duplicated ones named."""
     good: list[dict[str, Any]] = []
     for i, e in enumerate(raw):
-        if not isinstance(e, Mapping) or any(k not in e for k in _ENTRY_FIELDS) \
+        if not isinstance(e, Mapping) or any(k not in e for k in ENTRY_FIELDS) \
                 or not isinstance(e["seq"], int) or not isinstance(e["data"], Mapping):
             report.add("entry_unreadable", f"entry #{i + 1}",
                        "not a ledger entry (fields missing or of the wrong type)")
@@ -206,60 +220,45 @@ def _walk_entries(raw: list[Any], report: BundleReport
             report.add("entry_duplicated", f"seq {e['seq']}", "two entries have this seq")
             continue
         by_seq[e["seq"]] = e
-    hashes: dict[int, str] = {}
+    return by_seq
+
+
+def _walk_entries(raw: list[Any], report: BundleReport
+                  ) -> tuple[ChainWalk, dict[str, dict[str, Any]]]:
+    """The chain walk over the bundle's entries (linked by recomputed hashes: only content
+    is evidence here), and the live files the ledger records."""
+    by_seq = _readable_entries(raw, report)
+    walk = ChainWalk(report.add, _WORDING, dock_id=report.dock_id, follow_computed=True)
     files: dict[str, dict[str, Any]] = {}
-    chain_keys: set[str] = set()
-    every: int | None = None
-    must_sign: list[int] = []
-    prev, expected = GENESIS_HASH, 1
     for seq in sorted(by_seq):
         e = by_seq[seq]
-        gap = seq != expected
-        if gap:
-            report.add("entry_missing", _span(expected, seq - 1),
-                       f"the sequence jumps from {expected - 1} to {seq}: entries were removed")
         try:
-            computed = entry_hash(e)
+            computed = hash_entry(e)
         except Exception as exc:
-            report.add("entry_unreadable", f"seq {seq}", f"cannot be encoded: {exc}")
-            hashes[seq] = str(e["hash"])
-            prev, expected = str(e["hash"]), seq + 1
+            walk.unreadable(seq, e["hash"], exc)
             continue
-        if e["prev_hash"] != prev and not gap:
-            report.add("chain_broken", f"seq {seq}",
-                       f"prev_hash {str(e['prev_hash'])[:16]}… does not name the entry"
-                       f" before it ({prev[:16]}…): an entry was inserted, removed or replaced")
-        if computed != e["hash"]:
-            report.add("entry_altered", f"seq {seq}",
-                       f"content hashes to {computed[:16]}… but the entry says"
-                       f" {str(e['hash'])[:16]}…: the entry was edited")
-        if report.dock_id is not None and e["dock_id"] != report.dock_id:
-            report.add("dock_id_mismatch", f"seq {seq}",
-                       f"entry names dock {e['dock_id']!r}, the bundle {report.dock_id!r}")
-        data = e["data"]
-        if e["kind"] in ("signing_key", "checkpoint_policy"):
-            if isinstance(data.get("key_id"), str):
-                chain_keys.add(data["key_id"])
-            if isinstance(data.get("checkpoint_every"), int) and data["checkpoint_every"] > 0:
-                every = data["checkpoint_every"]
-        if every is not None and seq % every == 0:
-            must_sign.append(seq)
-        rel = data.get("stored_relpath")
-        if isinstance(rel, str) and not _safe_relpath(rel):
-            report.add("unsafe_path", f"seq {seq}",
-                       f"stored_relpath {rel!r} is not a plain path inside the store")
-        elif isinstance(rel, str):
-            if e["kind"] == "offloaded":
-                files[rel] = {"size": data.get("size"), "blake3": data.get("blake3"), "seq": seq}
-            elif e["kind"] == "purged":
-                files.pop(rel, None)
-        hashes[seq] = computed
-        prev, expected = computed, seq + 1
-    return hashes, files, must_sign, chain_keys
+        walk.entry(_Entry.of(e), computed)
+        _track_file(seq, e, files, report)
+    return walk, files
 
 
-def _check_checkpoints(raw: list[Any], key: Ed25519PublicKey | None, hashes: dict[int, str],
-                       last_seq: int, must_sign: list[int], report: BundleReport) -> None:
+def _track_file(seq: int, e: Mapping[str, Any], files: dict[str, dict[str, Any]],
+                report: BundleReport) -> None:
+    data = e["data"]
+    rel = data.get("stored_relpath")
+    if not isinstance(rel, str):
+        return
+    if not _safe_relpath(rel):
+        report.add("unsafe_path", f"seq {seq}",
+                   f"stored_relpath {rel!r} is not a plain path inside the store")
+    elif e["kind"] == "offloaded":
+        files[rel] = {"size": data.get("size"), "blake3": data.get("blake3"), "seq": seq}
+    elif e["kind"] == "purged":
+        files.pop(rel, None)
+
+
+def _check_checkpoints(raw: list[Any], key: Ed25519PublicKey | None, walk: ChainWalk,
+                       report: BundleReport) -> None:
     trusted = None
     if key is not None:
         trusted = key.public_bytes(serialization.Encoding.Raw,
@@ -270,39 +269,36 @@ def _check_checkpoints(raw: list[Any], key: Ed25519PublicKey | None, hashes: dic
             report.add("bundle_unreadable", f"checkpoint #{i + 1}", "not a checkpoint")
             continue
         report.checkpoints += 1
-        seq, where = cp["seq"], f"seq {cp['seq']}"
-        if cp.get("key_id") != trusted:
-            report.add("checkpoint_untrusted_key", where,
-                       f"signed by key {str(cp.get('key_id'))[:16]}…, not the dock's key")
-        if key is None or not signature_ok(key, cp):
-            report.add("checkpoint_bad_signature", where,
-                       "the signature does not verify with the dock's key: forged or altered")
-        else:
-            signed.add(seq)
-            if report.last_signed_seq is None or seq > report.last_signed_seq:
-                report.last_signed_seq = seq
+        if _signed(cp, key, trusted, report):
+            signed.add(cp["seq"])
         if report.dock_id is not None and cp.get("dock_id") != report.dock_id:
-            report.add("dock_id_mismatch", where, f"checkpoint names dock {cp.get('dock_id')!r}")
-        if seq > last_seq:
-            report.add("entries_truncated", _span(last_seq + 1, seq),
-                       f"a signed checkpoint covers seq {seq} but the entries end at"
-                       f" {last_seq}: entries were cut from the tail")
-        elif seq not in hashes:
-            report.add("checkpoint_entry_missing", where, "the entry it signs is not there")
-        elif hashes[seq] != cp.get("hash"):
-            report.add("checkpoint_mismatch", where,
-                       f"the checkpoint signs {str(cp.get('hash'))[:16]}… but the entry hashes"
-                       f" to {hashes[seq][:16]}…: history was rewritten")
-    for seq in must_sign:
-        if seq not in signed:
-            report.add("checkpoint_missing", f"seq {seq}",
-                       "the ledger's recorded checkpoint policy requires a checkpoint here")
+            report.add("dock_id_mismatch", f"seq {cp['seq']}",
+                       f"checkpoint names dock {cp.get('dock_id')!r}")
+        walk.checkpoint(cp["seq"], cp.get("hash"))
+    walk.policy_gaps(signed)
+    last_seq = walk.last_seq
     if last_seq and not signed:
-        report.add("no_checkpoint", _span(1, last_seq),
+        report.add("no_checkpoint", span(1, last_seq),
                    "no entry is covered by a valid signed checkpoint")
     elif report.last_signed_seq is not None and report.last_signed_seq < last_seq:
         report.notes.append(f"unsigned tail: entries {report.last_signed_seq + 1}-{last_seq}"
                             " are chained but not yet covered by a signed checkpoint")
+
+
+def _signed(cp: Mapping[str, Any], key: Ed25519PublicKey | None, trusted: str | None,
+            report: BundleReport) -> bool:
+    """Whether the dock's key signs this checkpoint; untrusted and bad ones are named."""
+    seq, where = cp["seq"], f"seq {cp['seq']}"
+    if cp.get("key_id") != trusted:
+        report.add("checkpoint_untrusted_key", where,
+                   f"signed by key {str(cp.get('key_id'))[:16]}…, not the dock's key")
+    if key is None or not signature_ok(key, cp):
+        report.add("checkpoint_bad_signature", where,
+                   "the signature does not verify with the dock's key: forged or altered")
+        return False
+    if report.last_signed_seq is None or seq > report.last_signed_seq:
+        report.last_signed_seq = seq
+    return True
 
 
 def _safe_relpath(rel: str) -> bool:
@@ -324,16 +320,6 @@ def _walk_store(root: Path, rel: str = "") -> Iterator[str]:
                 yield path
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
-    h = blake3()
-    size = 0
-    with path.open("rb", buffering=0) as f:
-        while chunk := f.read(_READ):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
 def _check_store(store: Path, files: dict[str, dict[str, Any]], report: BundleReport) -> None:
     if not store.is_dir():
         report.add("store_missing", str(store), "the evidence store is not a directory")
@@ -353,7 +339,7 @@ def _check_store(store: Path, files: dict[str, dict[str, Any]], report: BundleRe
             report.add("missing_file", rel, f"recorded at seq {want['seq']} but not in the store")
             continue
         try:
-            size, digest = _hash_file(path)
+            size, digest = hash_file(path)
         except OSError as exc:
             report.add("unreadable_file", rel, f"cannot read: {exc}")
             continue

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.lifecycle.errors import AccessRefused
+from agent.lifecycle.fields import printable_text
 
 MAX_FIELD = 200
 ANY_UNIT = "*"
@@ -32,13 +33,7 @@ def _field(args: Mapping[str, object], name: str) -> str:
     value = args.get(name)
     if value is None or value == "":
         raise AccessRefused(f"{name} is required: every view and export names its {name}")
-    if not isinstance(value, str):
-        raise AccessRefused(f"{name} must be a string")
-    value = value.strip()
-    if not value or len(value) > MAX_FIELD or any(ord(c) < 0x20 or ord(c) == 0x7F
-                                                  for c in value):
-        raise AccessRefused(f"{name} must be 1..{MAX_FIELD} printable characters")
-    return value
+    return printable_text(value, name, limit=MAX_FIELD, error=AccessRefused)
 
 
 def parse_request(args: Mapping[str, object]) -> AccessRequest:

@@ -207,12 +207,23 @@ def verify_package(root: Path, public_key: Ed25519PublicKey | None = None) -> Pa
                             statement)
     if not gens or mhl.c4_id(gens[0].read_bytes()) not in chain.decode("utf-8", "replace"):
         problems.append("the ASC MHL chain does not match its generation file")
-    want: dict[str, tuple[int, str | None, str]] = {}
+    want: dict[str, _Expected] = {}
     for f in statement.get("files", []):
         want[str(f.get("path"))] = (int(f.get("size", -1)), str(f.get("blake3")),
                                     str(f.get("sha1")))
     for name, data in ((STATEMENT, body), (SIGNATURE, sig), (PUBLIC_KEY, pem)):
         want[name] = (len(data), None, hashlib.sha1(data).hexdigest())  # noqa: S324
+    problems += _check_files(root, want, manifest)
+    return PackageCheck(not problems, tuple(problems), statement)
+
+
+_Expected = tuple[int, str | None, str]  # size, BLAKE3 (None: not recorded), SHA-1
+
+
+def _check_files(root: Path, want: Mapping[str, _Expected],
+                 manifest: Mapping[str, tuple[int, str]]) -> list[str]:
+    """Every expected file present, listed in the manifest and unchanged; nothing added."""
+    problems: list[str] = []
     present = {PurePosixPath(p.relative_to(root)).as_posix() for p in root.rglob("*")
                if p.is_file() and p.relative_to(root).parts[0] != mhl.HISTORY_DIR}
     for extra in sorted(present - set(want)):
@@ -230,4 +241,4 @@ def verify_package(root: Path, public_key: Ed25519PublicKey | None = None) -> Pa
             continue
         if got_size != size or got_sha1 != sha1 or (b3 is not None and got_b3 != b3):
             problems.append(f"{rel}: content differs from the recorded hash")
-    return PackageCheck(not problems, tuple(problems), statement)
+    return problems

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from agent.lifecycle.access import AccessRequest
 from agent.store import faults
 from agent.store.ledger import EntryKind, Ledger, LedgerEntry
+from agent.store.table import Column, Table, Where
 
 ExportState = Literal["started", "complete", "failed"]
 
@@ -49,10 +50,6 @@ CREATE TRIGGER IF NOT EXISTS exports_no_delete BEFORE DELETE ON exports
 BEGIN SELECT RAISE(ABORT, 'export records are never deleted'); END;
 """
 
-_COLUMNS = ("id, kind, state, requester, approver, purpose, target, package, file_ids, started_us,"
-            " started_seq, finished_us, finished_seq, detail")
-
-
 @dataclass(frozen=True)
 class ExportRecord:
     id: int
@@ -79,10 +76,18 @@ class ExportRecord:
                 "detail": None if self.detail is None else dict(self.detail)}
 
 
-def _row(r: Sequence[Any]) -> ExportRecord:
-    return ExportRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
-                        tuple(json.loads(r[8])), r[9], r[10], r[11], r[12],
-                        None if r[13] is None else json.loads(r[13]))
+def _ids(text: str) -> tuple[int, ...]:
+    return tuple(json.loads(text))
+
+
+def _detail(text: str | None) -> Mapping[str, Any] | None:
+    return None if text is None else dict(json.loads(text))
+
+
+EXPORTS = Table("exports", ExportRecord, (
+    "id", "kind", "state", "requester", "approver", "purpose", "target", "package",
+    Column("file_ids", decode=_ids), "started_us", "started_seq", "finished_us",
+    "finished_seq", Column("detail", decode=_detail)))
 
 
 def next_id(conn: sqlite3.Connection) -> int:
@@ -98,10 +103,11 @@ def begin(conn: sqlite3.Connection, ledger: Ledger, export_id: int, req: AccessR
         "target": target, "package": package,
         "files": [dict(f) for f in files]})
     ids = [int(f["file_id"]) for f in files]
-    conn.execute(f"INSERT INTO exports ({_COLUMNS}) VALUES"  # noqa: S608
-                 " (?, ?, 'started', ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
-                 (export_id, kind, req.requester, req.approver, req.purpose, target, package,
-                  json.dumps(ids), entry.time_us, entry.seq))
+    EXPORTS.insert(conn, {
+        "id": export_id, "kind": kind, "state": "started", "requester": req.requester,
+        "approver": req.approver, "purpose": req.purpose, "target": target,
+        "package": package, "file_ids": json.dumps(ids), "started_us": entry.time_us,
+        "started_seq": entry.seq})
     return entry
 
 
@@ -152,19 +158,10 @@ def fail_interrupted(conn: sqlite3.Connection, ledger: Ledger,
 
 
 def get(conn: sqlite3.Connection, export_id: int) -> ExportRecord | None:
-    r = conn.execute(f"SELECT {_COLUMNS} FROM exports WHERE id = ?",  # noqa: S608
-                     (export_id,)).fetchone()
-    return None if r is None else _row(r)
+    return EXPORTS.first(conn, Where().eq("id", export_id))
 
 
 def list_exports(conn: sqlite3.Connection, *, since_us: int | None = None,
                  until_us: int | None = None) -> list[ExportRecord]:
-    sql = f"SELECT {_COLUMNS} FROM exports WHERE 1=1"  # noqa: S608
-    args: list[object] = []
-    if since_us is not None:
-        sql += " AND started_us >= ?"
-        args.append(since_us)
-    if until_us is not None:
-        sql += " AND started_us < ?"
-        args.append(until_us)
-    return [_row(r) for r in conn.execute(sql + " ORDER BY id", args)]
+    where = Where().at_least("started_us", since_us).below("started_us", until_us)
+    return EXPORTS.select(conn, where, order="id")

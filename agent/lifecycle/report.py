@@ -15,13 +15,13 @@ import html
 import io
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.lifecycle.errors import LifecycleError
-from agent.store import evidence, ledger
+from agent.store import evidence, faults, ledger
 
 COUNTS = ("dockings", "files", "bytes", "hours_recorded", "late_offloads", "late_max_hours",
           "faults", "unusable", "views", "exports", "holds", "preserved", "purges",
@@ -99,34 +99,25 @@ class _Book:
         return [self.rows[k] for k in sorted(self.rows)]
 
 
-def build(conn: sqlite3.Connection, period: Period, *, dock_id: str, timezone: str,
-          officer: str | None = None, recorder: str | None = None) -> dict[str, Any]:
-    officers, recorders = _Book(), _Book()
-    lo, hi = period.start_us, period.end_us
+class _Tally:
+    """Counts per officer and per recorder; dock-level records (neither) belong to no row."""
 
-    def wanted(rec: str | None, off: str | None) -> bool:
-        return (officer is None or off == officer) and (recorder is None or rec == recorder)
+    def __init__(self, officer: str | None, recorder: str | None) -> None:
+        self.officers, self.recorders = _Book(), _Book()
+        self.officer, self.recorder = officer, recorder
+        self.session_officer: dict[str, str] = {}
 
-    def both(rec: str | None, off: str | None, name: str = "") -> Iterable[dict[str, Any]]:
-        if wanted(rec, off):  # dock-level records (neither) belong to no row
-            if off:
-                yield officers.row(off, name)
-            if rec:
-                yield recorders.row(rec)
+    def rows(self, rec: str | None, off: str | None, name: str = "") -> list[dict[str, Any]]:
+        if (self.officer is not None and off != self.officer) or \
+                (self.recorder is not None and rec != self.recorder):
+            return []
+        out = [self.officers.row(off, name)] if off else []
+        return [*out, self.recorders.row(rec)] if rec else out
 
-    # A docking is recorded before the recorder is identified: its officer is the one
-    # any later entry of the same session names.
-    session_officer = {r[0]: r[1] for r in conn.execute(
-        "SELECT session_id, officer FROM ledger WHERE session_id IS NOT NULL AND officer"
-        " IS NOT NULL AND time_us >= ? AND time_us < ? ORDER BY seq", (lo, hi))}
-
-    for f in evidence.query(conn):
-        when = f.rec_start_us if f.rec_start_us is not None else f.offload_end_us
-        if not lo <= when < hi:
-            continue
+    def file(self, f: evidence.StoredFile) -> None:
         hours = (0.0 if f.rec_start_us is None or f.rec_end_us is None
                  else max(0, f.rec_end_us - f.rec_start_us) / 3.6e9)
-        for r in both(f.recorder_serial, f.officer_no, f.officer_name):
+        for r in self.rows(f.recorder_serial, f.officer_no, f.officer_name):
             r["files"] += 1
             r["bytes"] += f.size
             r["hours_recorded"] = round(r["hours_recorded"] + hours, 3)
@@ -134,57 +125,83 @@ def build(conn: sqlite3.Connection, period: Period, *, dock_id: str, timezone: s
                 r["late_offloads"] += 1
                 r["late_max_hours"] = max(r["late_max_hours"], round(f.late_by_s / 3600, 2))
 
-    for e in ledger.entries(conn, since_us=lo, until_us=hi):
-        d = e.data
+    def entry(self, e: ledger.LedgerEntry) -> None:
         if e.kind == "docked":
-            for r in both(e.recorder, e.officer or session_officer.get(e.session_id or "")):
-                r["dockings"] += 1
-        elif e.kind == "clock_set" and d.get("set_ok"):
-            for r in both(e.recorder, e.officer):
-                r["clock_corrections"] += 1
-        elif e.kind == "hold_set":
-            for r in both(e.recorder, e.officer):
-                r["holds"] += 1
-        elif e.kind == "purged":
-            for r in both(e.recorder, e.officer):
-                r["purges"] += 1
-        elif e.kind == "accessed":
-            for r in both(e.recorder, e.officer):
-                r["views"] += 1
-                r["access"].append(_access(e, "view", [d.get("file_id")]))
+            # A docking is recorded before the recorder is identified: its officer is the
+            # one any later entry of the same session names.
+            officer = e.officer or self.session_officer.get(e.session_id or "")
+            self._count(self.rows(e.recorder, officer), "dockings")
+        elif e.kind == "clock_set" and e.data.get("set_ok"):
+            self._count(self.rows(e.recorder, e.officer), "clock_corrections")
+        elif e.kind in _COUNTED:
+            self._count(self.rows(e.recorder, e.officer), _COUNTED[e.kind])
+            if e.kind == "accessed":
+                for r in self.rows(e.recorder, e.officer):
+                    r["access"].append(_access(e, "view", [e.data.get("file_id")]))
         elif e.kind == "export_started":
-            kind = str(d.get("kind", "export"))
-            per: dict[tuple[str | None, str | None], list[Any]] = {}
-            for f in d.get("files", []):
-                per.setdefault((f.get("recorder"), f.get("officer_no")), []).append(
-                    f.get("file_id"))
-            for (rec, off), ids in per.items():
-                for r in both(rec, off):
-                    if kind == "preservation":
-                        r["preserved"] += len(ids)
-                    else:
-                        r["exports"] += 1
-                    r["access"].append(_access(e, kind, ids))
+            self._export(e)
 
-    for row in conn.execute("SELECT recorder, officer, severity FROM faults"
-                            " WHERE opened_us >= ? AND opened_us < ?", (lo, hi)):
-        for r in both(row[0], row[1]):
+    @staticmethod
+    def _count(rows: list[dict[str, Any]], column: str) -> None:
+        for r in rows:
+            r[column] += 1
+
+    def _export(self, e: ledger.LedgerEntry) -> None:
+        kind = str(e.data.get("kind", "export"))
+        per: dict[tuple[str | None, str | None], list[Any]] = {}
+        for f in e.data.get("files", []):
+            per.setdefault((f.get("recorder"), f.get("officer_no")), []).append(
+                f.get("file_id"))
+        for (rec, off), ids in per.items():
+            for r in self.rows(rec, off):
+                if kind == "preservation":
+                    r["preserved"] += len(ids)
+                else:
+                    r["exports"] += 1
+                r["access"].append(_access(e, kind, ids))
+
+    def fault(self, fault: faults.Fault) -> None:
+        for r in self.rows(fault.recorder, fault.officer):
             r["faults"] += 1
-            if row[2] == "error":
+            if fault.severity == "error":
                 r["unusable"] += 1
 
-    off_rows, rec_rows = officers.sorted(), recorders.sorted()
-    totals = {c: (round(sum(r[c] for r in off_rows), 3) if c != "late_max_hours"
-                  else max([r[c] for r in off_rows], default=0)) for c in COUNTS}
-    for c in ("dockings", "faults", "unusable", "clock_corrections"):
-        totals[c] = sum(r[c] for r in rec_rows)  # also those with no officer assigned
+    def totals(self) -> dict[str, Any]:
+        off_rows, rec_rows = self.officers.sorted(), self.recorders.sorted()
+        totals = {c: (round(sum(r[c] for r in off_rows), 3) if c != "late_max_hours"
+                      else max([r[c] for r in off_rows], default=0)) for c in COUNTS}
+        for c in ("dockings", "faults", "unusable", "clock_corrections"):
+            totals[c] = sum(r[c] for r in rec_rows)  # also those with no officer assigned
+        return totals
+
+
+# Ledger kinds counted once per entry, and the column each one counts in.
+_COUNTED = {"hold_set": "holds", "purged": "purges", "accessed": "views"}
+
+
+def build(conn: sqlite3.Connection, period: Period, *, dock_id: str, timezone: str,
+          officer: str | None = None, recorder: str | None = None) -> dict[str, Any]:
+    tally = _Tally(officer, recorder)
+    lo, hi = period.start_us, period.end_us
+    tally.session_officer = {r[0]: r[1] for r in conn.execute(
+        "SELECT session_id, officer FROM ledger WHERE session_id IS NOT NULL AND officer"
+        " IS NOT NULL AND time_us >= ? AND time_us < ? ORDER BY seq", (lo, hi))}
+    for f in evidence.query(conn):
+        when = f.rec_start_us if f.rec_start_us is not None else f.offload_end_us
+        if lo <= when < hi:
+            tally.file(f)
+    for e in ledger.entries(conn, since_us=lo, until_us=hi):
+        tally.entry(e)
+    for fault in faults.list_faults(conn, since_us=lo, until_us=hi):
+        tally.fault(fault)
     return {
         "type": "dock-agent/supervision-report", "v": 1, "dock_id": dock_id,
         "period": {"label": period.label, "from": period.start.isoformat(),
                    "to": period.end.isoformat(), "timezone": timezone},
         "filters": {"officer": officer, "recorder": recorder},
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "officers": off_rows, "recorders": rec_rows, "totals": totals,
+        "officers": tally.officers.sorted(), "recorders": tally.recorders.sorted(),
+        "totals": tally.totals(),
     }
 
 

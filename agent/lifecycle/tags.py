@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.lifecycle.errors import LifecycleError
+from agent.lifecycle.fields import printable_text
 from agent.store import evidence
 from agent.store.ledger import EntryKind, Ledger, LedgerEntry
 
@@ -68,13 +69,7 @@ class Tag:
 
 
 def _text(value: object, name: str) -> str:
-    if not isinstance(value, str):
-        raise TagError(f"{name} must be a string")
-    value = value.strip()
-    if not value or len(value) > MAX_TEXT or any(ord(c) < 0x20 or ord(c) == 0x7F
-                                                 for c in value):
-        raise TagError(f"{name} must be 1..{MAX_TEXT} printable characters")
-    return value
+    return printable_text(value, name, limit=MAX_TEXT, error=TagError)
 
 
 def parse_tag(args: Mapping[str, Any]) -> dict[str, Any]:

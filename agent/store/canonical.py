@@ -47,44 +47,52 @@ def canonical_text(value: object) -> str:
 def _encode(value: object, out: list[str], depth: int) -> None:
     if depth > 64:
         raise CanonicalError("value nested deeper than 64 levels")
-    if value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
+    if value is None or value is True or value is False:
+        out.append("null" if value is None else "true" if value else "false")
     elif isinstance(value, int):
-        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-            raise CanonicalError(f"integer {value} is outside the exactly representable range")
-        out.append(str(int(value)))
+        out.append(_integer(value))
     elif isinstance(value, float):
         out.append(_number(value))
     elif isinstance(value, str):
         out.append(_string(value))
     elif isinstance(value, Mapping):
-        items: list[tuple[str, object]] = []
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise CanonicalError(f"object key {key!r} is not a string")
-            items.append((key, item))
-        items.sort(key=lambda kv: kv[0].encode("utf-16-be", "surrogatepass"))
-        out.append("{")
-        for i, (key, item) in enumerate(items):
-            if i:
-                out.append(",")
-            out.append(_string(key))
-            out.append(":")
-            _encode(item, out, depth + 1)
-        out.append("}")
+        _object(value, out, depth)
     elif isinstance(value, list | tuple):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _encode(item, out, depth + 1)
-        out.append("]")
+        _array(value, out, depth)
     else:
         raise CanonicalError(f"{type(value).__name__} values cannot be encoded canonically")
+
+
+def _integer(value: int) -> str:
+    if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+        raise CanonicalError(f"integer {value} is outside the exactly representable range")
+    return str(int(value))
+
+
+def _object(value: Mapping[object, object], out: list[str], depth: int) -> None:
+    items: list[tuple[str, object]] = []
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise CanonicalError(f"object key {key!r} is not a string")
+        items.append((key, item))
+    items.sort(key=lambda kv: kv[0].encode("utf-16-be", "surrogatepass"))
+    out.append("{")
+    for i, (key, item) in enumerate(items):
+        if i:
+            out.append(",")
+        out.append(_string(key))
+        out.append(":")
+        _encode(item, out, depth + 1)
+    out.append("}")
+
+
+def _array(value: list[object] | tuple[object, ...], out: list[str], depth: int) -> None:
+    out.append("[")
+    for i, item in enumerate(value):
+        if i:
+            out.append(",")
+        _encode(item, out, depth + 1)
+    out.append("]")
 
 
 def _string(s: str) -> str:

@@ -25,3 +25,7 @@ class EvidenceError(StoreError):
 
 class SigningError(StoreError):
     """The checkpoint signing key cannot be created, read or trusted."""
+
+
+class TableError(StoreError):
+    """A statement names a column or operator its table does not declare."""

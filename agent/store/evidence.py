@@ -17,8 +17,8 @@ import json
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from agent.store.errors import EvidenceError, LayoutError
 from agent.store.layout import (
@@ -29,6 +29,7 @@ from agent.store.layout import (
     recording_day,
 )
 from agent.store.ledger import EntryKind, Ledger, LedgerEntry, current_us, iso_utc
+from agent.store.table import Column, Table, Where
 
 VerifyState = Literal["unverified", "ok", "failed"]
 
@@ -97,14 +98,6 @@ CREATE INDEX IF NOT EXISTS evidence_holds_file ON evidence_holds (file_id);
 """
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_FILE_COLUMNS = (
-    "id, recorder_serial, session_id, bay, source_name, source_display, stored_relpath, size,"
-    " blake3, rec_start_us, rec_end_us, rec_date, offload_start_us, offload_end_us, unit_no,"
-    " officer_no, officer_name, late, late_by_s, deadline_us, ledger_seq, verify_state,"
-    " verified_us, verify_detail, wiped, wiped_us, purged_us, source_changed"
-)
-_HOLD_COLUMNS = ("id, file_id, reason, set_by, set_us, set_seq, cleared_us, cleared_by,"
-                 " cleared_reason, cleared_seq")
 
 
 @dataclass(frozen=True)
@@ -194,6 +187,23 @@ class StoredFile:
         return any(h.active for h in self.holds)
 
 
+def _json_or_none(text: str | None) -> Mapping[str, object] | None:
+    return None if text is None else dict(json.loads(text))
+
+
+FILES = Table("evidence_files", StoredFile, (
+    "id", "recorder_serial", "session_id", "bay", Column("source_name", decode=bytes),
+    "source_display", "stored_relpath", "size", Column("blake3", "blake3_hex"),
+    "rec_start_us", "rec_end_us", Column("rec_date", "rec_day", dt.date.fromisoformat),
+    "offload_start_us", "offload_end_us", "unit_no", "officer_no", "officer_name",
+    Column("late", decode=bool), "late_by_s", "deadline_us", "ledger_seq", "verify_state",
+    "verified_us", "verify_detail", Column("wiped", decode=bool), "wiped_us", "purged_us",
+    Column("source_changed", decode=_json_or_none)))
+HOLDS = Table("evidence_holds", Hold, (
+    "id", "file_id", "reason", "set_by", "set_us", "set_seq", "cleared_us", "cleared_by",
+    "cleared_reason", "cleared_seq"))
+
+
 def display_name(raw: bytes) -> str:
     """A printable form of a recorder file name: invalid UTF-8 bytes shown as \\xNN."""
     return raw.decode("utf-8", "backslashreplace")
@@ -266,24 +276,23 @@ def commit_file(conn: sqlite3.Connection, ledger: Ledger, rec: StoredFileRecord,
     Call only after the file is durably in place (fsynced, renamed, directory fsynced).
     """
     _validate(rec)
-    clash = conn.execute("SELECT id FROM evidence_files WHERE stored_relpath = ?",
-                         (rec.stored_relpath,)).fetchone()
+    clash = FILES.first(conn, Where().eq("stored_relpath", rec.stored_relpath))
     if clash is not None:
-        raise EvidenceError(f"{rec.stored_relpath!r} is already indexed (file {clash[0]})")
+        raise EvidenceError(f"{rec.stored_relpath!r} is already indexed (file {clash.id})")
     day = _rec_day(rec)
-    cur = conn.execute(
-        f"INSERT INTO evidence_files ({_FILE_COLUMNS.removeprefix('id, ')})"  # noqa: S608
-        " VALUES (" + ", ".join("?" * 27) + ")",
-        (rec.recorder_serial, rec.session_id, rec.bay, rec.source_name,
-         display_name(rec.source_name), rec.stored_relpath, rec.size, rec.blake3_hex,
-         rec.rec_start_us, rec.rec_end_us, day.isoformat(), rec.offload_start_us,
-         rec.offload_end_us, rec.unit_no, rec.officer_no, rec.officer_name, int(rec.late),
-         float(rec.late_by_s), rec.deadline_us, None, "unverified", None, None, 0, None, None,
-         None if rec.source_changed is None
-         else json.dumps(dict(rec.source_changed), sort_keys=True)),
-    )
-    file_id = cur.lastrowid
-    assert file_id is not None
+    file_id = FILES.insert(conn, {
+        "recorder_serial": rec.recorder_serial, "session_id": rec.session_id, "bay": rec.bay,
+        "source_name": rec.source_name, "source_display": display_name(rec.source_name),
+        "stored_relpath": rec.stored_relpath, "size": rec.size, "blake3": rec.blake3_hex,
+        "rec_start_us": rec.rec_start_us, "rec_end_us": rec.rec_end_us,
+        "rec_date": day.isoformat(), "offload_start_us": rec.offload_start_us,
+        "offload_end_us": rec.offload_end_us, "unit_no": rec.unit_no,
+        "officer_no": rec.officer_no, "officer_name": rec.officer_name,
+        "late": int(rec.late), "late_by_s": float(rec.late_by_s),
+        "deadline_us": rec.deadline_us,
+        "source_changed": None if rec.source_changed is None
+        else json.dumps(dict(rec.source_changed), sort_keys=True),
+    })
     data = {"file_id": file_id, **file_fields(rec), "rec_date": day.isoformat()}
     entry = ledger.append(conn, EntryKind.OFFLOADED, recorder=rec.recorder_serial,
                           officer=rec.officer_no, bay=rec.bay, session_id=rec.session_id,
@@ -299,30 +308,21 @@ def find_stored(conn: sqlite3.Connection, recorder_serial: str, source_name: byt
     Files this dock wiped from the recorder are not matched: a file of the same name and
     size seen afterwards is a new recording. Give `rec_start_us` to match it too.
     """
-    sql = (f"SELECT {_FILE_COLUMNS} FROM evidence_files"  # noqa: S608
-           " WHERE recorder_serial = ? AND source_name = ? AND size = ? AND wiped = 0")
-    args: list[object] = [recorder_serial, source_name, size]
-    if rec_start_us is not None:
-        sql += " AND rec_start_us = ?"
-        args.append(rec_start_us)
-    row = conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
-    return None if row is None else _load(conn, row)
+    where = (Where().eq("recorder_serial", recorder_serial).eq("source_name", source_name)
+             .eq("size", size).eq("wiped", 0).eq_given(rec_start_us=rec_start_us))
+    return _with_holds(conn, FILES.first(conn, where, order="id", desc=True))
 
 
 def stored_versions(conn: sqlite3.Connection, recorder_serial: str,
                     source_name: bytes) -> list[StoredFile]:
     """Every stored copy of a recorder file name (wiped or not), newest first: the
     offloader compares what the recorder holds now with their hashes."""
-    rows = conn.execute(f"SELECT {_FILE_COLUMNS} FROM evidence_files"  # noqa: S608
-                        " WHERE recorder_serial = ? AND source_name = ? ORDER BY id DESC",
-                        (recorder_serial, source_name)).fetchall()
-    return [_load(conn, r) for r in rows]
+    where = Where().eq("recorder_serial", recorder_serial).eq("source_name", source_name)
+    return [_holding(conn, f) for f in FILES.select(conn, where, order="id", desc=True)]
 
 
 def get_file(conn: sqlite3.Connection, file_id: int) -> StoredFile | None:
-    row = conn.execute(f"SELECT {_FILE_COLUMNS} FROM evidence_files WHERE id = ?",  # noqa: S608
-                       (file_id,)).fetchone()
-    return None if row is None else _load(conn, row)
+    return _with_holds(conn, FILES.first(conn, Where().eq("id", file_id)))
 
 
 def _require(conn: sqlite3.Connection, file_id: int) -> StoredFile:
@@ -390,11 +390,9 @@ def set_hold(conn: sqlite3.Connection, ledger: Ledger, file_id: int, reason: str
 
 def clear_hold(conn: sqlite3.Connection, ledger: Ledger, hold_id: int, reason: str, *,
                by: str | None = None, now_us: int | None = None) -> Hold:
-    row = conn.execute(f"SELECT {_HOLD_COLUMNS} FROM evidence_holds WHERE id = ?",  # noqa: S608
-                       (hold_id,)).fetchone()
-    if row is None:
+    hold = HOLDS.first(conn, Where().eq("id", hold_id))
+    if hold is None:
         raise EvidenceError(f"no hold with id {hold_id}")
-    hold = Hold(*row)
     if not hold.active:
         raise EvidenceError(f"hold {hold_id} is already cleared")
     f = _require(conn, hold.file_id)
@@ -438,49 +436,25 @@ def query(
     include_purged: bool = True,
 ) -> list[StoredFile]:
     """Stored files matching every given filter; the date range is inclusive, unit-local."""
-    where: list[str] = []
-    args: list[object] = []
-    for column, value in (("unit_no", unit), ("recorder_serial", device),
-                          ("officer_no", officer), ("blake3", blake3_hex),
-                          ("session_id", session_id)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if date_from is not None:
-        where.append("rec_date >= ?")
-        args.append(date_from.isoformat())
-    if date_to is not None:
-        where.append("rec_date <= ?")
-        args.append(date_to.isoformat())
+    where = (Where().eq_given(unit_no=unit, recorder_serial=device, officer_no=officer,
+                              blake3=blake3_hex, session_id=session_id)
+             .at_least("rec_date", None if date_from is None else date_from.isoformat())
+             .at_most("rec_date", None if date_to is None else date_to.isoformat()))
     if not include_purged:
-        where.append("purged_us IS NULL")
-    sql = f"SELECT {_FILE_COLUMNS} FROM evidence_files"  # noqa: S608
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return [_load(conn, r) for r in conn.execute(sql + " ORDER BY id", args).fetchall()]
-
-
-def all_files(conn: sqlite3.Connection) -> list[StoredFile]:
-    return query(conn)
+        where.null("purged_us")
+    return [_holding(conn, f) for f in FILES.select(conn, where, order="id")]
 
 
 def holds(conn: sqlite3.Connection, file_id: int) -> tuple[Hold, ...]:
-    rows = conn.execute(f"SELECT {_HOLD_COLUMNS} FROM evidence_holds"  # noqa: S608
-                        " WHERE file_id = ? ORDER BY id", (file_id,)).fetchall()
-    return tuple(Hold(*r) for r in rows)
+    return tuple(HOLDS.select(conn, Where().eq("file_id", file_id), order="id"))
 
 
-def _load(conn: sqlite3.Connection, r: Sequence[Any]) -> StoredFile:
-    return StoredFile(
-        id=r[0], recorder_serial=r[1], session_id=r[2], bay=r[3], source_name=bytes(r[4]),
-        source_display=r[5], stored_relpath=r[6], size=r[7], blake3_hex=r[8],
-        rec_start_us=r[9], rec_end_us=r[10], rec_day=dt.date.fromisoformat(r[11]),
-        offload_start_us=r[12], offload_end_us=r[13], unit_no=r[14], officer_no=r[15],
-        officer_name=r[16], late=bool(r[17]), late_by_s=r[18], deadline_us=r[19],
-        ledger_seq=r[20], verify_state=r[21], verified_us=r[22], verify_detail=r[23],
-        wiped=bool(r[24]), wiped_us=r[25], purged_us=r[26], holds=holds(conn, r[0]),
-        source_changed=None if r[27] is None else json.loads(r[27]),
-    )
+def _holding(conn: sqlite3.Connection, f: StoredFile) -> StoredFile:
+    return replace(f, holds=holds(conn, f.id))
+
+
+def _with_holds(conn: sqlite3.Connection, f: StoredFile | None) -> StoredFile | None:
+    return None if f is None else _holding(conn, f)
 
 
 __all__ = [

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from agent.store.canonical import canonical_text, loads
 from agent.store.errors import CanonicalError
 from agent.store.ledger import EntryKind, Ledger, current_us
+from agent.store.table import Column, Table, Where
 
 Severity = Literal["warning", "error"]
 
@@ -128,29 +129,24 @@ class Fault:
         }
 
 
-_COLUMNS = ("id, code, severity, recorder, officer, bay, session_id, reason, detail, opened_us,"
-            " cleared_us, cleared_reason, ledger_seq, last_seen_us, repeat_count, cleared_seq")
+def _detail(text: str) -> Mapping[str, Any]:
+    detail = loads(text)
+    return detail if isinstance(detail, dict) else {}
 
 
-def _row(r: Any) -> Fault:
-    detail = loads(r[8])
-    return Fault(id=r[0], code=r[1], severity=r[2], recorder=r[3], officer=r[4], bay=r[5],
-                 session_id=r[6], reason=r[7], detail=detail if isinstance(detail, dict) else {},
-                 opened_us=r[9], cleared_us=r[10], cleared_reason=r[11], ledger_seq=r[12],
-                 last_seen_us=r[13], repeat_count=r[14], cleared_seq=r[15])
+FAULTS = Table("faults", Fault, (
+    "id", "code", "severity", "recorder", "officer", "bay", "session_id", "reason",
+    Column("detail", decode=_detail), "opened_us", "cleared_us", "cleared_reason",
+    "ledger_seq", "last_seen_us", "repeat_count", "cleared_seq"))
 
 
 def _get(conn: sqlite3.Connection, fault_id: int) -> Fault | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM faults WHERE id = ?",  # noqa: S608
-                       (fault_id,)).fetchone()
-    return None if row is None else _row(row)
+    return FAULTS.first(conn, Where().eq("id", fault_id))
 
 
 def _open_for(conn: sqlite3.Connection, recorder: str | None, code: str) -> Fault | None:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM faults WHERE recorder IS ? AND code = ?"  # noqa: S608
-        " AND cleared_us IS NULL ORDER BY id LIMIT 1", (recorder, code)).fetchone()
-    return None if row is None else _row(row)
+    where = Where().is_("recorder", recorder).eq("code", code).null("cleared_us")
+    return FAULTS.first(conn, where, order="id")
 
 
 def raise_fault(
@@ -249,12 +245,11 @@ def _new_fault(conn: sqlite3.Connection, ledger: Ledger, code: str, severity: st
                           data={"fault_id": next_id, "code": code, "severity": severity,
                                 "reason": reason, "detail": detail, "repeated": False})
     opened = entry.time_us if opened_us is None else opened_us
-    conn.execute(
-        f"INSERT INTO faults ({_COLUMNS}) VALUES"  # noqa: S608
-        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, 0, NULL)",
-        (next_id, code, severity, recorder, officer, bay, session_id, reason,
-         canonical_text(detail), opened, entry.seq, opened),
-    )
+    FAULTS.insert(conn, {
+        "id": next_id, "code": code, "severity": severity, "recorder": recorder,
+        "officer": officer, "bay": bay, "session_id": session_id, "reason": reason,
+        "detail": canonical_text(detail), "opened_us": opened, "ledger_seq": entry.seq,
+        "last_seen_us": opened, "repeat_count": 0})
     return int(next_id)
 
 
@@ -290,14 +285,12 @@ def clear_faults(conn: sqlite3.Connection, ledger: Ledger, *, recorder: str | No
 def open_faults(conn: sqlite3.Connection, *, recorder: str | None = None,
                 dock_only: bool = False) -> list[Fault]:
     """Open faults, oldest first; of one recorder, of the dock itself, or all."""
-    sql = f"SELECT {_COLUMNS} FROM faults WHERE cleared_us IS NULL"  # noqa: S608
-    args: list[object] = []
+    where = Where().null("cleared_us")
     if dock_only:
-        sql += " AND recorder IS NULL"
-    elif recorder is not None:
-        sql += " AND recorder = ?"
-        args.append(recorder)
-    return [_row(r) for r in conn.execute(sql + " ORDER BY id", args).fetchall()]
+        where.null("recorder")
+    else:
+        where.eq_given(recorder=recorder)
+    return FAULTS.select(conn, where, order="id")
 
 
 def list_faults(
@@ -312,25 +305,12 @@ def list_faults(
     include_cleared: bool = True,
 ) -> list[Fault]:
     """Faults matching every filter, oldest first; `since_us` inclusive, `until_us` not."""
-    where: list[str] = []
-    args: list[object] = []
-    for column, value in (("recorder", recorder), ("officer", officer), ("bay", bay),
-                          ("code", None if code is None else str(code))):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if since_us is not None:
-        where.append("opened_us >= ?")
-        args.append(since_us)
-    if until_us is not None:
-        where.append("opened_us < ?")
-        args.append(until_us)
+    where = (Where().eq_given(recorder=recorder, officer=officer, bay=bay,
+                              code=None if code is None else str(code))
+             .at_least("opened_us", since_us).below("opened_us", until_us))
     if not include_cleared:
-        where.append("cleared_us IS NULL")
-    sql = f"SELECT {_COLUMNS} FROM faults"  # noqa: S608
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return [_row(r) for r in conn.execute(sql + " ORDER BY id", args).fetchall()]
+        where.null("cleared_us")
+    return FAULTS.select(conn, where, order="id")
 
 
 __all__ = ["SCHEMA", "Fault", "FaultCode", "Severity", "clear_fault", "clear_faults",

@@ -35,15 +35,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from blake3 import blake3
-
 from agent.store import outbox
-from agent.store.canonical import canonical_bytes, canonical_text, loads
+from agent.store.canonical import canonical_text, loads
+from agent.store.chain import GENESIS_HASH, hash_entry
 from agent.store.errors import CanonicalError, LedgerError
 from agent.store.signing import CheckpointSigner
-
-GENESIS_HASH = "0" * 64
-ENTRY_TYPE = "dock-agent/ledger-entry"
+from agent.store.table import Column, Table, Where
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -122,9 +119,6 @@ class EntryKind(StrEnum):
 FAULT_KINDS = frozenset({EntryKind.FAULT, EntryKind.FAULT_CLEARED})
 _POLICY_KINDS = (EntryKind.SIGNING_KEY.value, EntryKind.CHECKPOINT_POLICY.value)
 _KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-ENTRY_COLUMNS = (
-    "seq, time_us, dock_id, kind, recorder, officer, bay, session_id, data, prev_hash, hash"
-)
 
 
 def current_us() -> int:
@@ -142,12 +136,11 @@ def entry_hash(*, seq: int, time_us: int, dock_id: str, kind: str, recorder: str
                officer: str | None, bay: str | None, session_id: str | None,
                data: Mapping[str, object], prev_hash: str) -> str:
     """BLAKE3 hex over the canonical encoding of one entry (see the module docstring)."""
-    doc = {
-        "type": ENTRY_TYPE, "v": 1, "seq": seq, "time_us": time_us, "dock_id": dock_id,
-        "kind": kind, "recorder": recorder, "officer": officer, "bay": bay,
-        "session_id": session_id, "data": data, "prev_hash": prev_hash,
-    }
-    return blake3(canonical_bytes(doc)).hexdigest()
+    return hash_entry({
+        "seq": seq, "time_us": time_us, "dock_id": dock_id, "kind": kind,
+        "recorder": recorder, "officer": officer, "bay": bay, "session_id": session_id,
+        "data": data, "prev_hash": prev_hash,
+    })
 
 
 @dataclass(frozen=True)
@@ -190,12 +183,26 @@ class Checkpoint:
     signature: str
 
 
-def entry_from_row(row: sqlite3.Row | tuple[Any, ...]) -> LedgerEntry:
-    data = loads(row[8])
+def _entry_data(text: str) -> dict[str, Any]:
+    data = loads(text)
     if not isinstance(data, dict):
-        raise LedgerError(f"ledger entry {row[0]} has non-object data")
-    return LedgerEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], data,
-                       row[9], row[10])
+        raise LedgerError("has non-object data")
+    return data
+
+
+LEDGER = Table("ledger", LedgerEntry, (
+    "seq", "time_us", "dock_id", "kind", "recorder", "officer", "bay", "session_id",
+    Column("data", decode=_entry_data), "prev_hash", "hash"))
+CHECKPOINTS = Table("ledger_checkpoints", Checkpoint,
+                    ("seq", "hash", "time_us", "dock_id", "key_id", "signature"))
+
+
+def entry_from_row(row: sqlite3.Row | tuple[Any, ...]) -> LedgerEntry:
+    """A `LEDGER` result row as an entry; LedgerError (naming the seq) if it is damaged."""
+    try:
+        return LEDGER.load(row)
+    except LedgerError as exc:
+        raise LedgerError(f"ledger entry {row[0]} {exc}") from exc
 
 
 def _opt(value: str | None, name: str) -> str | None:
@@ -260,12 +267,9 @@ class Ledger:
         h = entry_hash(seq=seq, time_us=t, dock_id=self.dock_id, kind=kind, recorder=recorder,
                        officer=officer, bay=bay, session_id=session_id, data=data,
                        prev_hash=prev)
-        conn.execute(
-            f"INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-            (seq, t, self.dock_id, kind, recorder, officer, bay, session_id, data_text, prev, h),
-        )
         entry = LedgerEntry(seq, t, self.dock_id, kind, recorder, officer, bay, session_id,
                             data, prev, h)
+        LEDGER.insert(conn, {**vars(entry), "data": data_text})
         outbox.enqueue(conn, stream="fault" if kind in FAULT_KINDS else "custody",
                        payload=entry.as_event(), subject=recorder, event_id=h)
         if self.signer is not None and seq % self.checkpoint_every == 0:
@@ -318,23 +322,17 @@ class Ledger:
         t = current_us() if now_us is None else int(now_us)
         sig = self.signer.sign(self.dock_id, last[0], last[1], t)
         cp = Checkpoint(last[0], last[1], t, self.dock_id, self.signer.key_id, sig)
-        conn.execute(
-            "INSERT INTO ledger_checkpoints (seq, hash, time_us, dock_id, key_id, signature)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (cp.seq, cp.hash, cp.time_us, cp.dock_id, cp.key_id, cp.signature),
-        )
+        CHECKPOINTS.insert(conn, vars(cp))
         return cp
 
 
 def get_entry(conn: sqlite3.Connection, seq: int) -> LedgerEntry | None:
-    row = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM ledger WHERE seq = ?",  # noqa: S608
-                       (seq,)).fetchone()
+    row = LEDGER.rows(conn, Where().eq("seq", seq)).fetchone()
     return None if row is None else entry_from_row(row)
 
 
 def last_entry(conn: sqlite3.Connection) -> LedgerEntry | None:
-    row = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM ledger ORDER BY seq DESC LIMIT 1"  # noqa: S608
-                       ).fetchone()
+    row = LEDGER.rows(conn, order="seq", desc=True, limit=1).fetchone()
     return None if row is None else entry_from_row(row)
 
 
@@ -352,40 +350,18 @@ def entries(
     newest_first: bool = False,
 ) -> list[LedgerEntry]:
     """Entries matching every given filter; `since_us` inclusive, `until_us` exclusive."""
-    where: list[str] = []
-    args: list[object] = []
-    for column, value in (("recorder", recorder), ("officer", officer), ("kind", kind),
-                          ("session_id", session_id)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if since_us is not None:
-        where.append("time_us >= ?")
-        args.append(since_us)
-    if until_us is not None:
-        where.append("time_us < ?")
-        args.append(until_us)
-    if after_seq is not None:
-        where.append("seq > ?")
-        args.append(after_seq)
-    sql = f"SELECT {ENTRY_COLUMNS} FROM ledger"  # noqa: S608
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq DESC" if newest_first else " ORDER BY seq"
-    if limit is not None:
-        sql += " LIMIT ?"
-        args.append(limit)
-    return [entry_from_row(r) for r in conn.execute(sql, args)]
+    where = (Where().eq_given(recorder=recorder, officer=officer, kind=kind,
+                              session_id=session_id)
+             .at_least("time_us", since_us).below("time_us", until_us)
+             .above("seq", after_seq))
+    return [entry_from_row(r) for r in LEDGER.rows(conn, where, order="seq",
+                                                    desc=newest_first, limit=limit)]
 
 
 def checkpoints(conn: sqlite3.Connection) -> list[Checkpoint]:
-    rows = conn.execute("SELECT seq, hash, time_us, dock_id, key_id, signature"
-                        " FROM ledger_checkpoints ORDER BY seq").fetchall()
-    return [Checkpoint(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    return CHECKPOINTS.select(conn, order="seq")
 
 
 def recent_checkpoints(conn: sqlite3.Connection, limit: int) -> list[Checkpoint]:
     """The newest `limit` checkpoints, oldest first."""
-    rows = conn.execute("SELECT seq, hash, time_us, dock_id, key_id, signature"
-                        " FROM ledger_checkpoints ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
-    return [Checkpoint(r[0], r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)]
+    return CHECKPOINTS.select(conn, order="seq", desc=True, limit=limit)[::-1]

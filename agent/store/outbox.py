@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.store.table import Column, Table, Where
+
 Stream = Literal["custody", "fault", "health"]
 
 SCHEMA = """
@@ -58,6 +60,15 @@ class OutboxEvent:
     created_at: float
 
 
+def _payload(text: str) -> dict[str, object]:
+    return dict(json.loads(text))
+
+
+OUTBOX = Table("outbox", OutboxEvent, (
+    "seq", "event_id", "stream", "subject", Column("payload", decode=_payload),
+    Column("droppable", decode=bool), "created_at"))
+
+
 def enqueue(
     conn: sqlite3.Connection,
     *,
@@ -72,27 +83,16 @@ def enqueue(
     eid = event_id or uuid.uuid4().hex
     created = time.time() if now is None else now
     body = dict(payload)
-    cur = conn.execute(
-        "INSERT INTO outbox (event_id, stream, subject, payload, droppable, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (eid, stream, subject, json.dumps(body, sort_keys=True, separators=(",", ":")),
-         int(droppable), created),
-    )
-    seq = cur.lastrowid
-    assert seq is not None
+    seq = OUTBOX.insert(conn, {
+        "event_id": eid, "stream": stream, "subject": subject,
+        "payload": json.dumps(body, sort_keys=True, separators=(",", ":")),
+        "droppable": int(droppable), "created_at": created})
     return OutboxEvent(seq, eid, stream, subject, body, droppable, created)
 
 
 def peek(conn: sqlite3.Connection, limit: int, after_seq: int = 0) -> list[OutboxEvent]:
     """The oldest waiting events, in `seq` order."""
-    rows = conn.execute(
-        "SELECT seq, event_id, stream, subject, payload, droppable, created_at FROM outbox"
-        " WHERE seq > ? ORDER BY seq LIMIT ?",
-        (after_seq, limit),
-    ).fetchall()
-    return [
-        OutboxEvent(r[0], r[1], r[2], r[3], json.loads(r[4]), bool(r[5]), r[6]) for r in rows
-    ]
+    return OUTBOX.select(conn, Where().above("seq", after_seq), order="seq", limit=limit)
 
 
 def ack(conn: sqlite3.Connection, seqs: Sequence[int], now: float | None = None) -> None:
@@ -124,12 +124,17 @@ class SentEvent:
     created_at: float
 
 
+def _payload_or_none(text: str | None) -> dict[str, object] | None:
+    return None if text is None else _payload(text)
+
+
+SENT = Table("outbox_sent", SentEvent, (
+    "seq", "event_id", "stream", "subject", "ledger_seq",
+    Column("payload", decode=_payload_or_none), "created_at"))
+
+
 def sent_between(conn: sqlite3.Connection, first: int, last: int) -> list[SentEvent]:
-    rows = conn.execute(
-        "SELECT seq, event_id, stream, subject, ledger_seq, payload, created_at"
-        " FROM outbox_sent WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)).fetchall()
-    return [SentEvent(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else json.loads(r[5]),
-                      r[6]) for r in rows]
+    return SENT.select(conn, Where().at_least("seq", first).at_most("seq", last), order="seq")
 
 
 def waiting_between(conn: sqlite3.Connection, first: int, last: int) -> list[int]:

@@ -22,6 +22,8 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agent.store.table import Column, Table, Where
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS recorder_battery (
     id             INTEGER PRIMARY KEY,
@@ -48,8 +50,6 @@ CREATE TABLE IF NOT EXISTS recorder_event_cursor (
 MAX_SAMPLES = 5000
 MAX_AGE_US = 400 * 86400 * 1_000_000
 KEEP_EVERY_US = 15 * 60 * 1_000_000
-_COLUMNS = ("time_us, session_id, percent, millivolts, charging, temperature_c, cycle_count,"
-            " health_percent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,11 @@ class BatteryRecord:
                 "cycle_count": self.cycle_count, "health_percent": self.health_percent}
 
 
+BATTERY = Table("recorder_battery", BatteryRecord, (
+    "time_us", "session_id", "percent", "millivolts", Column("charging", decode=bool),
+    "temperature_c", "cycle_count", "health_percent"), keys=("id", "serial"))
+
+
 def _num(v: object) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
@@ -87,19 +92,18 @@ def record_battery(conn: sqlite3.Connection, serial: str, facts: Mapping[str, ob
     rec = BatteryRecord(int(time_us), session_id, percent, _int(facts.get("millivolts")),
                         bool(facts.get("charging")), _num(facts.get("temperature_c")),
                         _int(facts.get("cycle_count")), _int(facts.get("health_percent")))
-    last = conn.execute(f"SELECT {_COLUMNS} FROM recorder_battery WHERE serial = ?"  # noqa: S608
-                        " ORDER BY time_us DESC, id DESC LIMIT 1", (serial,)).fetchone()
-    if last is not None:
-        prev = BatteryRecord(last[0], last[1], last[2], last[3], bool(last[4]), last[5],
-                             last[6], last[7])
+    prev = BATTERY.first(conn, Where().eq("serial", serial), order=("time_us", "id"),
+                         desc=True)
+    if prev is not None:
         same = (prev.percent, prev.charging, prev.health_percent, prev.cycle_count) == (
             rec.percent, rec.charging, rec.health_percent, rec.cycle_count)
         if same and rec.time_us - prev.time_us < KEEP_EVERY_US:
             return False
-    conn.execute(
-        f"INSERT INTO recorder_battery (serial, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-        (serial, rec.time_us, rec.session_id, rec.percent, rec.millivolts, int(rec.charging),
-         rec.temperature_c, rec.cycle_count, rec.health_percent))
+    BATTERY.insert(conn, {
+        "serial": serial, "time_us": rec.time_us, "session_id": rec.session_id,
+        "percent": rec.percent, "millivolts": rec.millivolts, "charging": int(rec.charging),
+        "temperature_c": rec.temperature_c, "cycle_count": rec.cycle_count,
+        "health_percent": rec.health_percent})
     conn.execute("DELETE FROM recorder_battery WHERE serial = ? AND time_us < ?",
                  (serial, rec.time_us - MAX_AGE_US))
     conn.execute("DELETE FROM recorder_battery WHERE serial = ? AND id <= (SELECT id FROM"
@@ -111,18 +115,8 @@ def record_battery(conn: sqlite3.Connection, serial: str, facts: Mapping[str, ob
 def battery_history(conn: sqlite3.Connection, serial: str, *, since_us: int | None = None,
                     limit: int | None = None) -> list[BatteryRecord]:
     """Stored samples of one recorder, oldest first (the newest `limit` if given)."""
-    sql = f"SELECT {_COLUMNS} FROM recorder_battery WHERE serial = ?"  # noqa: S608
-    args: list[object] = [serial]
-    if since_us is not None:
-        sql += " AND time_us >= ?"
-        args.append(since_us)
-    sql += " ORDER BY time_us DESC, id DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        args.append(limit)
-    rows = conn.execute(sql, args).fetchall()
-    return [BatteryRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7])
-            for r in reversed(rows)]
+    where = Where().eq("serial", serial).at_least("time_us", since_us)
+    return BATTERY.select(conn, where, order=("time_us", "id"), desc=True, limit=limit)[::-1]
 
 
 @dataclass(frozen=True, slots=True)

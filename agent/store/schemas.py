@@ -1,29 +1,19 @@
-"""Every table definition of the agent's database, in creation order.
+"""The custody store's own table definitions, in creation order.
 
-`Database(path, ALL_SCHEMAS)` creates them all (each is `CREATE ... IF NOT EXISTS`).
+Packages above the store own their tables' definitions; the application gathers every
+package's list (`agent.schemas.ALL_SCHEMAS`) and passes it to `Database`. Nothing here
+imports from those packages, so the store stays at the bottom of the import graph.
 """
 
 from __future__ import annotations
 
-from agent.lifecycle import audit as lifecycle_audit
-from agent.lifecycle import register as lifecycle_register
-from agent.lifecycle import tags as lifecycle_tags
-from agent.mqtt import commands as mqtt_commands
-from agent.offload import journal as offload_journal
 from agent.store import assignments, evidence, faults, ledger, outbox, recorder_history
-from agent.upload import queue as upload_queue
 
-ALL_SCHEMAS: list[str] = [
+STORE_SCHEMAS: tuple[str, ...] = (
     ledger.SCHEMA,
     evidence.SCHEMA,
     faults.SCHEMA,
     outbox.SCHEMA,
     assignments.SCHEMA,
-    offload_journal.SCHEMA,
-    mqtt_commands.SCHEMA,
     recorder_history.SCHEMA,
-    upload_queue.SCHEMA,
-    lifecycle_register.SCHEMA,
-    lifecycle_tags.SCHEMA,
-    lifecycle_audit.SCHEMA,
-]
+)

@@ -24,10 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, read_input_file
-from agent.store.canonical import canonical_bytes
+from agent.store.chain import checkpoint_message
 from agent.store.errors import SigningError
-
-CHECKPOINT_TYPE = "dock-agent/ledger-checkpoint"
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -81,13 +79,6 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(loaded, Ed25519PublicKey):
         raise SigningError(f"{path} holds a {type(loaded).__name__}, not an Ed25519 key")
     return loaded
-
-
-def checkpoint_message(dock_id: str, seq: int, entry_hash: str, time_us: int) -> bytes:
-    return canonical_bytes(
-        {"type": CHECKPOINT_TYPE, "v": 1, "dock_id": dock_id, "seq": seq, "hash": entry_hash,
-         "time_us": time_us}
-    )
 
 
 class CheckpointSigner:

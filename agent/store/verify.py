@@ -34,24 +34,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blake3 import blake3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.store import evidence
+from agent.store.chain import ChainWalk, Wording
 from agent.store.db import open_readonly
 from agent.store.errors import CanonicalError, LedgerError, SigningError
+from agent.store.hashing import hash_file
 from agent.store.layout import is_partial_name
 from agent.store.ledger import (
-    ENTRY_COLUMNS,
-    GENESIS_HASH,
+    LEDGER,
+    Checkpoint,
     EntryKind,
     checkpoints,
     entry_from_row,
     get_entry,
 )
 from agent.store.signing import CheckpointSigner, key_id, public_key_from_id
-
-READ_SIZE = 8 * 1024 * 1024
+from agent.store.table import Where
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,6 @@ class VerifyReport:
                              for p in self.problems]}
 
 
-def _span(a: int, b: int) -> str:
-    return f"seq {a}" if a == b else f"seq {a}-{b}"
-
-
 @contextmanager
 def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
     """One consistent view of the database while the agent may be writing (WAL)."""
@@ -120,91 +116,60 @@ def verify_ledger(conn: sqlite3.Connection, public_key: Ed25519PublicKey | None 
         return _verify_ledger(conn, public_key, dock_id)
 
 
+_WORDING = Wording(
+    gap="the sequence jumps from {last} to {seq}: entries were deleted",
+    unreadable="entry cannot be decoded: {error}",
+    chain_broken="prev_hash {got}… is not {what} ({want}…):"
+                 " an entry before it was inserted, removed or replaced",
+    altered="content hashes to {computed}… but the stored hash is {stored}…:"
+            " the entry was edited",
+    dock_id="entry names dock {got!r}, expected {want!r}",
+    truncated="a signed checkpoint covers seq {seq} but the ledger ends at {last}:"
+              " entries were deleted from the tail",
+    checkpoint_entry_missing="the entry this checkpoint signs is gone",
+    checkpoint_mismatch="checkpoint signs hash {signed}… but the entry's hash is {entry}…:"
+                        " history was rewritten",
+    checkpoint_missing="the recorded policy requires a checkpoint every {every} entries",
+)
+
+
 def _verify_ledger(conn: sqlite3.Connection, public_key: Ed25519PublicKey | None,
                    dock_id: str | None) -> VerifyReport:
     report = VerifyReport()
-    prev = GENESIS_HASH
-    expected = 1
-    last_seq = 0
     cps = checkpoints(conn)
-    signed_seqs = {cp.seq for cp in cps}
-    hashes: dict[int, str] = {}  # only of checkpointed entries: the ledger may be long
-    chain_keys: dict[str, int] = {}
-    every: int | None = None
-    must_sign: list[int] = []
-    for row in conn.execute(f"SELECT {ENTRY_COLUMNS} FROM ledger ORDER BY seq"):  # noqa: S608
-        seq = row[0]
+    # Hashes are kept only of checkpointed entries: the ledger may be long.
+    walk = ChainWalk(report.add, _WORDING, dock_id=dock_id, keep={cp.seq for cp in cps})
+    for row in LEDGER.rows(conn, order="seq"):
         report.entries_checked += 1
-        gap = seq != expected
-        if gap:
-            report.add("entry_missing", _span(expected, seq - 1),
-                       f"the sequence jumps from {expected - 1} to {seq}: entries were deleted")
         try:
             entry = entry_from_row(row)
             computed = entry.computed_hash()
         except (ValueError, LedgerError, CanonicalError) as exc:
-            report.add("entry_unreadable", f"seq {seq}", f"entry cannot be decoded: {exc}")
-            if seq in signed_seqs:
-                hashes[seq] = row[10]
-            prev, expected, last_seq = row[10], seq + 1, seq
+            walk.unreadable(row[0], row[10], exc)
             continue
-        if entry.prev_hash != prev and not gap:
-            what = "the genesis hash" if seq == 1 else f"the hash of entry {seq - 1}"
-            report.add("chain_broken", f"seq {seq}",
-                       f"prev_hash {entry.prev_hash[:16]}… is not {what} ({prev[:16]}…):"
-                       " an entry before it was inserted, removed or replaced")
-        if computed != entry.hash:
-            report.add("entry_altered", f"seq {seq}",
-                       f"content hashes to {computed[:16]}… but the stored hash is"
-                       f" {entry.hash[:16]}…: the entry was edited")
-        if dock_id is not None and entry.dock_id != dock_id:
-            report.add("dock_id_mismatch", f"seq {seq}",
-                       f"entry names dock {entry.dock_id!r}, expected {dock_id!r}")
-        if entry.kind in (EntryKind.SIGNING_KEY, EntryKind.CHECKPOINT_POLICY):
-            kid, n = entry.data.get("key_id"), entry.data.get("checkpoint_every")
-            if isinstance(kid, str):
-                chain_keys.setdefault(kid, seq)
-            if isinstance(n, int) and n > 0:
-                every = n
-        if every is not None and seq % every == 0:
-            must_sign.append(seq)
-        if seq in signed_seqs:
-            hashes[seq] = entry.hash
-        prev, expected, last_seq = entry.hash, seq + 1, seq
-
-    _check_keys(conn, report, chain_keys, public_key)
-    trusted = {key_id(public_key)} if public_key is not None else set(chain_keys)
-    signed: set[int] = set()
+        walk.entry(entry, computed)
+    _check_keys(conn, report, walk.chain_keys, public_key)
+    trusted = {key_id(public_key)} if public_key is not None else set(walk.chain_keys)
     for cp in cps:
-        where = f"seq {cp.seq}"
-        signed.add(cp.seq)
-        if cp.key_id not in trusted:
-            report.add("checkpoint_untrusted_key", where,
-                       f"signed by key {cp.key_id[:16]}…, which is not the dock's trusted key")
-        try:
-            good = CheckpointSigner.verify(public_key_from_id(cp.key_id), cp.dock_id, cp.seq,
-                                           cp.hash, cp.time_us, cp.signature)
-        except SigningError:
-            good = False
-        if not good:
-            report.add("checkpoint_bad_signature", where,
-                       "the checkpoint signature does not verify: it was forged or altered")
-        if cp.seq > last_seq:
-            report.add("entries_truncated", _span(last_seq + 1, cp.seq),
-                       f"a signed checkpoint covers seq {cp.seq} but the ledger ends at"
-                       f" {last_seq}: entries were deleted from the tail")
-        elif cp.seq not in hashes:
-            report.add("checkpoint_entry_missing", where,
-                       "the entry this checkpoint signs is gone")
-        elif hashes[cp.seq] != cp.hash:
-            report.add("checkpoint_mismatch", where,
-                       f"checkpoint signs hash {cp.hash[:16]}… but the entry's hash is"
-                       f" {hashes[cp.seq][:16]}…: history was rewritten")
-    for seq in must_sign:
-        if seq not in signed:
-            report.add("checkpoint_missing", f"seq {seq}",
-                       f"the recorded policy requires a checkpoint every {every} entries")
+        _check_signature(cp, trusted, report)
+        walk.checkpoint(cp.seq, cp.hash)
+    walk.policy_gaps({cp.seq for cp in cps})
     return report
+
+
+def _check_signature(cp: Checkpoint, trusted: set[str], report: VerifyReport) -> None:
+    where = f"seq {cp.seq}"
+    if cp.key_id not in trusted:
+        report.add("checkpoint_untrusted_key", where,
+                   f"signed by key {cp.key_id[:16]}…, which is not the dock's trusted key")
+    try:
+        good = CheckpointSigner.verify(public_key_from_id(cp.key_id), cp.dock_id, cp.seq,
+                                       cp.hash, cp.time_us, cp.signature)
+    except SigningError:
+        good = False
+    if not good:
+        report.add("checkpoint_bad_signature", where,
+                   "the checkpoint signature does not verify: it was forged or altered")
 
 
 def _check_keys(conn: sqlite3.Connection, report: VerifyReport, chain_keys: dict[str, int],
@@ -222,25 +187,6 @@ def _check_keys(conn: sqlite3.Connection, report: VerifyReport, chain_keys: dict
         if kid not in chain_keys:
             report.add("key_not_in_chain", f"key {kid[:16]}",
                        "the trusted public key was never recorded in this ledger")
-
-
-def hash_file(path: Path, read_size: int = READ_SIZE) -> tuple[int, str]:
-    """(size, BLAKE3 hex) of a file, streamed with large reads."""
-    h = blake3()
-    buf = bytearray(read_size)
-    view = memoryview(buf)
-    size = 0
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            fd = -1
-            while n := f.readinto(view):
-                h.update(view[:n])
-                size += n
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    return size, h.hexdigest()
 
 
 def _walk(root: Path, rel: str, report: VerifyReport, found: set[str]) -> None:
@@ -373,8 +319,7 @@ def _check_index(conn: sqlite3.Connection, files: list[evidence.StoredFile],
                                               f.source_name.hex()):
             report.add("index_mismatch", f.stored_relpath,
                        f"the index row differs from ledger entry {entry.seq}")
-    for row in conn.execute(f"SELECT {ENTRY_COLUMNS} FROM ledger WHERE kind = ?",  # noqa: S608
-                            (EntryKind.OFFLOADED.value,)):
+    for row in LEDGER.rows(conn, Where().eq("kind", EntryKind.OFFLOADED.value)):
         try:
             fid = entry_from_row(row).data.get("file_id")
         except (ValueError, LedgerError):

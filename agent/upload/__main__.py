@@ -13,9 +13,9 @@ from pathlib import Path
 
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
 from agent.hold_scope import in_scope
+from agent.schemas import ALL_SCHEMAS
 from agent.store.db import Database
 from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner, load_or_create_key
 from agent.upload import client_factory
 from agent.upload.errors import UploadError

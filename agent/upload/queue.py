@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from agent.store.evidence import StoredFile, get_file
 from agent.store.ledger import EntryKind, Ledger
+from agent.store.table import Column, Table, Where
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS upload_queue (
@@ -53,11 +54,6 @@ CREATE TABLE IF NOT EXISTS hold_scopes (
 );
 """
 
-_COLS = ("file_id, object_key, state, enqueued_us, attempts, next_try_us, last_error,"
-         " upload_id, part_size, etag, version_id, uploaded_us, uploaded_seq, acked_us,"
-         " central_ack")
-
-
 @dataclass(frozen=True)
 class Job:
     file_id: int
@@ -77,10 +73,10 @@ class Job:
     central_ack: bool
 
 
-def _job(r: sqlite3.Row | tuple[object, ...]) -> Job:
-    v = list(r)
-    v[14] = bool(v[14])
-    return Job(*v)
+QUEUE = Table("upload_queue", Job, (
+    "file_id", "object_key", "state", "enqueued_us", "attempts", "next_try_us", "last_error",
+    "upload_id", "part_size", "etag", "version_id", "uploaded_us", "uploaded_seq",
+    "acked_us", Column("central_ack", decode=bool)))
 
 
 def enqueue_new(conn: sqlite3.Connection, key_of: Callable[[StoredFile], str],
@@ -98,17 +94,18 @@ def enqueue_new(conn: sqlite3.Connection, key_of: Callable[[StoredFile], str],
 
 
 def get_job(conn: sqlite3.Connection, file_id: int) -> Job | None:
-    row = conn.execute(f"SELECT {_COLS} FROM upload_queue WHERE file_id = ?",  # noqa: S608
-                       (file_id,)).fetchone()
-    return None if row is None else _job(row)
+    return QUEUE.first(conn, Where().eq("file_id", file_id))
 
 
 def next_due(conn: sqlite3.Connection, now_us: int) -> Job | None:
-    """The oldest pending job whose retry time has come."""
-    row = conn.execute(f"SELECT {_COLS} FROM upload_queue"  # noqa: S608
-                       " WHERE state = 'pending' AND next_try_us <= ?"
-                       " ORDER BY next_try_us > 0, file_id LIMIT 1", (now_us,)).fetchone()
-    return None if row is None else _job(row)
+    """The pending job whose retry time has come: first those never tried or due at once
+    (`next_try_us` 0), then those whose backoff is over, each in file order."""
+    fresh = Where().eq("state", "pending").at_most("next_try_us", 0).at_most("next_try_us",
+                                                                               now_us)
+    retry = Where().eq("state", "pending").above("next_try_us", 0).at_most("next_try_us",
+                                                                             now_us)
+    return (QUEUE.first(conn, fresh, order="file_id")
+            or QUEUE.first(conn, retry, order="file_id"))
 
 
 def next_wakeup(conn: sqlite3.Connection) -> int | None:
@@ -118,12 +115,7 @@ def next_wakeup(conn: sqlite3.Connection) -> int | None:
 
 
 def jobs(conn: sqlite3.Connection, *, state: str | None = None) -> list[Job]:
-    sql = f"SELECT {_COLS} FROM upload_queue"  # noqa: S608
-    args: tuple[object, ...] = ()
-    if state is not None:
-        sql += " WHERE state = ?"
-        args = (state,)
-    return [_job(r) for r in conn.execute(sql + " ORDER BY file_id", args)]
+    return QUEUE.select(conn, Where().eq_given(state=state), order="file_id")
 
 
 def start_multipart(conn: sqlite3.Connection, file_id: int, upload_id: str,

@@ -23,6 +23,7 @@ from mqtt.central import Central
 from agent.custody import verifier
 from agent.custody.verify_cli import main as dock_verify
 from agent.mqtt.fleet import FleetModel
+from agent.store import chain
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.spec import MIB, FootageSpec, RecorderSpec
 
@@ -176,7 +177,7 @@ def _resign(b: dict[str, Any], key: Ed25519PrivateKey) -> None:
     for cp in b["checkpoints"]:
         cp["key_id"] = raw.hex()
         cp["hash"] = by_seq[cp["seq"]]["hash"]
-        cp["signature"] = key.sign(verifier.checkpoint_message(
+        cp["signature"] = key.sign(chain.checkpoint_message(
             cp["dock_id"], cp["seq"], cp["hash"], cp["time_us"])).hex()
 
 
@@ -198,16 +199,16 @@ def _rechained(bundle: dict[str, Any], index: int, change: Any) -> dict[str, Any
     """Change entry `index` and recompute every hash from there (a careful forger)."""
     b = copy.deepcopy(bundle)
     change(b["entries"][index])
-    prev = b["entries"][index - 1]["hash"] if index else verifier.GENESIS_HASH
+    prev = b["entries"][index - 1]["hash"] if index else chain.GENESIS_HASH
     for e in b["entries"][index:]:
         e["prev_hash"] = prev
-        e["hash"] = prev = verifier.entry_hash(e)
+        e["hash"] = prev = chain.hash_entry(e)
     return b
 
 
 def test_dock_verify_needs_no_agent_state() -> None:
-    """The verifier imports only the canonical encoder from the agent: no database, no
-    config, no MQTT; it runs anywhere the package is installed."""
+    """The verifier imports only the chain walk and canonical encoder from the agent: no
+    database, no config, no MQTT; it runs anywhere the package is installed."""
     import subprocess
 
     code = ("import sys, agent.custody.verify_cli; "
@@ -217,7 +218,8 @@ def test_dock_verify_needs_no_agent_state() -> None:
                          check=True, env={**os.environ, "PYTHONPATH": ""}).stdout
     assert json.loads(out.replace("'", '"')) == [
         "agent", "agent.custody", "agent.custody.verifier", "agent.custody.verify_cli",
-        "agent.store", "agent.store.canonical", "agent.store.errors"]
+        "agent.store", "agent.store.canonical", "agent.store.chain", "agent.store.errors",
+        "agent.store.hashing"]
 
 
 async def test_rolled_back_ledger_raises_a_custody_alarm_centrally(

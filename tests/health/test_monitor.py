@@ -11,11 +11,11 @@ from agent.checkpointing import LedgerCheckpoints
 from agent.compliance.deadlines import HoursDeadline
 from agent.dockclock import dock_clock_probe
 from agent.health.monitor import HealthMonitor, HealthSources
+from agent.schemas import ALL_SCHEMAS
 from agent.settings import ClockSettings, DockSettings, HealthSettings, Settings
 from agent.store import faults
 from agent.store.db import Database
 from agent.store.ledger import Ledger, entries
-from agent.store.schemas import ALL_SCHEMAS
 from agent.watchdog import LoopLag
 
 HOUR_US = 3600 * 1_000_000

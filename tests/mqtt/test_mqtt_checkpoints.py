@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.mqtt.checkpoints import CheckpointWatch, checkpoint_payload, judge
 from agent.mqtt.validation import validate
+from agent.schemas import ALL_SCHEMAS
 from agent.store.db import Database
 from agent.store.ledger import Ledger, recent_checkpoints
-from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner
 
 KEY = Ed25519PrivateKey.generate()

@@ -12,7 +12,7 @@ from pathlib import Path
 import blake3
 
 from agent.domain import DockingContext, RecorderIdentity
-from agent.store.schemas import ALL_SCHEMAS
+from agent.schemas import ALL_SCHEMAS
 
 SCHEMAS = ALL_SCHEMAS
 DOCK_ID = "dock-test"

@@ -23,6 +23,7 @@ from agent.devices.events import (
 from agent.mount.mounter import DirectoryMounter
 from agent.offload import SCHEMA as OFFLOAD_SCHEMA
 from agent.offload import Offloader
+from agent.schemas import ALL_SCHEMAS
 from agent.session.context import SessionDeps
 from agent.session.recorder_link import recorder_client_opener
 from agent.session.runner import DockingSession
@@ -33,7 +34,6 @@ from agent.store import faults as faultreg
 from agent.store import ledger as ledgermod
 from agent.store.db import Database
 from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, VirtualRecorder
 from hw_sim.spec import FootageSpec, RecorderSpec

@@ -38,7 +38,7 @@ needs_fuse = pytest.mark.skipif(not _fuse_available() or os.geteuid() != 0,
 
 
 def rows(env: Env) -> list[evidence.StoredFile]:
-    return env.query(evidence.all_files)  # type: ignore[no-any-return]
+    return env.query(evidence.query)  # type: ignore[no-any-return]
 
 
 def prepare(bench: Bench, rec_spec: RecorderSpec) -> Path:

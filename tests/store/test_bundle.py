@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.custody.bundle import export_bundle
 from agent.custody.verifier import verify_bundle
+from agent.schemas import ALL_SCHEMAS
 from agent.store.db import Database
 from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner
 
 

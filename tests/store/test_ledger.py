@@ -185,7 +185,7 @@ def test_entries_read_on_a_readonly_connection(db: Database, db_path: Path) -> N
 
 def test_reopening_the_database_continues_the_chain(db_path: Path,
                                                     signer: CheckpointSigner) -> None:
-    from agent.store.schemas import ALL_SCHEMAS
+    from agent.schemas import ALL_SCHEMAS
     from agent.store.verify import verify_ledger
     led = Ledger(DOCK, signer, checkpoint_every=3)
     first = Database(db_path, ALL_SCHEMAS)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from upload_helpers import DOCK, RETENTION, UPLOAD
 
+from agent.schemas import ALL_SCHEMAS
 from agent.settings import UploadSettings
 from agent.store.db import Database
 from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner
 from agent.upload.s3client import S3Client, S3Config
 from agent.upload.uploader import Uploader
