@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt.broker import Broker, Pki  # tests/mqtt: the shared broker fixture code
-from mqtt.central import Central
+
+from tests.mqtt.broker import Broker, Pki  # tests/mqtt: the shared broker fixture code
+from tests.mqtt.central import Central
 
 from .harness import Rig
 

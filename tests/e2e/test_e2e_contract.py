@@ -26,15 +26,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mqtt.broker import Broker
-from mqtt.central import Central
-
 from agent.mqtt import contract
 from agent.mqtt.fleet import FleetModel
 from agent.mqtt.validation import validate
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.fusemount import fuse_available
 from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from . import contract_docs
 from .checks import all_ledger_delivered

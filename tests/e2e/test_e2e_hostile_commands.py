@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 import pytest
-from mqtt.broker import Broker
-from mqtt.central import Central
 
 from agent.mqtt.validation import load_schema
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from .conftest import DOCK_ID, RigFactory
 from .harness import Rig, until

@@ -160,7 +160,7 @@ async def test_command_ids_are_remembered_by_age_across_restarts(db_path, action
     many other commands come in meanwhile, across restarts; a command sent longer ago than
     the window is refused as stale instead of running again."""
     from agent.mqtt import SCHEMAS
-    from agent.mqtt.commands import REMEMBER_COMMANDS, REMEMBER_S, CommandProcessor
+    from agent.mqtt.command_processor import REMEMBER_COMMANDS, REMEMBER_S, CommandProcessor
     from agent.store.db import Database
 
     now = [1_800_000_000.0]

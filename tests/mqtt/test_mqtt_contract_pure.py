@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.mqtt import contract
-from agent.mqtt.commands import COMMANDS
+from agent.mqtt.command_processor import COMMANDS
 from agent.mqtt.validation import load_schema, schema_names, validate
 
 

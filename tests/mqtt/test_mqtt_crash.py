@@ -17,14 +17,14 @@ from agent.store.db import Database
 
 from .helpers import add_custody, until
 
-PROC = Path(__file__).with_name("agent_proc.py")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def start_agent(db_path: Path, settings) -> asyncio.subprocess.Process:
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(PROC), str(db_path), json.dumps(cfg),
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "tests.mqtt.agent_proc", str(db_path), json.dumps(cfg),
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT)
     line = await asyncio.wait_for(proc.stdout.readline(), 120)
     assert line.startswith(b"online"), line
     return proc
