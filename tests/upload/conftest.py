@@ -14,7 +14,6 @@ from upload_helpers import DOCK, RETENTION, UPLOAD
 from agent.settings import UploadSettings
 from agent.store.db import Database
 from agent.store.ledger import Ledger
-from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner
 from agent.upload.s3client import S3Client, S3Config
 from agent.upload.uploader import Uploader
@@ -48,13 +47,6 @@ def s3conf(rgw: rgw_mod.Rgw, bucket: str) -> S3Config:
 @pytest.fixture
 def s3(s3conf: S3Config) -> S3Client:
     return S3Client(s3conf)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "state" / "dock.sqlite3", ALL_SCHEMAS)
-    yield database
-    database.close()
 
 
 @pytest.fixture
