@@ -41,17 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "guest"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).parent / "guest"))  # the guest helpers (hil_specs)
 
 from blake3 import blake3
-from hil_fat import ImageFile, build_fat_image, delete_files, image_files
 from hil_specs import recorder_spec
-from hil_vm import ROOT, GuestError, GuestVM, build_image
 
 from agent.crashpoint import POINTS
 from hw_sim.storage import RecorderStorage
+
+from .hil_fat import ImageFile, build_fat_image, delete_files, image_files
+from .hil_vm import ROOT, GuestError, GuestVM, build_image
 
 MIB = 1 << 20
 SERIAL = "BWC00077"

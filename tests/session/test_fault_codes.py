@@ -11,8 +11,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from session_bench import SMALL, Bench, Env, spec, wait_state
-
 from agent.compliance.readiness import BatterySample, Verdict, evaluate
 from agent.dockview import facts_from_snapshot
 from agent.session.state_machine import State
@@ -21,6 +19,8 @@ from agent.store import assignments, recorder_history
 from agent.store.faults import Fault
 from firmware_bridge.messages import LogKind
 from hw_sim.spec import Faults, FootageSpec
+
+from .session_bench import SMALL, Bench, Env, spec, wait_state
 
 ENDED = (State.RELEASED, State.FAILED)
 FIELD = (

@@ -7,8 +7,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from session_bench import Bench, Env, spec, wait_state
-
 from agent.devices.events import (
     DeviceRejected,
     DirectoryStorage,
@@ -20,6 +18,8 @@ from agent.devices.events import (
 from agent.session.state_machine import State
 from agent.settings import DeviceSettings, RecorderSettings
 from hw_sim.spec import Faults
+
+from .session_bench import Bench, Env, spec, wait_state
 
 
 async def test_ten_bays_at_once(env: Env, bench: Bench) -> None:

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from store_helpers import T0, store_file
 
 from agent.store import outbox
 from agent.store.db import Database
@@ -26,6 +25,8 @@ from agent.store.evidence import (
     set_hold,
 )
 from agent.store.ledger import Ledger, entries, get_entry
+
+from .store_helpers import T0, store_file
 
 HASH = "ab" * 32
 

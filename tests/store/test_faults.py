@@ -6,7 +6,6 @@ import math
 import sqlite3
 
 import pytest
-from store_helpers import T0
 
 from agent.store import outbox
 from agent.store.db import Database
@@ -19,6 +18,8 @@ from agent.store.faults import (
     raise_fault,
 )
 from agent.store.ledger import Ledger, entries
+
+from .store_helpers import T0
 
 
 def test_codes_are_stable_snake_case() -> None:

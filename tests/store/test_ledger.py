@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
-from store_helpers import DOCK, T0
 
 from agent.store import outbox
 from agent.store.db import Database, open_readonly
@@ -26,6 +25,8 @@ from agent.store.ledger import (
     last_entry,
 )
 from agent.store.signing import CheckpointSigner
+
+from .store_helpers import DOCK, T0
 
 GOLDEN_BYTES = (
     '{"bay":"bay-1","data":{"a":"é","b":1.5},"dock_id":"dock-01","kind":"docked",'

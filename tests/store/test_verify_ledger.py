@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from store_helpers import DOCK, T0, tamper
 
 from agent.store.canonical import canonical_text
 from agent.store.db import Database, _split_statements, open_readonly
@@ -18,6 +17,8 @@ from agent.store.ledger import Ledger, entry_hash
 from agent.store.schemas import ALL_SCHEMAS
 from agent.store.signing import CheckpointSigner
 from agent.store.verify import VerifyReport, verify_ledger
+
+from .store_helpers import DOCK, T0, tamper
 
 
 @pytest.fixture

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_helpers import store_file, tamper
 
 from agent.store.db import Database, open_readonly
 from agent.store.evidence import get_file, mark_purged
 from agent.store.layout import PARTIAL_PREFIX
 from agent.store.ledger import Ledger
 from agent.store.verify import VerifyReport, hash_file, verify_all, verify_store
+
+from .store_helpers import store_file, tamper
 
 CONTENT = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes
 
@@ -158,7 +159,7 @@ def test_file_committed_during_the_audit_is_not_called_extra(
     import datetime as dt
 
     from blake3 import blake3
-    from store_helpers import T0
+    from .store_helpers import T0
 
     from agent.store.evidence import StoredFileRecord, commit_file, layout_relpath
     rel = layout_relpath("U01", "SER00001", "007", dt.date(2026, 11, 21), "LATE.MP4")

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from upload_helpers import DOCK, RETENTION, UPLOAD
 
 from agent.settings import UploadSettings
 from agent.store.db import Database
@@ -18,6 +17,8 @@ from agent.store.signing import CheckpointSigner
 from agent.upload.s3client import S3Client, S3Config
 from agent.upload.uploader import Uploader
 from hw_sim import rgw as rgw_mod
+
+from .upload_helpers import DOCK, RETENTION, UPLOAD
 
 _buckets = itertools.count(1)
 

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-from upload_helpers import DAY_US, NOW_US, RETENTION, store_file
 
 from agent.commands import in_scope
 from agent.store import ledger as ledger_mod
@@ -21,6 +20,8 @@ from agent.store.ledger import Ledger
 from agent.upload import queue
 from agent.upload.retention import Retention, plan, set_scope
 from agent.upload.s3client import S3Client, S3Config
+
+from .upload_helpers import DAY_US, NOW_US, RETENTION, store_file
 
 GiB = 1 << 30
 

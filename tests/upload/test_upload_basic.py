@@ -6,8 +6,6 @@ import hashlib
 import os
 from pathlib import Path
 
-from upload_helpers import store_file
-
 from agent.store import ledger as ledger_mod
 from agent.store.db import Database
 from agent.store.faults import open_faults
@@ -15,6 +13,8 @@ from agent.store.ledger import Ledger
 from agent.upload import queue
 from agent.upload.objects import decode_meta
 from agent.upload.s3client import S3Client
+
+from .upload_helpers import store_file
 
 
 async def test_small_and_multipart_files_upload_with_metadata_and_proof(

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from upload_helpers import UPLOAD, FaultProxy, store_file, wait_for, write_config
 
 from agent.store import ledger as ledger_mod
 from agent.store.db import Database
@@ -25,6 +24,8 @@ from agent.store.ledger import Ledger
 from agent.upload import queue
 from agent.upload.objects import object_key
 from agent.upload.s3client import S3Client, S3Config
+
+from .upload_helpers import UPLOAD, FaultProxy, store_file, wait_for, write_config
 
 
 def _uploaded(db: Database) -> list[ledger_mod.LedgerEntry]:
