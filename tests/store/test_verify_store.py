@@ -159,9 +159,10 @@ def test_file_committed_during_the_audit_is_not_called_extra(
     import datetime as dt
 
     from blake3 import blake3
-    from .store_helpers import T0
 
     from agent.store.evidence import StoredFileRecord, commit_file, layout_relpath
+
+    from .store_helpers import T0
     rel = layout_relpath("U01", "SER00001", "007", dt.date(2026, 11, 21), "LATE.MP4")
     (store / rel).parent.mkdir(parents=True, exist_ok=True)
     (store / rel).write_bytes(b"late")

@@ -180,12 +180,12 @@ purge = true
 
 
 def test_health_reports_the_upload_backlog(tmp_path: Path) -> None:
-    from .upload_helpers import store_file
-
     from agent.health.monitor import _upload_health
     from agent.store.db import Database
     from agent.store.ledger import Ledger
     from agent.store.schemas import ALL_SCHEMAS
+
+    from .upload_helpers import store_file
 
     db = Database(tmp_path / "s.sqlite3", ALL_SCHEMAS)
     try:
