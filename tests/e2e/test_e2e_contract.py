@@ -224,8 +224,8 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
                 "offline status", agent=None)
     docked_now = (a, c, d, e)
     for spec in docked_now:
-        await until(lambda s=spec: bool(traffic.on(f"recorder/{s.serial}/state"))
-                    and traffic.on(f"recorder/{s.serial}/state")[-1].get("stale") is True,
+        await until(lambda: bool(traffic.on(f"recorder/{spec.serial}/state"))  # awaited at once
+                    and traffic.on(f"recorder/{spec.serial}/state")[-1].get("stale") is True,
                     f"{spec.serial} stale after the stop")
     log = rig.agent.log_text()
     assert "Unspecified error" not in log and "mqtt disconnected:" not in log, log[-3000:]

@@ -367,7 +367,7 @@ class Trial:
 def random_cuts(rng: random.Random) -> list[Cut]:
     """One to three cuts: deliberate steps (early arrivals, which a trial surely reaches)
     or random delays into the offload."""
-    cuts = []
+    cuts: list[Cut] = []
     for _ in range(rng.randint(1, 3)):
         if rng.random() < 0.6:
             point = rng.choice(list(MOMENTS))

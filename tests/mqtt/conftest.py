@@ -61,6 +61,14 @@ class RecordingActions:
             {"bay": "1", "serial": "REC00001", "officer": "0042", "officer_name": "Li Wei",
              "verdict": "READY", "reasons": [], "eta_s": None}]}
 
+    async def ack_upload(self, files: list[str]) -> dict[str, Any]:
+        self.calls.append(("ack_upload", list(files)))
+        return {"acknowledged": len(files)}
+
+    async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(("lifecycle", (name, dict(args))))
+        return {}
+
     async def rebirth(self) -> None:
         self.calls.append(("rebirth", None))
 

@@ -5,7 +5,6 @@ its private `Client._sock`. If a paho release changes that, these tests say so."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -54,7 +53,7 @@ class _CountingSocket(BufferedSocket):
 async def test_paho_reads_and_writes_only_through_the_swapped_socket(
         broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[BufferedSocket] = []
-    original: Callable[..., Any] = paho_socket.BufferedSocket
+    original = paho_socket.BufferedSocket
 
     def counting(*args: Any) -> BufferedSocket:
         sock = _CountingSocket(*args)

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from agent.compliance.readiness import BatterySample, Verdict, evaluate
 from agent.dockview import facts_from_snapshot
@@ -162,7 +162,9 @@ async def test_battery_history_outlives_the_docking_and_gives_an_eta_at_once(
     await wait_state(b1.session("SN000206"), *ENDED)
 
     def stored() -> list[recorder_history.BatteryRecord]:
-        return env.query(lambda c: recorder_history.battery_history(c, "SN000206"))
+        found: list[recorder_history.BatteryRecord] = env.query(
+            lambda c: recorder_history.battery_history(c, "SN000206"))
+        return found
 
     deadline = time.monotonic() + 60
     while len({r.percent for r in stored()}) < 3:
@@ -180,7 +182,7 @@ async def test_battery_history_outlives_the_docking_and_gives_an_eta_at_once(
     s = b2.session("SN000206")
     await wait_state(s, *ENDED)
     snap = b2.supervisor.snapshot()[0]
-    samples = snap["battery_samples"]
+    samples = cast(list[tuple[float, float, bool]], snap["battery_samples"])
     assert len(samples) >= 3 and samples[0][0] < s.docked_at  # from the earlier docking
     facts = facts_from_snapshot(snap, [BatterySample(t, p) for t, p, _ in samples], [])
     r = evaluate(facts, ReadinessSettings(min_battery_percent=90, min_free_gb=0.0), 1000)
@@ -191,7 +193,7 @@ def test_battery_history_retention_is_bounded(env: Env, monkeypatch: Any) -> Non
     monkeypatch.setattr(recorder_history, "MAX_SAMPLES", 5)
     t0 = 1_800_000_000_000_000
     for i in range(12):
-        env.db.write_sync(lambda c, i=i: recorder_history.record_battery(
+        env.db.write_sync(lambda c: recorder_history.record_battery(  # runs at once
             c, "SN000207", {"percent": 10 + i, "charging": True}, time_us=t0 + i * 1_000_000,
             session_id=None))
     # unchanged readings within KEEP_EVERY_US are not stored again

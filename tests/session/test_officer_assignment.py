@@ -28,9 +28,10 @@ needs_fuse = pytest.mark.skipif(not fuse_available(), reason="needs FUSE (/dev/f
 
 
 def _evidence(env: Env) -> list[tuple[str, str, str]]:
-    return env.query(lambda c: c.execute(
+    rows: list[tuple[str, str, str]] = env.query(lambda c: c.execute(
         "SELECT officer_no, officer_name, stored_relpath FROM evidence_files ORDER BY id"
     ).fetchall())
+    return rows
 
 
 def _assign_b(env: Env, serial: str) -> None:

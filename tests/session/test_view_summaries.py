@@ -4,6 +4,7 @@ dock view's coalesced refreshes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ class Reporter:
 
 
 @pytest.fixture
-def view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+         ) -> Iterator[tuple[DockView, Supervisor, Reporter]]:
     monkeypatch.setattr(dockview, "COALESCE_S", 3600.0)  # refreshes only when the test says
     settings = Settings(dock=DockSettings(id="dock-v", store_dir=tmp_path, state_dir=tmp_path),
                         clock=ClockSettings(assume_synchronised=True))
@@ -78,7 +80,8 @@ def step(v: DockView, s: Session, state: str) -> None:
     v.sessions_changed()
 
 
-async def test_pulled_mid_offload_between_refreshes(view) -> None:
+async def test_pulled_mid_offload_between_refreshes(
+        view: tuple[DockView, Supervisor, Reporter]) -> None:
     v, sup, rep = view
     first = Session("BWC1", "s1")
     sup.live = [first]
@@ -92,7 +95,8 @@ async def test_pulled_mid_offload_between_refreshes(view) -> None:
     assert rep.progress == [("BWC1", "progress"), ("BWC1", "interrupted")]
 
 
-async def test_finished_and_pulled_between_refreshes(view) -> None:
+async def test_finished_and_pulled_between_refreshes(
+        view: tuple[DockView, Supervisor, Reporter]) -> None:
     v, sup, rep = view
     first = Session("BWC2", "s1")
     sup.live = [first]
@@ -106,7 +110,7 @@ async def test_finished_and_pulled_between_refreshes(view) -> None:
     assert len(rep.progress) == 2  # once
 
 
-async def test_seen_offloads_report_once(view) -> None:
+async def test_seen_offloads_report_once(view: tuple[DockView, Supervisor, Reporter]) -> None:
     v, sup, rep = view
     s = Session("BWC3", "s1")
     sup.live = [s]

@@ -66,7 +66,7 @@ def store(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_uploader(db: Database, ledger: Ledger, store: Path, s3conf: S3Config
-                  ) -> Callable[..., Uploader]:
+                  ) -> Iterator[Callable[..., Uploader]]:
     made: list[Uploader] = []
 
     def make(conf: S3Config | None = None, settings: UploadSettings = UPLOAD,
@@ -76,6 +76,6 @@ def make_uploader(db: Database, ledger: Ledger, store: Path, s3conf: S3Config
         made.append(up)
         return up
 
-    yield make  # type: ignore[misc]
+    yield make
     for u in made:
         u.close()
