@@ -42,7 +42,7 @@ def _check_officer(record: Mapping[str, str]) -> dict[str, str]:
 
 
 class AgentActions:
-    """The agent's `CommandActions` (agent.mqtt.commands), given every collaborator when
+    """The agent's `CommandActions` (agent.mqtt.command_processor), given every collaborator when
     it is built."""
 
     def __init__(self, settings: Settings, db: Database, ledger: Ledger, view: DockView, *,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from agent.lifecycle import audit as lifecycle_audit
 from agent.lifecycle import register as lifecycle_register
 from agent.lifecycle import tags as lifecycle_tags
-from agent.mqtt import commands as mqtt_commands
+from agent.mqtt import command_processor as mqtt_commands
 from agent.offload import journal as offload_journal
 from agent.store.schemas import STORE_SCHEMAS
 from agent.upload import queue as upload_queue

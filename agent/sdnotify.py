@@ -40,22 +40,6 @@ def notify(state: str) -> bool:
     return True
 
 
-def ready(status: str = "") -> bool:
-    return notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
-
-
-def stopping() -> bool:
-    return notify("STOPPING=1")
-
-
-def status(text: str) -> bool:
-    return notify(f"STATUS={text}")
-
-
-def watchdog() -> bool:
-    return notify("WATCHDOG=1")
-
-
 def watchdog_interval() -> float | None:
     """The watchdog timeout in seconds if systemd expects pings from this process, else None."""
     usec = os.environ.get("WATCHDOG_USEC")

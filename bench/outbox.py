@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.mqtt import SCHEMAS
-from agent.mqtt.commands import NoActions
 from agent.mqtt.reporter import Reporter
 from agent.settings import MqttSettings
 from agent.store import outbox
 from agent.store.db import Database
+from tests.mqtt.no_actions import NoActions  # the bench sends no commands
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 

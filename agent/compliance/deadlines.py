@@ -53,9 +53,6 @@ class HoursDeadline:
     def due(self, event_utc: datetime) -> datetime:
         return _utc(event_utc) + timedelta(hours=self.hours)
 
-    def describe(self) -> str:
-        return f"{self.hours:g} hours"
-
 
 @dataclass(frozen=True)
 class WorkingDaysDeadline:
@@ -85,9 +82,6 @@ class WorkingDaysDeadline:
                     end_local = datetime.combine(day + timedelta(days=1), time(0), self.tz)
                     return end_local.astimezone(UTC)
         raise DeadlineConfigError("no working day found within a year: check the holiday list")
-
-    def describe(self) -> str:
-        return f"{self.days} working days"
 
 
 DeadlinePolicy = HoursDeadline | WorkingDaysDeadline

@@ -1,6 +1,6 @@
 """MQTT reporting: transport, durable outbox drain, retained state, commands, fleet view."""
 
-from agent.mqtt import commands as _commands
+from agent.mqtt import command_processor as _commands
 from agent.store import outbox as _outbox
 
 # Every table the reporter needs, for `Database(path, [..., *SCHEMAS])`.

@@ -26,10 +26,10 @@ from agent.mqtt import strictjson
 from agent.mqtt.backoff import Backoff
 from agent.mqtt.checkpoints import CheckpointWatch
 from agent.mqtt.errors import MqttError, PayloadInvalid
+from agent.mqtt.fleet_table import render_table
 from agent.mqtt.topics import fleet_filters
 from agent.mqtt.transport import PahoTransport
 from agent.mqtt.validation import schema_for_topic, schema_names, validate
-from agent.printable import printable
 from agent.settings import MqttSettings
 
 
@@ -75,7 +75,7 @@ class DockView:
 
 
 class FleetModel:
-    """Pure: feed it (topic, payload) pairs; read `snapshot()` or `render_table()`."""
+    """Pure: feed it (topic, payload) pairs; read `snapshot()` (shown by fleet_table)."""
 
     def __init__(self, prefix: str = "dock/v1", *, checkpoint_state: Path | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -301,46 +301,6 @@ class FleetModel:
             })
         return {"docks": docks}
 
-    def render_table(self) -> str:
-        lines = [f"{'DOCK':<14} {'STATE':<8} {'OUTBOX':>7} {'DROPPED':>7} {'FAULTS':>6} "
-                 f"{'MISSING':>7} {'LOST':>5}"]
-        for d in self.snapshot()["docks"]:
-            lines.append(f"{d['dock_id']:<14} {'online' if d['online'] else 'OFFLINE':<8} "
-                         f"{_dash(d['outbox_depth']):>7} {_dash(d['dropped']):>7} "
-                         f"{len(d['open_faults']):>6} {len(d['missing_seqs']):>7} "
-                         f"{len(d['lost_seqs']):>5}")
-        lines.append("")
-        lines.append(f"{'DOCK':<14} {'RECORDER':<12} {'BAY':<4} {'OFFICER':<10} {'BATT':>5} "
-                     f"{'READINESS':<10} {'LAST OFFLOAD':<25} NOTE")
-        for d in self.snapshot()["docks"]:
-            for r in d["recorders"]:
-                if not r["docked"]:
-                    continue
-                batt = "-" if r["battery_percent"] is None else f"{r['battery_percent']:.0f}%"
-                note = "stale" if r["stale"] else ", ".join(r["reasons"])
-                if r["progress"] and not r["stale"]:
-                    p = r["progress"]
-                    note = (note + " " if note else "") + (
-                        f"offload {p.get('files_done', '?')}/{p.get('files_total', '?')}")
-                lines.append(f"{d['dock_id']:<14} {r['serial']:<12} {r['bay']:<4} "
-                             f"{r['officer'] or '-':<10} {batt:>5} {r['readiness']:<10} "
-                             f"{r['last_offload'] or '-':<25} {note}")
-        for d in self.snapshot()["docks"]:
-            bad = d["last_invalid"]
-            if bad is not None:
-                lines.append(f"INVALID {d['dock_id']} {d['invalid_messages']} message(s) refused;"
-                             f" last on {bad['topic']}: {bad['error']}")
-        for d in self.snapshot()["docks"]:
-            for f in d["open_faults"]:
-                lines.append(f"FAULT {d['dock_id']} {f['subject'] or '-'} {f['code']} "
-                             f"{f['time'] or ''} {f['message'] or ''}".rstrip())
-        for d in self.snapshot()["docks"]:
-            for a in d["custody_alarms"]:
-                lines.append(f"CUSTODY ALARM {d['dock_id']} {a['alarm']}: {a['detail']}")
-        # Every string here came from the network: each entry is one line, and no control
-        # character reaches the terminal.
-        return "\n".join(printable(line) for line in lines) + "\n"
-
 
 MAX_TRACKED_GAP = 100_000  # a larger jump is a reset dock, not lost events
 GAP_GRACE_S = 5.0
@@ -375,10 +335,6 @@ def _check_subject(dock_id: str, rest: list[str], body: dict[str, Any]) -> None:
 @cache
 def _state_schemas() -> frozenset[str]:
     return frozenset(schema_names())
-
-
-def _dash(v: object) -> str:
-    return "-" if v is None else str(v)
 
 
 def fleet_settings(
@@ -434,7 +390,7 @@ async def run_fleet(
         if json:
             stream.write(_json_dumps(model.snapshot()) + "\n")
         else:
-            stream.write(model.render_table() + ("" if once else "\n"))
+            stream.write(render_table(model.snapshot()) + ("" if once else "\n"))
         stream.flush()
 
     while True:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EVENT_STREAMS = ("custody", "fault", "health")
-
 
 class TopicError(ValueError):
     """A dock id, serial or command name cannot be used as a topic level."""

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Sourced by scripts/demo and scripts/test: install what they need, idempotently.
 #   - apt packages that are missing (sudo when not root; apt-get update only if needed)
-#   - the virtual environment .venv with `pip install -e '.[dev]'`, redone only when
-#     pyproject.toml changed (its hash is stored in the venv)
+#   - the virtual environment .venv with `pip install -e '.[dev]' -e packaging/sim` (the
+#     simulator is a dev package of its own), redone only when pyproject.toml or
+#     packaging/sim/pyproject.toml changed (their hash is stored in the venv)
 # DOCK_SKIP_APT=1 skips the apt step; DOCK_SKIP_BOOTSTRAP=1 skips both.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -57,7 +58,7 @@ ensure_apt() {
 
 ensure_venv() {
     local want stamp="$VENV/.dock-agent-pyproject.sha256"
-    want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT/packaging/sim/pyproject.toml" | sha256sum | cut -d' ' -f1)"
     if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
         return 0
     fi
@@ -66,7 +67,9 @@ ensure_venv() {
         python3 -m venv "$VENV"
     fi
     say "installing dock-agent and its development dependencies into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${ROOT}[dev]"
+    # the simulator (hw_sim, dock-sim) is a dev package of its own: never in the production wheel
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${ROOT}[dev]" \
+        -e "$ROOT/packaging/sim"
     printf '%s\n' "$want" >"$stamp"
 }
 

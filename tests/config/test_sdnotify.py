@@ -24,9 +24,9 @@ def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.
 
 
 def test_ready_and_watchdog_reach_the_manager(manager: socket.socket) -> None:
-    assert sdnotify.ready("3 bays")
+    assert sdnotify.notify("READY=1\nSTATUS=3 bays")
     assert manager.recv(4096) == b"READY=1\nSTATUS=3 bays"
-    assert sdnotify.watchdog()
+    assert sdnotify.notify("WATCHDOG=1")
     assert manager.recv(4096) == b"WATCHDOG=1"
     assert sdnotify.notify("STOPPING=1")
     assert manager.recv(4096) == b"STOPPING=1"
@@ -38,7 +38,7 @@ def test_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
         sock.bind("\0" + name)
         sock.settimeout(5)
         monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
-        assert sdnotify.status("offloading")
+        assert sdnotify.notify("STATUS=offloading")
         assert sock.recv(4096) == b"STATUS=offloading"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agent.devices.errors import DeviceConfigError
@@ -329,7 +331,7 @@ def test_unrelated_ttys_are_ignored(tracker: DeviceTracker) -> None:
     ],
 )
 def test_bad_allowlist_is_a_config_error(field: str, value: str, message: str) -> None:
-    entry = {"vid": "1d6b", "pid": "0104", field: value}
+    entry: dict[str, Any] = {"vid": "1d6b", "pid": "0104", field: value}
     with pytest.raises(DeviceConfigError, match=message):
         DeviceTracker(settings(allow=[AllowedDevice(**entry)]))
 

@@ -13,8 +13,9 @@ from agent.control import ControlClientError, ControlServer, request
 from agent.dockctl.cli import EXIT_FINDING, EXIT_OK, EXIT_UNREACHABLE, main
 from agent.dockctl.render import progress_bar, table
 
-READY = {"bay": "1", "serial": "BWC00001", "officer": "0012345", "verdict": "READY",
-         "reasons": [], "eta_s": None}
+READY: dict[str, object] = {
+    "bay": "1", "serial": "BWC00001", "officer": "0012345", "verdict": "READY", "reasons": [],
+    "eta_s": None}
 LOW = {"bay": "2", "serial": "BWC00002", "officer": "0012346", "verdict": "NOT_READY",
        "reasons": [{"code": "battery_low", "message": "battery 40% < 90%"}], "eta_s": None}
 

@@ -48,7 +48,7 @@ EVENTS = [(1_795_000_000.0 + i, text) for i, text in enumerate([
 ])]
 
 
-def test_live_view_fits_80_columns_without_clipping():
+def test_live_view_fits_80_columns_without_clipping() -> None:
     text = watch.render(watch.Snapshot(busy_dock(), EVENTS), now=1_795_000_000.0, columns=80)
     too_wide = [line for line in text.splitlines() if display_width(line) > 80]
     assert too_wide == []
@@ -58,7 +58,7 @@ def test_live_view_fits_80_columns_without_clipping():
     assert "interrupted: 12 new, 3 old" in text and "complete: 6 new, 2 old" in text
 
 
-def test_status_and_watch_agree_on_column_order():
+def test_status_and_watch_agree_on_column_order() -> None:
     status = cli._status_text(busy_dock()).splitlines()
     live = watch.render(watch.Snapshot(busy_dock(), []), now=0.0).splitlines()
     header = next(line for line in status if line.startswith("BAY"))

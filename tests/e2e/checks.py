@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mqtt.central import Central
+from tests.mqtt.central import Central
 
 from .harness import Rig
 

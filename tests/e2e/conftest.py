@@ -1,16 +1,14 @@
-"""Fixtures for the end-to-end tests: a real mosquitto with TLS and ACLs (the MQTT suite's
-broker, imported), a central MQTT client, and a `Rig` per test whose agent process and
+"""Fixtures for the end-to-end tests: the shared broker, PKI and central client of
+tests/conftest.py (with this suite's identities), and a `Rig` per test whose agent process and
 virtual dock are torn down even when the test fails."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt.broker import Broker, Pki  # tests/mqtt: the shared broker fixture code
-from mqtt.central import Central
 
 from .harness import Rig
 
@@ -18,24 +16,9 @@ DOCK_ID = "dock-e2e"
 IDENTITIES = [DOCK_ID, "central", "dock-other"]
 
 
-@pytest.fixture(scope="session")
-def e2e_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki.create(tmp_path_factory.mktemp("e2e-pki"), IDENTITIES)
-
-
 @pytest.fixture
-def broker(tmp_path: Path, e2e_pki: Pki) -> Iterator[Broker]:
-    b = Broker(tmp_path / "broker", e2e_pki)
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-async def central(broker: Broker) -> AsyncIterator[Central]:
-    c = await Central(broker.settings("central")).start()
-    yield c
-    await c.stop()
+def broker_identities() -> Sequence[str]:
+    return IDENTITIES  # the broker, PKI and central client: tests/conftest.py
 
 
 RigFactory = Callable[..., Rig]

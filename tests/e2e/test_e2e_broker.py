@@ -4,11 +4,10 @@ every one of them reaches the central side, in order, without gaps."""
 
 from __future__ import annotations
 
-from mqtt.broker import Broker
-from mqtt.central import Central
-
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.spec import MIB, FootageSpec, RecorderSpec
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from .checks import all_ledger_delivered, check_ledger_delivered, ledger_events
 from .conftest import DOCK_ID, RigFactory

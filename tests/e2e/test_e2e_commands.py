@@ -8,12 +8,12 @@ import json
 from typing import Any
 
 import pytest
-from mqtt.broker import Broker
-from mqtt.central import Central
 
 from agent.mqtt.errors import PublishRejected
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.spec import MIB, FootageSpec, RecorderSpec
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from .checks import all_ledger_delivered, check_ledger_delivered
 from .conftest import DOCK_ID, RigFactory

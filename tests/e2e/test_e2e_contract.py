@@ -26,15 +26,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mqtt.broker import Broker
-from mqtt.central import Central
-
 from agent.mqtt import contract
 from agent.mqtt.fleet import FleetModel
 from agent.mqtt.validation import validate
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.fusemount import fuse_available
 from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from . import contract_docs
 from .checks import all_ledger_delivered
@@ -225,8 +224,8 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
                 "offline status", agent=None)
     docked_now = (a, c, d, e)
     for spec in docked_now:
-        await until(lambda s=spec: bool(traffic.on(f"recorder/{s.serial}/state"))
-                    and traffic.on(f"recorder/{s.serial}/state")[-1].get("stale") is True,
+        await until(lambda: bool(traffic.on(f"recorder/{spec.serial}/state"))  # awaited at once
+                    and traffic.on(f"recorder/{spec.serial}/state")[-1].get("stale") is True,
                     f"{spec.serial} stale after the stop")
     log = rig.agent.log_text()
     assert "Unspecified error" not in log and "mqtt disconnected:" not in log, log[-3000:]

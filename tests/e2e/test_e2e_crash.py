@@ -10,13 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
-from mqtt.broker import Broker
-from mqtt.central import Central
 
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.fusemount import fuse_available
 from hw_sim.recorder import VirtualRecorder
 from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from .checks import all_ledger_delivered, check_ledger_delivered
 from .conftest import RigFactory

@@ -17,15 +17,16 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from mqtt.broker import Broker
-from mqtt.central import Central
 
 from agent.custody import verifier
 from agent.custody.verify_cli import main as dock_verify
 from agent.mqtt.fleet import FleetModel
+from agent.mqtt.fleet_table import render_table
 from agent.store import chain
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.spec import MIB, FootageSpec, RecorderSpec
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from .conftest import RigFactory
 from .harness import PYTHON, Rig, until
@@ -283,7 +284,7 @@ async def test_rolled_back_ledger_raises_a_custody_alarm_centrally(
     feed()
     alarms = fleet.snapshot()["docks"][0]["custody_alarms"]
     assert [a["alarm"] for a in alarms] == ["rolled_back"], alarms
-    assert "CUSTODY ALARM dock-e2e rolled_back" in fleet.render_table()
+    assert "CUSTODY ALARM dock-e2e rolled_back" in render_table(fleet.snapshot())
     # a fleet view started only now still knows the last good checkpoint
     (dock,) = (await rig.dockctl_json(*fleet_cli, expect=(1,)))["docks"]
     assert [a["alarm"] for a in dock["custody_alarms"]] == ["rolled_back"], dock

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt.broker import Broker
-from mqtt.central import Central
 
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.fusemount import fuse_available
 from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from .checks import all_ledger_delivered, ledger_events
 from .conftest import DOCK_ID, RigFactory

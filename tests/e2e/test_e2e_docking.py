@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 
-from mqtt.broker import Broker
-from mqtt.central import Central
-
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.fusemount import fuse_available
 from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from .checks import all_ledger_delivered, check_ledger_delivered, retained_state, status_bodies
 from .conftest import RigFactory

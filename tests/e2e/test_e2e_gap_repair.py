@@ -15,11 +15,10 @@ import io
 import time
 from typing import Any
 
-from mqtt.broker import Broker
-
 from agent.mqtt.fleet import DockView, FleetModel, run_fleet
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.spec import MIB, FootageSpec, RecorderSpec
+from tests.mqtt.broker import Broker
 
 from .conftest import DOCK_ID, RigFactory
 from .harness import until

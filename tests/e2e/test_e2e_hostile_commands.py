@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 import pytest
-from mqtt.broker import Broker
-from mqtt.central import Central
 
 from agent.mqtt.validation import load_schema
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from .conftest import DOCK_ID, RigFactory
 from .harness import Rig, until
@@ -244,8 +244,8 @@ async def test_a_retained_command_runs_at_most_once(
         else:
             broker.restart()
             await central.reconnect()
-        await until(lambda s=seen: ignored() > s, f"retained command ignored after {how}",
-                    agent=rig.agent)
+        await until(lambda: ignored() > seen,  # awaited at once: seen is current
+                    f"retained command ignored after {how}", agent=rig.agent)
         seen = ignored()
     # Its id is remembered, so even a live repeat does not run it again.
     await central.command(DOCK_ID, "assign-officer", body)

@@ -7,10 +7,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from bridge_helpers import SECRET, Device, MemoryRecorder
 
 from firmware_bridge.client import RecorderClient
 from firmware_bridge.device import DeviceEndpoint, DeviceServer, open_pty
+
+from .bridge_helpers import SECRET, Device, MemoryRecorder
 
 
 @pytest.fixture

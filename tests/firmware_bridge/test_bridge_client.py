@@ -10,7 +10,6 @@ from pathlib import Path
 
 import blake3
 import pytest
-from bridge_helpers import SECRET, T0, Device, MemoryRecorder, raw_frame
 
 from firmware_bridge import messages as m
 from firmware_bridge.client import POLICIES, RecorderClient
@@ -23,6 +22,8 @@ from firmware_bridge.errors import (
     LinkTimeout,
     ProtocolError,
 )
+
+from .bridge_helpers import SECRET, T0, Device, MemoryRecorder, raw_frame
 
 # Hang guard only: a correct client finishes far sooner; nothing asserts on durations.
 GUARD = 30.0

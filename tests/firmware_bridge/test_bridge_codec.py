@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from bridge_helpers import raw_frame as _raw_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import MESSAGES, any_message, officers
 
 from firmware_bridge import messages as m
 from firmware_bridge.cobs import cobs_decode, cobs_encode
@@ -19,6 +17,9 @@ from firmware_bridge.codec import (
     encode_frame,
 )
 from firmware_bridge.errors import FieldError, FrameError, PayloadError, ProtocolError
+
+from .bridge_helpers import raw_frame as _raw_frame
+from .strategies import MESSAGES, any_message, officers
 
 
 def test_every_message_type_has_a_strategy() -> None:

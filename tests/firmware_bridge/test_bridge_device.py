@@ -6,15 +6,16 @@ import itertools
 
 import blake3
 import pytest
-from bridge_helpers import SECRET, MemoryRecorder, raw_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import names
 
 from firmware_bridge import auth
 from firmware_bridge import messages as m
 from firmware_bridge.codec import decode_frame, encode_frame
 from firmware_bridge.device import DeviceEndpoint, DeviceFault
+
+from .bridge_helpers import SECRET, MemoryRecorder, raw_frame
+from .strategies import names
 
 _ids = itertools.count(1)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 
-from bridge_helpers import SECRET, MemoryRecorder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +14,8 @@ from firmware_bridge import messages as m
 from firmware_bridge.codec import Frame, FrameDecoder, Rejected, decode_frame, encode_frame
 from firmware_bridge.device import DeviceEndpoint
 from firmware_bridge.errors import ProtocolError
+
+from .bridge_helpers import SECRET, MemoryRecorder
 
 SEED = 20261123
 N_STREAMS = 100_000

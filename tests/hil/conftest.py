@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hil_session import Guest
-from hil_vm import ROOT, GuestVM, build_image
+
+from .hil_session import Guest
+from .hil_vm import ROOT, GuestVM, build_image
 
 ENABLED = os.environ.get("DOCK_HIL") == "1"
 

@@ -41,17 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "guest"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).parent / "guest"))  # the guest helpers (hil_specs)
 
 from blake3 import blake3
-from hil_fat import ImageFile, build_fat_image, delete_files, image_files
 from hil_specs import recorder_spec
-from hil_vm import ROOT, GuestError, GuestVM, build_image
 
 from agent.crashpoint import POINTS
 from hw_sim.storage import RecorderStorage
+
+from .hil_fat import ImageFile, build_fat_image, delete_files, image_files
+from .hil_vm import ROOT, GuestError, GuestVM, build_image
 
 MIB = 1 << 20
 SERIAL = "BWC00077"
@@ -368,7 +367,7 @@ class Trial:
 def random_cuts(rng: random.Random) -> list[Cut]:
     """One to three cuts: deliberate steps (early arrivals, which a trial surely reaches)
     or random delays into the offload."""
-    cuts = []
+    cuts: list[Cut] = []
     for _ in range(rng.randint(1, 3)):
         if rng.random() < 0.6:
             point = rng.choice(list(MOMENTS))

@@ -11,12 +11,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent / "guest"))
 
-from hil_fat import ImageFile, build_fat_image, image_files
 from hil_specs import recorder_spec
-from hil_vm import GuestResult, GuestVM
 
 from hw_sim.footage import expected_files
 from hw_sim.storage import RecorderStorage
+
+from .hil_fat import ImageFile, build_fat_image, image_files
+from .hil_vm import GuestResult, GuestVM
 
 
 @dataclass

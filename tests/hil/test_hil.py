@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 import pytest
-from hil_session import Guest, RecorderImage
+
+from .hil_session import Guest, RecorderImage
 
 pytestmark = pytest.mark.timeout(1500)
 MIB = 1 << 20

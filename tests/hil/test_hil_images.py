@@ -7,13 +7,14 @@ import shutil
 import struct
 from pathlib import Path
 
-import hil_session  # noqa: F401  (puts the guest helpers on sys.path)
 import pytest
-from hil_fat import PART_START, SECTOR, build_fat_image, image_files
 from hil_specs import recorder_spec
 
 from hw_sim.footage import expected_files
 from hw_sim.storage import RecorderStorage
+
+from . import hil_session  # noqa: F401  (puts the guest helpers on sys.path)
+from .hil_fat import PART_START, SECTOR, build_fat_image, image_files
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("mkfs.vfat") and shutil.which("mcopy")), reason="needs dosfstools, mtools"

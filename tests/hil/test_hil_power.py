@@ -15,8 +15,9 @@ import os
 from pathlib import Path
 
 import pytest
-from hil_power import Cut, Trial, summarise
-from hil_vm import build_image
+
+from .hil_power import Cut, Trial, summarise
+from .hil_vm import build_image
 
 pytestmark = pytest.mark.timeout(2400)
 

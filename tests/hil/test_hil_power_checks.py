@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from hil_fat import ImageFile
-from hil_power import check_custody
+from .hil_fat import ImageFile
+from .hil_power import check_custody
 
 A = ImageFile("DCIM/100BWC/A.MP4", 10, "a" * 64)
 B = ImageFile("DCIM/100BWC/B.MP4", 20, "b" * 64)

@@ -10,7 +10,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from hil_power import StateDisk
+
+from .hil_power import StateDisk
 
 pytestmark = pytest.mark.skipif(shutil.which("nbdkit") is None,
                                 reason="nbdkit is installed by scripts/lib/bootstrap.sh")

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sim_helpers import OpenClient, StartRecorder
 
 from firmware_bridge.client import RecorderClient
 from hw_sim import fusemount
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, VirtualRecorder
 from hw_sim.spec import RecorderSpec
+
+from .sim_helpers import OpenClient, StartRecorder
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sim_helpers import Collector, OpenClient, small_spec
 
 from agent.devices.events import (
     DeviceEvent,
@@ -23,6 +22,8 @@ from agent.devices.events import (
 from agent.devices.sim_source import SimAnnouncementError, SimDeviceSource, parse_line
 from hw_sim.dock import VirtualDock
 from hw_sim.errors import BayError
+
+from .sim_helpers import Collector, OpenClient, small_spec
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
-from sim_helpers import OpenClient, StartRecorder, needs_fuse, small_spec
 
 from firmware_bridge.errors import LinkClosed
 from firmware_bridge.messages import LogKind
@@ -21,6 +20,8 @@ from hw_sim import fusemount
 from hw_sim.footage import content, expected_files, footage_files
 from hw_sim.recorder import VirtualRecorder
 from hw_sim.spec import Faults
+
+from .sim_helpers import OpenClient, StartRecorder, needs_fuse, small_spec
 
 pytestmark = needs_fuse
 

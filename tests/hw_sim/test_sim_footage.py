@@ -12,7 +12,6 @@ import pytest
 from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as hst
-from sim_helpers import SMALL, START_MS, small_spec
 
 from hw_sim.errors import SpecError
 from hw_sim.footage import (
@@ -25,6 +24,8 @@ from hw_sim.footage import (
 from hw_sim.models import BatteryModel, DeviceClock
 from hw_sim.spec import Faults, FootageSpec, RecorderSpec
 from hw_sim.storage import RecorderStorage, StorageRefusal, hostile_entries
+
+from .sim_helpers import SMALL, START_MS, small_spec
 
 
 def test_names_and_times_are_plausible() -> None:

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from sim_helpers import OpenClient, StartRecorder, small_spec
 
 from firmware_bridge.errors import AuthRefused, DeviceError, LinkClosed, LinkTimeout
 from firmware_bridge.messages import ErrorCode, LogKind, OfficerRecord
@@ -17,6 +16,8 @@ from hw_sim.footage import expected_files
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, VirtualRecorder
 from hw_sim.spec import Faults, FootageSpec
 from hw_sim.storage import hostile_entries
+
+from .sim_helpers import OpenClient, StartRecorder, small_spec
 
 OFFICER = OfficerRecord("1001001", "李伟", "330102000000", "Lishui Health Enforcement")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
-from sim_helpers import Collector
 
 from agent.devices.events import (
     DirectoryStorage,
@@ -23,6 +22,8 @@ from hw_sim.errors import SpecError
 from hw_sim.footage import expected_files
 from hw_sim.recorder import DEFAULT_FLEET_SECRET
 from hw_sim.scenario import SCENARIOS_DIR, load_scenario, parse_scenario, run_timeline
+
+from .sim_helpers import Collector
 
 SCENARIO = """
 [dock]

@@ -2,10 +2,11 @@
 
 import asyncio
 import socket
+from typing import Any
 
 from agent.metrics import MetricsServer, collect, render
 
-RECORDERS = [
+RECORDERS: list[dict[str, Any]] = [
     {"bay": "1", "serial": "BWC00001", "battery": {"percent": 96},
      "readiness": {"verdict": "READY"}, "offload": {"bytes_done": 10, "bytes_total": 40}},
     {"bay": "2", "key": "USB-XYZ", "serial": None, "battery": None,

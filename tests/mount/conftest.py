@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +97,7 @@ def loop_device(image: Path, fs_type: str) -> Iterator[LoopDevice]:
 
 
 @pytest.fixture
-def make_loop(tmp_path: Path) -> Iterator[object]:
+def make_loop(tmp_path: Path) -> Iterator[Callable[..., LoopDevice]]:
     stack = contextlib.ExitStack()
     counter = iter(range(100))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from agent.mount.mountinfo import mounted_at, read_mountinfo
 from agent.mount.naming import mount_name
 from agent.mount.policy import UdevTagPolicy
 
-from .conftest import AGENT_GID, AGENT_UID, FILES, Helper, fs_params, needs_root
+from .conftest import AGENT_GID, AGENT_UID, FILES, Helper, LoopDevice, fs_params, needs_root
 
 pytestmark = needs_root
 
@@ -26,7 +27,8 @@ def _storage(loop: object) -> BlockStorage:
 
 
 @pytest.mark.parametrize("fs_type", fs_params())
-async def test_mounts_read_only_with_safe_flags(helper: Helper, make_loop, fs_type: str) -> None:
+async def test_mounts_read_only_with_safe_flags(
+        helper: Helper, make_loop: Callable[..., LoopDevice], fs_type: str) -> None:
     loop = make_loop(fs_type)
     mounter = HelperMounter(helper.socket_path)
     path = await mounter.mount("BWC10234", _storage(loop))
@@ -59,7 +61,8 @@ async def test_mounts_read_only_with_safe_flags(helper: Helper, make_loop, fs_ty
 
 
 @pytest.mark.parametrize("fs_type", fs_params())
-async def test_lazy_unmount_with_a_file_open(helper: Helper, make_loop, fs_type: str) -> None:
+async def test_lazy_unmount_with_a_file_open(
+        helper: Helper, make_loop: Callable[..., LoopDevice], fs_type: str) -> None:
     loop = make_loop(fs_type)
     mounter = HelperMounter(helper.socket_path)
     path = await mounter.mount("BWC10577", _storage(loop))
@@ -75,7 +78,8 @@ async def test_lazy_unmount_with_a_file_open(helper: Helper, make_loop, fs_type:
         assert f.read() == data  # the open file survives the detach
 
 
-async def test_unmounts_a_filesystem_whose_root_the_agent_owns(helper: Helper, make_loop) -> None:
+async def test_unmounts_a_filesystem_whose_root_the_agent_owns(
+        helper: Helper, make_loop: Callable[..., LoopDevice]) -> None:
     """FAT is mounted with uid=<agent>: while mounted, the mount point shows a root owned by
     the agent. Unmounting must still work (found by the hardware-in-the-loop suite)."""
     loop = make_loop("ext4", root_owner=AGENT_UID)
@@ -87,7 +91,8 @@ async def test_unmounts_a_filesystem_whose_root_the_agent_owns(helper: Helper, m
     assert not path.exists()
 
 
-async def test_remount_of_the_same_device_is_idempotent(helper: Helper, make_loop) -> None:
+async def test_remount_of_the_same_device_is_idempotent(
+        helper: Helper, make_loop: Callable[..., LoopDevice]) -> None:
     loop = make_loop("ext4")
     mounter = HelperMounter(helper.socket_path)
     first = await mounter.mount("BWC1", _storage(loop))
@@ -108,7 +113,8 @@ def _refusal(service: MountService, devnode: str, name: str) -> str:
 
 @pytest.mark.parametrize("name", ["../escape", "..", ".", "a/b", "", ".hidden", "x" * 200,
                                   "name\n", "-rf"])
-def test_rejects_unsafe_names(helper: Helper, make_loop, name: str) -> None:
+def test_rejects_unsafe_names(
+        helper: Helper, make_loop: Callable[..., LoopDevice], name: str) -> None:
     loop = make_loop("ext4")
     assert _refusal(helper.service, loop.devnode, name) == "bad_name"
     with pytest.raises(MountRefused):
@@ -132,13 +138,15 @@ def test_rejects_devnodes_that_are_not_block_devices(
     assert _refusal(helper.service, devnode, "rec") == code
 
 
-def test_rejects_a_device_without_an_allowed_filesystem(helper: Helper, make_loop) -> None:
+def test_rejects_a_device_without_an_allowed_filesystem(
+        helper: Helper, make_loop: Callable[..., LoopDevice]) -> None:
     loop = make_loop(blank=True)
     assert _refusal(helper.service, loop.devnode, "rec") == "filesystem_not_allowed"
     assert not (helper.mount_root / "rec").exists()
 
 
-def test_default_policy_rejects_untagged_devices(helper: Helper, make_loop) -> None:
+def test_default_policy_rejects_untagged_devices(
+        helper: Helper, make_loop: Callable[..., LoopDevice]) -> None:
     # No udev rule tagged this loop device a recorder: the production policy refuses it.
     loop = make_loop("ext4")
     helper.service.config.policy = UdevTagPolicy()
@@ -146,14 +154,16 @@ def test_default_policy_rejects_untagged_devices(helper: Helper, make_loop) -> N
     assert mounted_at(read_mountinfo(), str(helper.mount_root / "rec")) is None
 
 
-def test_refuses_a_mount_root_that_is_not_root_owned(helper: Helper, make_loop) -> None:
+def test_refuses_a_mount_root_that_is_not_root_owned(
+        helper: Helper, make_loop: Callable[..., LoopDevice]) -> None:
     loop = make_loop("ext4")
     helper.mount_root.mkdir(mode=0o750)
     os.chown(helper.mount_root, AGENT_UID, AGENT_GID)  # the agent swapped in its own dir
     assert _refusal(helper.service, loop.devnode, "rec") == "bad_mount_root"
 
 
-def test_refuses_a_symlinked_mount_point(helper: Helper, make_loop, tmp_path: Path) -> None:
+def test_refuses_a_symlinked_mount_point(
+        helper: Helper, make_loop: Callable[..., LoopDevice], tmp_path: Path) -> None:
     loop = make_loop("ext4")
     helper.mount_root.mkdir(mode=0o750)
     target = tmp_path / "elsewhere"
@@ -173,7 +183,7 @@ def test_one_request_per_recorder_at_a_time_others_go_on(helper: Helper) -> None
     assert service.unmount("rec", lazy=True).endswith("/rec")
 
 
-def test_mount_root_behind_a_symlink(tmp_path: Path, make_loop) -> None:
+def test_mount_root_behind_a_symlink(tmp_path: Path, make_loop: Callable[..., LoopDevice]) -> None:
     from agent.mount.helper import HelperConfig
     from agent.mount.policy import ProbePolicy
 
@@ -189,7 +199,8 @@ def test_mount_root_behind_a_symlink(tmp_path: Path, make_loop) -> None:
     assert mounted_at(read_mountinfo(), path) is None
 
 
-async def test_stale_mount_under_the_same_key_is_replaced(helper: Helper, make_loop) -> None:
+async def test_stale_mount_under_the_same_key_is_replaced(
+        helper: Helper, make_loop: Callable[..., LoopDevice]) -> None:
     # The agent stopped with BWC1 mounted; the recorder came back as another block device.
     old, new = make_loop("ext4"), make_loop("ext4")
     mounter = HelperMounter(helper.socket_path)

@@ -1,6 +1,6 @@
 """A dock agent reduced to its reporter, run as a separate process (for kill -9 tests).
 
-usage: python agent_proc.py DB_PATH SETTINGS_JSON
+usage (from the repository root): python -m tests.mqtt.agent_proc DB_PATH SETTINGS_JSON
 Prints "online <bdSeq>" once connected; runs until killed.
 """
 
@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from agent.mqtt import SCHEMAS
-from agent.mqtt.commands import NoActions
 from agent.mqtt.reporter import Reporter
 from agent.settings import MqttSettings
 from agent.store.db import Database
+from tests.mqtt.no_actions import NoActions
 
 
 async def main() -> None:

@@ -1,55 +1,22 @@
-"""Fixtures: a real mosquitto with generated TLS PKI and ACL, a real SQLite database,
-and a recording implementation of the agent's command actions."""
+"""Fixtures of the MQTT tests: the broker, PKI, central client and database come from
+tests/conftest.py (this suite's database has the reporter's tables only); here a recording
+implementation of the agent's command actions."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from agent.mqtt import SCHEMAS
 from agent.mqtt.errors import CommandRejected
-from agent.store.db import Database
-
-from .broker import Broker, Pki
-from .central import Central
-
-IDENTITIES = ["dock-A", "dock-B", "central"]
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki.create(tmp_path_factory.mktemp("pki"), IDENTITIES)
 
 
 @pytest.fixture
-def broker(tmp_path: Path, pki: Pki) -> Iterator[Broker]:
-    b = Broker(tmp_path / "broker", pki)
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "dock.sqlite3"
-
-
-@pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    d = Database(db_path, SCHEMAS)
-    yield d
-    d.close()
-
-
-@pytest.fixture
-async def central(broker: Broker) -> AsyncIterator[Central]:
-    c = await Central(broker.settings("central")).start()
-    yield c
-    await c.stop()
+def db_schemas() -> Sequence[str]:
+    return SCHEMAS  # the reporter's tables only
 
 
 class RecordingActions:
@@ -93,6 +60,14 @@ class RecordingActions:
         return {"dock_id": "dock-A", "time": "2026-11-23T08:00:00.000Z", "recorders": [
             {"bay": "1", "serial": "REC00001", "officer": "0042", "officer_name": "Li Wei",
              "verdict": "READY", "reasons": [], "eta_s": None}]}
+
+    async def ack_upload(self, files: list[str]) -> dict[str, Any]:
+        self.calls.append(("ack_upload", list(files)))
+        return {"acknowledged": len(files)}
+
+    async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(("lifecycle", (name, dict(args))))
+        return {}
 
     async def rebirth(self) -> None:
         self.calls.append(("rebirth", None))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -76,7 +76,7 @@ def health_sample(**over: Any) -> dict[str, Any]:
 
 
 def rec_state(bay: str = "1", *, verdict: str = "READY",
-              reasons: list[tuple[str, str]] = (), officer_no: str | None = "0042",
+              reasons: Sequence[tuple[str, str]] = (), officer_no: str | None = "0042",
               percent: float = 97, **over: Any) -> dict[str, Any]:
     """A docked recorder's state as the dock view hands it to the reporter."""
     state: dict[str, Any] = {

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.mqtt.errors import MqttError
 from agent.mqtt.transport import PahoTransport
+from agent.store.db import Database
 
+from .broker import Broker, Pki
 from .central import Central
+from .conftest import RecordingActions
 from .helpers import make_reporter, rec_state, running, until
 
 REPLY = "dock/v1/dock-A/reply/"
 
 
-def replies(central: Central, name: str) -> list[dict]:
+def replies(central: Central, name: str) -> list[Any]:
     return central.on(f"/reply/{name}")
 
 
-async def test_commands_run_once_per_id_and_answer(broker, central, db, actions):
+async def test_commands_run_once_per_id_and_answer(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
     async with running(reporter):
         body = {"id": "c-1", "args": {"serial": "REC00001", "officer_no": "0042",
@@ -81,7 +87,8 @@ async def test_commands_run_once_per_id_and_answer(broker, central, db, actions)
     ],
 )
 async def test_bad_commands_get_a_reason_and_change_nothing(
-        broker, central, db, actions, name, raw, code, why):
+        broker: Broker, central: Central, db: Database, actions: RecordingActions, name: str,
+        raw: bytes, code: str, why: str) -> None:
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
     async with running(reporter):
         await central.command("dock-A", name, None, raw=raw)
@@ -94,7 +101,8 @@ async def test_bad_commands_get_a_reason_and_change_nothing(
     assert central.invalid == []
 
 
-async def test_acl_other_dock_cannot_command_or_impersonate(broker, central, db, actions):
+async def test_acl_other_dock_cannot_command_or_impersonate(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
     intruder = PahoTransport(broker.settings("dock-B"), "dock-B")
     async with running(reporter):
@@ -123,7 +131,8 @@ async def test_acl_other_dock_cannot_command_or_impersonate(broker, central, db,
     assert not replies(central, "assign-officer")
 
 
-async def test_client_with_untrusted_certificate_is_refused(broker, pki, tmp_path):
+async def test_client_with_untrusted_certificate_is_refused(
+        broker: Broker, pki: Pki, tmp_path: Path) -> None:
     from agent.mqtt.errors import ConnectFailed
 
     from .broker import Pki
@@ -135,7 +144,8 @@ async def test_client_with_untrusted_certificate_is_refused(broker, pki, tmp_pat
         await PahoTransport(settings, "dock-A").connect()
 
 
-async def test_idempotency_survives_restart(broker, central, db_path, actions):
+async def test_idempotency_survives_restart(
+        broker: Broker, central: Central, db_path: Path, actions: RecordingActions) -> None:
     from agent.mqtt import SCHEMAS
     from agent.store.db import Database
 
@@ -155,12 +165,13 @@ async def test_idempotency_survives_restart(broker, central, db_path, actions):
 
 
 @pytest.mark.timeout(600)  # 1,500 durable commits: slow on a loaded disk
-async def test_command_ids_are_remembered_by_age_across_restarts(db_path, actions):
+async def test_command_ids_are_remembered_by_age_across_restarts(
+        db_path: Path, actions: RecordingActions) -> None:
     """An executed id stays remembered for the documented window (REMEMBER_DAYS), however
     many other commands come in meanwhile, across restarts; a command sent longer ago than
     the window is refused as stale instead of running again."""
     from agent.mqtt import SCHEMAS
-    from agent.mqtt.commands import REMEMBER_COMMANDS, REMEMBER_S, CommandProcessor
+    from agent.mqtt.command_processor import REMEMBER_COMMANDS, REMEMBER_S, CommandProcessor
     from agent.store.db import Database
 
     now = [1_800_000_000.0]
@@ -172,7 +183,7 @@ async def test_command_ids_are_remembered_by_age_across_restarts(db_path, action
         return CommandProcessor(db, "dock-A", actions, republish, clock=lambda: now[0])
 
     def body(cmd_id: str, sent_at: str | None = None) -> bytes:
-        doc: dict = {"id": cmd_id, "args": {"serial": "REC00001", "officer_no": "0042"}}
+        doc: dict[str, Any] = {"id": cmd_id, "args": {"serial": "REC00001", "officer_no": "0042"}}
         if sent_at is not None:
             doc["sent_at"] = sent_at
         return json.dumps(doc).encode()

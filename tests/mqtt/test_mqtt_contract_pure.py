@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.mqtt import contract
-from agent.mqtt.commands import COMMANDS
+from agent.mqtt.command_processor import COMMANDS
 from agent.mqtt.validation import load_schema, schema_names, validate
 
 
@@ -27,12 +27,12 @@ def walk(node: Any, path: str = "#") -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def test_registry_names_every_schema_once():
+def test_registry_names_every_schema_once() -> None:
     assert sorted(s.schema for s in contract.TOPICS) == schema_names()
     assert {s.pattern[1] for s in contract.TOPICS if s.pattern[0] == "cmd"} == set(COMMANDS)
 
 
-def test_every_object_is_closed_and_every_field_typed_and_described():
+def test_every_object_is_closed_and_every_field_typed_and_described() -> None:
     problems = []
     for name in schema_names():
         for path, node in walk(load_schema(name)):
@@ -58,7 +58,7 @@ def enum_at(schema: dict[str, Any], *path: str) -> list[str]:
     return sorted(node["enum"])
 
 
-def test_closed_vocabularies_equal_the_code():
+def test_closed_vocabularies_equal_the_code() -> None:
     custody = load_schema("event-custody")
     assert enum_at(custody, "properties", "payload", "properties", "kind") == list(
         contract.CUSTODY_KINDS)
@@ -72,13 +72,13 @@ def test_closed_vocabularies_equal_the_code():
         contract.FAULT_CODES)
 
 
-def test_health_sample_is_one_definition():
+def test_health_sample_is_one_definition() -> None:
     retained = load_schema("health")["properties"]["health"]
     event = load_schema("event-health")["properties"]["payload"]["properties"]["health"]
     assert retained == event
 
 
-def test_health_upload_object_is_sent_only_with_upload_enabled():
+def test_health_upload_object_is_sent_only_with_upload_enabled() -> None:
     """The monitor adds `upload` only with [upload] enabled; the payload builder carries it
     (exactly its documented fields) and the strict schemas accept both forms."""
     from agent.mqtt import payloads
@@ -98,6 +98,6 @@ def test_health_upload_object_is_sent_only_with_upload_enabled():
         validate("health", body)
 
 
-def test_no_schema_gives_a_key_twice():
+def test_no_schema_gives_a_key_twice() -> None:
     for name in schema_names():
         load_schema(name)  # raises on a duplicate key (the last one would silently win)

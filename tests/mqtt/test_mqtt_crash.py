@@ -13,18 +13,22 @@ from pathlib import Path
 import pytest
 
 from agent.mqtt import SCHEMAS
+from agent.settings import MqttSettings
 from agent.store.db import Database
 
+from .broker import Broker
+from .central import Central
 from .helpers import add_custody, until
 
-PROC = Path(__file__).with_name("agent_proc.py")
+ROOT = Path(__file__).resolve().parents[2]
 
 
-async def start_agent(db_path: Path, settings) -> asyncio.subprocess.Process:
+async def start_agent(db_path: Path, settings: MqttSettings) -> asyncio.subprocess.Process:
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(PROC), str(db_path), json.dumps(cfg),
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "tests.mqtt.agent_proc", str(db_path), json.dumps(cfg),
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 120)
     assert line.startswith(b"online"), line
     return proc
@@ -39,7 +43,8 @@ def waiting_ids(db_path: Path) -> set[str]:
 
 
 @pytest.mark.timeout(600)
-async def test_kill_between_publish_and_puback_resends_same_event_id(broker, central, db_path):
+async def test_kill_between_publish_and_puback_resends_same_event_id(
+        broker: Broker, central: Central, db_path: Path) -> None:
     db = Database(db_path, SCHEMAS)
     await add_custody(db, 5000)
     db.close()

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from agent.store.db import Database
+
+from .broker import Broker
+from .central import Central
+from .conftest import RecordingActions
 from .helpers import add_custody, make_reporter, outbox_depth, running, until
 
 
-def assert_complete_in_order(events: list[dict], n: int) -> None:
+def assert_complete_in_order(events: list[dict[str, Any]], n: int) -> None:
     seqs = [e["seq"] for e in events]
     assert len(seqs) == n
     assert seqs == sorted(seqs), "first arrivals are in outbox order"
     assert seqs == list(range(seqs[0], seqs[0] + n)), "no gaps"
 
 
-async def test_broker_restarted_mid_stream_nothing_lost(broker, central, db, actions):
+async def test_broker_restarted_mid_stream_nothing_lost(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
     async with running(reporter):
         await add_custody(db, 2000)
@@ -37,7 +45,8 @@ async def test_broker_restarted_mid_stream_nothing_lost(broker, central, db, act
     assert central.invalid == []
 
 
-async def test_broker_down_while_10000_events_produced(broker, central, db, actions):
+async def test_broker_down_while_10000_events_produced(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
     async with running(reporter):
         broker.stop()

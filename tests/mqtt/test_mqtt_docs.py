@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"
 BLOCK_RE = re.compile(r"```json example=([\w-]+) schema=([\w-]+)\n(.*?)```", re.S)
 
 
-def test_doc_examples_validate():
+def test_doc_examples_validate() -> None:
     text = DOC.read_text()
     blocks = BLOCK_RE.findall(text)
     assert len(blocks) >= 20
@@ -24,7 +24,7 @@ def test_doc_examples_validate():
         validate(name, json.loads(body))
 
 
-def test_every_schema_topic_and_kind_is_documented():
+def test_every_schema_topic_and_kind_is_documented() -> None:
     text = DOC.read_text()
     for name in schema_names():
         if name.startswith("command-"):

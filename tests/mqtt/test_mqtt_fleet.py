@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 
 import pytest
 
@@ -11,7 +12,11 @@ from agent.mqtt import payloads
 from agent.mqtt.fleet import FleetModel, fleet_settings, run_fleet
 from agent.mqtt.transport import PahoTransport
 from agent.store import outbox
+from agent.store.db import Database
 
+from .broker import Broker
+from .central import Central
+from .conftest import RecordingActions
 from .helpers import (
     fault_payload,
     health_sample,
@@ -24,8 +29,9 @@ from .helpers import (
 )
 
 
-async def test_fleet_once_json_and_table(broker, central, db, actions):
-    def events(conn):
+async def test_fleet_once_json_and_table(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
+    def events(conn: sqlite3.Connection) -> None:
         outbox.enqueue(conn, stream="custody", subject="REC00001",
                        payload=ledger_payload(1, "offloaded"))
         # Two open faults of one recorder stay two; a clear closes only its own fault.
@@ -77,7 +83,8 @@ async def test_fleet_once_json_and_table(broker, central, db, actions):
     assert model.docks["dock-A"].online
 
 
-async def test_fleet_marks_recorders_stale_after_dock_death(broker, db, actions):
+async def test_fleet_marks_recorders_stale_after_dock_death(
+        broker: Broker, db: Database, actions: RecordingActions) -> None:
     made: list[PahoTransport] = []
     settings = broker.settings("dock-A")
 
@@ -106,14 +113,14 @@ async def test_fleet_marks_recorders_stale_after_dock_death(broker, db, actions)
     assert model.stale(rec) and rec.marked_stale and rec.docked
 
 
-def test_fleet_settings_parse():
+def test_fleet_settings_parse() -> None:
     s = fleet_settings("broker.example:8883", ca_file=None)
     assert (s.host, s.port, s.tls) == ("broker.example", 8883, True)
     with pytest.raises(ValueError, match="HOST:PORT"):
         fleet_settings("nohost")
 
 
-def test_old_will_does_not_kill_new_session():
+def test_old_will_does_not_kill_new_session() -> None:
     def status(body: dict[str, object]) -> bytes:
         return payloads.encode(body)
 

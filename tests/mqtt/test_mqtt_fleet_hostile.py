@@ -11,7 +11,10 @@ import sys
 
 from agent.mqtt import payloads
 from agent.mqtt.transport import PahoTransport
+from agent.store.db import Database
 
+from .broker import Broker
+from .conftest import RecordingActions
 from .helpers import make_reporter, rec_state, running
 
 B = "dock/v1/dock-B"
@@ -51,7 +54,7 @@ ESCAPES = (f"{B}/recorder/R13/state", payloads.encode(payloads.recorder_birth(
         reasons=[("officer_unassigned", "line\nFAULT dock-A forged")]))))
 
 
-async def dockctl_fleet(broker, *args: str) -> tuple[int, str, str]:
+async def dockctl_fleet(broker: Broker, *args: str) -> tuple[int, str, str]:
     s = broker.settings("central")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent.dockctl.cli", "fleet", "--broker",
@@ -64,7 +67,8 @@ async def dockctl_fleet(broker, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_a_dock_publishing_garbage_does_not_hide_the_fleet(broker, db, actions):
+async def test_a_dock_publishing_garbage_does_not_hide_the_fleet(
+        broker: Broker, db: Database, actions: RecordingActions) -> None:
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
     reporter.set_recorder_state("REC00001", rec_state("1"))
     hostile = PahoTransport(broker.settings("dock-B"), "dock-B")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from agent.mqtt import payloads
 from agent.store import outbox
+from agent.store.db import Database
 
+from .broker import Broker
+from .central import Central
+from .conftest import RecordingActions
 from .helpers import (
     fault_payload,
     health_sample,
@@ -22,7 +27,8 @@ from .helpers import (
 DAY = 86400.0
 
 
-def fill(conn, *, health: int, custody: int, fault: int, created: float) -> None:
+def fill(
+        conn: sqlite3.Connection, *, health: int, custody: int, fault: int, created: float) -> None:
     # interleaved, like a real dock: health samples between custody events
     for i in range(max(health, custody, fault)):
         if i < custody:
@@ -38,11 +44,11 @@ def fill(conn, *, health: int, custody: int, fault: int, created: float) -> None
                            payload=fault_payload(i + 1, i + 1, "battery_failed", "worn out"))
 
 
-def streams(conn) -> dict[str, int]:
+def streams(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT stream, COUNT(*) FROM outbox GROUP BY stream").fetchall())
 
 
-def test_bounds_drop_only_health_and_count(db):
+def test_bounds_drop_only_health_and_count(db: Database) -> None:
     now = time.time()
     db.write_sync(lambda c: fill(c, health=300, custody=100, fault=10, created=now - 40 * DAY))
     db.write_sync(lambda c: fill(c, health=50, custody=5, fault=0, created=now))
@@ -75,7 +81,8 @@ def eval_temp(payload: str) -> int:
     return int(json.loads(payload)["health"]["cpu_temp_c"])
 
 
-async def test_reporter_applies_bounds_and_publishes_dropped(broker, central, db, actions):
+async def test_reporter_applies_bounds_and_publishes_dropped(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     now = time.time()
     db.write_sync(lambda c: fill(c, health=1500, custody=600, fault=3, created=now - DAY))
     settings = broker.settings("dock-A", outbox_max_events=1000, outbox_max_age_days=30)
@@ -97,7 +104,8 @@ async def test_reporter_applies_bounds_and_publishes_dropped(broker, central, db
     assert central.invalid == []
 
 
-async def test_progress_is_throttled_and_latest_always_sent(broker, central, db, actions):
+async def test_progress_is_throttled_and_latest_always_sent(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     settings = broker.settings("dock-A", progress_interval_s=0.5)
     reporter = make_reporter(db, settings, actions)
     reporter.set_recorder_state("REC00001", rec_state("1"))
@@ -122,7 +130,8 @@ async def test_progress_is_throttled_and_latest_always_sent(broker, central, db,
     assert central.invalid == []
 
 
-async def test_disabled_reporter_still_bounds_the_outbox(db, actions):
+async def test_disabled_reporter_still_bounds_the_outbox(
+        db: Database, actions: RecordingActions) -> None:
     from agent.settings import MqttSettings
 
     now = time.time()

@@ -19,7 +19,7 @@ from agent.store.outbox import OutboxEvent, OutboxStats
 from .helpers import fault_payload, health_sample, ledger_payload, progress_values, rec_state
 
 
-def test_throttle_coalesces_and_keeps_latest():
+def test_throttle_coalesces_and_keeps_latest() -> None:
     t: Throttle[str, int] = Throttle(1.0)
     assert t.offer("a", 1, now=0.0) == 1
     assert t.offer("a", 2, now=0.3) is None
@@ -34,7 +34,7 @@ def test_throttle_coalesces_and_keeps_latest():
     assert t.offer("a", 5, now=1.6) == 5  # forgotten key starts afresh
 
 
-def test_backoff_grows_with_jitter_and_resets():
+def test_backoff_grows_with_jitter_and_resets() -> None:
     b = Backoff(1.0, 8.0, random.Random(1))
     delays = [b.next_delay() for _ in range(10)]
     assert all(1.0 <= d <= 8.0 for d in delays)
@@ -45,7 +45,7 @@ def test_backoff_grows_with_jitter_and_resets():
     assert b.next_delay() == 1.0
 
 
-def test_topics_and_levels():
+def test_topics_and_levels() -> None:
     t = Topics("dock/v1", "dock-A")
     assert t.status == "dock/v1/dock-A/status"
     assert t.recorder_state("R1") == "dock/v1/dock-A/recorder/R1/state"
@@ -59,14 +59,14 @@ def test_topics_and_levels():
     assert "dock/v1/+/status" in fleet_filters("dock/v1")
 
 
-def test_all_schemas_are_valid_json_schemas():
+def test_all_schemas_are_valid_json_schemas() -> None:
     names = schema_names()
     assert {"status", "health", "recorder-state", "reply", "event-custody"} <= set(names)
     for name in names:
         Draft202012Validator.check_schema(load_schema(name))
 
 
-def test_builders_match_schemas():
+def test_builders_match_schemas() -> None:
     now = 1_795_000_000.25
     validate("status", payloads.status_online("dock-A", 3, now, "1.0", "5"))
     validate("status", payloads.status_offline("dock-A", 3, "connection-lost", None))
@@ -101,7 +101,7 @@ RESULT = {"outcome": "complete", "detail": "", "stored": 2, "already_stored": 0,
           "bytes_copied": 2048, "resumed_bytes": 0}
 
 
-def test_schemas_reject_bad_payloads():
+def test_schemas_reject_bad_payloads() -> None:
     now = 1_795_000_000.0
     with pytest.raises(PayloadInvalid, match="bdSeq"):
         validate("status", {"dock_id": "d", "state": "online"})
@@ -129,14 +129,14 @@ def test_schemas_reject_bad_payloads():
                             "time": "2026-11-23T08:00:00"})
 
 
-def test_schema_for_topic():
+def test_schema_for_topic() -> None:
     assert schema_for_topic(["recorder", "R1", "state"]) == "recorder-state"
     assert schema_for_topic(["events", "fault"]) == "event-fault"
     assert schema_for_topic(["cmd", "verify"]) == "command-verify"
     assert schema_for_topic(["nope"]) is None
 
 
-def test_identity_fields():
+def test_identity_fields() -> None:
     from agent.domain import RecorderIdentity
 
     now = 1_795_000_000.0

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from agent.mqtt.transport import PahoTransport
+from agent.store.db import Database
 
+from .broker import Broker
+from .central import Central
+from .conftest import RecordingActions
 from .helpers import (
     add_custody,
     fault_payload,
@@ -19,7 +23,8 @@ from .helpers import (
 )
 
 
-async def test_birth_then_drain_all_payloads_valid(broker, central, db, actions):
+async def test_birth_then_drain_all_payloads_valid(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     await add_custody(db, 25)
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
     reporter.set_dock_health(health_sample(cpu_temp_c=51.0, store_free_percent=80.0))
@@ -52,7 +57,8 @@ async def test_birth_then_drain_all_payloads_valid(broker, central, db, actions)
     assert central.invalid == []
 
 
-async def test_will_carries_bdseq_on_abrupt_disconnect(broker, central, db, actions):
+async def test_will_carries_bdseq_on_abrupt_disconnect(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     made: list[PahoTransport] = []
     settings = broker.settings("dock-A")
 
@@ -93,7 +99,8 @@ async def test_will_carries_bdseq_on_abrupt_disconnect(broker, central, db, acti
     assert central.invalid == []
 
 
-async def test_mqtt_311_session_drain_and_commands(broker, central, db, actions):
+async def test_mqtt_311_session_drain_and_commands(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     await add_custody(db, 50)
     reporter = make_reporter(db, broker.settings("dock-A", protocol="3.1.1"), actions)
     reporter.set_recorder_state("REC00001", rec_state("1"))
@@ -109,7 +116,8 @@ async def test_mqtt_311_session_drain_and_commands(broker, central, db, actions)
     assert central.invalid == []
 
 
-async def test_notify_from_worker_thread(broker, central, db, actions):
+async def test_notify_from_worker_thread(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
     async with running(reporter):
         def produce() -> None:  # e.g. an offload worker committing ledger entries
@@ -124,7 +132,8 @@ async def test_notify_from_worker_thread(broker, central, db, actions):
         await central.wait_for(lambda: len(central.on("/events/fault")) == 1, timeout=90)
 
 
-async def test_unusable_serial_is_skipped_not_fatal(broker, central, db, actions):
+async def test_unusable_serial_is_skipped_not_fatal(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
     reporter = make_reporter(db, broker.settings("dock-A"), actions)
     async with running(reporter):
         reporter.set_recorder_state("bad/serial", {"bay": "1"})  # not a topic level

@@ -9,12 +9,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from offload_helpers import DOCK_ID, SCHEMAS, FixedHours
 
 from agent.offload import Offloader
 from agent.settings import OffloadSettings
 from agent.store.db import Database
 from agent.store.ledger import Ledger
+
+from .offload_helpers import DOCK_ID, SCHEMAS, FixedHours
 
 TZ = ZoneInfo("Asia/Shanghai")
 

@@ -1,6 +1,6 @@
 """Child process of the kill -9 test: one offload with wipe and verify, then exit.
 
-usage: crash_child.py DB STORE SOURCE WIPE_LOG
+usage (from the repository root): python -m tests.offload.crash_child DB STORE SOURCE WIPE_LOG
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from offload_helpers import DOCK_ID, SCHEMAS, FixedHours, LoggingWiper, ctx
-
 from agent.offload import Offloader
 from agent.settings import OffloadSettings
 from agent.store.db import Database
 from agent.store.ledger import Ledger
+
+from .offload_helpers import DOCK_ID, SCHEMAS, FixedHours, LoggingWiper, ctx
 
 
 async def main(db_path: str, store: str, source: str, log: str) -> None:

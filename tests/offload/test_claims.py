@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from offload_helpers import (
+
+from agent.offload import Offloader
+from agent.offload.times import EARLIEST_US, FUTURE_SLACK_US, decide
+from agent.store.ledger import current_us
+
+from .offload_helpers import (
     T0_MS,
     LoggingWiper,
     check_store_invariants,
@@ -21,10 +26,6 @@ from offload_helpers import (
     make_footage,
     rows,
 )
-
-from agent.offload import Offloader
-from agent.offload.times import EARLIEST_US, FUTURE_SLACK_US, decide
-from agent.store.ledger import current_us
 
 MiB = 1 << 20
 
@@ -117,7 +118,7 @@ async def test_an_undecided_delete_under_an_unlistable_directory_stays_undecided
     make_offloader: Callable[..., Offloader], source: Path, db_path: Path,
     fault_mount: Callable[..., Any],
 ) -> None:
-    from test_wipe_safety import LosesRequest
+    from .test_wipe_safety import LosesRequest
 
     (name,) = make_footage(source, [MiB], sub="DCIM/101")
     make_footage(source, [MiB])
@@ -186,7 +187,7 @@ async def test_a_file_larger_than_its_storage_is_refused_and_the_rest_stored(
 async def test_an_undecided_delete_of_a_name_reused_with_other_content_is_a_wipe(
     make_offloader: Callable[..., Offloader], source: Path, store: Path, db_path: Path
 ) -> None:
-    from test_wipe_safety import DeletesThenLosesAnswer
+    from .test_wipe_safety import DeletesThenLosesAnswer
 
     (name,) = make_footage(source, [4096])
     first = await make_offloader(wipe_after_offload=True).offload(

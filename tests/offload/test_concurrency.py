@@ -9,13 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import blake3
-from offload_helpers import check_store_invariants, ctx, make_file, make_footage, rows
 
 from agent.offload import Offloader, journal
 from agent.offload.buffers import BufferPool
 from agent.offload.journal import JournalEntry
 from agent.offload.names import partial_name
 from agent.store.db import Database
+
+from .offload_helpers import check_store_invariants, ctx, make_file, make_footage, rows
 
 MiB = 1 << 20
 

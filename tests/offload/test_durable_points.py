@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import blake3
-from offload_helpers import check_store_invariants, ctx, make_file, rows
 
 from agent.offload import Offloader
+
+from .offload_helpers import check_store_invariants, ctx, make_file, rows
 
 MiB = 1 << 20
 NAME = b"DCIM/100BWC/A.MP4"

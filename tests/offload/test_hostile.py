@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from offload_helpers import check_store_invariants, ctx, make_file, rows
 
 from agent.offload import FileProblem, Offloader
 from agent.offload.errors import SourceRefusedError
 from agent.offload.walk import open_source, scan, unsafe_name
+
+from .offload_helpers import check_store_invariants, ctx, make_file, rows
 
 
 def _reasons(summary_refused: list[FileProblem]) -> dict[bytes, str]:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import blake3
 import pytest
-from offload_helpers import check_store_invariants, make_file, rows
+
+from .offload_helpers import check_store_invariants, make_file, rows
 
 MiB = 1 << 20
-CHILD = Path(__file__).with_name("crash_child.py")
+ROOT = Path(__file__).resolve().parents[2]
 SIZES = [6 * MiB + 3, 1, 4 * MiB, 5 * MiB + 77, 0]
 ITERATIONS = 10
 KILLS_PER_ITERATION = 2
@@ -35,8 +36,9 @@ def _setup(base: Path) -> tuple[Path, Path, Path, Path, dict[bytes, bytes]]:
 
 def _run(src: Path, store: Path, db: Path, log: Path, kill_after: float | None) -> str | None:
     proc = subprocess.Popen(
-        [sys.executable, str(CHILD), str(db), str(store), str(src), str(log)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[2],
+        [sys.executable, "-m", "tests.offload.crash_child", str(db), str(store), str(src),
+         str(log)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready", proc.stderr.read() if proc.stderr else ""

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import blake3
 import pytest
-from offload_helpers import (
+
+from agent.offload import Offloader, OffloadProgress
+from agent.store.db import Database
+
+from .offload_helpers import (
     T0_MS,
     LoggingWiper,
     check_store_invariants,
@@ -20,9 +24,6 @@ from offload_helpers import (
     make_footage,
     rows,
 )
-
-from agent.offload import Offloader, OffloadProgress
-from agent.store.db import Database
 
 MiB = 1 << 20
 

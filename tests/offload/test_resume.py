@@ -11,9 +11,10 @@ from typing import Any
 
 import blake3
 import pytest
-from offload_helpers import LoggingWiper, check_store_invariants, ctx, make_file, rows
 
 from agent.offload import Offloader
+
+from .offload_helpers import LoggingWiper, check_store_invariants, ctx, make_file, rows
 
 MiB = 1 << 20
 NAME = b"DCIM/100BWC/A.MP4"

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from offload_helpers import LoggingWiper, check_store_invariants, ctx, make_file, rows
-
 from agent.offload import Offloader
+
+from .offload_helpers import LoggingWiper, check_store_invariants, ctx, make_file, rows
 
 MiB = 1 << 20
 NAME = b"DCIM/100BWC/A.MP4"

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from offload_helpers import ctx, make_file
-
 from agent.offload import Offloader
+
+from .offload_helpers import ctx, make_file
 
 MiB = 1 << 20
 NAME = b"DCIM/100BWC/A.MP4"

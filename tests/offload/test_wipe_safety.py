@@ -9,9 +9,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from offload_helpers import LoggingWiper, check_store_invariants, ctx, make_footage, rows
-
 from agent.offload import Offloader
+
+from .offload_helpers import LoggingWiper, check_store_invariants, ctx, make_footage, rows
 
 MiB = 1 << 20
 

@@ -18,7 +18,7 @@ def packages(mode: str) -> set[str]:
     return set(run.stdout.split())
 
 
-def test_demo_does_not_install_shellcheck_and_tests_do():
+def test_demo_does_not_install_shellcheck_and_tests_do() -> None:
     demo, test = packages("demo"), packages("test")
     assert "shellcheck" not in demo and "mosquitto" in demo
     assert "shellcheck" in test and demo < test

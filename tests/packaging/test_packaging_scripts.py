@@ -151,7 +151,7 @@ def test_bootstrap_reinstalls_the_venv_only_when_pyproject_changes(tmp_path: Pat
     first = bash_with_bootstrap("ensure_venv", env)
     assert first.returncode == 0, first.stderr
     assert calls.read_text().splitlines() == [
-        f"-m pip install -q --disable-pip-version-check -e {REPO}[dev]"]
+        f"-m pip install -q --disable-pip-version-check -e {REPO}[dev] -e {REPO}/packaging/sim"]
     again = bash_with_bootstrap("ensure_venv", env)  # stamp matches: nothing to do
     assert again.returncode == 0 and len(calls.read_text().splitlines()) == 1
     (venv / ".dock-agent-pyproject.sha256").write_text("stale\n")

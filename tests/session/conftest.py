@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from session_bench import Bench, Env
 
 from agent.session.supervisor import BaySupervisor
 from hw_sim.recorder import DEFAULT_FLEET_SECRET
+
+from .session_bench import Bench, Env
 
 
 @pytest.fixture

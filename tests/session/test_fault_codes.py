@@ -11,8 +11,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from session_bench import SMALL, Bench, Env, spec, wait_state
-
 from agent.compliance.readiness import Verdict, evaluate
 from agent.dockview import facts_from_snapshot
 from agent.session.state_machine import State
@@ -21,6 +19,8 @@ from agent.store import assignments, recorder_history
 from agent.store.faults import Fault
 from firmware_bridge.messages import LogKind
 from hw_sim.spec import Faults, FootageSpec
+
+from .session_bench import SMALL, Bench, Env, spec, wait_state
 
 ENDED = (State.RELEASED, State.FAILED)
 FIELD = (
@@ -162,7 +162,9 @@ async def test_battery_history_outlives_the_docking_and_gives_an_eta_at_once(
     await wait_state(b1.session("SN000206"), *ENDED)
 
     def stored() -> list[recorder_history.BatteryRecord]:
-        return env.query(lambda c: recorder_history.battery_history(c, "SN000206"))
+        found: list[recorder_history.BatteryRecord] = env.query(
+            lambda c: recorder_history.battery_history(c, "SN000206"))
+        return found
 
     deadline = time.monotonic() + 60
     while len({r.percent for r in stored()}) < 3:
@@ -191,7 +193,7 @@ def test_battery_history_retention_is_bounded(env: Env, monkeypatch: Any) -> Non
     monkeypatch.setattr(recorder_history, "MAX_SAMPLES", 5)
     t0 = 1_800_000_000_000_000
     for i in range(12):
-        env.db.write_sync(lambda c, i=i: recorder_history.record_battery(
+        env.db.write_sync(lambda c: recorder_history.record_battery(  # runs at once
             c, "SN000207", {"percent": 10 + i, "charging": True}, time_us=t0 + i * 1_000_000,
             session_id=None))
     # unchanged readings within KEEP_EVERY_US are not stored again

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from session_bench import Bench, Env, spec, wait_state
-
 from agent.session.state_machine import State
 from agent.settings import RecorderSettings
 from hw_sim.spec import Faults, FootageSpec
+
+from .session_bench import Bench, Env, spec, wait_state
 
 ENDED = (State.RELEASED, State.FAILED)
 

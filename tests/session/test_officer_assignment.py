@@ -12,7 +12,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from session_bench import OFFICER, SMALL, Bench, Env, spec, wait_state
 
 from agent.devices.events import DirectoryStorage, StorageAppeared
 from agent.session.state_machine import State
@@ -22,14 +21,17 @@ from firmware_bridge.messages import OfficerRecord
 from hw_sim.fusemount import fuse_available
 from hw_sim.spec import Faults, FootageSpec
 
+from .session_bench import OFFICER, SMALL, Bench, Env, spec, wait_state
+
 ENDED = (State.RELEASED, State.FAILED)
 needs_fuse = pytest.mark.skipif(not fuse_available(), reason="needs FUSE (/dev/fuse, fuse3)")
 
 
 def _evidence(env: Env) -> list[tuple[str, str, str]]:
-    return env.query(lambda c: c.execute(
+    rows: list[tuple[str, str, str]] = env.query(lambda c: c.execute(
         "SELECT officer_no, officer_name, stored_relpath FROM evidence_files ORDER BY id"
     ).fetchall())
+    return rows
 
 
 def _assign_b(env: Env, serial: str) -> None:

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from blake3 import blake3
-from session_bench import Bench, Env, spec, wait_state
 
 from agent.offload import journal
 from agent.session.state_machine import State
@@ -24,6 +23,8 @@ from agent.store import evidence
 from hw_sim.footage import FOOTAGE_DIR
 from hw_sim.spec import Faults, FootageSpec, RecorderSpec
 from hw_sim.storage import RecorderStorage
+
+from .session_bench import Bench, Env, spec, wait_state
 
 ENDED = (State.RELEASED, State.FAILED)
 UNIT_TZ = ZoneInfo("Asia/Shanghai")  # the bench's unit time zone

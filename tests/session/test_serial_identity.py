@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from session_bench import Bench, Env, spec, wait_state
-
 from agent.devices.events import DirectoryStorage, StorageAppeared
 from agent.session.state_machine import State
 from firmware_bridge.messages import LogKind
 from hw_sim.recorder import VirtualRecorder
 from hw_sim.spec import Faults
+
+from .session_bench import Bench, Env, spec, wait_state
 
 ENDED = (State.RELEASED, State.FAILED)
 

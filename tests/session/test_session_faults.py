@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from session_bench import Bench, Env, spec, wait_state
 
 from agent.devices.events import RecorderUnplugged
 from agent.session.state_machine import State
 from agent.settings import DeviceSettings, RecorderSettings
 from hw_sim.spec import Faults
+
+from .session_bench import Bench, Env, spec, wait_state
 
 ENDED = (State.RELEASED, State.FAILED)
 

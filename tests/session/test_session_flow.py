@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from session_bench import OFFICER, Bench, Env, spec, wait_state
-
 from agent.session.state_machine import State
 from hw_sim.spec import Faults
+
+from .session_bench import OFFICER, Bench, Env, spec, wait_state
 
 
 async def test_normal_path_records_custody_in_order(env: Env, bench: Bench) -> None:

@@ -7,8 +7,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from session_bench import Bench, Env, spec, wait_state
-
 from agent.devices.events import (
     DeviceRejected,
     DirectoryStorage,
@@ -20,6 +18,8 @@ from agent.devices.events import (
 from agent.session.state_machine import State
 from agent.settings import DeviceSettings, RecorderSettings
 from hw_sim.spec import Faults
+
+from .session_bench import Bench, Env, spec, wait_state
 
 
 async def test_ten_bays_at_once(env: Env, bench: Bench) -> None:
@@ -53,7 +53,7 @@ async def test_hanging_recorder_does_not_delay_the_others(env: Env, make_bench: 
     assert all(s.state is State.RELEASED for s in others)
     assert hung.state is State.AUTHENTICATED  # still waiting for its reply
     await bench.unplug("HANG")
-    assert hung.state is State.REMOVED and env.faults() == []
+    assert hung.state is State.REMOVED and env.faults() == []  # type: ignore[comparison-overlap]
 
 
 async def test_hanging_recorder_times_out_on_its_own(env: Env, make_bench: Any) -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from session_bench import Bench, Env, spec, wait_state
 
 from agent.session.state_machine import State
 from agent.settings import DeviceSettings, RecorderSettings
 from hw_sim.spec import Faults
+
+from .session_bench import Bench, Env, spec, wait_state
 
 # Long timeouts: a silenced command keeps the session waiting in one state until unplug.
 PATIENT = RecorderSettings(command_timeout_s=30.0, retries=0)

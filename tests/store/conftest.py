@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from store_helpers import DOCK, T0
 
 from agent.schemas import ALL_SCHEMAS
 from agent.store.db import Database
 from agent.store.ledger import Ledger
 from agent.store.signing import CheckpointSigner
+
+from .store_helpers import DOCK, T0
 
 
 @pytest.fixture

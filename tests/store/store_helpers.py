@@ -11,7 +11,13 @@ from typing import Any
 from blake3 import blake3
 
 from agent.store.db import Database
-from agent.store.evidence import StoredFileRecord, commit_file, layout_relpath
+from agent.store.evidence import (
+    StoredFile,
+    StoredFileRecord,
+    commit_file,
+    get_file,
+    layout_relpath,
+)
 from agent.store.ledger import Ledger
 
 DOCK = "dock-test-01"
@@ -58,3 +64,10 @@ def store_file(
     )
     entry = db.write_sync(lambda c: commit_file(c, ledger, rec))
     return int(entry.data["file_id"])
+
+
+def stored(db: Database, file_id: int) -> StoredFile:
+    """The evidence row of `file_id`, which the test knows exists."""
+    found = db.read_sync(lambda c: get_file(c, file_id))
+    assert found is not None, f"no evidence row {file_id}"
+    return found

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_helpers import DOCK
 
 from agent.schemas import ALL_SCHEMAS
 from agent.store.db import Database, DatabaseFull
 from agent.store.faults import FaultCode, open_faults, raise_fault
 from agent.store.ledger import Ledger
+
+from .store_helpers import DOCK
 
 MiB = 1 << 20
 

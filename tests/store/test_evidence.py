@@ -6,9 +6,9 @@ import dataclasses
 import datetime as dt
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
-from store_helpers import T0, store_file
 
 from agent.store import outbox
 from agent.store.db import Database
@@ -18,7 +18,6 @@ from agent.store.evidence import (
     clear_hold,
     commit_file,
     find_stored,
-    get_file,
     mark_purged,
     mark_verified,
     mark_wiped,
@@ -26,6 +25,8 @@ from agent.store.evidence import (
     set_hold,
 )
 from agent.store.ledger import Ledger, entries, get_entry
+
+from .store_helpers import T0, store_file, stored
 
 HASH = "ab" * 32
 
@@ -42,7 +43,7 @@ def record(**kw: object) -> StoredFileRecord:
 
 def test_commit_writes_row_entry_and_event_together(db: Database, ledger: Ledger) -> None:
     entry = db.write_sync(lambda c: commit_file(c, ledger, record()))
-    f = db.read_sync(lambda c: get_file(c, entry.data["file_id"]))
+    f = stored(db, entry.data["file_id"])
     assert f is not None
     assert f.source_name == b"DCIM/\xffA.MP4" and f.source_display == "DCIM/\\xffA.MP4"
     assert (f.ledger_seq, f.verify_state, f.wiped, f.late, f.late_by_s) == \
@@ -69,7 +70,7 @@ def test_failed_commit_leaves_nothing(db: Database, ledger: Ledger) -> None:
     {"blake3_hex": "AB" * 32}, {"blake3_hex": "ab"}, {"size": -1}, {"source_name": b""},
     {"source_name": "str-name"}, {"recorder_serial": ""}, {"session_id": ""},
 ])
-def test_bad_records_are_refused(db: Database, ledger: Ledger, bad: dict) -> None:
+def test_bad_records_are_refused(db: Database, ledger: Ledger, bad: dict[str, Any]) -> None:
     with pytest.raises(EvidenceError):
         db.write_sync(lambda c: commit_file(c, ledger, record(**bad)))
     assert db.read_sync(query) == []
@@ -99,7 +100,7 @@ def test_find_stored_never_copies_twice(db: Database, ledger: Ledger) -> None:
 def test_verify_wipe_hold_purge_are_recorded(db: Database, ledger: Ledger) -> None:
     fid = db.write_sync(lambda c: commit_file(c, ledger, record())).data["file_id"]
     v = db.write_sync(lambda c: mark_verified(c, ledger, fid, False, "hash differs"))
-    f = db.read_sync(lambda c: get_file(c, fid))
+    f = stored(db, fid)
     assert (f.verify_state, f.verify_detail, v.kind, v.data["ok"]) == \
         ("failed", "hash differs", "verified", False)
     db.write_sync(lambda c: mark_verified(c, ledger, fid, True, "re-read ok"))
@@ -108,7 +109,7 @@ def test_verify_wipe_hold_purge_are_recorded(db: Database, ledger: Ledger) -> No
     with pytest.raises(EvidenceError, match="already"):
         db.write_sync(lambda c: mark_wiped(c, ledger, fid))
     hold = db.write_sync(lambda c: set_hold(c, ledger, fid, "case 2026-17", by="sup-1"))
-    assert db.read_sync(lambda c: get_file(c, fid)).on_hold
+    assert stored(db, fid).on_hold
     with pytest.raises(EvidenceError, match="under hold"):
         db.write_sync(lambda c: mark_purged(c, ledger, fid, "retention"))
     cleared = db.write_sync(lambda c: clear_hold(c, ledger, hold.id, "case closed", by="sup-1"))
@@ -116,7 +117,7 @@ def test_verify_wipe_hold_purge_are_recorded(db: Database, ledger: Ledger) -> No
     with pytest.raises(EvidenceError):
         db.write_sync(lambda c: clear_hold(c, ledger, hold.id, "again"))
     db.write_sync(lambda c: mark_purged(c, ledger, fid, "retention"))
-    f = db.read_sync(lambda c: get_file(c, fid))
+    f = stored(db, fid)
     assert f.purged_us is not None and len(f.holds) == 1 and not f.on_hold
     kinds = [e.kind for e in db.read_sync(lambda c: entries(c, recorder="SER1"))]
     assert kinds == ["offloaded", "verified", "verified", "wiped", "hold_set", "hold_cleared",
@@ -130,8 +131,8 @@ def test_records_are_immutable(db: Database, ledger: Ledger) -> None:
     for sql in ("UPDATE evidence_files SET blake3 = 'x'", "UPDATE evidence_files SET size = 1",
                 "UPDATE evidence_files SET ledger_seq = 99", "DELETE FROM evidence_files"):
         with pytest.raises(sqlite3.IntegrityError):
-            db.write_sync(lambda c, s=sql: c.execute(s))
-    assert db.read_sync(lambda c: get_file(c, fid)).size == 10
+            db.write_sync(lambda c: c.execute(sql).rowcount)  # runs at once: sql is current
+    assert stored(db, fid).size == 10
 
 
 def test_query_filters(db: Database, ledger: Ledger, store: Path) -> None:
@@ -141,7 +142,8 @@ def test_query_filters(db: Database, ledger: Ledger, store: Path) -> None:
                    day=dt.date(2026, 11, 5), name=b"B.MP4", session="sess-2")
     c = store_file(db, ledger, store, b"c", unit="U2", serial="S1", officer="o1",
                    day=dt.date(2026, 11, 9), name=b"C.MP4")
-    ids = lambda **kw: [f.id for f in db.read_sync(lambda conn: query(conn, **kw))]  # noqa: E731
+    def ids(**kw: Any) -> list[object]:
+        return [f.id for f in db.read_sync(lambda conn: query(conn, **kw))]
     assert ids() == [a, b, c]
     assert ids(unit="U1") == [a, b]
     assert ids(device="S1") == [a, c]
@@ -154,5 +156,7 @@ def test_query_filters(db: Database, ledger: Ledger, store: Path) -> None:
     assert ids(unit="U1", device="S1") == [a]
     assert ids(session_id="sess-2") == [b]
     assert ids(unit="nope") == []
-    assert db.read_sync(lambda conn: get_entry(conn, get_file(conn, a).ledger_seq)).kind == \
-        "offloaded"
+    seq = stored(db, a).ledger_seq
+    assert seq is not None
+    entry = db.read_sync(lambda conn: get_entry(conn, seq))
+    assert entry is not None and entry.kind == "offloaded"

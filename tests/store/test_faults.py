@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from typing import Any
 
 import pytest
-from store_helpers import T0
 
 from agent.store import outbox
 from agent.store.db import Database
 from agent.store.faults import (
+    Fault,
     FaultCode,
     clear_fault,
     clear_faults,
@@ -20,9 +21,11 @@ from agent.store.faults import (
 )
 from agent.store.ledger import Ledger, entries
 
+from .store_helpers import T0
+
 
 def test_codes_are_stable_snake_case() -> None:
-    assert FaultCode.DOCK_CLOCK_UNSYNCHRONISED == "dock_clock_unsynchronised"
+    assert FaultCode.DOCK_CLOCK_UNSYNCHRONISED.value == "dock_clock_unsynchronised"
     assert all(c.value == c.name.lower() for c in FaultCode)
 
 
@@ -53,9 +56,10 @@ def test_failure_after_raise_rolls_everything_back(db: Database, ledger: Ledger)
 
 
 def test_open_fault_is_not_duplicated(db: Database, ledger: Ledger) -> None:
-    raise_ = lambda sess, t: db.write_sync(lambda c: raise_fault(  # noqa: E731
-        c, ledger, "clock_not_set", "clock refused", recorder="SER1", session_id=sess,
-        now_us=t))
+    def raise_(sess: str, t: int) -> Fault:
+        return db.write_sync(lambda c: raise_fault(
+            c, ledger, "clock_not_set", "clock refused", recorder="SER1", session_id=sess,
+            now_us=t))
     first = raise_("s1", T0)
     again = raise_("s1", T0 + 5)  # same docking: counter only
     assert again.id == first.id and again.repeat_count == 1 and again.last_seen_us == T0 + 5
@@ -116,7 +120,8 @@ def test_list_filters(db: Database, ledger: Ledger) -> None:
         raise_fault(c, ledger, "timeout", "c", recorder="R3", officer="o1", bay="b1",
                     now_us=T0 + 20)
     db.write_sync(fn)
-    q = lambda **kw: [f.reason for f in db.read_sync(lambda c: list_faults(c, **kw))]  # noqa: E731
+    def q(**kw: Any) -> list[object]:
+        return [f.reason for f in db.read_sync(lambda c: list_faults(c, **kw))]
     assert q() == ["a", "b", "c"]
     assert q(recorder="R2") == ["b"]
     assert q(officer="o1") == ["a", "c"]

@@ -6,10 +6,10 @@ import math
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from blake3 import blake3
-from store_helpers import DOCK, T0
 
 from agent.store import outbox
 from agent.store.db import Database, open_readonly
@@ -18,6 +18,7 @@ from agent.store.ledger import (
     GENESIS_HASH,
     EntryKind,
     Ledger,
+    LedgerEntry,
     checkpoints,
     entries,
     entry_hash,
@@ -26,6 +27,8 @@ from agent.store.ledger import (
     last_entry,
 )
 from agent.store.signing import CheckpointSigner
+
+from .store_helpers import DOCK, T0
 
 GOLDEN_BYTES = (
     '{"bay":"bay-1","data":{"a":"é","b":1.5},"dock_id":"dock-01","kind":"docked",'
@@ -45,7 +48,7 @@ def test_entry_hash_golden_vector() -> None:
 
 def test_entries_chain_from_genesis_and_round_trip(db: Database) -> None:
     led = Ledger(DOCK)  # unsigned: no key entries in the way
-    def fn(c: sqlite3.Connection) -> list:
+    def fn(c: sqlite3.Connection) -> list[LedgerEntry]:
         return [led.append(c, k, recorder="SER1", officer="", data={"n": i, "x": 0.25},
                            now_us=T0 + i)
                 for i, k in enumerate(["docked", "identified", "undocked"])]
@@ -61,7 +64,7 @@ def test_entries_chain_from_genesis_and_round_trip(db: Database) -> None:
 
 def test_append_enqueues_the_entry_in_the_same_transaction(db: Database) -> None:
     led = Ledger(DOCK)
-    def fn(c: sqlite3.Connection) -> list:
+    def fn(c: sqlite3.Connection) -> list[LedgerEntry]:
         return [led.append(c, "docked", recorder="SER1", bay="b1", now_us=T0),
                 led.append(c, "fault", recorder="SER1", data={"code": "timeout"}, now_us=T0)]
     docked, fault = db.write_sync(fn)
@@ -98,7 +101,7 @@ async def test_append_through_the_async_writer(db: Database) -> None:
     ("docked", {"x": b"bytes"}), ("docked", {"x": 2**60}),
 ])
 def test_bad_entries_are_refused_and_nothing_is_written(db: Database, kind: str,
-                                                        data: dict | None) -> None:
+                                                        data: dict[str, Any] | None) -> None:
     led = Ledger(DOCK)
     with pytest.raises(LedgerError):
         db.write_sync(lambda c: led.append(c, kind, data=data))
@@ -159,7 +162,8 @@ def test_entries_filters(db: Database) -> None:
         led.append(c, "docked", recorder="B", officer="2", session_id="s2", now_us=T0 + 10)
         led.append(c, "undocked", recorder="A", officer="1", session_id="s1", now_us=T0 + 20)
     db.write_sync(fn)
-    q = lambda **kw: [e.seq for e in db.read_sync(lambda c: entries(c, **kw))]  # noqa: E731
+    def q(**kw: Any) -> list[object]:
+        return [e.seq for e in db.read_sync(lambda c: entries(c, **kw))]
     assert q(recorder="A") == [1, 3]
     assert q(officer="2") == [2]
     assert q(kind="docked") == [1, 2]
@@ -168,7 +172,8 @@ def test_entries_filters(db: Database) -> None:
     assert q(until_us=T0 + 10) == [1]
     assert q(limit=2, newest_first=True) == [3, 2]
     assert q(after_seq=2) == [3]
-    assert db.read_sync(last_entry).seq == 3
+    last = db.read_sync(last_entry)
+    assert last is not None and last.seq == 3
 
 
 def test_entries_read_on_a_readonly_connection(db: Database, db_path: Path) -> None:

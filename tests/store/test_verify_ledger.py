@@ -6,11 +6,11 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from store_helpers import DOCK, T0, tamper
 
 from agent.schemas import ALL_SCHEMAS
 from agent.store.canonical import canonical_text
@@ -18,6 +18,8 @@ from agent.store.db import Database, _split_statements, open_readonly
 from agent.store.ledger import Ledger, entry_hash
 from agent.store.signing import CheckpointSigner
 from agent.store.verify import VerifyReport, verify_ledger
+
+from .store_helpers import DOCK, T0, tamper
 
 
 @pytest.fixture
@@ -46,7 +48,8 @@ def check(ro: Callable[[], sqlite3.Connection], signer: CheckpointSigner) -> Ver
     return verify_ledger(ro(), signer.public_key, dock_id=DOCK)
 
 
-def test_clean_ledger_passes(chain: Database, ro, signer: CheckpointSigner) -> None:
+def test_clean_ledger_passes(
+        chain: Database, ro: Callable[[], sqlite3.Connection], signer: CheckpointSigner) -> None:
     report = check(ro, signer)
     assert report.ok, report.problems
     assert report.entries_checked == 20
@@ -54,43 +57,53 @@ def test_clean_ledger_passes(chain: Database, ro, signer: CheckpointSigner) -> N
     assert verify_ledger(ro(), None).ok  # trusting the keys the chain names
 
 
-def test_empty_ledger_passes(db: Database, ro, signer: CheckpointSigner) -> None:
+def test_empty_ledger_passes(
+        db: Database, ro: Callable[[], sqlite3.Connection], signer: CheckpointSigner) -> None:
     assert check(ro, signer).ok
 
 
-def test_edited_field_is_named(chain: Database, db_path: Path, ro, signer) -> None:
+def test_edited_field_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     tamper(db_path, "UPDATE ledger SET officer = '999' WHERE seq = 6")
     report = check(ro, signer)
     assert kinds(report) == {("entry_altered", "seq 6")}
     assert report.exit_code == 1
 
 
-def test_edited_data_is_named(chain: Database, db_path: Path, ro, signer) -> None:
+def test_edited_data_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     tamper(db_path, ("UPDATE ledger SET data = ? WHERE seq = 3", ('{"i":99}',)))
     assert kinds(check(ro, signer)) == {("entry_altered", "seq 3")}
 
 
-def test_edit_with_recomputed_hashes_is_caught_by_checkpoints(chain: Database, db_path: Path,
-                                                              ro, signer) -> None:
+def test_edit_with_recomputed_hashes_is_caught_by_checkpoints(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     rewrite_from(db_path, 6, lambda seq, officer: "999" if seq == 6 else officer)
     found = kinds(check(ro, signer))
     assert found == {("checkpoint_mismatch", f"seq {s}") for s in (8, 12, 16, 20)}
 
 
-def test_deleted_middle_entry_is_named(chain: Database, db_path: Path, ro, signer) -> None:
+def test_deleted_middle_entry_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     tamper(db_path, "DELETE FROM ledger WHERE seq = 10")
     assert kinds(check(ro, signer)) == {("entry_missing", "seq 10")}
 
 
-def test_deleted_checkpointed_entry_is_named(chain: Database, db_path: Path, ro,
-                                             signer) -> None:
+def test_deleted_checkpointed_entry_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     tamper(db_path, "DELETE FROM ledger WHERE seq BETWEEN 7 AND 8")
     assert kinds(check(ro, signer)) == {("entry_missing", "seq 7-8"),
                                         ("checkpoint_entry_missing", "seq 8")}
 
 
-def test_inserted_entry_without_rehash_is_named(chain: Database, db_path: Path, ro,
-                                                signer) -> None:
+def test_inserted_entry_without_rehash_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     # make room at seq 11 by shifting the tail, then insert a plausible entry
     tamper(db_path, "UPDATE ledger SET seq = seq + 1000 WHERE seq > 10",
            "UPDATE ledger SET seq = seq - 999 WHERE seq > 1000",
@@ -104,34 +117,40 @@ def test_inserted_entry_without_rehash_is_named(chain: Database, db_path: Path, 
 
 
 def test_inserted_entry_with_rehashed_tail_is_caught_by_checkpoints(
-        chain: Database, db_path: Path, ro, signer) -> None:
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     insert_rehashed(db_path, at=11)
     found = kinds(check(ro, signer))
     assert found == {("checkpoint_mismatch", f"seq {s}") for s in (12, 16, 20)}
 
 
-def test_deleted_tail_beyond_a_checkpoint_is_named(chain: Database, db_path: Path, ro,
-                                                   signer) -> None:
+def test_deleted_tail_beyond_a_checkpoint_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     tamper(db_path, "DELETE FROM ledger WHERE seq >= 14")
     found = kinds(check(ro, signer))
     assert ("entries_truncated", "seq 14-16") in found
     assert ("entries_truncated", "seq 14-20") in found
 
 
-def test_deleted_checkpoint_is_named(chain: Database, db_path: Path, ro, signer) -> None:
+def test_deleted_checkpoint_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     tamper(db_path, "DELETE FROM ledger_checkpoints WHERE seq = 12")
     assert kinds(check(ro, signer)) == {("checkpoint_missing", "seq 12")}
 
 
-def test_forged_checkpoint_signature_is_named(chain: Database, db_path: Path, ro,
-                                              signer) -> None:
+def test_forged_checkpoint_signature_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     tamper(db_path, ("UPDATE ledger_checkpoints SET signature = ? WHERE seq = 8",
                      ("00" * 64,)))
     assert kinds(check(ro, signer)) == {("checkpoint_bad_signature", "seq 8")}
 
 
-def test_checkpoint_moved_to_another_entry_is_named(chain: Database, db_path: Path, ro,
-                                                    signer) -> None:
+def test_checkpoint_moved_to_another_entry_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner) -> None:
     tamper(db_path, "UPDATE ledger_checkpoints SET seq = 9 WHERE seq = 8")
     found = kinds(check(ro, signer))
     assert ("checkpoint_bad_signature", "seq 9") in found
@@ -139,14 +158,16 @@ def test_checkpoint_moved_to_another_entry_is_named(chain: Database, db_path: Pa
     assert ("checkpoint_missing", "seq 8") in found
 
 
-def test_swapped_public_key_is_named(chain: Database, db_path: Path, ro, signer,
-                                     tmp_path: Path) -> None:
+def test_swapped_public_key_is_named(
+        chain: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner, tmp_path: Path) -> None:
     """An attacker replaces the key and re-signs every checkpoint with their own."""
     mallory = CheckpointSigner.from_file(tmp_path / "mallory.key")
     conn = sqlite3.connect(db_path)
     cps = conn.execute("SELECT seq, hash, time_us FROM ledger_checkpoints").fetchall()
     conn.close()
-    statements: list = [("UPDATE ledger_keys SET key_id = ?", (mallory.key_id,))]
+    statements: list[tuple[str, tuple[Any, ...]] | str] = [
+        ("UPDATE ledger_keys SET key_id = ?", (mallory.key_id,))]
     for seq, h, t in cps:
         statements.append(("UPDATE ledger_checkpoints SET key_id = ?, signature = ?"
                            " WHERE seq = ?", (mallory.key_id, mallory.sign(DOCK, seq, h, t), seq)))
@@ -160,7 +181,8 @@ def test_swapped_public_key_is_named(chain: Database, db_path: Path, ro, signer,
 
 
 def test_whole_chain_rewritten_with_another_key_needs_the_trusted_key(
-        db: Database, db_path: Path, ro, signer: CheckpointSigner, tmp_path: Path) -> None:
+        db: Database, db_path: Path, ro: Callable[[], sqlite3.Connection],
+        signer: CheckpointSigner, tmp_path: Path) -> None:
     mallory = CheckpointSigner.from_file(tmp_path / "mallory.key")
     led = Ledger(DOCK, mallory, checkpoint_every=4)
     db.write_sync(lambda c: [led.append(c, "docked", now_us=T0) for _ in range(5)])
@@ -170,7 +192,8 @@ def test_whole_chain_rewritten_with_another_key_needs_the_trusted_key(
     assert ("checkpoint_untrusted_key", "seq 4") in kinds(report)
 
 
-def test_foreign_dock_id_is_named(db: Database, ro, signer: CheckpointSigner) -> None:
+def test_foreign_dock_id_is_named(
+        db: Database, ro: Callable[[], sqlite3.Connection], signer: CheckpointSigner) -> None:
     db.write_sync(lambda c: Ledger("other-dock").append(c, "docked"))
     assert kinds(verify_ledger(ro(), signer.public_key, dock_id=DOCK)) == {
         ("dock_id_mismatch", "seq 1")}
@@ -178,7 +201,7 @@ def test_foreign_dock_id_is_named(db: Database, ro, signer: CheckpointSigner) ->
 
 # --- helpers: a capable attacker who recomputes hashes (but has no private key) --------
 
-Row = tuple
+Row = tuple[Any, ...]
 
 
 def _rows(db_path: Path) -> list[Row]:
@@ -258,14 +281,14 @@ def test_any_single_edit_is_detected(signer: CheckpointSigner, seq: int, column:
 
 
 def test_verify_beside_a_writing_agent_sees_one_consistent_state(
-        db: Database, signer: CheckpointSigner, ro) -> None:
+        db: Database, signer: CheckpointSigner, ro: Callable[[], sqlite3.Connection]) -> None:
     import threading
     led = Ledger(DOCK, signer, checkpoint_every=2)
     done = threading.Event()
 
     def agent() -> None:
         for i in range(100):
-            db.write_sync(lambda c, i=i: led.append(c, "docked", data={"i": i}))
+            db.write_sync(lambda c: led.append(c, "docked", data={"i": i}).seq)  # runs at once
         done.set()
 
     t = threading.Thread(target=agent)

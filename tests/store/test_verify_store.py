@@ -8,13 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_helpers import store_file, tamper
 
 from agent.store.db import Database, open_readonly
-from agent.store.evidence import get_file, mark_purged
+from agent.store.evidence import mark_purged
 from agent.store.layout import PARTIAL_PREFIX
 from agent.store.ledger import Ledger
+from agent.store.signing import CheckpointSigner
 from agent.store.verify import VerifyReport, hash_file, verify_all, verify_store
+
+from .store_helpers import store_file, stored, tamper
 
 CONTENT = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes
 
@@ -25,8 +27,7 @@ def filled(db: Database, ledger: Ledger, store: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for i, name in enumerate([b"A.MP4", b"B.MP4", b"\xffodd.MP4"]):
         fid = store_file(db, ledger, store, CONTENT + bytes([i]), name=name)
-        out[name.decode("utf-8", "replace")] = db.read_sync(lambda c, f=fid: get_file(c, f)
-                                                           ).stored_relpath
+        out[name.decode("utf-8", "replace")] = stored(db, fid).stored_relpath
     return out
 
 
@@ -42,7 +43,7 @@ def named(report: VerifyReport) -> set[tuple[str, str]]:
 
 
 def test_clean_store_passes_deep(filled: dict[str, str], store: Path, ro: sqlite3.Connection,
-                                 signer) -> None:
+                                 signer: CheckpointSigner) -> None:
     report = verify_store(ro, store, deep=True)
     assert report.ok, report.problems
     assert report.files_checked == 3
@@ -158,9 +159,10 @@ def test_file_committed_during_the_audit_is_not_called_extra(
     import datetime as dt
 
     from blake3 import blake3
-    from store_helpers import T0
 
     from agent.store.evidence import StoredFileRecord, commit_file, layout_relpath
+
+    from .store_helpers import T0
     rel = layout_relpath("U01", "SER00001", "007", dt.date(2026, 11, 21), "LATE.MP4")
     (store / rel).parent.mkdir(parents=True, exist_ok=True)
     (store / rel).write_bytes(b"late")
@@ -180,7 +182,7 @@ def test_file_committed_during_the_audit_is_not_called_extra(
 
 
 async def test_run_audit_off_the_loop(filled: dict[str, str], store: Path, db_path: Path,
-                                      signer) -> None:
+                                      signer: CheckpointSigner) -> None:
     import asyncio
 
     from agent.store.verify import run_audit

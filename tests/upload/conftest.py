@@ -9,9 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from upload_helpers import DOCK, RETENTION, UPLOAD
 
-from agent.schemas import ALL_SCHEMAS
 from agent.settings import UploadSettings
 from agent.store.db import Database
 from agent.store.ledger import Ledger
@@ -19,6 +17,8 @@ from agent.store.signing import CheckpointSigner
 from agent.upload.s3client import S3Client, S3Config
 from agent.upload.uploader import Uploader
 from hw_sim import rgw as rgw_mod
+
+from .upload_helpers import DOCK, RETENTION, UPLOAD
 
 _buckets = itertools.count(1)
 
@@ -51,13 +51,6 @@ def s3(s3conf: S3Config) -> S3Client:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "state" / "dock.sqlite3", ALL_SCHEMAS)
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     return Ledger(DOCK, CheckpointSigner.from_file(tmp_path / "keys" / "dock.key"))
 
@@ -73,7 +66,7 @@ def store(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_uploader(db: Database, ledger: Ledger, store: Path, s3conf: S3Config
-                  ) -> Callable[..., Uploader]:
+                  ) -> Iterator[Callable[..., Uploader]]:
     made: list[Uploader] = []
 
     def make(conf: S3Config | None = None, settings: UploadSettings = UPLOAD,
@@ -83,6 +76,6 @@ def make_uploader(db: Database, ledger: Ledger, store: Path, s3conf: S3Config
         made.append(up)
         return up
 
-    yield make  # type: ignore[misc]
+    yield make
     for u in made:
         u.close()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-
-from upload_helpers import store_file
 
 from agent.store import ledger as ledger_mod
 from agent.store.db import Database
@@ -15,10 +14,15 @@ from agent.store.ledger import Ledger
 from agent.upload import queue
 from agent.upload.objects import decode_meta
 from agent.upload.s3client import S3Client
+from agent.upload.uploader import Uploader
+from hw_sim import rgw as rgw_mod
+
+from .upload_helpers import store_file, stored
 
 
 async def test_small_and_multipart_files_upload_with_metadata_and_proof(
-        db: Database, ledger: Ledger, store: Path, s3: S3Client, make_uploader) -> None:
+        db: Database, ledger: Ledger, store: Path, s3: S3Client,
+        make_uploader: Callable[..., Uploader]) -> None:
     small = os.urandom(1000)
     big = os.urandom(11 * 1024 * 1024 + 7)  # 3 parts of 5 MiB
     a = store_file(db, ledger, store, small, name=b"A.MP4")
@@ -44,8 +48,9 @@ async def test_small_and_multipart_files_upload_with_metadata_and_proof(
     assert s3.list_multipart_uploads("") == []
 
 
-async def test_tls_with_a_custom_ca(db: Database, ledger: Ledger, store: Path, rgw, bucket: str,
-                                   make_uploader) -> None:
+async def test_tls_with_a_custom_ca(
+        db: Database, ledger: Ledger, store: Path, rgw: rgw_mod.Rgw, bucket: str,
+        make_uploader: Callable[..., Uploader]) -> None:
     import dataclasses
 
     import pytest
@@ -65,14 +70,14 @@ async def test_tls_with_a_custom_ca(db: Database, ledger: Ledger, store: Path, r
 
 
 async def test_a_stored_file_that_no_longer_matches_its_ledger_hash_is_never_uploaded(
-        db: Database, ledger: Ledger, store: Path, s3: S3Client, make_uploader) -> None:
-    from agent.store.evidence import get_file
+        db: Database, ledger: Ledger, store: Path, s3: S3Client,
+        make_uploader: Callable[..., Uploader]) -> None:
     from agent.store.faults import FaultCode
 
     small = store_file(db, ledger, store, b"s" * 4000, name=b"S.MP4")
     big = store_file(db, ledger, store, os.urandom(11 * 1024 * 1024), name=b"BIG.MP4")
     for fid, at in ((small, 10), (big, 11 * 1024 * 1024 - 5)):  # the big one: in its last part
-        path = store / db.read_sync(lambda c, fid=fid: get_file(c, fid)).stored_relpath
+        path = store / stored(db, fid).stored_relpath
         path.chmod(0o640)
         data = bytearray(path.read_bytes())
         data[at] ^= 0x01

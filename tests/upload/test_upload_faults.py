@@ -12,19 +12,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from upload_helpers import UPLOAD, FaultProxy, store_file, wait_for, write_config
 
 from agent.store import ledger as ledger_mod
 from agent.store.db import Database
-from agent.store.evidence import get_file
 from agent.store.faults import FaultCode, open_faults
 from agent.store.ledger import Ledger
 from agent.upload import queue
 from agent.upload.objects import object_key
 from agent.upload.s3client import S3Client, S3Config
+from agent.upload.uploader import Uploader
+
+from .upload_helpers import UPLOAD, FaultProxy, store_file, stored, wait_for, write_config
 
 
 def _uploaded(db: Database) -> list[ledger_mod.LedgerEntry]:
@@ -35,8 +37,9 @@ def _codes(db: Database) -> set[str]:
     return {f.code for f in db.read_sync(open_faults)}
 
 
-async def test_long_outage_then_upload(db: Database, ledger: Ledger, store: Path,
-                                       s3conf: S3Config, s3: S3Client, make_uploader) -> None:
+async def test_long_outage_then_upload(
+        db: Database, ledger: Ledger, store: Path, s3conf: S3Config, s3: S3Client,
+        make_uploader: Callable[..., Uploader]) -> None:
     proxy = FaultProxy(int(s3conf.endpoint.rsplit(":", 1)[1]))
     proxy.mode = "down"
     try:
@@ -61,7 +64,8 @@ async def test_long_outage_then_upload(db: Database, ledger: Ledger, store: Path
 
 
 async def test_hanging_and_failing_store_times_out_backs_off_and_recovers(
-        db: Database, ledger: Ledger, store: Path, s3conf: S3Config, make_uploader) -> None:
+        db: Database, ledger: Ledger, store: Path, s3conf: S3Config,
+        make_uploader: Callable[..., Uploader]) -> None:
     proxy = FaultProxy(int(s3conf.endpoint.rsplit(":", 1)[1]))
     try:
         store_file(db, ledger, store, os.urandom(3000), name=b"H.MP4")
@@ -88,9 +92,10 @@ async def test_hanging_and_failing_store_times_out_backs_off_and_recovers(
 
 
 async def test_existing_key_with_other_content_is_never_overwritten(
-        db: Database, ledger: Ledger, store: Path, s3: S3Client, make_uploader) -> None:
+        db: Database, ledger: Ledger, store: Path, s3: S3Client,
+        make_uploader: Callable[..., Uploader]) -> None:
     fid = store_file(db, ledger, store, b"real footage" * 100, name=b"C.MP4")
-    f = db.read_sync(lambda c: get_file(c, fid))
+    f = stored(db, fid)
     key = object_key(UPLOAD.prefix, f)
     other = b"someone else's bytes"
     s3.put(key, other, hashlib.md5(other).hexdigest(), {})
@@ -156,7 +161,7 @@ def test_kill9_during_multipart_never_acknowledges_partial_or_duplicate(
 
 
 async def test_uploads_pause_while_recorders_offload(
-        db: Database, ledger: Ledger, store: Path, make_uploader) -> None:
+        db: Database, ledger: Ledger, store: Path, make_uploader: Callable[..., Uploader]) -> None:
     offloading = [True]
     store_file(db, ledger, store, os.urandom(300_000), name=b"P.MP4")
     up = make_uploader(settings=dataclasses.replace(UPLOAD, while_offloading_mib_s=0.0),
@@ -172,7 +177,8 @@ async def test_uploads_pause_while_recorders_offload(
 
 
 async def test_close_ends_a_paused_or_hanging_upload_promptly(
-        db: Database, ledger: Ledger, store: Path, s3conf: S3Config, make_uploader) -> None:
+        db: Database, ledger: Ledger, store: Path, s3conf: S3Config,
+        make_uploader: Callable[..., Uploader]) -> None:
     import threading
 
     store_file(db, ledger, store, os.urandom(300_000), name=b"Q.MP4")
@@ -203,15 +209,15 @@ async def test_close_ends_a_paused_or_hanging_upload_promptly(
 
 
 async def test_crash_after_the_store_completed_but_before_the_ledger_commit(
-        db: Database, ledger: Ledger, store: Path, s3: S3Client, make_uploader,
-        monkeypatch) -> None:
+        db: Database, ledger: Ledger, store: Path, s3: S3Client,
+        make_uploader: Callable[..., Uploader], monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.upload.uploader import Uploader
 
     content = os.urandom(11 * 1024 * 1024)
     store_file(db, ledger, store, content, name=b"X.MP4")
     real = Uploader._record
 
-    def die(self, *a, **kw):
+    def die(self: Uploader, *a: object, **kw: object) -> None:
         raise SystemExit("power cut between CompleteMultipartUpload and the commit")
 
     monkeypatch.setattr(Uploader, "_record", die)

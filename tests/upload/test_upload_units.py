@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-from upload_helpers import RETENTION
 
 from agent.config import ConfigInvalid, parse_settings
 from agent.hold_scope import in_scope
@@ -20,6 +19,8 @@ from agent.upload.credentials import load_credentials
 from agent.upload.errors import CredentialsError
 from agent.upload.retention import DAY_US, Scope, plan
 from agent.upload.throttle import Throttle
+
+from .upload_helpers import RETENTION
 
 
 def test_sigv4_matches_the_published_aws_example() -> None:
@@ -179,12 +180,12 @@ purge = true
 
 
 def test_health_reports_the_upload_backlog(tmp_path: Path) -> None:
-    from upload_helpers import store_file
-
     from agent.health.monitor import _upload_health
     from agent.schemas import ALL_SCHEMAS
     from agent.store.db import Database
     from agent.store.ledger import Ledger
+
+    from .upload_helpers import store_file
 
     db = Database(tmp_path / "s.sqlite3", ALL_SCHEMAS)
     try:

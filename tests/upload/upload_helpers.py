@@ -14,7 +14,13 @@ from blake3 import blake3
 
 from agent.settings import RetentionSettings, UploadSettings
 from agent.store.db import Database
-from agent.store.evidence import StoredFileRecord, commit_file, layout_relpath
+from agent.store.evidence import (
+    StoredFile,
+    StoredFileRecord,
+    commit_file,
+    get_file,
+    layout_relpath,
+)
 from agent.store.ledger import Ledger
 from hw_sim import rgw
 
@@ -140,3 +146,10 @@ def write_config(tmp_path: Path, endpoint: str, bucket: str, access: str, secret
     return rgw.agent_config(tmp_path, dock_id=DOCK, endpoint=endpoint, bucket=bucket,
                             region=region, access_key=access, secret_key=secret,
                             key_file=tmp_path / "keys" / "dock.key", upload=upload)
+
+
+def stored(db: Database, file_id: int) -> StoredFile:
+    """The evidence row of `file_id`, which the test knows exists."""
+    found = db.read_sync(lambda c: get_file(c, file_id))
+    assert found is not None, f"no evidence row {file_id}"
+    return found
