@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.schemas import ALL_SCHEMAS
 from agent.store.db import Database
-from agent.store.schemas import ALL_SCHEMAS
 from tests.mqtt.broker import Broker, Pki
 from tests.mqtt.central import Central
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from agent.checkpointing import LedgerCheckpoints
 from agent.compliance.deadlines import HoursDeadline
@@ -66,7 +67,7 @@ async def test_overdue_recorder_fault_raised_once_and_cleared(tmp_path: Path) ->
 
 async def test_health_issue_fault_follows_the_condition(tmp_path: Path) -> None:
     db, _, monitor = make(tmp_path, store_free_warn_percent=100)  # any disk is "too full"
-    sample = await monitor.sample()
+    sample: dict[str, Any] = await monitor.sample()
     assert [i["code"] for i in sample["issues"]] == ["store_space_low"]
     assert sample["store_total_bytes"] > 0 and sample["clock_synchronised"] is True
     assert open_codes(db) == [("health", None)]

@@ -89,10 +89,10 @@ def test_health_upload_object_is_sent_only_with_upload_enabled() -> None:
     upload = {"backlog_files": 2, "backlog_bytes": 2048, "oldest_backlog_age_s": 3.5,
               "uploaded_files": 7, "conflicts": 0, "last_error": None}
     stats = OutboxStats(0, None, 0)
-    with_upload = payloads.health("d1", 1, 1.0e9, "1.0", health_sample(upload=upload), stats,
-                                  {})
+    with_upload: dict[str, Any] = payloads.health(
+        "d1", 1, 1.0e9, "1.0", health_sample(upload=upload), stats, {})
     assert with_upload["health"]["upload"] == upload
-    without = payloads.health("d1", 1, 1.0e9, "1.0", health_sample(), stats, {})
+    without: dict[str, Any] = payloads.health("d1", 1, 1.0e9, "1.0", health_sample(), stats, {})
     assert "upload" not in without["health"]
     for body in (with_upload, without):  # (events/health carries the same definition)
         validate("health", body)

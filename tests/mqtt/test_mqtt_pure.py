@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -70,8 +71,9 @@ def test_builders_match_schemas() -> None:
     now = 1_795_000_000.25
     validate("status", payloads.status_online("dock-A", 3, now, "1.0", "5"))
     validate("status", payloads.status_offline("dock-A", 3, "connection-lost", None))
-    health = payloads.health("dock-A", 3, now, "1.0", health_sample(unknown_field=1),
-                             OutboxStats(5, now - 10, 2), {"published": 1})
+    health: dict[str, Any] = payloads.health(
+        "dock-A", 3, now, "1.0", health_sample(unknown_field=1), OutboxStats(5, now - 10, 2),
+        {"published": 1})
     validate("health", health)
     assert "unknown_field" not in health["health"]  # only documented fields go out
     validate("event-health", payloads.event("dock-A", OutboxEvent(
@@ -142,11 +144,11 @@ def test_identity_fields() -> None:
     now = 1_795_000_000.0
     ident = RecorderIdentity("REC00001", model="BW", firmware="2.4", officer_no="0042",
                              officer_name="Li")
-    state = payloads.identity_fields(ident)
+    state: dict[str, Any] = payloads.identity_fields(ident)
     assert state["officer"]["officer_no"] == "0042"
     validate("recorder-state", payloads.recorder_birth("dock-A", "REC00001", 1, now,
                                                        rec_state(**state)))
-    bare = payloads.identity_fields(RecorderIdentity("REC00002"))
+    bare: dict[str, Any] = payloads.identity_fields(RecorderIdentity("REC00002"))
     assert bare["officer"] is None
     validate("recorder-state", payloads.recorder_birth("dock-A", "REC00002", 1, now,
                                                        rec_state(**bare)))

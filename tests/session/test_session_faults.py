@@ -209,5 +209,5 @@ async def test_hostile_storage_entries_are_refused_and_reported(env: Env, bench:
     assert s.state is State.RELEASED, s.faults
     codes = [f.code for f in env.faults()]
     assert codes == ["hostile_content"]
-    assert s.offload_result is not None and s.offload_result.refused >= 1
-    assert s.offload_result.stored >= 2  # the real footage still came off
+    assert s.offload_result is not None and (s.offload_result.refused or 0) >= 1
+    assert (s.offload_result.stored or 0) >= 2  # the real footage still came off

@@ -10,11 +10,12 @@ import shutil
 from typing import Any
 
 import pytest
-from session_bench import Bench, spec, wait_state
 
 from agent.session.context import SessionContext
 from agent.session.state_machine import State, Step
 from hw_sim.spec import Faults
+
+from .session_bench import Bench, spec, wait_state
 
 ENDED = (State.RELEASED, State.FAILED)
 

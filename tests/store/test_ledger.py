@@ -12,10 +12,10 @@ import pytest
 from blake3 import blake3
 
 from agent.store import outbox
+from agent.store.chain import GENESIS_HASH
 from agent.store.db import Database, open_readonly
 from agent.store.errors import LedgerError
 from agent.store.ledger import (
-    GENESIS_HASH,
     EntryKind,
     Ledger,
     LedgerEntry,

@@ -11,10 +11,11 @@ import pytest
 
 from agent.store.db import Database, open_readonly
 from agent.store.evidence import mark_purged
+from agent.store.hashing import hash_file
 from agent.store.layout import PARTIAL_PREFIX
 from agent.store.ledger import Ledger
 from agent.store.signing import CheckpointSigner
-from agent.store.verify import VerifyReport, hash_file, verify_all, verify_store
+from agent.store.verify import VerifyReport, verify_all, verify_store
 
 from .store_helpers import store_file, stored, tamper
 
