@@ -28,6 +28,7 @@ from agent.compliance.deadlines import load_day_list, make_policy
 from agent.config import needs_fleet_secret
 from agent.control import ControlServer
 from agent.devices.events import DeviceEvent
+from agent.devices.source import DeviceSource, open_device_source
 from agent.dockview import DockView
 from agent.health.integrity import audit_ledger
 from agent.health.monitor import HealthMonitor
@@ -83,14 +84,8 @@ def read_fleet_secret(path: Path) -> bytes:
     return secret
 
 
-def make_device_source(settings: Settings) -> object:
-    if settings.devices.source == "sim":
-        from agent.devices.sim_source import SimDeviceSource
-
-        return SimDeviceSource(settings.devices.sim_socket)
-    from agent.devices.udev_source import UdevDeviceSource
-
-    return UdevDeviceSource(settings.devices)
+def make_device_source(settings: Settings) -> DeviceSource:
+    return open_device_source(settings.devices)
 
 
 async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
@@ -177,7 +172,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
                     await supervisor.handle(await events.get())
 
             essential["device source"] = tg.create_task(
-                source.run(events.put_nowait), name="device-source"  # type: ignore[attr-defined]
+                source.run(events.put_nowait), name="device-source"
             )
             essential["dispatcher"] = tg.create_task(dispatch(), name="dispatcher")
             if reporter is not None:

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent import settings as model
 from agent.devices.errors import DeviceConfigError
-from agent.devices.ports import BayMap
+from agent.devices.usb_ports import BayMap
 from agent.inputfiles import (
     MAX_CONFIG_BYTES,
     MAX_SECRET_BYTES,

@@ -6,7 +6,7 @@ import pytest
 
 from agent.devices.debounce import Debouncer
 from agent.devices.errors import DeviceConfigError
-from agent.devices.ports import BayMap, UsbPort, port_of, usb_device_devpath
+from agent.devices.usb_ports import BayMap, UsbPort, port_of, usb_device_devpath
 
 PI4 = "/devices/platform/scb/fd500000.pcie/pci0000:00/0000:00:00.0/0000:01:00.0/usb1"
 PC = "/devices/pci0000:00/0000:00:14.0/usb3"

@@ -40,10 +40,6 @@ class UsbPort:
         """The kernel's name for the port, as dmesg prints it ("1-1.2")."""
         return f"{self.bus}-{self.chain}" if self.chain else f"usb{self.bus}"
 
-    @property
-    def parent_chain(self) -> str:
-        return self.chain.rpartition(".")[0]
-
 
 def usb_device_devpath(devpath: str) -> str | None:
     """The DEVPATH of the USB device a device (tty, disk, interface) belongs to, if any."""
