@@ -118,8 +118,9 @@ class VirtualDock:
 
     def _storage_changed(self, bay: str, path: Path | None) -> None:
         devices = self._devices.get(bay)
-        if devices is None:
-            return
+        if devices is None or (devices.block is not None and path is not None and
+                               devices.block[uevents.STORAGE_DIR_PROPERTY] == str(path)):
+            return  # not plugged (yet), or the same disk still there
         if devices.block is not None:  # a new exposure is a new disk: the old one goes first
             self._announce(uevents.removed(devices.block))
             devices.block = None

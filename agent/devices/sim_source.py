@@ -50,6 +50,9 @@ class SimDeviceSource:
         self.retry_interval_s = retry_interval_s
         self._settings = settings
         self.tracker = DeviceTracker(settings, source="sim")  # validates the settings now
+        if not settings.allow:
+            log.warning("devices.allow is empty: every dock-sim recorder will be rejected "
+                        "(its recorders are USB 1209:d0c5 unless their spec says otherwise)")
         self._bays: dict[str, str] = dict(settings.bays)
         self._feed: TrackerFeed | None = None
         self.ready = asyncio.Event()  # set while connected and the present devices are known
