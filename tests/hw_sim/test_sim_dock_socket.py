@@ -344,3 +344,24 @@ async def test_configured_bays_win_over_the_announced_ones(tmp_path: Path,
             assert [(e.key, e.bay) for e in evs] == [("BWC00002", "Front 2")]  # type: ignore
     finally:
         await col.close()
+
+
+async def test_another_dock_ends_the_old_docks_pending_unplugs(tmp_path: Path,
+                                                               sock: Path) -> None:
+    """A simulator back with other bays is another dock: what the old one had is gone
+    at once, not after the (here endless) debounce window, and the new bays apply."""
+    col = Collector(sock, sim_devices(debounce_ms=600_000))
+    try:
+        async with VirtualDock(bays=["1"], socket_path=sock, workdir=tmp_path) as dock:
+            await dock.plug("1", small_spec("BWC00001"))
+            await col.wait_for(1)
+        assert not any(isinstance(e, RecorderUnplugged) for e in col.events)  # held
+        async with VirtualDock(bays=["X", "Y"], socket_path=sock, workdir=tmp_path) as dock2:
+            evs = await col.wait_for(2)
+            assert evs[1] == RecorderUnplugged(key="BWC00001", bay="1")
+            rec = await dock2.plug("Y", small_spec("BWC00001"))
+            evs = await col.wait_for(3)
+            assert evs[2] == RecorderPlugged(key="BWC00001", bay="Y", tty_path=rec.tty_path,
+                                             vid_pid=SIM, source="sim")
+    finally:
+        await col.close()
