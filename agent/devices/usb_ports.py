@@ -118,10 +118,6 @@ class BayMap:
         # Most specific first: a bay behind another bay's hub wins over the outer one.
         self._keys = sorted(keys, key=lambda k: -len(k.chain.split(".")))
 
-    @property
-    def configured(self) -> bool:
-        return bool(self._keys)
-
     def label(self, port: UsbPort) -> str | None:
         """The bay label, or None when bays are configured and the port is in none of them."""
         for key in self._keys:
