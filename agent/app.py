@@ -33,6 +33,7 @@ from agent.compliance.deadlines import DeadlinePolicy, load_day_list, make_polic
 from agent.config import needs_fleet_secret
 from agent.control import ControlServer, Handler
 from agent.devices.events import DeviceEvent
+from agent.devices.source import DeviceSource, open_device_source
 from agent.dockclock import dock_clock_probe
 from agent.dockview import DockView, RecorderFeed, status_document
 from agent.health.integrity import audit_ledger
@@ -89,14 +90,8 @@ def read_fleet_secret(path: Path) -> bytes:
     return secret
 
 
-def make_device_source(settings: Settings) -> object:
-    if settings.devices.source == "sim":
-        from agent.devices.sim_source import SimDeviceSource
-
-        return SimDeviceSource(settings.devices.sim_socket)
-    from agent.devices.udev_source import UdevDeviceSource
-
-    return UdevDeviceSource(settings.devices)
+def make_device_source(settings: Settings) -> DeviceSource:
+    return open_device_source(settings.devices)
 
 
 @dataclass
@@ -254,7 +249,7 @@ def _start_tasks(tg: asyncio.TaskGroup, agent: _Agent, supervisor: BaySupervisor
             await supervisor.handle(await events.get())
 
     essential["device source"] = tg.create_task(
-        source.run(events.put_nowait), name="device-source"  # type: ignore[attr-defined]
+        source.run(events.put_nowait), name="device-source"
     )
     essential["dispatcher"] = tg.create_task(dispatch(), name="dispatcher")
     if reporter is not None:

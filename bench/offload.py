@@ -6,7 +6,8 @@
 Footage comes from the simulator's deterministic generator (`hw_sim.footage`), written
 by a child process so it neither warms this process nor inflates its peak RSS. The
 agent run is the real docking path: dock-sim recorders on ptys, announced over the
-simulator socket to `SimDeviceSource`, one `DockingSession` per bay under the
+simulator socket to `SimDeviceSource` and its `DeviceTracker` (allowlist, pairing,
+debounce), one `DockingSession` per bay under the
 `BaySupervisor` (authenticate, identify, clock, unlock over the firmware protocol), then
 the Offloader with Database + Ledger + evidence index, all recorders at once (default
 `max_concurrent`). The clock runs from the first plug until every session has released
@@ -110,10 +111,17 @@ async def _agent_run(
     from agent.session.context import SessionDeps
     from agent.session.recorder_link import recorder_client_opener
     from agent.session.supervisor import BaySupervisor
-    from agent.settings import ClockSettings, DeviceSettings, OffloadSettings, RecorderSettings
+    from agent.settings import (
+        AllowedDevice,
+        ClockSettings,
+        DeviceSettings,
+        OffloadSettings,
+        RecorderSettings,
+    )
     from agent.store.db import Database
     from agent.store.ledger import Ledger
     from hw_sim.recorder import DEFAULT_FLEET_SECRET
+    from hw_sim.spec import SIM_USB_PID, SIM_USB_VID
 
     work.mkdir(parents=True)
     db = Database(work / "state" / "dock.sqlite3", ALL_SCHEMAS)
@@ -124,9 +132,12 @@ async def _agent_run(
                       fdatasync_interval_s=fdatasync_interval_s)
     offloader = Offloader(db, ledger, store, offload, HoursDeadline(24), ZoneInfo("UTC"))
     recorder = RecorderSettings()
+    # The simulated recorders go through the real allowlist, pairing and debounce.
+    devices = DeviceSettings(source="sim", storage_wait_s=120,
+                             allow=[AllowedDevice(vid=SIM_USB_VID, pid=SIM_USB_PID)])
     deps = SessionDeps(
         db=db, ledger=ledger, mounter=DirectoryMounter(), offloader=offloader,
-        devices=DeviceSettings(source="sim", storage_wait_s=120), recorder=recorder,
+        devices=devices, recorder=recorder,
         clock=ClockSettings(assume_synchronised=True), offload=offload,
         fleet_secret=DEFAULT_FLEET_SECRET, dock_synchronised=lambda: True,
         open_link=recorder_client_opener(recorder),
@@ -168,7 +179,8 @@ async def _agent_run(
                         lags.clear()
                     await supervisor.handle(event)
 
-            background = [tg.create_task(SimDeviceSource(socket_path).run(events.put_nowait)),
+            background = [tg.create_task(
+                SimDeviceSource(devices, socket_path).run(events.put_nowait)),
                           tg.create_task(dispatch()), tg.create_task(ticker())]
             while True:  # done when every bay's session has released (or failed)
                 snaps = supervisor.snapshot()

@@ -1,14 +1,13 @@
 """The dock-sim announcement socket: newline-delimited JSON over a Unix stream socket.
 
 The simulator is the server, the agent (`agent.devices.sim_source`) the client. Every
-message is one JSON object on one line with `"v": 1` and a `"type"`:
-  state            sent first on every connection: every plugged recorder
-                   {"recorders": [{"bay", "serial", "tty", "storage": path|null}], "bays": [...]}
-  plugged          {"bay", "serial", "tty"}          a recorder's serial port appeared
-  storage          {"bay", "serial", "path"}         its storage is readable at path
-  storage_removed  {"bay", "serial"}                 its storage is gone (locked or unplugged)
-  unplugged        {"bay", "serial"}                 it left the bay
-Clients ignore message types they do not know. See docs/simulator.md.
+message is one JSON object on one line with `"v": 2` and a `"type"`:
+  state   sent first on every connection: the dock's wiring and every device present
+          {"bays": [{"label", "id_path"}], "devices": [record, ...]}
+  uevent  one device came or went: {"device": record}
+A record is what udev reports of one device (see `hw_sim.uevents`):
+{"props": {udev property: value, "ACTION": "add"|"remove"}, "usb": {its USB device's
+properties} | null}. Clients ignore message types they do not know. See docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-VERSION = 1
+VERSION = 2
 
 Message = dict[str, Any]
 

@@ -1,4 +1,10 @@
-"""A virtual dock: labelled bays, recorders plugged into them, and the announcement socket."""
+"""A virtual dock: labelled bays, recorders plugged into them, and the announcement socket.
+
+Bay N (1-based, in the order given) is USB port N of the simulated host controller; every
+plug, unplug and storage change is announced as the udev-like device records a real dock
+would produce (`hw_sim.uevents`), so the agent's device tracker handles them as it does
+udev's.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,30 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
+from hw_sim import uevents
 from hw_sim.announce import AnnounceServer, Message
 from hw_sim.errors import BayError
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, VirtualRecorder
 from hw_sim.spec import Faults, RecorderSpec
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _BayDevices:
+    """The udev properties of what a plugged recorder currently shows the host."""
+
+    usb: uevents.Props
+    tty: uevents.Props
+    block: uevents.Props | None = None
+
+    def records(self) -> list[uevents.Record]:
+        present = [self.usb, self.tty] + ([self.block] if self.block is not None else [])
+        return [uevents.added(props, self.usb) for props in present]
 
 
 class VirtualDock:
@@ -40,6 +60,7 @@ class VirtualDock:
         self.bays: list[str] = labels
         self.secret = secret
         self.recorders: dict[str, VirtualRecorder] = {}
+        self._devices: dict[str, _BayDevices] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._workdir = workdir
         self._server = AnnounceServer(socket_path, self._snapshot) if socket_path else None
@@ -79,23 +100,33 @@ class VirtualDock:
     ) -> None:
         await self.stop()
 
+    def port(self, bay: str) -> int:
+        """The USB port number of `bay` on the simulated controller."""
+        return self.bays.index(bay) + 1
+
     def _snapshot(self) -> Message:
         return {
-            "bays": self.bays,
-            "recorders": [
-                {
-                    "bay": bay,
-                    "serial": rec.spec.serial,
-                    "tty": rec.tty_path,
-                    "storage": str(rec.storage_path) if rec.storage_path else None,
-                }
-                for bay, rec in self.recorders.items()
-            ],
+            "bays": [{"label": bay, "id_path": uevents.id_path(self.port(bay))}
+                     for bay in self.bays],
+            "devices": [record for devices in self._devices.values()
+                        for record in devices.records()],
         }
 
-    def _announce(self, msg_type: str, **fields: Any) -> None:
+    def _announce(self, record: uevents.Record) -> None:
         if self._server is not None:
-            self._server.broadcast(msg_type, **fields)
+            self._server.broadcast("uevent", device=record)
+
+    def _storage_changed(self, bay: str, path: Path | None) -> None:
+        devices = self._devices.get(bay)
+        if devices is None or (devices.block is not None and path is not None and
+                               devices.block[uevents.STORAGE_DIR_PROPERTY] == str(path)):
+            return  # not plugged (yet), or the same disk still there
+        if devices.block is not None:  # a new exposure is a new disk: the old one goes first
+            self._announce(uevents.removed(devices.block))
+            devices.block = None
+        if path is not None:
+            devices.block = uevents.block_props(self.port(bay), str(path))
+            self._announce(uevents.added(devices.block, devices.usb))
 
     async def plug(
         self, bay: str, spec: RecorderSpec, workdir: Path | None = None
@@ -112,10 +143,7 @@ class VirtualDock:
             serial = spec.serial
 
             def storage_changed(path: Path | None) -> None:
-                if path is None:
-                    self._announce("storage_removed", bay=bay, serial=serial)
-                else:
-                    self._announce("storage", bay=bay, serial=serial, path=str(path))
+                self._storage_changed(bay, path)
 
             def self_unplugged() -> None:  # a fault made the recorder drop off the bus
                 asyncio.get_running_loop().create_task(self._unplug_if(bay, rec))
@@ -125,8 +153,13 @@ class VirtualDock:
                 on_storage=storage_changed, on_unplug=self_unplugged,
             )
             tty = await rec.start()
+            port = self.port(bay)
+            usb = uevents.usb_props(port, serial, spec.usb_vid, spec.usb_pid, spec.model)
+            devices = _BayDevices(usb, uevents.tty_props(port, tty))
             self.recorders[bay] = rec
-            self._announce("plugged", bay=bay, serial=serial, tty=tty)
+            self._devices[bay] = devices
+            self._announce(uevents.added(usb, usb))  # parents before children, as udev does
+            self._announce(uevents.added(devices.tty, usb))
             log.info("bay %s: plugged %s on %s", bay, serial, tty)
             return rec
 
@@ -141,8 +174,12 @@ class VirtualDock:
             rec = self.recorders.pop(bay, None)
             if rec is None:
                 raise BayError(f"bay {bay!r} is empty")
-            await rec.stop()  # announces storage_removed through on_storage if it was exposed
-            self._announce("unplugged", bay=bay, serial=rec.spec.serial)
+            await rec.stop()  # announces the disk's removal through on_storage if exposed
+            devices = self._devices.pop(bay)
+            if devices.block is not None:
+                self._announce(uevents.removed(devices.block))
+            self._announce(uevents.removed(devices.tty))
+            self._announce(uevents.removed(devices.usb))
             log.info("bay %s: unplugged %s", bay, rec.spec.serial)
 
     def set_faults(self, bay: str, faults: Faults) -> None:

@@ -6,6 +6,7 @@ footage), so the same spec and work directory present the same files after a rep
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -127,12 +128,20 @@ class Faults:
                     or self.unlistable_dirs or self.unstatable)
 
 
+SIM_USB_VID = "1209"  # the simulated recorders' default USB vendor and product id
+SIM_USB_PID = "d0c5"
+_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+
+
 @dataclass(frozen=True)
 class RecorderSpec:
     """Everything that defines one virtual recorder."""
 
     serial: str
     model: str = "DSJ-SIM1"
+    # USB identity the dock announces (the agent's [[devices.allow]] must list it).
+    usb_vid: str = SIM_USB_VID
+    usb_pid: str = SIM_USB_PID
     hardware_rev: str = "A1"
     firmware: str = "1.0.0"
     officer: OfficerRecord | None = None  # None: no officer assigned
@@ -149,6 +158,9 @@ class RecorderSpec:
     field_log: tuple[tuple[int, str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        for name, value in (("usb_vid", self.usb_vid), ("usb_pid", self.usb_pid)):
+            if not _HEX4.fullmatch(value):
+                raise SpecError(f"{name} must be 4 hex digits, got {value!r}")
         raw = self.serial.encode("utf-8")
         if len(raw) != 8 or not self.serial.isascii() or not self.serial.isalnum():
             raise SpecError(f"recorder serial must be 8 ASCII letters/digits, got {self.serial!r}")

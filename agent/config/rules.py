@@ -19,7 +19,7 @@ from agent.compliance.day_lists import read_day_list
 from agent.config.convert import Converter, Problem
 from agent.config.typenames import UNSET, short
 from agent.devices.errors import DeviceConfigError
-from agent.devices.ports import BayMap
+from agent.devices.usb_ports import BayMap
 from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, read_input_file
 from agent.settings import (
     DeadlineSettings,

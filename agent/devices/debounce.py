@@ -32,9 +32,6 @@ class Debouncer(Generic[K]):
         """The thing came back: forget its deadline. True if one was pending."""
         return self._due.pop(key, None) is not None
 
-    def pending(self, key: K) -> bool:
-        return key in self._due
-
     def pop_due(self, now: float) -> list[K]:
         """Keys whose window has passed at `now`, oldest deadline first, removed from the set."""
         due = sorted((t, i, k) for i, (k, t) in enumerate(self._due.items()) if t <= now)

@@ -1,10 +1,12 @@
-"""The udev decisions, as pure code: which device is a recorder, which tty and which block
-device belong to it, and what the rest of the agent is told.
+"""The device decisions, as pure code: which device is a recorder, which tty and which
+block device belong to it, and what the rest of the agent is told.
 
-The udev adapter turns every `pyudev.Device` into a `UdevRecord` (plain property dicts:
-the device's own udev properties plus those of its `usb_device` ancestor) and feeds it to
-`DeviceTracker.handle` with the current monotonic time; the tracker answers with domain
-events. Nothing here touches udev, so every decision is tested on recorded property sets.
+Every device source (udev, or the dock-sim simulator) turns what it sees into
+`DeviceRecord`s (plain property dicts: the device's own udev properties plus those of its
+`usb_device` ancestor) and feeds them to `DeviceTracker.handle` with the current monotonic
+time; the tracker answers with domain events. Nothing here touches udev or a socket, so
+every decision is tested on recorded property sets, and the simulator's recorders meet the
+same allowlist, debounce and pairing as real ones.
 
 Rules (see docs/mounting.md for the operator's view):
 - Hubs are infrastructure and ignored. With `[devices.bays]` configured, only devices at
@@ -32,75 +34,27 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
-from agent.devices.allowlist import Allowed, AllowList, format_vid_pid
+from agent.devices.allowlist import Allowed, AllowList
 from agent.devices.debounce import Debouncer
 from agent.devices.events import (
-    BlockStorage,
     DeviceEvent,
     DeviceRejected,
     RecorderPlugged,
     RecorderUnplugged,
     StorageAppeared,
+    StorageRef,
     StorageRemoved,
 )
-from agent.devices.ports import BayMap, port_of, usb_device_devpath
+from agent.devices.records import DeviceRecord, is_hub, storage_of, usb_ids
+from agent.devices.usb_ports import BayMap, port_of, usb_device_devpath
 from agent.settings import DeviceSettings
 
+Source = Literal["udev", "sim"]
 _TTY_NODE = re.compile(r"^/dev/tty(?:ACM|USB)\d+$")
+_SIM_TTY_NODE = re.compile(r"^/dev/pts/\d+$")  # a simulated recorder's port is a pty
 _ADD_ACTIONS = frozenset({"add", "change", "bind"})
-
-
-@dataclass(frozen=True, slots=True)
-class UdevRecord:
-    """One udev device as plain data.
-
-    `props` are the device's udev properties (ACTION, SUBSYSTEM, DEVPATH, DEVNAME, DEVTYPE,
-    ID_FS_TYPE, ...). `usb` are the properties of its `usb_device` ancestor, with sysfs
-    attributes the adapter could read added as `ATTR{name}`; None when it has none or it
-    is already gone (remove events).
-    """
-
-    props: Mapping[str, str]
-    usb: Mapping[str, str] | None = None
-
-    @property
-    def action(self) -> str:
-        return self.props.get("ACTION", "add")
-
-    @property
-    def devpath(self) -> str:
-        return self.props.get("DEVPATH", "")
-
-
-def _hex4(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        return f"{int(value, 16):04x}"
-    except ValueError:
-        return None
-
-
-def usb_ids(usb: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """(vid:pid, serial) of a usb_device from udev properties, sysfs attributes or PRODUCT."""
-    vid = _hex4(usb.get("ID_VENDOR_ID") or usb.get("ATTR{idVendor}"))
-    pid = _hex4(usb.get("ID_MODEL_ID") or usb.get("ATTR{idProduct}"))
-    if (vid is None or pid is None) and usb.get("PRODUCT"):
-        parts = usb["PRODUCT"].split("/")  # kernel: "1d6b/104/100", hex without padding
-        if len(parts) >= 2:
-            vid, pid = _hex4(parts[0]), _hex4(parts[1])
-    vid_pid = format_vid_pid(vid, pid) if vid and pid else None
-    serial = usb.get("ID_SERIAL_SHORT") or usb.get("ATTR{serial}") or None
-    return vid_pid, serial
-
-
-def is_hub(usb: Mapping[str, str]) -> bool:
-    """USB class 09 (hub), from the kernel's TYPE=class/subclass/protocol or bDeviceClass."""
-    device_class = usb.get("TYPE", "").split("/")[0]
-    if device_class:
-        return device_class == "9"
-    return usb.get("ATTR{bDeviceClass}", "").strip() == "09"
 
 
 @dataclass(slots=True)
@@ -120,17 +74,17 @@ class _Recorder:
     storage_only: bool
     usb: set[str] = field(default_factory=set)  # DEVPATHs of its USB devices
     ttys: dict[str, str] = field(default_factory=dict)  # DEVPATH -> /dev node
-    volumes: dict[str, BlockStorage] = field(default_factory=dict)  # DEVPATH -> storage
+    volumes: dict[str, StorageRef] = field(default_factory=dict)  # DEVPATH -> storage
     told: bool = False  # RecorderPlugged (or storage-only StorageAppeared) was sent
     told_tty: str | None = None
-    told_storage: tuple[str, BlockStorage] | None = None
+    told_storage: tuple[str, StorageRef] | None = None
 
     def tty(self) -> str | None:
         if self.told_tty is not None and self.told_tty in self.ttys.values():
             return self.told_tty
         return self.ttys[min(self.ttys)] if self.ttys else None
 
-    def volume(self) -> tuple[str, BlockStorage] | None:
+    def volume(self) -> tuple[str, StorageRef] | None:
         told = self.told_storage
         if told is not None and self.volumes.get(told[0]) == told[1]:
             return told
@@ -144,9 +98,15 @@ class _Recorder:
 
 
 class DeviceTracker:
-    """Pairs udev records into recorders and decides the domain events (pure)."""
+    """Pairs device records into recorders and decides the domain events (pure).
 
-    def __init__(self, settings: DeviceSettings) -> None:
+    `source` names where the records come from; the events carry it, and records from
+    the simulator may name a pty as a recorder's port and a directory as its storage.
+    """
+
+    def __init__(self, settings: DeviceSettings, *, source: Source = "udev") -> None:
+        self._source: Source = source
+        self._tty_node = _SIM_TTY_NODE if source == "sim" else _TTY_NODE
         self._allow = AllowList(settings.allow, allow_storage_only=settings.allow_storage_only)
         self._bays = BayMap(settings.bays)
         self._debounce: Debouncer[str] = Debouncer(settings.debounce_ms / 1000.0)
@@ -167,7 +127,7 @@ class DeviceTracker:
                 events += self._unplug(rec)
         return events
 
-    def resync(self, present: list[UdevRecord], now: float) -> list[DeviceEvent]:
+    def resync(self, present: list[DeviceRecord], now: float) -> list[DeviceEvent]:
         """Catch up after lost udev events (netlink buffer overrun): `present` is a fresh
         enumeration. New devices are added; devices the tracker knows that are no longer
         present are removed as if their remove events had arrived (children first)."""
@@ -182,10 +142,10 @@ class DeviceTracker:
             (p, "usb") for p in gone_usb
         ]:
             removal = {"ACTION": "remove", "SUBSYSTEM": subsystem, "DEVPATH": devpath}
-            events += self.handle(UdevRecord(removal), now)
+            events += self.handle(DeviceRecord(removal), now)
         return events
 
-    def handle(self, record: UdevRecord, now: float) -> list[DeviceEvent]:
+    def handle(self, record: DeviceRecord, now: float) -> list[DeviceEvent]:
         """Apply one udev record; returns the domain events it causes, in order."""
         events = self.tick(now)  # a window that has passed is decided before this record
         props = record.props
@@ -203,7 +163,7 @@ class DeviceTracker:
         elif subsystem == "tty":
             if action == "remove":
                 key = self._child_removed(devpath)
-            elif action in _ADD_ACTIONS and _TTY_NODE.match(props.get("DEVNAME", "")):
+            elif action in _ADD_ACTIONS and self._tty_node.match(props.get("DEVNAME", "")):
                 key = self._tty_seen(record, events)
         elif subsystem == "block":
             if action == "remove":
@@ -293,14 +253,14 @@ class DeviceTracker:
 
     # -- ttys and disks ----------------------------------------------------------------
 
-    def _parent_key(self, record: UdevRecord, events: list[DeviceEvent]) -> str | None:
+    def _parent_key(self, record: DeviceRecord, events: list[DeviceEvent]) -> str | None:
         if record.usb is not None:
             return self._usb_seen(record.usb, events)
         usb_devpath = usb_device_devpath(record.devpath)
         known = self._usb.get(usb_devpath) if usb_devpath else None
         return self._recorder_of(known) if known else None
 
-    def _tty_seen(self, record: UdevRecord, events: list[DeviceEvent]) -> str | None:
+    def _tty_seen(self, record: DeviceRecord, events: list[DeviceEvent]) -> str | None:
         key = self._parent_key(record, events)
         if key is None:
             return None
@@ -310,19 +270,15 @@ class DeviceTracker:
             self._children[record.devpath] = key
         return key
 
-    def _block_seen(self, record: UdevRecord, events: list[DeviceEvent]) -> str | None:
+    def _block_seen(self, record: DeviceRecord, events: list[DeviceEvent]) -> str | None:
         key = self._parent_key(record, events)
         if key is None:
             return None
         rec = self._recorders[key]
-        props = record.props
-        fs_type = props.get("ID_FS_TYPE", "")
-        usage = props.get("ID_FS_USAGE", "filesystem")
-        devtype = props.get("DEVTYPE", "")
-        devnode = props.get("DEVNAME", "")
         self._children[record.devpath] = key
-        if fs_type and usage == "filesystem" and devnode and devtype in ("disk", "partition"):
-            rec.volumes[record.devpath] = BlockStorage(devnode, fs_type, devtype == "disk")
+        storage = storage_of(record.props, directories=self._source == "sim")
+        if storage is not None:
+            rec.volumes[record.devpath] = storage
         else:  # no filesystem (yet): a partition table, no medium, or udev still probing
             rec.volumes.pop(record.devpath, None)
         return key
@@ -353,13 +309,14 @@ class DeviceTracker:
         self._debounce.cancel(rec.key)
         tty = rec.tty()
         if not rec.storage_only and tty is not None and tty != rec.told_tty:
-            events.append(RecorderPlugged(rec.key, rec.bay, tty, rec.vid_pid, "udev"))
+            events.append(RecorderPlugged(rec.key, rec.bay, tty, rec.vid_pid, self._source))
             rec.told_tty = tty
             rec.told = True
         # Present means a recorder with a control port has its tty, announced just above.
         if volume is not None and rec.told_storage is None:
             events.append(
-                StorageAppeared(rec.key, rec.bay, volume[1], rec.vid_pid, rec.storage_only, "udev")
+                StorageAppeared(rec.key, rec.bay, volume[1], rec.vid_pid, rec.storage_only,
+                                self._source)
             )
             rec.told_storage = volume
             rec.told = True

@@ -1,9 +1,12 @@
-"""Device source for the simulator: turns dock-sim announcements into domain events.
+"""Recorders from the simulator: the dock-sim adapter around `DeviceTracker`.
 
 dock-sim (`hw_sim`) serves newline-delimited JSON on a Unix stream socket (format in
-docs/simulator.md). This client connects (retrying until the socket exists), reconciles
-the initial `state` message, then follows plug/storage/unplug messages. If the simulator
-goes away, everything it had announced is reported unplugged and the client reconnects.
+docs/simulator.md): first a `state` message (the dock's bays and every device present),
+then one `uevent` per device that comes or goes. Each device is a udev-like record, fed to
+the same `DeviceTracker` as udev's, so simulated recorders meet the allowlist, bays,
+pairing and debounce of real ones. This client connects (retrying until the socket
+exists); if the simulator goes away, its devices are removed as if unplugged (debounced:
+a simulator back within the window loses no session) and the client reconnects.
 The agent never imports the simulator itself; this JSON stream is the whole interface.
 """
 
@@ -13,24 +16,18 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agent.devices.events import (
-    DeviceEvent,
-    DirectoryStorage,
-    RecorderPlugged,
-    RecorderUnplugged,
-    StorageAppeared,
-    StorageRemoved,
-)
+from agent.devices.feed import Emit, TrackerFeed
+from agent.devices.matching import DeviceTracker
+from agent.devices.records import DeviceRecord
 from agent.settings import DeviceSettings
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_VERSION = 1
+SUPPORTED_VERSION = 2
 MAX_LINE = 1 << 20
 
 
@@ -38,57 +35,65 @@ class SimAnnouncementError(Exception):
     """An announcement line that is not valid (bad JSON, missing field, wrong version)."""
 
 
-@dataclass
-class _Attached:
-    bay: str
-    tty: str
-    storage: str | None = None
-
-
 class SimDeviceSource:
-    """Follows a dock-sim socket and emits RecorderPlugged/StorageAppeared/... events."""
+    """Follows a dock-sim socket and feeds its device records to a `DeviceTracker`.
 
-    def __init__(self, socket_path: Path | str, *, retry_interval_s: float = 0.5) -> None:
-        self.socket_path = Path(socket_path)
+    Without `[devices.bays]` configured, the bays dock-sim announces (USB port ID_PATH ->
+    label) stand in for them, as an installer's bay map would.
+    """
+
+    def __init__(
+        self, settings: DeviceSettings, socket_path: Path | str | None = None, *,
+        retry_interval_s: float = 0.5,
+    ) -> None:
+        self.socket_path = Path(socket_path if socket_path is not None else settings.sim_socket)
         self.retry_interval_s = retry_interval_s
-        self._attached: dict[str, _Attached] = {}  # serial -> what we announced
-        self.connected = asyncio.Event()
+        self._settings = settings
+        self.tracker = DeviceTracker(settings, source="sim")  # validates the settings now
+        if not settings.allow:
+            log.warning("devices.allow is empty: every dock-sim recorder will be rejected "
+                        "(its recorders are USB 1209:d0c5 unless their spec says otherwise)")
+        self._bays: dict[str, str] = dict(settings.bays)
+        self._feed: TrackerFeed | None = None
+        self.ready = asyncio.Event()  # set while connected and the present devices are known
         self.bad_lines = 0
 
-    @classmethod
-    def from_settings(cls, settings: DeviceSettings) -> SimDeviceSource:
-        return cls(settings.sim_socket)
-
-    async def run(self, emit: Callable[[DeviceEvent], None]) -> None:
+    async def run(self, emit: Emit) -> None:
         """Run until cancelled."""
+        self._feed = TrackerFeed(self.tracker, emit)
+        try:
+            while True:
+                reader, writer = await self._connect()
+                try:
+                    await self._follow(reader)
+                finally:
+                    self.ready.clear()
+                    writer.close()
+                    with contextlib.suppress(Exception):
+                        await writer.wait_closed()
+                log.warning("dock-sim went away; its devices are gone unless it comes back")
+                self._feed.resync([])
+                await asyncio.sleep(self.retry_interval_s)
+        finally:
+            self._feed.close()
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         logged_wait = False
         while True:
             try:
-                reader, writer = await asyncio.open_unix_connection(
+                connection = await asyncio.open_unix_connection(
                     str(self.socket_path), limit=MAX_LINE
                 )
-            except (FileNotFoundError, ConnectionRefusedError, OSError) as e:
+            except OSError as e:  # not there yet, or refusing: dock-sim is (re)starting
                 if not logged_wait:
                     log.info("waiting for dock-sim at %s: %s", self.socket_path, e)
                     logged_wait = True
                 await asyncio.sleep(self.retry_interval_s)
                 continue
-            logged_wait = False
             log.info("connected to dock-sim at %s", self.socket_path)
-            try:
-                await self._follow(reader, emit)
-            finally:
-                self.connected.clear()
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-            log.warning("dock-sim went away; reporting its recorders unplugged")
-            self._reconcile({}, emit)
-            await asyncio.sleep(self.retry_interval_s)
+            return connection
 
-    async def _follow(
-        self, reader: asyncio.StreamReader, emit: Callable[[DeviceEvent], None]
-    ) -> None:
+    async def _follow(self, reader: asyncio.StreamReader) -> None:
         while True:
             try:
                 line = await reader.readline()
@@ -100,88 +105,37 @@ class SimDeviceSource:
             if not line:
                 return
             try:
-                self.handle(parse_line(line), emit)
+                self.handle(parse_line(line))
             except SimAnnouncementError as e:
                 self.bad_lines += 1
                 log.warning("ignoring bad dock-sim announcement: %s", e)
 
-    # --- pure part: one message in, events out ------------------------------------------------
-    def handle(self, msg: dict[str, Any], emit: Callable[[DeviceEvent], None]) -> None:
+    def handle(self, msg: dict[str, Any]) -> None:
+        """Apply one decoded message (the source must be running)."""
+        assert self._feed is not None, "handle() is for a running source"
         kind = msg["type"]
         if kind == "state":
-            recs = _field(msg, "recorders", list)
-            want: dict[str, _Attached] = {}
-            for r in recs:
-                if not isinstance(r, dict):
-                    raise SimAnnouncementError("state.recorders entries must be objects")
-                storage = r.get("storage")
-                if storage is not None and not isinstance(storage, str):
-                    raise SimAnnouncementError("storage must be a string or null")
-                serial = _field(r, "serial", str)
-                want[serial] = _Attached(_field(r, "bay", str), _field(r, "tty", str), storage)
-            self._reconcile(want, emit)
-            self.connected.set()
-        elif kind == "plugged":
-            serial, bay = _field(msg, "serial", str), _field(msg, "bay", str)
-            tty = _field(msg, "tty", str)
-            old = self._attached.get(serial)
-            if old is not None and (old.bay, old.tty) == (bay, tty):
-                return
-            if old is not None:
-                self._detach(serial, emit)
-            self._attached[serial] = _Attached(bay, tty)
-            emit(RecorderPlugged(key=serial, bay=bay, tty_path=tty, source="sim"))
-        elif kind == "storage":
-            serial, path = _field(msg, "serial", str), _field(msg, "path", str)
-            cur = self._attached.get(serial)
-            if cur is None:
-                raise SimAnnouncementError(f"storage for {serial!r}, which is not plugged")
-            if cur.storage == path:
-                return
-            if cur.storage is not None:
-                emit(StorageRemoved(key=serial, bay=cur.bay))
-            cur.storage = path
-            emit(StorageAppeared(key=serial, bay=cur.bay, storage=DirectoryStorage(path),
-                                 source="sim"))
-        elif kind == "storage_removed":
-            serial = _field(msg, "serial", str)
-            cur = self._attached.get(serial)
-            if cur is not None and cur.storage is not None:
-                cur.storage = None
-                emit(StorageRemoved(key=serial, bay=cur.bay))
-        elif kind == "unplugged":
-            serial = _field(msg, "serial", str)
-            if serial in self._attached:
-                self._detach(serial, emit)
+            bays = parse_bays(_field(msg, "bays", list))
+            records = [parse_record(d) for d in _field(msg, "devices", list)]
+            self._use_bays(bays)
+            self._feed.resync(records)
+            self.ready.set()
+        elif kind == "uevent":
+            self._feed.handle(parse_record(_field(msg, "device", dict)))
         else:
             log.debug("ignoring dock-sim message of unknown type %r", kind)
 
-    def _detach(self, serial: str, emit: Callable[[DeviceEvent], None]) -> None:
-        cur = self._attached.pop(serial)
-        if cur.storage is not None:
-            emit(StorageRemoved(key=serial, bay=cur.bay))
-        emit(RecorderUnplugged(key=serial, bay=cur.bay))
-
-    def _reconcile(self, want: dict[str, _Attached], emit: Callable[[DeviceEvent], None]) -> None:
-        for serial in list(self._attached):
-            cur, new = self._attached[serial], want.get(serial)
-            if new is None or (new.bay, new.tty) != (cur.bay, cur.tty):
-                self._detach(serial, emit)
-            elif new.storage != cur.storage:
-                if cur.storage is not None:
-                    emit(StorageRemoved(key=serial, bay=cur.bay))
-                cur.storage = new.storage
-                if new.storage is not None:
-                    emit(StorageAppeared(key=serial, bay=cur.bay,
-                                         storage=DirectoryStorage(new.storage), source="sim"))
-        for serial, new in want.items():
-            if serial in self._attached:
-                continue
-            self._attached[serial] = _Attached(new.bay, new.tty, new.storage)
-            emit(RecorderPlugged(key=serial, bay=new.bay, tty_path=new.tty, source="sim"))
-            if new.storage is not None:
-                emit(StorageAppeared(key=serial, bay=new.bay,
-                                     storage=DirectoryStorage(new.storage), source="sim"))
+    def _use_bays(self, announced: dict[str, str]) -> None:
+        """Adopt the simulator's bay map unless bays are configured. Another map means
+        another dock: what the old one had is gone now, not after a debounce window."""
+        if self._settings.bays or announced == self._bays:
+            return
+        assert self._feed is not None
+        self._feed.resync([])
+        self._feed.flush()
+        self._bays = announced
+        self.tracker = DeviceTracker(replace(self._settings, bays=announced), source="sim")
+        self._feed.tracker = self.tracker
 
 
 def parse_line(line: bytes) -> dict[str, Any]:
@@ -197,6 +151,32 @@ def parse_line(line: bytes) -> dict[str, Any]:
         raise SimAnnouncementError(f"unsupported announcement version {version!r}")
     _field(msg, "type", str)
     return msg
+
+
+def parse_bays(items: list[Any]) -> dict[str, str]:
+    """`[{"label", "id_path"}]` -> {ID_PATH: label}, the shape of `[devices.bays]`."""
+    bays: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise SimAnnouncementError("bays entries must be objects")
+        bays[_field(item, "id_path", str)] = _field(item, "label", str)
+    return bays
+
+
+def parse_record(item: Any) -> DeviceRecord:
+    """`{"props": {...}, "usb": {...} | null}` -> DeviceRecord; every value a string."""
+    if not isinstance(item, dict):
+        raise SimAnnouncementError("a device record must be an object")
+    usb = item.get("usb")
+    return DeviceRecord(_props(_field(item, "props", dict)),
+                        None if usb is None else _props(usb))
+
+
+def _props(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise SimAnnouncementError("device properties must map strings to strings")
+    return value
 
 
 def _field(msg: dict[str, Any], name: str, kind: type) -> Any:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent.devices.matching import DeviceTracker, UdevRecord
+from agent.devices.matching import DeviceTracker
+from agent.devices.records import DeviceRecord
 from agent.settings import AllowedDevice, DeviceSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -38,20 +39,20 @@ class Fixture:
     def child(self, devname: str) -> dict[str, str]:
         return next(c for c in self.children if c["DEVNAME"] == devname)
 
-    def add(self, props: dict[str, str], action: str = "add") -> UdevRecord:
+    def add(self, props: dict[str, str], action: str = "add") -> DeviceRecord:
         props = {**props, "ACTION": action}
         if props.get("DEVTYPE") == "usb_device":
-            return UdevRecord(props, props)
-        return UdevRecord(props, self.parent_of(props["DEVPATH"]))
+            return DeviceRecord(props, props)
+        return DeviceRecord(props, self.parent_of(props["DEVPATH"]))
 
-    def remove(self, props: dict[str, str]) -> UdevRecord:
+    def remove(self, props: dict[str, str]) -> DeviceRecord:
         keep = ("SUBSYSTEM", "DEVPATH", "DEVNAME", "DEVTYPE", "MAJOR", "MINOR", "PRODUCT", "TYPE")
-        return UdevRecord({k: props[k] for k in keep if k in props} | {"ACTION": "remove"})
+        return DeviceRecord({k: props[k] for k in keep if k in props} | {"ACTION": "remove"})
 
-    def plug(self) -> list[UdevRecord]:
+    def plug(self) -> list[DeviceRecord]:
         return [self.add(u) for u in self.usb_devices] + [self.add(c) for c in self.children]
 
-    def unplug(self) -> list[UdevRecord]:
+    def unplug(self) -> list[DeviceRecord]:
         return [self.remove(c) for c in reversed(self.children)] + [
             self.remove(u) for u in reversed(self.usb_devices)
         ]
@@ -63,7 +64,7 @@ def load(name: str) -> Fixture:
     return Fixture(data["usb_devices"], data["children"])
 
 
-def feed(tracker: DeviceTracker, records: list[UdevRecord], now: float) -> list[Any]:
+def feed(tracker: DeviceTracker, records: list[DeviceRecord], now: float) -> list[Any]:
     events: list[Any] = []
     for record in records:
         events += tracker.handle(record, now)

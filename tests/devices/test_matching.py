@@ -15,7 +15,8 @@ from agent.devices.events import (
     StorageAppeared,
     StorageRemoved,
 )
-from agent.devices.matching import DeviceTracker, UdevRecord, is_hub, usb_ids
+from agent.devices.matching import DeviceTracker
+from agent.devices.records import DeviceRecord, is_hub, usb_ids
 from agent.settings import AllowedDevice
 
 from .conftest import feed, load, settings
@@ -299,7 +300,7 @@ def test_block_device_outside_usb_is_ignored(tracker: DeviceTracker) -> None:
         "ACTION": "add", "SUBSYSTEM": "block", "DEVTYPE": "disk", "DEVNAME": "/dev/vda",
         "DEVPATH": "/devices/pci0000:00/0000:00:02.0/virtio1/block/vda", "ID_FS_TYPE": "ext4",
     }
-    assert tracker.handle(UdevRecord(vda), 0.0) == []
+    assert tracker.handle(DeviceRecord(vda), 0.0) == []
 
 
 def test_kernel_only_properties_are_enough() -> None:

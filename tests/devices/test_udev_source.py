@@ -13,7 +13,7 @@ import pyudev
 
 from agent.devices.errors import DeviceConfigError
 from agent.devices.events import DeviceEvent
-from agent.devices.matching import UdevRecord
+from agent.devices.records import DeviceRecord
 from agent.devices.udev_source import UdevDeviceSource, coldplug_records, to_record
 
 from .conftest import settings
@@ -67,7 +67,7 @@ def test_real_devices_become_plain_records() -> None:
     records = coldplug_records(context)
     assert records, "every Linux machine has block or tty devices"
     for record in records:
-        assert isinstance(record, UdevRecord)
+        assert isinstance(record, DeviceRecord)
         assert record.action == "add"
         assert record.props["SUBSYSTEM"] in ("usb", "tty", "block")
         assert record.devpath.startswith("/devices/")
@@ -78,11 +78,11 @@ def test_real_devices_become_plain_records() -> None:
 async def test_monitor_events_reach_the_tracker(tmp_path: Path) -> None:
     # udevd is not running on the build machine, so listen to the kernel's own uevents and
     # cause one by attaching a loop device; the tracker must see it as a plain record.
-    seen: list[UdevRecord] = []
+    seen: list[DeviceRecord] = []
     source = UdevDeviceSource(settings(), netlink_source="kernel")
     handle = source.tracker.handle
 
-    def spy(record: UdevRecord, now: float) -> list[DeviceEvent]:
+    def spy(record: DeviceRecord, now: float) -> list[DeviceEvent]:
         seen.append(record)
         return handle(record, now)
 

@@ -31,7 +31,7 @@ from agent.store.db import open_readonly
 from hw_sim.dock import VirtualDock
 from hw_sim.footage import ExpectedFile, expected_files
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, VirtualRecorder
-from hw_sim.spec import RecorderSpec
+from hw_sim.spec import SIM_USB_PID, SIM_USB_VID, RecorderSpec
 
 PYTHON = sys.executable
 HANG_GUARD_S = 60.0
@@ -171,6 +171,10 @@ def render_toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
 
 # --- the rig --------------------------------------------------------------------------------
 
+# dock-sim's recorders, as the agent's allowlist names them: they pass through the same
+# allowlist, bay mapping, pairing and debounce as recorders seen by udev.
+SIM_RECORDERS = {"vid": SIM_USB_VID, "pid": SIM_USB_PID, "serial_pattern": "[A-Za-z0-9]{8}"}
+
 @dataclass
 class StoredRow:
     id: int
@@ -228,7 +232,7 @@ class Rig:
                      "state_dir": self.state_dir, "store_dir": self.store_dir,
                      "runtime_dir": self.run_dir},
             "devices": {"source": "sim", "sim_socket": self.sim_socket, "debounce_ms": 200,
-                        "storage_wait_s": 20.0},
+                        "storage_wait_s": 20.0, "allow": [SIM_RECORDERS]},
             "recorder": {"fleet_secret_file": self.secret_file, **self.recorder_cfg},
             "clock": {"tolerance_ms": 1000, "assume_synchronised": True},
             "mount": {"method": "directory"},

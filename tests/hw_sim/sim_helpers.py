@@ -11,10 +11,11 @@ import pytest
 
 from agent.devices.events import DeviceEvent
 from agent.devices.sim_source import SimDeviceSource
+from agent.settings import AllowedDevice, DeviceSettings
 from firmware_bridge.client import RecorderClient
 from hw_sim import fusemount
 from hw_sim.recorder import VirtualRecorder
-from hw_sim.spec import FootageSpec, RecorderSpec
+from hw_sim.spec import SIM_USB_PID, SIM_USB_VID, FootageSpec, RecorderSpec
 
 START_MS = 1_795_000_000_000  # fixed recording start, so specs compare equal across tests
 SMALL = FootageSpec(count=3, size_bytes=256 * 1024, seed=7, start_ms=START_MS)
@@ -27,6 +28,16 @@ needs_fuse = pytest.mark.skipif(
 )
 
 
+SIM_ALLOW = AllowedDevice(vid=SIM_USB_VID, pid=SIM_USB_PID, serial_pattern="[A-Z0-9]{8}")
+
+
+def sim_devices(**overrides: object) -> DeviceSettings:
+    """Device settings that allow dock-sim's recorders; unplugs are not debounced unless a
+    test asks for a window."""
+    base: dict[str, object] = {"source": "sim", "allow": [SIM_ALLOW], "debounce_ms": 0}
+    return DeviceSettings(**(base | overrides))  # type: ignore[arg-type]
+
+
 def small_spec(serial: str = "BWC00001", **kw: object) -> RecorderSpec:
     kw.setdefault("footage", SMALL)
     return RecorderSpec(serial=serial, **kw)  # type: ignore[arg-type]
@@ -35,8 +46,8 @@ def small_spec(serial: str = "BWC00001", **kw: object) -> RecorderSpec:
 class Collector:
     """Runs a SimDeviceSource and lets tests wait for the events it emits."""
 
-    def __init__(self, sock: Path) -> None:
-        self.source = SimDeviceSource(sock, retry_interval_s=0.02)
+    def __init__(self, sock: Path, settings: DeviceSettings | None = None) -> None:
+        self.source = SimDeviceSource(settings or sim_devices(), sock, retry_interval_s=0.02)
         self.events: list[DeviceEvent] = []
         self._changed = asyncio.Event()
         self.task = asyncio.create_task(self.source.run(self._emit))

@@ -1,4 +1,5 @@
-"""dock-sim announcements reach SimDeviceSource as the right domain events."""
+"""dock-sim announcements reach SimDeviceSource, and through its DeviceTracker (allowlist,
+bays, pairing, debounce) become the right domain events."""
 
 from __future__ import annotations
 
@@ -12,18 +13,23 @@ from pathlib import Path
 import pytest
 
 from agent.devices.events import (
-    DeviceEvent,
+    DeviceRejected,
     DirectoryStorage,
     RecorderPlugged,
     RecorderUnplugged,
     StorageAppeared,
     StorageRemoved,
 )
-from agent.devices.sim_source import SimAnnouncementError, SimDeviceSource, parse_line
+from agent.devices.records import DeviceRecord
+from agent.devices.sim_source import SimAnnouncementError, parse_line, parse_record
+from agent.settings import AllowedDevice
+from hw_sim import uevents
 from hw_sim.dock import VirtualDock
 from hw_sim.errors import BayError
 
-from .sim_helpers import Collector, OpenClient, small_spec
+from .sim_helpers import Collector, OpenClient, sim_devices, small_spec
+
+SIM = "1209:d0c5"  # the simulated recorders' USB vendor:product id
 
 
 @pytest.fixture
@@ -42,17 +48,17 @@ async def test_plug_unlock_lock_unplug(
     tmp_path: Path, sock: Path, collector: Collector, open_client: OpenClient
 ) -> None:
     async with VirtualDock(bays=["A", "B"], socket_path=sock, workdir=tmp_path) as dock:
-        await asyncio.wait_for(collector.source.connected.wait(), 10)
+        await asyncio.wait_for(collector.source.ready.wait(), 10)
         rec = await dock.plug("B", small_spec())
         evs = await collector.wait_for(1)
         assert evs == [RecorderPlugged(key="BWC00001", bay="B", tty_path=rec.tty_path,
-                                       source="sim")]
+                                       vid_pid=SIM, source="sim")]
         client = await open_client(evs[0].tty_path)  # type: ignore[union-attr]
         await client.set_mass_storage(True)
         evs = await collector.wait_for(2)
         assert evs[1] == StorageAppeared(key="BWC00001", bay="B",
                                          storage=DirectoryStorage(str(rec.storage_dir)),
-                                         source="sim")
+                                         vid_pid=SIM, source="sim")
         assert (Path(evs[1].storage.path) / "DCIM").is_dir()  # type: ignore[union-attr]
         await client.set_mass_storage(False)
         evs = await collector.wait_for(3)
@@ -79,10 +85,13 @@ async def test_state_on_connect_and_sim_going_away(
         try:
             evs = await col.wait_for(3)
             assert set(evs) == {
-                RecorderPlugged(key="BWC00001", bay="1", tty_path=r1.tty_path, source="sim"),
-                RecorderPlugged(key="BWC00002", bay="2", tty_path=r2.tty_path, source="sim"),
+                RecorderPlugged(key="BWC00001", bay="1", tty_path=r1.tty_path, vid_pid=SIM,
+                                source="sim"),
+                RecorderPlugged(key="BWC00002", bay="2", tty_path=r2.tty_path, vid_pid=SIM,
+                                source="sim"),
                 StorageAppeared(key="BWC00002", bay="2",
-                                storage=DirectoryStorage(str(r2.storage_dir)), source="sim"),
+                                storage=DirectoryStorage(str(r2.storage_dir)), vid_pid=SIM,
+                                source="sim"),
             }
             await dock.stop()  # the simulator goes away: everything is unplugged
             evs = await col.wait_for(6)
@@ -96,7 +105,7 @@ async def test_state_on_connect_and_sim_going_away(
                 r3 = await dock2.plug("1", small_spec("BWC00003"))
                 evs = await col.wait_for(7)
                 assert evs[6] == RecorderPlugged(key="BWC00003", bay="1", tty_path=r3.tty_path,
-                                                 source="sim")
+                                                 vid_pid=SIM, source="sim")
         finally:
             await col.close()
     finally:
@@ -154,80 +163,206 @@ async def test_dock_announces_a_fault_unplug(tmp_path: Path, sock: Path,
         assert "1" not in dock.recorders and rec.unplugged.is_set()
 
 
-async def test_wire_format_and_bad_lines(tmp_path: Path, sock: Path) -> None:
+async def test_wire_format(tmp_path: Path, sock: Path) -> None:
     async with VirtualDock(bays=1, socket_path=sock, workdir=tmp_path) as dock:
-        await dock.plug("1", small_spec())
+        tty_path = (await dock.plug("1", small_spec())).tty_path
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(sock))
             s.settimeout(5)
             line = await asyncio.to_thread(s.makefile("rb").readline)
-        msg = json.loads(line)
-        assert msg["v"] == 1 and msg["type"] == "state" and msg["bays"] == ["1"]
-        assert msg["recorders"][0]["serial"] == "BWC00001"
-        assert msg["recorders"][0]["storage"] is None
-    for bad in [b"not json\n", b"[1]\n", b'{"v": 2, "type": "state"}\n', b'{"v": 1}\n']:
-        with pytest.raises(SimAnnouncementError):
-            parse_line(bad)
-    src = SimDeviceSource(sock)
-    out: list[DeviceEvent] = []
+    msg = parse_line(line)
+    assert msg["v"] == 2 and msg["type"] == "state"
+    assert msg["bays"] == [{"label": "1", "id_path": "platform-dock-sim-usb-0:1"}]
+    usb, tty = (parse_record(d) for d in msg["devices"])
+    assert usb.props["ID_SERIAL_SHORT"] == "BWC00001" and usb.props["ACTION"] == "add"
+    assert (usb.props["ID_VENDOR_ID"], usb.props["ID_MODEL_ID"]) == ("1209", "d0c5")
+    assert tty.props["DEVNAME"] == tty_path and tty.usb == usb.usb
+    assert tty.props["DEVPATH"].startswith(usb.props["DEVPATH"] + "/")
+
+
+@pytest.mark.parametrize("bad", [b"not json\n", b"[1]\n", b'{"v": 1, "type": "state"}\n',
+                                 b'{"v": 2}\n'])
+def test_bad_lines_are_refused(bad: bytes) -> None:
     with pytest.raises(SimAnnouncementError):
-        src.handle({"v": 1, "type": "plugged", "bay": "1"}, out.append)  # no serial
+        parse_line(bad)
+
+
+@pytest.mark.parametrize("bad", [[], {"usb": None}, {"props": {"A": 1}},
+                                 {"props": {}, "usb": ["x"]}])
+def test_bad_records_are_refused(bad: object) -> None:
     with pytest.raises(SimAnnouncementError):
-        src.handle({"v": 1, "type": "storage", "serial": "X", "path": "/p"}, out.append)
-    src.handle({"v": 1, "type": "future_thing"}, out.append)  # ignored
-    src.handle({"v": 1, "type": "plugged", "bay": "1", "serial": "X", "tty": "/t"}, out.append)
-    src.handle({"v": 1, "type": "plugged", "bay": "1", "serial": "X", "tty": "/t"}, out.append)
-    assert out == [RecorderPlugged(key="X", bay="1", tty_path="/t", source="sim")]
+        parse_record(bad)
+
+
+def test_a_record_is_a_device_record() -> None:
+    record = parse_record({"props": {"SUBSYSTEM": "tty"}, "usb": None})
+    assert record == DeviceRecord({"SUBSYSTEM": "tty"})
+
+
+def _line(msg_type: str, **fields: object) -> bytes:
+    return json.dumps({"v": 2, "type": msg_type, **fields}).encode() + b"\n"
 
 
 async def test_garbage_on_the_socket_is_skipped(tmp_path: Path, sock: Path,
                                                 collector: Collector) -> None:
+    usb = uevents.usb_props(1, "BWC00007", "1209", "d0c5", "X")
+    tty = uevents.tty_props(1, "/dev/pts/77")
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b'{"v":1,"type":"state","recorders":[]}\n')
+        writer.write(_line("state", bays=[{"label": "1", "id_path": uevents.id_path(1)}],
+                           devices=[]))
         writer.write(b"garbage\n")
-        writer.write(b'{"v":1,"type":"plugged","bay":"1","serial":"S","tty":"/dev/x"}\n')
+        writer.write(_line("uevent", device={"props": ["not", "a", "map"]}))
+        writer.write(_line("future_thing"))  # unknown types are ignored
+        writer.write(_line("uevent", device=uevents.added(usb, usb)))
+        writer.write(_line("uevent", device=uevents.added(tty, usb)))
         await writer.drain()
         await reader.read()
 
     server = await asyncio.start_unix_server(serve, path=str(sock))
     async with server:
         evs = await collector.wait_for(1)
-        assert evs == [RecorderPlugged(key="S", bay="1", tty_path="/dev/x", source="sim")]
-        assert collector.source.bad_lines == 1
+        assert evs == [RecorderPlugged(key="BWC00007", bay="1", tty_path="/dev/pts/77",
+                                       vid_pid=SIM, source="sim")]
+        assert collector.source.bad_lines == 2
 
 
-def test_state_reconciliation_is_minimal() -> None:
-    src = SimDeviceSource("/nonexistent")
-    out: list[DeviceEvent] = []
+# --- the simulator path goes through the real device logic ------------------------------------
 
-    def state(*recs: tuple[str, str, str, str | None]) -> None:
-        src.handle({"v": 1, "type": "state", "recorders": [
-            {"serial": s, "bay": b, "tty": t, "storage": p} for s, b, t, p in recs]}, out.append)
+async def test_device_not_on_the_allowlist_is_refused(tmp_path: Path, sock: Path,
+                                                      open_client: OpenClient) -> None:
+    col = Collector(sock)
+    try:
+        async with VirtualDock(bays=2, socket_path=sock, workdir=tmp_path) as dock:
+            stranger = await dock.plug("1", small_spec("BWC00009", usb_vid="dead",
+                                                       usb_pid="beef"))
+            client = await open_client(stranger.tty_path)
+            await client.set_mass_storage(True)  # its storage shows; it must not be reported
+            await dock.plug("2", small_spec("BWC00001"))
+            evs = await col.wait_for(2)
+            rejected, plugged = evs[:2]
+            assert isinstance(rejected, DeviceRejected) and rejected.bay == "1"
+            assert (rejected.vid_pid, rejected.serial) == ("dead:beef", "BWC00009")
+            assert "not in the recorder allowlist" in rejected.reason
+            assert isinstance(plugged, RecorderPlugged) and plugged.key == "BWC00001"
+            await dock.unplug("1")
+            await dock.unplug("2")
+            evs = await col.wait_for(3)
+            assert evs[2:] == [RecorderUnplugged(key="BWC00001", bay="2")]
+    finally:
+        await col.close()
 
-    state(("S1", "1", "/t1", None), ("S2", "2", "/t2", "/m2"))
-    assert out == [
-        RecorderPlugged(key="S1", bay="1", tty_path="/t1", source="sim"),
-        RecorderPlugged(key="S2", bay="2", tty_path="/t2", source="sim"),
-        StorageAppeared(key="S2", bay="2", storage=DirectoryStorage("/m2"), source="sim"),
-    ]
-    out.clear()
-    state(("S1", "1", "/t1", None), ("S2", "2", "/t2", "/m2"))
-    assert out == []  # nothing changed, nothing emitted
-    state(("S1", "1", "/t9", "/m1"), ("S2", "2", "/t2", None))
-    assert out == [
-        RecorderUnplugged(key="S1", bay="1"),  # a new tty is a new attachment
-        StorageRemoved(key="S2", bay="2"),
-        RecorderPlugged(key="S1", bay="1", tty_path="/t9", source="sim"),
-        StorageAppeared(key="S1", bay="1", storage=DirectoryStorage("/m1"), source="sim"),
-    ]
-    out.clear()
-    src.handle({"v": 1, "type": "storage", "bay": "1", "serial": "S1", "path": "/m1b"},
-               out.append)
-    src.handle({"v": 1, "type": "unplugged", "bay": "1", "serial": "S1"}, out.append)
-    src.handle({"v": 1, "type": "unplugged", "bay": "1", "serial": "S1"}, out.append)  # again
-    assert out == [
-        StorageRemoved(key="S1", bay="1"),
-        StorageAppeared(key="S1", bay="1", storage=DirectoryStorage("/m1b"), source="sim"),
-        StorageRemoved(key="S1", bay="1"),
-        RecorderUnplugged(key="S1", bay="1"),
-    ]
+
+async def test_serial_pattern_refuses_a_recorder(tmp_path: Path, sock: Path) -> None:
+    allow = [AllowedDevice(vid="1209", pid="d0c5", serial_pattern="BWC1[0-9]{4}")]
+    col = Collector(sock, sim_devices(allow=allow))
+    try:
+        async with VirtualDock(bays=1, socket_path=sock, workdir=tmp_path) as dock:
+            await dock.plug("1", small_spec("BWC00001"))
+            evs = await col.wait_for(1)
+            assert isinstance(evs[0], DeviceRejected)
+            assert "does not match the allowed serial pattern" in evs[0].reason
+    finally:
+        await col.close()
+
+
+async def test_flapping_plug_is_debounced(tmp_path: Path, sock: Path,
+                                          open_client: OpenClient) -> None:
+    """Out and back in within the window (a recorder rebooting, a bouncing contact): the
+    session is not ended; a control port that came back elsewhere is announced again."""
+    col = Collector(sock, sim_devices(debounce_ms=600_000))
+    try:
+        async with VirtualDock(bays=1, socket_path=sock, workdir=tmp_path) as dock:
+            rec = await dock.plug("1", small_spec())
+            await col.wait_for(1)
+            await dock.unplug("1")
+            rec = await dock.plug("1", small_spec())
+            client = await open_client(rec.tty_path)
+            await client.set_mass_storage(True)
+            storage = StorageAppeared(key="BWC00001", bay="1",
+                                      storage=DirectoryStorage(str(rec.storage_dir)),
+                                      vid_pid=SIM, source="sim")
+            async with asyncio.timeout(60):
+                while storage not in col.events:
+                    await col.wait_for(len(col.events) + 1)
+            assert not any(isinstance(e, RecorderUnplugged) for e in col.events)
+            assert all(e.tty_path in (col.events[0].tty_path, rec.tty_path)  # type: ignore
+                       for e in col.events if isinstance(e, RecorderPlugged))
+            assert col.events[-1] == storage
+            assert col.source.tracker.next_deadline() is None  # the pending unplug is off
+    finally:
+        await col.close()
+
+
+async def test_flap_longer_than_the_window_is_an_unplug(tmp_path: Path, sock: Path) -> None:
+    col = Collector(sock, sim_devices(debounce_ms=50))
+    try:
+        async with VirtualDock(bays=1, socket_path=sock, workdir=tmp_path) as dock:
+            await dock.plug("1", small_spec())
+            await col.wait_for(1)
+            await dock.unplug("1")
+            evs = await col.wait_for(2)  # the window's timer, not another announcement
+            assert evs[1] == RecorderUnplugged(key="BWC00001", bay="1")
+    finally:
+        await col.close()
+
+
+async def test_storage_and_serial_are_paired_by_the_tracker(
+    tmp_path: Path, sock: Path, open_client: OpenClient
+) -> None:
+    """The disk record names no recorder: it is paired with the tty through their USB
+    device, as udev's are."""
+    col = Collector(sock)
+    try:
+        async with VirtualDock(bays=2, socket_path=sock, workdir=tmp_path) as dock:
+            r1 = await dock.plug("1", small_spec("BWC00001"))
+            r2 = await dock.plug("2", small_spec("BWC00002"))
+            await col.wait_for(2)
+            c2 = await open_client(r2.tty_path)
+            await c2.set_mass_storage(True)
+            evs = await col.wait_for(3)
+            assert evs[2] == StorageAppeared(key="BWC00002", bay="2",
+                                             storage=DirectoryStorage(str(r2.storage_dir)),
+                                             vid_pid=SIM, source="sim")
+            disk = uevents.block_props(2, str(r2.storage_dir))
+            assert not any("SERIAL" in k for k in disk)
+            c1 = await open_client(r1.tty_path)
+            await c1.set_mass_storage(True)
+            evs = await col.wait_for(4)
+            assert (evs[3].key, evs[3].bay) == ("BWC00001", "1")  # type: ignore[union-attr]
+    finally:
+        await col.close()
+
+
+async def test_configured_bays_win_over_the_announced_ones(tmp_path: Path,
+                                                           sock: Path) -> None:
+    col = Collector(sock, sim_devices(bays={uevents.id_path(2): "Front 2"}))
+    try:
+        async with VirtualDock(bays=2, socket_path=sock, workdir=tmp_path) as dock:
+            await dock.plug("1", small_spec("BWC00001"))  # a port outside every bay
+            await dock.plug("2", small_spec("BWC00002"))
+            evs = await col.wait_for(1)
+            assert [(e.key, e.bay) for e in evs] == [("BWC00002", "Front 2")]  # type: ignore
+    finally:
+        await col.close()
+
+
+async def test_another_dock_ends_the_old_docks_pending_unplugs(tmp_path: Path,
+                                                               sock: Path) -> None:
+    """A simulator back with other bays is another dock: what the old one had is gone
+    at once, not after the (here endless) debounce window, and the new bays apply."""
+    col = Collector(sock, sim_devices(debounce_ms=600_000))
+    try:
+        async with VirtualDock(bays=["1"], socket_path=sock, workdir=tmp_path) as dock:
+            await dock.plug("1", small_spec("BWC00001"))
+            await col.wait_for(1)
+        assert not any(isinstance(e, RecorderUnplugged) for e in col.events)  # held
+        async with VirtualDock(bays=["X", "Y"], socket_path=sock, workdir=tmp_path) as dock2:
+            evs = await col.wait_for(2)
+            assert evs[1] == RecorderUnplugged(key="BWC00001", bay="1")
+            rec = await dock2.plug("Y", small_spec("BWC00001"))
+            evs = await col.wait_for(3)
+            assert evs[2] == RecorderPlugged(key="BWC00001", bay="Y", tty_path=rec.tty_path,
+                                             vid_pid=SIM, source="sim")
+    finally:
+        await col.close()

@@ -40,10 +40,6 @@ class UsbPort:
         """The kernel's name for the port, as dmesg prints it ("1-1.2")."""
         return f"{self.bus}-{self.chain}" if self.chain else f"usb{self.bus}"
 
-    @property
-    def parent_chain(self) -> str:
-        return self.chain.rpartition(".")[0]
-
 
 def usb_device_devpath(devpath: str) -> str | None:
     """The DEVPATH of the USB device a device (tty, disk, interface) belongs to, if any."""
@@ -121,10 +117,6 @@ class BayMap:
         keys = [_parse_bay_key(k, v) for k, v in bays.items()]
         # Most specific first: a bay behind another bay's hub wins over the outer one.
         self._keys = sorted(keys, key=lambda k: -len(k.chain.split(".")))
-
-    @property
-    def configured(self) -> bool:
-        return bool(self._keys)
 
     def label(self, port: UsbPort) -> str | None:
         """The bay label, or None when bays are configured and the port is in none of them."""
