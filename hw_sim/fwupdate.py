@@ -28,7 +28,6 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from firmware_bridge.device import DeviceFault
 from firmware_bridge.fwpackage import (
     BadSignature,
     Manifest,
@@ -46,6 +45,7 @@ from firmware_bridge.messages import (
     FirmwareResult,
     FirmwareStatus,
 )
+from hw_sim.endpoint import DeviceFault
 from hw_sim.fwkeys import parse_trusted_key
 from hw_sim.spec import Faults, RecorderSpec
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from firmware_bridge.device import DeviceEndpoint, DeviceServer, PtyPair, open_pty
 from firmware_bridge.messages import LogKind
+from hw_sim.endpoint import DeviceEndpoint, DeviceServer, PtyPair, open_pty
 from hw_sim.errors import FuseUnavailable, SimError
 from hw_sim.firmware import RecorderFirmware, RecorderState
 from hw_sim.fusemount import FaultMount, fuse_available

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from firmware_bridge.messages import COMMANDS
 from hw_sim.errors import SpecError
 from hw_sim.fwkeys import SIM_VENDOR_PUBLIC, parse_trusted_key
 
@@ -18,13 +19,7 @@ if TYPE_CHECKING:
 
 MIB = 1 << 20
 
-LINK_COMMANDS = frozenset(
-    {
-        "hello", "auth", "identity", "get_officer", "set_officer", "get_clock", "set_clock",
-        "battery", "storage", "mass_storage", "list_recordings", "delete_recording", "event_log",
-        "firmware_status", "firmware_begin", "firmware_chunk", "firmware_commit", "reboot",
-    }
-)  # names used by `Faults.silent_commands`
+LINK_COMMANDS = COMMANDS  # names used by `Faults.silent_commands`
 
 
 def _default_start_ms() -> int:

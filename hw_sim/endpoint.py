@@ -1,5 +1,8 @@
 """Device side of the recorder protocol: a sans-I/O endpoint plus a small pty server.
 
+A development and simulation part (virtual and gadget recorders, tests): the production
+wheel ships only the host side in ``firmware_bridge``.
+
 How a virtual recorder (hw_sim) uses it::
 
     class MyRecorder:                      # implements RecorderHandler
@@ -49,7 +52,6 @@ from firmware_bridge.messages import (
     MESSAGE_TYPES,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
-    AnyMessage,
     AuthAccepted,
     AuthChallenge,
     AuthProve,
@@ -221,7 +223,7 @@ class DeviceEndpoint:
             out.append(encode_frame(item.request_id, reply))
         return out
 
-    def handle(self, msg: AnyMessage) -> Message:
+    def handle(self, msg: Message) -> Message:
         """The reply to one decoded request."""
         self.stats.requests += 1
         if not msg.IS_REQUEST:
@@ -290,7 +292,7 @@ class DeviceEndpoint:
         self.authenticated = True
         return AuthAccepted(auth.device_proof(self._secret, challenge, msg.host_nonce))
 
-    def _dispatch(self, msg: AnyMessage) -> Message:
+    def _dispatch(self, msg: Message) -> Message:
         h = self.handler
         match msg:
             case GetIdentity():
@@ -323,7 +325,7 @@ class DeviceEndpoint:
                 return EventLogPage(log_page.end_index, _fit(log_page.entries, limit))
         return self._dispatch_firmware(msg)
 
-    def _dispatch_firmware(self, msg: AnyMessage) -> Message:
+    def _dispatch_firmware(self, msg: Message) -> Message:
         h = self.handler
         match msg:
             case GetFirmwareStatus():
