@@ -35,9 +35,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import secrets
+import struct
+import termios
 import tty
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -392,6 +395,24 @@ def open_pty() -> PtyPair:
     tty.setraw(slave)
     os.set_blocking(master, False)
     return PtyPair(master, slave, os.ttyname(slave))
+
+
+async def host_has_read(pty: PtyPair, limit_s: float = 5.0) -> None:
+    """Wait (bounded) until the host has read what is on the line. Closing a pty discards
+    what its reader has not taken yet, whereas a USB device's sent reply is never lost so;
+    the kernel moves written bytes to the reader's queue a little later, and a device also
+    takes a moment to go down, hence the short first pause."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.05)
+    deadline = loop.time() + limit_s
+    while loop.time() < deadline:
+        try:
+            raw = fcntl.ioctl(pty.slave_fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return
+        if not struct.unpack("i", raw)[0]:
+            return
+        await asyncio.sleep(0.005)
 
 
 ReplyFilter = Callable[[bytes], Awaitable[bytes | None]]
