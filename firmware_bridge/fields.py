@@ -24,6 +24,9 @@ class WireRecord(Protocol):
     @classmethod
     def read_fields(cls, r: Reader) -> Self: ...
 
+    @classmethod
+    def spelling(cls) -> str: ...
+
 
 T = TypeVar("T")
 R = TypeVar("R", bound=WireRecord)
@@ -34,6 +37,10 @@ class FieldKind(Generic[T]):
     it typed, possibly normalised (an enum member for a known code)."""
 
     def check(self, name: str, value: object) -> T:
+        raise NotImplementedError
+
+    def spelling(self, name: str) -> str:
+        """How docs/protocol.md writes the field ("utc_ms u64")."""
         raise NotImplementedError
 
     def write(self, w: Writer, name: str, value: T) -> None:
@@ -84,6 +91,9 @@ class UInt(FieldKind[int]):
     def check(self, name: str, value: object) -> int:
         return _int(name, value, self.lo, self.top)
 
+    def spelling(self, name: str) -> str:
+        return f"{name} u{8 * self.size}"
+
     def write(self, w: Writer, name: str, value: int) -> None:
         _INT_WRITERS[self.size](w, value)
 
@@ -115,6 +125,9 @@ class Flag(FieldKind[bool]):
             raise FieldError(f"{name} must be a bool")
         return value
 
+    def spelling(self, name: str) -> str:
+        return f"{name} bool"
+
     def write(self, w: Writer, name: str, value: bool) -> None:
         w.boolean(value)
 
@@ -132,6 +145,9 @@ class Tenths(FieldKind[float]):
             raise FieldError(f"{name}={value} out of range")
         return value
 
+    def spelling(self, name: str) -> str:
+        return f"{name} i16"
+
     def write(self, w: Writer, name: str, value: float) -> None:
         w.i16(round(value * 10))
 
@@ -147,6 +163,9 @@ class FixedText(FieldKind[str]):
 
     def check(self, name: str, value: object) -> str:
         return _str(name, value, self.width)
+
+    def spelling(self, name: str) -> str:
+        return f"{name} fixed{self.width}"
 
     def write(self, w: Writer, name: str, value: str) -> None:
         w.fixed_str(name, value, self.width)
@@ -164,6 +183,9 @@ class Text(FieldKind[str]):
 
     def check(self, name: str, value: object) -> str:
         return _str(name, value, self.max_bytes)
+
+    def spelling(self, name: str) -> str:
+        return f"{name} str{16 if self.wide else 8}"
 
     def write(self, w: Writer, name: str, value: str) -> None:
         (w.str16 if self.wide else w.str8)(name, value, self.max_bytes)
@@ -188,6 +210,9 @@ class Blob(FieldKind[bytes]):
             raise FieldError(f"{name} must be {self.min_bytes}..{self.max_bytes} bytes")
         return data
 
+    def spelling(self, name: str) -> str:
+        return f"{name} bytes16"
+
     def write(self, w: Writer, name: str, value: bytes) -> None:
         w.bytes16(value)
 
@@ -206,6 +231,9 @@ class Raw(FieldKind[bytes]):
             raise FieldError(f"{name} must be exactly {self.size} bytes")
         return value
 
+    def spelling(self, name: str) -> str:
+        return f"{name} [{self.size}]"
+
     def write(self, w: Writer, name: str, value: bytes) -> None:
         w.raw(value)
 
@@ -223,6 +251,9 @@ class Letter(FieldKind[str]):
         if not isinstance(value, str) or len(value) != 1 or value not in self.allowed:
             raise FieldError(f"{name} must be one of {', '.join(self.allowed)}")
         return value
+
+    def spelling(self, name: str) -> str:
+        return f"{name} u8"
 
     def write(self, w: Writer, name: str, value: str) -> None:
         w.u8(ord(value))
@@ -245,6 +276,9 @@ class Nested(FieldKind[R]):
             raise FieldError(f"{name} must be a {self.record.__name__}")
         return value
 
+    def spelling(self, name: str) -> str:
+        return f"{self.record.__name__}'s payload"
+
     def write(self, w: Writer, name: str, value: R) -> None:
         value.write_fields(w)
 
@@ -264,6 +298,9 @@ class Entries(FieldKind[tuple[R, ...]]):
         if len(value) > 0xFFFF:
             raise FieldError(f"{name}: too many entries")
         return value
+
+    def spelling(self, name: str) -> str:
+        return f"count u16, count × ({self.record.spelling()})"
 
     def write(self, w: Writer, name: str, value: tuple[R, ...]) -> None:
         w.u16(len(value))

@@ -183,6 +183,11 @@ class Record:
         r.end()
         return record
 
+    @classmethod
+    def spelling(cls) -> str:
+        """The payload as docs/protocol.md writes it ("offset u32, limit u16")."""
+        return ", ".join(kind.spelling(name) for name, kind in cls.WIRE_FIELDS)
+
     @property
     def wire_size(self) -> int:
         return len(self.encode_payload())
