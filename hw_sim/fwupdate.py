@@ -177,7 +177,7 @@ class FirmwareUpdater:
     def begin(self, manifest_bytes: bytes, signature: bytes) -> FirmwareBegin:
         manifest = self._check_offer(manifest_bytes, signature)
         t = self.transfer
-        if t is not None and t.manifest.blake3 == manifest.blake3 and t.manifest == manifest:
+        if t is not None and t.manifest == manifest:
             t.received, t.unsynced_chunks = t.durable, 0
             log.info("recorder %s: resuming firmware %s at %d", self.spec.serial,
                      manifest.version, t.durable)
