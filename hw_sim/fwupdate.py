@@ -18,6 +18,7 @@ or fails its self-test (fault injection), the previous slot runs and ``last_resu
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -87,6 +88,9 @@ def _write_json(path: Path, value: object) -> None:
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:  # some filesystems (9p, FUSE) cannot sync a directory
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
 
