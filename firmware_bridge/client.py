@@ -94,6 +94,8 @@ class RecorderClient:
 
     @timeout.setter
     def timeout(self, value: float) -> None:
+        if value <= 0:
+            raise ValueError("timeout must be > 0")
         self._conn.timeout = value
 
     @property
@@ -102,6 +104,8 @@ class RecorderClient:
 
     @retries.setter
     def retries(self, value: int) -> None:
+        if value < 0:
+            raise ValueError("retries must be >= 0")
         self._conn.retries = value
 
     @property
@@ -271,13 +275,18 @@ class RecorderClient:
         async with self._lock:
             loop = asyncio.get_running_loop()
             step: Transmit | Failed = self._conn.send(request, loop.time())
-            while isinstance(step, Transmit):
-                if step.attempt > 1:
-                    log.debug("retrying %s (attempt %d)", type(request).__name__, step.attempt)
-                outcome = await self._exchange(step, loop)
-                if isinstance(outcome, Answered):
-                    return cast(_R, outcome.reply)  # the connection checked its type
-                step = outcome if outcome is not None else self._conn.timed_out(loop.time())
+            try:
+                while isinstance(step, Transmit):
+                    if step.attempt > 1:
+                        log.debug("retrying %s (attempt %d)", type(request).__name__,
+                                  step.attempt)
+                    outcome = await self._exchange(step, loop)
+                    if isinstance(outcome, Answered):
+                        return cast(_R, outcome.reply)  # the connection checked its type
+                    step = outcome if outcome is not None else self._conn.timed_out(loop.time())
+            except BaseException:  # cancelled, or the link is gone: nothing stays outstanding
+                self._conn.abandon()
+                raise
             raise step.error
 
     async def _exchange(self, step: Transmit, loop: asyncio.AbstractEventLoop

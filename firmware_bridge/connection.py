@@ -5,6 +5,7 @@ The I/O shell (``client.RecorderClient``) asks it what to do next::
     step = conn.send(request, now)        # Transmit: write step.data, wait until step.deadline
     outcome = conn.receive_data(bytes)    # Answered(reply) / Failed(error) / None (not yet)
     step = conn.timed_out(now)            # no answer by the deadline: Transmit a retry or Failed
+    conn.abandon()                        # the caller stopped waiting (cancelled)
     conn.connection_lost(reason)          # the port went away: Failed for what was outstanding
 
 It owns request ids, the retry policy each request declares (``Request.POLICY``), matching
@@ -171,6 +172,11 @@ class ClientConnection:
             else:
                 outcome = self._judge(cur.request, item.message)
         return outcome
+
+    def abandon(self) -> None:
+        """The caller gave up waiting (cancelled): forget the request; a reply to it that
+        still arrives is dropped as unexpected."""
+        self._current = None
 
     def connection_lost(self, reason: str) -> Failed | None:
         """The line is gone: the outstanding request fails, and so will every later one."""

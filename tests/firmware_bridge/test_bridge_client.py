@@ -400,3 +400,20 @@ async def test_slow_handler_can_run_off_the_loop(recorder: MemoryRecorder) -> No
         await server.aclose()
         task.cancel()
         pty.close()
+
+
+async def test_a_cancelled_command_leaves_the_client_usable(
+    authed: RecorderClient, device: Device
+) -> None:
+    async def swallow(frame: bytes) -> bytes | None:
+        return None
+
+    device.reply_filter = swallow
+    sent_before = authed.stats.requests
+    task = asyncio.create_task(authed.identity())
+    await asyncio.wait_for(until(lambda: authed.stats.requests > sent_before), GUARD)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    device.reply_filter = None
+    assert (await authed.identity()).serial == "DA000042"

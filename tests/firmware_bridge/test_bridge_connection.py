@@ -146,3 +146,13 @@ def test_hello_and_mutual_authentication() -> None:
         conn.auth_accepted(m.AuthAccepted(auth.device_proof(b"other", challenge, nonce)))
     with pytest.raises(AuthRefused):  # no proof outstanding: nothing to accept
         conn.auth_accepted(m.AuthAccepted(auth.device_proof(secret, challenge, nonce)))
+
+
+def test_an_abandoned_request_frees_the_connection_and_its_late_reply_is_dropped() -> None:
+    conn = ClientConnection()
+    rid, _ = sent(conn.send(m.GetIdentity(), now=0.0))
+    conn.abandon()
+    rid2, _ = sent(conn.send(m.GetClock(), now=1.0))
+    assert conn.receive_data(encode_frame(rid, IDENTITY)) is None
+    assert conn.stats.unexpected_replies == 1
+    assert conn.receive_data(encode_frame(rid2, m.ClockTime(7))) == Answered(m.ClockTime(7))
