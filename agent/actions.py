@@ -22,9 +22,10 @@ from agent.settings import Settings
 from agent.store import assignments, evidence
 from agent.store.db import Database, open_readonly
 from agent.store.ledger import Ledger
+from firmware_bridge.messages import OFFICER_FIELD_WIDTHS
 
 # Field sizes of the recorder's officer record (protocol: fixed-size UTF-8 fields).
-OFFICER_FIELDS = {"officer_no": 7, "officer_name": 33, "unit_no": 13, "unit_name": 33}
+OFFICER_FIELDS = OFFICER_FIELD_WIDTHS
 
 
 def _check_officer(record: Mapping[str, str]) -> dict[str, str]:

@@ -11,19 +11,16 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from firmware_bridge.messages import COMMANDS, OFFICER_NO_WIDTH, SERIAL_WIDTH
 from hw_sim.errors import SpecError
+from hw_sim.fwkeys import SIM_VENDOR_PUBLIC, parse_trusted_key
 
 if TYPE_CHECKING:
     from firmware_bridge.messages import OfficerRecord
 
 MIB = 1 << 20
 
-LINK_COMMANDS = frozenset(
-    {
-        "hello", "auth", "identity", "get_officer", "set_officer", "get_clock", "set_clock",
-        "battery", "storage", "mass_storage", "list_recordings", "delete_recording", "event_log",
-    }
-)  # names used by `Faults.silent_commands`
+LINK_COMMANDS = COMMANDS  # names used by `Faults.silent_commands`
 
 
 def _default_start_ms() -> int:
@@ -56,9 +53,10 @@ class FootageSpec:
             raise SpecError("footage count and sizes must not be negative")
         if self.bitrate_bps <= 0:
             raise SpecError("footage bitrate must be positive")
-        if self.officer_no and not (len(self.officer_no) <= 7 and self.officer_no.isascii()
-                                    and self.officer_no.isalnum()):
-            raise SpecError("footage officer_no must be 1..7 ASCII letters/digits")
+        if self.officer_no and not (len(self.officer_no) <= OFFICER_NO_WIDTH
+                                    and self.officer_no.isascii() and self.officer_no.isalnum()):
+            raise SpecError(f"footage officer_no must be 1..{OFFICER_NO_WIDTH} ASCII "
+                            "letters/digits")
 
     @property
     def file_sizes(self) -> tuple[int, ...]:
@@ -92,6 +90,9 @@ class Faults:
     # (file index, start_ms, end_ms): the listing claims these times for that file
     listed_times: tuple[tuple[int, int, int], ...] = ()
     control_names: bool = False  # a regular footage file whose name holds control characters
+    # a newly committed firmware image fails on its trial boot: "no_boot" (rolled back) or
+    # "self_test" (booted, self-test failed, rolled back); "ok" boots it
+    firmware_boot: Literal["ok", "no_boot", "self_test"] = "ok"
     # storage file layer (FUSE)
     eio_at: tuple[tuple[int, int], ...] = ()  # (file index, byte offset): reads there fail
     eio_count: int | None = None  # each EIO fault fires this many times (None: always)
@@ -109,6 +110,9 @@ class Faults:
         for p in (self.drop_byte_prob, self.garble_byte_prob):
             if not 0.0 <= p <= 1.0:
                 raise SpecError("fault probabilities must be within 0..1")
+        if self.firmware_boot not in ("ok", "no_boot", "self_test"):
+            raise SpecError(f"firmware_boot must be ok, no_boot or self_test, not "
+                            f"{self.firmware_boot!r}")
         if self.clock_set not in ("ok", "error", "ignored"):
             raise SpecError(f"clock_set must be ok, error or ignored, not {self.clock_set!r}")
         if self.grow_step_bytes <= 0:
@@ -119,8 +123,8 @@ class Faults:
         if self.list_page_delay_s < 0 or (self.list_stall_after_pages or 0) < 0:
             raise SpecError("list_page_delay_s and list_stall_after_pages must not be negative")
         if self.claimed_serial is not None and not 1 <= len(
-                self.claimed_serial.encode("utf-8", "surrogatepass")) <= 8:
-            raise SpecError("claimed_serial must be 1..8 bytes of UTF-8")
+                self.claimed_serial.encode("utf-8", "surrogatepass")) <= SERIAL_WIDTH:
+            raise SpecError(f"claimed_serial must be 1..{SERIAL_WIDTH} bytes of UTF-8")
 
     @property
     def needs_fuse(self) -> bool:
@@ -156,14 +160,30 @@ class RecorderSpec:
     # The field history in the recorder's own event log on first plug, after the footage's
     # recording history: (kind (LogKind), detail, seconds before the plug), oldest first.
     field_log: tuple[tuple[int, str, float], ...] = ()
+    # firmware update: signing keys the recorder trusts (64 hex digits of a raw Ed25519 key,
+    # or PEM text), the size of each A/B slot, how many chunks it receives between syncs of
+    # its durable offset, how long a reboot keeps it off the bus, and the serial link's
+    # speed in bytes per second each way (0: unthrottled; ~1 MB/s is a real CDC-ACM link)
+    firmware_keys: tuple[str, ...] = (SIM_VENDOR_PUBLIC,)
+    firmware_slot_bytes: int = 256 * MIB
+    firmware_sync_chunks: int = 16
+    boot_delay_s: float = 1.0
+    link_bytes_per_s: int = 1_000_000
 
     def __post_init__(self) -> None:
         for name, value in (("usb_vid", self.usb_vid), ("usb_pid", self.usb_pid)):
             if not _HEX4.fullmatch(value):
                 raise SpecError(f"{name} must be 4 hex digits, got {value!r}")
+        for key in self.firmware_keys:
+            parse_trusted_key(key)
+        if self.firmware_slot_bytes < 1 or self.firmware_sync_chunks < 1:
+            raise SpecError("firmware_slot_bytes and firmware_sync_chunks must be positive")
+        if self.boot_delay_s < 0 or self.link_bytes_per_s < 0:
+            raise SpecError("boot_delay_s and link_bytes_per_s must not be negative")
         raw = self.serial.encode("utf-8")
-        if len(raw) != 8 or not self.serial.isascii() or not self.serial.isalnum():
-            raise SpecError(f"recorder serial must be 8 ASCII letters/digits, got {self.serial!r}")
+        if len(raw) != SERIAL_WIDTH or not self.serial.isascii() or not self.serial.isalnum():
+            raise SpecError(f"recorder serial must be {SERIAL_WIDTH} ASCII letters/digits, "
+                            f"got {self.serial!r}")
         if not 0 <= self.battery_percent <= 100:
             raise SpecError("battery_percent must be within 0..100")
         n = len(self.footage.file_sizes)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from firmware_bridge.client import RecorderClient
-from firmware_bridge.device import DeviceEndpoint, DeviceServer, open_pty
+from hw_sim.endpoint import DeviceEndpoint, DeviceServer, open_pty
 
 from .bridge_helpers import SECRET, Device, MemoryRecorder
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from firmware_bridge import auth
 from firmware_bridge import messages as m
 from firmware_bridge.codec import decode_frame, encode_frame
-from firmware_bridge.device import DeviceEndpoint, DeviceFault
+from hw_sim.endpoint import DeviceEndpoint, DeviceFault
 
 from .bridge_helpers import SECRET, MemoryRecorder, raw_frame
 from .strategies import names

@@ -23,10 +23,10 @@ from agent.session.steps.offload_faults import text as _text
 from agent.store.db import DatabaseFull
 from agent.store.faults import FaultCode as FC
 from agent.store.ledger import entries as ledger_entries
-from firmware_bridge.messages import RecordingInfo
+from firmware_bridge.messages import DeleteRecording, RecordingInfo, SetMassStorage
 
-MASS_STORAGE_TIMEOUT_S = 10.0  # the firmware bridge's floor for SetMassStorage
-DELETE_TIMEOUT_S = 120.0  # and for DeleteRecording (the device hashes the file)
+MASS_STORAGE_TIMEOUT_S = SetMassStorage.POLICY.min_timeout_s  # the bridge's floor
+DELETE_TIMEOUT_S = DeleteRecording.POLICY.min_timeout_s  # the device hashes the file
 
 _OUTCOME_FAULT: dict[str, FC] = {
     "interrupted": FC.STORAGE_ERROR,

@@ -1,5 +1,8 @@
 """Device side of the recorder protocol: a sans-I/O endpoint plus a small pty server.
 
+A development and simulation part (virtual and gadget recorders, tests): the production
+wheel ships only the host side in ``firmware_bridge``.
+
 How a virtual recorder (hw_sim) uses it::
 
     class MyRecorder:                      # implements RecorderHandler
@@ -32,9 +35,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import secrets
+import struct
+import termios
 import tty
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -49,7 +55,6 @@ from firmware_bridge.messages import (
     MESSAGE_TYPES,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
-    AnyMessage,
     AuthAccepted,
     AuthChallenge,
     AuthProve,
@@ -61,9 +66,17 @@ from firmware_bridge.messages import (
     ErrorCode,
     ErrorReply,
     EventLogPage,
+    FirmwareBegin,
+    FirmwareBeginRequest,
+    FirmwareChunk,
+    FirmwareCommit,
+    FirmwareProgress,
+    FirmwareRefusal,
+    FirmwareStatus,
     GetBattery,
     GetClock,
     GetEventLog,
+    GetFirmwareStatus,
     GetIdentity,
     GetOfficer,
     GetStorage,
@@ -74,6 +87,7 @@ from firmware_bridge.messages import (
     Message,
     OfficerRecord,
     Ok,
+    Reboot,
     RecordingInfo,
     RecordingPage,
     SetClock,
@@ -92,10 +106,11 @@ _E = TypeVar("_E", RecordingInfo, DeviceLogEvent)
 class DeviceFault(Exception):
     """Raised by a RecorderHandler method to answer the command with an error reply."""
 
-    def __init__(self, code: int, message: str = "") -> None:
+    def __init__(self, code: int, message: str = "", durable_offset: int | None = None) -> None:
         super().__init__(message or str(code))
         self.code = int(code)
         self.message = message
+        self.durable_offset = durable_offset  # firmware refusals: where the host resumes
 
 
 class RecorderHandler(Protocol):
@@ -135,6 +150,23 @@ class RecorderHandler(Protocol):
 
     def event_log(self, since_index: int, limit: int) -> EventLogPage:
         """Entries with index >= since_index (at most ``limit``), and one-past-newest index."""
+        ...
+
+    def firmware_status(self) -> FirmwareStatus: ...
+
+    def firmware_begin(self, manifest: bytes, signature: bytes) -> FirmwareBegin:
+        """Check the manifest (signature, model, versions); resume offset and chunk size."""
+        ...
+
+    def firmware_chunk(self, offset: int, crc32: int, data: bytes) -> int:
+        """Stage ``data`` at ``offset``; returns the durable offset. Refusals carry it too:
+        ``DeviceFault(code, message, durable_offset)``."""
+        ...
+
+    def firmware_commit(self) -> None: ...
+
+    def reboot(self) -> None:
+        """Arrange a reboot once this reply is on the line."""
         ...
 
 
@@ -194,7 +226,7 @@ class DeviceEndpoint:
             out.append(encode_frame(item.request_id, reply))
         return out
 
-    def handle(self, msg: AnyMessage) -> Message:
+    def handle(self, msg: Message) -> Message:
         """The reply to one decoded request."""
         self.stats.requests += 1
         if not msg.IS_REQUEST:
@@ -213,6 +245,9 @@ class DeviceEndpoint:
         try:
             return self._dispatch(msg)
         except DeviceFault as fault:
+            if fault.durable_offset is not None:
+                self.stats.errors_sent += 1
+                return FirmwareRefusal(fault.code, fault.durable_offset, _clip(fault.message, 255))
             return self._error(fault.code, fault.message)
         except BridgeError as exc:  # handler built an invalid value
             self.stats.handler_crashes += 1
@@ -260,7 +295,7 @@ class DeviceEndpoint:
         self.authenticated = True
         return AuthAccepted(auth.device_proof(self._secret, challenge, msg.host_nonce))
 
-    def _dispatch(self, msg: AnyMessage) -> Message:
+    def _dispatch(self, msg: Message) -> Message:
         h = self.handler
         match msg:
             case GetIdentity():
@@ -291,6 +326,23 @@ class DeviceEndpoint:
             case GetEventLog(since_index=since, limit=limit):
                 log_page = _typed(h.event_log(since, limit), EventLogPage)
                 return EventLogPage(log_page.end_index, _fit(log_page.entries, limit))
+        return self._dispatch_firmware(msg)
+
+    def _dispatch_firmware(self, msg: Message) -> Message:
+        h = self.handler
+        match msg:
+            case GetFirmwareStatus():
+                return _typed(h.firmware_status(), FirmwareStatus)
+            case FirmwareBeginRequest(manifest=manifest, signature=signature):
+                return _typed(h.firmware_begin(manifest, signature), FirmwareBegin)
+            case FirmwareChunk(offset=offset, crc32=crc, data=data):
+                return FirmwareProgress(h.firmware_chunk(offset, crc, data))
+            case FirmwareCommit():
+                h.firmware_commit()
+                return Ok()
+            case Reboot():
+                h.reboot()
+                return Ok()
         return self._error(ErrorCode.UNKNOWN_COMMAND, type(msg).__name__)
 
 
@@ -345,8 +397,27 @@ def open_pty() -> PtyPair:
     return PtyPair(master, slave, os.ttyname(slave))
 
 
+async def host_has_read(pty: PtyPair, limit_s: float = 5.0) -> None:
+    """Wait (bounded) until the host has read what is on the line. Closing a pty discards
+    what its reader has not taken yet, whereas a USB device's sent reply is never lost so;
+    the kernel moves written bytes to the reader's queue a little later, and a device also
+    takes a moment to go down, hence the short first pause."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.05)
+    deadline = loop.time() + limit_s
+    while loop.time() < deadline:
+        try:
+            raw = fcntl.ioctl(pty.slave_fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return
+        if not struct.unpack("i", raw)[0]:
+            return
+        await asyncio.sleep(0.005)
+
+
 ReplyFilter = Callable[[bytes], Awaitable[bytes | None]]
 RequestFilter = Callable[[bytes], bytes]
+Pacer = Callable[[int], Awaitable[None]]  # waits as long as n bytes take on the wire
 
 _GONE = (errno.EIO, errno.ENXIO, errno.EBADF)
 
@@ -362,8 +433,15 @@ class DeviceServer:
         reply_filter: ReplyFilter | None = None,
         request_filter: RequestFilter | None = None,
         handler_in_thread: bool = False,
+        pace_in: Pacer | None = None,
+        pace_out: Pacer | None = None,
+        after_replies: Callable[[], None] | None = None,
     ) -> None:
         self.fd = fd
+        # link speed: each direction's bytes wait as long as the wire would take
+        self.pace_in = pace_in
+        self.pace_out = pace_out
+        self.after_replies = after_replies  # called once the replies to a read are written
         self.endpoint = endpoint
         self.reply_filter = reply_filter
         self.request_filter = request_filter
@@ -385,6 +463,8 @@ class DeviceServer:
                 data = await self._inbox.get()
                 if data is None:
                     return
+                if self.pace_in is not None:
+                    await self.pace_in(len(data))
                 if self.request_filter is not None:
                     data = self.request_filter(data)
                 if self.handler_in_thread:
@@ -396,7 +476,11 @@ class DeviceServer:
                     if self.reply_filter is not None:
                         out = await self.reply_filter(frame)
                     if out:
+                        if self.pace_out is not None:
+                            await self.pace_out(len(out))
                         await self._write(out)
+                if self.after_replies is not None:
+                    self.after_replies()
         finally:
             self._detach()
 
