@@ -16,6 +16,8 @@ from firmware_bridge.messages import (
     DeviceLogEvent,
     ErrorCode,
     EventLogPage,
+    FirmwareBegin,
+    FirmwareStatus,
     Identity,
     LogKind,
     OfficerRecord,
@@ -108,6 +110,28 @@ class MemoryRecorder:
         self.calls.append("event_log")
         entries = tuple(e for e in self.log if e.index >= since_index)[:limit]
         return EventLogPage(len(self.log), entries)
+
+    # Firmware update is exercised against the simulated recorder (hw_sim); this one runs
+    # 2.4.1 from slot A and refuses every transfer.
+    def firmware_status(self) -> FirmwareStatus:
+        self.calls.append("firmware_status")
+        return FirmwareStatus(self.ident.firmware, "A", self.ident.firmware, "", 0,
+                              bytes(32), 0, 0)
+
+    def firmware_begin(self, manifest: bytes, signature: bytes) -> FirmwareBegin:
+        self.calls.append("firmware_begin")
+        raise DeviceFault(ErrorCode.FIRMWARE_SIGNATURE, "no trusted firmware keys")
+
+    def firmware_chunk(self, offset: int, crc32: int, data: bytes) -> int:
+        self.calls.append("firmware_chunk")
+        raise DeviceFault(ErrorCode.FIRMWARE_NO_TRANSFER, "no transfer begun")
+
+    def firmware_commit(self) -> None:
+        self.calls.append("firmware_commit")
+        raise DeviceFault(ErrorCode.FIRMWARE_NO_TRANSFER, "no transfer begun")
+
+    def reboot(self) -> None:
+        self.calls.append("reboot")
 
 
 def raw_frame(type_id: int, rid: int, payload: bytes, crc: int | None = None) -> bytes:

@@ -54,7 +54,7 @@ def test_decoder_reassembles_any_chunking(
     for cut in [*cuts, len(stream)]:
         out += dec.feed(stream[prev:cut])
         prev = cut
-    assert out == [Frame(rid, msg) for rid, msg in frames]  # type: ignore[arg-type]
+    assert out == [Frame(rid, msg) for rid, msg in frames]
     assert dec.stats.discarded == 0
 
 

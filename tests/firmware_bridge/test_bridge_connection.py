@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from bridge_helpers import raw_frame
 
 from firmware_bridge import auth
 from firmware_bridge import messages as m
@@ -18,6 +17,8 @@ from firmware_bridge.errors import (
     PayloadError,
     ProtocolError,
 )
+
+from .bridge_helpers import raw_frame
 
 IDENTITY = m.Identity("DA000042", "BWC-7", "rev C", "2.4.1")
 
@@ -45,6 +46,7 @@ def test_idempotent_requests_retry_under_new_ids_then_give_up() -> None:
     first, _ = sent(conn.send(m.GetBattery(), now=0.0))
     second = conn.timed_out(now=1.0)
     rid2, msg = sent(second)
+    assert isinstance(second, Transmit)
     assert rid2 != first and msg == m.GetBattery() and second.attempt == 2
     late = m.BatteryStatus(50, 3900, True, 20.0, 1, 99)
     assert conn.receive_data(encode_frame(first, late)) is None  # late reply to attempt 1

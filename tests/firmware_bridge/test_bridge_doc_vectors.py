@@ -27,11 +27,11 @@ def test_doc_vectors_decode_and_encode_exactly(doc: str) -> None:
     found = parse_vectors(doc)
     assert list(found) == [name for name, _, _ in VECTORS]
     for name, rid, msg in VECTORS:
-        assert decode_frame(found[name]) == Frame(rid, msg), name  # type: ignore[arg-type]
+        assert decode_frame(found[name]) == Frame(rid, msg), name
         assert encode_frame(rid, msg) == found[name], name
     # And as one stream through the incremental decoder.
     dec = FrameDecoder()
-    assert dec.feed(b"".join(found.values())) == [Frame(r, x) for _, r, x in VECTORS]  # type: ignore[arg-type]
+    assert dec.feed(b"".join(found.values())) == [Frame(r, x) for _, r, x in VECTORS]
 
 
 def test_every_message_type_has_a_vector() -> None:

@@ -96,7 +96,7 @@ def test_decoder_survives_and_resynchronises() -> None:
         for cut in [*cuts, len(stream)]:
             out += dec.feed(stream[prev:cut])
             prev = cut
-        assert out and out[-1] == Frame(rid, msg), f"seed {SEED} iteration {i}"  # type: ignore[arg-type]
+        assert out and out[-1] == Frame(rid, msg), f"seed {SEED} iteration {i}"
         # The one-shot decoder raises only the codec's own errors on the junk itself.
         try:
             decode_frame(junk)
@@ -126,4 +126,4 @@ def test_any_bytes_then_a_frame(junk: bytes, msg: m.Message, rid: int) -> None:
     dec = FrameDecoder()
     out = dec.feed(junk)
     assert all(isinstance(o, Frame | Rejected) for o in out)
-    assert dec.feed(encode_frame(rid, msg))[-1] == Frame(rid, msg)  # type: ignore[arg-type]
+    assert dec.feed(encode_frame(rid, msg))[-1] == Frame(rid, msg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,10 @@ def check(data: bytes, keys: dict[str, object] | None = None) -> fp.PackageHeade
     return header
 
 
-def with_manifest(data: bytes, mutate: object) -> bytes:
+def with_manifest(data: bytes, mutate: Callable[[bytes], bytes]) -> bytes:
     """The package with its manifest rewritten (signature left as it was)."""
     header = fp.read_header(io.BytesIO(data))
-    body = mutate(header.manifest_bytes)  # type: ignore[operator]
+    body = mutate(header.manifest_bytes)
     return (fp.MAGIC + struct.pack(">I", len(body)) + body + header.signature
             + data[header.image_offset:])
 
@@ -92,7 +93,7 @@ def test_signed_by_another_key_with_a_trusted_key_id_is_refused() -> None:
     forged = package(private_key=OTHER)
     other_id = fp.key_id(OTHER.public_key())
     with pytest.raises(fp.BadSignature):
-        check(forged, {other_id: KEY.public_key()})  # type: ignore[dict-item]
+        check(forged, {other_id: KEY.public_key()})
 
 
 def test_unknown_key_is_refused() -> None:

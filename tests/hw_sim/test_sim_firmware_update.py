@@ -9,9 +9,10 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sim_helpers import OpenClient, StartRecorder, small_spec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_bridge import fwpackage as fp
 from firmware_bridge import messages as m
@@ -21,6 +22,8 @@ from hw_sim.dock import VirtualDock
 from hw_sim.fwkeys import sim_vendor_key
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, VirtualRecorder
 from hw_sim.spec import Faults, RecorderSpec
+
+from .sim_helpers import OpenClient, StartRecorder, small_spec
 
 FAST: dict[str, object] = {"link_bytes_per_s": 0, "boot_delay_s": 0.05,
                            "firmware_sync_chunks": 4}
@@ -45,7 +48,7 @@ def make_package(size: int = 100_000, *, seed: int = 1, **kw: object) -> tuple[f
     return fp.read_header(io.BytesIO(data)), image
 
 
-def spec(**kw: object) -> RecorderSpec:
+def spec(**kw: Any) -> RecorderSpec:
     return small_spec(**{**FAST, **kw})
 
 
@@ -148,11 +151,11 @@ async def test_a_failing_new_image_rolls_back(
     ({"models": ["OTHER-1"]}, m.ErrorCode.FIRMWARE_MODEL),
     ({"min_from": "1.0.1"}, m.ErrorCode.FIRMWARE_VERSION),
     ({"max_from": "0.9"}, m.ErrorCode.FIRMWARE_VERSION),
-    ({"private_key": fp.Ed25519PrivateKey.from_private_bytes(bytes(32))},
+    ({"private_key": Ed25519PrivateKey.from_private_bytes(bytes(32))},
      m.ErrorCode.FIRMWARE_SIGNATURE),
 ])
 async def test_the_recorder_refuses_what_is_not_for_it(
-    start_recorder: StartRecorder, open_client: OpenClient, kw: dict[str, object], code: int
+    start_recorder: StartRecorder, open_client: OpenClient, kw: dict[str, Any], code: int
 ) -> None:
     rec = await start_recorder(spec())
     c = await open_client(rec.tty_path)
