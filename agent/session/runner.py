@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from agent.compliance.firmware import firmware_problem
 from agent.devices.events import DirectoryStorage, StorageAppeared, StorageRef
 from agent.domain import DockingContext, RecorderIdentity
+from agent.firmware.hook import DockedRecorder, docked_recorder
 from agent.mount.mounter import Mounter
 from agent.offload import FileProblem, Offloader, OffloadProgress, OffloadSummary
 from agent.offload.errors import StoreFullError
@@ -94,6 +95,7 @@ class SessionDeps:
     unplug_grace_s: float = 3.0  # a closed link is an unplug if the event follows within
     clock_samples: int = 3
     wall_time: Callable[[], float] = time.time
+    firmware: Callable[[DockedRecorder], Awaitable[None]] | None = None  # agent.firmware hook
 
 
 class DockingSession:
@@ -316,6 +318,10 @@ class DockingSession:
         self._footage_settled = True
         await self.apply_pending_assignment()
         self._advance(State.RELEASED)
+        if self.deps.firmware is not None and self.identity is not None:  # footage safe: update?
+            await self.deps.firmware(docked_recorder(
+                link, self.identity, self.battery, self.offload_result, self.faults,
+                bay=self.bay, session_id=self.session_id))
 
     async def _refuse_claimed_serial(self, ident: IdentityLike) -> None:
         """The firmware claims another serial than the USB device the dock sees: nothing
