@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import sqlite3
 
     from agent.dockview import DockView
+    from agent.firmware.service import FirmwareService
     from agent.lifecycle.service import LifecycleService
 
 # Field sizes of the recorder's officer record (protocol: fixed-size UTF-8 fields).
@@ -74,9 +75,23 @@ def in_scope(f: evidence.StoredFile, scope: Mapping[str, Any]) -> bool:
 
 
 class AgentActions:
-    def __init__(self, view: DockView, lifecycle: LifecycleService | None = None) -> None:
+    def __init__(self, view: DockView, lifecycle: LifecycleService | None = None,
+                 firmware: FirmwareService | None = None) -> None:
         self.view = view
         self.lifecycle_service = lifecycle
+        self.firmware_service = firmware
+
+    async def firmware(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """set-firmware-policy, stage-firmware (agent.firmware.commands)."""
+        from agent.firmware.commands import run_command
+        from agent.firmware.errors import FirmwareError
+
+        if self.firmware_service is None:
+            raise CommandRejected("this agent does not handle recorder firmware")
+        try:
+            return await run_command(self.firmware_service, name, args)
+        except FirmwareError as exc:
+            raise CommandRejected(str(exc)) from exc
 
     async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """tag, export, preserve, audit: the same requests dockctl makes (docs/mqtt.md)."""

@@ -27,6 +27,7 @@ from agent.settings import Settings
 from agent.store.db import Database
 
 if TYPE_CHECKING:
+    from agent.firmware.service import FirmwareService
     from agent.session.supervisor import BaySupervisor
     from agent.store.ledger import Ledger
 
@@ -74,8 +75,10 @@ def facts_from_snapshot(
 
 
 class DockView:
-    def __init__(self, settings: Settings, db: Database, deadline: DeadlinePolicy) -> None:
+    def __init__(self, settings: Settings, db: Database, deadline: DeadlinePolicy,
+                 firmware: FirmwareService | None = None) -> None:
         self.settings = settings
+        self.firmware = firmware  # per-recorder firmware field; central allowlists
         self.db = db
         self.deadline = deadline
         self.reporter: Any = None
@@ -116,8 +119,11 @@ class DockView:
             history: Any = snap.get("battery_samples") or ()
             samples = [BatterySample(t, p) for t, p, _ in history]
             facts = facts_from_snapshot(snap, samples, [])
-            readiness = evaluate(facts, self.settings.readiness, self.settings.clock.tolerance_ms)
+            fw = self.firmware
+            policy = fw.readiness(self.settings.readiness) if fw else self.settings.readiness
+            readiness = evaluate(facts, policy, self.settings.clock.tolerance_ms)
             entry = dict(snap)
+            entry["firmware_update"] = fw.recorder_field(snap) if fw else None
             entry.pop("battery_samples", None)
             entry["readiness"] = readiness.as_dict()
             battery = snap.get("battery")
@@ -290,10 +296,10 @@ class DockView:
             self.reporter.checkpoint_signed()
         return {"seq": latest[-1].seq if latest else None}
 
-    def actions(self, lifecycle: Any = None) -> Any:
+    def actions(self, lifecycle: Any = None, firmware: Any = None) -> Any:
         from agent.commands import AgentActions
 
-        return AgentActions(self, lifecycle)
+        return AgentActions(self, lifecycle, firmware)
 
 
 def _iso(value: object) -> str | None:
@@ -319,6 +325,8 @@ def _public_state(entry: Mapping[str, Any]) -> dict[str, Any]:
         "faults": [f.get("code") for f in entry.get("faults", [])],
         "unchecked": list(entry.get("unchecked") or []),
     }
+    if isinstance(entry.get("firmware_update"), Mapping):
+        state["firmware_update"] = dict(entry["firmware_update"])
     battery = entry.get("battery")
     if isinstance(battery, Mapping) and _num(battery.get("percent")) is not None:
         state["battery"] = {k: battery[k] for k in (

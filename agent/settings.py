@@ -309,12 +309,10 @@ class FirmwareSettings:
     chunk_timeout_s: float = opt(
         10.0, "Reply timeout of one firmware chunk (the recorder writes it to flash).",
         min=0.5, max=600)
-    boot_timeout_s: float = opt(
-        180.0, "How long a rebooting recorder may stay away before the attempt counts as"
-        " failed at its next docking.", min=5, max=3600)
     max_attempts: int = opt(
-        3, "Failed or rolled-back attempts of one package on one recorder before the dock"
-        " stops trying it (a new package or policy starts over).", min=1, max=100)
+        3, "Failed attempts of one package on one recorder before the dock stops trying it"
+        " (a package that rolled back is never tried again on that recorder).", min=1,
+        max=100)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class RecorderFacts:
     battery_percent: float | None
     footage_safe: bool  # this docking's offload completed and verified, nothing left behind
     failures: Mapping[str, int]  # package BLAKE3 -> failed/rolled-back attempts on it
+    rolled_back: frozenset[str] = frozenset()  # packages whose image failed to boot here
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,9 @@ def decide(facts: RecorderFacts, policy: ModelPolicy | None, packages: Sequence[
     refusal = accepts(pkg, facts.running_version)
     if refusal is not None:
         return Decision("blocked", refusal, pkg)
+    if pkg.blake3 in facts.rolled_back:
+        return Decision("blocked", f"package {pkg.version} failed to boot on this recorder"
+                        " (rolled back); not tried again", pkg)
     if facts.failures.get(pkg.blake3, 0) >= limits.max_attempts:
         return Decision("blocked", f"package {pkg.version} failed {facts.failures[pkg.blake3]}"
                         " times on this recorder; not tried again", pkg)

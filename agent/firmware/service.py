@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,12 +34,18 @@ from agent.firmware.ports import (
 )
 from agent.firmware.records import UpdateRecords, Who
 from agent.firmware.staging import record_staged, verify_and_copy
-from agent.firmware.status import docked_from_snapshots, status_report
+from agent.firmware.status import (
+    docked_from_snapshots,
+    public_field,
+    recorder_firmware,
+    status_report,
+)
 from agent.firmware.updater import Progress, UpdateJob, run_update
 from agent.firmware.versions import same_version
-from agent.settings import FirmwareSettings, Settings
+from agent.settings import FirmwareSettings, ReadinessSettings, Settings
 from agent.store.db import Database
 from agent.store.ledger import EntryKind, Ledger, current_us
+from firmware_bridge.errors import LinkClosed, LinkTimeout
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,35 @@ class FirmwareService:
         self._local_now = local_now
         self.in_flight: dict[str, Progress] = {}  # serial -> transfer progress
         self.decisions: dict[str, pol.Decision] = {}  # serial -> last decision at docking
+        self.central: dict[str, pol.ModelPolicy] = {}  # the persisted overrides, cached
+
+    async def load(self) -> None:
+        """Read the central overrides (once at start; set_policy keeps the cache)."""
+        self.central = await self.db.read(_central)
+
+    def policies(self) -> dict[str, pol.ModelPolicy]:
+        return pol.effective_policies(self.config.settings.targets, self.config.allowlists,
+                                      self.central)
+
+    def readiness(self, settings: ReadinessSettings) -> ReadinessSettings:
+        """Readiness settings whose per-model allowlists include the central overrides, so a
+        recorder outside a centrally set allowlist is NOT_READY like one outside the config's."""
+        merged = dict(settings.firmware_allowlist)
+        for model, p in self.central.items():
+            if p.allowlist is None:
+                merged.pop(model, None)
+            else:
+                merged[model] = list(p.allowlist)
+        return replace(settings, firmware_allowlist=merged)
+
+    def recorder_field(self, snap: Mapping[str, object]) -> dict[str, object] | None:
+        """The `firmware_update` field of one docked recorder's state (None: unidentified)."""
+        docked = docked_from_snapshots([snap])
+        if not docked:
+            return None
+        d = docked[0]
+        return public_field(recorder_firmware(d, self.policies(), self.decisions.get(d.serial),
+                                              self.in_flight.get(d.serial), None))
 
     # --- the session's hook -----------------------------------------------------------
 
@@ -85,10 +120,16 @@ class FirmwareService:
             await self._after_offload(rec)
         except asyncio.CancelledError:
             raise
+        except (LinkClosed, LinkTimeout, TimeoutError, OSError) as exc:
+            # unplugged or silent mid-way: the recorder keeps its durable offset, the dock
+            # its open attempt; the next docking resumes
+            log.info("bay %s: firmware update of %s interrupted: %s", rec.bay, rec.serial,
+                     exc or type(exc).__name__)
         except Exception:  # a bug here must never fail the docking
             log.exception("bay %s: firmware check of %s failed", rec.bay, rec.serial)
         finally:
             self.in_flight.pop(rec.serial, None)
+            rec.changed()
 
     async def _after_offload(self, rec: DockedRecorder) -> None:
         link = rec.link
@@ -108,20 +149,22 @@ class FirmwareService:
             # config allowlists are judged at identification; a central one only here
             await self.records.not_allowed(who, problem, {"model": rec.model,
                                                           "firmware": running})
-        packages, fails = await self.db.read(lambda c: (_packages(c), _failures(c, rec.serial)))
+        packages, fails, rolled = await self.db.read(lambda c: (
+            store.packages(c), store.failures(c, rec.serial), store.rolled_back(c, rec.serial)))
         facts = pol.RecorderFacts(rec.serial, rec.model, running, rec.battery_percent,
-                                  rec.footage_safe, fails)
+                                  rec.footage_safe, fails, rolled)
         now = self._local_now(self.config.tz).time()
         decision = pol.decide(facts, model_policy, [p.facts for p in packages],
                               self.config.limits(), now)
         self.decisions[rec.serial] = decision
+        rec.changed()
         if decision.action == "blocked" and decision.package is not None:
             await self.records.blocked(who, decision.reason, {"model": rec.model,
                                                               "firmware": running})
         if decision.action != "update" or decision.package is None:
             return
         staged = next(p for p in packages if p.facts.blake3 == decision.package.blake3)
-        await self._update(link, rec.serial, who, running, staged, attempt)
+        await self._update(link, rec.serial, who, running, staged, attempt, rec.changed)
 
     async def _settle(self, who: Who, attempt: store.Attempt, status: StatusLike,
                       running: str) -> bool:
@@ -149,7 +192,8 @@ class FirmwareService:
         return False  # a transfer cut short: the decision below may resume it
 
     async def _update(self, link: FirmwareLink, serial: str, who: Who, running: str,
-                      staged: store.StagedPackage, attempt: store.Attempt | None) -> None:
+                      staged: store.StagedPackage, attempt: store.Attempt | None,
+                      changed: Callable[[], None]) -> None:
         if attempt is not None and attempt.package != staged.facts.blake3:
             await self.records.ended_badly(
                 who, attempt, rolled_back=False, reason="superseded by package"
@@ -160,6 +204,7 @@ class FirmwareService:
 
         def progress(p: Progress) -> None:
             self.in_flight[serial] = p
+            changed()
 
         try:
             await run_update(job, self.records, progress)
@@ -176,9 +221,8 @@ class FirmwareService:
     # --- policy, staging ----------------------------------------------------------------
 
     def _policies(self, conn: sqlite3.Connection) -> dict[str, pol.ModelPolicy]:
-        central = _central(conn)
         return pol.effective_policies(self.config.settings.targets, self.config.allowlists,
-                                      central)
+                                      _central(conn))
 
     def known_models(self, central: Mapping[str, pol.ModelPolicy]) -> frozenset[str]:
         return frozenset({*self.config.settings.targets, *self.config.allowlists, *central})
@@ -223,6 +267,7 @@ class FirmwareService:
                 "model": model, "target": target,
                 "allowlist": list(allowlist) if allowlist is not None else None, "by": by})
         await self.db.write(tx)
+        self.central = await self.db.read(_central)
         return {"model": model, "target": target,
                 "allowlist": list(allowlist) if allowlist is not None else None,
                 "cleared": new is None}
@@ -230,14 +275,6 @@ class FirmwareService:
 
 def _open_attempt(conn: sqlite3.Connection, serial: str) -> store.Attempt | None:
     return store.open_attempt(conn, serial)
-
-
-def _packages(conn: sqlite3.Connection) -> list[store.StagedPackage]:
-    return store.packages(conn)
-
-
-def _failures(conn: sqlite3.Connection, serial: str) -> dict[str, int]:
-    return store.failures(conn, serial)
 
 
 def _central(conn: sqlite3.Connection) -> dict[str, pol.ModelPolicy]:

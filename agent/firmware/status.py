@@ -69,3 +69,16 @@ def docked_from_snapshots(snaps: Sequence[Mapping[str, object]]) -> list[DockedF
     return [DockedFacts(str(s.get("bay") or ""), str(s["serial"]), str(s.get("model") or ""),
                         str(s.get("firmware") or ""))
             for s in snaps if s.get("serial") and not s.get("storage_only")]
+
+
+PUBLIC_PROGRESS = ("to_version", "bytes_sent", "durable_offset", "size", "percent", "rate_bps",
+                   "resumed_from")
+
+
+def public_field(field: Mapping[str, object]) -> dict[str, object]:
+    """The recorder state's `firmware_update` on MQTT (docs/mqtt.md): no attempt internals."""
+    progress = field.get("progress")
+    return {"running": field["running"], "target": field["target"], "allowed": field["allowed"],
+            "state": field["state"], "reason": field["reason"],
+            "progress": ({k: progress[k] for k in PUBLIC_PROGRESS}
+                         if isinstance(progress, Mapping) else None)}

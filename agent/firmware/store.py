@@ -224,3 +224,9 @@ def update_attempt(conn: sqlite3.Connection, attempt_id: int, *, now_us: int,
         " bytes_done = COALESCE(?, bytes_done), resumes = resumes + ?,"
         " reason = COALESCE(?, reason) WHERE id = ?",
         (now_us, state, bytes_done, 1 if resumed else 0, reason, attempt_id))
+
+
+def rolled_back(conn: sqlite3.Connection, recorder: str) -> frozenset[str]:
+    rows = conn.execute("SELECT DISTINCT package FROM firmware_attempts WHERE recorder = ? AND"
+                        " state = 'rolled_back'", (recorder,))
+    return frozenset(str(p) for (p,) in rows)

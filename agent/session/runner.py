@@ -321,7 +321,7 @@ class DockingSession:
         if self.deps.firmware is not None and self.identity is not None:  # footage safe: update?
             await self.deps.firmware(docked_recorder(
                 link, self.identity, self.battery, self.offload_result, self.faults,
-                bay=self.bay, session_id=self.session_id))
+                bay=self.bay, session_id=self.session_id, changed=self._changed))
 
     async def _refuse_claimed_serial(self, ident: IdentityLike) -> None:
         """The firmware claims another serial than the USB device the dock sees: nothing

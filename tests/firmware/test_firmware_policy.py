@@ -118,3 +118,8 @@ def test_footage_safe_needs_a_complete_clean_offload() -> None:
     assert not pol.footage_safe({**ok, "failed": 1}, [])
     assert not pol.footage_safe({**ok, "outcome": "interrupted"}, [])
     assert not pol.footage_safe(ok, ["verify_failed"])
+
+
+def test_a_rolled_back_package_is_not_tried_again_on_that_recorder() -> None:
+    d = pol.decide(facts(rolled_back=frozenset({PKG.blake3})), POLICY, [PKG], LIMITS, NOON)
+    assert d.action == "blocked" and "rolled back" in d.reason
