@@ -29,6 +29,10 @@ from agent.config import needs_fleet_secret
 from agent.control import ControlServer
 from agent.devices.events import DeviceEvent
 from agent.dockview import DockView
+from agent.firmware import store as firmware_store
+from agent.firmware.errors import FirmwareError
+from agent.firmware.service import FirmwareControl
+from agent.firmware.service import make_service as make_firmware_service
 from agent.health.integrity import audit_ledger
 from agent.health.monitor import HealthMonitor
 from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, prepare_private_dir, read_input_file
@@ -110,15 +114,20 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         key = load_or_create_key(settings.key_file)
     except SigningError as exc:
         raise StartupError(str(exc)) from None
-    db = await asyncio.to_thread(Database, settings.db_path, ALL_SCHEMAS,
+    db = await asyncio.to_thread(Database, settings.db_path, [*ALL_SCHEMAS, firmware_store.SCHEMA],
                                  reserve_bytes=DB_RESERVE_BYTES)
     ledger = Ledger(settings.dock.id, CheckpointSigner(key))
+    try:
+        firmware = make_firmware_service(settings, db, ledger)
+    except FirmwareError as exc:
+        raise StartupError(str(exc)) from None
     unended = await db.write(lambda conn: close_unended_sessions(conn, ledger))
     if unended:
         log.warning("closed %d docking session(s) whose end was never recorded (power loss "
                     "or crash): %s", len(unended), ", ".join(unended))
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
-    view = DockView(settings, db, deadline)
+    view = DockView(settings, db, deadline, firmware)
+    await firmware.load()
     upload_tasks, close_uploads = _upload_tasks(settings, db, ledger, view)
     lifecycle = LifecycleService(
         settings.access, settings.audit, db, ledger, key, dock_id=settings.dock.id,
@@ -134,7 +143,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
     if settings.mqtt.enabled:
         from agent.mqtt.reporter import Reporter
 
-        reporter = Reporter(db, settings.mqtt, settings.dock.id, view.actions(lifecycle),
+        reporter = Reporter(db, settings.mqtt, settings.dock.id, view.actions(lifecycle, firmware),
                             agent_version=__version__)
         view.attach_reporter(reporter)
         db.on_commit(reporter.notify_outbox)
@@ -154,6 +163,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         on_change=view.sessions_changed,
         readiness=settings.readiness,
         battery_poll_s=settings.recorder.battery_poll_s,
+        firmware=firmware.after_offload,
     )
     events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
     source = make_device_source(settings)
@@ -182,7 +192,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             essential["dispatcher"] = tg.create_task(dispatch(), name="dispatcher")
             if reporter is not None:
                 essential["publisher"] = tg.create_task(reporter.run(), name="publisher")
-            handlers = {**view.control_handlers(), **lifecycle.control_handlers()}
+            handlers = {**view.control_handlers(), **lifecycle.control_handlers(),
+                        **FirmwareControl(firmware, view.recorders).handlers()}
 
             async def last_health(_: dict[str, Any]) -> dict[str, Any]:
                 return dict(health.last)  # read-only: the latest sample (dock-screen header)

@@ -35,7 +35,7 @@ def _ask(paths: Paths, cmd: str, timeout: float = 30.0, **args: Any) -> dict[str
 def cmd_add(args: argparse.Namespace, paths: Paths) -> int:
     package = Path(args.package).absolute()
     try:
-        out = _ask(paths, "firmware-add", timeout=ADD_TIMEOUT_S, path=str(package))
+        out = _ask(paths, "firmware-add", timeout=ADD_TIMEOUT_S, package=str(package))
     except Refused as exc:
         print(printable(f"dockctl: firmware package refused: {exc}"), file=sys.stderr)
         return EXIT_FINDING

@@ -125,6 +125,9 @@ class FirmwareService:
             # its open attempt; the next docking resumes
             log.info("bay %s: firmware update of %s interrupted: %s", rec.bay, rec.serial,
                      exc or type(exc).__name__)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from exc  # the unplug's cancel stays a cancel
         except Exception:  # a bug here must never fail the docking
             log.exception("bay %s: firmware check of %s failed", rec.bay, rec.serial)
         finally:
@@ -136,8 +139,8 @@ class FirmwareService:
         if not isinstance(link, FirmwareLink):
             return  # a link without firmware commands: nothing to check or update
         who = Who(rec.serial, rec.bay, rec.session_id, rec.officer)
-        status = await asyncio.wait_for(link.firmware_status(),
-                                        self.config.settings.chunk_timeout_s)
+        async with asyncio.timeout(self.config.settings.chunk_timeout_s):
+            status = await link.firmware_status()
         running = status.running_version or rec.firmware
         attempt = await self.db.read(lambda c: _open_attempt(c, rec.serial))
         if attempt is not None and await self._settle(who, attempt, status, running):
@@ -303,9 +306,9 @@ class FirmwareControl:
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]]]]:
         async def add(req: dict[str, Any]) -> Mapping[str, Any]:
-            path = req.get("path")
+            path = req.get("package")
             if not isinstance(path, str) or not path.startswith("/"):
-                raise StagingError("firmware-add needs an absolute 'path'")
+                raise StagingError("firmware-add needs the package's absolute path")
             return await self.service.stage(Path(path), "dockctl")
 
         async def status(_: dict[str, Any]) -> Mapping[str, Any]:

@@ -27,6 +27,8 @@ from firmware_bridge.errors import FirmwareRefused
 
 log = logging.getLogger(__name__)
 
+# Timeouts use asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+# session's cancellation (an unplug) when the link error and the cancel arrive together.
 READ_BLOCK = 1 << 20  # image read from disk per worker-thread call
 RECORD_EVERY_BYTES = 1 << 20  # the dock's attempt row follows the durable offset this often
 RECORD_EVERY_S = 2.0
@@ -96,8 +98,8 @@ async def run_update(job: UpdateJob, records: UpdateRecords,
     if header.manifest.blake3 != pkg.blake3:
         raise UpdateRefused(f"staged file of package {pkg.version} holds another image")
     try:
-        begin = await asyncio.wait_for(
-            job.link.firmware_begin(header.manifest_bytes, header.signature), job.chunk_timeout_s)
+        async with asyncio.timeout(job.chunk_timeout_s):
+            begin = await job.link.firmware_begin(header.manifest_bytes, header.signature)
     except FirmwareRefused as exc:
         raise UpdateRefused(f"the recorder refused the update: {exc}") from exc
     offset = begin.offset
@@ -108,13 +110,14 @@ async def run_update(job: UpdateJob, records: UpdateRecords,
     attempt = await records.start(job.who, pkg, job.running, offset, resume)
     await _send_image(job, header, attempt, offset, begin.chunk_max, records, on_progress)
     try:
-        await asyncio.wait_for(job.link.firmware_commit(),
-                               max(COMMIT_FLOOR_S, job.chunk_timeout_s))
+        async with asyncio.timeout(max(COMMIT_FLOOR_S, job.chunk_timeout_s)):
+            await job.link.firmware_commit()
     except FirmwareRefused as exc:
         raise UpdateRefused(f"the recorder refused to commit the image: {exc}") from exc
     await records.rebooting(attempt.id, pkg.size)
     try:
-        await asyncio.wait_for(job.link.reboot(), job.chunk_timeout_s)
+        async with asyncio.timeout(job.chunk_timeout_s):
+            await job.link.reboot()
     except Exception as exc:  # the recorder may go before it answers: its next docking tells
         log.info("bay %s: reboot of %s: %s", job.who.bay, job.who.serial, exc)
     return attempt
@@ -133,8 +136,8 @@ async def _send_image(job: UpdateJob, header: PackageHeader, attempt: Attempt, o
             while pos < len(block):
                 data = block[pos:pos + chunk_max]
                 try:
-                    durable = await asyncio.wait_for(job.link.firmware_chunk(offset, data),
-                                                     job.chunk_timeout_s)
+                    async with asyncio.timeout(job.chunk_timeout_s):
+                        durable = await job.link.firmware_chunk(offset, data)
                 except FirmwareRefused as exc:
                     resyncs += 1
                     if exc.durable_offset is None or resyncs > MAX_RESYNCS:
