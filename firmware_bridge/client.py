@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from types import TracebackType
@@ -28,6 +29,7 @@ from firmware_bridge.codec import (
 from firmware_bridge.errors import (
     AuthRefused,
     DeviceError,
+    FirmwareRefused,
     LinkClosed,
     LinkTimeout,
     ProtocolError,
@@ -47,9 +49,17 @@ from firmware_bridge.messages import (
     ErrorCode,
     ErrorReply,
     EventLogPage,
+    FirmwareBegin,
+    FirmwareBeginRequest,
+    FirmwareChunk,
+    FirmwareCommit,
+    FirmwareProgress,
+    FirmwareRefusal,
+    FirmwareStatus,
     GetBattery,
     GetClock,
     GetEventLog,
+    GetFirmwareStatus,
     GetIdentity,
     GetOfficer,
     GetStorage,
@@ -60,6 +70,7 @@ from firmware_bridge.messages import (
     Message,
     OfficerRecord,
     Ok,
+    Reboot,
     RecordingInfo,
     RecordingPage,
     SetClock,
@@ -98,7 +109,15 @@ POLICIES: dict[type[Message], CommandPolicy] = {
     ListRecordings: CommandPolicy(True),
     DeleteRecording: CommandPolicy(False, min_timeout=120.0),  # device hashes the file
     GetEventLog: CommandPolicy(True),
+    GetFirmwareStatus: CommandPolicy(True),
+    FirmwareBeginRequest: CommandPolicy(True, min_timeout=10.0),  # same image: same answer
+    # the recorder takes a chunk again anywhere between its durable and received offsets
+    FirmwareChunk: CommandPolicy(True, min_timeout=10.0),
+    FirmwareCommit: CommandPolicy(False, min_timeout=120.0),  # hashes and copies the image
+    Reboot: CommandPolicy(False),
 }
+_FIRMWARE_REQUESTS = (GetFirmwareStatus, FirmwareBeginRequest, FirmwareChunk, FirmwareCommit,
+                      Reboot)
 
 _AUTH_CODES = (ErrorCode.AUTH_REQUIRED, ErrorCode.AUTH_FAILED, ErrorCode.NO_CHALLENGE)
 
@@ -295,6 +314,36 @@ class RecorderClient:
                 return out
         return out
 
+    async def firmware_status(self) -> FirmwareStatus:
+        return await self._call(GetFirmwareStatus(), FirmwareStatus)
+
+    async def firmware_begin(self, manifest_bytes: bytes, signature: bytes) -> FirmwareBegin:
+        """Offer a signed manifest; the reply says where to continue (the recorder's durable
+        offset for this image, 0 for a new one) and the largest chunk it takes."""
+        return await self._call(FirmwareBeginRequest(manifest_bytes, signature), FirmwareBegin)
+
+    async def firmware_chunk(self, offset: int, data: bytes) -> int:
+        """Send image bytes at ``offset``; returns the recorder's durable offset, which may
+        lag ``offset + len(data)`` (it syncs every few chunks)."""
+        chunk = FirmwareChunk(offset, zlib.crc32(data), data)
+        return (await self._call(chunk, FirmwareProgress)).durable_offset
+
+    async def firmware_commit(self) -> None:
+        """The recorder verifies the whole staged image and marks it for the next boot."""
+        await self._call(FirmwareCommit(), Ok)
+
+    async def reboot(self) -> None:
+        """The recorder reboots after this reply: the link closes and it re-enumerates.
+
+        A link that closes after the request went out counts as the reboot (the recorder may
+        leave the bus before its Ok gets through)."""
+        if not self.is_open:
+            raise self._closed or LinkClosed("client is not open")
+        try:
+            await self._call(Reboot(), Ok)
+        except LinkClosed:
+            log.info("recorder left the bus before acknowledging the reboot")
+
     # ------------------------------------------------------------ request machinery
 
     async def _call(
@@ -343,10 +392,15 @@ class RecorderClient:
                 fut.cancel()
 
     def _check(self, request: Message, reply: Message, expect: type[_R]) -> _R:
+        if isinstance(reply, FirmwareRefusal):
+            self.stats.error_replies += 1
+            raise FirmwareRefused(reply.code, reply.message, reply.durable_offset)
         if isinstance(reply, ErrorReply):
             self.stats.error_replies += 1
             if reply.code in _AUTH_CODES:
                 raise AuthRefused(reply.message or ErrorCode(reply.code).name, reply.code)
+            if isinstance(request, _FIRMWARE_REQUESTS):
+                raise FirmwareRefused(reply.code, reply.message)
             raise DeviceError(reply.code, reply.message)
         if not isinstance(reply, expect):
             raise ProtocolError(f"{type(request).__name__} answered with {type(reply).__name__}")

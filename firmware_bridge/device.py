@@ -61,9 +61,17 @@ from firmware_bridge.messages import (
     ErrorCode,
     ErrorReply,
     EventLogPage,
+    FirmwareBegin,
+    FirmwareBeginRequest,
+    FirmwareChunk,
+    FirmwareCommit,
+    FirmwareProgress,
+    FirmwareRefusal,
+    FirmwareStatus,
     GetBattery,
     GetClock,
     GetEventLog,
+    GetFirmwareStatus,
     GetIdentity,
     GetOfficer,
     GetStorage,
@@ -74,6 +82,7 @@ from firmware_bridge.messages import (
     Message,
     OfficerRecord,
     Ok,
+    Reboot,
     RecordingInfo,
     RecordingPage,
     SetClock,
@@ -92,10 +101,11 @@ _E = TypeVar("_E", RecordingInfo, DeviceLogEvent)
 class DeviceFault(Exception):
     """Raised by a RecorderHandler method to answer the command with an error reply."""
 
-    def __init__(self, code: int, message: str = "") -> None:
+    def __init__(self, code: int, message: str = "", durable_offset: int | None = None) -> None:
         super().__init__(message or str(code))
         self.code = int(code)
         self.message = message
+        self.durable_offset = durable_offset  # firmware refusals: where the host resumes
 
 
 class RecorderHandler(Protocol):
@@ -135,6 +145,23 @@ class RecorderHandler(Protocol):
 
     def event_log(self, since_index: int, limit: int) -> EventLogPage:
         """Entries with index >= since_index (at most ``limit``), and one-past-newest index."""
+        ...
+
+    def firmware_status(self) -> FirmwareStatus: ...
+
+    def firmware_begin(self, manifest: bytes, signature: bytes) -> FirmwareBegin:
+        """Check the manifest (signature, model, versions); resume offset and chunk size."""
+        ...
+
+    def firmware_chunk(self, offset: int, crc32: int, data: bytes) -> int:
+        """Stage ``data`` at ``offset``; returns the durable offset. Refusals carry it too:
+        ``DeviceFault(code, message, durable_offset)``."""
+        ...
+
+    def firmware_commit(self) -> None: ...
+
+    def reboot(self) -> None:
+        """Arrange a reboot once this reply is on the line."""
         ...
 
 
@@ -213,6 +240,9 @@ class DeviceEndpoint:
         try:
             return self._dispatch(msg)
         except DeviceFault as fault:
+            if fault.durable_offset is not None:
+                self.stats.errors_sent += 1
+                return FirmwareRefusal(fault.code, fault.durable_offset, _clip(fault.message, 255))
             return self._error(fault.code, fault.message)
         except BridgeError as exc:  # handler built an invalid value
             self.stats.handler_crashes += 1
@@ -291,6 +321,23 @@ class DeviceEndpoint:
             case GetEventLog(since_index=since, limit=limit):
                 log_page = _typed(h.event_log(since, limit), EventLogPage)
                 return EventLogPage(log_page.end_index, _fit(log_page.entries, limit))
+        return self._dispatch_firmware(msg)
+
+    def _dispatch_firmware(self, msg: AnyMessage) -> Message:
+        h = self.handler
+        match msg:
+            case GetFirmwareStatus():
+                return _typed(h.firmware_status(), FirmwareStatus)
+            case FirmwareBeginRequest(manifest=manifest, signature=signature):
+                return _typed(h.firmware_begin(manifest, signature), FirmwareBegin)
+            case FirmwareChunk(offset=offset, crc32=crc, data=data):
+                return FirmwareProgress(h.firmware_chunk(offset, crc, data))
+            case FirmwareCommit():
+                h.firmware_commit()
+                return Ok()
+            case Reboot():
+                h.reboot()
+                return Ok()
         return self._error(ErrorCode.UNKNOWN_COMMAND, type(msg).__name__)
 
 
@@ -347,6 +394,7 @@ def open_pty() -> PtyPair:
 
 ReplyFilter = Callable[[bytes], Awaitable[bytes | None]]
 RequestFilter = Callable[[bytes], bytes]
+Pacer = Callable[[int], Awaitable[None]]  # waits as long as n bytes take on the wire
 
 _GONE = (errno.EIO, errno.ENXIO, errno.EBADF)
 
@@ -362,8 +410,15 @@ class DeviceServer:
         reply_filter: ReplyFilter | None = None,
         request_filter: RequestFilter | None = None,
         handler_in_thread: bool = False,
+        pace_in: Pacer | None = None,
+        pace_out: Pacer | None = None,
+        after_replies: Callable[[], None] | None = None,
     ) -> None:
         self.fd = fd
+        # link speed: each direction's bytes wait as long as the wire would take
+        self.pace_in = pace_in
+        self.pace_out = pace_out
+        self.after_replies = after_replies  # called once the replies to a read are written
         self.endpoint = endpoint
         self.reply_filter = reply_filter
         self.request_filter = request_filter
@@ -385,6 +440,8 @@ class DeviceServer:
                 data = await self._inbox.get()
                 if data is None:
                     return
+                if self.pace_in is not None:
+                    await self.pace_in(len(data))
                 if self.request_filter is not None:
                     data = self.request_filter(data)
                 if self.handler_in_thread:
@@ -396,7 +453,11 @@ class DeviceServer:
                     if self.reply_filter is not None:
                         out = await self.reply_filter(frame)
                     if out:
+                        if self.pace_out is not None:
+                            await self.pace_out(len(out))
                         await self._write(out)
+                if self.after_replies is not None:
+                    self.after_replies()
         finally:
             self._detach()
 

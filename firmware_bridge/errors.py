@@ -50,3 +50,19 @@ class DeviceError(BridgeError):
         super().__init__(f"device error {code:#06x}: {message}")
         self.code = code
         self.message = message
+
+
+FirmwareBridgeError = BridgeError  # the name the firmware-update contract uses
+
+
+class FirmwareRefused(DeviceError):
+    """The recorder refused a firmware-update step (signature, model, version, hash, offset).
+
+    ``durable_offset`` is the recorder's durable offset of the staged image when it said so
+    (resume from there), else None.
+    """
+
+    def __init__(self, code: int, detail: str, durable_offset: int | None = None) -> None:
+        super().__init__(code, detail)
+        self.detail = detail
+        self.durable_offset = durable_offset

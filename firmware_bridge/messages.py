@@ -34,6 +34,11 @@ DIGEST_BYTES = 32  # BLAKE3 digest
 U32_MAX = 0xFFFF_FFFF
 U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 TIME_MAX = 2**63 - 1  # ms since the Unix epoch, UTC
+SIGNATURE_BYTES = 64  # Ed25519
+FIRMWARE_CHUNK_OVERHEAD = 14  # offset u64, crc32 u32, data length u16
+FIRMWARE_CHUNK_MAX = 4064  # largest chunk data a recorder may ask for (fits MAX_PAYLOAD)
+MANIFEST_WIRE_MAX = MAX_PAYLOAD - 2 - SIGNATURE_BYTES  # manifest bytes in one FirmwareBegin
+SLOTS = ("A", "B")
 
 
 class ErrorCode(enum.IntEnum):
@@ -52,7 +57,25 @@ class ErrorCode(enum.IntEnum):
     BUSY = 0x0013  # e.g. recording in progress, mass storage active
     STORAGE_FAULT = 0x0014
     HARDWARE_FAULT = 0x0015
+    FIRMWARE_SIGNATURE = 0x0020  # unknown signing key or a signature that does not verify
+    FIRMWARE_MODEL = 0x0021  # the package is not for this recorder's model
+    FIRMWARE_VERSION = 0x0022  # running version outside the package's min_from..max_from
+    FIRMWARE_HASH = 0x0023  # the staged image's BLAKE3 differs from the manifest's
+    FIRMWARE_OFFSET = 0x0024  # chunk offset is not where the recorder can continue
+    FIRMWARE_NO_TRANSFER = 0x0025  # chunk or commit without a begun transfer
+    FIRMWARE_CRC = 0x0026  # a chunk's CRC-32 does not match its data
+    FIRMWARE_MANIFEST = 0x0027  # the manifest is malformed or too large for the slot
+    FIRMWARE_INCOMPLETE = 0x0028  # commit before the whole image is durably received
     INTERNAL = 0x00FF
+
+
+class FirmwareResult(enum.IntEnum):
+    """Outcome of the last firmware update the recorder tried to boot."""
+
+    NONE = 0
+    OK = 1
+    ROLLED_BACK = 2  # the new image did not boot; the previous slot runs
+    SELF_TEST_FAILED = 3  # the new image booted but failed its self-test; rolled back
 
 
 class LogKind(enum.IntEnum):
@@ -77,6 +100,13 @@ class LogKind(enum.IntEnum):
 def _code(value: int) -> int:
     try:
         return ErrorCode(value)
+    except ValueError:
+        return value
+
+
+def _result(value: int) -> int:
+    try:
+        return FirmwareResult(value)
     except ValueError:
         return value
 
@@ -384,6 +414,77 @@ class GetEventLog(Message):
         return cls(r.u32(), r.u16())
 
 
+@dataclass(frozen=True, slots=True)
+class GetFirmwareStatus(Message):
+    TYPE_ID: ClassVar[int] = 0x1B
+    IS_REQUEST: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareBeginRequest(Message):
+    """Start (or resume) staging an image: the signed manifest and its signature."""
+
+    TYPE_ID: ClassVar[int] = 0x1C
+    IS_REQUEST: ClassVar[bool] = True
+    manifest: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.manifest, bytes) or not 1 <= len(self.manifest) <= MANIFEST_WIRE_MAX:
+            raise FieldError(f"manifest must be 1..{MANIFEST_WIRE_MAX} bytes")
+        _check_bytes("signature", self.signature, SIGNATURE_BYTES)
+
+    def _write(self, w: Writer) -> None:
+        w.bytes16(self.manifest)
+        w.raw(self.signature)
+
+    @classmethod
+    def _read(cls, r: Reader) -> Self:
+        return cls(r.bytes16(), r.raw(SIGNATURE_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareChunk(Message):
+    """Image bytes at ``offset``; ``crc32`` (zlib) over ``data``, checked by the recorder."""
+
+    TYPE_ID: ClassVar[int] = 0x1D
+    IS_REQUEST: ClassVar[bool] = True
+    offset: int
+    crc32: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        check_int("offset", self.offset, 0, U64_MAX)
+        check_int("crc32", self.crc32, 0, U32_MAX)
+        if not isinstance(self.data, bytes) or not 1 <= len(self.data) <= FIRMWARE_CHUNK_MAX:
+            raise FieldError(f"chunk data must be 1..{FIRMWARE_CHUNK_MAX} bytes")
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.offset)
+        w.u32(self.crc32)
+        w.bytes16(self.data)
+
+    @classmethod
+    def _read(cls, r: Reader) -> Self:
+        return cls(r.u64(), r.u32(), r.bytes16())
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareCommit(Message):
+    """Verify the staged image (hash and signature) and make it the next boot's slot."""
+
+    TYPE_ID: ClassVar[int] = 0x1E
+    IS_REQUEST: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Reboot(Message):
+    """Reboot after the reply; the recorder leaves the bus and comes back."""
+
+    TYPE_ID: ClassVar[int] = 0x1F
+    IS_REQUEST: ClassVar[bool] = True
+
+
 # ---------------------------------------------------------------- replies (device -> host)
 
 
@@ -687,6 +788,121 @@ class EventLogPage(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class FirmwareStatus(Message):
+    """Reply to GetFirmwareStatus: slots, the last update's result and the staged transfer."""
+
+    TYPE_ID: ClassVar[int] = 0x9B
+    IS_REQUEST: ClassVar[bool] = False
+    running_version: str
+    active_slot: str
+    slot_a_version: str
+    slot_b_version: str
+    last_result: int
+    staged_blake3: bytes
+    staged_offset: int
+    staged_size: int
+
+    def __post_init__(self) -> None:
+        utf8("running_version", self.running_version, SHORT_TEXT_MAX)
+        if self.active_slot not in SLOTS:
+            raise FieldError("active_slot must be 'A' or 'B'")
+        utf8("slot_a_version", self.slot_a_version, SHORT_TEXT_MAX)
+        utf8("slot_b_version", self.slot_b_version, SHORT_TEXT_MAX)
+        check_int("last_result", self.last_result, 0, 0xFF)
+        _check_bytes("staged_blake3", self.staged_blake3, DIGEST_BYTES)
+        check_int("staged_offset", self.staged_offset, 0, U64_MAX)
+        check_int("staged_size", self.staged_size, 0, U64_MAX)
+        if self.staged_offset > self.staged_size:
+            raise FieldError("staged_offset > staged_size")
+        object.__setattr__(self, "last_result", _result(self.last_result))
+
+    def _write(self, w: Writer) -> None:
+        w.str8("running_version", self.running_version, SHORT_TEXT_MAX)
+        w.u8(ord(self.active_slot))
+        w.str8("slot_a_version", self.slot_a_version, SHORT_TEXT_MAX)
+        w.str8("slot_b_version", self.slot_b_version, SHORT_TEXT_MAX)
+        w.u8(self.last_result)
+        w.raw(self.staged_blake3)
+        w.u64(self.staged_offset)
+        w.u64(self.staged_size)
+
+    @classmethod
+    def _read(cls, r: Reader) -> Self:
+        running = r.str8("running_version")
+        slot = chr(r.u8())
+        return cls(running, slot, r.str8("slot_a_version"), r.str8("slot_b_version"), r.u8(),
+                   r.raw(DIGEST_BYTES), r.u64(), r.u64())
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareBegin(Message):
+    """Reply to FirmwareBeginRequest: where to continue (the durable offset; 0 for a new
+    image) and the largest chunk the recorder takes."""
+
+    TYPE_ID: ClassVar[int] = 0x9C
+    IS_REQUEST: ClassVar[bool] = False
+    offset: int
+    chunk_max: int
+
+    def __post_init__(self) -> None:
+        check_int("offset", self.offset, 0, U64_MAX)
+        check_int("chunk_max", self.chunk_max, 1, FIRMWARE_CHUNK_MAX)
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.offset)
+        w.u32(self.chunk_max)
+
+    @classmethod
+    def _read(cls, r: Reader) -> Self:
+        return cls(r.u64(), r.u32())
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareProgress(Message):
+    """Reply to FirmwareChunk: the recorder's durable offset (it may lag the bytes sent)."""
+
+    TYPE_ID: ClassVar[int] = 0x9D
+    IS_REQUEST: ClassVar[bool] = False
+    durable_offset: int
+
+    def __post_init__(self) -> None:
+        check_int("durable_offset", self.durable_offset, 0, U64_MAX)
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.durable_offset)
+
+    @classmethod
+    def _read(cls, r: Reader) -> Self:
+        return cls(r.u64())
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareRefusal(Message):
+    """A firmware step was refused; carries the recorder's durable offset to resume from."""
+
+    TYPE_ID: ClassVar[int] = 0x9E
+    IS_REQUEST: ClassVar[bool] = False
+    code: int
+    durable_offset: int
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        check_int("code", self.code, 0, 0xFFFF)
+        check_int("durable_offset", self.durable_offset, 0, U64_MAX)
+        utf8("message", self.message, ERROR_TEXT_MAX)
+        object.__setattr__(self, "code", _code(self.code))
+
+    def _write(self, w: Writer) -> None:
+        w.u16(self.code)
+        w.u64(self.durable_offset)
+        w.str8("message", self.message, ERROR_TEXT_MAX)
+
+    @classmethod
+    def _read(cls, r: Reader) -> Self:
+        return cls(r.u16(), r.u64(), r.str8("message"))
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorReply(Message):
     """A command failed; ``code`` is an ErrorCode, or a plain int if unknown."""
 
@@ -731,6 +947,11 @@ Request: TypeAlias = (
     | ListRecordings
     | DeleteRecording
     | GetEventLog
+    | GetFirmwareStatus
+    | FirmwareBeginRequest
+    | FirmwareChunk
+    | FirmwareCommit
+    | Reboot
 )
 Reply: TypeAlias = (
     Ok
@@ -744,6 +965,10 @@ Reply: TypeAlias = (
     | StorageStatus
     | RecordingPage
     | EventLogPage
+    | FirmwareStatus
+    | FirmwareBegin
+    | FirmwareProgress
+    | FirmwareRefusal
     | ErrorReply
 )
 AnyMessage: TypeAlias = Request | Reply
@@ -763,6 +988,11 @@ REQUEST_TYPES: tuple[type[Message], ...] = (
     ListRecordings,
     DeleteRecording,
     GetEventLog,
+    GetFirmwareStatus,
+    FirmwareBeginRequest,
+    FirmwareChunk,
+    FirmwareCommit,
+    Reboot,
 )
 REPLY_TYPES: tuple[type[Message], ...] = (
     Ok,
@@ -776,6 +1006,10 @@ REPLY_TYPES: tuple[type[Message], ...] = (
     StorageStatus,
     RecordingPage,
     EventLogPage,
+    FirmwareStatus,
+    FirmwareBegin,
+    FirmwareProgress,
+    FirmwareRefusal,
     ErrorReply,
 )
 MESSAGE_TYPES: dict[int, type[Message]] = {t.TYPE_ID: t for t in REQUEST_TYPES + REPLY_TYPES}
@@ -797,6 +1031,11 @@ EXPECTED_REPLY: dict[type[Message], type[Message]] = {
     ListRecordings: RecordingPage,
     DeleteRecording: Ok,
     GetEventLog: EventLogPage,
+    GetFirmwareStatus: FirmwareStatus,
+    FirmwareBeginRequest: FirmwareBegin,
+    FirmwareChunk: FirmwareProgress,
+    FirmwareCommit: Ok,
+    Reboot: Ok,
 }
 
 

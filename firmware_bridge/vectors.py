@@ -7,7 +7,12 @@ document and the codec cannot drift apart.
 
 from __future__ import annotations
 
-from firmware_bridge import auth
+import io
+import zlib
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from firmware_bridge import auth, fwpackage
 from firmware_bridge import messages as m
 from firmware_bridge.codec import encode_frame
 
@@ -17,6 +22,15 @@ AUTH_SECRET = b"example fleet secret"
 AUTH_CHALLENGE = bytes(range(0x20, 0x40))
 AUTH_NONCE = bytes(range(0xA0, 0xC0))
 DIGEST = bytes.fromhex("af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262")  # b""
+
+FW_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(0x40, 0x60)))
+FW_IMAGE = b"example firmware image\n"
+FW_PACKAGE = fwpackage.build_package(
+    FW_IMAGE, vendor="Example", models=["BWC-7"], version="2.5.0", min_from="2.0",
+    max_from=None, private_key=FW_KEY, created="2026-01-01T00:00:00Z",
+)
+FW_HEADER = fwpackage.read_header(io.BytesIO(FW_PACKAGE))
+FW_DIGEST = bytes.fromhex(FW_HEADER.manifest.blake3)
 
 VECTORS: list[tuple[str, int, m.Message]] = [
     ("hello-request", 0x0001, m.HelloRequest(1, 1)),
@@ -83,6 +97,29 @@ VECTORS: list[tuple[str, int, m.Message]] = [
     ),
     ("error-mismatch", 0x0010, m.ErrorReply(m.ErrorCode.MISMATCH, "BLAKE3 differs")),
     ("error-auth-required", 0x0012, m.ErrorReply(m.ErrorCode.AUTH_REQUIRED, "")),
+    ("get-firmware-status", 0x0013, m.GetFirmwareStatus()),
+    (
+        "firmware-status",
+        0x0013,
+        m.FirmwareStatus("2.4.1", "A", "2.4.1", "2.3.0", m.FirmwareResult.OK, FW_DIGEST, 16,
+                         FW_HEADER.manifest.size),
+    ),
+    (
+        "firmware-begin-request",
+        0x0014,
+        m.FirmwareBeginRequest(FW_HEADER.manifest_bytes, FW_HEADER.signature),
+    ),
+    ("firmware-begin", 0x0014, m.FirmwareBegin(0, m.FIRMWARE_CHUNK_MAX)),
+    ("firmware-chunk", 0x0015, m.FirmwareChunk(0, zlib.crc32(FW_IMAGE), FW_IMAGE)),
+    ("firmware-progress", 0x0015, m.FirmwareProgress(len(FW_IMAGE))),
+    (
+        "firmware-refusal-offset",
+        0x0016,
+        m.FirmwareRefusal(m.ErrorCode.FIRMWARE_OFFSET, 16, "continue at 16"),
+    ),
+    ("firmware-commit", 0x0017, m.FirmwareCommit()),
+    ("error-firmware-hash", 0x0017, m.ErrorReply(m.ErrorCode.FIRMWARE_HASH, "")),
+    ("reboot", 0x0018, m.Reboot()),
 ]
 
 
@@ -101,6 +138,14 @@ def render_markdown() -> str:
     out.append(f"host_nonce {AUTH_NONCE.hex(' ')}")
     out.append(f"host proof   {auth.host_proof(AUTH_SECRET, AUTH_CHALLENGE, AUTH_NONCE).hex()}")
     out.append(f"device proof {auth.device_proof(AUTH_SECRET, AUTH_CHALLENGE, AUTH_NONCE).hex()}")
+    out += ["```", "", "Firmware package example (signing key: the Ed25519 private key whose",
+            "32 seed bytes are 40 41 .. 5f; the image is the 23 bytes of",
+            "`example firmware image\\n`):", "", "```text"]
+    out.append(f"public key {fwpackage.public_key_raw(FW_KEY.public_key()).hex(' ')}")
+    out.append(f"key_id     {fwpackage.key_id(FW_KEY.public_key())}")
+    out.append(f"manifest   {FW_HEADER.manifest_bytes.decode()}")
+    out.append(f"package bytes={len(FW_PACKAGE)}")
+    out += hex_lines(FW_PACKAGE)
     out += ["```", "", "Frames (delimiters included):", "", "```text"]
     for name, rid, msg in VECTORS:
         frame = encode_frame(rid, msg)

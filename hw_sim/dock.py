@@ -44,6 +44,7 @@ class VirtualDock:
         self._workdir = workdir
         self._server = AnnounceServer(socket_path, self._snapshot) if socket_path else None
         self._lock = asyncio.Lock()
+        self._reboots: set[asyncio.Task[None]] = set()  # recorders booting, off the bus
 
     @property
     def workdir(self) -> Path:
@@ -57,6 +58,8 @@ class VirtualDock:
             await self._server.start()
 
     async def stop(self) -> None:
+        for task in list(self._reboots):
+            task.cancel()
         for bay in list(self.recorders):
             with contextlib.suppress(BayError):
                 await self.unplug(bay)
@@ -120,9 +123,14 @@ class VirtualDock:
             def self_unplugged() -> None:  # a fault made the recorder drop off the bus
                 asyncio.get_running_loop().create_task(self._unplug_if(bay, rec))
 
+            def rebooted() -> None:  # the recorder leaves the bay's bus and comes back
+                task = asyncio.get_running_loop().create_task(self._reboot(bay, rec))
+                self._reboots.add(task)
+                task.add_done_callback(self._reboots.discard)
+
             rec = VirtualRecorder(
                 spec, workdir or self.workdir, secret=self.secret,
-                on_storage=storage_changed, on_unplug=self_unplugged,
+                on_storage=storage_changed, on_unplug=self_unplugged, on_reboot=rebooted,
             )
             tty = await rec.start()
             self.recorders[bay] = rec
@@ -134,6 +142,16 @@ class VirtualDock:
         if self.recorders.get(bay) is rec:
             with contextlib.suppress(BayError):
                 await self.unplug(bay)
+
+    async def _reboot(self, bay: str, rec: VirtualRecorder) -> None:
+        """Firmware reboot: the bay's device unplugs, and re-plugs after the boot delay."""
+        if self.recorders.get(bay) is not rec:
+            return
+        with contextlib.suppress(BayError):
+            await self.unplug(bay)
+        await asyncio.sleep(rec.spec.boot_delay_s)
+        if bay not in self.recorders:
+            await self.plug(bay, rec.spec, rec.dir.parent)
 
     async def unplug(self, bay: str) -> None:
         """Pull the recorder out of `bay`: storage vanishes, the tty closes."""

@@ -20,6 +20,8 @@ from firmware_bridge.messages import (
     DeviceLogEvent,
     ErrorCode,
     EventLogPage,
+    FirmwareBegin,
+    FirmwareStatus,
     Identity,
     LogKind,
     OfficerRecord,
@@ -27,7 +29,9 @@ from firmware_bridge.messages import (
     RecordingPage,
     StorageStatus,
 )
+from hw_sim.eventlog import DeviceEventLog
 from hw_sim.footage import footage_files
+from hw_sim.fwupdate import FirmwareUpdater
 from hw_sim.models import BatteryModel, DeviceClock
 from hw_sim.spec import Faults, RecorderSpec
 from hw_sim.storage import Entry, RecorderStorage, StorageRefusal
@@ -58,8 +62,10 @@ class RecorderState:
 class RecorderFirmware:
     """RecorderHandler over a RecorderState and a RecorderStorage.
 
-    Officer and event log persist in the recorder directory, so they survive a replug.
-    `on_mass_storage(on)` is called when the host switches mass-storage mode.
+    Officer, event log and firmware slots persist in the recorder directory, so they survive
+    a replug. `on_mass_storage(on)` is called when the host switches mass-storage mode;
+    `on_reboot()` when the host asked for a reboot (the reply is not yet sent: the owner
+    unplugs once it is, see `reboot_requested`).
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class RecorderFirmware:
         storage: RecorderStorage,
         on_mass_storage: Callable[[bool], None],
         now: Callable[[], float] = time.time,
+        on_reboot: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.faults = spec.faults
@@ -75,7 +82,10 @@ class RecorderFirmware:
         self._on_mass_storage = on_mass_storage
         self._now = now
         self._state_file = storage.dir / "state.json"
-        self._log_file = storage.dir / "eventlog.jsonl"
+        self._events = DeviceEventLog(storage.dir / "eventlog.jsonl")
+        self.updater = FirmwareUpdater(spec, storage.dir, lambda: self.faults)
+        self.reboot_requested = False
+        self._on_reboot = on_reboot
         t = now()
         self.state = RecorderState(
             officer=spec.officer or UNASSIGNED,
@@ -84,26 +94,19 @@ class RecorderFirmware:
                 spec.battery_percent, t, spec.charge_percent_per_min, spec.battery_cycles,
                 spec.faults.battery_failing,
             ),
+            event_log=self._events.entries,
         )
         self._listing: list[Entry] | None = None
 
     # --- persistence (called from a worker thread at plug time) --------------------------
     def load(self) -> None:
+        """Power on: officer and event log from the recorder directory, then boot."""
         try:
             saved = json.loads(self._state_file.read_text())
             self.state.officer = OfficerRecord(**saved["officer"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        entries: list[DeviceLogEvent] = []
-        try:
-            for line in self._log_file.read_text().splitlines():
-                d = json.loads(line)
-                entries.append(DeviceLogEvent(d["index"], d["time_ms"], d["kind"], d["detail"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            entries = []
-        if not entries:  # first plug: the log holds the footage's recording history
-            self._log_file.unlink(missing_ok=True)
-            self.state.event_log = []
+        if not self._events.load():  # first plug: the log holds the footage's history
             history: list[tuple[int, str, int]] = []
             for f in footage_files(self.spec):
                 name = f.name.decode("utf-8", "replace")
@@ -112,9 +115,8 @@ class RecorderFirmware:
             device_now = self.state.clock.now_ms(self._now())
             history += [(kind, detail, device_now - int(ago_s * 1000))
                         for kind, detail, ago_s in self.spec.field_log]
-            self._log_many(history)
-        else:
-            self.state.event_log = entries
+            self._events.append(history)
+        self.updater.power_on()
         self._log(LogKind.POWER_ON, "docked")
         if self.faults.battery_failing:
             self._log(LogKind.HARDWARE_FAULT, "battery health low")
@@ -132,19 +134,7 @@ class RecorderFirmware:
         self._log(kind, detail)
 
     def _log(self, kind: int, detail: str) -> None:
-        self._log_many([(kind, detail, self.state.clock.now_ms(self._now()))])
-
-    def _log_many(self, items: list[tuple[int, str, int]]) -> None:
-        """Append (kind, detail, device time ms) entries to the log and its file."""
-        lines = []
-        for kind, detail, when in items:
-            short = detail.encode("utf-8")[:500].decode("utf-8", "ignore")  # fits DETAIL_MAX
-            e = DeviceLogEvent(len(self.state.event_log), max(0, when), kind, short)
-            self.state.event_log.append(e)
-            lines.append(json.dumps({"index": e.index, "time_ms": e.time_ms,
-                                     "kind": int(e.kind), "detail": e.detail}) + "\n")
-        with self._log_file.open("a") as fh:
-            fh.write("".join(lines))
+        self._events.append([(kind, detail, self.state.clock.now_ms(self._now()))])
 
     def storage_fault(self, name: bytes, offset: int) -> None:
         """A read of the storage failed (file-layer fault): the recorder logs it."""
@@ -163,7 +153,7 @@ class RecorderFirmware:
         s = self.spec
         claimed = self.faults.claimed_serial
         return Identity(s.serial if claimed is None else claimed, s.model, s.hardware_rev,
-                        s.firmware)
+                        self.updater.running_version)
 
     def get_officer(self) -> OfficerRecord:
         return self.state.officer
@@ -241,6 +231,24 @@ class RecorderFirmware:
     def event_log(self, since_index: int, limit: int) -> EventLogPage:
         log_ = self.state.event_log
         return EventLogPage(len(log_), tuple(log_[since_index : since_index + limit]))
+
+    def firmware_status(self) -> FirmwareStatus:
+        return self.updater.status()
+
+    def firmware_begin(self, manifest: bytes, signature: bytes) -> FirmwareBegin:
+        return self.updater.begin(manifest, signature)
+
+    def firmware_chunk(self, offset: int, crc32: int, data: bytes) -> int:
+        return self.updater.chunk(offset, crc32, data)
+
+    def firmware_commit(self) -> None:
+        self.updater.commit()
+
+    def reboot(self) -> None:
+        self.reboot_requested = True
+        self._log(LogKind.POWER_OFF, "reboot")
+        if self._on_reboot is not None:
+            self._on_reboot()
 
 
 def recorder_dir(workdir: Path, serial: str) -> Path:

@@ -250,6 +250,7 @@ class GadgetRecorder:
         self._task: asyncio.Task[None] | None = None
         self._medium_lock = asyncio.Lock()
         self._medium_tasks: set[asyncio.Task[None]] = set()
+        self._reboot_task: asyncio.Task[None] | None = None
         self.plugs = 0
 
     @property
@@ -269,8 +270,10 @@ class GadgetRecorder:
         await asyncio.to_thread(self.storage.materialise)
         await asyncio.to_thread(self.firmware.load)
         self.firmware.state.mass_storage = False
+        self.firmware.reboot_requested = False
         self._fd = await asyncio.to_thread(_open_raw_tty, self.gadget.tty_path)
-        self._server = DeviceServer(self._fd, DeviceEndpoint(self.firmware, self._secret))
+        self._server = DeviceServer(self._fd, DeviceEndpoint(self.firmware, self._secret),
+                                    after_replies=self._after_replies)
         self._task = asyncio.create_task(self._server.run(), name=f"gadget-{self.spec.serial}")
         await asyncio.to_thread(self.gadget.plug, self.udc)
         self.plugs += 1
@@ -296,7 +299,28 @@ class GadgetRecorder:
         self.firmware.state.mass_storage = False
         log.info("recorder %s unplugged", self.spec.serial)
 
+    def _after_replies(self) -> None:
+        """A Reboot's Ok is written: leave the bus, come back after the boot delay."""
+        if self.firmware.reboot_requested and self._reboot_task is None:
+            self.firmware.reboot_requested = False
+            self._reboot_task = asyncio.get_running_loop().create_task(self._reboot())
+
+    async def _reboot(self) -> None:
+        try:
+            if self._fd is not None:  # let the Ok reach the host before the bus drops
+                with contextlib.suppress(OSError, termios.error):
+                    await asyncio.to_thread(termios.tcdrain, self._fd)
+            await self.unplug()
+            await asyncio.sleep(self.spec.boot_delay_s)
+            await self.plug()
+        finally:
+            self._reboot_task = None
+
     async def close(self) -> None:
+        if self._reboot_task is not None:
+            self._reboot_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reboot_task
         await self.unplug()
         for t in list(self._medium_tasks):
             with contextlib.suppress(asyncio.CancelledError, GadgetError):

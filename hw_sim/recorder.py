@@ -11,35 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import logging
-import random
 import secrets
+import struct
+import termios
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from firmware_bridge.codec import Frame, FrameDecoder
 from firmware_bridge.device import DeviceEndpoint, DeviceServer, PtyPair, open_pty
-from firmware_bridge.messages import (
-    AuthProve,
-    AuthStart,
-    DeleteRecording,
-    GetBattery,
-    GetClock,
-    GetEventLog,
-    GetIdentity,
-    GetOfficer,
-    GetStorage,
-    HelloRequest,
-    ListRecordings,
-    LogKind,
-    SetClock,
-    SetMassStorage,
-    SetOfficer,
-)
+from firmware_bridge.messages import LogKind
 from hw_sim.errors import FuseUnavailable, SimError
 from hw_sim.firmware import RecorderFirmware, RecorderState
 from hw_sim.fusemount import FaultMount, fuse_available
+from hw_sim.link import LinkFaults, LinkPacer
 from hw_sim.spec import Faults, RecorderSpec
 from hw_sim.storage import RecorderStorage
 
@@ -47,13 +33,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FLEET_SECRET = b"dock-sim default fleet secret"
 
-COMMAND_NAMES: dict[type, str] = {
-    HelloRequest: "hello", AuthStart: "auth", AuthProve: "auth", GetIdentity: "identity",
-    GetOfficer: "get_officer", SetOfficer: "set_officer", GetClock: "get_clock",
-    SetClock: "set_clock", GetBattery: "battery", GetStorage: "storage",
-    SetMassStorage: "mass_storage", ListRecordings: "list_recordings",
-    DeleteRecording: "delete_recording", GetEventLog: "event_log",
-}
 UNPLUG_FIRED = "unplug_fault_fired"  # marker: the unplug fault fires once per recorder dir
 
 
@@ -61,7 +40,9 @@ class VirtualRecorder:
     """One simulated recorder (see module docstring).
 
     `on_storage(path | None)` is called when its storage becomes readable / goes away;
-    `on_unplug()` when a fault makes it drop off the bus (default: it stops itself).
+    `on_unplug()` when a fault makes it drop off the bus (default: it stops itself);
+    `on_reboot()` when the host rebooted it and the reply is on the line (default: it stops,
+    waits `spec.boot_delay_s` and starts again on a new pty; `plugged` is set once it is up).
     """
 
     def __init__(
@@ -72,6 +53,7 @@ class VirtualRecorder:
         secret: bytes = DEFAULT_FLEET_SECRET,
         on_storage: Callable[[Path | None], None] | None = None,
         on_unplug: Callable[[], None] | None = None,
+        on_reboot: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.dir = workdir / spec.serial
@@ -80,6 +62,7 @@ class VirtualRecorder:
         self._fleet_secret = secret
         self._on_storage = on_storage
         self._on_unplug = on_unplug
+        self._on_reboot = on_reboot
         self._pty: PtyPair | None = None
         self._server: DeviceServer | None = None
         self._serve_task: asyncio.Task[None] | None = None
@@ -90,15 +73,11 @@ class VirtualRecorder:
         self._stopping = False
         self._exposed: Path | None = None
         self._faults = spec.faults
-        self._rng = random.Random(spec.faults.seed)
-        self._garble_left = spec.faults.garble_replies
-        self._requests = FrameDecoder()
-        self._pending: dict[int, str] = {}  # request id -> command name
+        self.link = LinkFaults(spec.faults)
         self.unplugged = asyncio.Event()
-        self.replies_suppressed = 0
-        self.replies_garbled = 0
-        self.list_pages_sent = 0  # listing replies seen by the link faults (answered or not)
+        self.plugged = asyncio.Event()
         self._auth_failures_seen = 0
+        self._reboot_task: asyncio.Task[None] | None = None
 
     # --- public view ------------------------------------------------------------------------
     @property
@@ -134,6 +113,18 @@ class VirtualRecorder:
     def faults(self) -> Faults:
         return self._faults
 
+    @property
+    def replies_suppressed(self) -> int:
+        return self.link.replies_suppressed
+
+    @property
+    def replies_garbled(self) -> int:
+        return self.link.replies_garbled
+
+    @property
+    def list_pages_sent(self) -> int:
+        return self.link.list_pages_sent
+
     def set_faults(self, faults: Faults) -> None:
         """Change the injected faults until unplug (a dock replug starts from the spec again).
 
@@ -144,8 +135,7 @@ class VirtualRecorder:
         if faults.needs_fuse and not fuse_available():
             raise FuseUnavailable("file-layer faults need /dev/fuse and fusermount3")
         dataclasses.replace(self.spec, faults=faults)  # SpecError if it names missing files
-        self._rng = random.Random(faults.seed)
-        self._garble_left = faults.garble_replies
+        self.link.set_faults(faults)
         refuse_changed = faults.refuse_auth != self._faults.refuse_auth
         self._faults = faults
         self.firmware.set_faults(faults)
@@ -171,16 +161,20 @@ class VirtualRecorder:
         self._stopping = self._fuse_mode = False
         await asyncio.to_thread(self.storage.materialise)
         await asyncio.to_thread(self.firmware.load)
+        self.firmware.reboot_requested = False
         self.unplugged.clear()
         self._pty = open_pty()
         endpoint = self._endpoint()
         self._auth_failures_seen = 0
+        rate = self.spec.link_bytes_per_s
         self._server = DeviceServer(
             self._pty.master_fd, endpoint,
-            reply_filter=self._reply_filter, request_filter=self._request_filter,
+            reply_filter=self._reply_filter, request_filter=self.link.request_filter,
+            pace_in=LinkPacer(rate), pace_out=LinkPacer(rate), after_replies=self._after_replies,
         )
         self._serve_task = asyncio.create_task(self._server.run())
         log.info("recorder %s on %s", self.spec.serial, self._pty.slave_path)
+        self.plugged.set()
         return self._pty.slave_path
 
     async def stop(self) -> None:
@@ -198,7 +192,43 @@ class VirtualRecorder:
         self._pty.close()
         self._pty = self._server = self._serve_task = None
         self.firmware.state.mass_storage = False
+        self.plugged.clear()
         self.unplugged.set()
+
+    def _after_replies(self) -> None:
+        """A Reboot's Ok is on the line: now the recorder leaves the bus."""
+        if self.firmware.reboot_requested and self._reboot_task is None:
+            self.firmware.reboot_requested = False
+            self._reboot_task = asyncio.get_running_loop().create_task(self._reboot())
+
+    async def _reboot(self) -> None:
+        try:
+            await self._host_has_read()
+            if self._on_reboot is not None:
+                self._on_reboot()
+                return
+            await self.stop()
+            await asyncio.sleep(self.spec.boot_delay_s)
+            await self.start()
+        finally:
+            self._reboot_task = None
+
+    async def _host_has_read(self, limit_s: float = 5.0) -> None:
+        """Wait (bounded) until the host read what is on the line: closing a pty discards
+        what its reader has not taken yet, a USB device's sent reply is never lost so.
+        The kernel moves written bytes to the reader's queue a little later: a recorder
+        also takes a moment to shut down."""
+        await asyncio.sleep(0.05)
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while self._pty is not None and asyncio.get_running_loop().time() < deadline:
+            try:
+                pending = struct.unpack("i", fcntl.ioctl(self._pty.slave_fd, termios.FIONREAD,
+                                                         b"\0\0\0\0"))[0]
+            except OSError:
+                return
+            if not pending:
+                return
+            await asyncio.sleep(0.005)
 
     async def __aenter__(self) -> VirtualRecorder:
         await self.start()
@@ -296,17 +326,6 @@ class VirtualRecorder:
             asyncio.get_running_loop().create_task(self.stop())
 
     # --- link faults ----------------------------------------------------------------------------
-    def _request_filter(self, data: bytes) -> bytes:
-        """Learn which command each request id is, for the per-command faults."""
-        f = self._faults
-        if f.silent_commands or f.list_page_delay_s > 0 or f.list_stall_after_pages is not None:
-            for item in self._requests.feed(data):
-                if isinstance(item, Frame):
-                    self._pending[item.request_id] = COMMAND_NAMES.get(type(item.message), "?")
-            if len(self._pending) > 4096:  # ids of replies that were never matched
-                self._pending.clear()
-        return data
-
     def _note_auth_failures(self) -> None:
         """The endpoint checks proofs itself; the recorder logs each failure it counted."""
         if self._server is None:
@@ -318,40 +337,7 @@ class VirtualRecorder:
 
     async def _reply_filter(self, frame: bytes) -> bytes | None:
         self._note_auth_failures()
-        f = self._faults
-        if f.silent_commands or f.list_page_delay_s > 0 or f.list_stall_after_pages is not None:
-            for item in FrameDecoder().feed(frame):
-                command = self._pending.pop(item.request_id, None)
-                if command in f.silent_commands:
-                    self.replies_suppressed += 1
-                    return None
-                if command == "list_recordings":
-                    self.list_pages_sent += 1
-                    stall = f.list_stall_after_pages
-                    if stall is not None and self.list_pages_sent > stall:
-                        self.replies_suppressed += 1
-                        return None
-                    if f.list_page_delay_s > 0:
-                        await asyncio.sleep(f.list_page_delay_s)
-        if f.reply_delay_s > 0:
-            await asyncio.sleep(f.reply_delay_s)
-        out = frame
-        if self._garble_left > 0 and len(out) > 4:
-            self._garble_left -= 1
-            self.replies_garbled += 1
-            i = len(out) // 2
-            out = out[:i] + bytes([out[i] ^ 0x5A or 0x01]) + out[i + 1 :]
-        if f.drop_byte_prob > 0 or f.garble_byte_prob > 0:
-            rng = self._rng
-            buf = bytearray()
-            for b in out:
-                if rng.random() < f.drop_byte_prob:
-                    continue
-                if rng.random() < f.garble_byte_prob:
-                    b ^= 1 << rng.randrange(8)
-                buf.append(b)
-            out = bytes(buf)
-        return out
+        return await self.link.reply_filter(frame)
 
 
 def fleet_secret_from_file(path: Path) -> bytes:

@@ -121,6 +121,8 @@ def recorder_from_table(where: str, t: dict[str, Any]) -> RecorderSpec:
         t["faults"] = _faults(f"{where}.faults", t["faults"])
     if "field_log" in t:
         t["field_log"] = _field_log(f"{where}.field_log", t["field_log"])
+    if "firmware_keys" in t:
+        t["firmware_keys"] = tuple(str(k) for k in t["firmware_keys"])
     return RecorderSpec(**t)
 
 

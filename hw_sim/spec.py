@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from hw_sim.errors import SpecError
+from hw_sim.fwkeys import SIM_VENDOR_PUBLIC, parse_trusted_key
 
 if TYPE_CHECKING:
     from firmware_bridge.messages import OfficerRecord
@@ -21,6 +22,7 @@ LINK_COMMANDS = frozenset(
     {
         "hello", "auth", "identity", "get_officer", "set_officer", "get_clock", "set_clock",
         "battery", "storage", "mass_storage", "list_recordings", "delete_recording", "event_log",
+        "firmware_status", "firmware_begin", "firmware_chunk", "firmware_commit", "reboot",
     }
 )  # names used by `Faults.silent_commands`
 
@@ -91,6 +93,9 @@ class Faults:
     # (file index, start_ms, end_ms): the listing claims these times for that file
     listed_times: tuple[tuple[int, int, int], ...] = ()
     control_names: bool = False  # a regular footage file whose name holds control characters
+    # a newly committed firmware image fails on its trial boot: "no_boot" (rolled back) or
+    # "self_test" (booted, self-test failed, rolled back); "ok" boots it
+    firmware_boot: Literal["ok", "no_boot", "self_test"] = "ok"
     # storage file layer (FUSE)
     eio_at: tuple[tuple[int, int], ...] = ()  # (file index, byte offset): reads there fail
     eio_count: int | None = None  # each EIO fault fires this many times (None: always)
@@ -108,6 +113,9 @@ class Faults:
         for p in (self.drop_byte_prob, self.garble_byte_prob):
             if not 0.0 <= p <= 1.0:
                 raise SpecError("fault probabilities must be within 0..1")
+        if self.firmware_boot not in ("ok", "no_boot", "self_test"):
+            raise SpecError(f"firmware_boot must be ok, no_boot or self_test, not "
+                            f"{self.firmware_boot!r}")
         if self.clock_set not in ("ok", "error", "ignored"):
             raise SpecError(f"clock_set must be ok, error or ignored, not {self.clock_set!r}")
         if self.grow_step_bytes <= 0:
@@ -147,8 +155,23 @@ class RecorderSpec:
     # The field history in the recorder's own event log on first plug, after the footage's
     # recording history: (kind (LogKind), detail, seconds before the plug), oldest first.
     field_log: tuple[tuple[int, str, float], ...] = ()
+    # firmware update: signing keys the recorder trusts (64 hex digits of a raw Ed25519 key,
+    # or PEM text), the size of each A/B slot, how many chunks it receives between syncs of
+    # its durable offset, how long a reboot keeps it off the bus, and the serial link's
+    # speed in bytes per second each way (0: unthrottled; ~1 MB/s is a real CDC-ACM link)
+    firmware_keys: tuple[str, ...] = (SIM_VENDOR_PUBLIC,)
+    firmware_slot_bytes: int = 256 * MIB
+    firmware_sync_chunks: int = 16
+    boot_delay_s: float = 1.0
+    link_bytes_per_s: int = 1_000_000
 
     def __post_init__(self) -> None:
+        for key in self.firmware_keys:
+            parse_trusted_key(key)
+        if self.firmware_slot_bytes < 1 or self.firmware_sync_chunks < 1:
+            raise SpecError("firmware_slot_bytes and firmware_sync_chunks must be positive")
+        if self.boot_delay_s < 0 or self.link_bytes_per_s < 0:
+            raise SpecError("boot_delay_s and link_bytes_per_s must not be negative")
         raw = self.serial.encode("utf-8")
         if len(raw) != 8 or not self.serial.isascii() or not self.serial.isalnum():
             raise SpecError(f"recorder serial must be 8 ASCII letters/digits, got {self.serial!r}")

@@ -82,6 +82,33 @@ MESSAGES: dict[type[m.Message], st.SearchStrategy[m.Message]] = {
     m.RecordingPage: st.builds(m.RecordingPage, u32, st.lists(recordings, max_size=3).map(tuple)),
     m.EventLogPage: st.builds(m.EventLogPage, u32, st.lists(log_events, max_size=3).map(tuple)),
     m.ErrorReply: st.builds(m.ErrorReply, u16, text(m.ERROR_TEXT_MAX)),
+    m.GetFirmwareStatus: st.just(m.GetFirmwareStatus()),
+    m.FirmwareBeginRequest: st.builds(
+        m.FirmwareBeginRequest,
+        st.binary(min_size=1, max_size=m.MANIFEST_WIRE_MAX),
+        st.binary(min_size=m.SIGNATURE_BYTES, max_size=m.SIGNATURE_BYTES),
+    ),
+    m.FirmwareChunk: st.builds(
+        m.FirmwareChunk, u64, u32, st.binary(min_size=1, max_size=m.FIRMWARE_CHUNK_MAX)
+    ),
+    m.FirmwareCommit: st.just(m.FirmwareCommit()),
+    m.Reboot: st.just(m.Reboot()),
+    m.FirmwareStatus: st.tuples(u64, u64).flatmap(
+        lambda t: st.builds(
+            m.FirmwareStatus,
+            text(m.SHORT_TEXT_MAX),
+            st.sampled_from(m.SLOTS),
+            text(m.SHORT_TEXT_MAX),
+            text(m.SHORT_TEXT_MAX),
+            st.integers(0, 0xFF),
+            digest,
+            st.just(min(t)),
+            st.just(max(t)),
+        )
+    ),
+    m.FirmwareBegin: st.builds(m.FirmwareBegin, u64, st.integers(1, m.FIRMWARE_CHUNK_MAX)),
+    m.FirmwareProgress: st.builds(m.FirmwareProgress, u64),
+    m.FirmwareRefusal: st.builds(m.FirmwareRefusal, u16, u64, text(m.ERROR_TEXT_MAX)),
 }
 
 any_message = st.one_of(*MESSAGES.values())
