@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from firmware_bridge.fwpackage import PackageError, PackageHeader, read_header, verify_image
-
 from agent.firmware.errors import UpdateRefused
 from agent.firmware.ports import FirmwareLink
 from agent.firmware.records import UpdateRecords, Who
 from agent.firmware.store import Attempt, StagedPackage
 from firmware_bridge.errors import FirmwareRefused
+from firmware_bridge.fwpackage import PackageError, PackageHeader, read_header, verify_image
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e.harness import Rig, until
@@ -103,9 +104,12 @@ async def test_unplug_at_random_offsets_resumes_and_ends_on_the_new_version(
     for n, cut in enumerate(cuts, start=1):
         await wait_bytes(rig, spec.serial, cut)
         await rig.unplug("1")
-        await rig.wait_ledger(lambda rows, n=n: sum(
-            r["kind"] == "undocked" and r["recorder"] == spec.serial for r in rows) >= n,
-            f"unplug {n} recorded")
+
+        def undocked(rows: list[Any], n: int = n) -> bool:
+            return bool(sum(r["kind"] == "undocked" and r["recorder"] == spec.serial
+                            for r in rows) >= n)
+
+        await rig.wait_ledger(undocked, f"unplug {n} recorded")
         await rig.plug("1", spec)
         await wait_kind(rig, "firmware_resumed", spec.serial, count=n)
     await wait_kind(rig, "firmware_completed", spec.serial)
