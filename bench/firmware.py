@@ -50,7 +50,7 @@ async def measure(size: int, link_bps: int, work: Path) -> dict[str, Any]:
     staged, _ = await db.write(lambda c: record_staged(c, ledger, verified, "bench"))
     dock = VirtualDock(1, None, workdir=work / "recorders")
     try:
-        rec = await dock.plug("1", RecorderSpec("BENCHFW01", link_bytes_per_s=link_bps,
+        rec = await dock.plug("1", RecorderSpec("BENCHFW1", link_bytes_per_s=link_bps,
                                                 boot_delay_s=0.5))
         assert rec.tty_path is not None
         client = await RecorderClient.open(rec.tty_path)
@@ -62,7 +62,7 @@ async def measure(size: int, link_bps: int, work: Path) -> dict[str, Any]:
             if p.bytes_sent >= p.size and "sent" not in marks:
                 marks["sent"] = time.monotonic()
 
-        job = UpdateJob(client, Who("BENCHFW01", "1", "bench", None), "1.0.0", staged,
+        job = UpdateJob(client, Who("BENCHFW1", "1", "bench", None), "1.0.0", staged,
                         work / "firmware" / staged.file, None, 30.0)
         t0 = time.monotonic()
         await run_update(job, UpdateRecords(db, ledger), on_progress)
