@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.conftest import broker, central, e2e_pki  # noqa: F401 - fixtures: a real broker
 from e2e.harness import Rig
 
 from .fwrig import firmware_section
@@ -19,11 +20,12 @@ FirmwareRigFactory = Callable[..., Rig]
 async def make_fw_rig(tmp_path: Path) -> AsyncIterator[FirmwareRigFactory]:
     rigs: list[Rig] = []
 
-    def make(name: str = "dock", firmware: dict[str, Any] | None = None, **kw: Any) -> Rig:
+    def make(name: str = "dock", firmware: dict[str, Any] | None = None, mqtt: Any = None,
+             dock_id: str = "dock-fw", **kw: Any) -> Rig:
         root = tmp_path / name
         root.mkdir(parents=True, exist_ok=True)
         extra = {"firmware": firmware_section(root, **(firmware or {}))}
-        rig = Rig(root, "dock-fw", None, extra=extra, **kw)
+        rig = Rig(root, dock_id, mqtt, extra=extra, **kw)
         rigs.append(rig)
         return rig
 

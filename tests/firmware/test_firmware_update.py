@@ -6,14 +6,17 @@ the way of another bay's offload."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from e2e.harness import Rig, until
 
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.fusemount import fuse_available
+from hw_sim.fwkeys import public_hex
 from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
 
 from .conftest import FirmwareRigFactory
@@ -180,4 +183,42 @@ async def test_an_update_never_delays_an_offload_in_another_bay(
     assert a is not None and a["state"] == "transferring" and a["bytes_done"] < a["size"], a
     assert len(rig.stored(other.serial)) == 3
     assert "firmware_completed" not in rig.kinds(updating.serial)
+    assert rig.agent.terminate() == 0
+
+
+async def test_running_version_below_min_from_is_refused_at_update(
+        make_fw_rig: FirmwareRigFactory, tmp_path: Path) -> None:
+    rig = await staged_rig(make_fw_rig, tmp_path, 256 * 1024)  # min_from 1.0.0
+    spec = replace(recorder("BWC61008", seed=68), firmware="0.9.0")
+    await rig.plug("1", spec)
+    await rig.wait_released(spec.serial)
+
+    async def refused() -> bool:
+        faults = await rig.dockctl_json("faults", "--recorder", spec.serial)
+        return any(f["code"] == "firmware_update_failed" for f in faults)
+
+    await until(refused, "firmware_update_failed fault", agent=rig.agent)
+    faults = await rig.dockctl_json("faults", "--recorder", spec.serial)
+    (fault,) = [f for f in faults if f["code"] == "firmware_update_failed"]
+    assert "needs at least 1.0.0" in fault["reason"] and fault["severity"] == "warning"
+    status = await rig.dockctl_json("firmware", "status")
+    (row,) = [r for r in status["recorders"] if r["serial"] == spec.serial]
+    assert row["state"] == "blocked" and "intermediate version" in row["reason"]
+    assert "firmware_started" not in rig.kinds(spec.serial)
+    assert rig.agent.terminate() == 0
+
+
+async def test_a_recorder_refusing_the_signature_fails_the_update_clearly(
+        make_fw_rig: FirmwareRigFactory, tmp_path: Path) -> None:
+    rig = await staged_rig(make_fw_rig, tmp_path, 256 * 1024)
+    stranger = public_hex(Ed25519PrivateKey.generate().public_key())
+    spec = replace(recorder("BWC61009", seed=69), firmware_keys=(stranger,))
+    await rig.plug("1", spec)
+    await wait_kind(rig, "firmware_failed", spec.serial)
+    (failed,) = entries(rig, "firmware_failed", spec.serial)
+    assert "the recorder refused the update" in failed["reason"], failed
+    faults = await rig.dockctl_json("faults", "--recorder", spec.serial)
+    assert any(f["code"] == "firmware_update_failed" and f["severity"] == "error"
+               for f in faults), faults
+    assert await running_version(rig, spec.serial) == "1.0.0"
     assert rig.agent.terminate() == 0
