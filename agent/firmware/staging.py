@@ -18,6 +18,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.firmware import store
+from agent.firmware.errors import StagingError
+from agent.firmware.policy import PackageFacts
+from agent.firmware.versions import version_key
+from agent.store.durable import fsync_dir
+from agent.store.ledger import EntryKind, Ledger, current_us
 from firmware_bridge.fwpackage import (
     Manifest,
     PackageError,
@@ -26,13 +33,6 @@ from firmware_bridge.fwpackage import (
     verify_image,
     verify_signature,
 )
-
-from agent.firmware import store
-from agent.firmware.errors import StagingError
-from agent.firmware.policy import PackageFacts
-from agent.firmware.versions import version_key
-from agent.store.durable import fsync_dir
-from agent.store.ledger import EntryKind, Ledger, current_us
 
 COPY_BLOCK = 1 << 20
 
@@ -97,6 +97,10 @@ def verify_and_copy(source: Path, firmware_dir: Path, keys: Mapping[str, Ed25519
             tmp = firmware_dir / f".{name}.tmp"
             f.seek(0)
             _copy(f, tmp)
+    except FileNotFoundError as exc:
+        raise StagingError(f"cannot read {source}: no such file for the agent (it runs with a"
+                           " private /tmp and without /home: put the package where the"
+                           " service can read it, e.g. a USB stick under /media)") from exc
     except OSError as exc:
         raise StagingError(f"cannot read {source}: {exc.strerror or exc}") from exc
     try:

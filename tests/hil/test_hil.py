@@ -141,7 +141,8 @@ def test_firmware_update_through_the_usb_stack(guest: Guest) -> None:
     rec = guest.recorder_image("BWC00011", [1 * MIB], partitioned=True)
     r = guest.scenario("firmware_update", {"name": "firmware", "serial": rec.serial,
                                            "sizes": rec.sizes, "image": rec.image,
-                                           "image_bytes": 256 * 1024}).result
+                                           "image_bytes": 256 * 1024},
+                      timeout_s=1300).result
     assert r["add_rc"] == 0, r["add_out"]
     assert r["first_state"] == "released", r
     ledger = r["ledger"]

@@ -236,7 +236,7 @@ async def firmware_update(p: dict[str, Any]) -> dict[str, Any]:
     key_file = etc / "firmware-vendor.pem"
     key_file.write_bytes(public_key_pem(key.public_key()))
     key_file.chmod(0o644)
-    pkg = Path("/var/tmp/hil-firmware.dfw")
+    pkg = Path("/srv/hil-firmware.dfw")  # the agent's service has a private /tmp
     pkg.write_bytes(build_package(
         bytes(range(256)) * (p["image_bytes"] // 256), vendor="SimVendor",
         models=["DSJ-SIM1"], version="1.1.0", min_from="1.0.0", max_from=None,
@@ -252,14 +252,18 @@ min_battery_percent = 20
 chunk_timeout_s = 30.0
 """)
     out: dict[str, Any] = {"agent_start_s": await agent.start()}
+    log(f"agent up after {out['agent_start_s']:.1f} s")
     added = agent.dockctl("firmware", "add", str(pkg), "--json")
+    log(f"firmware add: rc {added.returncode}")
     out["add_rc"], out["add_out"] = added.returncode, added.stdout[-2000:] + added.stderr[-2000:]
     rec = GadgetRecorder(spec, XCHG / "recorders", image, udc=available_udcs()[0],
                          secret=FLEET_SECRET)
     try:
         t0 = time.monotonic()
         await rec.plug()
+        log("plugged")
         first = await agent.wait_state(spec.serial, {"released", "failed"}, 400)
+        log(f"first docking: {first.get('state')}")
         out["first_state"] = first.get("state")
         out["first_offload"] = first.get("offload_result")
 
@@ -268,9 +272,10 @@ chunk_timeout_s = 30.0
             return bool(settled & set(agent.ledger_kinds(spec.serial)))
 
         with contextlib.suppress(TimeoutError):
-            await _wait_for(completed, p.get("timeout", 600), "firmware update settled")
+            await _wait_for(completed, p.get("timeout", 900), "firmware update settled", 1.0)
         out["update_s"] = time.monotonic() - t0
         out["ledger"] = agent.ledger_kinds(spec.serial)
+        log(f"update settled after {out['update_s']:.1f} s: {out['ledger'][-4:]}")
         out["attempts"] = agent.query("SELECT state, bytes_done, size, resumes, from_version,"
                                       " to_version, reason FROM firmware_attempts")
         out["plugs"] = rec.plugs
