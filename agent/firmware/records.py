@@ -97,8 +97,9 @@ class UpdateRecords:
         await self._write(tx)
 
     async def ended_badly(self, who: Who, attempt: store.Attempt, *, rolled_back: bool,
-                          reason: str, detail: dict[str, object]) -> None:
-        """`firmware_failed` or `firmware_rolled_back`, with its fault."""
+                          reason: str, detail: dict[str, object], fault: bool = True) -> None:
+        """`firmware_failed` or `firmware_rolled_back`, with its fault (none for an attempt
+        that policy superseded: nothing went wrong with the recorder)."""
         kind, code = ((EntryKind.FIRMWARE_ROLLED_BACK, FaultCode.FIRMWARE_ROLLED_BACK)
                       if rolled_back else
                       (EntryKind.FIRMWARE_FAILED, FaultCode.FIRMWARE_UPDATE_FAILED))
@@ -111,7 +112,8 @@ class UpdateRecords:
                 "from_version": attempt.from_version, "to_version": attempt.to_version,
                 "reason": reason, **detail}
             self._entry(conn, who, kind, facts)
-            self._fault(conn, who, code, reason, "error", facts)
+            if fault:
+                self._fault(conn, who, code, reason, "error", facts)
         await self._write(tx)
 
     async def blocked(self, who: Who, reason: str, detail: dict[str, object]) -> None:

@@ -200,7 +200,7 @@ class FirmwareService:
         if attempt is not None and attempt.package != staged.facts.blake3:
             await self.records.ended_badly(
                 who, attempt, rolled_back=False, reason="superseded by package"
-                f" {staged.facts.version} before it completed", detail={})
+                f" {staged.facts.version} before it completed", detail={}, fault=False)
             attempt = None
         job = UpdateJob(link, who, running, staged, self.config.firmware_dir / staged.file,
                         attempt, self.config.settings.chunk_timeout_s)
