@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +49,7 @@ from agent.store.ledger import EntryKind, Ledger, current_us
 from firmware_bridge.errors import LinkClosed, LinkTimeout
 
 log = logging.getLogger(__name__)
+STATE_REFRESH_S = 1.0  # a transfer's progress refreshes the recorder's state this often
 
 
 @dataclass(frozen=True)
@@ -205,9 +207,14 @@ class FirmwareService:
         job = UpdateJob(link, who, running, staged, self.config.firmware_dir / staged.file,
                         attempt, self.config.settings.chunk_timeout_s)
 
+        last = [0.0]
+
         def progress(p: Progress) -> None:
             self.in_flight[serial] = p
-            changed()
+            now = time.monotonic()
+            if now - last[0] >= STATE_REFRESH_S:  # the retained state, not every chunk
+                last[0] = now
+                changed()
 
         try:
             await run_update(job, self.records, progress)
