@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from agent.mqtt.errors import CommandRejected
 from agent.store import assignments, evidence
 from agent.store.db import open_readonly
+from firmware_bridge.messages import OFFICER_FIELD_WIDTHS
 
 if TYPE_CHECKING:
     import sqlite3
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from agent.lifecycle.service import LifecycleService
 
 # Field sizes of the recorder's officer record (protocol: fixed-size UTF-8 fields).
-OFFICER_FIELDS = {"officer_no": 7, "officer_name": 33, "unit_no": 13, "unit_name": 33}
+OFFICER_FIELDS = OFFICER_FIELD_WIDTHS
 
 
 def _check_officer(record: Mapping[str, str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+SECRET_MIN_BYTES = 16  # shortest fleet secret worth an HMAC key (after stripping white space)
 HOST_LABEL = b"dock-agent/auth/v1/host\x00"
 DEVICE_LABEL = b"dock-agent/auth/v1/device\x00"
 

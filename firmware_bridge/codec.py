@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from firmware_bridge.cobs import cobs_decode, cobs_encode
 from firmware_bridge.errors import FieldError, FrameError, PayloadError, ProtocolError
-from firmware_bridge.messages import MAX_PAYLOAD, AnyMessage, Message, decode_message
+from firmware_bridge.messages import MAX_PAYLOAD, Message, decode_message
 
 DELIMITER = b"\x00"
 HEADER = struct.Struct(">BH")
@@ -29,7 +29,7 @@ class Frame:
     """A valid frame: the request id it belongs to and its decoded message."""
 
     request_id: int
-    message: AnyMessage
+    message: Message
 
 
 @dataclass(frozen=True, slots=True)

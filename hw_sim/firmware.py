@@ -1,6 +1,6 @@
 """The virtual recorder's firmware: answers each protocol command from the recorder's state.
 
-Implements `firmware_bridge.device.RecorderHandler`; `firmware_bridge.device.DeviceEndpoint`
+Implements `hw_sim.endpoint.RecorderHandler`; `hw_sim.endpoint.DeviceEndpoint`
 does framing, version negotiation and authentication in front of it. Everything here is
 synchronous and quick except the guarded delete of a file whose hash is not cached.
 """
@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_bridge.device import DeviceFault
 from firmware_bridge.messages import (
     BatteryStatus,
     DeviceLogEvent,
@@ -29,6 +28,7 @@ from firmware_bridge.messages import (
     RecordingPage,
     StorageStatus,
 )
+from hw_sim.endpoint import DeviceFault
 from hw_sim.eventlog import DeviceEventLog
 from hw_sim.footage import footage_files
 from hw_sim.fwupdate import FirmwareUpdater

@@ -18,6 +18,7 @@ or fails its self-test (fault injection), the previous slot runs and ``last_resu
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -28,7 +29,6 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from firmware_bridge.device import DeviceFault
 from firmware_bridge.fwpackage import (
     BadSignature,
     Manifest,
@@ -46,6 +46,7 @@ from firmware_bridge.messages import (
     FirmwareResult,
     FirmwareStatus,
 )
+from hw_sim.endpoint import DeviceFault
 from hw_sim.fwkeys import parse_trusted_key
 from hw_sim.spec import Faults, RecorderSpec
 
@@ -87,6 +88,9 @@ def _write_json(path: Path, value: object) -> None:
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:  # some filesystems (9p, FUSE) cannot sync a directory
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
 
@@ -177,7 +181,7 @@ class FirmwareUpdater:
     def begin(self, manifest_bytes: bytes, signature: bytes) -> FirmwareBegin:
         manifest = self._check_offer(manifest_bytes, signature)
         t = self.transfer
-        if t is not None and t.manifest.blake3 == manifest.blake3 and t.manifest == manifest:
+        if t is not None and t.manifest == manifest:
             t.received, t.unsynced_chunks = t.durable, 0
             log.info("recorder %s: resuming firmware %s at %d", self.spec.serial,
                      manifest.version, t.durable)

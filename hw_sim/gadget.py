@@ -36,7 +36,7 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_bridge.device import DeviceEndpoint, DeviceServer
+from hw_sim.endpoint import DeviceEndpoint, DeviceServer
 from hw_sim.errors import SimError
 from hw_sim.firmware import RecorderFirmware, RecorderState
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, fleet_secret_from_file

@@ -7,21 +7,9 @@ import random
 import time
 from collections.abc import Callable
 
-from firmware_bridge import messages as m
 from firmware_bridge.codec import Frame, FrameDecoder
+from firmware_bridge.messages import Request
 from hw_sim.spec import Faults
-
-# Names of commands as `Faults.silent_commands` spells them.
-COMMAND_NAMES: dict[type, str] = {
-    m.HelloRequest: "hello", m.AuthStart: "auth", m.AuthProve: "auth",
-    m.GetIdentity: "identity", m.GetOfficer: "get_officer", m.SetOfficer: "set_officer",
-    m.GetClock: "get_clock", m.SetClock: "set_clock", m.GetBattery: "battery",
-    m.GetStorage: "storage", m.SetMassStorage: "mass_storage",
-    m.ListRecordings: "list_recordings", m.DeleteRecording: "delete_recording",
-    m.GetEventLog: "event_log", m.GetFirmwareStatus: "firmware_status",
-    m.FirmwareBeginRequest: "firmware_begin", m.FirmwareChunk: "firmware_chunk",
-    m.FirmwareCommit: "firmware_commit", m.Reboot: "reboot",
-}
 
 
 class LinkPacer:
@@ -70,8 +58,8 @@ class LinkFaults:
         """Learn which command each request id is, for the per-command faults."""
         if self._per_command():
             for item in self._requests.feed(data):
-                if isinstance(item, Frame):
-                    self._pending[item.request_id] = COMMAND_NAMES.get(type(item.message), "?")
+                if isinstance(item, Frame) and isinstance(item.message, Request):
+                    self._pending[item.request_id] = item.message.COMMAND
             if len(self._pending) > 4096:  # ids of replies that were never matched
                 self._pending.clear()
         return data

@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import secrets
-import struct
-import termios
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from firmware_bridge.device import DeviceEndpoint, DeviceServer, PtyPair, open_pty
 from firmware_bridge.messages import LogKind
+from hw_sim.endpoint import DeviceEndpoint, DeviceServer, PtyPair, host_has_read, open_pty
 from hw_sim.errors import FuseUnavailable, SimError
+from hw_sim.exposure import StorageExposure
 from hw_sim.firmware import RecorderFirmware, RecorderState
-from hw_sim.fusemount import FaultMount, fuse_available
+from hw_sim.fusemount import fuse_available
 from hw_sim.link import LinkFaults, LinkPacer
 from hw_sim.spec import Faults, RecorderSpec
 from hw_sim.storage import RecorderStorage
@@ -32,8 +30,6 @@ from hw_sim.storage import RecorderStorage
 log = logging.getLogger(__name__)
 
 DEFAULT_FLEET_SECRET = b"dock-sim default fleet secret"
-
-UNPLUG_FIRED = "unplug_fault_fired"  # marker: the unplug fault fires once per recorder dir
 
 
 class VirtualRecorder:
@@ -59,19 +55,14 @@ class VirtualRecorder:
         self.dir = workdir / spec.serial
         self.storage = RecorderStorage(spec, self.dir)
         self.firmware = RecorderFirmware(spec, self.storage, self._mass_storage_changed)
+        self.exposure = StorageExposure(self.storage, lambda: self._faults, on_storage,
+                                        self._fault_unplug, self.firmware.storage_fault)
         self._fleet_secret = secret
-        self._on_storage = on_storage
         self._on_unplug = on_unplug
         self._on_reboot = on_reboot
         self._pty: PtyPair | None = None
         self._server: DeviceServer | None = None
         self._serve_task: asyncio.Task[None] | None = None
-        self._mount: FaultMount | None = None
-        self._fuse_mode = False
-        self._storage_lock = asyncio.Lock()
-        self._switches: set[asyncio.Task[None]] = set()
-        self._stopping = False
-        self._exposed: Path | None = None
         self._faults = spec.faults
         self.link = LinkFaults(spec.faults)
         self.unplugged = asyncio.Event()
@@ -94,7 +85,7 @@ class VirtualRecorder:
     @property
     def storage_path(self) -> Path | None:
         """The readable storage directory, or None while locked."""
-        return self._exposed
+        return self.exposure.exposed
 
     @property
     def state(self) -> RecorderState:
@@ -158,7 +149,7 @@ class VirtualRecorder:
             raise FuseUnavailable(
                 f"recorder {self.spec.serial}: file-layer faults need /dev/fuse and fusermount3"
             )
-        self._stopping = self._fuse_mode = False
+        self.exposure.reset()
         await asyncio.to_thread(self.storage.materialise)
         await asyncio.to_thread(self.firmware.load)
         self.firmware.reboot_requested = False
@@ -181,8 +172,7 @@ class VirtualRecorder:
         """Unplug: storage disappears, then the serial port closes. Safe to call twice."""
         if self._pty is None:
             return
-        self._stopping = True  # queued storage switches do nothing now
-        await self._hide_storage()
+        await self.exposure.hide()
         if self._server is not None:
             await self._server.aclose()
         if self._serve_task is not None:
@@ -203,7 +193,8 @@ class VirtualRecorder:
 
     async def _reboot(self) -> None:
         try:
-            await self._host_has_read()
+            if self._pty is not None:
+                await host_has_read(self._pty)
             if self._on_reboot is not None:
                 self._on_reboot()
                 return
@@ -212,23 +203,6 @@ class VirtualRecorder:
             await self.start()
         finally:
             self._reboot_task = None
-
-    async def _host_has_read(self, limit_s: float = 5.0) -> None:
-        """Wait (bounded) until the host read what is on the line: closing a pty discards
-        what its reader has not taken yet, a USB device's sent reply is never lost so.
-        The kernel moves written bytes to the reader's queue a little later: a recorder
-        also takes a moment to shut down."""
-        await asyncio.sleep(0.05)
-        deadline = asyncio.get_running_loop().time() + limit_s
-        while self._pty is not None and asyncio.get_running_loop().time() < deadline:
-            try:
-                pending = struct.unpack("i", fcntl.ioctl(self._pty.slave_fd, termios.FIONREAD,
-                                                         b"\0\0\0\0"))[0]
-            except OSError:
-                return
-            if not pending:
-                return
-            await asyncio.sleep(0.005)
 
     async def __aenter__(self) -> VirtualRecorder:
         await self.start()
@@ -242,84 +216,12 @@ class VirtualRecorder:
     ) -> None:
         await self.stop()
 
-    # --- storage exposure ----------------------------------------------------------------------
-    # Plain mode switches synchronously inside the command (a rename). FUSE mode mounts and
-    # unmounts in tasks serialised by a lock, in command order; stop() takes the same lock.
-    def _fuse_faults_active(self) -> bool:
-        f = self._faults
-        unplug = f.unplug_at is not None and not (self.dir / UNPLUG_FIRED).exists()
-        return bool(f.eio_at or f.growing or unplug or f.unlistable_dirs or f.unstatable)
-
     def _mass_storage_changed(self, on: bool) -> None:
         """Called by the firmware inside a SetMassStorage command."""
         self.firmware.invalidate_listing()
-        if on:
-            self._fuse_mode = self._fuse_faults_active()
-        if self._fuse_mode:
-            task = asyncio.get_running_loop().create_task(self._fuse_switch(on))
-            self._switches.add(task)
-            task.add_done_callback(self._switches.discard)
-        elif on:
-            self._announce(self.storage.expose_plain())
-        else:
-            self._announce(None)
-            self.storage.hide_plain()
-
-    def _announce(self, path: Path | None) -> None:
-        if path == self._exposed:
-            return
-        self._exposed = path
-        if self._on_storage is not None:
-            self._on_storage(path)
-
-    async def _fuse_switch(self, on: bool) -> None:
-        async with self._storage_lock:
-            if self._stopping:
-                return
-            if not on:
-                self._announce(None)
-                mount, self._mount = self._mount, None
-                if mount is not None:
-                    await mount.stop()
-                return
-            if self._mount is None:
-                self._mount = self._fault_mount()
-                try:
-                    await self._mount.start()
-                except SimError:
-                    log.exception("recorder %s: cannot mount its storage", self.spec.serial)
-                    self._mount = None
-                    return
-            self._announce(self.storage.media)
-
-    def _fault_mount(self) -> FaultMount:
-        f = self._faults
-        files = [self.storage.footage(i) for i in range(len(self.spec.footage.file_sizes))]
-        unplug = None
-        if f.unplug_at is not None and not (self.dir / UNPLUG_FIRED).exists():
-            unplug = (files[f.unplug_at[0]].name, f.unplug_at[1])
-        return FaultMount(
-            self.storage.backing, self.storage.media,
-            eio=[(files[i].name, off) for i, off in f.eio_at], eio_count=f.eio_count,
-            unplug=unplug, growing=[files[i].name for i in f.growing],
-            grow_step=f.grow_step_bytes, unlistable=list(f.unlistable_dirs),
-            unstatable=list(f.unstatable), on_unplug=self._fault_unplug,
-            on_eio=self.firmware.storage_fault,
-        )
-
-    async def _hide_storage(self) -> None:
-        async with self._storage_lock:
-            self._announce(None)
-            mount, self._mount = self._mount, None
-            if mount is not None:
-                await mount.stop()
-            else:
-                await asyncio.to_thread(self.storage.hide_plain)
+        self.exposure.switch(on)
 
     def _fault_unplug(self) -> None:
-        log.info("recorder %s: unplug fault fired", self.spec.serial)
-        with contextlib.suppress(OSError):
-            (self.dir / UNPLUG_FIRED).touch()
         if self._on_unplug is not None:
             self._on_unplug()
         else:

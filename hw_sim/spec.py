@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from firmware_bridge.messages import COMMANDS, OFFICER_NO_WIDTH, SERIAL_WIDTH
 from hw_sim.errors import SpecError
 from hw_sim.fwkeys import SIM_VENDOR_PUBLIC, parse_trusted_key
 
@@ -18,13 +19,7 @@ if TYPE_CHECKING:
 
 MIB = 1 << 20
 
-LINK_COMMANDS = frozenset(
-    {
-        "hello", "auth", "identity", "get_officer", "set_officer", "get_clock", "set_clock",
-        "battery", "storage", "mass_storage", "list_recordings", "delete_recording", "event_log",
-        "firmware_status", "firmware_begin", "firmware_chunk", "firmware_commit", "reboot",
-    }
-)  # names used by `Faults.silent_commands`
+LINK_COMMANDS = COMMANDS  # names used by `Faults.silent_commands`
 
 
 def _default_start_ms() -> int:
@@ -57,9 +52,10 @@ class FootageSpec:
             raise SpecError("footage count and sizes must not be negative")
         if self.bitrate_bps <= 0:
             raise SpecError("footage bitrate must be positive")
-        if self.officer_no and not (len(self.officer_no) <= 7 and self.officer_no.isascii()
-                                    and self.officer_no.isalnum()):
-            raise SpecError("footage officer_no must be 1..7 ASCII letters/digits")
+        if self.officer_no and not (len(self.officer_no) <= OFFICER_NO_WIDTH
+                                    and self.officer_no.isascii() and self.officer_no.isalnum()):
+            raise SpecError(f"footage officer_no must be 1..{OFFICER_NO_WIDTH} ASCII "
+                            "letters/digits")
 
     @property
     def file_sizes(self) -> tuple[int, ...]:
@@ -126,8 +122,8 @@ class Faults:
         if self.list_page_delay_s < 0 or (self.list_stall_after_pages or 0) < 0:
             raise SpecError("list_page_delay_s and list_stall_after_pages must not be negative")
         if self.claimed_serial is not None and not 1 <= len(
-                self.claimed_serial.encode("utf-8", "surrogatepass")) <= 8:
-            raise SpecError("claimed_serial must be 1..8 bytes of UTF-8")
+                self.claimed_serial.encode("utf-8", "surrogatepass")) <= SERIAL_WIDTH:
+            raise SpecError(f"claimed_serial must be 1..{SERIAL_WIDTH} bytes of UTF-8")
 
     @property
     def needs_fuse(self) -> bool:
@@ -173,8 +169,9 @@ class RecorderSpec:
         if self.boot_delay_s < 0 or self.link_bytes_per_s < 0:
             raise SpecError("boot_delay_s and link_bytes_per_s must not be negative")
         raw = self.serial.encode("utf-8")
-        if len(raw) != 8 or not self.serial.isascii() or not self.serial.isalnum():
-            raise SpecError(f"recorder serial must be 8 ASCII letters/digits, got {self.serial!r}")
+        if len(raw) != SERIAL_WIDTH or not self.serial.isascii() or not self.serial.isalnum():
+            raise SpecError(f"recorder serial must be {SERIAL_WIDTH} ASCII letters/digits, "
+                            f"got {self.serial!r}")
         if not 0 <= self.battery_percent <= 100:
             raise SpecError("battery_percent must be within 0..100")
         n = len(self.footage.file_sizes)

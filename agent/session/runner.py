@@ -55,7 +55,13 @@ from agent.store.faults import Severity
 from agent.store.ledger import Ledger
 from agent.store.ledger import entries as ledger_entries
 from firmware_bridge.errors import AuthRefused, BridgeError, DeviceError, LinkClosed, LinkTimeout
-from firmware_bridge.messages import DeviceLogEvent, OfficerRecord, RecordingInfo
+from firmware_bridge.messages import (
+    DeleteRecording,
+    DeviceLogEvent,
+    OfficerRecord,
+    RecordingInfo,
+    SetMassStorage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +74,8 @@ MAX_BATTERY_SAMPLES = 500
 EVENT_LOG_CHUNK = 256  # entries per bounded read of the recorder's event log
 EVENT_LOG_MAX = 4096  # per docking; the next docking reads on from there
 EVENT_LOG_FLOOR_S = 30.0  # per chunk: a full page set at 115200 baud fits easily
-MASS_STORAGE_TIMEOUT_S = 10.0  # the firmware bridge's floor for SetMassStorage
-DELETE_TIMEOUT_S = 120.0  # and for DeleteRecording (the device hashes the file)
+MASS_STORAGE_TIMEOUT_S = SetMassStorage.POLICY.min_timeout_s  # the bridge's floor
+DELETE_TIMEOUT_S = DeleteRecording.POLICY.min_timeout_s  # the device hashes the file
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import blake3
 
 from firmware_bridge.cobs import cobs_encode
 from firmware_bridge.codec import CRC, HEADER
-from firmware_bridge.device import DeviceEndpoint, DeviceFault, DeviceServer, PtyPair
 from firmware_bridge.messages import (
     BatteryStatus,
     DeviceLogEvent,
@@ -24,6 +23,7 @@ from firmware_bridge.messages import (
     RecordingPage,
     StorageStatus,
 )
+from hw_sim.endpoint import DeviceEndpoint, DeviceFault, DeviceServer, PtyPair
 
 SECRET = b"fleet secret used only by the firmware_bridge tests"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -10,7 +10,7 @@ import pytest
 from bridge_helpers import SECRET, Device, MemoryRecorder
 
 from firmware_bridge.client import RecorderClient
-from firmware_bridge.device import DeviceEndpoint, DeviceServer, open_pty
+from hw_sim.endpoint import DeviceEndpoint, DeviceServer, open_pty
 
 
 @pytest.fixture

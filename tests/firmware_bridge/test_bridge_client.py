@@ -13,9 +13,8 @@ import pytest
 from bridge_helpers import SECRET, T0, Device, MemoryRecorder, raw_frame
 
 from firmware_bridge import messages as m
-from firmware_bridge.client import POLICIES, RecorderClient
+from firmware_bridge.client import RecorderClient
 from firmware_bridge.codec import decode_frame, encode_frame
-from firmware_bridge.device import DeviceEndpoint, DeviceFault, DeviceServer, open_pty
 from firmware_bridge.errors import (
     AuthRefused,
     DeviceError,
@@ -23,6 +22,7 @@ from firmware_bridge.errors import (
     LinkTimeout,
     ProtocolError,
 )
+from hw_sim.endpoint import DeviceEndpoint, DeviceFault, DeviceServer, open_pty
 
 # Hang guard only: a correct client finishes far sooner; nothing asserts on durations.
 GUARD = 30.0
@@ -332,7 +332,7 @@ def test_retry_policy_matches_the_document() -> None:
         names, idem = (c.strip() for c in row.strip("|").split("|")[:2])
         for name in names.split(", "):
             documented[name] = idem == "yes"
-    assert documented == {cls.__name__: p.idempotent for cls, p in POLICIES.items()}
+    assert documented == {cls.__name__: cls.POLICY.idempotent for cls in m.REQUEST_TYPES}
 
 
 async def test_concurrent_callers_are_serialised(authed: RecorderClient) -> None:
@@ -400,3 +400,20 @@ async def test_slow_handler_can_run_off_the_loop(recorder: MemoryRecorder) -> No
         await server.aclose()
         task.cancel()
         pty.close()
+
+
+async def test_a_cancelled_command_leaves_the_client_usable(
+    authed: RecorderClient, device: Device
+) -> None:
+    async def swallow(frame: bytes) -> bytes | None:
+        return None
+
+    device.reply_filter = swallow
+    sent_before = authed.stats.requests
+    task = asyncio.create_task(authed.identity())
+    await asyncio.wait_for(until(lambda: authed.stats.requests > sent_before), GUARD)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    device.reply_filter = None
+    assert (await authed.identity()).serial == "DA000042"

@@ -14,7 +14,7 @@ from strategies import names
 from firmware_bridge import auth
 from firmware_bridge import messages as m
 from firmware_bridge.codec import decode_frame, encode_frame
-from firmware_bridge.device import DeviceEndpoint, DeviceFault
+from hw_sim.endpoint import DeviceEndpoint, DeviceFault
 
 _ids = itertools.count(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,18 @@ def test_parse_vectors_would_notice_a_changed_byte(doc: str) -> None:
     name, rid, msg = VECTORS[0]
     tampered = doc.replace(encode_frame(rid, msg).hex(" "), "00 02 01 08 01 01 01 94 9c b5 4e 00")
     assert parse_vectors(tampered)[name] != encode_frame(rid, msg)
+
+
+def test_message_tables_match_the_declarations(doc: str) -> None:
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if re.fullmatch(r"0x[0-9A-F]{2}", cells[0]):
+            rows[cells[1]] = cells[2:]
+    for cls in m.MESSAGE_TYPES.values():
+        payload, *reply = rows[cls.__name__]
+        if issubclass(cls, m.Request):
+            assert reply[0].split()[0] == cls.REPLY.__name__, cls.__name__
+        written = re.sub(r"(?<!×) \([^()]*\)", "", payload.split("`")[1] if "`" in payload
+                         else payload.split(" (")[0])
+        assert written == (cls.spelling() or "—"), cls.__name__

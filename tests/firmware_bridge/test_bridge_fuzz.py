@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from firmware_bridge import messages as m
 from firmware_bridge.codec import Frame, FrameDecoder, Rejected, decode_frame, encode_frame
-from firmware_bridge.device import DeviceEndpoint
 from firmware_bridge.errors import ProtocolError
+from hw_sim.endpoint import DeviceEndpoint
 
 SEED = 20261123
 N_STREAMS = 100_000

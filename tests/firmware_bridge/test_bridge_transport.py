@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from firmware_bridge.device import open_pty
 from firmware_bridge.errors import LinkClosed
 from firmware_bridge.transport import SerialLink
+from hw_sim.endpoint import open_pty
 
 GUARD = 30.0
 

@@ -73,6 +73,11 @@ def test_gadget_usb_stack(guest: Guest) -> None:
     assert r["fs"]["DEVTYPE"] == "partition"
     assert r["fs"]["parent"] == r["acm"]["parent"] != ""  # one USB device, two functions
     assert r["mass_storage_state"] is True
+    # Firmware update through the real USB stack: the gadget re-enumerates on reboot and
+    # runs the new image from slot B.
+    fw = r["firmware"]
+    assert fw["identity_after"] == "1.1.0", fw
+    assert fw["after"] == {"running": "1.1.0", "active": "B", "last_result": 1}, fw
     assert r["remaining_sd"] == []
     assert r["gadget_removed"]
     # The stand-alone recorder (python -m hw_sim.gadget) plugs, and unplugs on SIGTERM.
@@ -80,7 +85,8 @@ def test_gadget_usb_stack(guest: Guest) -> None:
     assert r["cli"]["rc"] == 0, r["cli"]["output"]
     assert not r["cli"]["gadget_left"]
     print(json.dumps({k: r[k] for k in ("tty_after_s", "fs_after_unlock_s",
-                                        "removed_after_s")}))
+                                        "removed_after_s")}
+                     | {"firmware_256k_transfer_s": fw["transfer_s"]}))
 
 
 def test_offload_partitioned_recorder(guest: Guest) -> None:

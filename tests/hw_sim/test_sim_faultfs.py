@@ -172,7 +172,7 @@ async def test_quick_toggles_end_consistent(
     c = await open_client(rec.tty_path)
     for on in (True, False, True, False, True):
         await c.set_mass_storage(on)
-    await until(lambda: rec.storage_path is not None and len(rec._switches) == 0,
+    await until(lambda: rec.storage_path is not None and rec.exposure.settled,
                 "the toggles never settled")
     assert os.path.ismount(rec.storage_dir) and seen[-1] == rec.storage_dir
     assert all(a != b for a, b in itertools.pairwise(seen))  # strictly alternating

@@ -196,8 +196,7 @@ async def test_chunk_and_commit_refusals_carry_the_durable_offset(
         await c.firmware_chunk(off, image[off:off + 100])
     assert err.value.durable_offset == durable
     with pytest.raises(FirmwareRefused) as err:  # damaged on the way
-        await c._call(m.FirmwareChunk(durable, 0, image[durable:durable + 100]),
-                      m.FirmwareProgress)
+        await c._call(m.FirmwareChunk(durable, 0, image[durable:durable + 100]))
     assert (err.value.code, err.value.durable_offset) == (m.ErrorCode.FIRMWARE_CRC, durable)
     with pytest.raises(FirmwareRefused) as err:
         await c.firmware_commit()

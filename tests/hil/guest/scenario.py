@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import glob
 import hashlib
+import io
 import json
 import shutil
 import sqlite3
@@ -33,8 +34,11 @@ from hil_guestlib import (
 )
 from hil_specs import FLEET_SECRET, STICK_VID_PID, recorder_spec
 
+from firmware_bridge import fwpackage
 from firmware_bridge.client import RecorderClient
+from firmware_bridge.errors import BridgeError
 from hw_sim.footage import footage_files
+from hw_sim.fwkeys import sim_vendor_key
 from hw_sim.gadget import GadgetRecorder, GadgetSpec, UsbGadget, available_udcs
 
 XCHG = Path("/mnt/xchg")
@@ -124,6 +128,7 @@ async def gadget_smoke(p: dict[str, Any]) -> dict[str, Any]:
         out["fs_after_unlock_s"] = time.monotonic() - t1
         out["fs"] = fs
         out["mass_storage_state"] = rec.state.mass_storage
+        out["firmware"], acm = await _firmware_update(rec, client)
     finally:
         await client.close()
     t2 = time.monotonic()
@@ -136,6 +141,63 @@ async def gadget_smoke(p: dict[str, Any]) -> dict[str, Any]:
     out["gadget_removed"] = not rec.gadget.exists
     out["cli"] = await _gadget_cli(image)
     return out
+
+
+async def _firmware_update(rec: GadgetRecorder, client: RecorderClient
+                           ) -> tuple[dict[str, Any], dict[str, str]]:
+    """A signed image over the real CDC-ACM link: transfer, commit, reboot (the gadget leaves
+    the bus and re-enumerates), then the recorder runs the new version."""
+    image = hashlib.sha256(b"hil firmware").digest() * 8192  # 256 KiB
+    package = fwpackage.build_package(
+        image, vendor="dock-sim", models=[rec.spec.model], version="1.1.0", min_from=None,
+        max_from=None, private_key=sim_vendor_key(), created="2026-11-27T00:00:00Z")
+    header = fwpackage.read_header(io.BytesIO(package))
+    out: dict[str, Any] = {"before": str(await client.firmware_status())}
+    t0 = time.monotonic()
+    begin = await client.firmware_begin(header.manifest_bytes, header.signature)
+    offset = begin.offset
+    while offset < len(image):
+        data = image[offset:offset + begin.chunk_max]
+        await client.firmware_chunk(offset, data)
+        offset += len(data)
+    out["transfer_s"] = time.monotonic() - t0
+    await client.firmware_commit()
+    plugs = rec.plugs
+    await client.reboot()
+    await _wait_for(lambda: rec.plugs > plugs, 60, "the recorder back from its reboot")
+    acm, again = await _reconnect(rec.spec.serial, 60)
+    try:
+        out["identity_after"] = (await again.identity()).firmware
+        status = await again.firmware_status()
+        out["after"] = {"running": status.running_version, "active": status.active_slot,
+                        "last_result": int(status.last_result)}
+    finally:
+        await again.close()
+    return out, acm
+
+
+async def _reconnect(serial: str, timeout_s: float) -> tuple[dict[str, str], RecorderClient]:
+    """The re-enumerated recorder's tty, opened and authenticated (udev may still list the
+    old node for a moment: retry until the new one answers)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        acm = _acm_of(serial)
+        if acm is not None:
+            with contextlib.suppress(BridgeError):
+                return acm, await _open_authenticated(acm["devnode"])
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"recorder {serial} did not come back within {timeout_s} s")
+
+
+async def _open_authenticated(devnode: str) -> RecorderClient:
+    client = await RecorderClient.open(devnode, timeout=5.0, retries=2)
+    try:
+        await client.hello()
+        await client.authenticate(FLEET_SECRET)
+    except BaseException:
+        await client.close()
+        raise
+    return client
 
 
 async def _gadget_cli(image: Path) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Device side of the recorder protocol: a sans-I/O endpoint plus a small pty server.
 
+A development and simulation part (virtual and gadget recorders, tests): the production
+wheel ships only the host side in ``firmware_bridge``.
+
 How a virtual recorder (hw_sim) uses it::
 
     class MyRecorder:                      # implements RecorderHandler
@@ -32,9 +35,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import secrets
+import struct
+import termios
 import tty
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -49,7 +55,6 @@ from firmware_bridge.messages import (
     MESSAGE_TYPES,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
-    AnyMessage,
     AuthAccepted,
     AuthChallenge,
     AuthProve,
@@ -221,7 +226,7 @@ class DeviceEndpoint:
             out.append(encode_frame(item.request_id, reply))
         return out
 
-    def handle(self, msg: AnyMessage) -> Message:
+    def handle(self, msg: Message) -> Message:
         """The reply to one decoded request."""
         self.stats.requests += 1
         if not msg.IS_REQUEST:
@@ -290,7 +295,7 @@ class DeviceEndpoint:
         self.authenticated = True
         return AuthAccepted(auth.device_proof(self._secret, challenge, msg.host_nonce))
 
-    def _dispatch(self, msg: AnyMessage) -> Message:
+    def _dispatch(self, msg: Message) -> Message:
         h = self.handler
         match msg:
             case GetIdentity():
@@ -323,7 +328,7 @@ class DeviceEndpoint:
                 return EventLogPage(log_page.end_index, _fit(log_page.entries, limit))
         return self._dispatch_firmware(msg)
 
-    def _dispatch_firmware(self, msg: AnyMessage) -> Message:
+    def _dispatch_firmware(self, msg: Message) -> Message:
         h = self.handler
         match msg:
             case GetFirmwareStatus():
@@ -390,6 +395,24 @@ def open_pty() -> PtyPair:
     tty.setraw(slave)
     os.set_blocking(master, False)
     return PtyPair(master, slave, os.ttyname(slave))
+
+
+async def host_has_read(pty: PtyPair, limit_s: float = 5.0) -> None:
+    """Wait (bounded) until the host has read what is on the line. Closing a pty discards
+    what its reader has not taken yet, whereas a USB device's sent reply is never lost so;
+    the kernel moves written bytes to the reader's queue a little later, and a device also
+    takes a moment to go down, hence the short first pause."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.05)
+    deadline = loop.time() + limit_s
+    while loop.time() < deadline:
+        try:
+            raw = fcntl.ioctl(pty.slave_fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return
+        if not struct.unpack("i", raw)[0]:
+            return
+        await asyncio.sleep(0.005)
 
 
 ReplyFilter = Callable[[bytes], Awaitable[bytes | None]]
