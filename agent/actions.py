@@ -15,6 +15,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from agent.dockview import DockView
+from agent.firmware.commands import run_command
+from agent.firmware.errors import FirmwareError
+from agent.firmware.service import FirmwareService
 from agent.hold_scope import in_scope, instant_us
 from agent.lifecycle.service import LifecycleService
 from agent.mqtt.errors import CommandRejected
@@ -43,18 +46,29 @@ def _check_officer(record: Mapping[str, str]) -> dict[str, str]:
 
 
 class AgentActions:
-    """The agent's `CommandActions` (agent.mqtt.command_processor), given every collaborator when
-    it is built."""
+    """The agent's `CommandActions` (agent.mqtt.command_processor), given every
+    collaborator when it is built."""
 
     def __init__(self, settings: Settings, db: Database, ledger: Ledger, view: DockView, *,
                  assign_now: Callable[[str], Awaitable[bool]],
-                 lifecycle: LifecycleService | None = None) -> None:
+                 lifecycle: LifecycleService | None = None,
+                 firmware: FirmwareService | None = None) -> None:
         self.settings = settings
         self.db = db
         self.ledger = ledger
         self.view = view
         self.assign_now = assign_now  # writes a pending assignment to a docked recorder
         self.lifecycle_service = lifecycle
+        self.firmware_service = firmware
+
+    async def firmware(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """set-firmware-policy, stage-firmware (agent.firmware.commands)."""
+        if self.firmware_service is None:
+            raise CommandRejected("this agent does not handle recorder firmware")
+        try:
+            return await run_command(self.firmware_service, name, args)
+        except FirmwareError as exc:
+            raise CommandRejected(str(exc)) from exc
 
     async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """tag, export, preserve, audit: the same requests dockctl makes (docs/mqtt.md)."""

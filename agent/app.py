@@ -36,6 +36,10 @@ from agent.devices.events import DeviceEvent
 from agent.devices.source import DeviceSource, open_device_source
 from agent.dockclock import dock_clock_probe
 from agent.dockview import DockView, RecorderFeed, status_document
+from agent.firmware.errors import FirmwareError
+from agent.firmware.service import FirmwareControl, FirmwareService
+from agent.firmware.service import make_service as make_firmware_service
+from agent.firmware.session_unit import FirmwareUpdateUnit
 from agent.health.integrity import audit_ledger
 from agent.health.monitor import HealthMonitor, HealthSources
 from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, prepare_private_dir, read_input_file
@@ -44,9 +48,10 @@ from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
 from agent.schemas import ALL_SCHEMAS
-from agent.session.context import SessionDeps
+from agent.session.context import SessionDeps, StepUnit
 from agent.session.recorder_link import recorder_client_opener
 from agent.session.registry import SessionTable
+from agent.session.state_machine import Step
 from agent.session.supervisor import BaySupervisor
 from agent.settings import Settings
 from agent.store.db import DB_RESERVE_BYTES, Database
@@ -106,6 +111,7 @@ class _Agent:
     sessions: SessionTable
     view: DockView
     lifecycle: LifecycleService
+    firmware: FirmwareService
     reporter: Reporter | None
     checkpoints: LedgerCheckpoints
     health: HealthMonitor
@@ -151,9 +157,14 @@ async def _assemble(settings: Settings, log: logging.Logger) -> _Agent:
     deadline, tz = _deadline_policy(settings)
     key, db, ledger = await _open_store(settings, log)
     offloader = Offloader(db, ledger, settings.dock.store_dir, settings.offload, deadline, tz)
+    try:
+        firmware = make_firmware_service(settings, db, ledger)
+    except FirmwareError as exc:
+        raise StartupError(str(exc)) from None
+    await firmware.load()
     sessions = SessionTable()
     feed = RecorderFeed()
-    view = DockView(settings, sessions, feed)
+    view = DockView(settings, sessions, feed, firmware)
 
     def busy() -> bool:
         return any(s.offloading for s in sessions.snapshot())
@@ -165,20 +176,20 @@ async def _assemble(settings: Settings, log: logging.Logger) -> _Agent:
     await lifecycle.recover()
     reporter = _make_reporter(settings, db, AgentActions(
         settings, db, ledger, view, assign_now=sessions.apply_pending_assignment,
-        lifecycle=lifecycle))
+        lifecycle=lifecycle, firmware=firmware))
     if reporter is not None:
         feed.subscribe(reporter)
     checkpoints = LedgerCheckpoints(db, ledger, reporter.checkpoint_signed
                                     if reporter is not None else lambda: None)
     clock_probe = dock_clock_probe(settings.clock)
     deps = _session_deps(settings, db, ledger, offloader, secret, clock_probe,
-                         view.sessions_changed)
+                         view.sessions_changed, FirmwareUpdateUnit(firmware.after_offload))
     lag = LoopLag()
     health = HealthMonitor(settings, db, ledger, deadline, lag, HealthSources(
         docked=sessions.snapshot, clock_synchronised=clock_probe,
         sign_checkpoint=checkpoints.sign_now, publisher=reporter))
-    return _Agent(settings, db, ledger, key, offloader, sessions, view, lifecycle, reporter,
-                  checkpoints, health, deps, lag, uploads, close_uploads)
+    return _Agent(settings, db, ledger, key, offloader, sessions, view, lifecycle, firmware,
+                  reporter, checkpoints, health, deps, lag, uploads, close_uploads)
 
 
 def _make_reporter(settings: Settings, db: Database, actions: AgentActions) -> Reporter | None:
@@ -193,7 +204,7 @@ def _make_reporter(settings: Settings, db: Database, actions: AgentActions) -> R
 
 def _session_deps(settings: Settings, db: Database, ledger: Ledger, offloader: Offloader,
                   secret: bytes, clock_probe: Callable[[], bool],
-                  on_change: Callable[[], None]) -> SessionDeps:
+                  on_change: Callable[[], None], firmware_update: StepUnit) -> SessionDeps:
     return SessionDeps(
         db=db,
         ledger=ledger,
@@ -209,6 +220,7 @@ def _session_deps(settings: Settings, db: Database, ledger: Ledger, offloader: O
         on_change=on_change,
         readiness=settings.readiness,
         battery_poll_s=settings.recorder.battery_poll_s,
+        optional_units={Step.FIRMWARE_UPDATE: firmware_update},
     )
 
 
@@ -232,8 +244,9 @@ def _control_handlers(agent: _Agent) -> dict[str, Handler]:
     async def last_health(_: dict[str, Any]) -> dict[str, Any]:
         return dict(health.last)  # read-only: the latest sample (dock-screen header)
 
+    firmware = FirmwareControl(agent.firmware, lambda: [v.as_record() for v in view.recorders()])
     return {"status": status, "readiness": readiness, "checkpoint": checkpoint,
-            **agent.lifecycle.control_handlers(), "health": last_health}
+            **agent.lifecycle.control_handlers(), **firmware.handlers(), "health": last_health}
 
 
 def _start_tasks(tg: asyncio.TaskGroup, agent: _Agent, supervisor: BaySupervisor

@@ -22,7 +22,7 @@ from agent.compliance.readiness import (
 )
 from agent.docking_state import OffloadProgressFacts, OffloadResult, SessionSnapshot
 from agent.mqtt import payloads
-from agent.settings import Settings
+from agent.settings import ReadinessSettings, Settings
 
 # Session states in which the offload may have begun (storage unlocked for it, or later).
 OFFLOAD_STATES = frozenset({"storage_unlocked", "mounted", "offloading"})
@@ -40,6 +40,14 @@ class SessionBoard(Protocol):
     def offload_states(self) -> list[tuple[str, str, str, OffloadResult | None]]:
         """(key, session id, state, offload result) of each live session."""
         ...
+
+
+class FirmwareView(Protocol):
+    """What recorder firmware (agent.firmware) adds to the view: central allowlists for
+    readiness, and each recorder's `firmware_update` field."""
+
+    def readiness(self, settings: ReadinessSettings) -> ReadinessSettings: ...
+    def recorder_field(self, snap: Mapping[str, object]) -> dict[str, object] | None: ...
 
 
 class RecorderPublisher(Protocol):
@@ -92,6 +100,7 @@ class RecorderView:
 
     snapshot: SessionSnapshot
     readiness: Readiness
+    firmware_update: Mapping[str, object] | None = None
 
     @property
     def offloading(self) -> bool:
@@ -101,6 +110,8 @@ class RecorderView:
         """dockctl's and the metrics' flat shape of a bay."""
         out = self.snapshot.as_record()
         out["readiness"] = self.readiness.as_dict()
+        out["firmware_update"] = (dict(self.firmware_update)
+                                  if self.firmware_update is not None else None)
         battery = self.snapshot.battery
         out["battery_percent"] = battery.percent if battery is not None else None
         return out
@@ -130,10 +141,12 @@ def facts_from_snapshot(snap: SessionSnapshot,
     )
 
 
-def recorder_views(snapshots: Sequence[SessionSnapshot], settings: Settings
-                   ) -> list[RecorderView]:
-    return [RecorderView(s, evaluate(facts_from_snapshot(s), settings.readiness,
-                                     settings.clock.tolerance_ms))
+def recorder_views(snapshots: Sequence[SessionSnapshot], settings: Settings,
+                   firmware: FirmwareView | None = None) -> list[RecorderView]:
+    policy = settings.readiness if firmware is None else firmware.readiness(settings.readiness)
+    return [RecorderView(s, evaluate(facts_from_snapshot(s), policy,
+                                     settings.clock.tolerance_ms),
+                         firmware.recorder_field(s.as_record()) if firmware else None)
             for s in snapshots]
 
 
@@ -161,8 +174,9 @@ class DockView:
     one progress message and one final summary per offload, however short it was."""
 
     def __init__(self, settings: Settings, sessions: SessionBoard,
-                 publisher: RecorderPublisher) -> None:
+                 publisher: RecorderPublisher, firmware: FirmwareView | None = None) -> None:
         self.settings = settings
+        self._firmware = firmware
         self._sessions = sessions
         self._publisher = publisher
         self._published: dict[str, dict[str, object]] = {}
@@ -171,7 +185,7 @@ class DockView:
 
     def recorders(self) -> list[RecorderView]:
         """One view per docked recorder: the session's facts plus readiness."""
-        return recorder_views(self._sessions.snapshot(), self.settings)
+        return recorder_views(self._sessions.snapshot(), self.settings, self._firmware)
 
     def readiness_report(self, now: float) -> dict[str, object]:
         return readiness_report(self.recorders(), self.settings.dock.id, now)
@@ -197,7 +211,7 @@ class DockView:
         for key, view in current.items():
             snap = view.snapshot
             self._offloads.seen(key, snap)
-            state = payloads.recorder_state(snap, view.readiness)
+            state = payloads.recorder_state(snap, view.readiness, view.firmware_update)
             state.pop("offload", None)  # progress has its own topic
             if self._published.get(key) != state:
                 self._publisher.set_recorder_state(key, state)

@@ -7,6 +7,7 @@ imports them, it is handed this list.
 
 from __future__ import annotations
 
+from agent.firmware import store as firmware_store
 from agent.lifecycle import audit as lifecycle_audit
 from agent.lifecycle import register as lifecycle_register
 from agent.lifecycle import tags as lifecycle_tags
@@ -23,4 +24,5 @@ ALL_SCHEMAS: tuple[str, ...] = (
     lifecycle_register.SCHEMA,
     lifecycle_tags.SCHEMA,
     lifecycle_audit.SCHEMA,
+    firmware_store.SCHEMA,
 )

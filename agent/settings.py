@@ -288,6 +288,34 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class FirmwareSettings:
+    trusted_keys: list[Path] = opt(
+        [], "Ed25519 public keys (PEM) whose signed firmware packages this dock accepts"
+        " (empty: no package is accepted).")
+    targets: dict[str, str] = opt(
+        {}, "Recorder model -> the firmware version it should run (e.g. { \"BWC-4\" ="
+        " \"2.1.0\" }); below it a staged package updates it when policy allows. The"
+        " central service may override a model (set-firmware-policy). Acceptable versions:"
+        " [readiness] firmware_allowlist.")
+    auto_update: bool = opt(True, "Update recorders below their target while docked.")
+    min_battery_percent: int = opt(
+        40, "Never start an update with the recorder's battery below this.", min=0, max=100)
+    shift_start_windows: list[str] = opt(
+        [], "Local times \"HH:MM-HH:MM\" (dock time zone) in which no update starts, so"
+        " recorders are never rebooting when a shift picks them up.")
+    import_dirs: list[Path] = opt(
+        [], "Directories (the dock's share or USB mount) the central service may stage"
+        " packages from by file name (stage-firmware).")
+    chunk_timeout_s: float = opt(
+        10.0, "Reply timeout of one firmware chunk (the recorder writes it to flash).",
+        min=0.5, max=600)
+    max_attempts: int = opt(
+        3, "Failed attempts of one package on one recorder before the dock stops trying it"
+        " (a package that rolled back is never tried again on that recorder).", min=1,
+        max=100)
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = opt("info", "Log level.")
     format: Literal["json", "text"] = opt("json", "JSON lines for journald, or text.")
@@ -312,6 +340,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    firmware: FirmwareSettings = field(default_factory=FirmwareSettings)
 
     @property
     def key_file(self) -> Path:

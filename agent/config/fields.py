@@ -29,6 +29,7 @@ SECTION_HELP: dict[str, str] = {
     "logging": "Log output.",
     "access": "Approved access to stored footage: views and exports (access register).",
     "audit": "Scheduled fixity audit of the evidence store.",
+    "firmware": "Recorder firmware: trusted package keys, target versions, update policy.",
 }
 
 

@@ -483,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.dockctl.lifecycle import add_parsers
 
     add_parsers(sub)
+    from agent.dockctl.firmware import add_parsers as add_firmware_parsers
+
+    add_firmware_parsers(sub)
     return parser
 
 

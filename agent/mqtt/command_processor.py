@@ -47,8 +47,10 @@ REMEMBER_COMMANDS = 1000
 
 # The evidence lifecycle (tag, export, preserve, audit): one action, `lifecycle(name, args)`.
 LIFECYCLE_COMMANDS = ("tag", "export", "preserve", "audit")
+# Recorder firmware (agent.firmware): one action, `firmware(name, args)`.
+FIRMWARE_COMMANDS = ("set-firmware-policy", "stage-firmware")
 COMMANDS = ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold", "verify",
-            "resend", "ack-upload", *LIFECYCLE_COMMANDS)
+            "resend", "ack-upload", *LIFECYCLE_COMMANDS, *FIRMWARE_COMMANDS)
 
 
 class CommandActions(Protocol):
@@ -73,6 +75,8 @@ class CommandActions(Protocol):
     async def readiness_report(self) -> dict[str, Any]: ...
 
     async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def firmware(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]: ...
 
     async def rebirth(self) -> None:
         """Refresh what the agent knows; the reporter republishes all state afterwards."""
@@ -279,6 +283,8 @@ class CommandProcessor:
                 result = await a.ack_upload([str(f) for f in args["files"]])
             elif name in LIFECYCLE_COMMANDS:
                 result = await a.lifecycle(name, args)
+            elif name in FIRMWARE_COMMANDS:
+                result = await a.firmware(name, args)
             else:  # verify
                 result = await a.run_verify(bool(args.get("deep", False)))
         except CommandRejected as exc:

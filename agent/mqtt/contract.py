@@ -44,7 +44,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(("reply", "+"), "reply", retained=False, qos=1),
     *(TopicSpec(("cmd", name), f"command-{name}", retained=False, qos=1, direction="central")
       for name in ("rebirth", "readiness", "assign-officer", "set-hold", "clear-hold",
-                   "verify", "resend", "ack-upload", "tag", "export", "preserve", "audit")),
+                   "verify", "resend", "ack-upload", "tag", "export", "preserve", "audit",
+                   "set-firmware-policy", "stage-firmware")),
 )
 
 # Closed vocabularies the schemas enumerate (kept equal by tests/mqtt/test_mqtt_contract_pure).

@@ -181,7 +181,8 @@ def _iso_or_none(ts: float | None) -> str | None:
     return None if ts is None else iso(ts)
 
 
-def recorder_state(snap: SessionSnapshot, readiness: Readiness) -> JsonObject:
+def recorder_state(snap: SessionSnapshot, readiness: Readiness,
+                   firmware_update: Mapping[str, object] | None = None) -> JsonObject:
     """The retained recorder state (docs/mqtt.md, schema `recorder-state`): exactly the
     documented fields, times in RFC 3339, no footage, no secrets. Facts not read yet are
     left out rather than sent as null."""
@@ -197,6 +198,8 @@ def recorder_state(snap: SessionSnapshot, readiness: Readiness) -> JsonObject:
         "faults": [f.code for f in snap.faults],
         "unchecked": list(snap.unchecked),
     }
+    if firmware_update is not None:
+        state["firmware_update"] = dict(firmware_update)
     if snap.battery is not None:
         battery = snap.battery.as_record()
         at = _iso_or_none(snap.battery_at)

@@ -93,6 +93,8 @@ class FaultCode(StrEnum):
     UPLOAD_CONFLICT = "upload_conflict"
     CENTRAL_COPY_MISMATCH = "central_copy_mismatch"
     EXPORT_FAILED = "export_failed"  # an export target failed (unplugged, full, read-only)
+    FIRMWARE_UPDATE_FAILED = "firmware_update_failed"  # a firmware update did not complete
+    FIRMWARE_ROLLED_BACK = "firmware_rolled_back"  # the new image failed; previous slot runs
 
 
 @dataclass(frozen=True)

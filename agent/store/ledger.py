@@ -114,6 +114,13 @@ class EntryKind(StrEnum):
     TAGGED = "tagged"
     AUDIT_RUN = "audit_run"
     PRESERVED = "preserved"  # two verified long-term copies exist (000 §16)
+    FIRMWARE_STAGED = "firmware_staged"  # a verified package stored on the dock
+    FIRMWARE_POLICY_SET = "firmware_policy_set"  # a model's target/allowlist from central
+    FIRMWARE_STARTED = "firmware_started"  # an update of one recorder began
+    FIRMWARE_RESUMED = "firmware_resumed"  # ... continued from the recorder's durable offset
+    FIRMWARE_COMPLETED = "firmware_completed"  # the recorder runs the new version
+    FIRMWARE_FAILED = "firmware_failed"  # refused, interrupted for good or never came back
+    FIRMWARE_ROLLED_BACK = "firmware_rolled_back"  # new image failed to boot: old slot runs
 
 
 FAULT_KINDS = frozenset({EntryKind.FAULT, EntryKind.FAULT_CLEARED})

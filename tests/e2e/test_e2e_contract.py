@@ -32,6 +32,7 @@ from agent.mqtt.validation import validate
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.fusemount import fuse_available
 from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
+from tests.firmware.fwrig import firmware_section, package  # signed packages
 from tests.mqtt.broker import Broker
 from tests.mqtt.central import Central
 
@@ -50,6 +51,9 @@ NOT_EXERCISED = {
     "uploaded": "needs an S3 store ([upload] enabled; tests/upload)",
     "upload_acknowledged": "needs a file uploaded to an S3 store (tests/upload)",
     "entry_list": "needs more problem files on one recorder than a fault names (tests/offload)",
+    **{k: "a firmware update of a docked recorder (tests/firmware)" for k in (
+        "firmware_started", "firmware_resumed", "firmware_completed", "firmware_failed",
+        "firmware_rolled_back")},
 }
 
 
@@ -98,6 +102,10 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
     sections = rig.sections()
     sections["health"]["store_free_warn_percent"] = 100.0  # a dock fault from the start
     sections["access"] = {"approvers": {"U07": ["insp.wang"]}}
+    share = tmp_path / "firmware-share"  # a package the central side stages by name
+    share.mkdir()
+    sections["firmware"] = firmware_section(tmp_path, import_dirs=[share], targets={})
+    package(share, 64 * 1024, name="dsj-sim1-1.1.0.dfw")
     rig.config.write_text(render_toml(sections))
     traffic = Traffic(central, rig)
 
@@ -145,6 +153,17 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
     reply = await traffic.command("readiness", {"id": "c-ready-1"})
     assert {r["serial"] for r in reply["result"]["recorders"]} >= {a.serial, c.serial}
     assert (await traffic.command("rebirth", {"id": "c-rebirth-1"}))["ok"]
+
+    # -- recorder firmware: a package staged from the dock's share, a model's policy
+    reply = await traffic.command("stage-firmware", {"id": "c-fw-stage-1", "args": {
+        "file": "dsj-sim1-1.1.0.dfw"}})
+    assert reply["ok"] and reply["result"]["newly_staged"] is True, reply
+    reply = await traffic.command("set-firmware-policy", {"id": "c-fw-policy-1", "args": {
+        "model": "DSJ-SIM9", "target": "2.0.0", "allowlist": ["1.9.0", "2.0.0"]}})
+    assert reply["ok"] and reply["result"]["target"] == "2.0.0", reply
+    bad = await traffic.command("stage-firmware", {"id": "c-fw-stage-2", "args": {
+        "file": "absent.dfw"}}, document=True)
+    assert bad["error"]["code"] == "rejected" and "absent.dfw" in bad["error"]["message"]
 
     # -- the evidence lifecycle: tag, a view, an approved export, an audit run
     reply = await traffic.command("tag", {"id": "c-tag-1", "args": {

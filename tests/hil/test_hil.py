@@ -139,3 +139,27 @@ def test_usb_stick_is_rejected_and_never_mounted(guest: Guest) -> None:
     assert r["status"]["bays"] == []
     assert r["agent_rc"] == 0
     assert r["cleared_mounts"] == []
+
+
+def test_firmware_update_through_the_usb_stack(guest: Guest) -> None:
+    """A recorder below the dock's target firmware is updated once, over the real CDC-ACM
+    tty: after its footage is offloaded, a staged signed package is sent, committed, the
+    gadget reboots (leaves the bus, re-attaches) and the dock records the new version."""
+    rec = guest.recorder_image("BWC00011", [1 * MIB], partitioned=True)
+    r = guest.scenario("firmware_update", {"name": "firmware", "serial": rec.serial,
+                                           "sizes": rec.sizes, "image": rec.image,
+                                           "image_bytes": 256 * 1024},
+                      timeout_s=1300).result
+    assert r["add_rc"] == 0, r["add_out"]
+    assert r["first_state"] == "released", r
+    ledger = r["ledger"]
+    assert ledger.index("firmware_started") > ledger.index("verified"), ledger
+    assert "firmware_completed" in ledger, (ledger, r["attempts"])
+    (done,) = r["completed"]
+    assert (done["from_version"], done["running_version"]) == ("1.0.0", "1.1.0"), done
+    assert [a["state"] for a in r["attempts"]] == ["completed"], r["attempts"]
+    assert r["plugs"] >= 2  # it left the bus for its reboot and came back
+    row = next(x for x in r["status"]["recorders"] if x["serial"] == rec.serial)
+    assert row["running"] == "1.1.0" and row["state"] == "current", row
+    assert r["agent_rc"] == 0
+    print(json.dumps({"update_s": r["update_s"]}))

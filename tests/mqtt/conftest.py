@@ -69,6 +69,10 @@ class RecordingActions:
         self.calls.append(("lifecycle", (name, dict(args))))
         return {}
 
+    async def firmware(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(("firmware", (name, dict(args))))
+        return {}
+
     async def rebirth(self) -> None:
         self.calls.append(("rebirth", None))
 

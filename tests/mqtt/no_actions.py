@@ -34,5 +34,8 @@ class NoActions:
     async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
+    async def firmware(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
     async def rebirth(self) -> None:
         return None

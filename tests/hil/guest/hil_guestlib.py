@@ -43,7 +43,8 @@ def uptime() -> float:
     return float(Path("/proc/uptime").read_text().split()[0])
 
 
-def config_text(name: str, *, debounce_ms: int = 1500, wipe: bool = False) -> str:
+def config_text(name: str, *, debounce_ms: int = 1500, wipe: bool = False,
+                extra: str = "") -> str:
     vid, pid = RECORDER_VID_PID
     state = Path("/var/lib/dock-agent") / name
     return f"""
@@ -88,7 +89,7 @@ enabled = false
 [logging]
 level = "debug"
 format = "text"
-"""
+""" + extra
 
 
 def under_systemd() -> bool:
@@ -106,8 +107,10 @@ class Agent:
     """
 
     def __init__(self, name: str, logdir: Path, *, debounce_ms: int = 1500,
-                 wipe: bool = False, env: dict[str, str] | None = None) -> None:
+                 wipe: bool = False, env: dict[str, str] | None = None,
+                 extra_config: str = "") -> None:
         self.name = name
+        self.extra_config = extra_config  # more config sections (TOML text)
         self.wipe = wipe
         self.env = env or {}  # extra environment of the agent (e.g. crash-point hooks)
         self.logdir = logdir
@@ -133,6 +136,7 @@ class Agent:
         os.chown(secret, 0, user.pw_gid)
         secret.chmod(0o640)
         self.config.write_text(config_text(self.name, debounce_ms=self.debounce_ms,
+                                           extra=self.extra_config,
                                            wipe=self.wipe))
         os.chown(self.config, 0, user.pw_gid)
         self.config.chmod(0o640)

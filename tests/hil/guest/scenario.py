@@ -285,6 +285,77 @@ async def offload(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def firmware_update(p: dict[str, Any]) -> dict[str, Any]:
+    """Dock a recorder whose firmware is below the dock's target: offload, then a signed
+    package staged with `dockctl firmware add` goes over the real CDC-ACM tty, the gadget
+    reboots (leaves the bus and re-attaches), and the dock records the new version."""
+    from firmware_bridge.fwpackage import build_package, public_key_pem
+    from hw_sim.fwkeys import sim_vendor_key
+
+    key = sim_vendor_key()
+    etc = Path("/etc/dock-agent")
+    etc.mkdir(exist_ok=True)
+    key_file = etc / "firmware-vendor.pem"
+    key_file.write_bytes(public_key_pem(key.public_key()))
+    key_file.chmod(0o644)
+    pkg = Path("/srv/hil-firmware.dfw")  # the agent's service has a private /tmp
+    pkg.write_bytes(build_package(
+        bytes(range(256)) * (p["image_bytes"] // 256), vendor="SimVendor",
+        models=["DSJ-SIM1"], version="1.1.0", min_from="1.0.0", max_from=None,
+        private_key=key, created="2026-11-01T00:00:00Z"))
+    pkg.chmod(0o644)
+    spec = recorder_spec(p["serial"], p["sizes"])
+    image = _local_copy(p["image"])
+    agent = Agent(p["name"], LOGS, debounce_ms=1500, extra_config=f"""
+[firmware]
+trusted_keys = ["{key_file}"]
+targets = {{ "DSJ-SIM1" = "1.1.0" }}
+min_battery_percent = 20
+chunk_timeout_s = 30.0
+""")
+    out: dict[str, Any] = {"agent_start_s": await agent.start()}
+    log(f"agent up after {out['agent_start_s']:.1f} s")
+    added = agent.dockctl("firmware", "add", str(pkg), "--json")
+    log(f"firmware add: rc {added.returncode}")
+    out["add_rc"], out["add_out"] = added.returncode, added.stdout[-2000:] + added.stderr[-2000:]
+    rec = GadgetRecorder(spec, XCHG / "recorders", image, udc=available_udcs()[0],
+                         secret=FLEET_SECRET)
+    try:
+        t0 = time.monotonic()
+        await rec.plug()
+        log("plugged")
+        first = await agent.wait_state(spec.serial, {"released", "failed"}, 400)
+        log(f"first docking: {first.get('state')}")
+        out["first_state"] = first.get("state")
+        out["first_offload"] = first.get("offload_result")
+
+        def completed() -> bool:
+            settled = {"firmware_completed", "firmware_failed", "firmware_rolled_back"}
+            return bool(settled & set(agent.ledger_kinds(spec.serial)))
+
+        with contextlib.suppress(TimeoutError):
+            await _wait_for(completed, p.get("timeout", 900), "firmware update settled", 1.0)
+        out["update_s"] = time.monotonic() - t0
+        out["ledger"] = agent.ledger_kinds(spec.serial)
+        log(f"update settled after {out['update_s']:.1f} s: {out['ledger'][-4:]}")
+        out["attempts"] = agent.query("SELECT state, bytes_done, size, resumes, from_version,"
+                                      " to_version, reason FROM firmware_attempts")
+        out["plugs"] = rec.plugs
+        out["completed"] = [json.loads(r["data"]) for r in agent.query(
+            "SELECT data FROM ledger WHERE kind = 'firmware_completed'")]
+        with contextlib.suppress(TimeoutError):  # docked again after its reboot
+            await agent.wait_state(spec.serial, {"released", "failed"}, 300)
+        status = agent.dockctl("firmware", "status", "--json")
+        out["status"] = json.loads(status.stdout) if status.returncode in (0, 1) else None
+        await rec.unplug()
+        await agent.wait_gone(spec.serial, 60)
+    finally:
+        await rec.close()
+        out["agent_rc"] = await agent.stop()
+        out["cleared_mounts"] = clear_leftover_mounts()
+    return out
+
+
 def _recorder_mounts() -> list[str]:
     return [line for line in Path("/proc/self/mounts").read_text().splitlines()
             if line.startswith("/dev/sd")]
@@ -468,6 +539,7 @@ def _stored_hashes(store: Path, rows: list[dict[str, Any]]) -> dict[str, str | N
 
 
 SCENARIOS = {"gadget_smoke": gadget_smoke, "offload": offload, "usb_stick": usb_stick,
+             "firmware_update": firmware_update,
              "power": power}
 
 
