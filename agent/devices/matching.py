@@ -25,8 +25,9 @@ Rules (see docs/mounting.md for the operator's view):
   control port, StorageAppeared always follows its RecorderPlugged.
 - The recorder itself (its USB device and, unless storage-only, its tty) is debounced:
   when it vanishes, RecorderUnplugged is sent only if it stays away for `debounce_ms`. If it
-  comes back in time nothing is sent, except a new RecorderPlugged when its tty came back
-  under a different node (the session must reopen the control port there).
+  comes back in time no unplug is sent; a control port that vanished and came back (under
+  the same node or another) is a restarted recorder whose old link is dead, so it is
+  announced again with RecorderPlugged and its storage after it (a new docking session).
 """
 
 from __future__ import annotations
@@ -296,6 +297,15 @@ class DeviceTracker:
 
     def _reconcile(self, rec: _Recorder, now: float) -> list[DeviceEvent]:
         events: list[DeviceEvent] = []
+        if rec.told_tty is not None and rec.told_tty not in rec.ttys.values():
+            # Its control port vanished: a link open on it is dead, and the port that comes
+            # back (same node or another) belongs to a restarted recorder. Its return is
+            # announced as a new docking, storage after it; the debounce still spares an
+            # undocking in between.
+            rec.told_tty = None
+            if rec.told_storage is not None:
+                events.append(StorageRemoved(rec.key, rec.bay))
+                rec.told_storage = None
         volume = rec.volume()
         if rec.told_storage is not None and volume != rec.told_storage:
             events.append(StorageRemoved(rec.key, rec.bay))

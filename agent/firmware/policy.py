@@ -79,6 +79,8 @@ class Decision:
     package: PackageFacts | None = None
 
 
+FOOTAGE_NOT_SAFE = "footage not yet offloaded and verified"
+
 _WINDOW = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
@@ -171,7 +173,7 @@ def _when(facts: RecorderFacts, pkg: PackageFacts, limits: Limits,
     if not limits.auto_update:
         return Decision("wait", "automatic updates are off", pkg)
     if not facts.footage_safe:
-        return Decision("wait", "footage not yet offloaded and verified", pkg)
+        return Decision("wait", FOOTAGE_NOT_SAFE, pkg)
     if facts.battery_percent is None or facts.battery_percent < limits.min_battery_percent:
         shown = "unknown" if facts.battery_percent is None else f"{facts.battery_percent:g}%"
         return Decision("wait", f"battery {shown} below {limits.min_battery_percent:g}%", pkg)

@@ -17,6 +17,9 @@ class DockedFacts:
     serial: str
     model: str
     firmware: str
+    # this docking's footage is offloaded and verified (None: the offload has not ended);
+    # the session runs the update step only when it is
+    footage_safe: bool | None = None
 
 
 def recorder_firmware(d: DockedFacts, policies: Mapping[str, pol.ModelPolicy],
@@ -32,6 +35,8 @@ def recorder_firmware(d: DockedFacts, policies: Mapping[str, pol.ModelPolicy],
         state = "no_target"
     elif same_version(d.firmware, target):
         state = "current"
+    elif d.footage_safe is False:  # the session never reaches its update step
+        state, decision = "waiting", pol.Decision("wait", pol.FOOTAGE_NOT_SAFE)
     elif decision is not None:
         state = {"update": "updating", "wait": "waiting", "blocked": "blocked",
                  "none": "current"}[decision.action]
@@ -67,8 +72,17 @@ def status_report(docked: Sequence[DockedFacts], policies: Mapping[str, pol.Mode
 def docked_from_snapshots(snaps: Sequence[Mapping[str, object]]) -> list[DockedFacts]:
     """The identified recorders among the bays' session snapshots."""
     return [DockedFacts(str(s.get("bay") or ""), str(s["serial"]), str(s.get("model") or ""),
-                        str(s.get("firmware") or ""))
+                        str(s.get("firmware") or ""), _footage_safe(s))
             for s in snaps if s.get("serial") and not s.get("storage_only")]
+
+
+def _footage_safe(snap: Mapping[str, object]) -> bool | None:
+    result, faults = snap.get("offload_result"), snap.get("faults")
+    if not isinstance(result, Mapping):
+        return None
+    codes = [str(f.get("code")) for f in faults if isinstance(f, Mapping)] \
+        if isinstance(faults, list) else []
+    return pol.footage_safe(result, codes)
 
 
 PUBLIC_PROGRESS = ("to_version", "bytes_sent", "durable_offset", "size", "percent", "rate_bps",
