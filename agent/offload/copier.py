@@ -37,6 +37,7 @@ import blake3
 
 from agent import crashpoint
 from agent.offload.buffers import BufferPool
+from agent.offload.directio import PartialWriter
 from agent.offload.errors import (
     CopyStopped,
     SourceGoneError,
@@ -45,7 +46,7 @@ from agent.offload.errors import (
     StoreError,
     StoreFullError,
 )
-from agent.offload.journal import JournalEntry
+from agent.offload.pending import JournalEntry
 from agent.offload.walk import SourceFile, open_source
 from agent.store.durable import fsync_dir
 
@@ -86,6 +87,7 @@ class CopyJob:
     # A durable point also after this many seconds with unsynced data, whichever comes
     # first: a pull mid-file then resumes near where it stopped, however large `every`.
     fdatasync_interval_s: float = 2.0
+    direct: bool = True  # O_DIRECT store writes where the filesystem allows them
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +324,8 @@ class Copier:
             maxsize=max(1, self.job.depth - 2)
         )
         writer = threading.Thread(
-            target=self._write_loop, args=(q, out, offset), name="offload-writer", daemon=True
+            target=self._write_loop, args=(q, PartialWriter(out, direct=self.job.direct), offset),
+            name="offload-writer", daemon=True,
         )
         writer.start()
         # Never more than admission counted: a source that keeps growing (a recording
@@ -362,8 +365,10 @@ class Copier:
         return hasher, offset
 
     def _write_loop(
-        self, q: queue.Queue[tuple[mmap.mmap, int, bytes, int] | None], out: int, synced: int
+        self, q: queue.Queue[tuple[mmap.mmap, int, bytes, int] | None], writer: PartialWriter,
+        synced: int,
     ) -> None:
+        out = writer.fd
         every = self.job.fdatasync_every
         interval = self.job.fdatasync_interval_s
         pending = 0
@@ -375,11 +380,8 @@ class Copier:
             buf, n, digest, end = item
             try:
                 if self._writer_error is None:
-                    with memoryview(buf) as mv:
-                        done = 0
-                        while done < n:
-                            with mv[done:n] as view:  # released even when pwrite fails
-                                done += os.pwrite(out, view, end - n + done)
+                    with memoryview(buf) as mv, mv[:n] as view:  # released even on errors
+                        writer.write(view, end - n)
                     self.hooks.progress(n)
                     pending += n
                     if pending >= every or time.monotonic() - last_sync >= interval:

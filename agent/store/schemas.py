@@ -9,7 +9,7 @@ from agent.lifecycle import audit as lifecycle_audit
 from agent.lifecycle import register as lifecycle_register
 from agent.lifecycle import tags as lifecycle_tags
 from agent.mqtt import commands as mqtt_commands
-from agent.offload import journal as offload_journal
+from agent.offload import pending as offload_pending
 from agent.store import assignments, evidence, faults, ledger, outbox, recorder_history
 from agent.upload import queue as upload_queue
 
@@ -19,7 +19,7 @@ ALL_SCHEMAS: list[str] = [
     faults.SCHEMA,
     outbox.SCHEMA,
     assignments.SCHEMA,
-    offload_journal.SCHEMA,
+    offload_pending.SCHEMA,
     mqtt_commands.SCHEMA,
     recorder_history.SCHEMA,
     upload_queue.SCHEMA,
