@@ -18,7 +18,8 @@ from agent import crashpoint
 from agent.domain import DockingContext
 from agent.offload import pending
 from agent.offload.aftercommit import AfterCommit, Run
-from agent.offload.copier import Copier, CopyJob, CopyResult
+from agent.offload.copier import Copier
+from agent.offload.copyjob import CopyJob, CopyResult
 from agent.offload.errors import (
     CopyStopped,
     SourceGoneError,

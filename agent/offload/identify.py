@@ -10,9 +10,9 @@ import threading
 from collections.abc import Mapping
 
 from agent.offload import pending
-from agent.offload.copier import hash_fd
 from agent.offload.errors import OffloadError
 from agent.offload.items import Item
+from agent.offload.rehash import hash_fd
 from agent.offload.summary import FileProblem, OffloadSummary
 from agent.offload.times import RecordingTimes, decide
 from agent.offload.walk import SourceFile, open_source

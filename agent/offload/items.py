@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.offload.copier import CopyResult
+from agent.offload.copyjob import CopyResult
 from agent.offload.pending import JournalEntry
 from agent.offload.times import RecordingTimes
 from agent.offload.walk import SourceFile

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from agent.domain import DockingContext
 from agent.offload import pending
-from agent.offload.copier import CopyResult
+from agent.offload.copyjob import CopyResult
 from agent.offload.items import Item
 from agent.offload.pending import JournalEntry
 from agent.offload.workers import Plant

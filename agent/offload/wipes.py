@@ -12,10 +12,10 @@ from pathlib import Path
 
 from agent import crashpoint
 from agent.offload import pending
-from agent.offload.copier import verify_stored
 from agent.offload.identify import hash_source
 from agent.offload.items import Claim, Item
 from agent.offload.policy import Wiper
+from agent.offload.rehash import verify_stored
 from agent.offload.summary import FileProblem, OffloadSummary
 from agent.offload.walk import Scan, SourceFile
 from agent.offload.workers import Plant

@@ -13,8 +13,8 @@ from offload_helpers import check_store_invariants, ctx, make_file, make_footage
 
 from agent.offload import Offloader, pending
 from agent.offload.buffers import BufferPool
-from agent.offload.pending import JournalEntry
 from agent.offload.names import partial_name
+from agent.offload.pending import JournalEntry
 from agent.store.db import Database
 
 MiB = 1 << 20
