@@ -319,6 +319,8 @@ def _one_round(work: Path, roots: list[Path], case: Case, r: int) -> dict[str, A
         out["dropped"] = _drop_caches()
         out[key] = asyncio.run(_agent_run(work / "recorders", work / f"{key}{r}", c))
         shutil.rmtree(work / f"{key}{r}", ignore_errors=True)
+    # the agent's peak: read before this process lists files for the baselines
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for key, fn in (("cp", lambda d: _cp_run(roots, d)),
                     ("dd", lambda d: _dd_direct_run(roots, d)),
                     ("limit", lambda d: _write_limit_run(d, case.total))):
@@ -357,7 +359,7 @@ def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "loop_lag_max_ms": round(max(lags, default=0.0), 2),
         "idle_loop_lag_p99_ms": round(_percentile(
             [x for a in agent for x in a["idle_lags_ms"]], 0.99), 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(rounds[0]["rss_mb"], 1),  # the agent's runs of round 1
         "fairness": round(min(rates), 3) if rates else None,
         "recorders": case.recorders, "files_per_recorder": case.files,
         "size_mib": round(case.size / MIB, 4), "total_bytes": case.total,

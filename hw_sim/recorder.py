@@ -274,6 +274,7 @@ class VirtualRecorder:
             unplug=unplug, growing=[files[i].name for i in f.growing],
             grow_step=f.grow_step_bytes, unlistable=list(f.unlistable_dirs),
             unstatable=list(f.unstatable), on_unplug=self._fault_unplug,
+            rate=None if f.read_rate_mb_s is None else f.read_rate_mb_s * 1e6,
             on_eio=self.firmware.storage_fault,
         )
 
