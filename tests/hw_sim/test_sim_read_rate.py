@@ -11,9 +11,9 @@ import pytest
 from sim_helpers import OpenClient, StartRecorder, needs_fuse, small_spec
 from test_sim_faultfs import read_all, unlocked
 
-from hw_sim.errors import SimError
+from hw_sim.errors import SimError, SpecError
 from hw_sim.footage import content, footage_files
-from hw_sim.spec import Faults, SpecError
+from hw_sim.spec import Faults
 from hw_sim.storage import ReadPacer
 
 
