@@ -45,7 +45,7 @@ from agent.domain import DockingContext
 from agent.offload import pending
 from agent.offload.admission import Admitted, Promises
 from agent.offload.aftercommit import AfterCommit, Run
-from agent.offload.buffers import BufferPool
+from agent.offload.buffers import BufferPool, pool_shape
 from agent.offload.errors import OffloadError
 from agent.offload.filecopy import FileCopy, Source, StopOffload
 from agent.offload.identify import identify, plan, recording_times
@@ -117,10 +117,12 @@ class Offloader:
         tz: ZoneInfo,
     ) -> None:
         # One copy keeps at most `buffers` in flight; with several copies the pool (not the
-        # sum of their depths) bounds memory: enough for each to have one buffer plus one.
-        capacity = max(settings.buffers, settings.max_concurrent + 1)
+        # sum of their depths) bounds memory: enough for each to have one buffer plus one,
+        # in a budget that does not grow with the number of bays (see `pool_shape`).
+        size, capacity = pool_shape(settings.buffer_mib, settings.buffers,
+                                    settings.max_concurrent)
         self._plant = Plant(db, ledger, store_root, settings, deadline, tz,
-                            BufferPool(settings.buffer_mib << 20, capacity),
+                            BufferPool(size, capacity),
                             Workers(2 * settings.max_concurrent + 2))
         self._promises = Promises(self._plant)
         self._wipes = Wipes(self._plant)

@@ -201,3 +201,13 @@ async def test_stored_files_equal_their_source_at_every_tail_size(
         assert f.blake3_hex == blake3.blake3(data).hexdigest()
         assert (store / f.stored_relpath).read_bytes() == data
     check_store_invariants(db_path, store)
+
+
+def test_the_pool_budget_does_not_grow_with_the_number_of_bays() -> None:
+    from agent.offload.buffers import pool_shape
+
+    assert pool_shape(4, 4, 4) == (4 * MiB, 5)  # the defaults: unchanged
+    size, capacity = pool_shape(4, 4, 25)
+    assert capacity == 26 and size * capacity <= 20 * MiB
+    assert size % ALIGN == 0 and size >= 256 << 10
+    assert pool_shape(4, 8, 2) == (4 * MiB, 8)  # a deep single pipeline keeps its size
