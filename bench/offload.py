@@ -75,6 +75,8 @@ class Case:
     verify: bool
     interval_s: float  # offload.fdatasync_interval_s
     rate_mb_s: float | None = None  # each recorder's read rate (None: as fast as the disk)
+    baselines: bool = True  # also cp, dd and the write limit (off: the agent alone)
+    max_concurrent: int | None = None  # offload.max_concurrent (None: the default)
 
     @property
     def total(self) -> int:
@@ -108,7 +110,7 @@ def _drop_caches() -> bool:
     return True
 
 
-def _generate(base: Path, case: Case) -> list[Path]:
+def generate(base: Path, case: Case) -> list[Path]:
     out = subprocess.run(
         [sys.executable, "-c", _GENERATE, str(base), str(case.recorders), str(case.files),
          str(case.size)],
@@ -168,6 +170,8 @@ def _agent_deps(work: Path, case: Case) -> tuple[Any, Any, Any]:
     store.mkdir()
     offload = replace(OffloadSettings(), verify="always" if case.verify else "off",
                       fdatasync_interval_s=case.interval_s)
+    if case.max_concurrent is not None:
+        offload = replace(offload, max_concurrent=case.max_concurrent)
     offloader = Offloader(db, ledger, store, offload, HoursDeadline(24), ZoneInfo("UTC"))
     recorder = RecorderSettings()
     deps = SessionDeps(
@@ -209,7 +213,7 @@ async def _until_released(supervisor: Any, recorders: int, sim: subprocess.Popen
         await asyncio.sleep(0.05)
 
 
-async def _agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
+async def agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
     from agent.devices.events import DeviceEvent
     from agent.devices.sim_source import SimDeviceSource
     from agent.session.supervisor import BaySupervisor
@@ -258,6 +262,18 @@ async def _agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
             "files_stored": sum(int(r.get("stored", 0)) for r in results),
             "outcomes": sorted({str(r.get("outcome", r["state"])) for r in results}),
             "lags_ms": probe.lags, "idle_lags_ms": probe.idle, "bay_rates": rates}
+
+
+def _generate(base: Path, recorders: int, files: int, size: int) -> list[Path]:
+    """`generate` with the signature `bench.upload` calls."""
+    return generate(base, Case(recorders, files, size, False, 2.0))
+
+
+async def _agent_run(base: Path, recorders: int, files: int, size: int, work: Path,
+                     verify: bool, fdatasync_interval_s: float = 2.0) -> dict[str, Any]:
+    """`agent_run` with the signature `bench.upload` calls."""
+    return await agent_run(base, work, Case(recorders, files, size, verify,
+                                            fdatasync_interval_s))
 
 
 def _cpu_self() -> float:
@@ -317,10 +333,12 @@ def _one_round(work: Path, roots: list[Path], case: Case, r: int) -> dict[str, A
     out: dict[str, Any] = {}
     for key, c in (("agent", case), ("size_only", replace(case, interval_s=600.0))):
         out["dropped"] = _drop_caches()
-        out[key] = asyncio.run(_agent_run(work / "recorders", work / f"{key}{r}", c))
+        out[key] = asyncio.run(agent_run(work / "recorders", work / f"{key}{r}", c))
         shutil.rmtree(work / f"{key}{r}", ignore_errors=True)
     # the agent's peak: read before this process lists files for the baselines
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not case.baselines:
+        return out
     for key, fn in (("cp", lambda d: _cp_run(roots, d)),
                     ("dd", lambda d: _dd_direct_run(roots, d)),
                     ("limit", lambda d: _write_limit_run(d, case.total))):
@@ -332,42 +350,57 @@ def _one_round(work: Path, roots: list[Path], case: Case, r: int) -> dict[str, A
     return out
 
 
-def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+def _baseline_keys(case: Case, rounds: list[dict[str, Any]], agent_mb_s: float,
+                   cpu_per_gib: float) -> dict[str, Any]:
+    if not all("cp" in r for r in rounds):
+        return dict.fromkeys(("cp_sync_mb_s", "ratio", "dd_direct_mb_s", "write_limit_mb_s",
+                              "ratio_write_limit", "baseline_cpu_s_per_gib", "cpu_ratio"))
+
     def mb_s(seconds: list[float]) -> float:
         return case.total / statistics.median(seconds) / 1e6
 
-    agent = [r["agent"] for r in rounds]
-    agent_mb_s = mb_s([a["seconds"] for a in agent])
-    cp_mb_s = mb_s([r["cp"][0] for r in rounds])
-    limit_mb_s = mb_s([r["limit"] for r in rounds])
-    size_only_mb_s = mb_s([r["size_only"]["seconds"] for r in rounds])
+    cp_mb_s, limit_mb_s = mb_s([r["cp"][0] for r in rounds]), mb_s([r["limit"] for r in rounds])
     gib = case.total / (1 << 30)
-    cpu_per_gib = statistics.median(a["cpu_s"] for a in agent) / gib
     base = [r["cp"][1] + r["b3sum_cpu"] for r in rounds if r["b3sum_cpu"] is not None]
-    lags = [x for a in agent for x in a["lags_ms"]]
-    rates = [min(a["bay_rates"]) / max(a["bay_rates"]) for a in agent if a["bay_rates"]]
+    base_per_gib = statistics.median(base) / gib if base else None
     return {
-        "agent_mb_s": round(agent_mb_s, 1), "cp_sync_mb_s": round(cp_mb_s, 1),
-        "ratio": round(agent_mb_s / cp_mb_s, 3),
+        "cp_sync_mb_s": round(cp_mb_s, 1), "ratio": round(agent_mb_s / cp_mb_s, 3),
         "dd_direct_mb_s": round(mb_s([r["dd"] for r in rounds]), 1),
         "write_limit_mb_s": round(limit_mb_s, 1),
         "ratio_write_limit": round(agent_mb_s / limit_mb_s, 3),
+        "baseline_cpu_s_per_gib": None if base_per_gib is None else round(base_per_gib, 3),
+        "cpu_ratio": None if base_per_gib is None else round(cpu_per_gib / base_per_gib, 3),
+    }
+
+
+def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    agent = [r["agent"] for r in rounds]
+    agent_mb_s = case.total / statistics.median(a["seconds"] for a in agent) / 1e6
+    size_only_mb_s = case.total / statistics.median(
+        r["size_only"]["seconds"] for r in rounds) / 1e6
+    cpu_per_gib = statistics.median(a["cpu_s"] for a in agent) / (case.total / (1 << 30))
+    lags = [x for a in agent for x in a["lags_ms"]]
+    rates = [min(a["bay_rates"]) / max(a["bay_rates"]) for a in agent if a["bay_rates"]]
+    return {
+        "agent_mb_s": round(agent_mb_s, 1),
+        **_baseline_keys(case, rounds, agent_mb_s, cpu_per_gib),
         "cpu_s_per_gib": round(cpu_per_gib, 3),
-        "baseline_cpu_s_per_gib": round(statistics.median(base) / gib, 3) if base else None,
-        "cpu_ratio": round(cpu_per_gib / (statistics.median(base) / gib), 3) if base else None,
         "loop_lag_p99_ms": round(_percentile(lags, 0.99), 2),
         "loop_lag_max_ms": round(max(lags, default=0.0), 2),
         "idle_loop_lag_p99_ms": round(_percentile(
             [x for a in agent for x in a["idle_lags_ms"]], 0.99), 2),
         "peak_rss_mb": round(rounds[0]["rss_mb"], 1),  # the agent's runs of round 1
         "fairness": round(min(rates), 3) if rates else None,
+        "bay_mb_s_min_max": [round(min(a["bay_rates"]) / 1e6, 1) for a in agent[:1]]
+        + [round(max(a["bay_rates"]) / 1e6, 1) for a in agent[:1]],
         "recorders": case.recorders, "files_per_recorder": case.files,
         "size_mib": round(case.size / MIB, 4), "total_bytes": case.total,
-        "verify": "on" if case.verify else "off",
-        "recorder_rate_mb_s": case.rate_mb_s, "repeat": len(rounds),
+        "verify": "on" if case.verify else "off", "recorder_rate_mb_s": case.rate_mb_s,
+        "max_concurrent": case.max_concurrent, "repeat": len(rounds),
         "runs": [{"agent_seconds": round(r["agent"]["seconds"], 3),
-                  "cp_sync_seconds": round(r["cp"][0], 3), "dd_direct_seconds": round(r["dd"], 3),
-                  "write_limit_seconds": round(r["limit"], 3),
+                  "cp_sync_seconds": round(r["cp"][0], 3) if "cp" in r else None,
+                  "dd_direct_seconds": round(r["dd"], 3) if "dd" in r else None,
+                  "write_limit_seconds": round(r["limit"], 3) if "limit" in r else None,
                   "agent_cpu_s": round(r["agent"]["cpu_s"], 3),
                   "files_stored": r["agent"]["files_stored"],
                   "bytes_copied": r["agent"]["bytes"], "outcomes": r["agent"]["outcomes"]}
@@ -400,6 +433,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    " repeat also runs with size-based points only, to show their cost")
     p.add_argument("--recorder-rate-mb-s", type=float, default=None,
                    help="each simulated recorder reads at most this fast (USB 2.0: ~35)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="offload.max_concurrent (default: the setting's default)")
+    p.add_argument("--agent-only", action="store_true",
+                   help="skip the cp/dd/write-limit/b3sum baselines (their keys are null)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     return p.parse_args(argv)
 
@@ -408,11 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     size = args.size_kib * 1024 if args.size_kib is not None else args.size_mib * MIB
     case = Case(args.recorders, args.files, size, args.verify == "on",
-                args.fdatasync_interval_s, args.recorder_rate_mb_s)
+                args.fdatasync_interval_s, args.recorder_rate_mb_s, not args.agent_only,
+                args.max_concurrent)
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-offload-", dir=args.workdir or "/var/tmp"))
     try:
-        roots = _generate(work / "recorders", case)
+        roots = generate(work / "recorders", case)
         # Alternating runs, each from a cold page cache: a shared VM disk drifts a lot
         # between minutes, and alternation spreads that drift over every side evenly.
         rounds = [_one_round(work, roots, case, r) for r in range(max(1, args.repeat))]
