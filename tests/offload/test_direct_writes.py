@@ -211,3 +211,4 @@ def test_the_pool_budget_does_not_grow_with_the_number_of_bays() -> None:
     assert capacity == 26 and size * capacity <= 20 * MiB
     assert size % ALIGN == 0 and size >= 256 << 10
     assert pool_shape(4, 8, 2) == (4 * MiB, 8)  # a deep single pipeline keeps its size
+    assert pool_shape(1, 3, 4) == (MiB, 5)  # a few bays keep full-size buffers
