@@ -12,13 +12,13 @@ from agent.lifecycle import audit as lifecycle_audit
 from agent.lifecycle import register as lifecycle_register
 from agent.lifecycle import tags as lifecycle_tags
 from agent.mqtt import command_processor as mqtt_commands
-from agent.offload import journal as offload_journal
+from agent.offload import pending as offload_pending
 from agent.store.schemas import STORE_SCHEMAS
 from agent.upload import queue as upload_queue
 
 ALL_SCHEMAS: tuple[str, ...] = (
     *STORE_SCHEMAS,
-    offload_journal.SCHEMA,
+    offload_pending.SCHEMA,
     mqtt_commands.SCHEMA,
     upload_queue.SCHEMA,
     lifecycle_register.SCHEMA,

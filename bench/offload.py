@@ -1,7 +1,8 @@
-"""Offload throughput against `cp -r` + `sync` of the same files on the same filesystem.
+"""Offload throughput against the disk's own limits, on the same files and filesystem.
 
-    python -m bench.offload [--recorders N] [--files M] [--size-mib S] [--verify on|off]
-                            [--repeat R] [--workdir DIR] [--keep] --json
+    python -m bench.offload [--recorders N] [--files M] [--size-mib S | --size-kib K]
+                            [--verify on|off] [--recorder-rate-mb-s R] [--repeat R]
+                            [--workdir DIR] [--keep] --json
 
 Footage comes from the simulator's deterministic generator (`hw_sim.footage`), written
 by a child process so it neither warms this process nor inflates its peak RSS. The
@@ -14,6 +15,13 @@ the Offloader with Database + Ledger + evidence index, all recorders at once (de
 its recorder. Page caches are dropped before each run when running as root (`drop_caches`
 in the JSON says whether). Prints one JSON object; timings are facts to read, not
 pass/fail criteria.
+
+Baselines of the same round, same files: `cp -r` + `sync`; `dd bs=16M` with direct I/O on
+both sides, file after file (`dd_direct_mb_s`); the store's raw direct-write limit, the
+same byte count from /dev/zero with `oflag=direct` (`write_limit_mb_s`). CPU: the agent
+process's user+sys seconds per GiB over the offload (`cpu_s_per_gib`) against `b3sum` +
+`cp` of the same files (`cpu_ratio`; null without `b3sum`). `fairness` is the slowest
+bay's rate over the fastest's (each bay: bytes / time from the first plug to its release).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -58,16 +66,36 @@ def bench_spec(i: int, files: int, size: int) -> Any:
                                             start_ms=1_790_000_000_000))
 
 
-def _scenario(bays: list[str], files: int, size: int) -> str:
+@dataclass(frozen=True, slots=True)
+class Case:
+    """What one bench invocation measures."""
+
+    recorders: int
+    files: int
+    size: int  # bytes per file
+    verify: bool
+    interval_s: float  # offload.fdatasync_interval_s
+    rate_mb_s: float | None = None  # each recorder's read rate (None: as fast as the disk)
+    baselines: bool = True  # also cp, dd and the write limit (off: the agent alone)
+    max_concurrent: int | None = None  # offload.max_concurrent (None: the default)
+
+    @property
+    def total(self) -> int:
+        return self.recorders * self.files * self.size
+
+
+def _scenario(bays: list[str], case: Case) -> str:
     """A dock-sim scenario plugging every bench recorder 1.5 s in (after an idle baseline)."""
     lines = [f"[dock]\nbays = {json.dumps(bays)}\n"]
+    faults = ("" if case.rate_mb_s is None
+              else f"faults = {{ read_rate_mb_s = {case.rate_mb_s} }}\n")
     for i, bay in enumerate(bays):
-        spec = bench_spec(i, files, size)
+        spec = bench_spec(i, case.files, case.size)
         lines.append(
             f'[[recorder]]\nserial = "{spec.serial}"\n'
             f"storage_total_bytes = {spec.storage_total_bytes}\n"
-            f"footage = {{ count = {files}, size_bytes = {size}, seed = 7,"
-            f" start_ms = {spec.footage.start_ms} }}\n"
+            f"footage = {{ count = {case.files}, size_bytes = {case.size}, seed = 7,"
+            f" start_ms = {spec.footage.start_ms} }}\n{faults}"
         )
         lines.append(f'[[timeline]]\nat = 1.5\naction = "plug"\nbay = "{bay}"\n'
                      f'serial = "{spec.serial}"\n')
@@ -75,6 +103,8 @@ def _scenario(bays: list[str], files: int, size: int) -> str:
 
 
 def _drop_caches() -> bool:
+    if os.environ.get("BENCH_KEEP_CACHES"):  # the smoke test: leave the machine's caches
+        return False
     os.sync()
     try:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
@@ -83,9 +113,10 @@ def _drop_caches() -> bool:
     return True
 
 
-def _generate(base: Path, recorders: int, files: int, size: int) -> list[Path]:
+def generate(base: Path, case: Case) -> list[Path]:
     out = subprocess.run(
-        [sys.executable, "-c", _GENERATE, str(base), str(recorders), str(files), str(size)],
+        [sys.executable, "-c", _GENERATE, str(base), str(case.recorders), str(case.files),
+         str(case.size)],
         check=True, capture_output=True, text=True,
     )
     return [Path(line) for line in out.stdout.splitlines() if line.strip()]
@@ -98,19 +129,33 @@ def _percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def _agent_run(
-    base: Path, recorders: int, files: int, size: int, work: Path, verify: bool,
-    fdatasync_interval_s: float = 2.0,
-) -> dict[str, Any]:
+class _LagProbe:
+    """Event-loop lag: how late a 10 ms sleep wakes up, split at the first plug."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.idle: list[float] = []
+
+    def plugged(self) -> None:
+        self.idle.extend(self.lags)  # before the first plug: the machine alone
+        self.lags.clear()
+
+    async def run(self) -> None:
+        loop, period = asyncio.get_running_loop(), 0.01
+        while True:
+            t = loop.time()
+            await asyncio.sleep(period)
+            self.lags.append(max(0.0, loop.time() - t - period) * 1000)
+
+
+def _agent_deps(work: Path, case: Case) -> tuple[Any, Any, Any]:
+    """(database, offloader, session deps) of one agent run: the production classes."""
     from agent.compliance.deadlines import HoursDeadline
-    from agent.devices.events import DeviceEvent
-    from agent.devices.sim_source import SimDeviceSource
     from agent.mount.mounter import DirectoryMounter
     from agent.offload import Offloader
     from agent.schemas import ALL_SCHEMAS
     from agent.session.context import SessionDeps
     from agent.session.recorder_link import recorder_client_opener
-    from agent.session.supervisor import BaySupervisor
     from agent.settings import (
         AllowedDevice,
         ClockSettings,
@@ -128,8 +173,10 @@ async def _agent_run(
     ledger = Ledger("bench-dock")
     store = work / "store"
     store.mkdir()
-    offload = replace(OffloadSettings(), verify="always" if verify else "off",
-                      fdatasync_interval_s=fdatasync_interval_s)
+    offload = replace(OffloadSettings(), verify="always" if case.verify else "off",
+                      fdatasync_interval_s=case.interval_s)
+    if case.max_concurrent is not None:
+        offload = replace(offload, max_concurrent=case.max_concurrent)
     offloader = Offloader(db, ledger, store, offload, HoursDeadline(24), ZoneInfo("UTC"))
     recorder = RecorderSettings()
     # The simulated recorders go through the real allowlist, pairing and debounce.
@@ -142,29 +189,49 @@ async def _agent_run(
         fleet_secret=DEFAULT_FLEET_SECRET, dock_synchronised=lambda: True,
         open_link=recorder_client_opener(recorder),
     )
-    loop = asyncio.get_running_loop()
-    lags: list[float] = []
+    return db, offloader, deps
 
-    async def ticker() -> None:
-        period = 0.01
-        while True:
-            t = loop.time()
-            await asyncio.sleep(period)
-            lags.append(max(0.0, loop.time() - t - period) * 1000)
 
-    bays = [str(i) for i in range(recorders)]
+def _start_sim(base: Path, work: Path, case: Case) -> tuple[subprocess.Popen[bytes], Path]:
+    """The simulated dock is its own process, so this process's RSS and loop are the agent's."""
     socket_path = work / "sim.sock"
     scenario = work / "scenario.toml"
-    scenario.write_text(_scenario(bays, files, size))
-    # The simulated dock is its own process, so this process's RSS and loop are the agent's.
+    scenario.write_text(_scenario([str(i) for i in range(case.recorders)], case))
     sim = subprocess.Popen(
         [sys.executable, "-m", "hw_sim.cli", "--socket", str(socket_path), "--scenario",
          str(scenario), "--workdir", str(base)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    results: list[dict[str, Any]] = []
-    idle: list[float] = []
-    first_event: list[float] = []
+    return sim, socket_path
+
+
+async def _until_released(supervisor: Any, recorders: int, sim: subprocess.Popen[bytes],
+                          released: dict[str, float]) -> list[Any]:
+    """Wait until every bay's session has released (or failed); note when each did."""
+    while True:
+        snaps = supervisor.snapshot()
+        for snap in snaps:
+            if snap.state in ("released", "failed"):
+                released.setdefault(snap.bay, time.monotonic())
+        if len(snaps) == recorders and len(released) >= recorders:
+            return list(snaps)
+        if sim.poll() is not None:
+            err = sim.stderr.read().decode()[-2000:] if sim.stderr else ""
+            raise RuntimeError(f"dock-sim exited: {err}")
+        await asyncio.sleep(0.05)
+
+
+async def agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
+    from agent.devices.events import DeviceEvent
+    from agent.devices.sim_source import SimDeviceSource
+    from agent.session.supervisor import BaySupervisor
+
+    db, offloader, deps = _agent_deps(work, case)
+    probe = _LagProbe()
+    first: list[float] = []
+    released: dict[str, float] = {}
+    sim, socket_path = _start_sim(base, work, case)
+    cpu0 = _cpu_self()
     try:
         async with asyncio.TaskGroup() as tg:
             supervisor = BaySupervisor(deps, tg)
@@ -173,30 +240,16 @@ async def _agent_run(
             async def dispatch() -> None:
                 while True:
                     event = await events.get()
-                    if not first_event:
-                        first_event.append(time.monotonic())
-                        idle.extend(lags)  # before the first plug: the machine alone
-                        lags.clear()
+                    if not first:
+                        first.append(time.monotonic())
+                        probe.plugged()
                     await supervisor.handle(event)
 
             background = [tg.create_task(
-                SimDeviceSource(devices, socket_path).run(events.put_nowait)),
-                          tg.create_task(dispatch()), tg.create_task(ticker())]
-            while True:  # done when every bay's session has released (or failed)
-                snaps = supervisor.snapshot()
-                if len(snaps) == recorders and all(
-                        s.state in ("released", "failed") for s in snaps):
-                    break
-                if sim.poll() is not None:
-                    raise RuntimeError(f"dock-sim exited: {sim.stderr.read().decode()[-2000:]}"
-                                       if sim.stderr else "dock-sim exited")
-                await asyncio.sleep(0.05)
-            seconds = time.monotonic() - first_event[0]
-            for snap in snaps:
-                result: dict[str, Any] = {"state": snap.state}
-                if snap.offload_result is not None:
-                    result.update(snap.offload_result.as_record())
-                results.append(result)
+                SimDeviceSource(deps.devices, socket_path).run(events.put_nowait)),
+                          tg.create_task(dispatch()), tg.create_task(probe.run())]
+            snaps = await _until_released(supervisor, case.recorders, sim, released)
+            seconds, cpu = time.monotonic() - first[0], _cpu_self() - cpu0
             sim.terminate()  # unplugs every recorder; the sessions record their undocking
             while supervisor.snapshot():
                 await asyncio.sleep(0.05)
@@ -208,101 +261,210 @@ async def _agent_run(
         sim.wait()
     await offloader.close()
     db.close()
+    results = [{"state": s.state, "bay": s.bay,
+                **(s.offload_result.as_record() if s.offload_result is not None else {})}
+               for s in snaps]
+    rates = [int(r.get("bytes_copied", 0)) / max(1e-9, released[r["bay"]] - first[0])
+             for r in results if r["bay"] in released]
+    return {"seconds": seconds, "cpu_s": cpu,
+            "bytes": sum(int(r.get("bytes_copied", 0)) for r in results),
+            "files_stored": sum(int(r.get("stored", 0)) for r in results),
+            "outcomes": sorted({str(r.get("outcome", r["state"])) for r in results}),
+            "lags_ms": probe.lags, "idle_lags_ms": probe.idle, "bay_rates": rates}
+
+
+def _generate(base: Path, recorders: int, files: int, size: int) -> list[Path]:
+    """`generate` with the signature `bench.upload` calls."""
+    return generate(base, Case(recorders, files, size, False, 2.0))
+
+
+async def _agent_run(base: Path, recorders: int, files: int, size: int, work: Path,
+                     verify: bool, fdatasync_interval_s: float = 2.0) -> dict[str, Any]:
+    """`agent_run` with the signature `bench.upload` calls."""
+    return await agent_run(base, work, Case(recorders, files, size, verify,
+                                            fdatasync_interval_s))
+
+
+def _cpu_self() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _cpu_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _timed(cmds: list[list[str]]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of running `cmds` one after the other, then `sync`."""
+    t0, c0 = time.monotonic(), _cpu_children()
+    for cmd in [*cmds, ["sync"]]:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - t0, _cpu_children() - c0
+
+
+def _files(roots: list[Path]) -> list[Path]:
+    return sorted(p for root in roots for p in root.rglob("*") if p.is_file())
+
+
+def _cp_run(roots: list[Path], dest: Path) -> tuple[float, float]:
+    dest.mkdir()
+    return _timed([["cp", "-r", str(root), str(dest / f"r{i}")] for i, root in enumerate(roots)])
+
+
+def _dd_direct_run(roots: list[Path], dest: Path) -> float:
+    """The same files through `dd` with 16 MiB direct I/O on both sides, one after another."""
+    dest.mkdir()
+    return _timed([["dd", f"if={src}", f"of={dest / f'f{i}'}", "bs=16M", "iflag=direct",
+                    "oflag=direct", "status=none"] for i, src in enumerate(_files(roots))])[0]
+
+
+def _write_limit_run(dest: Path, total: int) -> float:
+    """The store's raw direct-write limit: the same number of bytes, `oflag=direct`."""
+    dest.mkdir()
+    count = max(1, -(-total // (16 * MIB)))
+    return _timed([["dd", "if=/dev/zero", f"of={dest / 'zero'}", "bs=16M", f"count={count}",
+                    "oflag=direct", "conv=fsync", "status=none"]])[0]
+
+
+def _b3sum_cpu(roots: list[Path]) -> float | None:
+    """CPU seconds of `b3sum` over the same files (None when b3sum is not installed)."""
+    if shutil.which("b3sum") is None:
+        return None
+    files = [str(f) for f in _files(roots)]
+    return sum(_timed([["b3sum", "--no-mmap", *files[i:i + 500]]])[1]
+               for i in range(0, len(files), 500))
+
+
+def _one_round(work: Path, roots: list[Path], case: Case, r: int) -> dict[str, Any]:
+    """Agent (both durable-point modes), cp + sync, dd direct and the write limit, each from
+    a cold page cache, in the same order every round."""
+    out: dict[str, Any] = {}
+    for key, c in (("agent", case), ("size_only", replace(case, interval_s=600.0))):
+        out["dropped"] = _drop_caches()
+        out[key] = asyncio.run(agent_run(work / "recorders", work / f"{key}{r}", c))
+        shutil.rmtree(work / f"{key}{r}", ignore_errors=True)
+    # the agent's peak: read before this process lists files for the baselines
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not case.baselines:
+        return out
+    for key, fn in (("cp", lambda d: _cp_run(roots, d)),
+                    ("dd", lambda d: _dd_direct_run(roots, d)),
+                    ("limit", lambda d: _write_limit_run(d, case.total))):
+        out["dropped"] = _drop_caches() and out["dropped"]
+        out[key] = fn(work / f"{key}{r}")
+        shutil.rmtree(work / f"{key}{r}", ignore_errors=True)
+    out["dropped"] = _drop_caches() and out["dropped"]
+    out["b3sum_cpu"] = _b3sum_cpu(roots)
+    return out
+
+
+def _baseline_keys(case: Case, rounds: list[dict[str, Any]], agent_mb_s: float,
+                   cpu_per_gib: float) -> dict[str, Any]:
+    if not all("cp" in r for r in rounds):
+        return dict.fromkeys(("cp_sync_mb_s", "ratio", "dd_direct_mb_s", "write_limit_mb_s",
+                              "ratio_write_limit", "baseline_cpu_s_per_gib", "cpu_ratio"))
+
+    def mb_s(seconds: list[float]) -> float:
+        return case.total / statistics.median(seconds) / 1e6
+
+    cp_mb_s, limit_mb_s = mb_s([r["cp"][0] for r in rounds]), mb_s([r["limit"] for r in rounds])
+    gib = case.total / (1 << 30)
+    base = [r["cp"][1] + r["b3sum_cpu"] for r in rounds if r["b3sum_cpu"] is not None]
+    base_per_gib = statistics.median(base) / gib if base else None
     return {
-        "seconds": seconds,
-        "bytes": sum(int(r.get("bytes_copied", 0)) for r in results),
-        "files_stored": sum(int(r.get("stored", 0)) for r in results),
-        "outcomes": sorted({str(r.get("outcome", r["state"])) for r in results}),
-        "lags_ms": lags,
-        "idle_lags_ms": idle,
+        "cp_sync_mb_s": round(cp_mb_s, 1), "ratio": round(agent_mb_s / cp_mb_s, 3),
+        "dd_direct_mb_s": round(mb_s([r["dd"] for r in rounds]), 1),
+        "write_limit_mb_s": round(limit_mb_s, 1),
+        "ratio_write_limit": round(agent_mb_s / limit_mb_s, 3),
+        "baseline_cpu_s_per_gib": None if base_per_gib is None else round(base_per_gib, 3),
+        "cpu_ratio": None if base_per_gib is None else round(cpu_per_gib / base_per_gib, 3),
     }
 
 
-def _cp_run(roots: list[Path], dest: Path) -> float:
-    dest.mkdir()
-    t0 = time.monotonic()
-    for i, root in enumerate(roots):
-        subprocess.run(["cp", "-r", str(root), str(dest / f"r{i}")], check=True)
-    subprocess.run(["sync"], check=True)
-    return time.monotonic() - t0
+def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    agent = [r["agent"] for r in rounds]
+    agent_mb_s = case.total / statistics.median(a["seconds"] for a in agent) / 1e6
+    size_only_mb_s = case.total / statistics.median(
+        r["size_only"]["seconds"] for r in rounds) / 1e6
+    cpu_per_gib = statistics.median(a["cpu_s"] for a in agent) / (case.total / (1 << 30))
+    lags = [x for a in agent for x in a["lags_ms"]]
+    rates = [min(a["bay_rates"]) / max(a["bay_rates"]) for a in agent if a["bay_rates"]]
+    return {
+        "agent_mb_s": round(agent_mb_s, 1),
+        **_baseline_keys(case, rounds, agent_mb_s, cpu_per_gib),
+        "cpu_s_per_gib": round(cpu_per_gib, 3),
+        "loop_lag_p99_ms": round(_percentile(lags, 0.99), 2),
+        "loop_lag_max_ms": round(max(lags, default=0.0), 2),
+        "idle_loop_lag_p99_ms": round(_percentile(
+            [x for a in agent for x in a["idle_lags_ms"]], 0.99), 2),
+        "peak_rss_mb": round(rounds[0]["rss_mb"], 1),  # the agent's runs of round 1
+        "fairness": round(min(rates), 3) if rates else None,
+        "bay_mb_s_min_max": [round(min(a["bay_rates"]) / 1e6, 1) for a in agent[:1]]
+        + [round(max(a["bay_rates"]) / 1e6, 1) for a in agent[:1]],
+        "recorders": case.recorders, "files_per_recorder": case.files,
+        "size_mib": round(case.size / MIB, 4), "total_bytes": case.total,
+        "verify": "on" if case.verify else "off", "recorder_rate_mb_s": case.rate_mb_s,
+        "max_concurrent": case.max_concurrent, "repeat": len(rounds),
+        "runs": [{"agent_seconds": round(r["agent"]["seconds"], 3),
+                  "cp_sync_seconds": round(r["cp"][0], 3) if "cp" in r else None,
+                  "dd_direct_seconds": round(r["dd"], 3) if "dd" in r else None,
+                  "write_limit_seconds": round(r["limit"], 3) if "limit" in r else None,
+                  "agent_cpu_s": round(r["agent"]["cpu_s"], 3),
+                  "files_stored": r["agent"]["files_stored"],
+                  "bytes_copied": r["agent"]["bytes"], "outcomes": r["agent"]["outcomes"]}
+                 for r in rounds],
+        "drop_caches": (all(r["dropped"] for r in rounds)
+                        or "not root: page caches not dropped"),
+        "cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
+        # time-based durable points: agent_mb_s is with them, this without (their cost)
+        "fdatasync_interval_s": case.interval_s,
+        "size_only_durable_points_mb_s": round(size_only_mb_s, 1),
+        "durable_points_cost": round(1 - agent_mb_s / size_only_mb_s, 3),
+    }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--recorders", type=int, default=1)
     p.add_argument("--files", type=int, default=4)
     p.add_argument("--size-mib", type=int, default=512)
+    p.add_argument("--size-kib", type=int, default=None,
+                   help="file size in KiB (overrides --size-mib; for many small files)")
     p.add_argument("--verify", choices=["on", "off"], default="off")
     p.add_argument("--repeat", type=int, default=3,
-                   help="alternate agent and cp runs this many times; medians are reported")
+                   help="alternate agent and baseline runs this many times; medians are reported")
     p.add_argument("--workdir", type=Path, default=None,
                    help="scratch directory on the filesystem to measure (default /var/tmp)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--fdatasync-interval-s", type=float, default=2.0,
                    help="time-based durable points (offload.fdatasync_interval_s); each"
                    " repeat also runs with size-based points only, to show their cost")
+    p.add_argument("--recorder-rate-mb-s", type=float, default=None,
+                   help="each simulated recorder reads at most this fast (USB 2.0: ~35)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="offload.max_concurrent (default: the setting's default)")
+    p.add_argument("--agent-only", action="store_true",
+                   help="skip the cp/dd/write-limit/b3sum baselines (their keys are null)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    size = args.size_kib * 1024 if args.size_kib is not None else args.size_mib * MIB
+    case = Case(args.recorders, args.files, size, args.verify == "on",
+                args.fdatasync_interval_s, args.recorder_rate_mb_s, not args.agent_only,
+                args.max_concurrent)
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-offload-", dir=args.workdir or "/var/tmp"))
-    total = args.recorders * args.files * args.size_mib * MIB
     try:
-        roots = _generate(work / "recorders", args.recorders, args.files, args.size_mib * MIB)
-        agent_s: list[float] = []
-        size_only_s: list[float] = []
-        cp_s: list[float] = []
-        lags: list[float] = []
-        idle: list[float] = []
-        dropped = True
-        runs: list[dict[str, Any]] = []
+        roots = generate(work / "recorders", case)
         # Alternating runs, each from a cold page cache: a shared VM disk drifts a lot
-        # between minutes, and alternation spreads that drift over both sides evenly.
-        for r in range(max(1, args.repeat)):
-            dropped = _drop_caches() and dropped
-            agent = asyncio.run(_agent_run(work / "recorders", args.recorders, args.files,
-                                           args.size_mib * MIB, work / f"agent{r}",
-                                           args.verify == "on", args.fdatasync_interval_s))
-            shutil.rmtree(work / f"agent{r}", ignore_errors=True)
-            dropped = _drop_caches() and dropped
-            size_only = asyncio.run(_agent_run(
-                work / "recorders", args.recorders, args.files, args.size_mib * MIB,
-                work / f"size-only{r}", args.verify == "on", 600.0))
-            shutil.rmtree(work / f"size-only{r}", ignore_errors=True)
-            size_only_s.append(size_only["seconds"])
-            dropped = _drop_caches() and dropped
-            cp_seconds = _cp_run(roots, work / f"cp{r}")
-            shutil.rmtree(work / f"cp{r}", ignore_errors=True)
-            agent_s.append(agent["seconds"])
-            cp_s.append(cp_seconds)
-            lags += agent["lags_ms"]
-            idle += agent["idle_lags_ms"]
-            runs.append({"agent_seconds": round(agent["seconds"], 3),
-                         "cp_sync_seconds": round(cp_seconds, 3),
-                         "files_stored": agent["files_stored"],
-                         "bytes_copied": agent["bytes"], "outcomes": agent["outcomes"]})
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        agent_mb_s = total / statistics.median(agent_s) / 1e6
-        cp_mb_s = total / statistics.median(cp_s) / 1e6
-        size_only_mb_s = total / statistics.median(size_only_s) / 1e6
-        result = {
-            "agent_mb_s": round(agent_mb_s, 1),
-            "cp_sync_mb_s": round(cp_mb_s, 1),
-            "ratio": round(agent_mb_s / cp_mb_s, 3),
-            "loop_lag_p99_ms": round(_percentile(lags, 0.99), 2),
-            "loop_lag_max_ms": round(max(lags, default=0.0), 2),
-            "idle_loop_lag_p99_ms": round(_percentile(idle, 0.99), 2),
-            "peak_rss_mb": round(peak_rss_mb, 1),
-            "recorders": args.recorders, "files_per_recorder": args.files,
-            "size_mib": args.size_mib, "total_bytes": total, "verify": args.verify,
-            "repeat": len(runs), "runs": runs,
-            "drop_caches": dropped if dropped else "not root: page caches not dropped",
-            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-            "cpus": os.cpu_count(),
-            # time-based durable points: agent_mb_s is with them, this without (their cost)
-            "fdatasync_interval_s": args.fdatasync_interval_s,
-            "size_only_durable_points_mb_s": round(size_only_mb_s, 1),
-            "durable_points_cost": round(1 - agent_mb_s / size_only_mb_s, 3),
-        }
+        # between minutes, and alternation spreads that drift over every side evenly.
+        rounds = [_one_round(work, roots, case, r) for r in range(max(1, args.repeat))]
+        result = _summary(case, rounds)
+        result.update(loadavg_before=load_before, loadavg_after=os.getloadavg())
         print(json.dumps(result))
     finally:
         if not args.keep:

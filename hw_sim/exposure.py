@@ -58,7 +58,8 @@ class StorageExposure:
     def _fuse_faults_active(self) -> bool:
         f = self._faults()
         unplug = f.unplug_at is not None and not (self.storage.dir / UNPLUG_FIRED).exists()
-        return bool(f.eio_at or f.growing or unplug or f.unlistable_dirs or f.unstatable)
+        return bool(f.eio_at or f.growing or unplug or f.unlistable_dirs or f.unstatable
+                    or f.read_rate_mb_s is not None)
 
     def switch(self, on: bool) -> None:
         """Called inside a SetMassStorage command."""
@@ -125,6 +126,7 @@ class StorageExposure:
             unplug=unplug, growing=[files[i].name for i in f.growing],
             grow_step=f.grow_step_bytes, unlistable=list(f.unlistable_dirs),
             unstatable=list(f.unstatable), on_unplug=self._fault_unplug, on_eio=self._on_eio,
+            rate=None if f.read_rate_mb_s is None else f.read_rate_mb_s * 1e6,
         )
 
     def _fault_unplug(self) -> None:

@@ -16,6 +16,8 @@ starts and unmounts it. Faults:
     with every read until the whole file is visible.
   - unlistable directory: listing it fails with EACCES (its own attributes are fine).
   - unstatable entry: looking up its attributes fails with EIO.
+  - read rate: every read waits its turn so the storage delivers at most `rate` bytes/s
+    (a recorder's USB 2.0 link; `hw_sim.storage.ReadPacer`).
 Files are opened with direct_io so every application read reaches this process unchanged
 (no page cache, no readahead hiding the fault offsets).
 """
@@ -33,6 +35,8 @@ import threading
 from typing import Any
 
 import mfusepy
+
+from hw_sim.storage import ReadPacer
 
 ReadDirResult = list[str]
 
@@ -57,6 +61,8 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
         self.unstatable = {os.fsencode(p).strip(b"/") for p in config.get("unstatable", [])}
         self.gone = False
         self.lock = threading.Lock()
+        rate = config.get("rate")
+        self.pacer = ReadPacer(float(rate)) if rate else None
 
     # --- helpers ------------------------------------------------------------------------
     def _full(self, rel: bytes) -> bytes:
@@ -155,7 +161,10 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
                 end = min(end, at)
         if end <= offset:
             return b""
-        return os.pread(fh, end - offset, offset)
+        data = os.pread(fh, end - offset, offset)
+        if self.pacer is not None:
+            self.pacer.pace(len(data))
+        return data
 
     def release(self, path: str, fh: int) -> int:
         os.close(fh)

@@ -90,6 +90,7 @@ class FaultMount:
         grow_step: int = 65536,
         unlistable: list[str] | None = None,
         unstatable: list[str] | None = None,
+        rate: float | None = None,
         on_unplug: Callable[[], None] | None = None,
         on_eio: Callable[[bytes, int], None] | None = None,
     ) -> None:
@@ -105,6 +106,7 @@ class FaultMount:
             "grow_step": grow_step,
             "unlistable": list(unlistable or []),
             "unstatable": list(unstatable or []),
+            "rate": rate,  # bytes/s the storage delivers at most (None: unlimited)
         }
         self._on_unplug = on_unplug
         self._on_eio = on_eio

@@ -102,6 +102,7 @@ class Faults:
     # paths relative to the storage root (e.g. "DCIM/101"): listing them fails (EACCES)
     unlistable_dirs: tuple[str, ...] = ()
     unstatable: tuple[str, ...] = ()  # paths whose lstat fails (EIO)
+    read_rate_mb_s: float | None = None  # the storage reads no faster (USB 2.0: 30-42)
 
     def __post_init__(self) -> None:
         unknown = set(self.silent_commands) - LINK_COMMANDS
@@ -117,6 +118,8 @@ class Faults:
             raise SpecError(f"clock_set must be ok, error or ignored, not {self.clock_set!r}")
         if self.grow_step_bytes <= 0:
             raise SpecError("grow_step_bytes must be positive")
+        if self.read_rate_mb_s is not None and not self.read_rate_mb_s > 0:
+            raise SpecError("read_rate_mb_s must be positive")
         for _, start, end in self.listed_times:
             if not (0 <= start < 2**63 and 0 <= end < 2**63):
                 raise SpecError("listed times must fit the protocol (0..2**63-1 ms)")
@@ -129,7 +132,8 @@ class Faults:
     @property
     def needs_fuse(self) -> bool:
         return bool(self.eio_at or self.unplug_at is not None or self.growing
-                    or self.unlistable_dirs or self.unstatable)
+                    or self.unlistable_dirs or self.unstatable
+                    or self.read_rate_mb_s is not None)
 
 
 SIM_USB_VID = "1209"  # the simulated recorders' default USB vendor and product id

@@ -18,6 +18,9 @@ import json
 import os
 import shutil
 import stat
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +57,30 @@ class Entry:
     size: int
     start_ms: int
     end_ms: int
+
+
+class ReadPacer:
+    """A recorder's read rate limit (its USB 2.0 link: 30-42 MB/s): every read of the
+    storage waits for its turn so the bytes leave no faster than `rate` bytes/s in total,
+    however many readers share the device. Thread-safe; used by the FUSE view."""
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate <= 0:
+            raise SimError("a read rate must be positive")
+        self.rate = rate
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._free_at = 0.0  # when the link has sent everything asked of it so far
+
+    def pace(self, nbytes: int) -> None:
+        """Block until `nbytes` more bytes may have crossed the link."""
+        with self._lock:
+            now = self._clock()
+            self._free_at = max(self._free_at, now) + nbytes / self.rate
+            wait = self._free_at - now
+        if wait > 0:
+            self._sleep(wait)
 
 
 def hostile_entries(*, as_root: bool | None = None) -> list[HostileEntry]:

@@ -2,7 +2,7 @@
 
 from agent.offload.engine import Offloader
 from agent.offload.errors import OffloadError
-from agent.offload.journal import SCHEMA
+from agent.offload.pending import SCHEMA
 from agent.offload.policy import DeadlinePolicy, Wiper
 from agent.offload.summary import FileProblem, OffloadProgress, OffloadSummary, Outcome, StoredFile
 

@@ -6,6 +6,12 @@ chunk a copy reads needs a buffer, waiting copies are served strictly first-come
 first-served, and a copy asks again for each chunk - so when offloads compete, their
 chunks interleave round-robin and each gets an equal share of the disk bandwidth, while
 the total memory is bounded by the pool's capacity. Buffers are created lazily.
+
+The pool's memory does not grow with the number of bays: up to `FULL_COPIES` copies at
+once (or one copy's `buffers`) every buffer has `buffer_mib`; when more copies run at once,
+each buffer is made smaller instead of adding memory (`pool_shape`). Recorders on USB
+2.0 (30-42 MB/s each) gain nothing from large chunks; the disk still gets large writes
+in total because many copies write at once.
 """
 
 from __future__ import annotations
@@ -14,6 +20,21 @@ import contextlib
 import mmap
 import threading
 from collections import deque
+
+MIN_BUFFER = 256 << 10
+CHUNK = 64 << 10  # buffer sizes are multiples of this (page- and direct-I/O aligned)
+
+
+FULL_COPIES = 4  # up to this many copies at once, every buffer keeps its configured size
+
+
+def pool_shape(buffer_mib: int, buffers: int, max_concurrent: int) -> tuple[int, int]:
+    """(buffer size, capacity) of the shared pool: one buffer plus one for each copy that
+    may run, in a memory budget that does not grow with the number of copies."""
+    capacity = max(buffers, max_concurrent + 1)
+    budget = (buffer_mib << 20) * (max(buffers, FULL_COPIES) + 1)
+    size = min(buffer_mib << 20, budget // capacity // CHUNK * CHUNK)
+    return max(MIN_BUFFER, size), capacity
 
 
 class BufferPool:

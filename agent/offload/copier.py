@@ -22,148 +22,27 @@ docking. No source can make a copy eat the disk's reserve.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import mmap
 import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 import blake3
 
 from agent import crashpoint
 from agent.offload.buffers import BufferPool
-from agent.offload.errors import (
-    CopyStopped,
-    SourceGoneError,
-    SourceReadError,
-    StoreConflictError,
-    StoreError,
-    StoreFullError,
-)
-from agent.offload.journal import JournalEntry
-from agent.offload.walk import SourceFile, open_source
+from agent.offload.copyjob import CopyHooks, CopyJob, CopyResult, store_error
+from agent.offload.directio import PartialWriter
+from agent.offload.errors import CopyStopped, SourceGoneError, SourceReadError
+from agent.offload.rehash import drop_cache
+from agent.offload.resume import INSTALLED, Opened, try_resume
+from agent.offload.walk import open_source
 from agent.store.durable import fsync_dir
 
 GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno.ENOTCONN})
-FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _STOP = None
-_INSTALLED = -1  # pseudo fd: the complete file is already under its final name
-
-
-class CopyHooks(Protocol):
-    """Callbacks from the copy threads (they must be thread-safe)."""
-
-    def reset(self, source_size: int, source_mtime_ns: int) -> None:
-        """The partial is about to be started from zero for a source with this identity;
-        forget any durable prefix."""
-
-    def durable(self, length: int, digest: bytes, complete: bool) -> None:
-        """`length` bytes of the partial are on disk; their BLAKE3 is `digest`."""
-
-    def progress(self, nbytes: int) -> None:
-        """`nbytes` more bytes were copied."""
-
-    def resumed(self, nbytes: int) -> None:
-        """`nbytes` of the file were taken over from a verified earlier copy."""
-
-
-@dataclass(frozen=True, slots=True)
-class CopyJob:
-    source_root: bytes
-    source_dev: int  # st_dev of the storage root when the offload began
-    source: SourceFile
-    partial: Path
-    final: Path
-    resume: JournalEntry | None
-    fdatasync_every: int
-    read_retries: int
-    depth: int  # copy buffers in flight for this file
-    # A durable point also after this many seconds with unsynced data, whichever comes
-    # first: a pull mid-file then resumes near where it stopped, however large `every`.
-    fdatasync_interval_s: float = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class CopyResult:
-    size: int
-    digest: bytes
-    changed: str | None  # why the source is considered changed during the copy, if it is
-    resumed_from: int  # bytes taken over from a verified durable partial
-    restart_reason: str | None  # why a journalled partial was discarded, if one was
-    installed: bool = False  # already renamed to its final name by an interrupted run
-
-
-def _store_error(exc: OSError, what: str) -> StoreError:
-    if exc.errno in FULL_ERRNOS:
-        return StoreFullError(f"evidence disk full while {what}")
-    return StoreError(f"cannot write the evidence store while {what}: {exc}")
-
-
-def _drop_cache(fd: int, offset: int, length: int) -> None:
-    with contextlib.suppress(OSError):  # advice only
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-
-
-def _read_ahead(fd: int, offset: int, length: int) -> None:
-    with contextlib.suppress(OSError):  # only a hint
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
-
-
-def hash_fd(fd: int, pool: BufferPool, stop: threading.Event, length: int | None = None) -> tuple[
-    blake3.blake3, int
-]:
-    """BLAKE3 of the first `length` bytes of `fd` (all when None), read from offset 0."""
-    hasher = blake3.blake3()
-    buf = pool.acquire(stop)
-    if buf is None:
-        raise CopyStopped("stopped")
-    done = 0
-    try:
-        with memoryview(buf) as mv:
-            while length is None or done < length:
-                if stop.is_set():
-                    raise CopyStopped("stopped")
-                want = len(mv) if length is None else min(len(mv), length - done)
-                with mv[:want] as part:
-                    n = os.preadv(fd, [part], done)
-                if n == 0:
-                    break
-                # Start reading the next chunk in the kernel while this one is hashed, so
-                # a cold re-read (verify, resume) keeps the disk busy instead of alternating.
-                _read_ahead(fd, done + n, len(mv))
-                with mv[:n] as chunk:
-                    hasher.update(chunk)
-                done += n
-    finally:
-        pool.release(buf)
-    return hasher, done
-
-
-def verify_stored(
-    path: Path, size: int, digest: bytes, pool: BufferPool, stop: threading.Event
-) -> tuple[bool, str]:
-    """Re-read a stored file from the disk (cache dropped first) and compare its hash."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        return False, f"cannot open stored file: {exc.strerror}"
-    try:
-        _drop_cache(fd, 0, 0)
-        hasher, n = hash_fd(fd, pool, stop)
-    except OSError as exc:
-        return False, f"cannot read stored file: {exc.strerror}"
-    finally:
-        os.close(fd)
-    if n != size:
-        return False, f"stored size {n} != recorded {size}"
-    if hasher.digest() != digest:
-        return False, f"stored BLAKE3 {hasher.hexdigest()} != recorded {digest.hex()}"
-    return True, "re-read from disk; BLAKE3 matches"
 
 
 def _pread_checked(fd: int, buf: mmap.mmap, offset: int, want: int) -> int:
@@ -205,7 +84,7 @@ class Copier:
             st0 = os.fstat(src)
             identity = (st0.st_size, st0.st_mtime_ns)
             out, offset, hasher, restart, complete = self._prepare(identity)
-            installed = out == _INSTALLED
+            installed = out == INSTALLED
             try:
                 if not complete:
                     hasher, offset = self._pump(src, out, offset, hasher)
@@ -234,7 +113,7 @@ class Copier:
 
     def _prepare(
         self, identity: tuple[int, int]
-    ) -> tuple[int, int, blake3.blake3, str | None, bool]:
+    ) -> Opened:
         """Open the partial: (fd, offset, hasher, restart_reason, already_complete)."""
         r = self.job.resume
         reason: str | None = None
@@ -242,7 +121,7 @@ class Copier:
             if (r.source_size, r.source_mtime_ns) != identity:
                 reason = "source changed since the interrupted copy"
             else:
-                got = self._try_resume(r)
+                got = try_resume(self.job, r, self.pool, self.stop, self.hooks)
                 if isinstance(got, str):
                     reason = got
                 else:
@@ -255,62 +134,8 @@ class Copier:
             out = os.open(self.job.partial, flags, 0o600)
             fsync_dir(self.job.partial.parent)  # so a journalled partial survives power loss
         except OSError as exc:
-            raise _store_error(exc, "creating the partial file") from exc
+            raise store_error(exc, "creating the partial file") from exc
         return out, 0, blake3.blake3(), reason, False
-
-    def _try_resume(
-        self, r: JournalEntry
-    ) -> tuple[int, int, blake3.blake3, str | None, bool] | str:
-        mode = os.O_RDONLY if r.complete else os.O_RDWR
-        try:
-            if not r.complete:  # a crash between fchmod 0444 and the journal update
-                self.job.partial.chmod(0o600)
-            out = os.open(self.job.partial, mode | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if r.complete:
-                return self._check_installed(r)
-            return "partial file missing"
-        except OSError as exc:
-            raise _store_error(exc, "opening the partial file") from exc
-        try:
-            if os.fstat(out).st_size < r.durable_len:
-                os.close(out)
-                return "partial shorter than its journalled durable length"
-            _drop_cache(out, 0, 0)  # re-hash what the disk holds, not what the cache holds
-            hasher, n = hash_fd(out, self.pool, self.stop, r.durable_len)
-            if n != r.durable_len or hasher.digest() != r.prefix_blake3:
-                os.close(out)
-                return "partial prefix does not match its journalled BLAKE3"
-            if not r.complete:
-                os.ftruncate(out, r.durable_len)  # bytes past the durable point are untrusted
-        except OSError as exc:
-            os.close(out)
-            raise _store_error(exc, "resuming the partial file") from exc
-        except BaseException:
-            os.close(out)
-            raise
-        self.hooks.resumed(r.durable_len)
-        return out, r.durable_len, hasher, None, r.complete
-
-    def _check_installed(
-        self, r: JournalEntry
-    ) -> tuple[int, int, blake3.blake3, str | None, bool] | str:
-        """A crash after the rename but before the commit: re-hash the installed file."""
-        try:
-            fd = os.open(self.job.final, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return "partial file missing"
-        try:
-            _drop_cache(fd, 0, 0)
-            hasher, n = hash_fd(fd, self.pool, self.stop)
-        finally:
-            os.close(fd)
-        if n != r.durable_len or hasher.digest() != r.prefix_blake3:
-            raise StoreConflictError(
-                f"{self.job.final} exists uncommitted and does not match its journal; left alone"
-            )
-        self.hooks.resumed(n)
-        return _INSTALLED, n, hasher, None, True
 
     # -- the pipeline ---------------------------------------------------------------------
 
@@ -322,7 +147,8 @@ class Copier:
             maxsize=max(1, self.job.depth - 2)
         )
         writer = threading.Thread(
-            target=self._write_loop, args=(q, out, offset), name="offload-writer", daemon=True
+            target=self._write_loop, args=(q, PartialWriter(out, direct=self.job.direct), offset),
+            name="offload-writer", daemon=True,
         )
         writer.start()
         # Never more than admission counted: a source that keeps growing (a recording
@@ -350,20 +176,22 @@ class Copier:
                     hasher.update(chunk)
                 offset += n
                 q.put((buf, n, hasher.digest(), offset))
-                _drop_cache(src, offset - n, n)
+                drop_cache(src, offset - n, n)
         finally:
             q.put(_STOP)
             writer.join()
         if self._writer_error is not None:
             err = self._writer_error
             if isinstance(err, OSError):
-                raise _store_error(err, "writing the partial file") from err
+                raise store_error(err, "writing the partial file") from err
             raise err
         return hasher, offset
 
     def _write_loop(
-        self, q: queue.Queue[tuple[mmap.mmap, int, bytes, int] | None], out: int, synced: int
+        self, q: queue.Queue[tuple[mmap.mmap, int, bytes, int] | None], writer: PartialWriter,
+        synced: int,
     ) -> None:
+        out = writer.fd
         every = self.job.fdatasync_every
         interval = self.job.fdatasync_interval_s
         pending = 0
@@ -375,16 +203,13 @@ class Copier:
             buf, n, digest, end = item
             try:
                 if self._writer_error is None:
-                    with memoryview(buf) as mv:
-                        done = 0
-                        while done < n:
-                            with mv[done:n] as view:  # released even when pwrite fails
-                                done += os.pwrite(out, view, end - n + done)
+                    with memoryview(buf) as mv, mv[:n] as view:  # released even on errors
+                        writer.write(view, end - n)
                     self.hooks.progress(n)
                     pending += n
                     if pending >= every or time.monotonic() - last_sync >= interval:
                         os.fdatasync(out)
-                        _drop_cache(out, synced, end - synced)
+                        drop_cache(out, synced, end - synced)
                         self.hooks.durable(end, digest, False)
                         crashpoint.reached("copy_synced")
                         synced, pending = end, 0
@@ -399,8 +224,8 @@ class Copier:
             os.fchmod(out, 0o444)
             os.fsync(out)
         except OSError as exc:
-            raise _store_error(exc, "flushing the partial file") from exc
-        _drop_cache(out, 0, 0)
+            raise store_error(exc, "flushing the partial file") from exc
+        drop_cache(out, 0, 0)
         self.hooks.durable(size, digest, True)
         crashpoint.reached("copy_complete")
 

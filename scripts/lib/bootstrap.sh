@@ -12,7 +12,7 @@ APT_PACKAGES=(python3 python3-venv mosquitto mosquitto-clients fuse3 dosfstools
               mtools util-linux systemd
               ceph-mon ceph-osd radosgw ceph-common chromium fonts-wqy-microhei)
 # Only the test command needs these (lint, signature checks, headless pages): the demo never installs them.
-TEST_APT_PACKAGES=(shellcheck openssl poppler-utils)
+TEST_APT_PACKAGES=(shellcheck openssl poppler-utils b3sum)
 # Only the HIL machine needs these (a guest disk that loses unflushed writes).
 HIL_APT_PACKAGES=(nbdkit)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import blake3
 
-from agent.offload import Offloader, journal
+from agent.offload import Offloader, pending
 from agent.offload.buffers import BufferPool
-from agent.offload.journal import JournalEntry
 from agent.offload.names import partial_name
+from agent.offload.pending import JournalEntry
 from agent.store.db import Database
 
 from .offload_helpers import check_store_invariants, ctx, make_file, make_footage, rows
@@ -106,7 +106,7 @@ async def test_orphan_partials_removed_claimed_kept(
     claimed.write_bytes(b"resumable")
     rel = "U-3/RC000001/O-17/2026-09-21/"
     entry = JournalEntry("RC000009", b"DCIM/X.MP4", rel + "X.MP4", rel + claimed_name, 100, 1)
-    await db.write(lambda c: journal.put(c, entry))
+    await db.write(lambda c: pending.put(c, entry))
     make_footage(source, [10])
     o = make_offloader()
     await o.offload(ctx(), source)
@@ -130,7 +130,7 @@ async def test_crash_after_rename_before_commit(
     entry = JournalEntry("RC000001", b"DCIM/A.MP4", f"{rel_dir}/A.MP4",
                          f"{rel_dir}/{partial_name('RC000001', b'DCIM/A.MP4')}", len(data),
                          st.st_mtime_ns, len(data), blake3.blake3(data).digest(), True)
-    await db.write(lambda c: journal.put(c, entry))
+    await db.write(lambda c: pending.put(c, entry))
     s = await make_offloader().offload(ctx(), source)
     assert s.outcome == "complete" and s.bytes_copied == 0
     assert s.stored[0].resumed_from == len(data)
@@ -152,7 +152,7 @@ async def test_crash_after_rename_with_wrong_content_is_not_recorded(
     entry = JournalEntry("RC000001", b"DCIM/A.MP4", f"{rel_dir}/A.MP4",
                          f"{rel_dir}/{partial_name('RC000001', b'DCIM/A.MP4')}", len(data),
                          st.st_mtime_ns, len(data), blake3.blake3(data).digest(), True)
-    await db.write(lambda c: journal.put(c, entry))
+    await db.write(lambda c: pending.put(c, entry))
     s = await make_offloader().offload(ctx(), source)
     assert s.outcome == "complete" and len(s.failed) == 1
     assert "does not match its journal" in s.failed[0].reason

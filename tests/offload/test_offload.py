@@ -171,7 +171,7 @@ async def test_verify_detects_a_damaged_store_copy(
     import threading
 
     from agent.offload.buffers import BufferPool
-    from agent.offload.copier import verify_stored
+    from agent.offload.rehash import verify_stored
 
     make_footage(source, [MiB])
     s = await make_offloader(verify="off").offload(ctx(), source)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from blake3 import blake3
 
-from agent.offload import journal
+from agent.offload import pending
 from agent.session.state_machine import State
 from agent.store import evidence
 from hw_sim.footage import FOOTAGE_DIR
@@ -121,7 +121,7 @@ async def test_a_lying_delete_is_a_wipe_failed_fault_not_a_wiped_entry(
     assert len(fault.detail["files"]) == 2
     assert all("deleted" in x["reason"] for x in fault.detail["files"])
     assert all(x.get("firmware_claim") == "deleted" for x in fault.detail["files"])
-    assert env.query(lambda c: journal.wipe_intents(c, "SN000051")) == []
+    assert env.query(lambda c: pending.wipe_intents(c, "SN000051")) == []
     assert s.offload_result.wiped == 0 and s.offload_result.wipe_failed == 2
     rec = bench.recorders["B1"]
     assert len(list(rec.storage.root.rglob("*.MP4"))) == 2

@@ -1,5 +1,7 @@
-"""The offload journal: which partial file belongs to which recorder file, and how much
-of it is durable.
+"""Offload work left pending on disk: copies in progress (the `offload_journal` table:
+which partial file belongs to which recorder file, and how much of it is durable) and
+guarded deletes requested from a recorder (`wipe_intents`). A crash leaves both for the
+next docking of the same recorder to resume or settle.
 
 Ordering rule: the partial's data is made durable (fdatasync) before `advance()` records
 the new `durable_len`, so after a crash or power loss the journal never claims more than

@@ -1,0 +1,59 @@
+"""The offloader's per-file records while one recorder is offloaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.offload.copyjob import CopyResult
+from agent.offload.pending import JournalEntry
+from agent.offload.times import RecordingTimes
+from agent.offload.walk import SourceFile
+from agent.store.evidence import StoredFile as IndexedFile
+
+
+@dataclass(slots=True)
+class Item:
+    """One file of the recorder's listing and what the dock knows about it."""
+
+    file: SourceFile
+    times: RecordingTimes
+    journal: JournalEntry | None = None
+    stored: IndexedFile | None = None  # the index row holding this content (hash-matched)
+    versions: list[IndexedFile] = field(default_factory=list)  # rows of this name, newest first
+    previous: IndexedFile | None = None  # stored earlier with other content: a new version
+    reappeared: IndexedFile | None = None  # recorded as wiped, yet the recorder still has it
+    never_wipe: bool = False  # stored while it changed: the recorder keeps its copy
+
+    def still_needed(self) -> int:
+        """Bytes still to be written for this file (a resumable partial counts its rest)."""
+        j = self.journal
+        if j is not None and (j.source_size, j.source_mtime_ns) == (self.file.size,
+                                                                    self.file.mtime_ns):
+            return max(0, self.file.size - j.durable_len)
+        return self.file.size
+
+    def replaced(self, result: CopyResult) -> IndexedFile | None:
+        """The stored copy this one is a new version of (None when the content is the same)."""
+        prev = self.previous
+        return prev if prev is not None and prev.blake3_hex != result.digest.hex() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delete the recorder answered "deleted"; recorded once its absence is confirmed."""
+
+    file_id: int
+    name: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A file whose custody record is committed; verify and wipe may follow."""
+
+    item: Item
+    journal: JournalEntry
+    result: CopyResult
+    file_id: int
+    late: bool
+    final: Path  # the stored file

@@ -1,0 +1,255 @@
+"""Plug to docked: how long from a simulated plug until MQTT says so, while other bays are busy.
+
+    python -m bench.docking [--plugs N] [--busy B] [--busy-size-mib S] [--busy-rate-mb-s R]
+                            [--workdir DIR] --json
+
+The real agent process (`agent.cli`) runs against a private mosquitto (plain TCP on
+127.0.0.1) and an in-process dock-sim with `busy + 1` bays. First `busy` recorders are
+plugged and start offloading (their storage read at `busy-rate-mb-s`, FUSE). Then one
+recorder is plugged into the last bay `plugs` times, each time waited for until it is
+released and unplugged again. Per plug, measured from the moment the simulator plugs it
+(same monotonic clock as the MQTT subscriber's receive time):
+  docked      the `dock` custody event or the retained state with `docked: true`
+              (its birth), whichever arrives first;
+  identified  the first state at or past `identified` (identity and officer read);
+  first_byte  the first progress message with `bytes_done > 0`.
+Prints one JSON object with p50/p99/max of each in milliseconds; timings are facts to
+read, never pass/fail criteria.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.outbox import _start_broker
+
+STATES = ("detected", "authenticated", "identified", "clock_checked", "status_read",
+          "storage_unlocked", "mounted", "offloading", "released", "failed", "removed")
+DOCK = "bench-dock"
+
+
+class Traffic:
+    """Every message of the dock's topics with its receive time (paho's network thread)."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[float, str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
+        self._client.on_message = self._on_message
+        self._client.on_connect = lambda c, *_: c.subscribe(f"dock/v1/{DOCK}/#", qos=1)
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+
+    def _on_message(self, _c: object, _u: object, msg: Any) -> None:
+        t = time.monotonic()
+        try:
+            payload = json.loads(msg.payload) if msg.payload else {}
+        except ValueError:
+            payload = {}
+        with self._lock:
+            self.messages.append((t, str(msg.topic), payload))
+
+    def since(self, t0: float, serial: str = "") -> list[tuple[float, str, dict[str, Any]]]:
+        """Messages received from `t0` on (about one recorder, or all with no serial)."""
+        want = f"/recorder/{serial}/" if serial else "/"
+        with self._lock:
+            return [m for m in self.messages if m[0] >= t0 and want in m[1]]
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def _marks(msgs: list[tuple[float, str, dict[str, Any]]], serial: str) -> dict[str, float]:
+    """When each milestone was first seen in one plug's messages."""
+    out: dict[str, float] = {}
+    for t, topic, p in msgs:
+        if (topic.endswith("/events/custody") and p.get("subject") == serial
+                and (p.get("payload") or {}).get("kind") == "dock"):
+            out["docked"] = min(out.get("docked", t), t)  # the custody event of the docking
+        if f"/recorder/{serial}/" not in topic:
+            continue
+        if topic.endswith("/state") and p.get("docked") is True:
+            out["docked"] = min(out.get("docked", t), t)
+            state = p.get("state")
+            if state in STATES and STATES.index(state) >= STATES.index("identified"):
+                out.setdefault("identified", t)
+            if state in ("released", "failed"):
+                out.setdefault("released", t)
+        if topic.endswith("/progress") and int(p.get("bytes_done") or 0) > 0:
+            out.setdefault("first_byte", t)
+    return out
+
+
+def _config(work: Path, port: int, bays: int) -> Path:
+    from hw_sim.recorder import DEFAULT_FLEET_SECRET
+
+    secret = work / "fleet.secret"
+    secret.write_bytes(DEFAULT_FLEET_SECRET + b"\n")
+    secret.chmod(0o600)
+    run = work / "run"
+    run.mkdir()
+    conf = work / "dock-agent.toml"
+    conf.write_text(f"""
+[dock]
+id = "{DOCK}"
+timezone = "UTC"
+state_dir = "{work / 'state'}"
+store_dir = "{work / 'store'}"
+runtime_dir = "{run}"
+[devices]
+source = "sim"
+sim_socket = "{run / 'sim.sock'}"
+storage_wait_s = 60.0
+[recorder]
+fleet_secret_file = "{secret}"
+[clock]
+assume_synchronised = true
+[mount]
+method = "directory"
+[offload]
+max_concurrent = {bays}
+verify = "off"
+reserve_mib = 0
+[mqtt]
+enabled = true
+host = "127.0.0.1"
+port = {port}
+tls = false
+progress_interval_s = 0.5
+[control]
+socket = "{run / 'control.sock'}"
+[logging]
+level = "warning"
+""")
+    return conf
+
+
+async def _wait(pred: Any, what: str, timeout: float = 120.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.005)
+    del what
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * len(s)))] * 1000, 1)
+
+
+def _busy(traffic: Traffic, t0: float) -> int:
+    """How many busy bays sent offload progress since `t0`."""
+    return len({m[1] for m in traffic.since(t0)
+                if m[1].endswith("/progress") and "/recorder/BUSY" in m[1]})
+
+
+async def _plugs(dock: Any, traffic: Traffic, bay: str, n: int) -> list[dict[str, float]]:
+    from hw_sim.spec import FootageSpec, RecorderSpec
+
+    out: list[dict[str, float]] = []
+    for i in range(n):
+        spec = RecorderSpec(serial=f"PLG{i:05d}", storage_total_bytes=64 << 20,
+                            footage=FootageSpec(count=1, size_bytes=4 << 20, seed=11 + i))
+        t0 = time.monotonic()
+        await dock.plug(bay, spec)
+        await _wait(lambda t0=t0, s=spec.serial: "released" in _marks(traffic.since(t0), s),
+                    "released")
+        out.append({k: v - t0 for k, v in _marks(traffic.since(t0), spec.serial).items()})
+        t1 = time.monotonic()
+        await dock.unplug(bay)
+        await _wait(lambda t1=t1, s=spec.serial: any(
+            m[1].endswith("/state") and m[2].get("docked") is False
+            for m in traffic.since(t1, s)), "undocked")
+    return out
+
+
+async def _run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from hw_sim.dock import VirtualDock
+    from hw_sim.spec import Faults, FootageSpec, RecorderSpec
+
+    broker, port = _start_broker(work)
+    bays = [str(i) for i in range(args.busy + 1)]
+    conf = _config(work, port, len(bays))
+    dock = VirtualDock(bays, work / "run" / "sim.sock", workdir=work / "recorders")
+    await dock.start()
+    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(conf)],
+                             stdout=subprocess.DEVNULL, stderr=(work / "agent.log").open("wb"),
+                             start_new_session=True)
+    traffic = Traffic(port)
+    try:
+        size = args.busy_size_mib << 20
+        faults = Faults(read_rate_mb_s=args.busy_rate_mb_s) if args.busy_rate_mb_s else Faults()
+        for i in range(args.busy):
+            await dock.plug(str(i), RecorderSpec(
+                serial=f"BUSY{i:04d}", storage_total_bytes=2 * size + 1, faults=faults,
+                footage=FootageSpec(count=2, size_bytes=size, seed=7)))
+        t_busy = time.monotonic()
+        await _wait(lambda: _busy(traffic, t_busy - 600) >= args.busy, "busy bays",
+                    timeout=600)
+        results = await _plugs(dock, traffic, bays[-1], args.plugs)
+        still_busy = _busy(traffic, time.monotonic() - 2.0)
+    finally:
+        traffic.close()
+        agent.terminate()
+        try:
+            agent.wait(60)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        await dock.stop()
+        broker.terminate()
+        broker.wait()
+    keys = ("docked", "identified", "first_byte")
+    return {
+        **{f"{k}_ms_{q}": _pct([r[k] for r in results if k in r], p)
+           for k in keys for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+        "plugs": len(results), "missing": {k: sum(1 for r in results if k not in r)
+                                           for k in keys},
+        "busy_bays": args.busy, "busy_bays_still_offloading_at_end": still_busy,
+        "busy_rate_mb_s": args.busy_rate_mb_s,
+        "released_ms_p50": _pct([r["released"] for r in results if "released" in r], 0.5),
+        "mean_identified_ms": round(statistics.mean(
+            [r["identified"] for r in results if "identified" in r] or [0.0]) * 1000, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--plugs", type=int, default=50)
+    p.add_argument("--busy", type=int, default=24, help="other bays offloading meanwhile")
+    p.add_argument("--busy-size-mib", type=int, default=128, help="each of 2 files per busy bay")
+    p.add_argument("--busy-rate-mb-s", type=float, default=3.0,
+                   help="busy recorders' read rate (0: unlimited, no FUSE)")
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
+    args = p.parse_args(argv)
+    load = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="bd-", dir=args.workdir or "/var/tmp"))
+    try:
+        result = asyncio.run(_run(work, args))
+        result.update(loadavg_before=load, loadavg_after=os.getloadavg(),
+                      cpus=os.cpu_count())
+        print(json.dumps(result))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""bench.offload runs end to end and prints every key of its contract (the values are
+facts to read, never checked here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+KEYS = {"agent_mb_s", "cp_sync_mb_s", "ratio", "dd_direct_mb_s", "write_limit_mb_s",
+        "ratio_write_limit", "cpu_s_per_gib", "cpu_ratio", "loop_lag_p99_ms", "peak_rss_mb",
+        "fairness", "idle_loop_lag_p99_ms", "size_only_durable_points_mb_s", "runs"}
+
+
+def test_bench_offload_prints_its_keys() -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "BENCH_KEEP_CACHES": "1"}
+    # a short scratch path: the simulator's socket lives below it (AF_UNIX paths are short)
+    with tempfile.TemporaryDirectory(prefix="bo-", dir="/tmp") as work:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.offload", "--files", "2", "--size-kib", "300",
+             "--repeat", "1", "--workdir", work, "--json"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert KEYS <= result.keys()
+    assert result["runs"][0]["files_stored"] == 2
+    assert result["runs"][0]["outcomes"] == ["complete"]
