@@ -18,59 +18,27 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 from agent.control import ControlClientError, request
+from agent.dockctl.common import (
+    DEFAULT_CONFIG,
+    EXIT_FINDING,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Paths,
+    Subparsers,
+    Unreachable,
+    UsageError,
+    emit_json,
+    open_db,
+    rfc3339,
+)
+from agent.dockctl.firmware import add_parsers as add_firmware_parsers
+from agent.dockctl.lifecycle import add_parsers as add_lifecycle_parsers
 from agent.dockctl.render import human_bytes, human_duration, progress_bar, table
 from agent.printable import printable
-
-if TYPE_CHECKING:
-    from agent.settings import Settings
-
-EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-DEFAULT_CONFIG = Path("/etc/dock-agent/dock-agent.toml")
-
-
-class Paths:
-    """Where the agent's socket, database and store are, from the config or flags."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.socket: Path | None = args.socket
-        self.db: Path | None = args.db
-        self.store: Path | None = args.store
-        self.settings: Settings | None = None
-        config: Path | None = args.config
-        if config is None and DEFAULT_CONFIG.exists() and not (self.socket and self.db):
-            config = DEFAULT_CONFIG
-        if config is not None:
-            from agent.config import ConfigError, load_config
-
-            try:
-                settings = load_config(config)
-            except ConfigError as exc:
-                raise UsageError(str(exc)) from exc
-            self.settings = settings
-            self.socket = self.socket or settings.control_socket
-            self.db = self.db or settings.db_path
-            self.store = self.store or settings.dock.store_dir
-
-    def need_socket(self) -> Path:
-        if self.socket is None:
-            raise UsageError("no control socket: pass --config or --socket")
-        return self.socket
-
-    def need_db(self) -> Path:
-        if self.db is None:
-            raise UsageError("no state database: pass --config or --db")
-        return self.db
-
-
-class UsageError(Exception):
-    pass
-
-
-class Unreachable(Exception):
-    pass
 
 
 def _live(paths: Paths, cmd: str, **args: Any) -> dict[str, Any]:
@@ -78,17 +46,6 @@ def _live(paths: Paths, cmd: str, **args: Any) -> dict[str, Any]:
         return request(paths.need_socket(), cmd, **args)
     except ControlClientError as exc:
         raise Unreachable(f"{exc}\n  check: systemctl status dock-agent") from exc
-
-
-def _emit_json(obj: object) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-    sys.stdout.write("\n")
-
-
-def _ts(us: int | float | None) -> str:
-    if us is None:
-        return "-"
-    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # RFC 3339
 
 
 # --- status -----------------------------------------------------------------------------
@@ -143,7 +100,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     while True:
         status = _live(paths, "status")
         if args.json:
-            _emit_json(status)
+            emit_json(status)
         else:
             if args.watch:
                 sys.stdout.write("\x1b[2J\x1b[H")
@@ -170,7 +127,7 @@ def cmd_readiness(args: argparse.Namespace, paths: Paths) -> int:
     report = _live(paths, "readiness")
     recorders = report.get("recorders", [])
     if args.json:
-        _emit_json(report)
+        emit_json(report)
     else:
         rows = []
         for r in recorders:
@@ -188,15 +145,6 @@ def cmd_readiness(args: argparse.Namespace, paths: Paths) -> int:
 
 # --- faults, ledger, verify (read-only database) ----------------------------------------
 
-def _open_db(paths: Paths) -> Any:
-    from agent.store.db import DatabaseError, open_readonly
-
-    try:
-        return open_readonly(paths.need_db())
-    except DatabaseError as exc:
-        raise Unreachable(str(exc)) from exc
-
-
 def _since(value: str | None) -> int | None:
     if value is None:
         return None
@@ -212,18 +160,18 @@ def _since(value: str | None) -> int | None:
 def cmd_faults(args: argparse.Namespace, paths: Paths) -> int:
     from agent.store import faults
 
-    conn = _open_db(paths)
+    conn = open_db(paths)
     items = faults.list_faults(
         conn, recorder=args.recorder, officer=args.officer, bay=args.bay, code=args.code,
         since_us=_since(args.since), until_us=_since(args.until),
         include_cleared=not args.open,
     )
     if args.json:
-        _emit_json([_fault_dict(f) for f in items])
+        emit_json([_fault_dict(f) for f in items])
         return EXIT_OK
-    rows = [[f.id, _ts(f.opened_us), f.code, f.severity, f.recorder or "-", f.officer or "-",
+    rows = [[f.id, rfc3339(f.opened_us), f.code, f.severity, f.recorder or "-", f.officer or "-",
              f.bay or "-", f.reason,
-             "open" if f.cleared_us is None else f"cleared {_ts(f.cleared_us)}"]
+             "open" if f.cleared_us is None else f"cleared {rfc3339(f.cleared_us)}"]
             for f in items]
     print(table(["ID", "OPENED", "CODE", "SEV", "RECORDER", "OFFICER", "BAY", "REASON", "STATE"],
                 rows) if rows else "(no faults)")
@@ -241,15 +189,15 @@ def cmd_ledger(args: argparse.Namespace, paths: Paths) -> int:
 
     if args.action == "export":
         return _ledger_export(args, paths)
-    conn = _open_db(paths)
+    conn = open_db(paths)
     entries = ledger.entries(
         conn, recorder=args.device, officer=args.officer, kind=args.kind,
         since_us=_since(args.since), until_us=_since(args.until), limit=args.limit,
     )
     if args.json:
-        _emit_json([e.as_event() for e in entries])
+        emit_json([e.as_event() for e in entries])
         return EXIT_OK
-    rows = [[e.seq, _ts(e.time_us), e.kind, e.recorder or "-", e.officer or "-", e.bay or "-",
+    rows = [[e.seq, rfc3339(e.time_us), e.kind, e.recorder or "-", e.officer or "-", e.bay or "-",
              _summary(e.data)] for e in entries]
     print(table(["SEQ", "TIME", "KIND", "RECORDER", "OFFICER", "BAY", "DETAIL"], rows)
           if rows else "(no entries)")
@@ -288,7 +236,7 @@ def _ledger_export(args: argparse.Namespace, paths: Paths) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc}") from exc
     if args.json:
-        _emit_json(summary)
+        emit_json(summary)
     else:
         print(f"exported {summary['entries']} entries (seq {summary['first_seq']}-"
               f"{summary['last_seq']}), {summary['checkpoints']} signed checkpoints"
@@ -300,7 +248,7 @@ def _ledger_export(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def _dock_id(paths: Paths) -> str:
-    conn = _open_db(paths)
+    conn = open_db(paths)
     try:
         row = conn.execute("SELECT dock_id FROM ledger ORDER BY seq LIMIT 1").fetchone()
     finally:
@@ -320,12 +268,12 @@ def cmd_battery(args: argparse.Namespace, paths: Paths) -> int:
     from agent.compliance.readiness import learned_charge_rate_per_s
     from agent.store.recorder_history import battery_history
 
-    conn = _open_db(paths)
+    conn = open_db(paths)
     rows = battery_history(conn, args.recorder, since_us=_since(args.since), limit=args.limit)
     rate = learned_charge_rate_per_s([(r.time_us / 1e6, r.percent, r.charging) for r in rows])
     trend = _pack_trend(rows)
     if args.json:
-        _emit_json({"recorder": args.recorder, "samples": [r.as_dict() for r in rows],
+        emit_json({"recorder": args.recorder, "samples": [r.as_dict() for r in rows],
                     "charge_rate_percent_per_min": None if rate is None else rate * 60,
                     "trend": trend})
         return EXIT_OK
@@ -333,7 +281,7 @@ def cmd_battery(args: argparse.Namespace, paths: Paths) -> int:
         print(f"(no battery history for {args.recorder})")
         return EXIT_OK
     print(table(["TIME", "BATT", "CHARGING", "mV", "TEMP", "CYCLES", "HEALTH"], [
-        [_ts(r.time_us), f"{r.percent:.0f}%", "yes" if r.charging else "no",
+        [rfc3339(r.time_us), f"{r.percent:.0f}%", "yes" if r.charging else "no",
          _dash(r.millivolts), _dash(r.temperature_c), _dash(r.cycle_count),
          "-" if r.health_percent is None else f"{r.health_percent}%"] for r in rows]))
     if rate is not None:
@@ -363,7 +311,7 @@ def cmd_uploads(args: argparse.Namespace, paths: Paths) -> int:
 
     from agent.upload import queue
 
-    conn = _open_db(paths)
+    conn = open_db(paths)
     try:
         backlog = queue.backlog(conn)
         jobs = queue.jobs(conn)
@@ -378,7 +326,7 @@ def cmd_uploads(args: argparse.Namespace, paths: Paths) -> int:
     if args.json:
         from dataclasses import asdict
 
-        _emit_json({"backlog": asdict(backlog),
+        emit_json({"backlog": asdict(backlog),
                     "uploaded_last_hour": {"files": last_hour[0], "bytes": last_hour[1]},
                     "files": [{**asdict(j), "stored_relpath": paths_by_id.get(j.file_id)}
                               for j in shown]})
@@ -389,8 +337,8 @@ def cmd_uploads(args: argparse.Namespace, paths: Paths) -> int:
     if backlog.last_error:
         print(f"last error: {printable(backlog.last_error)}")
     rows = [[j.file_id, j.state, printable(paths_by_id.get(j.file_id, "?")), j.attempts,
-             _ts(j.next_try_us) if j.next_try_us else "now",
-             _ts(j.uploaded_us) if j.uploaded_us else "-", printable(j.last_error or "-")]
+             rfc3339(j.next_try_us) if j.next_try_us else "now",
+             rfc3339(j.uploaded_us) if j.uploaded_us else "-", printable(j.last_error or "-")]
             for j in shown]
     print(table(["FILE", "STATE", "STORED AS", "TRIES", "NEXT TRY", "UPLOADED", "LAST ERROR"],
                 rows) if rows else "(nothing waiting)")
@@ -400,7 +348,7 @@ def cmd_uploads(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_verify(args: argparse.Namespace, paths: Paths) -> int:
     from agent.store import verify
 
-    conn = _open_db(paths)
+    conn = open_db(paths)
     reports = [verify.verify_ledger(conn, _trusted_key(paths))]
     if paths.store is not None:
         reports.append(verify.verify_store(conn, paths.store, deep=args.deep))
@@ -415,7 +363,7 @@ def cmd_verify(args: argparse.Namespace, paths: Paths) -> int:
         "problems": [{"kind": p.kind, "where": p.where, "detail": p.detail} for p in problems],
     }
     if args.json:
-        _emit_json(summary)
+        emit_json(summary)
     else:
         for p in problems:
             print(printable(f"PROBLEM {p.kind} at {p.where}: {p.detail}"))
@@ -465,7 +413,6 @@ def cmd_fleet(args: argparse.Namespace, paths: Paths) -> int:
 
 # --- argument parsing -------------------------------------------------------------------
 
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -480,11 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checks(sub)
     _add_fleet(sub)
 
-    from agent.dockctl.lifecycle import add_parsers
-
-    add_parsers(sub)
-    from agent.dockctl.firmware import add_parsers as add_firmware_parsers
-
+    add_lifecycle_parsers(sub)
     add_firmware_parsers(sub)
     return parser
 

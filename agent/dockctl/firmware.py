@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.control import ControlClientError, request
-from agent.dockctl.cli import EXIT_FINDING, EXIT_OK, Paths, Unreachable, _emit_json
+from agent.dockctl.common import EXIT_FINDING, EXIT_OK, Paths, Unreachable, emit_json
 from agent.dockctl.render import human_bytes, table
 from agent.printable import printable
 
@@ -40,7 +40,7 @@ def cmd_add(args: argparse.Namespace, paths: Paths) -> int:
         print(printable(f"dockctl: firmware package refused: {exc}"), file=sys.stderr)
         return EXIT_FINDING
     if args.json:
-        _emit_json(out)
+        emit_json(out)
         return EXIT_OK
     what = "staged" if out.get("newly_staged") else "already staged"
     print(printable(f"{what}: firmware {out.get('version')} for"
@@ -65,7 +65,7 @@ def _progress_cell(r: dict[str, Any]) -> str:
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     out = _ask(paths, "firmware-status")
     if args.json:
-        _emit_json(out)
+        emit_json(out)
     else:
         recorders = out.get("recorders") or []
         print(table(["BAY", "RECORDER", "MODEL", "RUNNING", "TARGET", "ALLOWED", "STATE",

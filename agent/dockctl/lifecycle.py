@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from agent.control import ControlClientError, request
-from agent.dockctl.cli import (
+from agent.dockctl.common import (
     EXIT_FINDING,
     EXIT_OK,
     Paths,
     Subparsers,
     Unreachable,
     UsageError,
-    _emit_json,
-    _open_db,
-    _ts,
+    emit_json,
+    open_db,
+    rfc3339,
 )
 from agent.dockctl.render import human_bytes, table
 from agent.printable import printable
@@ -108,7 +108,7 @@ def cmd_files(args: argparse.Namespace, paths: Paths) -> int:
     sel = _selection(args)
     out = _ask(paths, "files", selection=sel, case_no=args.case_no)
     if args.json:
-        _emit_json(out["files"])
+        emit_json(out["files"])
     else:
         print(_files_table(out["files"]))
     return EXIT_OK
@@ -120,7 +120,7 @@ def cmd_tag(args: argparse.Namespace, paths: Paths) -> int:
                case_party=args.case_party, cause=args.cause, activity=args.activity,
                labels=args.label or [])
     if args.json:
-        _emit_json(out)
+        emit_json(out)
     else:
         print(f"tagged {out['tagged']} file(s): {', '.join(map(str, out['file_ids']))}"
               f" (ledger entry {out['ledger_seq']})")
@@ -135,7 +135,7 @@ def cmd_show(args: argparse.Namespace, paths: Paths) -> int:
     sel = _selection(args)
     out = _ask(paths, "show", selection=sel, **_access(args))
     if args.json:
-        _emit_json(out["files"])
+        emit_json(out["files"])
         return EXIT_OK
     for f in out["files"]:
         print(printable(
@@ -154,7 +154,7 @@ def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
     out = _ask(paths, "export", timeout=EXPORT_TIMEOUT_S, selection=sel, target=target,
                **_access(args))
     if args.json:
-        _emit_json(out)
+        emit_json(out)
     else:
         print(printable(f"export {out['export_id']} complete and verified on the target:"
                         f" {out['files']} file(s) in {out['package']}"))
@@ -169,7 +169,7 @@ def cmd_preserve(args: argparse.Namespace, paths: Paths) -> int:
                purpose=args.purpose or "long-term preservation (regulation 000 §16)",
                case_no=args.case_no, case_name=args.case_name, activity=args.activity)
     if args.json:
-        _emit_json(out)
+        emit_json(out)
     else:
         print(printable(f"preserved {out['files']} file(s) in two verified copies:"
                         f" {out['packages'][0]} and {out['packages'][1]}; the files are on"
@@ -182,7 +182,7 @@ def cmd_register(args: argparse.Namespace, paths: Paths) -> int:
     from agent.lifecycle import register
     from agent.store import ledger
 
-    conn = _open_db(paths)
+    conn = open_db(paths)
     views = ledger.entries(conn, kind="accessed")
     try:
         exports = register.list_exports(conn)
@@ -202,11 +202,11 @@ def cmd_register(args: argparse.Namespace, paths: Paths) -> int:
              for x in exports]
     rows.sort(key=lambda r: r["time_us"])
     if args.json:
-        _emit_json(rows)
+        emit_json(rows)
         return EXIT_OK
     print(table(["KIND", "ID", "TIME", "STATE", "REQUESTER", "APPROVER", "PURPOSE", "FILES",
                  "DETAIL"],
-                [[r["kind"], r["id"], _ts(r["time_us"]), r["state"], r["requester"],
+                [[r["kind"], r["id"], rfc3339(r["time_us"]), r["state"], r["requester"],
                   r["approver"], r["purpose"], ",".join(map(str, r["files"])), r["detail"]]
                  for r in rows]) if rows else "(no access recorded)")
     return EXIT_OK
@@ -221,7 +221,7 @@ def cmd_verify_export(args: argparse.Namespace, paths: Paths) -> int:
         raise UsageError(f"{args.package} is not a package folder")
     check = verify_package(args.package, key)
     if args.json:
-        _emit_json({"ok": check.ok, "problems": list(check.problems),
+        emit_json({"ok": check.ok, "problems": list(check.problems),
                     "statement": check.statement})
     else:
         for p in check.problems:
@@ -243,13 +243,13 @@ def cmd_audit(args: argparse.Namespace, paths: Paths) -> int:
                   f"{'; cycle complete' if run['cycle_complete'] else ''}")
     out = _ask(paths, "audit")
     if args.json:
-        _emit_json(out)
+        emit_json(out)
         return EXIT_OK if not (out.get("last_full_cycle") or {}).get("problems") else \
             EXIT_FINDING
     full = out.get("last_full_cycle")
     if full:
-        print(f"last full cycle {full['cycle']}: {_ts(full['started_us'])} .."
-              f" {_ts(full['finished_us'])}, {full['files_checked']} file(s)"
+        print(f"last full cycle {full['cycle']}: {rfc3339(full['started_us'])} .."
+              f" {rfc3339(full['finished_us'])}, {full['files_checked']} file(s)"
               f" ({human_bytes(full['bytes_checked'])}) in {full['runs']} run(s),"
               f" {len(full['problems'])} problem(s)")
         for p in full["problems"]:
@@ -274,7 +274,7 @@ def cmd_report(args: argparse.Namespace, paths: Paths) -> int:
         period = report.parse_period(args.period, report.zone(tz_name))
     except report.PeriodError as exc:
         raise UsageError(str(exc)) from exc
-    conn = _open_db(paths)
+    conn = open_db(paths)
     dock_id = paths.settings.dock.id if paths.settings is not None else "-"
     data = report.build(conn, period, dock_id=dock_id, timezone=tz_name,
                         officer=args.officer, recorder=args.recorder)

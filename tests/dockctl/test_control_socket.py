@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from agent.control import ControlClientError, ControlServer, request
-from agent.dockctl.cli import EXIT_FINDING, EXIT_OK, EXIT_UNREACHABLE, main
+from agent.dockctl.cli import main
+from agent.dockctl.common import EXIT_FINDING, EXIT_OK, EXIT_UNREACHABLE
 from agent.dockctl.render import progress_bar, table
 
 READY: dict[str, object] = {
