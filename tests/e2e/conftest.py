@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .harness import Rig
+from .harness import Rig, stop_rigs
 
 DOCK_ID = "dock-e2e"
 IDENTITIES = [DOCK_ID, "central", "dock-other"]
@@ -34,8 +34,4 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
         return rig
 
     yield make
-    for rig in rigs:
-        if rig.agent.proc is not None and rig.agent.running():
-            rig.agent.kill9()
-        if rig.dock is not None:
-            await rig.dock.stop()
+    await stop_rigs(rigs)

@@ -442,3 +442,12 @@ def check_no_orphans(rig: Rig) -> None:
     assert on_disk == indexed, f"unindexed {on_disk - indexed}, missing {indexed - on_disk}"
     for r in rows:
         assert hash_file(rig.store_dir / r.relpath) == r.blake3
+
+
+async def stop_rigs(rigs: list[Rig]) -> None:
+    """A rig fixture's teardown: kill what a test left running, stop its virtual dock."""
+    for rig in rigs:
+        if rig.agent.proc is not None and rig.agent.running():
+            rig.agent.kill9()
+        if rig.dock is not None:
+            await rig.dock.stop()

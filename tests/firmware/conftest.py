@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import IDENTITIES
-from tests.e2e.harness import Rig
+from tests.e2e.harness import Rig, stop_rigs
 
 from .fwrig import firmware_section
 
@@ -36,8 +36,4 @@ async def make_fw_rig(tmp_path: Path) -> AsyncIterator[FirmwareRigFactory]:
         return rig
 
     yield make
-    for rig in rigs:
-        if rig.agent.proc is not None and rig.agent.running():
-            rig.agent.kill9()
-        if rig.dock is not None:
-            await rig.dock.stop()
+    await stop_rigs(rigs)
