@@ -172,8 +172,12 @@ class Agent:
                 subprocess.run, ["systemctl", "start", "dock-mount.socket", "dock-agent.service"],
                 capture_output=True, text=True, check=False)
             if started.returncode != 0:
+                space = subprocess.run(
+                    "df -h / /var/lib/dock-agent /tmp; du -xsh /var/lib/dock-agent/* /tmp/* "
+                    "/srv /var/log 2>/dev/null | sort -h | tail -8",
+                    shell=True, capture_output=True, text=True, check=False).stdout
                 raise RuntimeError(f"systemctl start failed: {started.stderr}\n"
-                                   f"{self.journal()}")
+                                   f"{space}\n{self.journal()}")
             await self._wait_control(t0, timeout_s)
             return time.monotonic() - t0
         env = {**os.environ, "PYTHONPATH": "/mnt/src"}

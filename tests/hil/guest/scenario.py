@@ -46,12 +46,21 @@ RUNTIME_DIR = Path("/run/dock-agent")
 LOGS = XCHG / "guest-logs"
 
 
+_COPIES: set[Path] = set()  # LUN images copied by this scenario (one process each)
+
+
 def _local_copy(image: str) -> Path:
-    """LUN backing files live in guest RAM: 9p is not a block device's backing store."""
+    """LUN backing files live on the guest's own disk: 9p is not a block device's backing
+    store. Earlier scenarios' copies are removed first, or six 64 MiB images fill the
+    guest's root file system."""
     src = XCHG / image
     dst = Path("/tmp") / src.name
+    for stale in Path("/tmp").glob("*.img"):
+        if stale not in _COPIES and stale != dst:
+            stale.unlink(missing_ok=True)
     if not dst.exists():
         shutil.copyfile(src, dst)
+    _COPIES.add(dst)
     return dst
 
 
