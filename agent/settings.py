@@ -126,6 +126,10 @@ class OffloadSettings:
     )
     read_retries: int = opt(3, "Retries of a failing source read before the file fails.",
                             min=0, max=20)
+    direct_io: bool = opt(
+        False, "Write stored copies with O_DIRECT where the filesystem allows: less CPU per "
+        "GiB (for docks whose CPU is the limit), not faster with one write in flight."
+    )
 
 
 @dataclass(frozen=True)

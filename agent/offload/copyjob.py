@@ -46,7 +46,7 @@ class CopyJob:
     # A durable point also after this many seconds with unsynced data, whichever comes
     # first: a pull mid-file then resumes near where it stopped, however large `every`.
     fdatasync_interval_s: float = 2.0
-    direct: bool = True  # O_DIRECT store writes where the filesystem allows them
+    direct: bool = False  # O_DIRECT store writes where the filesystem allows (offload.direct_io)
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,7 +137,7 @@ class FileCopy:
         s = p.settings
         job = CopyJob(self._src.root, self._src.dev, f, partial, final, item.journal,
                       s.fdatasync_every_mib << 20, s.read_retries, s.buffers,
-                      s.fdatasync_interval_s)
+                      s.fdatasync_interval_s, direct=s.direct_io)
         hooks = JournalHooks(p.db, serial, f.relpath, self._tracker, self._spend)
         try:
             result = await p.workers.call(Copier(job, hooks, p.pool, stop).run, stop=stop)

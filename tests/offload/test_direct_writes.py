@@ -135,8 +135,9 @@ class _Recorder:
         pass
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
 def test_durable_points_follow_the_flush_of_every_byte_they_claim(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
 ) -> None:
 
     events: list[tuple[str, int]] = []
@@ -168,7 +169,7 @@ def test_durable_points_follow_the_flush_of_every_byte_they_claim(
     job = CopyJob(os.fsencode(tmp_path / "src"), st.st_dev,
                   SourceFile(b"DCIM/A.MP4", size, st.st_mtime_ns), partial,
                   tmp_path / "store" / "A.MP4", None, fdatasync_every=MiB, read_retries=0,
-                  depth=3)
+                  depth=3, direct=direct)
     pool = BufferPool(MiB, 3)
     result = Copier(job, _Recorder(events), pool, threading.Event()).run()
     pool.close()
