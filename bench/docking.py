@@ -98,6 +98,7 @@ def _marks(msgs: list[tuple[float, str, dict[str, Any]]], serial: str) -> dict[s
 
 def _config(work: Path, port: int, bays: int) -> Path:
     from hw_sim.recorder import DEFAULT_FLEET_SECRET
+    from hw_sim.spec import SIM_USB_PID, SIM_USB_VID
 
     secret = work / "fleet.secret"
     secret.write_bytes(DEFAULT_FLEET_SECRET + b"\n")
@@ -116,6 +117,9 @@ runtime_dir = "{run}"
 source = "sim"
 sim_socket = "{run / 'sim.sock'}"
 storage_wait_s = 60.0
+[[devices.allow]]
+vid = "{SIM_USB_VID}"
+pid = "{SIM_USB_PID}"
 [recorder]
 fleet_secret_file = "{secret}"
 [clock]
