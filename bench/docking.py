@@ -7,8 +7,10 @@ The real agent process (`agent.cli`) runs against a private mosquitto (plain TCP
 127.0.0.1) and an in-process dock-sim with `busy + 1` bays. First `busy` recorders are
 plugged and start offloading (their storage read at `busy-rate-mb-s`, FUSE). Then one
 recorder is plugged into the last bay `plugs` times, each time waited for until it is
-released and unplugged again. Per plug, measured from the moment the simulator plugs it
-(same monotonic clock as the MQTT subscriber's receive time):
+released and unplugged again. Per plug, measured from the moment the simulator announces
+it (its udev-like device records are out; the simulator's own making of the recorder and its
+footage comes before and is not counted), on the same monotonic clock as the MQTT
+subscriber's receive time:
   docked      the `dock` custody event or the retained state with `docked: true`
               (its birth), whichever arrives first;
   identified  the first state at or past `identified` (identity and officer read);
@@ -171,11 +173,12 @@ async def _plugs(dock: Any, traffic: Traffic, bay: str, n: int) -> list[dict[str
     for i in range(n):
         spec = RecorderSpec(serial=f"PLG{i:05d}", storage_total_bytes=64 << 20,
                             footage=FootageSpec(count=1, size_bytes=4 << 20, seed=11 + i))
-        t0 = time.monotonic()
-        await dock.plug(bay, spec)
-        await _wait(lambda t0=t0, s=spec.serial: "released" in _marks(traffic.since(t0), s),
+        before = time.monotonic()
+        await dock.plug(bay, spec)  # makes the recorder (its footage), then announces it
+        t0 = time.monotonic()  # its device records are out: the plug as udev would tell it
+        await _wait(lambda b=before, s=spec.serial: "released" in _marks(traffic.since(b), s),
                     "released")
-        out.append({k: v - t0 for k, v in _marks(traffic.since(t0), spec.serial).items()})
+        out.append({k: v - t0 for k, v in _marks(traffic.since(before), spec.serial).items()})
         t1 = time.monotonic()
         await dock.unplug(bay)
         await _wait(lambda t1=t1, s=spec.serial: any(
