@@ -220,9 +220,11 @@ class PahoTransport:
 
     def on_register_write(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
         loop = self._loop
-        if loop is not None and _on_loop_thread(loop):
+        if loop is None or loop.is_closed():
+            return  # paho's client outlived the loop (garbage-collected later): nothing to drive
+        if _on_loop_thread(loop):
             self._update_writer()
-        elif loop is not None:
+        else:
             loop.call_soon_threadsafe(self._update_writer)
 
     def _update_writer(self) -> None:
