@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from agent.store.chain import GENESIS_HASH, ChainWalk, Wording, hash_entry
+from agent.store.ledger import LedgerEntry
 
 WORDS = Wording(gap="gap {last}->{seq}", unreadable="bad {error}",
                 chain_broken="link {got} {want}", altered="edit {computed} {stored}",
@@ -14,19 +15,7 @@ WORDS = Wording(gap="gap {last}->{seq}", unreadable="bad {error}",
                 checkpoint_missing="policy {every}")
 
 
-@dataclass(frozen=True)
-class E:
-    seq: int
-    time_us: int
-    dock_id: str
-    kind: str
-    recorder: str | None
-    officer: str | None
-    bay: str | None
-    session_id: str | None
-    data: dict[str, Any]
-    prev_hash: str
-    hash: str
+E = LedgerEntry  # the ledger's own entry type, as the verifiers read it
 
 
 def chain(n: int) -> list[E]:
