@@ -212,7 +212,11 @@ class DockView:
             snap = view.snapshot
             self._offloads.seen(key, snap)
             state = payloads.recorder_state(snap, view.readiness, view.firmware_update)
-            state.pop("offload", None)  # progress has its own topic
+            if snap.offloading:
+                # live progress has its own topic (the reporter keeps its latest in the
+                # retained state); once the offload ended, its final counters stay in every
+                # state, so no later change (a battery poll) drops them from the retained one
+                state.pop("offload", None)
             if self._published.get(key) != state:
                 self._publisher.set_recorder_state(key, state)
                 self._published[key] = state

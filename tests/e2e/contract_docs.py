@@ -51,6 +51,18 @@ def _get(body: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+# The scenario's recorders (tests/e2e/test_e2e_contract.py): every recorder example names
+# the recorder it shows, so no example depends on which bay releases, finishes or is marked
+# stale first. READY is the 96 % recorder with an officer; CHARGING the one at 40 % that
+# charges far too slowly to reach 60 % within the scenario, however loaded the machine.
+READY_SERIAL, UNASSIGNED_SERIAL, CHARGING_SERIAL, FAILING_SERIAL = (
+    "BWC70001", "BWC70002", "BWC70003", "BWC70004")
+
+
+def _recorder(serial: str, leaf: str) -> str:
+    return rf"recorder/{serial}/{leaf}"
+
+
 SLOTS: tuple[Slot, ...] = (
     Slot("status-online", "status", _on("status", state="online")),
     Slot("status-shutdown", "status", _on("status", state="offline", reason="shutdown")),
@@ -59,24 +71,28 @@ SLOTS: tuple[Slot, ...] = (
     Slot("checkpoint", "checkpoint", lambda t, b: _on("checkpoint")(t, b)
          and bool(b.get("previous"))),
     Slot("state-birth", "recorder-state",
-         # the READY recorder's: which of the scenario's recorders releases first is a race
-         lambda t, b: _on(r"recorder/[^/]+/state", docked=True, state="released",
+         lambda t, b: _on(_recorder(READY_SERIAL, "state"), docked=True, state="released",
                           readiness__verdict="READY")(t, b)
          and "offload_result" in b and "clock" in b and b.get("officer") is not None
          and not b.get("stale")),
     Slot("state-charging", "recorder-state",
-         _on(r"recorder/[^/]+/state", readiness__verdict="CHARGING", state="released")),
-    Slot("state-stale", "recorder-state", _on(r"recorder/[^/]+/state", stale=True)),
-    Slot("state-death", "recorder-state", _on(r"recorder/[^/]+/state", docked=False)),
+         _on(_recorder(CHARGING_SERIAL, "state"), readiness__verdict="CHARGING",
+             state="released")),
+    Slot("state-stale", "recorder-state", _on(_recorder(READY_SERIAL, "state"), stale=True)),
+    Slot("state-death", "recorder-state", _on(_recorder(UNASSIGNED_SERIAL, "state"),
+                                              docked=False)),
     Slot("progress-copying", "recorder-progress",
-         _on(r"recorder/[^/]+/progress", phase="copying")),
+         _on(_recorder(READY_SERIAL, "progress"), phase="copying")),
     Slot("progress-finished", "recorder-progress",
-         _on(r"recorder/[^/]+/progress", phase="finished")),
-    Slot("event-custody", "event-custody", _on("events/custody", payload__kind="offloaded")),
+         _on(_recorder(READY_SERIAL, "progress"), phase="finished")),
+    Slot("event-custody", "event-custody", _on("events/custody", payload__kind="offloaded",
+                                               payload__recorder=READY_SERIAL)),
     Slot("event-fault", "event-fault", _on("events/fault", payload__kind="fault",
-                                           payload__data__code="battery_failed")),
+                                           payload__data__code="battery_failed",
+                                           payload__recorder=FAILING_SERIAL)),
     Slot("event-fault-cleared", "event-fault", _on("events/fault",
-                                                   payload__kind="fault_cleared")),
+                                                   payload__kind="fault_cleared",
+                                                   payload__recorder=UNASSIGNED_SERIAL)),
     Slot("event-health", "event-health", _on("events/health")),
     Slot("cmd-assign-officer", "command-assign-officer", _on("cmd/assign-officer")),
     Slot("cmd-set-hold", "command-set-hold", _on("cmd/set-hold")),

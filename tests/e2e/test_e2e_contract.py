@@ -109,15 +109,18 @@ async def test_contract_on_real_traffic(make_rig: RigFactory, broker: Broker,
     rig.config.write_text(render_toml(sections))
     traffic = Traffic(central, rig)
 
-    a = RecorderSpec("BWC70001", officer=officer("7001001", "Li Wei"), battery_percent=96,
-                     footage=FootageSpec(count=2, size_bytes=1 * MIB, seed=71))
-    b = RecorderSpec("BWC70002", officer=None, clock_offset_s=12.0, battery_percent=90,
-                     footage=FootageSpec(count=1, size_bytes=1 * MIB, seed=72))
-    c = RecorderSpec("BWC70003", officer=officer("7001003", "Chen Jie"), battery_percent=40,
-                     charge_percent_per_min=30.0,
+    docs = contract_docs  # the doc examples name these recorders
+    a = RecorderSpec(docs.READY_SERIAL, officer=officer("7001001", "Li Wei"),
+                     battery_percent=96, footage=FootageSpec(count=2, size_bytes=1 * MIB, seed=71))
+    b = RecorderSpec(docs.UNASSIGNED_SERIAL, officer=None, clock_offset_s=12.0,
+                     battery_percent=90, footage=FootageSpec(count=1, size_bytes=1 * MIB, seed=72))
+    # CHARGING for the whole scenario: 40 % -> 60 % takes 20 minutes at this rate, so the
+    # doc example never depends on how fast the machine docks it
+    c = RecorderSpec(docs.CHARGING_SERIAL, officer=officer("7001003", "Chen Jie"),
+                     battery_percent=40, charge_percent_per_min=1.0,
                      footage=FootageSpec(count=1, size_bytes=1 * MIB, seed=73))
-    d = RecorderSpec("BWC70004", officer=officer("7001004", "Zhao Lei"), clock_offset_s=30.0,
-                     faults=Faults(battery_failing=True, clock_set="error"),
+    d = RecorderSpec(docs.FAILING_SERIAL, officer=officer("7001004", "Zhao Lei"),
+                     clock_offset_s=30.0, faults=Faults(battery_failing=True, clock_set="error"),
                      footage=FootageSpec(count=1, size_bytes=1 * MIB, seed=74))
     e = RecorderSpec("BWC70005", officer=officer("7001005", "Sun Li"),
                      footage=FootageSpec(sizes=(2 * MIB, 12 * MIB), seed=75),

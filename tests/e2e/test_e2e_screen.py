@@ -116,7 +116,9 @@ async def test_screen_shows_the_dock_live(make_rig: RigFactory, browser: Browser
     ready = RecorderSpec("BWC70001", officer=OFFICER_A, battery_percent=95,
                          footage=FootageSpec(count=1, size_bytes=1 * MIB, seed=71))
     charging = RecorderSpec("BWC70002", officer=OFFICER_A, battery_percent=30,
-                            charge_percent_per_min=12.0,  # READY (60 %) after 2.5 minutes
+                            # a rise every 15 s gives an ETA soon; READY (60 %) only after
+                            # 7.5 minutes, so CHARGING holds however slow the machine is
+                            charge_percent_per_min=4.0,
                             footage=FootageSpec(count=1, size_bytes=1 * MIB, seed=72))
     failing = RecorderSpec("BWC70003", officer=OFFICER_C, battery_percent=80,
                            faults=Faults(battery_failing=True),
