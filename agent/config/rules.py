@@ -78,9 +78,13 @@ def _check_devices(conv: Converter, devices: DeviceSettings, check_files: bool) 
         if d.storage_only and not devices.allow_storage_only:
             conv.error(f"devices.allow[{i}].storage_only", "storage-only recorders are "
                        "refused while devices.allow_storage_only = false")
-    if devices.source == "udev" and not devices.allow:
+    if not devices.allow:
+        # an empty allowlist refuses every recorder, from udev and dock-sim alike: the dock
+        # would sit there docking nothing, so the config is wrong, not merely unusual
+        hint = ("; dock-sim's recorders are vid \"1209\", pid \"d0c5\" unless their spec"
+                " says otherwise" if devices.source == "sim" else "")
         conv.error("devices.allow", "no recorders are allowed: add at least one "
-                   "[[devices.allow]] entry (vid, pid)")
+                   f"[[devices.allow]] entry (vid, pid{hint})")
     seen: dict[str, str] = {}
     for port, label in devices.bays.items():
         if not port or not label.strip():

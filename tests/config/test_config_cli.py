@@ -33,6 +33,24 @@ def test_check_config_reports_every_problem(write_config: Write, minimal: str,
     assert f"{path}:17: offload.bufers: unknown key" in err
 
 
+def test_sim_config_without_allowlist_is_refused_clearly(
+        write_config: Write, capsys: pytest.CaptureFixture[str]) -> None:
+    """A dock-sim config that would refuse every recorder: `--check-config` and the agent's
+    start both name file, line and key, exit 2, and print no traceback."""
+    path = write_config('[dock]\nid = "d1"\n\n[devices]\nsource = "sim"\n\n[mqtt]\n'
+                        'enabled = false\n\n[recorder]\nfleet_secret_file = "fleet.secret"\n')
+    for args in (["--check-config", str(path)], ["--config", str(path)]):
+        assert main(args) == EXIT_CONFIG
+        captured = capsys.readouterr()
+        assert f"{path}:4: devices.allow: no recorders are allowed" in captured.err
+        assert "Traceback" not in captured.err + captured.out
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == EXIT_CONFIG and "devices.allow" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(tmp_path / "none.toml")]) == EXIT_CONFIG
     assert "cannot read config file" in capsys.readouterr().err

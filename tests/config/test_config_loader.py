@@ -320,6 +320,14 @@ def test_udev_source_needs_an_allowlist(write_config: Write) -> None:
     assert issue.key == "devices.allow" and "no recorders are allowed" in issue.message
 
 
+def test_sim_source_needs_an_allowlist_too(write_config: Write) -> None:
+    """dock-sim's recorders meet the same allowlist: an empty one would refuse them all."""
+    text = '[dock]\nid = "d"\n\n[devices]\nsource = "sim"\n'
+    (issue,) = issues_of(write_config(text), check_files=False)
+    assert (issue.key, issue.line) == ("devices.allow", 4), issue
+    assert "no recorders are allowed" in issue.message and '"d0c5"' in issue.message
+
+
 def test_tls_files_checked_when_tls_is_on(write_config: Write, config_dir: Path) -> None:
     text = MINIMAL.replace("tls = false\nport = 1883\n",
                            'ca_file = "ca.pem"\ncert_file = "c.pem"\nkey_file = "k.pem"\n')
@@ -361,9 +369,11 @@ def test_overrides(write_config: Write) -> None:
 
 
 def test_parse_settings_without_file(tmp_path: Path) -> None:
-    text = '[dock]\nid = "x"\n[devices]\nsource = "sim"\n[mount]\nmethod = "directory"\n'
+    text = ('[dock]\nid = "x"\n[devices]\nsource = "sim"\n[[devices.allow]]\nvid = "1209"\n'
+            'pid = "d0c5"\n[mount]\nmethod = "directory"\n')
     s = parse_settings(text, base_dir=tmp_path, check_files=False)
-    assert s.devices.source == "sim" and s.devices.allow == []
+    assert s.devices.source == "sim" and [(d.vid, d.pid) for d in s.devices.allow] == [
+        ("1209", "d0c5")]
 
 
 @pytest.mark.parametrize(("pattern", "needle"), [

@@ -9,7 +9,8 @@ import pytest
 
 from agent.screen.cli import EXIT_CONFIG, main
 
-BASE = '[dock]\nid = "d1"\n[devices]\nsource = "sim"\n[mqtt]\nenabled = false\n'
+BASE = ('[dock]\nid = "d1"\n[devices]\nsource = "sim"\n[[devices.allow]]\nvid = "1209"\n'
+        'pid = "d0c5"\n[mqtt]\nenabled = false\n')
 
 
 def refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str], screen: str,

@@ -146,7 +146,8 @@ async def test_events_follow_the_agent(screen: tuple[Agent, int]) -> None:
 
 def test_lan_without_token_refused(tmp_path: Path) -> None:
     config = tmp_path / "dock.toml"
-    config.write_text('[dock]\nid = "d1"\n[devices]\nsource = "sim"\n[mqtt]\nenabled = false\n'
+    config.write_text('[dock]\nid = "d1"\n[devices]\nsource = "sim"\n[[devices.allow]]\n'
+                      'vid = "1209"\npid = "d0c5"\n[mqtt]\nenabled = false\n'
                       '[screen]\nlisten = "0.0.0.0"\n')
     proc = subprocess.run([sys.executable, "-m", "agent.screen.cli", "--config", str(config)],
                           capture_output=True, text=True, timeout=60)
