@@ -53,7 +53,7 @@ from agent.session.recorder_link import recorder_client_opener
 from agent.session.registry import SessionTable
 from agent.session.state_machine import Step
 from agent.session.supervisor import BaySupervisor
-from agent.settings import Settings
+from agent.settings import ReadinessSettings, Settings
 from agent.store.db import DB_RESERVE_BYTES, Database
 from agent.store.errors import SigningError
 from agent.store.ledger import Ledger
@@ -183,7 +183,8 @@ async def _assemble(settings: Settings, log: logging.Logger) -> _Agent:
                                     if reporter is not None else lambda: None)
     clock_probe = dock_clock_probe(settings.clock)
     deps = _session_deps(settings, db, ledger, offloader, secret, clock_probe,
-                         view.sessions_changed, FirmwareUpdateUnit(firmware.after_offload))
+                         view.sessions_changed, FirmwareUpdateUnit(firmware.after_offload),
+                         firmware_readiness=firmware.readiness)
     lag = LoopLag()
     health = HealthMonitor(settings, db, ledger, deadline, lag, HealthSources(
         docked=sessions.snapshot, clock_synchronised=clock_probe,
@@ -204,7 +205,9 @@ def _make_reporter(settings: Settings, db: Database, actions: AgentActions) -> R
 
 def _session_deps(settings: Settings, db: Database, ledger: Ledger, offloader: Offloader,
                   secret: bytes, clock_probe: Callable[[], bool],
-                  on_change: Callable[[], None], firmware_update: StepUnit) -> SessionDeps:
+                  on_change: Callable[[], None], firmware_update: StepUnit, *,
+                  firmware_readiness: Callable[[ReadinessSettings], ReadinessSettings]
+                  ) -> SessionDeps:
     return SessionDeps(
         db=db,
         ledger=ledger,
@@ -221,6 +224,7 @@ def _session_deps(settings: Settings, db: Database, ledger: Ledger, offloader: O
         readiness=settings.readiness,
         battery_poll_s=settings.recorder.battery_poll_s,
         optional_units={Step.FIRMWARE_UPDATE: firmware_update},
+        firmware_readiness=firmware_readiness,
     )
 
 

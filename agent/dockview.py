@@ -117,11 +117,12 @@ class RecorderView:
         return out
 
 
-def facts_from_snapshot(snap: SessionSnapshot,
-                        extra_faults: Sequence[str] = ()) -> RecorderFacts:
-    """What readiness judges, from one session's facts. The session's samples include this
-    pack's earlier dockings (durable history), so the charge rate is known from the first
-    reading of a returning recorder."""
+def facts_from_snapshot(snap: SessionSnapshot, extra_faults: Sequence[str] = (),
+                        firmware_update: Mapping[str, object] | None = None) -> RecorderFacts:
+    """What readiness judges, from one session's facts (and its `firmware_update` field: an
+    update in progress is never READY). The session's samples include this pack's earlier
+    dockings (durable history), so the charge rate is known from the first reading of a
+    returning recorder."""
     battery, result, ident = snap.battery, snap.offload_result, snap.identity
     return RecorderFacts(
         battery_percent=float(battery.percent) if battery is not None else None,
@@ -138,16 +139,19 @@ def facts_from_snapshot(snap: SessionSnapshot,
         officer_no=snap.officer_no,
         open_faults=[f.code for f in snap.faults if f.code not in _SELF_JUDGED]
         + list(extra_faults),
+        firmware_state=str(firmware_update.get("state")) if firmware_update else None,
     )
 
 
 def recorder_views(snapshots: Sequence[SessionSnapshot], settings: Settings,
                    firmware: FirmwareView | None = None) -> list[RecorderView]:
     policy = settings.readiness if firmware is None else firmware.readiness(settings.readiness)
-    return [RecorderView(s, evaluate(facts_from_snapshot(s), policy,
-                                     settings.clock.tolerance_ms),
-                         firmware.recorder_field(s.as_record()) if firmware else None)
-            for s in snapshots]
+    views = []
+    for s in snapshots:
+        field = firmware.recorder_field(s.as_record()) if firmware else None
+        facts = facts_from_snapshot(s, firmware_update=field)
+        views.append(RecorderView(s, evaluate(facts, policy, settings.clock.tolerance_ms), field))
+    return views
 
 
 def readiness_report(views: Sequence[RecorderView], dock_id: str,

@@ -4,7 +4,9 @@ Pure rules over facts the docking session gathered. READY only when every criter
 holds; otherwise NOT_READY naming every failing criterion, or CHARGING when the battery
 is the only thing missing and it is charging (with an ETA from the observed charge rate).
 Unknown facts (a storage-only recorder has no battery reading) fail their criterion with
-a reason that says the fact is unknown, never silently pass.
+a reason that says the fact is unknown, never silently pass. A recorder whose firmware is
+being written or which is rebooting into it is never READY, whatever its session state
+(`released`): pulled now, it could be left without working firmware.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from agent.compliance.firmware import firmware_problem
 from agent.settings import ReadinessSettings
 
 GB = 1_000_000_000
+# States of the `firmware_update` field (agent.firmware.status) in which an update runs:
+# decided and starting, transferring, committing or rebooting into the new image.
+FIRMWARE_BUSY_STATES = frozenset({"updating", "transferring"})
 
 
 class Verdict(StrEnum):
@@ -48,6 +53,11 @@ class RecorderFacts:
     learned_charge_rate_per_s: float | None = None  # from this pack's earlier charging
     officer_no: str | None = None
     open_faults: Sequence[str] = ()  # fault codes
+    firmware_state: str | None = None  # the `firmware_update` field's state, if known
+
+    @property
+    def firmware_updating(self) -> bool:
+        return self.firmware_state in FIRMWARE_BUSY_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +173,16 @@ def _charging_eta(facts: RecorderFacts, settings: ReadinessSettings,
     return (settings.min_battery_percent - battery_percent) / rate
 
 
+def _firmware_update_reasons(facts: RecorderFacts) -> list[Reason]:
+    if facts.firmware_updating:
+        return [Reason("firmware_updating", "firmware update in progress — do not unplug")]
+    return []
+
+
 def evaluate(facts: RecorderFacts, settings: ReadinessSettings, tolerance_ms: int) -> Readiness:
     battery = _battery_reasons(facts, settings)
-    reasons = [*battery, *_storage_reasons(facts, settings), *_clock_reasons(facts, tolerance_ms),
-               *_custody_reasons(facts, settings)]
+    reasons = [*_firmware_update_reasons(facts), *battery, *_storage_reasons(facts, settings),
+               *_clock_reasons(facts, tolerance_ms), *_custody_reasons(facts, settings)]
     if not reasons:
         return Readiness(Verdict.READY)
     only_battery = len(reasons) == 1 and battery and battery[0].code == "battery_low"

@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.compliance.firmware import allowlist_problem
+from agent.compliance.versions import same_version, version_key
 from agent.firmware.errors import PolicyError
-from agent.firmware.versions import same_version, version_key
 
 
 @dataclass(frozen=True)
@@ -112,13 +113,11 @@ def effective_policies(
 
 
 def not_allowed(policy: ModelPolicy | None, model: str, version: str) -> str | None:
-    """Why `version` is not acceptable for `model`, or None."""
+    """Why `version` is not on `model`'s own allowlist, or None (the rule of
+    agent.compliance.firmware, which recorders are judged by)."""
     if policy is None or policy.allowlist is None:
         return None
-    if any(same_version(version, v) for v in policy.allowlist):
-        return None
-    listed = ", ".join(policy.allowlist) or "no version allowed"
-    return f"firmware {version!r} of model {model!r} is not on the allowlist ({listed})"
+    return allowlist_problem(policy.allowlist, model, version)
 
 
 def accepts(pkg: PackageFacts, running: str) -> str | None:

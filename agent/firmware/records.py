@@ -121,15 +121,3 @@ class UpdateRecords:
         once while open)."""
         await self._write(lambda conn: self._fault(
             conn, who, FaultCode.FIRMWARE_UPDATE_FAILED, reason, "warning", detail))
-
-    async def not_allowed(self, who: Who, problem: str | None,
-                          detail: dict[str, object]) -> None:
-        def tx(conn: sqlite3.Connection) -> None:
-            if problem is None:
-                faults.clear_faults(conn, self.ledger, recorder=who.serial,
-                                    codes=[FaultCode.FIRMWARE_NOT_ALLOWED],
-                                    reason="firmware allowed")
-            else:
-                self._fault(conn, who, FaultCode.FIRMWARE_NOT_ALLOWED, problem, "warning",
-                            detail)
-        await self._write(tx)

@@ -15,13 +15,15 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.compliance.firmware import firmware_problem, with_central_allowlists
+from agent.compliance.versions import same_version
 from agent.firmware import policy as pol
 from agent.firmware import store
 from agent.firmware.errors import PolicyError, StagingError, UpdateRefused
@@ -42,7 +44,6 @@ from agent.firmware.status import (
     status_report,
 )
 from agent.firmware.updater import Progress, UpdateJob, run_update
-from agent.firmware.versions import same_version
 from agent.settings import FirmwareSettings, ReadinessSettings, Settings
 from agent.store.db import Database
 from agent.store.ledger import EntryKind, Ledger, current_us
@@ -55,10 +56,15 @@ STATE_REFRESH_S = 1.0  # a transfer's progress refreshes the recorder's state th
 @dataclass(frozen=True)
 class FirmwareConfig:
     settings: FirmwareSettings
-    allowlists: Mapping[str, Sequence[str]]  # [readiness] firmware_allowlist
+    readiness: ReadinessSettings  # its firmware_allowlist and allowed_firmware
     firmware_dir: Path
     tz: ZoneInfo
     keys: Mapping[str, Ed25519PublicKey]
+
+    @property
+    def allowlists(self) -> Mapping[str, Sequence[str]]:
+        """[readiness] firmware_allowlist."""
+        return self.readiness.firmware_allowlist
 
     def limits(self) -> pol.Limits:
         s = self.settings
@@ -97,14 +103,15 @@ class FirmwareService:
 
     def readiness(self, settings: ReadinessSettings) -> ReadinessSettings:
         """Readiness settings whose per-model allowlists include the central overrides, so a
-        recorder outside a centrally set allowlist is NOT_READY like one outside the config's."""
-        merged = dict(settings.firmware_allowlist)
-        for model, p in self.central.items():
-            if p.allowlist is None:
-                merged.pop(model, None)
-            else:
-                merged[model] = list(p.allowlist)
-        return replace(settings, firmware_allowlist=merged)
+        recorder outside a centrally set allowlist is NOT_READY (and gets its fault at
+        identification) like one outside the config's."""
+        return with_central_allowlists(settings, {model: p.allowlist
+                                                  for model, p in self.central.items()})
+
+    def firmware_problem(self, model: str, firmware: str) -> str | None:
+        """Why this firmware is not allowed on this dock now (config and central lists), or
+        None: the rule readiness and the identify-time fault use."""
+        return firmware_problem(self.readiness(self.config.readiness), model, firmware)
 
     def recorder_field(self, snap: Mapping[str, object]) -> dict[str, object] | None:
         """The `firmware_update` field of one docked recorder's state (None: unidentified)."""
@@ -113,7 +120,8 @@ class FirmwareService:
             return None
         d = docked[0]
         return public_field(recorder_firmware(d, self.policies(), self.decisions.get(d.serial),
-                                              self.in_flight.get(d.serial), None))
+                                              self.in_flight.get(d.serial), None,
+                                              self.firmware_problem))
 
     # --- the session's hook -----------------------------------------------------------
 
@@ -127,14 +135,25 @@ class FirmwareService:
             # its open attempt; the next docking resumes
             log.info("bay %s: firmware update of %s interrupted: %s", rec.bay, rec.serial,
                      exc or type(exc).__name__)
+            self._ended(rec.serial, "wait", "the update was interrupted; the next docking"
+                        " resumes it")
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError from exc  # the unplug's cancel stays a cancel
         except Exception:  # a bug here must never fail the docking
             log.exception("bay %s: firmware check of %s failed", rec.bay, rec.serial)
+            self._ended(rec.serial, "blocked", "the firmware check failed (see the agent's"
+                        " log)")
         finally:
             self.in_flight.pop(rec.serial, None)
             rec.changed()
+
+    def _ended(self, serial: str, action: pol.Action, reason: str) -> None:
+        """An update decided for this docking will not run (on): the recorder no longer
+        reads as being updated."""
+        decision = self.decisions.get(serial)
+        if decision is not None and decision.action == "update":
+            self.decisions[serial] = pol.Decision(action, reason, decision.package)
 
     async def _after_offload(self, rec: DockedRecorder) -> None:
         link = rec.link
@@ -148,12 +167,7 @@ class FirmwareService:
         if attempt is not None and await self._settle(who, attempt, status, running):
             attempt = None
         policies = await self.db.read(self._policies)
-        model_policy = policies.get(rec.model)
-        problem = pol.not_allowed(model_policy, rec.model, running)
-        if model_policy is not None and model_policy.source == "central":
-            # config allowlists are judged at identification; a central one only here
-            await self.records.not_allowed(who, problem, {"model": rec.model,
-                                                          "firmware": running})
+        model_policy = policies.get(rec.model)  # allowlists, config and central: identify's
         packages, fails, rolled = await self.db.read(lambda c: (
             store.packages(c), store.failures(c, rec.serial), store.rolled_back(c, rec.serial)))
         facts = pol.RecorderFacts(rec.serial, rec.model, running, rec.battery_percent,
@@ -220,6 +234,8 @@ class FirmwareService:
             await run_update(job, self.records, progress)
         except UpdateRefused as exc:
             await self._refused(who, job, str(exc))
+            # no longer updating (the recorder may be taken); the next docking decides again
+            self._ended(serial, "blocked", f"the update to {staged.facts.version} failed: {exc}")
 
     async def _refused(self, who: Who, job: UpdateJob, reason: str) -> None:
         attempt = await self.db.read(lambda c: _open_attempt(c, who.serial))
@@ -309,7 +325,7 @@ class FirmwareControl:
 
         policies, attempts, packages = await svc.db.read(read)
         return status_report(docked_from_snapshots(self.docked()), policies, svc.decisions,
-                             dict(svc.in_flight), attempts, packages)
+                             dict(svc.in_flight), attempts, packages, svc.firmware_problem)
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]]]]:
         async def add(req: dict[str, Any]) -> Mapping[str, Any]:
@@ -328,7 +344,7 @@ def make_service(settings: Settings, db: Database, ledger: Ledger) -> FirmwareSe
     """The service from the agent's settings; FirmwareError if [firmware] is unusable."""
     fw = settings.firmware
     validate_config(fw)
-    config = FirmwareConfig(fw, settings.readiness.firmware_allowlist,
+    config = FirmwareConfig(fw, settings.readiness,
                             settings.dock.state_dir / "firmware", ZoneInfo(settings.dock.timezone),
                             load_trusted_keys(fw.trusted_keys))
     return FirmwareService(config, db, ledger)

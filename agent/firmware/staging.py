@@ -19,10 +19,10 @@ from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.compliance.versions import version_key
 from agent.firmware import store
 from agent.firmware.errors import StagingError
 from agent.firmware.policy import PackageFacts
-from agent.firmware.versions import version_key
 from agent.store.durable import fsync_dir
 from agent.store.ledger import EntryKind, Ledger, current_us
 from firmware_bridge.fwpackage import (

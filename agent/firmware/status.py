@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from agent.compliance.versions import same_version
 from agent.firmware import policy as pol
 from agent.firmware.store import Attempt, StagedPackage
 from agent.firmware.updater import Progress
-from agent.firmware.versions import same_version
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,18 @@ class DockedFacts:
     footage_safe: bool | None = None
 
 
+# (model, firmware) -> why it is not allowed, or None: agent.compliance.firmware's rule with
+# the central allowlists (FirmwareService.firmware_problem), as readiness judges it
+FirmwareRule = Callable[[str, str], "str | None"]
+
+
 def recorder_firmware(d: DockedFacts, policies: Mapping[str, pol.ModelPolicy],
                       decision: pol.Decision | None, progress: Progress | None,
-                      attempt: Attempt | None) -> dict[str, object]:
+                      attempt: Attempt | None, rule: FirmwareRule) -> dict[str, object]:
     """The per-recorder `firmware_update` field (dockctl, MQTT recorder state)."""
     p = policies.get(d.model)
     target = p.target if p is not None else None
-    allowed = pol.not_allowed(p, d.model, d.firmware) is None
+    allowed = rule(d.model, d.firmware) is None
     if progress is not None:
         state = "transferring"
     elif target is None:
@@ -53,13 +58,14 @@ def recorder_firmware(d: DockedFacts, policies: Mapping[str, pol.ModelPolicy],
 
 def status_report(docked: Sequence[DockedFacts], policies: Mapping[str, pol.ModelPolicy],
                   decisions: Mapping[str, pol.Decision], in_flight: Mapping[str, Progress],
-                  open_attempts: Sequence[Attempt], packages: Sequence[StagedPackage]
-                  ) -> dict[str, object]:
+                  open_attempts: Sequence[Attempt], packages: Sequence[StagedPackage],
+                  rule: FirmwareRule) -> dict[str, object]:
     attempts = {a.recorder: a for a in open_attempts}
     return {
         "recorders": [{"bay": d.bay, "serial": d.serial, "model": d.model,
                        **recorder_firmware(d, policies, decisions.get(d.serial),
-                                           in_flight.get(d.serial), attempts.get(d.serial))}
+                                           in_flight.get(d.serial), attempts.get(d.serial),
+                                           rule)}
                       for d in docked],
         "policies": {m: {"target": p.target,
                          "allowlist": list(p.allowlist) if p.allowlist is not None else None,

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 VERDICT_RANK = {"READY": 0, "CHARGING": 1, "NOT_READY": 2}
+FIRMWARE_UPDATING = "firmware_updating"  # the readiness reason of an update in progress
 OFFLOADING = "offloading"
 CHECKING = frozenset({"detected", "authenticated", "identified", "clock_checked",
                       "status_read", "storage_unlocked", "mounted"})
@@ -44,7 +45,8 @@ class Bay:
     officer_no: str | None
     officer_name: str | None
     state: str
-    # What the officer should do or wait for: checking | offloading | safe | kept | failed
+    # What the officer should do or wait for:
+    # checking | offloading | updating | safe | kept | failed
     phase: str
     verdict: str
     reasons: list[Reason]
@@ -55,6 +57,7 @@ class Bay:
     stored: int
     not_copied: int  # files still only on the recorder after the offload
     faults: list[str]
+    firmware_percent: float | None = None  # of a firmware transfer in progress
 
 
 @dataclass(frozen=True)
@@ -141,15 +144,30 @@ def _progress(entry: Mapping[str, Any]) -> Progress | None:
     )
 
 
+def _firmware_updating(entry: Mapping[str, Any]) -> bool:
+    """Readiness says a firmware update is running (the session itself stays `released`)."""
+    reasons = (entry.get("readiness") or {}).get("reasons") or []
+    return any(isinstance(r, Mapping) and r.get("code") == FIRMWARE_UPDATING for r in reasons)
+
+
+def _firmware_percent(entry: Mapping[str, Any]) -> float | None:
+    field = entry.get("firmware_update")
+    progress = field.get("progress") if isinstance(field, Mapping) else None
+    return _num(progress.get("percent")) if isinstance(progress, Mapping) else None
+
+
 def phase_of(entry: Mapping[str, Any]) -> str:
     """`safe` only when the agent released the recorder after an offload that left nothing
-    behind: that is when footage is in custody and the officer may take the recorder."""
+    behind (and no firmware update is running on it): that is when footage is in custody and
+    the officer may take the recorder."""
     state = str(entry.get("state"))
     result = entry.get("offload_result")
     if state == OFFLOADING:
         return "offloading"
     if state == "failed":
         return "failed"
+    if _firmware_updating(entry):
+        return "updating"
     if state == "released" and isinstance(result, Mapping):
         complete = result.get("outcome") == "complete" and not _int(result.get("failed"))
         return "safe" if complete else "kept"
@@ -173,6 +191,7 @@ def bay_of(entry: Mapping[str, Any]) -> Bay:
         progress=_progress(entry),
         stored=_int(result.get("stored")) + _int(result.get("already_stored")),
         not_copied=_int(result.get("failed")), faults=faults,
+        firmware_percent=_firmware_percent(entry) if _firmware_updating(entry) else None,
     )
 
 

@@ -5,7 +5,7 @@ when a bay's pattern changes. Readable from across the room:
 
 - off: no recorder in the bay
 - steady: READY and footage safe — take it
-- slow blink: checking or copying — do not remove
+- slow blink: checking, copying or updating firmware — do not remove
 - short flashes: charging (footage safe, battery not yet enough)
 - fast blink: NOT READY, a failed session or footage left behind — look at the screen
 """
@@ -38,7 +38,7 @@ BLINK: dict[Pattern, tuple[float, float]] = {
 def pattern_of(bay: Bay | None) -> Pattern:
     if bay is None:
         return Pattern.OFF
-    if bay.phase in ("checking", "offloading"):
+    if bay.phase in ("checking", "offloading", "updating"):
         return Pattern.BUSY
     if bay.phase != "safe" or bay.verdict == "NOT_READY":
         return Pattern.ATTENTION

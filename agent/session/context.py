@@ -86,6 +86,11 @@ class SessionDeps:
     on_transition: Callable[[Transition], None] | None = None  # every state machine step
     battery_poll_s: float = 45.0
     readiness: ReadinessSettings = field(default_factory=ReadinessSettings)
+    # readiness settings -> the same with the central firmware allowlists laid over them
+    # (agent.firmware's FirmwareService.readiness): the identify-time firmware check judges
+    # with exactly the lists readiness and the firmware view use
+    firmware_readiness: Callable[[ReadinessSettings], ReadinessSettings] = field(
+        default=lambda settings: settings)
     mount_timeout_s: float = 120.0
     unplug_grace_s: float = 3.0  # a closed link is an unplug if the event follows within
     clock_samples: int = 3

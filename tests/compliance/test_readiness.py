@@ -2,6 +2,7 @@ from dataclasses import replace
 
 import pytest
 
+from agent.compliance.firmware import with_central_allowlists
 from agent.compliance.readiness import (
     GB,
     BatterySample,
@@ -68,6 +69,30 @@ def test_firmware_allowlist_only_when_configured() -> None:
     strict = replace(SETTINGS, allowed_firmware=["2.1.0"])
     assert codes(replace(GOOD, firmware="9.9"), strict) == ["firmware_not_allowed"]
     assert codes(GOOD, strict) == []
+
+
+@pytest.mark.parametrize("state", ["updating", "transferring"])
+def test_a_firmware_update_in_progress_is_never_ready(state: str) -> None:
+    result = evaluate(replace(GOOD, firmware_state=state), SETTINGS, tolerance_ms=1000)
+    assert result.verdict is Verdict.NOT_READY
+    assert [r.code for r in result.reasons] == ["firmware_updating"]
+    assert "do not unplug" in result.reasons[0].message
+    # nor CHARGING: the battery is not the only thing missing
+    charging = replace(GOOD, firmware_state=state, battery_percent=50, charging=True)
+    assert evaluate(charging, SETTINGS, tolerance_ms=1000).verdict is Verdict.NOT_READY
+    for idle in ("no_target", "current", "pending", "waiting", "blocked", None):
+        assert codes(replace(GOOD, firmware_state=idle)) == []
+
+
+def test_firmware_versions_compare_as_dotted_decimals() -> None:
+    listed = replace(SETTINGS, firmware_allowlist={"M1": ["2.1"]}, allowed_firmware=["V2b"])
+    assert codes(replace(GOOD, model="M1", firmware="2.1.0"), listed) == []
+    assert codes(replace(GOOD, model="M1", firmware="2.1.1"), listed) == ["firmware_not_allowed"]
+    assert codes(replace(GOOD, model="M2", firmware="V2b"), listed) == []  # not a version
+    central = with_central_allowlists(listed, {"M1": None, "M3": ["1.0"]})
+    assert central.firmware_allowlist == {"M3": ["1.0"]}  # M1 lifted: the flat list applies
+    assert codes(replace(GOOD, model="M1", firmware="2.1.0"), central) == [
+        "firmware_not_allowed"]
 
 
 def test_officer_optional_when_configured() -> None:

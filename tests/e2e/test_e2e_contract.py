@@ -331,3 +331,30 @@ def check_doc_examples(captured: list[tuple[str, Any]]) -> None:
         problems += [f"{slot}: {p}" for p in contract_docs.mismatches(body, examples[slot])]
     assert problems == [], ("docs/mqtt.md examples differ from the traffic; regenerate with "
                             "DOCK_UPDATE_MQTT_DOCS=1", problems)
+
+
+async def test_retained_state_keeps_the_offload_after_later_changes(
+        make_rig: RigFactory, broker: Broker, central: Central) -> None:
+    """Once the offload has ended, every state of the docking carries its final `offload`
+    counters: a later change (here a battery poll every second) replaces the retained state
+    without dropping them, so what a birth or the stale state shows never depends on
+    whether the battery happened to be read since."""
+    rig = make_rig(broker.settings(DOCK_ID), recorder_cfg={"battery_poll_s": 1.0})
+    spec = RecorderSpec("BWC70011", officer=officer("7001011", "Ma Lin"),
+                        footage=FootageSpec(count=2, size_bytes=1 * MIB, seed=81))
+    topic = f"/recorder/{spec.serial}/state"
+    await rig.start_dock()
+    rig.start_agent()
+    await rig.wait_agent_up()
+    await rig.plug("1", spec)
+    await rig.wait_released(spec.serial)
+
+    def released() -> list[Any]:
+        return [s for s in central.on(topic) if s and s.get("state") == "released"]
+
+    await until(lambda: len(released()) >= 3, "states after two battery polls", agent=rig.agent)
+    assert rig.agent.terminate() == 0
+    await until(lambda: any(s and s.get("stale") for s in central.on(topic)), "stale state")
+    for state in [*released(), *[s for s in central.on(topic) if s and s.get("stale")]]:
+        assert state.get("offload", {}).get("files_done") == 2, state
+    assert central.invalid == [], central.invalid

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
+from agent.compliance.versions import same_version, version_key
 from agent.firmware import policy as pol
 from agent.firmware.errors import PolicyError
-from agent.firmware.versions import same_version, version_key
 
 PKG = pol.PackageFacts("ab" * 32, "2.1.0", ("BWC-4",), "1.5.0", None, 1000)
 POLICY = pol.ModelPolicy("2.1.0", ("2.0.0", "2.1.0"))

@@ -16,7 +16,7 @@ from agent.firmware.errors import PolicyError, StagingError
 from agent.firmware.keys import load_trusted_keys
 from agent.firmware.service import FirmwareConfig, FirmwareService
 from agent.schemas import ALL_SCHEMAS
-from agent.settings import FirmwareSettings
+from agent.settings import FirmwareSettings, ReadinessSettings
 from agent.store.db import Database
 from agent.store.ledger import Ledger
 
@@ -31,7 +31,7 @@ def service(tmp_path: Path) -> Iterator[FirmwareService]:
     settings = FirmwareSettings(trusted_keys=section["trusted_keys"], targets={MODEL: "1.1.0"},
                                 import_dirs=[share])
     db = Database(tmp_path / "dock.sqlite3", ALL_SCHEMAS)
-    config = FirmwareConfig(settings, {}, tmp_path / "firmware", ZoneInfo("UTC"),
+    config = FirmwareConfig(settings, ReadinessSettings(), tmp_path / "firmware", ZoneInfo("UTC"),
                             load_trusted_keys(settings.trusted_keys))
     yield FirmwareService(config, db, Ledger("dock-test"))
     db.close()

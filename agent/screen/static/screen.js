@@ -172,6 +172,12 @@
       if (p.rate_bps) facts.push(t("progress.rate", { value: bytes(p.rate_bps) }));
       if (p.eta_s !== null) facts.push(t("progress.eta", { value: duration(p.eta_s) }));
       box.appendChild(el("div", "facts", facts.join(" · ")));
+    } else if (bay.phase === "updating") {
+      box.appendChild(el("div", "what", t("phase.updating")));
+      if (bay.firmware_percent !== null) {
+        box.appendChild(el("div", "facts",
+                           t("phase.firmware", { value: Math.floor(bay.firmware_percent) })));
+      }
     } else if (bay.phase === "safe") {
       box.appendChild(el("div", "what", t("phase.safe")));
       box.appendChild(el("div", "facts", t("phase.stored", { value: bay.stored })));

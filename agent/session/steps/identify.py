@@ -76,7 +76,7 @@ async def check_identity_policy(ctx: SessionContext) -> None:
     """Faults for what makes a recorder unfit to issue, by identity: firmware not on the
     allowlist, no officer assigned. Each is cleared once the condition is gone."""
     ident = ctx.require_identity()
-    policy = ctx.deps.readiness
+    policy = ctx.deps.firmware_readiness(ctx.deps.readiness)
     problem = firmware_problem(policy, ident.model, ident.firmware)
     if problem is not None:
         await ctx.fault(FC.FIRMWARE_NOT_ALLOWED, problem, "warning",
