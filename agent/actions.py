@@ -52,7 +52,8 @@ class AgentActions:
     def __init__(self, settings: Settings, db: Database, ledger: Ledger, view: DockView, *,
                  assign_now: Callable[[str], Awaitable[bool]],
                  lifecycle: LifecycleService | None = None,
-                 firmware: FirmwareService | None = None) -> None:
+                 firmware: FirmwareService | None = None,
+                 firmware_policy_changed: Callable[[], Awaitable[None]] | None = None) -> None:
         self.settings = settings
         self.db = db
         self.ledger = ledger
@@ -60,15 +61,20 @@ class AgentActions:
         self.assign_now = assign_now  # writes a pending assignment to a docked recorder
         self.lifecycle_service = lifecycle
         self.firmware_service = firmware
+        # judges the docked recorders' firmware by a new policy now (the session table)
+        self.firmware_policy_changed = firmware_policy_changed
 
     async def firmware(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """set-firmware-policy, stage-firmware (agent.firmware.commands)."""
         if self.firmware_service is None:
             raise CommandRejected("this agent does not handle recorder firmware")
         try:
-            return await run_command(self.firmware_service, name, args)
+            reply = await run_command(self.firmware_service, name, args)
         except FirmwareError as exc:
             raise CommandRejected(str(exc)) from exc
+        if name == "set-firmware-policy" and self.firmware_policy_changed is not None:
+            await self.firmware_policy_changed()
+        return reply
 
     async def lifecycle(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """tag, export, preserve, audit: the same requests dockctl makes (docs/mqtt.md)."""

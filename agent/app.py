@@ -176,7 +176,8 @@ async def _assemble(settings: Settings, log: logging.Logger) -> _Agent:
     await lifecycle.recover()
     reporter = _make_reporter(settings, db, AgentActions(
         settings, db, ledger, view, assign_now=sessions.apply_pending_assignment,
-        lifecycle=lifecycle, firmware=firmware))
+        lifecycle=lifecycle, firmware=firmware,
+        firmware_policy_changed=sessions.firmware_policy_changed))
     if reporter is not None:
         feed.subscribe(reporter)
     checkpoints = LedgerCheckpoints(db, ledger, reporter.checkpoint_signed

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.compliance.firmware import allowlist_problem
 from agent.compliance.versions import same_version, version_key
 from agent.firmware.errors import PolicyError
+
+# (model, version) -> why that version is not allowed, or None: agent.compliance.firmware's
+# rule over the config and central lists (FirmwareService.firmware_problem)
+FirmwareRule = Callable[[str, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -112,14 +115,6 @@ def effective_policies(
     return out
 
 
-def not_allowed(policy: ModelPolicy | None, model: str, version: str) -> str | None:
-    """Why `version` is not on `model`'s own allowlist, or None (the rule of
-    agent.compliance.firmware, which recorders are judged by)."""
-    if policy is None or policy.allowlist is None:
-        return None
-    return allowlist_problem(policy.allowlist, model, version)
-
-
 def accepts(pkg: PackageFacts, running: str) -> str | None:
     """Why this package cannot be installed over `running`, or None."""
     key = version_key(running)
@@ -143,15 +138,18 @@ def choose_package(model: str, target: str, packages: Sequence[PackageFacts]
 
 
 def decide(facts: RecorderFacts, policy: ModelPolicy | None, packages: Sequence[PackageFacts],
-           limits: Limits, local_time: dt.time) -> Decision:
-    """What to do with one docked recorder's firmware now."""
+           limits: Limits, local_time: dt.time, rule: FirmwareRule) -> Decision:
+    """What to do with one docked recorder's firmware now. `rule` says whether a version
+    is allowed, exactly as the recorder itself is judged: a target it forbids (by a
+    model's allowlist or the flat `allowed_firmware`) is never installed."""
     if policy is None or policy.target is None:
         return Decision("none", f"no target version for model {facts.model!r}")
     target = policy.target
     if same_version(facts.running_version, target):
         return Decision("none", f"runs the target version {target}")
-    if not_allowed(policy, facts.model, target) is not None:
-        return Decision("blocked", f"target {target} is not on model {facts.model!r}'s allowlist")
+    problem = rule(facts.model, target)
+    if problem is not None:
+        return Decision("blocked", f"target {target} is not allowed: {problem}")
     pkg = choose_package(facts.model, target, packages)
     if pkg is None:
         return Decision("blocked", f"no staged package of {target} for model {facts.model!r}")

@@ -174,7 +174,7 @@ class FirmwareService:
                                   rec.footage_safe, fails, rolled)
         now = self._local_now(self.config.tz).time()
         decision = pol.decide(facts, model_policy, [p.facts for p in packages],
-                              self.config.limits(), now)
+                              self.config.limits(), now, self.firmware_problem)
         self.decisions[rec.serial] = decision
         rec.changed()
         if decision.action == "blocked" and decision.package is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.compliance.versions import same_version
@@ -22,9 +22,8 @@ class DockedFacts:
     footage_safe: bool | None = None
 
 
-# (model, firmware) -> why it is not allowed, or None: agent.compliance.firmware's rule with
-# the central allowlists (FirmwareService.firmware_problem), as readiness judges it
-FirmwareRule = Callable[[str, str], "str | None"]
+# (model, firmware) -> why it is not allowed, or None, as readiness judges it
+FirmwareRule = pol.FirmwareRule
 
 
 def recorder_firmware(d: DockedFacts, policies: Mapping[str, pol.ModelPolicy],

@@ -7,8 +7,12 @@ them afterwards.
 
 from __future__ import annotations
 
+import logging
+
 from agent.docking_state import OffloadResult, SessionSnapshot
 from agent.session.runner import DockingSession
+
+log = logging.getLogger(__name__)
 
 
 class SessionTable:
@@ -46,6 +50,15 @@ class SessionTable:
         footage is off); True if it was written and read back."""
         session = self.docked(serial)
         return session is not None and await session.apply_pending_assignment()
+
+    async def firmware_policy_changed(self) -> None:
+        """Judge every docked recorder's firmware by the new policy now, not at its next
+        docking (one session's trouble does not keep the others from it)."""
+        for s in [s for s in self._sessions.values() if not s.finished]:
+            try:
+                await s.firmware_policy_changed()
+            except Exception:  # a store error is the session's, logged; the rest go on
+                log.exception("bay %s: firmware policy re-check failed", s.bay)
 
     def snapshot(self) -> list[SessionSnapshot]:
         """One snapshot per bay with a live session, sorted by bay label."""

@@ -33,6 +33,7 @@ from agent.session.safety import make_safe
 from agent.session.state_machine import SessionMachine, State
 from agent.session.steps import units
 from agent.session.steps.assignment import apply_pending_assignment
+from agent.session.steps.identify import judge_firmware
 from agent.store.faults import FaultCode as FC
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,15 @@ class DockingSession:
     async def apply_pending_assignment(self) -> bool:
         """Write a pending officer assignment now (see steps.assignment); True if written."""
         return await apply_pending_assignment(self.ctx)
+
+    async def firmware_policy_changed(self) -> None:
+        """Judge the docked recorder's firmware again by the policy now in force (a central
+        set-firmware-policy): the fault is a readiness fact; the docking (an offload, an
+        update) goes on untouched."""
+        if self.finished or self.storage_only or self.identity is None:
+            return  # not identified yet: identification judges by the new policy
+        await judge_firmware(self.ctx)
+        self.ctx.changed()
 
     # --- events from the supervisor ----------------------------------------------------
 

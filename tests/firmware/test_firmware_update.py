@@ -20,7 +20,7 @@ from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
 from tests.e2e.harness import Rig, until
 
 from .conftest import FirmwareRigFactory
-from .fwrig import attempt, entries, package, wait_bytes, wait_kind
+from .fwrig import MODEL, attempt, entries, package, wait_bytes, wait_kind
 
 OFFICER = OfficerRecord("6001001", "Wu Hao", "U06", "Unit 6")
 LINK = 1_000_000  # bytes/s: close to a CDC-ACM link, so a transfer can be interrupted
@@ -221,4 +221,45 @@ async def test_a_recorder_refusing_the_signature_fails_the_update_clearly(
     assert any(f["code"] == "firmware_update_failed" and f["severity"] == "error"
                for f in faults), faults
     assert await running_version(rig, spec.serial) == "1.0.0"
+    assert rig.agent.terminate() == 0
+
+
+@pytest.mark.parametrize(("readiness", "installed"), [
+    ({"allowed_firmware": ["1.0.0"]}, False),  # the flat list forbids the target 1.1.0
+    ({"allowed_firmware": ["1.0", "1.1"]}, True),  # the flat list allows it
+    ({"allowed_firmware": ["1.0.0"],  # the model's own list allows it, and decides
+      "firmware_allowlist": {MODEL: ["1.0.0", "1.1.0"]}}, True),
+], ids=["flat-forbids", "flat-allows", "model-list-allows"])
+async def test_a_staged_image_is_installed_only_if_the_firmware_rule_allows_it(
+        make_fw_rig: FirmwareRigFactory, tmp_path: Path, readiness: dict[str, Any],
+        installed: bool) -> None:
+    """The update decision asks the same rule as readiness: `allowed_firmware` and the
+    per-model allowlists alike."""
+    rig = make_fw_rig(readiness=readiness)
+    await rig.start_dock()
+    rig.start_agent()
+    await rig.wait_agent_up()
+    code, _, err = await rig.dockctl("firmware", "add", str(package(tmp_path, 256 * 1024)))
+    assert code == 0, err
+    spec = recorder("BWC61101", seed=611)
+    await rig.plug("1", spec)
+    if installed:
+        await wait_kind(rig, "firmware_completed", spec.serial)
+        (done,) = entries(rig, "firmware_completed", spec.serial)
+        assert done["running_version"] == "1.1.0", done
+        assert rig.agent.terminate() == 0
+        return
+    await rig.wait_released(spec.serial)
+
+    async def settled() -> bool:
+        status = await rig.dockctl_json("firmware", "status")
+        rows = [r for r in status["recorders"] if r["serial"] == spec.serial]
+        return bool(rows) and rows[0]["state"] == "blocked"
+
+    await until(settled, "the update decision", agent=rig.agent)
+    status = await rig.dockctl_json("firmware", "status")
+    (row,) = [r for r in status["recorders"] if r["serial"] == spec.serial]
+    assert "1.1.0 is not allowed" in row["reason"], row
+    assert "firmware_started" not in rig.kinds(spec.serial)
+    assert attempt(rig, spec.serial) is None
     assert rig.agent.terminate() == 0

@@ -77,14 +77,24 @@ async def check_identity_policy(ctx: SessionContext) -> None:
     allowlist, no officer assigned. Each is cleared once the condition is gone."""
     ident = ctx.require_identity()
     policy = ctx.deps.firmware_readiness(ctx.deps.readiness)
-    problem = firmware_problem(policy, ident.model, ident.firmware)
-    if problem is not None:
-        await ctx.fault(FC.FIRMWARE_NOT_ALLOWED, problem, "warning",
-                        {"model": ident.model, "firmware": ident.firmware})
-    else:
-        await ctx.clear_condition(FC.FIRMWARE_NOT_ALLOWED, "firmware allowed")
+    await judge_firmware(ctx)
     if policy.require_officer and not ident.officer_no:
         await ctx.fault(FC.OFFICER_UNASSIGNED, "no officer assigned to the recorder",
                         "warning", {})
     else:
         await ctx.clear_condition(FC.OFFICER_UNASSIGNED, "officer assigned")
+
+
+async def judge_firmware(ctx: SessionContext) -> None:
+    """The `firmware_not_allowed` fault by the policy in force now (config and central
+    allowlists, agent.compliance.firmware): raised once while it holds, cleared when a
+    policy allows the firmware again. Run at identification and whenever the policy
+    changes while the recorder is docked; it only records a readiness fact."""
+    ident = ctx.require_identity()
+    policy = ctx.deps.firmware_readiness(ctx.deps.readiness)
+    problem = firmware_problem(policy, ident.model, ident.firmware)
+    if problem is None:
+        await ctx.clear_condition(FC.FIRMWARE_NOT_ALLOWED, "firmware allowed")
+    elif not any(f.code == FC.FIRMWARE_NOT_ALLOWED.value for f in ctx.facts.faults):
+        await ctx.fault(FC.FIRMWARE_NOT_ALLOWED, problem, "warning",
+                        {"model": ident.model, "firmware": ident.firmware})

@@ -1,0 +1,122 @@
+"""A central firmware policy change judges every docked recorder at once, through the real
+agent and a real broker: the `firmware_not_allowed` fault is raised (and cleared when a
+policy allows the firmware again) for recorders already docked, reaching dockctl and MQTT
+like any fault, and a recorder mid-offload keeps offloading (the fault is a readiness fact)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+
+from firmware_bridge.messages import OfficerRecord
+from hw_sim.fusemount import fuse_available
+from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
+from tests.e2e.conftest import DOCK_ID
+from tests.e2e.harness import Rig, until
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
+
+from .conftest import FirmwareRigFactory
+from .fwrig import MODEL
+from .test_firmware_mqtt import command
+from .test_firmware_readiness import readiness_of
+
+NOT_ALLOWED = "firmware_not_allowed"
+OFFICER = OfficerRecord("6401001", "Lu Min", "U06", "Unit 6")
+FILES = 3
+
+
+def fault_events(central: Central, serial: str, kind: str) -> list[dict[str, Any]]:
+    return [e["payload"] for e in central.on("events/fault")
+            if e and e["payload"]["kind"] == kind and e["payload"]["recorder"] == serial
+            and e["payload"]["data"]["code"] == NOT_ALLOWED]
+
+
+def has_event(central: Central, serial: str, kind: str) -> bool:
+    return bool(fault_events(central, serial, kind))
+
+
+def judged_not_allowed(central: Central, serial: str) -> bool:
+    """The recorder's last MQTT state reads NOT_READY for its firmware."""
+    return any(st and st.get("docked") and NOT_ALLOWED in {
+        r["code"] for r in st["readiness"]["reasons"]}
+        and st["firmware_update"]["allowed"] is False
+        for st in central.on(f"recorder/{serial}/state"))
+
+
+async def open_faults(rig: Rig, serial: str) -> list[dict[str, Any]]:
+    faults = await rig.dockctl_json("faults", "--recorder", serial)
+    return [f for f in faults if f["code"] == NOT_ALLOWED and f["cleared_us"] is None]
+
+
+def seqs(rig: Rig, serial: str, kind: str) -> list[int]:
+    return [int(r["seq"]) for r in rig.ledger(serial) if r["kind"] == kind]
+
+
+@pytest.mark.skipif(not fuse_available(), reason="needs FUSE (a slow footage read)")
+async def test_a_policy_change_judges_docked_recorders_now(
+        make_fw_rig: FirmwareRigFactory, broker: Broker, central: Central) -> None:
+    rig = make_fw_rig(mqtt=broker.settings(DOCK_ID), dock_id=DOCK_ID,
+                      firmware={"targets": {}})  # no update: only the allowlist matters
+    await rig.start_dock()
+    rig.start_agent()
+    await rig.wait_agent_up()
+    await until(lambda: any(s and s.get("state") == "online" for s in central.on("/status")),
+                "agent online", agent=rig.agent)
+    idle = RecorderSpec("BWC64001", officer=OFFICER, firmware="1.0.0",
+                        footage=FootageSpec(count=1, size_bytes=64 * 1024, seed=641))
+    # about 10 s per file, however fast the machine: the policy changes mid-offload
+    busy = RecorderSpec("BWC64002", officer=OFFICER, firmware="1.0.0",
+                        footage=FootageSpec(count=FILES, size_bytes=MIB, seed=642),
+                        faults=Faults(read_rate_mb_s=0.1))
+    await rig.plug("1", idle)
+    await rig.wait_released(idle.serial)
+    await rig.plug("2", busy)
+    await until(lambda: bool(seqs(rig, busy.serial, "offloaded")), "first file offloaded",
+                agent=rig.agent)
+    assert await open_faults(rig, idle.serial) == []
+
+    reply = await command(central, "set-firmware-policy", "fw-pc-1",
+                          {"model": MODEL, "allowlist": ["1.1"]})
+    assert reply["ok"], reply
+    for spec in (idle, busy):  # judged now, not at the next docking
+        (fault,) = await open_faults(rig, spec.serial)
+        assert "1.0.0" in fault["reason"], fault
+        serial = spec.serial
+        await central.wait_for(partial(has_event, central, serial, "fault"))
+        row = await readiness_of(rig, serial)
+        assert NOT_ALLOWED in {r["code"] for r in row["reasons"]}, row
+        await central.wait_for(partial(judged_not_allowed, central, serial))
+    # raised while the busy recorder was still offloading, and the offload went on to the end
+    (raised,) = [int(r["seq"]) for r in rig.ledger(busy.serial) if r["kind"] == "fault"
+                 and NOT_ALLOWED in r["data"]]
+    await rig.wait_released(busy.serial)
+    offloaded = seqs(rig, busy.serial, "offloaded")
+    assert len(offloaded) == FILES and min(offloaded) < raised < max(offloaded), (
+        raised, offloaded)
+    bay = await rig.dockctl_json("status")
+    (state,) = [b["state"] for b in bay["bays"] if b.get("serial") == busy.serial]
+    assert state == "released" and len(await rig.astored(busy.serial)) == FILES
+
+    # another policy that still refuses 1.0.0 leaves the one open fault as it is
+    reply = await command(central, "set-firmware-policy", "fw-pc-1b",
+                          {"model": MODEL, "allowlist": ["1.2"]})
+    assert reply["ok"], reply
+    for spec in (idle, busy):
+        assert len(await open_faults(rig, spec.serial)) == 1
+        assert sum(r["kind"] == "fault" and NOT_ALLOWED in r["data"]
+                   for r in rig.ledger(spec.serial)) == 1
+
+    # a policy allowing the firmware again clears the fault of every docked recorder
+    reply = await command(central, "set-firmware-policy", "fw-pc-2",
+                          {"model": MODEL, "allowlist": ["1.0", "1.1"]})
+    assert reply["ok"], reply
+    for spec in (idle, busy):
+        assert await open_faults(rig, spec.serial) == []
+        await central.wait_for(partial(has_event, central, spec.serial, "fault_cleared"))
+        assert (await readiness_of(rig, spec.serial))["verdict"] == "READY"
+    assert len(fault_events(central, idle.serial, "fault")) == 1  # raised once, not repeated
+    assert central.invalid == [], central.invalid
+    assert rig.agent.terminate() == 0
