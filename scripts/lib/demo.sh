@@ -68,11 +68,32 @@ scenario_without_fuse() {  # scenario
     grep -v '^faults = { unplug_at' "$1"
 }
 # The demo agent configuration with every path pointing into the state directory.
+# Paths and the host are written as TOML strings whatever they hold (a state directory
+# named with a quote, a backslash, `&` or `|` must not break the file or the sed script).
 demo_config() {  # template state_dir secret_file host port
-    sed -e "s|\"\.\./demo-state/|\"$2/|" \
-        -e "s|^fleet_secret_file = .*|fleet_secret_file = \"$3\"|" \
-        -e "s|^host = .*|host = \"$4\"|" \
-        -e "s|^port = .*|port = $5|" "$1"
+    local state secret host
+    state="$(sed_text "$(toml_text "$2")")"
+    secret="$(sed_text "$(toml_text "$3")")"
+    host="$(sed_text "$(toml_text "$4")")"
+    sed -e "s|\"\.\./demo-state/|\"$state/|" \
+        -e "s|^fleet_secret_file = .*|fleet_secret_file = \"$secret\"|" \
+        -e "s|^host = .*|host = \"$host\"|" \
+        -e "s|^port = .*|port = $(sed_text "$5")|" "$1"
+}
+
+toml_text() {  # text: the inside of a TOML basic string holding it
+    local s="$1"
+    s="${s//\\/\\\\}"
+    s="${s//\"/\\\"}"
+    printf '%s' "$s"
+}
+
+sed_text() {  # text: a sed replacement (delimiter |) that inserts it literally
+    local s="$1"
+    s="${s//\\/\\\\}"
+    s="${s//&/\\&}"
+    s="${s//|/\\|}"
+    printf '%s' "$s"
 }
 
 # ---- the local object store (Ceph RGW from Debian's packages) the demo uploads to
@@ -96,11 +117,11 @@ object_store_config() {  # endpoint bucket credentials_file
 
 [upload]
 enabled = true
-endpoint = "$1"
+endpoint = "$(toml_text "$1")"
 region = "default"
-bucket = "$2"
+bucket = "$(toml_text "$2")"
 prefix = "demo-dock"
-credentials_file = "$3"
+credentials_file = "$(toml_text "$3")"
 poll_s = 2.0
 backoff_min_s = 1.0
 backoff_max_s = 10.0

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
@@ -237,6 +238,49 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     while str(state) in Path("/proc/self/mounts").read_text():
         assert time.monotonic() < deadline, "a mount of the demo is still there"
         time.sleep(0.2)
+
+
+@pytest.mark.timeout(300)
+def test_a_refused_config_stops_the_demo_before_anything_starts(tmp_path: Path) -> None:
+    """The agent's --check-config runs before the broker, the object store, dock-sim and
+    the agent: its file:line: key problem is on the terminal and the demo exits 2."""
+    state = tmp_path / "demo"
+    demo = Demo(state, DOCK_DEMO_BROKER="127.0.0.1:70000")  # a port out of range
+    status = demo.finish(timeout=240)
+    out = demo.text
+    assert status == 2, out[-4000:]
+    config = state / "dock-agent.toml"
+    line = next(n for n, text in enumerate(config.read_text().splitlines(), start=1)
+                if text.startswith("port = 70000"))
+    assert f"{config}:{line}: mqtt.port: 70000 is out of range" in out, out
+    assert f"the agent's configuration {config} is invalid (above): stopping" in out, out
+    # nothing was started: no broker, object store, simulator, agent or live view
+    assert "using the MQTT broker" not in out and "object store" not in out, out
+    assert not (state / "s3").exists() and not (state / "run" / "sim.sock").exists()
+    assert not [p for p in (state / "logs").iterdir()], list((state / "logs").iterdir())
+    assert not (state / "broker" / "mosquitto.conf").exists()
+    assert not demo.leftovers_after(60)
+
+
+def test_the_demo_config_holds_any_state_directory_name(tmp_path: Path) -> None:
+    """A state directory (DOCK_DEMO_STATE) named with a quote, a backslash, `&` or `|`
+    still gives a configuration the agent accepts, with exactly that directory in it."""
+    state = tmp_path / 'odd "dir" \\ & | x'
+    state.mkdir()
+    secret = state / "fleet.secret"
+    secret.write_bytes((REPO / "config" / "demo-fleet.secret").read_bytes())
+    secret.chmod(0o600)
+    config = state / "dock-agent.toml"
+    script = ('. "$1/scripts/lib/demo.sh"; demo_config "$1/config/dock-agent.demo.toml"'
+              ' "$2" "$3" 127.0.0.1 1883 >"$4"')
+    subprocess.run(["bash", "-c", script, "demo", str(REPO), str(state), str(secret),
+                    str(config)], check=True, timeout=60)
+    parsed = tomllib.loads(config.read_text())
+    assert parsed["dock"]["state_dir"] == f"{state}/state", parsed["dock"]
+    assert parsed["recorder"]["fleet_secret_file"] == str(secret)
+    checked = subprocess.run([Path(sys.executable).parent / "dock-agent", "--check-config",
+                              str(config)], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stderr
 
 
 # --- the live view's pure parts -----------------------------------------------------------
