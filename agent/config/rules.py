@@ -25,6 +25,7 @@ from agent.settings import (
     DeadlineSettings,
     DeviceSettings,
     DockSettings,
+    FirmwareSettings,
     MqttSettings,
     ReadinessSettings,
     UploadSettings,
@@ -165,6 +166,44 @@ def _check_upload(conv: Converter, upload: UploadSettings, check_files: bool) ->
             _check_readable_file(conv, "upload.ca_file", upload.ca_file, "CA certificate")
 
 
+def _check_firmware(conv: Converter, firmware: FirmwareSettings, check_files: bool) -> None:
+    """What the firmware service would refuse at start, found here with its key and line."""
+    from agent.firmware import policy
+    from agent.firmware.errors import FirmwareError
+
+    for i, window in enumerate(firmware.shift_start_windows):
+        try:
+            policy.parse_window(window)
+        except FirmwareError as exc:
+            conv.error(f"firmware.shift_start_windows[{i}]", str(exc))
+    for model, version in firmware.targets.items():
+        try:
+            policy.check_version(version, "target")
+        except FirmwareError as exc:
+            conv.error(f"firmware.targets.{model}", str(exc))
+    if check_files:
+        from agent.firmware.keys import load_key  # the crypto stack: only when reading keys
+
+        for i, path in enumerate(firmware.trusted_keys):
+            try:
+                load_key(path)
+            except FirmwareError as exc:
+                conv.error(f"firmware.trusted_keys[{i}]", str(exc))
+
+
+def _check_firmware_targets(conv: Converter, firmware: FirmwareSettings,
+                            readiness: ReadinessSettings) -> None:
+    """A target the config's own allowlists refuse would never be installed (the update
+    decision asks the same rule as readiness): the config contradicts itself."""
+    from agent.compliance.firmware import firmware_problem
+
+    for model, version in firmware.targets.items():
+        problem = firmware_problem(readiness, model, version)
+        if problem is not None:
+            conv.error(f"firmware.targets.{model}", f"{problem}: recorders of this model"
+                       " would never be updated to it (allow it in [readiness] too)")
+
+
 def _check_footage_overlap(conv: Converter, dirs: Sequence[str]) -> None:
     """Each recorder file must be reached through one footage directory only: a nested
     or repeated directory would offload (and later wipe) the same file twice."""
@@ -213,6 +252,7 @@ _SECTION_CHECKS: tuple[tuple[str, Callable[[Converter, Any, bool], None]], ...] 
     ("readiness", _check_readiness),
     ("mqtt", _check_mqtt),
     ("upload", _check_upload),
+    ("firmware", _check_firmware),
 )
 
 
@@ -239,6 +279,9 @@ def _check_across_sections(conv: Converter, sections: Mapping[str, Any],
             and devices.source == "udev":
         conv.error("mount.method", 'udev recorders present block devices; "directory" '
                    'works only with devices.source = "sim"')
+    firmware, readiness = sections.get("firmware"), sections.get("readiness")
+    if firmware is not None and readiness is not None:
+        _check_firmware_targets(conv, firmware, readiness)
     recorder = sections.get("recorder")
     if recorder is not None and devices is not None and check_files \
             and needs_fleet_secret(devices):

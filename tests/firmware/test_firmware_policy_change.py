@@ -120,3 +120,30 @@ async def test_a_policy_change_judges_docked_recorders_now(
     assert len(fault_events(central, idle.serial, "fault")) == 1  # raised once, not repeated
     assert central.invalid == [], central.invalid
     assert rig.agent.terminate() == 0
+
+
+async def test_a_config_change_judges_docked_recorders_at_restart(
+        make_fw_rig: FirmwareRigFactory) -> None:
+    """The config is read at start: a restart with a new `allowed_firmware` judges the
+    recorders still in their bays by it (the fault raised, and cleared again)."""
+    rig = make_fw_rig(firmware={"targets": {}})
+    await rig.start_dock()
+    rig.start_agent()
+    await rig.wait_agent_up()
+    spec = RecorderSpec("BWC64011", officer=OFFICER, firmware="1.0.0",
+                        footage=FootageSpec(count=1, size_bytes=64 * 1024, seed=643))
+    await rig.plug("1", spec)
+    await rig.wait_released(spec.serial)
+    assert await open_faults(rig, spec.serial) == []
+    for sessions, allowed in ((2, ["1.1"]), (3, [])):  # refuses 1.0.0, then allows any
+        assert rig.agent.terminate() == 0
+        rig.readiness = {"allowed_firmware": allowed}
+        rig.write_config()
+        rig.start_agent()
+        await rig.wait_agent_up()
+        await rig.wait_released(spec.serial, sessions=sessions)
+        faults = await open_faults(rig, spec.serial)
+        assert len(faults) == (1 if allowed else 0), faults
+        verdict = (await readiness_of(rig, spec.serial))["verdict"]
+        assert (verdict == "READY") is not allowed, verdict
+    assert rig.agent.terminate() == 0

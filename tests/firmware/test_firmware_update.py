@@ -17,10 +17,14 @@ from firmware_bridge.messages import OfficerRecord
 from hw_sim.fusemount import fuse_available
 from hw_sim.fwkeys import public_hex
 from hw_sim.spec import MIB, Faults, FootageSpec, RecorderSpec
+from tests.e2e.conftest import DOCK_ID
 from tests.e2e.harness import Rig, until
+from tests.mqtt.broker import Broker
+from tests.mqtt.central import Central
 
 from .conftest import FirmwareRigFactory
 from .fwrig import MODEL, attempt, entries, package, wait_bytes, wait_kind
+from .test_firmware_mqtt import command
 
 OFFICER = OfficerRecord("6001001", "Wu Hao", "U06", "Unit 6")
 LINK = 1_000_000  # bytes/s: close to a CDC-ACM link, so a transfer can be interrupted
@@ -224,23 +228,33 @@ async def test_a_recorder_refusing_the_signature_fails_the_update_clearly(
     assert rig.agent.terminate() == 0
 
 
-@pytest.mark.parametrize(("readiness", "installed"), [
-    ({"allowed_firmware": ["1.0.0"]}, False),  # the flat list forbids the target 1.1.0
-    ({"allowed_firmware": ["1.0", "1.1"]}, True),  # the flat list allows it
+@pytest.mark.parametrize(("readiness", "central_target", "installed"), [
+    # the flat list forbids the target 1.1.0, set centrally
+    ({"allowed_firmware": ["1.0.0"]}, True, False),
+    ({"allowed_firmware": ["1.0", "1.1"]}, False, True),  # the flat list allows it
     ({"allowed_firmware": ["1.0.0"],  # the model's own list allows it, and decides
-      "firmware_allowlist": {MODEL: ["1.0.0", "1.1.0"]}}, True),
+      "firmware_allowlist": {MODEL: ["1.0.0", "1.1.0"]}}, False, True),
 ], ids=["flat-forbids", "flat-allows", "model-list-allows"])
 async def test_a_staged_image_is_installed_only_if_the_firmware_rule_allows_it(
-        make_fw_rig: FirmwareRigFactory, tmp_path: Path, readiness: dict[str, Any],
-        installed: bool) -> None:
+        make_fw_rig: FirmwareRigFactory, broker: Broker, central: Central,
+        tmp_path: Path, readiness: dict[str, Any], central_target: bool, installed: bool) -> None:
     """The update decision asks the same rule as readiness: `allowed_firmware` and the
-    per-model allowlists alike."""
-    rig = make_fw_rig(readiness=readiness)
+    per-model allowlists alike. A target its own config refuses is refused by the config
+    check, so the forbidden target comes from the central service."""
+    rig = make_fw_rig(mqtt=broker.settings(DOCK_ID), dock_id=DOCK_ID, readiness=readiness,
+                      firmware={"targets": {}} if central_target else {})
     await rig.start_dock()
     rig.start_agent()
     await rig.wait_agent_up()
+    await until(lambda: any(s and s.get("state") == "online"
+                            for s in central.on("/status")), "agent online",
+                agent=rig.agent)
     code, _, err = await rig.dockctl("firmware", "add", str(package(tmp_path, 256 * 1024)))
     assert code == 0, err
+    if central_target:
+        reply = await command(central, "set-firmware-policy", "fw-rule-1",
+                              {"model": MODEL, "target": "1.1.0"})
+        assert reply["ok"], reply
     spec = recorder("BWC61101", seed=611)
     await rig.plug("1", spec)
     if installed:
@@ -252,12 +266,12 @@ async def test_a_staged_image_is_installed_only_if_the_firmware_rule_allows_it(
     await rig.wait_released(spec.serial)
 
     async def settled() -> bool:
-        status = await rig.dockctl_json("firmware", "status")
+        status = await rig.dockctl_json("firmware", "status", expect=(0, 1))
         rows = [r for r in status["recorders"] if r["serial"] == spec.serial]
         return bool(rows) and rows[0]["state"] == "blocked"
 
     await until(settled, "the update decision", agent=rig.agent)
-    status = await rig.dockctl_json("firmware", "status")
+    status = await rig.dockctl_json("firmware", "status", expect=(0, 1))
     (row,) = [r for r in status["recorders"] if r["serial"] == spec.serial]
     assert "1.1.0 is not allowed" in row["reason"], row
     assert "firmware_started" not in rig.kinds(spec.serial)
