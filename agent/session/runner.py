@@ -123,8 +123,8 @@ class DockingSession:
         """Judge the docked recorder's firmware again by the policy now in force (a central
         set-firmware-policy): the fault is a readiness fact; the docking (an offload, an
         update) goes on untouched."""
-        if self.finished or self.storage_only or self.identity is None:
-            return  # not identified yet: identification judges by the new policy
+        if self.finished or self.leaving or self.storage_only or self.identity is None:
+            return  # gone, or not identified yet: identification judges by the new policy
         await judge_firmware(self.ctx)
         self.ctx.changed()
 
