@@ -27,6 +27,9 @@ from agent.settings import ReadinessSettings, Settings
 # Session states in which the offload may have begun (storage unlocked for it, or later).
 OFFLOAD_STATES = frozenset({"storage_unlocked", "mounted", "offloading"})
 COALESCE_S = 0.2  # progress callbacks fire per chunk; views refresh at most 5x a second
+# (key, session id, state, offload begun copying, offload result known) of a live session:
+# when any of these changes, central hears of it at once.
+Milestone = tuple[str, str, str, bool, bool]
 
 # Conditions readiness judges itself from live facts; their faults would only repeat them.
 _SELF_JUDGED = frozenset({"firmware_not_allowed", "officer_unassigned"})
@@ -39,6 +42,10 @@ class SessionBoard(Protocol):
 
     def offload_states(self) -> list[tuple[str, str, str, OffloadResult | None]]:
         """(key, session id, state, offload result) of each live session."""
+        ...
+
+    def milestones(self) -> list[Milestone]:
+        """Each live session's milestone (cheap enough for every change)."""
         ...
 
 
@@ -180,7 +187,9 @@ class DockView:
         self._sessions = sessions
         self._publisher = publisher
         self._published: dict[str, dict[str, object]] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._flush_soon = False  # the pending refresh is for the next loop turn
+        self._milestones: list[Milestone] = []
         self._offloads = _OffloadReports(publisher)
 
     def recorders(self) -> list[RecorderView]:
@@ -191,22 +200,35 @@ class DockView:
         return readiness_report(self.recorders(), self.settings.dock.id, now)
 
     def sessions_changed(self) -> None:
-        """Session hook: coalesce bursts of changes into one refresh."""
+        """Session hook. A milestone (a docking, a new state, the first bytes copied, the
+        offload's result, an undocking) is published at the next loop turn, so central
+        follows a docking as it happens; mere progress is coalesced into at most one
+        refresh per COALESCE_S (progress callbacks fire per chunk, on every bay)."""
         for key, session_id, state, result in self._sessions.offload_states():
             if state in OFFLOAD_STATES or result is not None:
                 self._offloads.began(key, session_id, result)
-        if self._flush_handle is not None:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.refresh()
             return
-        self._flush_handle = loop.call_later(COALESCE_S, self.refresh)
+        milestones = self._sessions.milestones()
+        if milestones != self._milestones:
+            self._milestones = milestones
+            if not self._flush_soon:
+                if self._flush_handle is not None:
+                    self._flush_handle.cancel()
+                self._flush_handle = loop.call_soon(self.refresh)
+                self._flush_soon = True
+        elif self._flush_handle is None:
+            self._flush_handle = loop.call_later(COALESCE_S, self.refresh)
 
     def refresh(self) -> None:
         """Push retained state, hand progress and summaries to the publisher."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()  # called directly: a pending one has nothing to do
         self._flush_handle = None
+        self._flush_soon = False
         current = {v.snapshot.key: v for v in self.recorders()}
         for key, view in current.items():
             snap = view.snapshot

@@ -23,6 +23,7 @@ from agent.devices.events import StorageAppeared
 from agent.docking_state import (
     STORAGE_ONLY_UNCHECKED,
     FaultNote,
+    OffloadProgressFacts,
     OffloadResult,
     SessionSnapshot,
 )
@@ -86,6 +87,10 @@ class DockingSession:
     @property
     def offload_result(self) -> OffloadResult | None:
         return self.ctx.facts.offload_result
+
+    @property
+    def progress(self) -> OffloadProgressFacts | None:
+        return self.ctx.facts.progress
 
     @property
     def faults(self) -> list[FaultNote]:
