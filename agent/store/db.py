@@ -233,7 +233,12 @@ class Database:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` in one committed transaction, off the event loop."""
-        return await asyncio.wrap_future(self._executor.submit(self._run_tx, fn))
+        return await self.queue_write(fn)
+
+    def queue_write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """`write()` queued now, before any write asked for later (writes run one at a
+        time, in the order queued); the future completes when it committed."""
+        return asyncio.wrap_future(self._executor.submit(self._run_tx, fn))
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` for reading, off the event loop."""
