@@ -50,15 +50,29 @@ class RetainedState:
         self._progress: Throttle[str, dict[str, Any]] = Throttle(progress_interval_s)
         self._progress_timer: asyncio.TimerHandle | None = None
         self._copying: set[str] = set()  # recorders whose offload has copied its first bytes
+        self._stopping = False
 
     # --- recorders -----------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """The dock is stopping: its recorders' last word is `stale` (publish_stale). A
+        session the stop itself ends is no undocking, and nothing is born any more."""
+        self._stopping = True
+
     def set_recorder(self, serial: str, state: Mapping[str, object]) -> None:
-        self._recorders[serial] = dict(state)
+        if self._stopping:
+            return  # what the stop does to a session is no news: its last state goes stale
+        new, old = dict(state), self._recorders.get(serial)
+        if (old is not None and "offload" in old and "offload" not in new
+                and old.get("docked_at") == new.get("docked_at")):
+            new["offload"] = old["offload"]  # this docking's latest progress stays in it
+        self._recorders[serial] = new
         self._deaths.pop(serial, None)
         self._publish_birth(serial)
 
     def remove_recorder(self, serial: str) -> None:
+        if self._stopping:
+            return  # still in its bay: published stale, never dead
         self._copying.discard(serial)
         pending = self._progress.flush(serial)
         if pending is not None:

@@ -51,3 +51,41 @@ async def test_a_new_offload_of_the_same_recorder_has_its_own_first_bytes(
             reporter.remove_recorder("REC00001")  # pulled: the parked value goes out
             await central.wait_for(lambda: len(central.on(topic)) == seen + 2)
     assert [body["bytes_done"] for body in central.on(topic)] == [10, 20, 10, 20]
+
+
+async def test_state_keeps_its_docking_s_latest_progress(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
+    """A state change after the offload (released, a battery reading) still carries the
+    docking's last progress under `offload`; the next docking starts without it."""
+    reporter = make_reporter(db, broker.settings("dock-A"), actions)
+    topic = "/recorder/REC00001/state"
+    async with running(reporter):
+        reporter.set_recorder_state("REC00001", rec_state("1", state="offloading"))
+        reporter.offload_finished("REC00001", progress_values(2, 2, 200, 200),
+                                  OffloadResult("complete", stored=2).as_record())
+        reporter.set_recorder_state("REC00001", rec_state("1", state="released"))
+        await central.wait_for(lambda: len(central.on(topic)) == 2)
+        assert central.on(topic)[-1]["offload"]["bytes_done"] == 200
+        reporter.set_recorder_state("REC00001", rec_state(
+            "1", state="detected", docked_at="2026-11-23T09:00:00.000Z"))
+        await central.wait_for(lambda: len(central.on(topic)) == 3)
+    assert "offload" not in central.on(topic)[-1]
+    assert central.invalid == []
+
+
+async def test_sessions_ended_by_the_stop_go_stale_not_dead(
+        broker: Broker, central: Central, db: Database, actions: RecordingActions) -> None:
+    """The agent stopping ends every session; its recorders are still in their bays, so
+    their last word is their state before the stop, marked stale, never a death."""
+    reporter = make_reporter(db, broker.settings("dock-A"), actions)
+    topic = "/recorder/REC00001/state"
+    async with running(reporter):
+        reporter.set_recorder_state("REC00001", rec_state("1", state="released"))
+        await central.wait_for(lambda: len(central.on(topic)) == 1)
+        reporter.freeze_states()
+        reporter.set_recorder_state("REC00001", rec_state("1", state="removed"))
+        reporter.remove_recorder("REC00001")
+    await central.wait_for(lambda: central.on("dock-A/status")[-1]["state"] == "offline")
+    states = central.on(topic)
+    assert [(s["state"], s["docked"], s.get("stale")) for s in states] == [
+        ("released", True, None), ("released", True, True)]
