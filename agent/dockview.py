@@ -187,8 +187,9 @@ class DockView:
         self._sessions = sessions
         self._publisher = publisher
         self._published: dict[str, dict[str, object]] = {}
-        self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._flush_soon = False  # the pending refresh is for the next loop turn
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None  # the milestones' refresh, next loop turn
+        self._due: set[str] = set()  # keys whose milestone changed since their refresh
         self._milestones: list[Milestone] = []
         self._offloads = _OffloadReports(publisher)
 
@@ -214,37 +215,50 @@ class DockView:
             return
         milestones = self._sessions.milestones()
         if milestones != self._milestones:
+            self._due |= {m[0] for m in set(milestones) ^ set(self._milestones)}
             self._milestones = milestones
-            if not self._flush_soon:
-                if self._flush_handle is not None:
-                    self._flush_handle.cancel()
-                self._flush_handle = loop.call_soon(self.refresh)
-                self._flush_soon = True
+            if self._soon is None:
+                self._soon = loop.call_soon(self._refresh_due)
         elif self._flush_handle is None:
             self._flush_handle = loop.call_later(COALESCE_S, self.refresh)
 
-    def refresh(self) -> None:
-        """Push retained state, hand progress and summaries to the publisher."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()  # called directly: a pending one has nothing to do
-        self._flush_handle = None
-        self._flush_soon = False
-        current = {v.snapshot.key: v for v in self.recorders()}
-        for key, view in current.items():
-            snap = view.snapshot
-            self._offloads.seen(key, snap)
-            state = payloads.recorder_state(snap, view.readiness, view.firmware_update)
-            state.pop("offload", None)  # progress has its own topic
-            if self._published.get(key) != state:
-                self._publisher.set_recorder_state(key, state)
-                self._published[key] = state
-            self._offloads.report(key, snap)
-        for gone in set(self._published) - set(current):
+    def _refresh_due(self) -> None:
+        self._soon = None
+        due, self._due = self._due, set()
+        self.refresh(only=due)
+
+    def refresh(self, only: set[str] | None = None) -> None:
+        """Push retained state, hand progress and summaries to the publisher: of every
+        recorder, or (`only`) of those whose milestone changed (a docking must not wait
+        for the views of every other bay)."""
+        if only is None:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()  # called directly: a pending one has nothing to do
+            self._flush_handle = None
+            self._due.clear()
+        snapshots = self._sessions.snapshot()
+        live = {s.key for s in snapshots}
+        if only is not None:
+            snapshots = [s for s in snapshots if s.key in only]
+        for view in recorder_views(snapshots, self.settings, self._firmware):
+            self._push(view)
+        for gone in set(self._published) - live:
             self._offloads.pulled(gone)
             self._offloads.unseen(gone, None)
             self._publisher.remove_recorder(gone)
             del self._published[gone]
-        self._offloads.forget_all_but(set(current))
+        self._offloads.forget_all_but(live)
+
+    def _push(self, view: RecorderView) -> None:
+        snap = view.snapshot
+        key = snap.key
+        self._offloads.seen(key, snap)
+        state = payloads.recorder_state(snap, view.readiness, view.firmware_update)
+        state.pop("offload", None)  # progress has its own topic
+        if self._published.get(key) != state:
+            self._publisher.set_recorder_state(key, state)
+            self._published[key] = state
+        self._offloads.report(key, snap)
 
 
 class _OffloadReports:

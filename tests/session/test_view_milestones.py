@@ -132,3 +132,22 @@ async def test_progress_alone_is_coalesced(view: Parts) -> None:
     v.sessions_changed()
     await until(lambda: pub.finished == ["complete"])
     assert pub.progress == [1]  # no refresh per chunk: only milestones went out
+
+
+async def test_a_milestone_refreshes_its_own_recorder_only(view: Parts) -> None:
+    """A docking does not wait for the views of every busy bay: the other bays' mere
+    progress stays with the coalesced refresh."""
+    v, board, pub = view
+    busy, plugged = Session("BWC9", "s1"), Session("BWC10", "s2")
+    busy.state, busy.bytes_done = "offloading", 1
+    board.live = [busy, plugged]
+    v.sessions_changed()
+    await until(lambda: pub.progress == [1] and pub.states == ["offloading", "detected"])
+    busy.bytes_done = 5
+    v.sessions_changed()  # progress only
+    plugged.state = "identified"
+    v.sessions_changed()
+    await until(lambda: pub.states[-1:] == ["identified"])
+    assert pub.progress == [1]
+    v.refresh()  # the coalesced refresh, when it comes, has the busy bay's progress
+    assert pub.progress == [1, 5]
