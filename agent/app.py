@@ -318,6 +318,8 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             sdnotify.notify("STOPPING=1")
             await supervisor.aclose()
             await _final_checkpoint(agent.checkpoints, agent.reporter)
+            if agent.reporter is not None:
+                agent.reporter.freeze_states()  # the sessions' stop is not an undocking
             raise _Shutdown  # noqa: TRY301 - leaves the TaskGroup, cancelling every task
     except* _Shutdown:
         pass

@@ -27,6 +27,9 @@ from agent.settings import ReadinessSettings, Settings
 # Session states in which the offload may have begun (storage unlocked for it, or later).
 OFFLOAD_STATES = frozenset({"storage_unlocked", "mounted", "offloading"})
 COALESCE_S = 0.2  # progress callbacks fire per chunk; views refresh at most 5x a second
+# (key, session id, state, offload begun copying, offload result known) of a live session:
+# when any of these changes, central hears of it at once.
+Milestone = tuple[str, str, str, bool, bool]
 
 # Conditions readiness judges itself from live facts; their faults would only repeat them.
 _SELF_JUDGED = frozenset({"firmware_not_allowed", "officer_unassigned"})
@@ -39,6 +42,10 @@ class SessionBoard(Protocol):
 
     def offload_states(self) -> list[tuple[str, str, str, OffloadResult | None]]:
         """(key, session id, state, offload result) of each live session."""
+        ...
+
+    def milestones(self) -> list[Milestone]:
+        """Each live session's milestone (cheap enough for every change)."""
         ...
 
 
@@ -185,6 +192,9 @@ class DockView:
         self._publisher = publisher
         self._published: dict[str, dict[str, object]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None  # the milestones' refresh, next loop turn
+        self._due: set[str] = set()  # keys whose milestone changed since their refresh
+        self._milestones: list[Milestone] = []
         self._offloads = _OffloadReports(publisher)
 
     def recorders(self) -> list[RecorderView]:
@@ -195,42 +205,68 @@ class DockView:
         return readiness_report(self.recorders(), self.settings.dock.id, now)
 
     def sessions_changed(self) -> None:
-        """Session hook: coalesce bursts of changes into one refresh."""
+        """Session hook. A milestone (a docking, a new state, the first bytes copied, the
+        offload's result, an undocking) is published at the next loop turn, so central
+        follows a docking as it happens; mere progress is coalesced into at most one
+        refresh per COALESCE_S (progress callbacks fire per chunk, on every bay)."""
         for key, session_id, state, result in self._sessions.offload_states():
             if state in OFFLOAD_STATES or result is not None:
                 self._offloads.began(key, session_id, result)
-        if self._flush_handle is not None:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.refresh()
             return
-        self._flush_handle = loop.call_later(COALESCE_S, self.refresh)
+        milestones = self._sessions.milestones()
+        if milestones != self._milestones:
+            self._due |= {m[0] for m in set(milestones) ^ set(self._milestones)}
+            self._milestones = milestones
+            if self._soon is None:
+                self._soon = loop.call_soon(self._refresh_due)
+        elif self._flush_handle is None:
+            self._flush_handle = loop.call_later(COALESCE_S, self.refresh)
 
-    def refresh(self) -> None:
-        """Push retained state, hand progress and summaries to the publisher."""
-        self._flush_handle = None
-        current = {v.snapshot.key: v for v in self.recorders()}
-        for key, view in current.items():
-            snap = view.snapshot
-            self._offloads.seen(key, snap)
-            state = payloads.recorder_state(snap, view.readiness, view.firmware_update)
-            if snap.offloading:
-                # live progress has its own topic (the reporter keeps its latest in the
-                # retained state); once the offload ended, its final counters stay in every
-                # state, so no later change (a battery poll) drops them from the retained one
-                state.pop("offload", None)
-            if self._published.get(key) != state:
-                self._publisher.set_recorder_state(key, state)
-                self._published[key] = state
-            self._offloads.report(key, snap)
-        for gone in set(self._published) - set(current):
+    def _refresh_due(self) -> None:
+        self._soon = None
+        due, self._due = self._due, set()
+        self.refresh(only=due)
+
+    def refresh(self, only: set[str] | None = None) -> None:
+        """Push retained state, hand progress and summaries to the publisher: of every
+        recorder, or (`only`) of those whose milestone changed (a docking must not wait
+        for the views of every other bay)."""
+        if only is None:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()  # called directly: a pending one has nothing to do
+            self._flush_handle = None
+            self._due.clear()
+        snapshots = self._sessions.snapshot()
+        live = {s.key for s in snapshots}
+        if only is not None:
+            snapshots = [s for s in snapshots if s.key in only]
+        for view in recorder_views(snapshots, self.settings, self._firmware):
+            self._push(view)
+        for gone in set(self._published) - live:
             self._offloads.pulled(gone)
             self._offloads.unseen(gone, None)
             self._publisher.remove_recorder(gone)
             del self._published[gone]
-        self._offloads.forget_all_but(set(current))
+        self._offloads.forget_all_but(live)
+
+    def _push(self, view: RecorderView) -> None:
+        snap = view.snapshot
+        key = snap.key
+        self._offloads.seen(key, snap)
+        state = payloads.recorder_state(snap, view.readiness, view.firmware_update)
+        if snap.offloading:
+            # live progress has its own topic (the publisher keeps its latest in the
+            # retained state); once the offload ended, its final counters stay in every
+            # state, so no later change (a battery poll) drops them from the retained one
+            state.pop("offload", None)
+        if self._published.get(key) != state:
+            self._publisher.set_recorder_state(key, state)
+            self._published[key] = state
+        self._offloads.report(key, snap)
 
 
 class _OffloadReports:

@@ -1,22 +1,29 @@
 """Plug to docked: how long from a simulated plug until MQTT says so, while other bays are busy.
 
     python -m bench.docking [--plugs N] [--busy B] [--busy-size-mib S] [--busy-rate-mb-s R]
-                            [--workdir DIR] --json
+                            [--workdir DIR] [--agent-log FILE] --json
 
-The real agent process (`agent.cli`) runs against a private mosquitto (plain TCP on
-127.0.0.1) and an in-process dock-sim with `busy + 1` bays. First `busy` recorders are
-plugged and start offloading (their storage read at `busy-rate-mb-s`, FUSE). Then one
-recorder is plugged into the last bay `plugs` times, each time waited for until it is
-released and unplugged again. Per plug, measured from the moment the simulator announces
-it (its udev-like device records are out; the simulator's own making of the recorder and its
+The defaults are the "24 other bays busy" case: 50 plugs while 24 bays offload at 3 MB/s
+each (`python -m bench.docking --json`). The real agent process (`agent.cli`) runs against a
+private mosquitto (plain TCP on 127.0.0.1) and an in-process dock-sim with `busy + 1` bays.
+The agent is waited for until it is online on MQTT; then the `busy` recorders are plugged
+and waited for until every one of them offloads (storage read at `busy-rate-mb-s`, FUSE).
+Then one recorder is plugged into the last bay `plugs` times, each time waited for until it
+is released and unplugged again. The agent's unplug debounce is shortened
+(`devices.debounce_ms`, which is not on the plug path) so that all plugs fit inside the
+busy bays' offload; `busy_offloading_min` says how many busy bays were still offloading at
+the least busy plug. Per plug, measured from the moment the simulator announces it (its
+udev-like device records are out; the simulator's own making of the recorder and its
 footage comes before and is not counted), on the same monotonic clock as the MQTT
 subscriber's receive time:
-  docked      the `dock` custody event or the retained state with `docked: true`
-              (its birth), whichever arrives first;
-  identified  the first state at or past `identified` (identity and officer read);
+  docked      the `docked` custody event or the retained state with `docked: true`
+              (its birth), whichever arrives first (each alone: `docked_event_ms_*`,
+              `docked_state_ms_*`);
+  identified  the first state at or past `identified` (identity and officer read; the
+              `identified` custody event alone: `identified_event_ms_*`);
   first_byte  the first progress message with `bytes_done > 0`.
 Prints one JSON object with p50/p99/max of each in milliseconds; timings are facts to
-read, never pass/fail criteria.
+read, never pass/fail criteria. `--agent-log FILE` keeps the agent's log (debug level).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from bench.outbox import _start_broker
 STATES = ("detected", "authenticated", "identified", "clock_checked", "status_read",
           "storage_unlocked", "mounted", "offloading", "released", "failed", "removed")
 DOCK = "bench-dock"
+DEBOUNCE_MS = 100  # unplugs only: a plug is never debounced
 
 
 class Traffic:
@@ -81,12 +89,17 @@ def _marks(msgs: list[tuple[float, str, dict[str, Any]]], serial: str) -> dict[s
     """When each milestone was first seen in one plug's messages."""
     out: dict[str, float] = {}
     for t, topic, p in msgs:
-        if (topic.endswith("/events/custody") and p.get("subject") == serial
-                and (p.get("payload") or {}).get("kind") == "dock"):
-            out["docked"] = min(out.get("docked", t), t)  # the custody event of the docking
+        if topic.endswith("/events/custody") and p.get("subject") == serial:
+            kind = (p.get("payload") or {}).get("kind")
+            if kind == "docked":  # the custody event of the docking
+                out.setdefault("docked_event", t)
+                out["docked"] = min(out.get("docked", t), t)
+            elif kind == "identified":
+                out.setdefault("identified_event", t)
         if f"/recorder/{serial}/" not in topic:
             continue
         if topic.endswith("/state") and p.get("docked") is True:
+            out.setdefault("docked_state", t)
             out["docked"] = min(out.get("docked", t), t)
             state = p.get("state")
             if state in STATES and STATES.index(state) >= STATES.index("identified"):
@@ -98,7 +111,7 @@ def _marks(msgs: list[tuple[float, str, dict[str, Any]]], serial: str) -> dict[s
     return out
 
 
-def _config(work: Path, port: int, bays: int) -> Path:
+def _config(work: Path, port: int, bays: int, log_level: str) -> Path:
     from hw_sim.recorder import DEFAULT_FLEET_SECRET
     from hw_sim.spec import SIM_USB_PID, SIM_USB_VID
 
@@ -119,6 +132,7 @@ runtime_dir = "{run}"
 source = "sim"
 sim_socket = "{run / 'sim.sock'}"
 storage_wait_s = 60.0
+debounce_ms = {DEBOUNCE_MS}
 [[devices.allow]]
 vid = "{SIM_USB_VID}"
 pid = "{SIM_USB_PID}"
@@ -141,7 +155,7 @@ progress_interval_s = 0.5
 [control]
 socket = "{run / 'control.sock'}"
 [logging]
-level = "warning"
+level = "{log_level}"
 """)
     return conf
 
@@ -166,11 +180,29 @@ def _busy(traffic: Traffic, t0: float) -> int:
                 if m[1].endswith("/progress") and "/recorder/BUSY" in m[1]})
 
 
-async def _plugs(dock: Any, traffic: Traffic, bay: str, n: int) -> list[dict[str, float]]:
+def _offloading(traffic: Traffic) -> int:
+    """How many busy bays' latest retained state is `offloading` now."""
+    latest: dict[str, object] = {}
+    for _, topic, p in traffic.since(0.0, ""):
+        if "/recorder/BUSY" in topic and topic.endswith("/state"):
+            latest[topic] = p.get("state")
+    return sum(1 for state in latest.values() if state == "offloading")
+
+
+def _online(traffic: Traffic) -> bool:
+    return any(m[1].endswith("/status") and m[2].get("state") == "online"
+               for m in traffic.since(0.0))
+
+
+async def _plugs(dock: Any, traffic: Traffic, bay: str, n: int
+                 ) -> tuple[list[dict[str, float]], list[int]]:
+    """Per plug: its milestones; and how many busy bays offloaded at each plug."""
     from hw_sim.spec import FootageSpec, RecorderSpec
 
     out: list[dict[str, float]] = []
+    busy: list[int] = []
     for i in range(n):
+        busy.append(_offloading(traffic))
         spec = RecorderSpec(serial=f"PLG{i:05d}", storage_total_bytes=64 << 20,
                             footage=FootageSpec(count=1, size_bytes=4 << 20, seed=11 + i))
         before = time.monotonic()
@@ -184,7 +216,7 @@ async def _plugs(dock: Any, traffic: Traffic, bay: str, n: int) -> list[dict[str
         await _wait(lambda t1=t1, s=spec.serial: any(
             m[1].endswith("/state") and m[2].get("docked") is False
             for m in traffic.since(t1, s)), "undocked")
-    return out
+    return out, busy
 
 
 async def _run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -193,14 +225,16 @@ async def _run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     broker, port = _start_broker(work)
     bays = [str(i) for i in range(args.busy + 1)]
-    conf = _config(work, port, len(bays))
+    conf = _config(work, port, len(bays), "debug" if args.agent_log else "warning")
     dock = VirtualDock(bays, work / "run" / "sim.sock", workdir=work / "recorders")
     await dock.start()
+    log_to = args.agent_log.open("wb") if args.agent_log else subprocess.DEVNULL
     agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(conf)],
-                             stdout=subprocess.DEVNULL, stderr=(work / "agent.log").open("wb"),
-                             start_new_session=True)
+                             stdout=log_to, stderr=subprocess.STDOUT if args.agent_log
+                             else (work / "agent.log").open("wb"), start_new_session=True)
     traffic = Traffic(port)
     try:
+        await _wait(lambda: _online(traffic), "agent online", timeout=120)
         size = args.busy_size_mib << 20
         faults = Faults(read_rate_mb_s=args.busy_rate_mb_s) if args.busy_rate_mb_s else Faults()
         for i in range(args.busy):
@@ -210,7 +244,7 @@ async def _run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         t_busy = time.monotonic()
         await _wait(lambda: _busy(traffic, t_busy - 600) >= args.busy, "busy bays",
                     timeout=600)
-        results = await _plugs(dock, traffic, bays[-1], args.plugs)
+        results, busy_at_plug = await _plugs(dock, traffic, bays[-1], args.plugs)
         still_busy = _busy(traffic, time.monotonic() - 2.0)
     finally:
         traffic.close()
@@ -223,12 +257,14 @@ async def _run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         broker.terminate()
         broker.wait()
     keys = ("docked", "identified", "first_byte")
+    detail = ("docked_event", "docked_state", "identified_event")
     return {
         **{f"{k}_ms_{q}": _pct([r[k] for r in results if k in r], p)
-           for k in keys for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+           for k in keys + detail for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
         "plugs": len(results), "missing": {k: sum(1 for r in results if k not in r)
                                            for k in keys},
         "busy_bays": args.busy, "busy_bays_still_offloading_at_end": still_busy,
+        "busy_offloading_min": min(busy_at_plug, default=0),
         "busy_rate_mb_s": args.busy_rate_mb_s,
         "released_ms_p50": _pct([r["released"] for r in results if "released" in r], 0.5),
         "mean_identified_ms": round(statistics.mean(
@@ -244,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--busy-rate-mb-s", type=float, default=3.0,
                    help="busy recorders' read rate (0: unlimited, no FUSE)")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--agent-log", type=Path, default=None,
+                   help="keep the agent's log here (debug level)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     args = p.parse_args(argv)
     load = os.getloadavg()

@@ -124,6 +124,12 @@ class Reporter:
         """Retained death (docked: false) of a recorder that left its bay."""
         self._retained.remove_recorder(serial)
 
+    def freeze_states(self) -> None:
+        """The dock is stopping: the recorders' states stay as they are now and are
+        published `stale` as the reporter stops; the sessions the stop ends are no news
+        (their recorders are still in the bays, not undocked)."""
+        self._retained.stop()
+
     def set_dock_health(self, health: Mapping[str, object]) -> None:
         """New dock health sample: published retained (with outbox and link statistics) and
         kept in the durable outbox as an `events/health` event, so the central side gets
@@ -188,6 +194,7 @@ class Reporter:
                 self._reconnects += 1
                 await asyncio.sleep(backoff.next_delay())
         finally:
+            self.freeze_states()  # (the agent does so first, before stopping the sessions)
             bounds.cancel()
             await asyncio.shield(self._shutdown())
 

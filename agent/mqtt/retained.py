@@ -49,15 +49,31 @@ class RetainedState:
         self._checkpoint_seq: int | None = None  # of the last checkpoint published
         self._progress: Throttle[str, dict[str, Any]] = Throttle(progress_interval_s)
         self._progress_timer: asyncio.TimerHandle | None = None
+        self._copying: set[str] = set()  # recorders whose offload has copied its first bytes
+        self._stopping = False
 
     # --- recorders -----------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """The dock is stopping: its recorders' last word is `stale` (publish_stale). A
+        session the stop itself ends is no undocking, and nothing is born any more."""
+        self._stopping = True
+
     def set_recorder(self, serial: str, state: Mapping[str, object]) -> None:
-        self._recorders[serial] = dict(state)
+        if self._stopping:
+            return  # what the stop does to a session is no news: its last state goes stale
+        new, old = dict(state), self._recorders.get(serial)
+        if (old is not None and "offload" in old and "offload" not in new
+                and old.get("docked_at") == new.get("docked_at")):
+            new["offload"] = old["offload"]  # this docking's latest progress stays in it
+        self._recorders[serial] = new
         self._deaths.pop(serial, None)
         self._publish_birth(serial)
 
     def remove_recorder(self, serial: str) -> None:
+        if self._stopping:
+            return  # still in its bay: published stale, never dead
+        self._copying.discard(serial)
         pending = self._progress.flush(serial)
         if pending is not None:
             self._publish_progress(serial, pending)
@@ -69,8 +85,12 @@ class RetainedState:
         value = dict(progress)
         if serial in self._recorders:
             self._recorders[serial]["offload"] = value
+        # The first bytes copied are a milestone (the offload really runs): never parked.
+        first_bytes = _bytes_done(value) > 0 and serial not in self._copying
+        if first_bytes:
+            self._copying.add(serial)
         loop = asyncio.get_running_loop()
-        if self._progress.offer(serial, value, loop.time()) is not None:
+        if self._progress.offer(serial, value, loop.time(), urgent=first_bytes) is not None:
             self._publish_progress(serial, value)
         elif self._progress_timer is None:
             due = self._progress.next_due()
@@ -79,6 +99,7 @@ class RetainedState:
 
     def offload_finished(self, serial: str, progress: Mapping[str, object],
                          result: Mapping[str, object]) -> None:
+        self._copying.discard(serial)
         self._progress.flush(serial)
         value = dict(progress)
         if serial in self._recorders:
@@ -206,6 +227,11 @@ class RetainedState:
         due = self._progress.next_due()
         if due is not None:
             self._progress_timer = loop.call_at(due, self._progress_tick)
+
+
+def _bytes_done(progress: Mapping[str, object]) -> int:
+    value = progress.get("bytes_done")
+    return value if isinstance(value, int) else 0
 
 
 def _consume(fut: asyncio.Future[None]) -> None:

@@ -15,10 +15,11 @@ class Throttle(Generic[K, V]):
         self._last: dict[K, float] = {}
         self._pending: dict[K, V] = {}
 
-    def offer(self, key: K, value: V, now: float) -> V | None:
-        """The value to send now, or None when it was parked until `next_due()`."""
+    def offer(self, key: K, value: V, now: float, *, urgent: bool = False) -> V | None:
+        """The value to send now, or None when it was parked until `next_due()`. An
+        `urgent` value (a milestone) is sent now and starts a new interval."""
         last = self._last.get(key)
-        if last is None or now - last >= self.interval_s:
+        if urgent or last is None or now - last >= self.interval_s:
             self._last[key] = now
             self._pending.pop(key, None)
             return value

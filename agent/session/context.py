@@ -262,6 +262,11 @@ class SessionContext:
             return self.key, None
         return ident.serial, ident.officer_no or None
 
+    def open_record(self, kind: str, data: dict[str, object]) -> asyncio.Future[None]:
+        """Queue the session's first ledger entry now; see SessionRecords.open."""
+        serial, officer = self.who()
+        return self.records.open(kind, recorder=serial, officer=officer, data=data)
+
     async def record(self, kind: str, data: dict[str, object]) -> None:
         serial, officer = self.who()
         await self.records.entry(kind, recorder=serial, officer=officer, data=data)

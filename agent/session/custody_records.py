@@ -46,6 +46,26 @@ class SessionRecords:
         self._ledger = ledger
         self.bay = bay
         self.session_id = session_id
+        self._opening: asyncio.Future[None] | None = None  # the session's first entry
+
+    def open(self, kind: str, *, recorder: str | None, officer: str | None,
+             data: dict[str, object]) -> asyncio.Future[None]:
+        """Queue the session's first entry (its docking) now and return its commit, so
+        the session can talk to the recorder meanwhile. Every later record of this
+        session waits for it and fails with it: nothing is recorded after a docking that
+        was not, and the database commits in the order writes are queued."""
+        assert self._opening is None, "a session opens once"
+
+        def tx(conn: sqlite3.Connection) -> None:
+            self._ledger.append(conn, kind, recorder=recorder, officer=officer, bay=self.bay,
+                                session_id=self.session_id, data=_recordable_data(data))
+
+        self._opening = self._db.queue_write(tx)
+        return self._opening
+
+    async def _opened(self) -> None:
+        if self._opening is not None:
+            await asyncio.shield(self._opening)
 
     async def entry(
         self, kind: str, *, recorder: str | None, officer: str | None, data: dict[str, object]
@@ -54,6 +74,7 @@ class SessionRecords:
             self._ledger.append(conn, kind, recorder=recorder, officer=officer, bay=self.bay,
                                 session_id=self.session_id, data=_recordable_data(data))
 
+        await self._opened()
         # shielded: an unplug cancelling the session must not cancel its custody record
         await asyncio.shield(self._db.write(tx))
 
@@ -72,6 +93,7 @@ class SessionRecords:
                                officer=officer, bay=self.bay, session_id=self.session_id,
                                severity=severity, detail=_recordable_data(detail))
 
+        await self._opened()
         await asyncio.shield(self._db.write(tx))
 
     async def past_fault(self, code: FaultCode, reason: str, *, recorder: str | None,
@@ -85,6 +107,7 @@ class SessionRecords:
                                      bay=self.bay, session_id=self.session_id,
                                      severity=severity, detail=detail)
 
+        await self._opened()
         await asyncio.shield(self._db.write(tx))
 
     async def clear(self, code: FaultCode, reason: str, *, recorder: str | None) -> None:
@@ -93,4 +116,5 @@ class SessionRecords:
             faults.clear_faults(conn, self._ledger, recorder=recorder, codes=[code],
                                 reason=reason)
 
+        await self._opened()
         await asyncio.shield(self._db.write(tx))

@@ -73,3 +73,15 @@ class SessionTable:
         every change."""
         return [(s.key, s.session_id, s.state.value, s.offload_result)
                 for s in self._sessions.values() if not s.finished]
+
+    def milestones(self) -> list[tuple[str, str, str, bool, bool]]:
+        """(key, session id, state, offload begun copying, offload result known) of each
+        live session: what makes the view publish at once rather than coalesced."""
+        out = []
+        for s in self._sessions.values():
+            if not s.finished:
+                progress = s.progress
+                out.append((s.key, s.session_id, s.state.value,
+                            progress is not None and progress.bytes_done > 0,
+                            s.offload_result is not None))
+        return out

@@ -23,6 +23,7 @@ from agent.devices.events import StorageAppeared
 from agent.docking_state import (
     STORAGE_ONLY_UNCHECKED,
     FaultNote,
+    OffloadProgressFacts,
     OffloadResult,
     SessionSnapshot,
 )
@@ -87,6 +88,10 @@ class DockingSession:
     @property
     def offload_result(self) -> OffloadResult | None:
         return self.ctx.facts.offload_result
+
+    @property
+    def progress(self) -> OffloadProgressFacts | None:
+        return self.ctx.facts.progress
 
     @property
     def faults(self) -> list[FaultNote]:
@@ -156,11 +161,14 @@ class DockingSession:
         """Run until unplugged; never raises (one bay's trouble must not touch another)."""
         ctx = self.ctx
         try:
-            await ctx.record("docked", {
+            # The recorder is talked to while its docking commits: every later record of
+            # the session waits for this one, so the ledger's order is kept.
+            docked = ctx.open_record("docked", {
                 "key": ctx.key, "tty": ctx.tty_path, "source": ctx.source,
                 "storage_only": ctx.storage_only,
             })
             self._work = asyncio.create_task(self._work_then_idle())
+            await asyncio.shield(docked)
             # The work may end (released, failed) long before: the recorder stays docked.
             await ctx.res.unplugged.wait()
             await self._stop_work()
@@ -176,6 +184,7 @@ class DockingSession:
             raise
         except Exception:
             log.exception("session %s in bay %s crashed", ctx.session_id, ctx.bay)
+            await self._stop_work()
         finally:
             await self._close_link()
             self._finished.set()

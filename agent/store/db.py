@@ -18,7 +18,9 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from agent.store.group_commit import GroupAborted, run_group
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -152,6 +154,10 @@ class Database:
         # a ledger entry's outbox event is ready to send).
         self._on_commit: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Writes waiting for the database thread, committed as one group (group_commit.py).
+        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
+        self._queue_lock = threading.Lock()
+        self._group_pending = False  # a group job is queued and has not taken its writes
         self._executor.submit(self._open, schemas).result()
 
     def _open(self, schemas: Sequence[str]) -> None:
@@ -186,6 +192,7 @@ class Database:
 
     def _run_tx(self, fn: Callable[[sqlite3.Connection], T], *, notify: bool = True) -> T:
         """One transaction; on a full disk, once more after releasing the reserve."""
+        retried = False
         try:
             result = self._tx_once(fn)
         except sqlite3.Error as exc:
@@ -193,6 +200,7 @@ class Database:
                 raise
             if not self.reserve.release():
                 raise DatabaseFull(f"state database {self.path}: disk full: {exc}") from exc
+            retried = True
             try:
                 result = self._tx_once(fn)
             except sqlite3.Error as again:
@@ -200,15 +208,58 @@ class Database:
                     raise DatabaseFull(
                         f"state database {self.path}: disk full: {again}") from again
                 raise
-        else:
-            if self.reserve.released:
-                self.reserve.ensure()  # space came back: hold the reserve again
-        if not notify:
-            return result
-        callback, loop = self._on_commit, self._loop
-        if callback is not None and loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(callback)
+        self._committed(notify=notify, reserve=not retried)
         return result
+
+    def _committed(self, *, notify: bool = True, reserve: bool = True) -> None:
+        if reserve and self.reserve.released:
+            self.reserve.ensure()  # space came back: hold the reserve again
+        callback, loop = self._on_commit, self._loop
+        if notify and callback is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(callback)
+
+    def _queue(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Queue a write for the next group commit (in the order queued)."""
+        fut: Future[T] = Future()
+        with self._queue_lock:
+            if not self._group_pending:
+                self._executor.submit(self._commit_group)
+                self._group_pending = True
+            self._queued.append((fn, fut))
+        return fut
+
+    def _commit_group(self) -> None:
+        with self._queue_lock:
+            queued, self._queued = self._queued, []
+            self._group_pending = False
+        writes = [(fn, fut) for fn, fut in queued if fut.set_running_or_notify_cancel()]
+        if len(writes) > 1:
+            try:
+                outcomes = run_group(self._connection(), [fn for fn, _ in writes])
+            except GroupAborted:
+                pass  # nothing was kept: each write on its own, below
+            except BaseException as exc:
+                for _, fut in writes:
+                    fut.set_exception(exc)
+                return
+            else:
+                self._committed()
+                for (_, fut), (ok, value) in zip(writes, outcomes, strict=True):
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        assert isinstance(value, BaseException)
+                        fut.set_exception(value)
+                return
+        for fn, fut in writes:
+            try:
+                fut.set_result(self._run_tx(fn))
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+    def _connection(self) -> sqlite3.Connection:
+        assert self._conn is not None
+        return self._conn
 
     def _tx_once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -233,7 +284,12 @@ class Database:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` in one committed transaction, off the event loop."""
-        return await asyncio.wrap_future(self._executor.submit(self._run_tx, fn))
+        return await self.queue_write(fn)
+
+    def queue_write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """`write()` queued now, before any write asked for later (writes run one at a
+        time, in the order queued); the future completes when it committed."""
+        return asyncio.wrap_future(self._queue(fn))
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` for reading, off the event loop."""
@@ -241,7 +297,9 @@ class Database:
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Blocking `write()` for threads that are not the event loop (workers, tools)."""
-        return self._call(self._run_tx, fn)
+        if threading.get_ident() == self._thread_id:
+            return self._run_tx(fn)  # already on the db thread (nested use)
+        return self._queue(fn).result()
 
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self._call(self._run_read, fn)

@@ -40,6 +40,10 @@ class Supervisor:
     def offload_states(self) -> list[tuple[str, str, str, OffloadResult | None]]:
         return [(s.key, s.session_id, s.state, s.offload_result) for s in self.live]
 
+    def milestones(self) -> list[tuple[str, str, str, bool, bool]]:
+        return [(s.key, s.session_id, s.state, False, s.offload_result is not None)
+                for s in self.live]
+
 
 class Reporter:
     def __init__(self) -> None:
