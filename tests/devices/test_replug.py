@@ -13,6 +13,9 @@ import itertools
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from agent.devices.events import (
     DeviceEvent,
@@ -28,6 +31,7 @@ from agent.settings import AllowedDevice
 from hw_sim import uevents
 
 from .conftest import settings
+from .test_tracker_fuzz import Story
 
 PORT = 1
 BAY = "1-1"
@@ -112,13 +116,14 @@ def interleavings() -> list[list[tuple[str, str]]]:
     return out
 
 
-def possible(order: list[tuple[str, str]], new: SimRecorder) -> bool:
-    shared = ["block"] + (["tty"] if new.pty == OLD.pty else [])
+def possible(order: list[tuple[str, str]], new: SimRecorder, old: SimRecorder = OLD) -> bool:
+    shared = ["block"] + (["tty"] if new.pty == old.pty else [])
     return all(order.index(("old", w)) < order.index(("new", w)) for w in shared)
 
 
-def _records(order: list[tuple[str, str]], new: SimRecorder) -> list[DeviceRecord]:
-    return [(OLD.remove(which) if who == "old" else new.add(which)) for who, which in order]
+def _records(order: list[tuple[str, str]], new: SimRecorder,
+             old: SimRecorder = OLD) -> list[DeviceRecord]:
+    return [(old.remove(which) if who == "old" else new.add(which)) for who, which in order]
 
 
 def check_swap(events: list[DeviceEvent], t: DeviceTracker, new: SimRecorder) -> None:
@@ -220,3 +225,48 @@ def test_resync_with_another_recorder_in_the_bay() -> None:
     events = t.resync([NEW_SAME_PTY.add("usb"), NEW_SAME_PTY.add("tty"),
                        NEW_SAME_PTY.add("block")], 1.0)
     check_swap(events, t, NEW_SAME_PTY)
+
+
+ORDERS = interleavings()
+assert ORDERS[0] == OLD_GONE + NEW_CAME  # the order a quiet machine reports
+swap = st.tuples(st.sampled_from([OLD.serial, NEW.serial]), st.sampled_from([13, 14]),
+                 st.integers(0, len(ORDERS) - 1), st.floats(0.0, 2.0, allow_nan=False))
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(swap, max_size=30))
+def test_random_swaps_in_one_bay_tell_a_consistent_story(
+        swaps: list[tuple[str, int, int, float]]) -> None:
+    """Recorders put into one bay one after another, each arrival racing the removal of
+    the one before (any order the kernel allows), at random intervals around the window:
+    every port and storage told is the recorder's own, and the bay never has two
+    recorders docked at once."""
+    t, story, now = tracker(), Story(), 0.0
+    here: SimRecorder | None = None
+    for devnum, (serial, pty, order_index, dt) in enumerate(swaps, start=2):
+        came = SimRecorder(serial, f"/dev/pts/{pty}", f"/srv/{serial}/{devnum}", devnum)
+        order = ORDERS[order_index]
+        if here is None:
+            records = [came.add(w) for w in ("usb", "tty", "block")]
+        elif possible(order, came, here):
+            records = _records(order, came, here)
+        else:
+            records = _records(ORDERS[0], came, here)  # all of the old one first
+        for event in run(t, records, now):
+            story.apply(event)
+            if isinstance(event, RecorderPlugged):
+                assert event == came.plugged()
+            if isinstance(event, StorageAppeared):
+                assert event == came.storage_appeared()
+        assert story.plugged <= {came.serial}, story.plugged
+        here = came
+        now += dt
+        for event in t.tick(now):
+            story.apply(event)
+    if here is not None:
+        assert story.plugged == {here.serial} and story.storage == {here.serial}
+        gone = [here.remove("block"), here.remove("tty"), here.remove("usb")]
+        for event in run(t, gone, now) + t.tick(now + 10.0):
+            story.apply(event)
+    assert story.plugged == set() and story.storage == set()
+    assert t.next_deadline() is None
