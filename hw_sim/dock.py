@@ -66,6 +66,7 @@ class VirtualDock:
         self._server = AnnounceServer(socket_path, self._snapshot) if socket_path else None
         self._lock = asyncio.Lock()
         self._reboots: set[asyncio.Task[None]] = set()  # recorders booting, off the bus
+        self._plugs = 0  # enumerations so far: each plug gets the bus's next device number
 
     @property
     def workdir(self) -> Path:
@@ -162,7 +163,11 @@ class VirtualDock:
             )
             tty = await rec.start()
             port = self.port(bay)
-            usb = uevents.usb_props(port, serial, spec.usb_vid, spec.usb_pid, spec.model)
+            # Device numbers 2..127 in turn (1 is the root hub), as a kernel hands them out.
+            devnum = 2 + self._plugs % 126
+            self._plugs += 1
+            usb = uevents.usb_props(port, serial, spec.usb_vid, spec.usb_pid, spec.model,
+                                    devnum)
             devices = _BayDevices(usb, uevents.tty_props(port, tty))
             self.recorders[bay] = rec
             self._devices[bay] = devices

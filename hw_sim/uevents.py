@@ -30,12 +30,16 @@ def _usb_devpath(port: int) -> str:
     return f"/devices/platform/{CONTROLLER}/usb{_BUS}/{_BUS}-{port}"
 
 
-def usb_props(port: int, serial: str, vid: str, pid: str, model: str) -> Props:
-    """The USB device of a recorder on `port`; ids are 4 hex digits."""
+def usb_props(port: int, serial: str, vid: str, pid: str, model: str,
+              devnum: int | None = None) -> Props:
+    """The USB device of a recorder on `port`; ids are 4 hex digits. `devnum` is the
+    device number the bus gave this enumeration (a kernel counts up at every plug, so a
+    recorder put into a bay gets another device node than the one pulled out of it)."""
+    num = port + 1 if devnum is None else devnum
     return {
         "SUBSYSTEM": "usb", "DEVTYPE": "usb_device", "DEVPATH": _usb_devpath(port),
-        "DEVNAME": f"/dev/bus/usb/{_BUS:03d}/{port + 1:03d}",
-        "BUSNUM": f"{_BUS:03d}", "DEVNUM": f"{port + 1:03d}", "ID_PATH": id_path(port),
+        "DEVNAME": f"/dev/bus/usb/{_BUS:03d}/{num:03d}",
+        "BUSNUM": f"{_BUS:03d}", "DEVNUM": f"{num:03d}", "ID_PATH": id_path(port),
         "ID_VENDOR_ID": vid.lower(), "ID_MODEL_ID": pid.lower(), "ID_MODEL": model,
         "ID_SERIAL_SHORT": serial, "ID_SERIAL": f"{CONTROLLER}_{model}_{serial}",
         "PRODUCT": f"{int(vid, 16):x}/{int(pid, 16):x}/100",

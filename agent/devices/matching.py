@@ -28,6 +28,12 @@ Rules (see docs/mounting.md for the operator's view):
   comes back in time no unplug is sent; a control port that vanished and came back (under
   the same node or another) is a restarted recorder whose old link is dead, so it is
   announced again with RecorderPlugged and its storage after it (a new docking session).
+- The debounce spares a recorder that comes back, never one that was replaced: another
+  allowed recorder arriving in a bay whose recorder is held ends the held docking at once
+  (RecorderUnplugged before the newcomer's RecorderPlugged). A USB device at a known
+  DEVPATH with another serial or vid:pid is a new device there (the old one's removal is
+  late or lost), so nothing of the new one is ever paired with the old; a late removal
+  naming the old device node is then ignored.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ class _Usb:
     key: str | None  # recorder key; None for a rejected device
     vid_pid: str | None
     storage_only: bool
+    serial: str | None = None  # as the device reported it (also for a rejected one)
+    devname: str = ""  # its /dev/bus/usb node: a new enumeration gets a new one
 
 
 @dataclass(slots=True)
@@ -96,6 +104,49 @@ class _Recorder:
 
     def present(self) -> bool:
         return bool(self.usb) and (self.storage_only or bool(self.ttys))
+
+    def withdraw_stale(self) -> list[DeviceEvent]:
+        """StorageRemoved for told storage that is gone, or whose session's port is."""
+        events: list[DeviceEvent] = []
+        if self.told_tty is not None and self.told_tty not in self.ttys.values():
+            # Its control port vanished: a link open on it is dead, and the port that comes
+            # back (same node or another) belongs to a restarted recorder. Its return is
+            # announced as a new docking, storage after it; the debounce still spares an
+            # undocking in between.
+            self.told_tty = None
+            if self.told_storage is not None:
+                events.append(StorageRemoved(self.key, self.bay))
+                self.told_storage = None
+        if self.told_storage is not None and self.volume() != self.told_storage:
+            events.append(StorageRemoved(self.key, self.bay))
+            self.told_storage = None
+        return events
+
+    def announce(self, source: Source) -> list[DeviceEvent]:
+        """Tell what is present and untold: its port, then its storage."""
+        events: list[DeviceEvent] = []
+        tty, volume = self.tty(), self.volume()
+        if not self.storage_only and tty is not None and tty != self.told_tty:
+            events.append(RecorderPlugged(self.key, self.bay, tty, self.vid_pid, source))
+            self.told_tty = tty
+            self.told = True
+        # Present means a recorder with a control port has its tty, announced just above.
+        if volume is not None and self.told_storage is None:
+            events.append(StorageAppeared(self.key, self.bay, volume[1], self.vid_pid,
+                                          self.storage_only, source))
+            self.told_storage = volume
+            self.told = True
+        return events
+
+    def withdraw_all(self) -> list[DeviceEvent]:
+        """Its undocking: storage first, then the recorder, as far as they were told."""
+        events: list[DeviceEvent] = []
+        if self.told_storage is not None:
+            events.append(StorageRemoved(self.key, self.bay))
+        if self.told:
+            events.append(RecorderUnplugged(self.key, self.bay))
+        self.told, self.told_tty, self.told_storage = False, None, None
+        return events
 
 
 class DeviceTracker:
@@ -136,14 +187,11 @@ class DeviceTracker:
         for record in present:
             events += self.handle(record, now)
         seen = {record.devpath for record in present}
-        gone_children = [p for p in self._children if p not in seen]
-        gone_usb = [p for p in self._usb if p not in seen]
         # A tty and a disk leave the same way (`_child_removed`), so "block" serves both.
-        for devpath, subsystem in [(p, "block") for p in gone_children] + [
-            (p, "usb") for p in gone_usb
-        ]:
-            removal = {"ACTION": "remove", "SUBSYSTEM": subsystem, "DEVPATH": devpath}
-            events += self.handle(DeviceRecord(removal), now)
+        removals = [_removal(p, "block") for p in self._children if p not in seen] + [
+            _removal(p, "usb") for p in self._usb if p not in seen]
+        for removal in removals:
+            events += self.handle(removal, now)
         return events
 
     def handle(self, record: DeviceRecord, now: float) -> list[DeviceEvent]:
@@ -158,39 +206,47 @@ class DeviceTracker:
         key: str | None = None
         if subsystem == "usb":
             if action == "remove":
-                key = self._usb_removed(devpath)
+                key = self._usb_removed(devpath, props.get("DEVNAME", ""))
             elif action in _ADD_ACTIONS and props.get("DEVTYPE") == "usb_device":
-                key = self._usb_seen(props, events)
+                key = self._usb_seen(props, events, now)
         elif subsystem == "tty":
             if action == "remove":
                 key = self._child_removed(devpath)
             elif action in _ADD_ACTIONS and self._tty_node.match(props.get("DEVNAME", "")):
-                key = self._tty_seen(record, events)
+                key = self._tty_seen(record, events, now)
         elif subsystem == "block":
             if action == "remove":
                 key = self._child_removed(devpath)
             elif action in _ADD_ACTIONS:
-                key = self._block_seen(record, events)
+                key = self._block_seen(record, events, now)
         if key is not None and key in self._recorders:
             events += self._reconcile(self._recorders[key], now)
         return events
 
     # -- USB devices -------------------------------------------------------------------
 
-    def _usb_seen(self, usb: Mapping[str, str], events: list[DeviceEvent]) -> str | None:
+    def _usb_seen(
+        self, usb: Mapping[str, str], events: list[DeviceEvent], now: float
+    ) -> str | None:
         devpath = usb.get("DEVPATH", "")
+        vid_pid, serial = usb_ids(usb)
+        devname = usb.get("DEVNAME", "")
         known = self._usb.get(devpath)
-        if known is not None:  # coldplug duplicate, change, bind: decided already
+        if known is not None and not _replaced(known, vid_pid, serial):
+            # coldplug duplicate, change, bind: decided already
+            known.devname = devname or known.devname
             return self._recorder_of(known)
+        if known is not None:  # another device at this DEVPATH: the old one was replaced
+            events += self._end_now(self._usb_removed(devpath, known.devname), now)
         port = port_of(devpath)
         if port is None or is_hub(usb):
             return None
         bay = self._bays.label(port)
         if bay is None:  # the board's own devices, outside every bay
             return None
-        vid_pid, serial = usb_ids(usb)
         verdict = self._allow.check(vid_pid, serial)
         if isinstance(verdict, Allowed) and serial is not None:
+            events += self._end_held_in(bay, serial, now)
             rec = self._recorders.get(serial)
             if rec is not None and rec.bay != bay:
                 if rec.usb:
@@ -201,25 +257,41 @@ class DeviceTracker:
                     return None
                 # It left its old bay (unplug still debouncing) and turned up in another:
                 # that is a move, not a flap.
-                self._debounce.cancel(serial)
-                events += self._unplug(rec)
+                events += self._end_now(serial, now)
                 rec = None
             if rec is None:
                 rec = _Recorder(serial, bay, verdict.vid_pid, verdict.storage_only)
                 self._recorders[serial] = rec
             rec.usb.add(devpath)
-            self._usb[devpath] = _Usb(devpath, bay, serial, vid_pid, verdict.storage_only)
+            self._usb[devpath] = _Usb(devpath, bay, serial, vid_pid, verdict.storage_only,
+                                      serial, devname)
             return serial
         reason = verdict.reason if not isinstance(verdict, Allowed) else "no USB serial"
-        self._reject(devpath, bay, vid_pid, serial, reason, events)
+        self._reject(devpath, bay, vid_pid, serial, reason, events, devname)
         return None
 
     def _reject(
         self, devpath: str, bay: str, vid_pid: str | None, serial: str | None, reason: str,
-        events: list[DeviceEvent],
+        events: list[DeviceEvent], devname: str = "",
     ) -> None:
-        self._usb[devpath] = _Usb(devpath, bay, None, vid_pid, False)
+        self._usb[devpath] = _Usb(devpath, bay, None, vid_pid, False, serial, devname)
         events.append(DeviceRejected(bay, vid_pid, serial, reason, devpath))
+
+    def _end_held_in(self, bay: str, serial: str, now: float) -> list[DeviceEvent]:
+        """Another recorder came into `bay`: one whose USB device left it (its unplug
+        still debouncing) will not come back into it."""
+        held = [r.key for r in self._recorders.values()
+                if r.bay == bay and r.key != serial and not r.usb]
+        return [e for key in held for e in self._end_now(key, now)]
+
+    def _end_now(self, key: str | None, now: float) -> list[DeviceEvent]:
+        """End recorder `key`'s docking without waiting for the debounce window (unless
+        another of its USB functions is still there: then the usual rules decide)."""
+        rec = self._recorders.get(key) if key is not None else None
+        if rec is None or rec.usb:
+            return self._reconcile(rec, now) if rec is not None else []
+        self._debounce.cancel(rec.key)
+        return self._unplug(rec)
 
     def _recorder_of(self, usb: _Usb) -> str | None:
         """The recorder key of a known USB device, re-creating the recorder if it was
@@ -234,7 +306,10 @@ class DeviceTracker:
         rec.usb.add(usb.devpath)
         return usb.key
 
-    def _usb_removed(self, devpath: str) -> str | None:
+    def _usb_removed(self, devpath: str, devname: str) -> str | None:
+        known = self._usb.get(devpath)
+        if known is not None and devname and known.devname and devname != known.devname:
+            return None  # the late removal of a device this one already replaced
         usb = self._usb.pop(devpath, None)
         if usb is None or usb.key is None:
             return None
@@ -254,15 +329,19 @@ class DeviceTracker:
 
     # -- ttys and disks ----------------------------------------------------------------
 
-    def _parent_key(self, record: DeviceRecord, events: list[DeviceEvent]) -> str | None:
+    def _parent_key(
+        self, record: DeviceRecord, events: list[DeviceEvent], now: float
+    ) -> str | None:
         if record.usb is not None:
-            return self._usb_seen(record.usb, events)
+            return self._usb_seen(record.usb, events, now)
         usb_devpath = usb_device_devpath(record.devpath)
         known = self._usb.get(usb_devpath) if usb_devpath else None
         return self._recorder_of(known) if known else None
 
-    def _tty_seen(self, record: DeviceRecord, events: list[DeviceEvent]) -> str | None:
-        key = self._parent_key(record, events)
+    def _tty_seen(
+        self, record: DeviceRecord, events: list[DeviceEvent], now: float
+    ) -> str | None:
+        key = self._parent_key(record, events, now)
         if key is None:
             return None
         rec = self._recorders[key]
@@ -271,8 +350,10 @@ class DeviceTracker:
             self._children[record.devpath] = key
         return key
 
-    def _block_seen(self, record: DeviceRecord, events: list[DeviceEvent]) -> str | None:
-        key = self._parent_key(record, events)
+    def _block_seen(
+        self, record: DeviceRecord, events: list[DeviceEvent], now: float
+    ) -> str | None:
+        key = self._parent_key(record, events, now)
         if key is None:
             return None
         rec = self._recorders[key]
@@ -296,49 +377,18 @@ class DeviceTracker:
     # -- what the agent is told ----------------------------------------------------------
 
     def _reconcile(self, rec: _Recorder, now: float) -> list[DeviceEvent]:
-        events: list[DeviceEvent] = []
-        if rec.told_tty is not None and rec.told_tty not in rec.ttys.values():
-            # Its control port vanished: a link open on it is dead, and the port that comes
-            # back (same node or another) belongs to a restarted recorder. Its return is
-            # announced as a new docking, storage after it; the debounce still spares an
-            # undocking in between.
-            rec.told_tty = None
-            if rec.told_storage is not None:
-                events.append(StorageRemoved(rec.key, rec.bay))
-                rec.told_storage = None
-        volume = rec.volume()
-        if rec.told_storage is not None and volume != rec.told_storage:
-            events.append(StorageRemoved(rec.key, rec.bay))
-            rec.told_storage = None
-        if not rec.present():
-            if rec.told:
-                self._debounce.hold(rec.key, now)
-            elif not rec.usb:
-                self._forget(rec)
-            return events
-        self._debounce.cancel(rec.key)
-        tty = rec.tty()
-        if not rec.storage_only and tty is not None and tty != rec.told_tty:
-            events.append(RecorderPlugged(rec.key, rec.bay, tty, rec.vid_pid, self._source))
-            rec.told_tty = tty
-            rec.told = True
-        # Present means a recorder with a control port has its tty, announced just above.
-        if volume is not None and rec.told_storage is None:
-            events.append(
-                StorageAppeared(rec.key, rec.bay, volume[1], rec.vid_pid, rec.storage_only,
-                                self._source)
-            )
-            rec.told_storage = volume
-            rec.told = True
+        events = rec.withdraw_stale()
+        if rec.present():
+            self._debounce.cancel(rec.key)
+            return events + rec.announce(self._source)
+        if rec.told:
+            self._debounce.hold(rec.key, now)
+        elif not rec.usb:
+            self._forget(rec)
         return events
 
     def _unplug(self, rec: _Recorder) -> list[DeviceEvent]:
-        events: list[DeviceEvent] = []
-        if rec.told_storage is not None:
-            events.append(StorageRemoved(rec.key, rec.bay))
-        if rec.told:
-            events.append(RecorderUnplugged(rec.key, rec.bay))
-        rec.told, rec.told_tty, rec.told_storage = False, None, None
+        events = rec.withdraw_all()
         if not rec.usb:
             self._forget(rec)
         return events
@@ -348,3 +398,14 @@ class DeviceTracker:
         self._debounce.cancel(rec.key)
         for child in [p for p, k in self._children.items() if k == rec.key]:
             del self._children[child]
+
+
+def _replaced(known: _Usb, vid_pid: str | None, serial: str | None) -> bool:
+    """Whether a USB device record at `known`'s DEVPATH is another device than `known`:
+    it names another serial or vid:pid (a record that names none is the same device)."""
+    return (serial is not None and serial != known.serial) or (
+        vid_pid is not None and known.vid_pid is not None and vid_pid != known.vid_pid)
+
+
+def _removal(devpath: str, subsystem: str) -> DeviceRecord:
+    return DeviceRecord({"ACTION": "remove", "SUBSYSTEM": subsystem, "DEVPATH": devpath})

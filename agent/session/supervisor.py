@@ -134,7 +134,8 @@ class BaySupervisor:
 
     def _start(self, key: str, bay: str, *, tty: str | None, source: str,
                storage_only: bool) -> DockingSession:
-        previous = self._live(key)
+        previous = self._live(key) or next(  # one leaving this bay may hold its port node
+            (s for k in self._live_keys() if (s := self._live(k, bay)) and s.leaving), None)
         session = DockingSession(self.deps, key=key, bay=bay, tty_path=tty, source=source,
                                  storage_only=storage_only)
         early = self._early_storage.pop(key, None)

@@ -366,3 +366,25 @@ async def test_another_dock_ends_the_old_docks_pending_unplugs(tmp_path: Path,
                                              vid_pid=SIM, source="sim")
     finally:
         await col.close()
+
+
+async def test_another_recorder_in_a_debouncing_bay_ends_the_old_docking_at_once(
+        tmp_path: Path, sock: Path) -> None:
+    """A swap inside the window: the recorder pulled out is undocked before the one put
+    in is docked (its pty node may well be the old one's), not after the window."""
+    col = Collector(sock, sim_devices(debounce_ms=600_000))
+    try:
+        async with VirtualDock(bays=1, socket_path=sock, workdir=tmp_path) as dock:
+            old_tty = (await dock.plug("1", small_spec("BWC00011"))).tty_path
+            await col.wait_for(1)
+            await dock.unplug("1")
+            new = await dock.plug("1", small_spec("BWC00012"))
+            evs = await col.wait_for(3)
+            assert evs == [
+                RecorderPlugged("BWC00011", "1", old_tty, SIM, "sim"),
+                RecorderUnplugged("BWC00011", "1"),
+                RecorderPlugged("BWC00012", "1", new.tty_path, SIM, "sim"),
+            ]
+            assert col.source.tracker.next_deadline() is None  # nothing left to debounce
+    finally:
+        await col.close()

@@ -15,8 +15,10 @@ from agent.devices.events import (
     StorageAppeared,
     StorageRemoved,
 )
+from agent.session.recorder_link import RecorderLink, recorder_client_opener
 from agent.session.state_machine import State
 from agent.settings import DeviceSettings, RecorderSettings
+from hw_sim.recorder import VirtualRecorder
 from hw_sim.spec import Faults
 
 from .session_bench import Bench, Env, spec, wait_state
@@ -170,3 +172,61 @@ async def test_agent_shutdown_leaves_recorders_safe(env: Env, make_bench: Any) -
     assert undocked["reason"] == "agent_stopped" and undocked["state_reached"] == "offloading"
     assert env.mounter.mounted == set()
     assert rec.firmware.state.mass_storage is False  # locked again: it can record/charge
+
+
+
+async def test_a_new_recorder_waits_for_the_session_leaving_its_bay(env: Env,
+                                                                    make_bench: Any) -> None:
+    """A quick swap where the new recorder got the old one's port node (a pty, or
+    ttyACM0 again): the old session, docked late, opened that node and holds it. Once
+    the old docking is ended, the new recorder's session opens its port after the old
+    session has let go of it (however slowly: a loaded machine), instead of being
+    refused the lock."""
+    real_opener = recorder_client_opener(RecorderSettings())
+
+    async def slow_to_let_go(tty_path: str) -> RecorderLink:
+        link = await real_opener(tty_path)
+        close = link.close
+
+        async def slow_close() -> None:
+            await asyncio.sleep(0.3)
+            await close()
+
+        link.close = slow_close  # type: ignore[method-assign]
+        return link
+
+    bench: Bench = await make_bench(open_link=slow_to_let_go)
+    sup = bench.supervisor
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_storage(path: Path | None) -> None:
+        event = (StorageRemoved(key="SN500002", bay="B1") if path is None else
+                 StorageAppeared(key="SN500002", bay="B1", storage=DirectoryStorage(str(path)),
+                                 source="sim"))
+        tasks.add(asyncio.get_running_loop().create_task(sup.handle(event)))
+
+    new = VirtualRecorder(spec("SN500002"), bench.workdir, secret=bench.secret,
+                          on_storage=on_storage)
+    tty = await new.start()
+    try:
+        # The old recorder's session, told of the node before it was reused, opened it:
+        await sup.handle(RecorderPlugged(key="SN500001", bay="B1", tty_path=tty,
+                                         source="sim"))
+        old = bench.session("SN500001")
+        await wait_state(old, State.FAILED)  # the firmware named another serial: refused
+        assert [f.code for f in old.faults] == ["serial_mismatch"]
+        # The swap as the device tracker reports it: the old one leaves, the new one docks.
+        await sup.handle(RecorderUnplugged(key="SN500001", bay="B1"))
+        await sup.handle(RecorderPlugged(key="SN500002", bay="B1", tty_path=tty,
+                                         source="sim"))
+        second = bench.session("SN500002")
+        await wait_state(second, State.RELEASED, State.FAILED)
+        assert second.state is State.RELEASED, second.faults
+        # the bay's custody trail: the old docking closed before the new one opened
+        old_undocked = env.entries(session_id=old.session_id, kind="undocked")[0].seq
+        new_docked = env.entries(session_id=second.session_id, kind="docked")[0].seq
+        assert old_undocked < new_docked
+        await sup.handle(RecorderUnplugged(key="SN500002", bay="B1"))
+        await second.wait_finished()
+    finally:
+        await new.stop()
