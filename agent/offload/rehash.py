@@ -20,6 +20,13 @@ def drop_cache(fd: int, offset: int, length: int) -> None:
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+def sequential(fd: int) -> None:
+    """The file is read once, front to back: a larger kernel read-ahead window keeps
+    reads queued at the disk while the previous chunk is hashed."""
+    with contextlib.suppress(OSError):  # only a hint
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+
+
 def read_ahead(fd: int, offset: int, length: int) -> None:
     with contextlib.suppress(OSError):  # only a hint
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
