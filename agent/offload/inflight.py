@@ -59,6 +59,8 @@ class InFlightWrites:
         self._every, self._interval = every, interval_s
         self._q: queue.Queue[tuple[mmap.mmap, _Span] | None] = queue.Queue(maxsize=queued)
         self._lock = threading.Lock()
+        # the hooks' counters expect one caller at a time per copy (plain `+=`)
+        self._progress_lock = threading.Lock()
         self._f = _Frontier(written=start, synced=start, last_sync=time.monotonic())
         self.error: BaseException | None = None
         self._threads = [threading.Thread(target=self._loop, name="offload-writer",
@@ -84,17 +86,28 @@ class InFlightWrites:
     def _loop(self) -> None:
         while (item := self._q.get()) is not None:
             buf, span = item
+            written = False
             try:
                 if self.error is None:
                     with memoryview(buf) as mv, mv[:span.end - span.start] as view:
                         self._writer.write(view, span.start)
-                    self._hooks.progress(span.end - span.start)
-                    self._written(span)
+                    written = True
             except BaseException as exc:
-                if self.error is None:
-                    self.error = exc  # keep draining so every buffer goes back
+                self._failed(exc)  # keep draining so every buffer goes back
             finally:
-                self._pool.release(buf)
+                self._pool.release(buf)  # before a durable point: another read can use it
+            if written:
+                try:
+                    with self._progress_lock:
+                        self._hooks.progress(span.end - span.start)
+                    self._written(span)
+                except BaseException as exc:
+                    self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = exc
 
     def _written(self, span: _Span) -> None:
         """Advance the frontier; the thread that moves it past a durable point syncs (again,
