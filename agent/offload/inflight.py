@@ -3,7 +3,8 @@
 A single write in flight leaves the disk idle between requests (the next buffer is only
 handed over once the previous write returned); with a few threads each writing its own
 span at its own offset, the disk sees a queue. The reader still hashes the chunks in file
-order and submits them in that order; the writes may finish in any order.
+order and submits them in that order; the writes may finish in any order. Writer threads
+are added only while every one is busy, so a source slower than the disk keeps one.
 
 The durable-length rule is unchanged: a durable point is only reported for the contiguous
 prefix whose every write had returned before the `fdatasync` was issued (the `frontier`),
@@ -50,7 +51,8 @@ class _Frontier:
 
 
 class InFlightWrites:
-    """Writer threads of one copy: `submit` chunks in file order, then `close`."""
+    """Writer threads of one copy (up to `threads`, started as the writes back up):
+    `submit` chunks in file order, then `close`. Both are called from the copy's thread."""
 
     def __init__(self, writer: PartialWriter, pool: BufferPool, hooks: CopyHooks, *,
                  start: int, every: int, interval_s: float, threads: int,
@@ -63,10 +65,21 @@ class InFlightWrites:
         self._progress_lock = threading.Lock()
         self._f = _Frontier(written=start, synced=start, last_sync=time.monotonic())
         self.error: BaseException | None = None
-        self._threads = [threading.Thread(target=self._loop, name="offload-writer",
-                                          daemon=True) for _ in range(max(1, threads))]
-        for t in self._threads:
-            t.start()
+        self._max_threads = max(1, threads)
+        self._idle = 0  # writer threads waiting for a chunk
+        self._threads: list[threading.Thread] = []
+        self._add_thread()
+
+    @property
+    def writers(self) -> tuple[int, int]:
+        """(writer threads started, of them waiting for a chunk)."""
+        with self._lock:
+            return len(self._threads), self._idle
+
+    def _add_thread(self) -> None:
+        t = threading.Thread(target=self._loop, name="offload-writer", daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def submit(self, buf: mmap.mmap, n: int, end: int, digest: bytes) -> None:
         """Queue `buf[:n]` for the span ending at `end` (blocks while the queue is full;
@@ -74,6 +87,11 @@ class InFlightWrites:
         span = _Span(end - n, end, digest)
         with self._lock:
             self._f.spans.append(span)
+            busy = self._idle == 0
+        # Another writer only when every one is busy: a copy whose source is slower than
+        # the disk (a recorder on USB 2.0) keeps a single writer thread.
+        if busy and len(self._threads) < self._max_threads:
+            self._add_thread()
         self._q.put((buf, span))
 
     def close(self) -> None:
@@ -84,7 +102,7 @@ class InFlightWrites:
             t.join()
 
     def _loop(self) -> None:
-        while (item := self._q.get()) is not None:
+        while (item := self._next()) is not None:
             buf, span = item
             written = False
             try:
@@ -103,6 +121,15 @@ class InFlightWrites:
                     self._written(span)
                 except BaseException as exc:
                     self._failed(exc)
+
+    def _next(self) -> tuple[mmap.mmap, _Span] | None:
+        with self._lock:
+            self._idle += 1
+        try:
+            return self._q.get()
+        finally:
+            with self._lock:
+                self._idle -= 1
 
     def _failed(self, exc: BaseException) -> None:
         with self._lock:

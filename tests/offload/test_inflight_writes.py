@@ -22,6 +22,7 @@ from agent.offload.copier import Copier, writes_in_flight
 from agent.offload.copyjob import CopyJob
 from agent.offload.directio import PartialWriter
 from agent.offload.errors import CopyStopped, StoreError
+from agent.offload.inflight import InFlightWrites
 from agent.offload.walk import SourceFile
 
 from .offload_helpers import make_file, rows
@@ -114,6 +115,29 @@ def test_the_default_depth_keeps_three_writes_in_flight() -> None:
     assert writes_in_flight(5, 100) == (3, 1)
     assert writes_in_flight(3, 100) == (1, 1)  # a shallow pipeline: one write at a time
     assert writes_in_flight(5, 1) == (1, 3)  # a one-chunk file needs one writer, no more
+
+
+def test_a_source_slower_than_the_disk_keeps_a_single_writer_thread(tmp_path: Path) -> None:
+    data = b"".join(bytes([k]) * CHUNK for k in range(6))
+    path = tmp_path / "partial"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    writer, pool = PartialWriter(fd), BufferPool(CHUNK, 5)
+    writes = InFlightWrites(writer, pool, Journal(data, path, flushes=False), start=0,
+                            every=1 << 40, interval_s=600.0, threads=3, queued=1)
+    for k in range(6):
+        idle = threading.Event()
+        while not idle.wait(0.01):  # the next chunk comes only once the writer waits
+            if writes.writers[1] == 1:
+                idle.set()
+        buf = pool.acquire(threading.Event())
+        assert buf is not None
+        buf[:CHUNK] = data[k * CHUNK:(k + 1) * CHUNK]
+        writes.submit(buf, CHUNK, (k + 1) * CHUNK, blake3.blake3(data[:(k + 1) * CHUNK]).digest())
+    writes.close()
+    writer.close()
+    os.close(fd)
+    assert writes.error is None and writes.writers[0] == 1
+    assert path.read_bytes() == data and pool.outstanding == 0
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
