@@ -126,9 +126,12 @@ def test_a_source_slower_than_the_disk_keeps_a_single_writer_thread(tmp_path: Pa
                             every=1 << 40, interval_s=600.0, threads=3, queued=1)
     for k in range(6):
         idle = threading.Event()
-        while not idle.wait(0.01):  # the next chunk comes only once the writer waits
+        for _ in range(int(DEADLINE_S / 0.01)):  # the next chunk only once the writer waits
             if writes.writers[1] == 1:
                 idle.set()
+                break
+            idle.wait(0.01)
+        assert idle.is_set(), "the writer never went back to waiting"
         buf = pool.acquire(threading.Event())
         assert buf is not None
         buf[:CHUNK] = data[k * CHUNK:(k + 1) * CHUNK]
