@@ -44,6 +44,7 @@ class Journal:
         # contiguous returned prefix when the last fdatasync began (not tracked: any)
         self.flushed = 0 if flushes else 1 << 62
         self.points: list[int] = []
+        self.copied = 0
 
     def prefix(self) -> int:
         with self.lock:
@@ -62,7 +63,8 @@ class Journal:
         self.points.append(length)
 
     def progress(self, nbytes: int) -> None:
-        pass
+        with self.lock:
+            self.copied += nbytes
 
     def resumed(self, nbytes: int) -> None:
         pass
@@ -122,12 +124,14 @@ def test_a_source_slower_than_the_disk_keeps_a_single_writer_thread(tmp_path: Pa
     path = tmp_path / "partial"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     writer, pool = PartialWriter(fd), BufferPool(CHUNK, 5)
-    writes = InFlightWrites(writer, pool, Journal(data, path, flushes=False), start=0,
+    journal = Journal(data, path, flushes=False)
+    writes = InFlightWrites(writer, pool, journal, start=0,
                             every=1 << 40, interval_s=600.0, threads=3, queued=1)
     for k in range(6):
         idle = threading.Event()
-        for _ in range(int(DEADLINE_S / 0.01)):  # the next chunk only once the writer waits
-            if writes.writers[1] == 1:
+        # the next chunk only once the last one is written and the writer waits again
+        for _ in range(int(DEADLINE_S / 2 / 0.01)):
+            if journal.copied == k * CHUNK and writes.writers[1] == 1:
                 idle.set()
                 break
             idle.wait(0.01)
