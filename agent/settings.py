@@ -110,7 +110,8 @@ class OffloadSettings:
     footage_dirs: list[str] = opt(["DCIM"], "Directories on the recorder that hold footage.")
     max_concurrent: int = opt(4, "Recorders offloading at once.", min=1, max=64)
     buffer_mib: int = opt(4, "Size of each copy buffer.", min=1, max=64)
-    buffers: int = opt(4, "Copy buffers per offload (pipeline depth).", min=2, max=32)
+    buffers: int = opt(5, "Copy buffers per offload (pipeline depth: one read and hashed, up to "
+                       "three written at once, the rest queued).", min=2, max=32)
     fdatasync_every_mib: int = opt(128, "Flush dirty pages every N MiB copied.", min=8, max=4096)
     fdatasync_interval_s: float = opt(
         2.0, "Also make the copy durable every N seconds (a pulled recorder resumes there).",
@@ -127,8 +128,8 @@ class OffloadSettings:
     read_retries: int = opt(3, "Retries of a failing source read before the file fails.",
                             min=0, max=20)
     direct_io: bool = opt(
-        False, "Write stored copies with O_DIRECT where the filesystem allows: less CPU per "
-        "GiB (for docks whose CPU is the limit), not faster with one write in flight."
+        True, "Write stored copies with O_DIRECT where the filesystem allows (several writes "
+        "in flight): faster and less CPU per GiB; buffered writes where it is refused."
     )
 
 

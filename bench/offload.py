@@ -1,8 +1,8 @@
 """Offload throughput against the disk's own limits, on the same files and filesystem.
 
     python -m bench.offload [--recorders N] [--files M] [--size-mib S | --size-kib K]
-                            [--verify on|off] [--recorder-rate-mb-s R] [--repeat R]
-                            [--workdir DIR] [--keep] --json
+                            [--verify on|off|both] [--recorder-rate-mb-s R] [--repeat R]
+                            [--workdir DIR] [--source-dir DIR] [--keep] --json
 
 Footage comes from the simulator's deterministic generator (`hw_sim.footage`), written
 by a child process so it neither warms this process nor inflates its peak RSS. The
@@ -22,6 +22,12 @@ same byte count from /dev/zero with `oflag=direct` (`write_limit_mb_s`). CPU: th
 process's user+sys seconds per GiB over the offload (`cpu_s_per_gib`) against `b3sum` +
 `cp` of the same files (`cpu_ratio`; null without `b3sum`). `fairness` is the slowest
 bay's rate over the fastest's (each bay: bytes / time from the first plug to its release).
+
+`--verify both` adds, in every round, an agent run with `verify = "always"` on the same
+files (`verify_on_mb_s`; `verify_ratio` is it over the verify-off `agent_mb_s` of the same
+rounds). `--source-dir` puts the recorders' footage on another filesystem (a dock reads
+recorders over USB, not from its evidence disk; e.g. /dev/shm): with the footage on the
+store's own disk, every copy's reads share that disk's bandwidth with its writes.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ class Case:
     rate_mb_s: float | None = None  # each recorder's read rate (None: as fast as the disk)
     baselines: bool = True  # also cp, dd and the write limit (off: the agent alone)
     max_concurrent: int | None = None  # offload.max_concurrent (None: the default)
+    verify_both: bool = False  # also an agent run with verify on, in every round
 
     @property
     def total(self) -> int:
@@ -336,13 +343,18 @@ def _b3sum_cpu(roots: list[Path]) -> float | None:
                for i in range(0, len(files), 500))
 
 
-def _one_round(work: Path, roots: list[Path], case: Case, r: int) -> dict[str, Any]:
+def _one_round(work: Path, roots: list[Path], case: Case, r: int,
+               recorders: Path | None = None) -> dict[str, Any]:
     """Agent (both durable-point modes), cp + sync, dd direct and the write limit, each from
     a cold page cache, in the same order every round."""
     out: dict[str, Any] = {}
-    for key, c in (("agent", case), ("size_only", replace(case, interval_s=600.0))):
+    runs = [("agent", case), ("size_only", replace(case, interval_s=600.0))]
+    if case.verify_both:
+        runs.append(("verify_on", replace(case, verify=True)))
+    for key, c in runs:
         out["dropped"] = _drop_caches()
-        out[key] = asyncio.run(agent_run(work / "recorders", work / f"{key}{r}", c))
+        out[key] = asyncio.run(agent_run(recorders or work / "recorders", work / f"{key}{r}",
+                                         c))
         shutil.rmtree(work / f"{key}{r}", ignore_errors=True)
     # the agent's peak: read before this process lists files for the baselines
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -389,11 +401,16 @@ def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         r["size_only"]["seconds"] for r in rounds) / 1e6
     cpu_per_gib = statistics.median(a["cpu_s"] for a in agent) / (case.total / (1 << 30))
     lags = [x for a in agent for x in a["lags_ms"]]
+    verify_on_mb_s = (case.total / statistics.median(r["verify_on"]["seconds"] for r in rounds)
+                      / 1e6 if case.verify_both else None)
     rates = [min(a["bay_rates"]) / max(a["bay_rates"]) for a in agent if a["bay_rates"]]
     return {
         "agent_mb_s": round(agent_mb_s, 1),
         **_baseline_keys(case, rounds, agent_mb_s, cpu_per_gib),
         "cpu_s_per_gib": round(cpu_per_gib, 3),
+        "verify_on_mb_s": None if verify_on_mb_s is None else round(verify_on_mb_s, 1),
+        "verify_ratio": None if verify_on_mb_s is None else round(verify_on_mb_s / agent_mb_s,
+                                                                  3),
         "loop_lag_p99_ms": round(_percentile(lags, 0.99), 2),
         "loop_lag_max_ms": round(max(lags, default=0.0), 2),
         "idle_loop_lag_p99_ms": round(_percentile(
@@ -404,13 +421,16 @@ def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         + [round(max(a["bay_rates"]) / 1e6, 1) for a in agent[:1]],
         "recorders": case.recorders, "files_per_recorder": case.files,
         "size_mib": round(case.size / MIB, 4), "total_bytes": case.total,
-        "verify": "on" if case.verify else "off", "recorder_rate_mb_s": case.rate_mb_s,
+        "verify": "both" if case.verify_both else "on" if case.verify else "off",
+        "recorder_rate_mb_s": case.rate_mb_s,
         "max_concurrent": case.max_concurrent, "repeat": len(rounds),
         "runs": [{"agent_seconds": round(r["agent"]["seconds"], 3),
                   "cp_sync_seconds": round(r["cp"][0], 3) if "cp" in r else None,
                   "dd_direct_seconds": round(r["dd"], 3) if "dd" in r else None,
                   "write_limit_seconds": round(r["limit"], 3) if "limit" in r else None,
                   "agent_cpu_s": round(r["agent"]["cpu_s"], 3),
+                  "verify_on_seconds": (round(r["verify_on"]["seconds"], 3)
+                                        if "verify_on" in r else None),
                   "files_stored": r["agent"]["files_stored"],
                   "bytes_copied": r["agent"]["bytes"], "outcomes": r["agent"]["outcomes"]}
                  for r in rounds],
@@ -431,11 +451,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size-mib", type=int, default=512)
     p.add_argument("--size-kib", type=int, default=None,
                    help="file size in KiB (overrides --size-mib; for many small files)")
-    p.add_argument("--verify", choices=["on", "off"], default="off")
+    p.add_argument("--verify", choices=["on", "off", "both"], default="off",
+                   help="both: every round also runs the agent with verify on"
+                   " (verify_on_mb_s, verify_ratio)")
     p.add_argument("--repeat", type=int, default=3,
                    help="alternate agent and baseline runs this many times; medians are reported")
     p.add_argument("--workdir", type=Path, default=None,
                    help="scratch directory on the filesystem to measure (default /var/tmp)")
+    p.add_argument("--source-dir", type=Path, default=None,
+                   help="put the recorders' footage here instead of the scratch directory"
+                   " (another filesystem, as a dock's USB recorders are; e.g. /dev/shm)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--fdatasync-interval-s", type=float, default=2.0,
                    help="time-based durable points (offload.fdatasync_interval_s); each"
@@ -455,20 +480,25 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size_kib * 1024 if args.size_kib is not None else args.size_mib * MIB
     case = Case(args.recorders, args.files, size, args.verify == "on",
                 args.fdatasync_interval_s, args.recorder_rate_mb_s, not args.agent_only,
-                args.max_concurrent)
+                args.max_concurrent, verify_both=args.verify == "both")
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-offload-", dir=args.workdir or "/var/tmp"))
+    source = (work if args.source_dir is None
+              else Path(tempfile.mkdtemp(prefix="bench-offload-src-", dir=args.source_dir)))
     try:
-        roots = generate(work / "recorders", case)
+        roots = generate(source / "recorders", case)
         # Alternating runs, each from a cold page cache: a shared VM disk drifts a lot
         # between minutes, and alternation spreads that drift over every side evenly.
-        rounds = [_one_round(work, roots, case, r) for r in range(max(1, args.repeat))]
+        rounds = [_one_round(work, roots, case, r, source / "recorders")
+                  for r in range(max(1, args.repeat))]
         result = _summary(case, rounds)
-        result.update(loadavg_before=load_before, loadavg_after=os.getloadavg())
+        result.update(loadavg_before=load_before, loadavg_after=os.getloadavg(),
+                      source_dir=None if args.source_dir is None else str(args.source_dir))
         print(json.dumps(result))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(source, ignore_errors=True)
     return 0
 
 

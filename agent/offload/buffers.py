@@ -32,7 +32,7 @@ def pool_shape(buffer_mib: int, buffers: int, max_concurrent: int) -> tuple[int,
     """(buffer size, capacity) of the shared pool: one buffer plus one for each copy that
     may run, in a memory budget that does not grow with the number of copies."""
     capacity = max(buffers, max_concurrent + 1)
-    budget = (buffer_mib << 20) * (max(buffers, FULL_COPIES) + 1)
+    budget = (buffer_mib << 20) * max(buffers, FULL_COPIES + 1)
     size = min(buffer_mib << 20, budget // capacity // CHUNK * CHUNK)
     return max(MIN_BUFFER, size), capacity
 
@@ -65,6 +65,12 @@ class BufferPool:
             finally:
                 self._queue.remove(ticket)
                 self._cond.notify_all()
+
+    @property
+    def outstanding(self) -> int:
+        """Buffers handed out and not yet given back."""
+        with self._cond:
+            return self._made - len(self._free)
 
     def release(self, buf: mmap.mmap) -> None:
         with self._cond:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import queue
 import threading
-import time
 
 import blake3
 
@@ -36,13 +34,21 @@ from agent.offload.buffers import BufferPool
 from agent.offload.copyjob import CopyHooks, CopyJob, CopyResult, store_error
 from agent.offload.directio import PartialWriter
 from agent.offload.errors import CopyStopped, SourceGoneError, SourceReadError
-from agent.offload.rehash import drop_cache
+from agent.offload.inflight import InFlightWrites
+from agent.offload.rehash import drop_cache, sequential
 from agent.offload.resume import INSTALLED, Opened, try_resume
 from agent.offload.walk import open_source
 from agent.store.durable import fsync_dir
 
 GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno.ENOTCONN})
-_STOP = None
+
+
+def writes_in_flight(depth: int, chunks: int) -> tuple[int, int]:
+    """(writer threads, queued chunks) for a copy of `depth` buffers and `chunks` chunks
+    left: one buffer is being read and hashed, up to three are being written (never more
+    than there are chunks), the rest wait in the queue."""
+    threads = max(1, min(3, depth - 2, chunks))
+    return threads, max(1, depth - 1 - threads)
 
 
 def _pread_checked(fd: int, buf: mmap.mmap, offset: int, want: int) -> int:
@@ -142,20 +148,21 @@ class Copier:
     def _pump(
         self, src: int, out: int, offset: int, hasher: blake3.blake3
     ) -> tuple[blake3.blake3, int]:
-        # Bounded queue: reader 1 + queued + writer 1 = at most `depth` buffers per copy.
-        q: queue.Queue[tuple[mmap.mmap, int, bytes, int] | None] = queue.Queue(
-            maxsize=max(1, self.job.depth - 2)
-        )
-        writer = threading.Thread(
-            target=self._write_loop, args=(q, PartialWriter(out, direct=self.job.direct), offset),
-            name="offload-writer", daemon=True,
-        )
-        writer.start()
-        # Never more than admission counted: a source that keeps growing (a recording
-        # still being written, a hostile device) must not eat the disk's reserve.
+        # At most `depth` buffers per copy: one being read and hashed, the rest queued or
+        # being written (`writes_in_flight` of them at once).
         limit = self.job.source.size
+        chunks = -(-(limit - offset) // self.pool.buffer_size)  # a small file: one writer
+        threads, queued = writes_in_flight(self.job.depth, chunks)
+        writer = PartialWriter(out, direct=self.job.direct)
+        writes = InFlightWrites(writer, self.pool, self.hooks, start=offset,
+                                every=self.job.fdatasync_every,
+                                interval_s=self.job.fdatasync_interval_s,
+                                threads=threads, queued=queued)
+        sequential(src)
+        # Never more than admission counted (`limit`): a source that keeps growing (a
+        # recording still being written, a hostile device) must not eat the disk's reserve.
         try:
-            while self._writer_error is None:
+            while writes.error is None:
                 if self.stop.is_set():
                     raise CopyStopped("copy stopped")
                 if offset >= limit:
@@ -175,49 +182,17 @@ class Copier:
                 with memoryview(buf) as mv, mv[:n] as chunk:
                     hasher.update(chunk)
                 offset += n
-                q.put((buf, n, hasher.digest(), offset))
+                writes.submit(buf, n, offset, hasher.digest())
                 drop_cache(src, offset - n, n)
         finally:
-            q.put(_STOP)
-            writer.join()
-        if self._writer_error is not None:
-            err = self._writer_error
+            writes.close()
+            writer.close()
+        if writes.error is not None:
+            err = writes.error
             if isinstance(err, OSError):
                 raise store_error(err, "writing the partial file") from err
             raise err
         return hasher, offset
-
-    def _write_loop(
-        self, q: queue.Queue[tuple[mmap.mmap, int, bytes, int] | None], writer: PartialWriter,
-        synced: int,
-    ) -> None:
-        out = writer.fd
-        every = self.job.fdatasync_every
-        interval = self.job.fdatasync_interval_s
-        pending = 0
-        last_sync = time.monotonic()
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            buf, n, digest, end = item
-            try:
-                if self._writer_error is None:
-                    with memoryview(buf) as mv, mv[:n] as view:  # released even on errors
-                        writer.write(view, end - n)
-                    self.hooks.progress(n)
-                    pending += n
-                    if pending >= every or time.monotonic() - last_sync >= interval:
-                        os.fdatasync(out)
-                        drop_cache(out, synced, end - synced)
-                        self.hooks.durable(end, digest, False)
-                        crashpoint.reached("copy_synced")
-                        synced, pending = end, 0
-                        last_sync = time.monotonic()
-            except BaseException as exc:
-                self._writer_error = exc  # keep draining so every buffer goes back
-            finally:
-                self.pool.release(buf)
 
     def _finish(self, out: int, size: int, digest: bytes) -> None:
         try:

@@ -5,6 +5,7 @@ dropped first where the question is what the disk holds."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from pathlib import Path
@@ -13,11 +14,19 @@ import blake3
 
 from agent.offload.buffers import BufferPool
 from agent.offload.errors import CopyStopped
+from agent.offload.readback import ReadBack
 
 
 def drop_cache(fd: int, offset: int, length: int) -> None:
     with contextlib.suppress(OSError):  # advice only
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def sequential(fd: int) -> None:
+    """The file is read once, front to back: a larger kernel read-ahead window keeps
+    reads queued at the disk while the previous chunk is hashed."""
+    with contextlib.suppress(OSError):  # only a hint
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
 
 def read_ahead(fd: int, offset: int, length: int) -> None:
@@ -58,20 +67,45 @@ def hash_fd(fd: int, pool: BufferPool, stop: threading.Event, length: int | None
 def verify_stored(
     path: Path, size: int, digest: bytes, pool: BufferPool, stop: threading.Event
 ) -> tuple[bool, str]:
-    """Re-read a stored file from the disk (cache dropped first) and compare its hash."""
+    """Re-read a stored file from the disk and compare its hash: with O_DIRECT and reads in
+    flight (`ReadBack`), or, where the filesystem refuses O_DIRECT, buffered after its
+    cached pages were dropped."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        return False, f"cannot open stored file: {exc.strerror}"
-    try:
-        drop_cache(fd, 0, 0)
-        hasher, n = hash_fd(fd, pool, stop)
+        got = _hash_from_disk(path, pool, stop)
     except OSError as exc:
         return False, f"cannot read stored file: {exc.strerror}"
-    finally:
-        os.close(fd)
+    if isinstance(got, str):
+        return False, got
+    hasher, n = got
     if n != size:
         return False, f"stored size {n} != recorded {size}"
     if hasher.digest() != digest:
         return False, f"stored BLAKE3 {hasher.hexdigest()} != recorded {digest.hex()}"
     return True, "re-read from disk; BLAKE3 matches"
+
+
+def _hash_from_disk(path: Path, pool: BufferPool, stop: threading.Event
+                    ) -> tuple[blake3.blake3, int] | str:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_DIRECT)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            return f"cannot open stored file: {exc.strerror}"
+    else:
+        try:
+            return ReadBack(fd, pool, stop).run()
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # a direct read refused: read it buffered
+                raise
+        finally:
+            os.close(fd)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        return f"cannot open stored file: {exc.strerror}"
+    try:
+        drop_cache(fd, 0, 0)
+        return hash_fd(fd, pool, stop)
+    finally:
+        os.close(fd)

@@ -21,7 +21,7 @@ from .offload_helpers import DOCK_ID, SCHEMAS, FixedHours, LoggingWiper, ctx
 
 async def main(db_path: str, store: str, source: str, log: str) -> None:
     db = Database(Path(db_path), SCHEMAS)
-    settings = OffloadSettings(buffer_mib=1, buffers=3, fdatasync_every_mib=2, reserve_mib=0,
+    settings = OffloadSettings(buffer_mib=1, buffers=5, fdatasync_every_mib=2, reserve_mib=0,
                                verify="always", wipe_after_offload=True)
     o = Offloader(db, Ledger(DOCK_ID), Path(store), settings, FixedHours(1e6), ZoneInfo("UTC"))
     print("ready", flush=True)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 KEYS = {"agent_mb_s", "cp_sync_mb_s", "ratio", "dd_direct_mb_s", "write_limit_mb_s",
         "ratio_write_limit", "cpu_s_per_gib", "cpu_ratio", "loop_lag_p99_ms", "peak_rss_mb",
-        "fairness", "idle_loop_lag_p99_ms", "size_only_durable_points_mb_s", "runs"}
+        "fairness", "idle_loop_lag_p99_ms", "size_only_durable_points_mb_s", "runs",
+        "verify_on_mb_s", "verify_ratio"}
 
 
 def test_bench_offload_prints_its_keys() -> None:
@@ -22,10 +23,11 @@ def test_bench_offload_prints_its_keys() -> None:
     with tempfile.TemporaryDirectory(prefix="bo-", dir="/tmp") as work:
         out = subprocess.run(
             [sys.executable, "-m", "bench.offload", "--files", "2", "--size-kib", "300",
-             "--repeat", "1", "--workdir", work, "--json"],
+             "--repeat", "1", "--workdir", work, "--verify", "both", "--json"],
             cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert KEYS <= result.keys()
     assert result["runs"][0]["files_stored"] == 2
     assert result["runs"][0]["outcomes"] == ["complete"]
+    assert result["verify"] == "both" and result["verify_ratio"] is not None

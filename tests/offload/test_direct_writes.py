@@ -48,7 +48,9 @@ def _write(writer: PartialWriter, data: bytes, offset: int) -> None:
 
 
 def _direct_possible(fd: int) -> bool:
-    return PartialWriter(fd).direct
+    writer = PartialWriter(fd)
+    writer.close()
+    return writer.refused is None
 
 
 @pytest.mark.parametrize("size", [1, ALIGN - 1, ALIGN, ALIGN + 1, 3 * ALIGN + 123, MiB])
@@ -59,8 +61,10 @@ def test_aligned_spans_direct_and_the_tail_buffered(tmp_path: Path, out_fd: int,
         pytest.skip("this filesystem refuses O_DIRECT (covered by the fallback tests)")
     data = content(b"tail", size)
     _write(writer, data, 0)
-    assert fcntl.fcntl(out_fd, fcntl.F_GETFL) & os.O_DIRECT  # back on after the tail
-    assert writer.refused is None
+    # the direct writes use a descriptor of their own: the caller's is never toggled
+    assert not fcntl.fcntl(out_fd, fcntl.F_GETFL) & os.O_DIRECT
+    assert writer.refused is None and writer.direct
+    writer.close()
     os.fsync(out_fd)
     assert (tmp_path / "partial").read_bytes() == data
 
@@ -77,14 +81,14 @@ def test_an_unaligned_offset_is_written_buffered(tmp_path: Path, out_fd: int) ->
 def test_a_filesystem_refusing_o_direct_gets_buffered_writes(
     tmp_path: Path, out_fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = fcntl.fcntl
+    real = os.open
 
-    def refuse(fd: int, cmd: int, arg: int = 0) -> int:
-        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
+    def refuse(path: str, flags: int, mode: int = 0o777, **kw: object) -> int:
+        if flags & os.O_DIRECT:
             raise OSError(errno.EINVAL, "Invalid argument")
-        return real(fd, cmd, arg)
+        return real(path, flags, mode)
 
-    monkeypatch.setattr(fcntl, "fcntl", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     writer = PartialWriter(out_fd)
     assert not writer.direct and writer.refused
     data = content(b"refused", 2 * ALIGN + 7)
@@ -111,7 +115,7 @@ def test_a_direct_write_refused_at_write_time_is_redone_buffered(
     _write(writer, data, 0)
     _write(writer, data, len(data))
     assert not writer.direct and writer.refused is not None
-    assert not fcntl.fcntl(out_fd, fcntl.F_GETFL) & os.O_DIRECT
+    writer.close()
     os.fsync(out_fd)
     assert (tmp_path / "partial").read_bytes() == data + data
 
