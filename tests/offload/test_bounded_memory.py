@@ -1,6 +1,7 @@
-"""A recorder's listing is walked in small per-file records: however many entries a
-directory holds, the walk keeps one record per regular file and never more than one
-stat result alive at a time (no transient heap proportional to the listing)."""
+"""Memory that does not grow with the listing or the bays. A recorder's listing is walked
+in small per-file records: however many entries a directory holds, the walk keeps one
+record per regular file and never more than one stat result alive at a time (no transient
+heap proportional to the listing); many bays share small copy buffers."""
 
 from __future__ import annotations
 
@@ -84,3 +85,17 @@ def test_items_share_their_claims_and_work_out_times_when_asked() -> None:
     assert (a.times.source, a.times.start_us) == ("recorder", 1_700_000_000_000_000)
     assert (b.times.source, b.times.end_us) == ("mtime", 1_750_000_000_000_000)
     assert a.times == a.times  # a pure rule: the same answer every time it is asked
+
+
+def test_many_bays_share_small_buffers_within_the_budget() -> None:
+    """More copies than FULL_COPIES at once (USB 2.0 bays): small buffers, one per copy
+    and one spare, never more memory than the few-bays pool."""
+    from agent.offload.buffers import MANY_COPIES_BUFFER, pool_shape
+
+    budget = 4 * (4 << 20) + (4 << 20)  # the defaults' pool: 5 buffers of 4 MiB
+    assert pool_shape(4, 4, 25) == (MANY_COPIES_BUFFER, 26)
+    for bays in (5, 8, 25, 64):
+        size, capacity = pool_shape(4, 4, bays)
+        assert capacity == bays + 1
+        assert size <= MANY_COPIES_BUFFER and size * capacity <= budget
+    assert pool_shape(4, 4, 4) == (4 << 20, 5)  # up to FULL_COPIES: full-size buffers
