@@ -160,32 +160,36 @@ def _scan_dir(dfd: int, rel: bytes, depth: int, out: Scan) -> None:
     if depth > MAX_DEPTH:
         out.refused.append(Refused(rel, "directory nesting too deep"))
         return
-    # Each entry is reduced to what the walk needs while the directory is read: a
-    # regular file becomes its final record at once, and no `stat_result` (some twenty
-    # objects) outlives its entry, so a directory of many files costs one small record
-    # per file rather than a transient heap of stat results the allocator cannot give back.
-    entries: list[tuple[bytes, _Entry]] = []
+    # Each entry is reduced to what the walk needs while the directory is read: a regular
+    # file with a safe name becomes its final record at once (`out.files` is sorted at the
+    # end), and no `stat_result` (some twenty objects) outlives its entry. So a directory
+    # of many files costs one small record per file, not a transient heap of stat results
+    # and names the allocator cannot give back. The rest (directories, refusals, errors:
+    # few) is handled in name order below.
+    others: list[tuple[bytes, _Entry]] = []
     try:
         with os.scandir(dfd) as it:
             for entry in it:
                 name = os.fsencode(entry.name)
-                entries.append((name, _entry(rel, name, entry)))
+                what = _entry(rel, name, entry)
+                if isinstance(what, SourceFile) and unsafe_name(name) is None:
+                    out.files.append(what)
+                else:
+                    others.append((name, what))
     except OSError as exc:
         # what was listed before the error is still taken; the directory is named
         out.unreadable.append(Unreadable(rel, f"cannot list directory: {_why(exc)}"))
-    entries.sort(key=lambda e: e[0])
-    for name, what in entries:
+    others.sort(key=lambda e: e[0])
+    for name, what in others:
         child = rel + b"/" + name
         why = unsafe_name(name)
         if why is not None:
             out.refused.append(Refused(child, why))
-        elif isinstance(what, SourceFile):
-            out.files.append(what)
         elif isinstance(what, OSError):
             out.unreadable.append(Unreadable(child, f"cannot look at it: {_why(what)}"))
         elif what is _DIR:
             _scan_subdir(dfd, name, child, depth, out)
-        else:
+        elif isinstance(what, str):
             out.refused.append(Refused(child, what))
 
 
