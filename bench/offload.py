@@ -28,15 +28,30 @@ files (`verify_on_mb_s`; `verify_ratio` is it over the verify-off `agent_mb_s` o
 rounds). `--source-dir` puts the recorders' footage on another filesystem (a dock reads
 recorders over USB, not from its evidence disk; e.g. /dev/shm): with the footage on the
 store's own disk, every copy's reads share that disk's bandwidth with its writes.
+
+Memory: `peak_rss_mb` is this process's peak RSS over the agent runs of the first round
+(this process is the agent: database, ledger, sessions and offloader; the dock and the
+footage generator are children). `peak_rss_breakdown` splits the largest sample of it (taken
+every 0.2 s) into anonymous memory (Python objects, malloc), file-backed pages (code and
+shared libraries) and shared anonymous memory (the copy buffers). The agent gets the fleet
+secret from a file, as in production, so the simulator's modules are not loaded into it.
+The two memory cases of issue 18, one agent run each:
+
+    python -m bench.offload --recorders 25 --files 2 --size-mib 64 --recorder-rate-mb-s 35 \
+        --max-concurrent 25 --agent-only --single-run --repeat 1 --json
+    python -m bench.offload --recorders 1 --files 20000 --size-kib 4 \
+        --agent-only --single-run --repeat 1 --json
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import json
 import os
 import resource
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -85,6 +100,7 @@ class Case:
     baselines: bool = True  # also cp, dd and the write limit (off: the agent alone)
     max_concurrent: int | None = None  # offload.max_concurrent (None: the default)
     verify_both: bool = False  # also an agent run with verify on, in every round
+    size_only: bool = True  # also the run with size-based durable points only (their cost)
 
     @property
     def total(self) -> int:
@@ -140,12 +156,14 @@ class _LagProbe:
     """Event-loop lag: how late a 10 ms sleep wakes up, split at the first plug."""
 
     def __init__(self) -> None:
-        self.lags: list[float] = []
-        self.idle: list[float] = []
+        # plain doubles: a long run takes tens of thousands of samples, and this process's
+        # RSS is the agent's measurement
+        self.lags = array.array("d")
+        self.idle = array.array("d")
 
     def plugged(self) -> None:
         self.idle.extend(self.lags)  # before the first plug: the machine alone
-        self.lags.clear()
+        del self.lags[:]
 
     async def run(self) -> None:
         loop, period = asyncio.get_running_loop(), 0.01
@@ -153,6 +171,38 @@ class _LagProbe:
             t = loop.time()
             await asyncio.sleep(period)
             self.lags.append(max(0.0, loop.time() - t - period) * 1000)
+
+
+_STATUS_KEYS = {"VmRSS": "rss_mb", "RssAnon": "anon_mb", "RssFile": "file_mb",
+                "RssShmem": "shmem_mb"}
+
+
+def rss_sample() -> dict[str, float]:
+    """This process's resident memory now, by kind (MB), from /proc/self/status."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in _STATUS_KEYS:
+                    out[_STATUS_KEYS[key]] = round(int(rest.split()[0]) / 1024, 1)
+    except OSError:
+        return {}
+    return out
+
+
+class _RssProbe:
+    """The largest resident-memory sample of one agent run, by kind."""
+
+    def __init__(self) -> None:
+        self.peak: dict[str, float] = {}
+
+    async def run(self) -> None:
+        while True:
+            now = rss_sample()
+            if now.get("rss_mb", 0.0) > self.peak.get("rss_mb", -1.0):
+                self.peak = now
+            await asyncio.sleep(0.2)
 
 
 def _agent_deps(work: Path, case: Case) -> tuple[Any, Any, Any]:
@@ -172,10 +222,10 @@ def _agent_deps(work: Path, case: Case) -> tuple[Any, Any, Any]:
     )
     from agent.store.db import Database
     from agent.store.ledger import Ledger
-    from hw_sim.recorder import DEFAULT_FLEET_SECRET
     from hw_sim.spec import SIM_USB_PID, SIM_USB_VID
 
     work.mkdir(parents=True)
+    (work / "fleet.secret").write_bytes(secrets.token_hex(32).encode())
     db = Database(work / "state" / "dock.sqlite3", ALL_SCHEMAS)
     ledger = Ledger("bench-dock")
     store = work / "store"
@@ -193,7 +243,7 @@ def _agent_deps(work: Path, case: Case) -> tuple[Any, Any, Any]:
         db=db, ledger=ledger, mounter=DirectoryMounter(), offloader=offloader,
         devices=devices, recorder=recorder,
         clock=ClockSettings(assume_synchronised=True), offload=offload,
-        fleet_secret=DEFAULT_FLEET_SECRET, dock_synchronised=lambda: True,
+        fleet_secret=(work / "fleet.secret").read_bytes(), dock_synchronised=lambda: True,
         open_link=recorder_client_opener(recorder),
     )
     return db, offloader, deps
@@ -206,7 +256,7 @@ def _start_sim(base: Path, work: Path, case: Case) -> tuple[subprocess.Popen[byt
     scenario.write_text(_scenario([str(i) for i in range(case.recorders)], case))
     sim = subprocess.Popen(
         [sys.executable, "-m", "hw_sim.cli", "--socket", str(socket_path), "--scenario",
-         str(scenario), "--workdir", str(base)],
+         str(scenario), "--workdir", str(base), "--secret-file", str(work / "fleet.secret")],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     return sim, socket_path
@@ -234,7 +284,7 @@ async def agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
     from agent.session.supervisor import BaySupervisor
 
     db, offloader, deps = _agent_deps(work, case)
-    probe = _LagProbe()
+    probe, rss = _LagProbe(), _RssProbe()
     first: list[float] = []
     released: dict[str, float] = {}
     sim, socket_path = _start_sim(base, work, case)
@@ -254,7 +304,8 @@ async def agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
 
             background = [tg.create_task(
                 SimDeviceSource(deps.devices, socket_path).run(events.put_nowait)),
-                          tg.create_task(dispatch()), tg.create_task(probe.run())]
+                          tg.create_task(dispatch()), tg.create_task(probe.run()),
+                          tg.create_task(rss.run())]
             snaps = await _until_released(supervisor, case.recorders, sim, released)
             seconds, cpu = time.monotonic() - first[0], _cpu_self() - cpu0
             sim.terminate()  # unplugs every recorder; the sessions record their undocking
@@ -277,7 +328,8 @@ async def agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
             "bytes": sum(int(r.get("bytes_copied", 0)) for r in results),
             "files_stored": sum(int(r.get("stored", 0)) for r in results),
             "outcomes": sorted({str(r.get("outcome", r["state"])) for r in results}),
-            "lags_ms": probe.lags, "idle_lags_ms": probe.idle, "bay_rates": rates}
+            "lags_ms": probe.lags, "idle_lags_ms": probe.idle, "bay_rates": rates,
+            "rss_peak": rss.peak}
 
 
 def _generate(base: Path, recorders: int, files: int, size: int) -> list[Path]:
@@ -349,6 +401,8 @@ def _one_round(work: Path, roots: list[Path], case: Case, r: int,
     a cold page cache, in the same order every round."""
     out: dict[str, Any] = {}
     runs = [("agent", case), ("size_only", replace(case, interval_s=600.0))]
+    if not case.size_only:
+        runs.pop()
     if case.verify_both:
         runs.append(("verify_on", replace(case, verify=True)))
     for key, c in runs:
@@ -397,8 +451,8 @@ def _baseline_keys(case: Case, rounds: list[dict[str, Any]], agent_mb_s: float,
 def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     agent = [r["agent"] for r in rounds]
     agent_mb_s = case.total / statistics.median(a["seconds"] for a in agent) / 1e6
-    size_only_mb_s = case.total / statistics.median(
-        r["size_only"]["seconds"] for r in rounds) / 1e6
+    size_only_mb_s = (case.total / statistics.median(
+        r["size_only"]["seconds"] for r in rounds) / 1e6) if case.size_only else None
     cpu_per_gib = statistics.median(a["cpu_s"] for a in agent) / (case.total / (1 << 30))
     lags = [x for a in agent for x in a["lags_ms"]]
     verify_on_mb_s = (case.total / statistics.median(r["verify_on"]["seconds"] for r in rounds)
@@ -416,6 +470,8 @@ def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "idle_loop_lag_p99_ms": round(_percentile(
             [x for a in agent for x in a["idle_lags_ms"]], 0.99), 2),
         "peak_rss_mb": round(rounds[0]["rss_mb"], 1),  # the agent's runs of round 1
+        "peak_rss_breakdown": max((rounds[0][k]["rss_peak"] for k in ("agent", "size_only")
+                                   if k in rounds[0]), key=lambda p: p.get("rss_mb", 0.0)),
         "fairness": round(min(rates), 3) if rates else None,
         "bay_mb_s_min_max": [round(min(a["bay_rates"]) / 1e6, 1) for a in agent[:1]]
         + [round(max(a["bay_rates"]) / 1e6, 1) for a in agent[:1]],
@@ -439,8 +495,10 @@ def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
         # time-based durable points: agent_mb_s is with them, this without (their cost)
         "fdatasync_interval_s": case.interval_s,
-        "size_only_durable_points_mb_s": round(size_only_mb_s, 1),
-        "durable_points_cost": round(1 - agent_mb_s / size_only_mb_s, 3),
+        "size_only_durable_points_mb_s": (None if size_only_mb_s is None
+                                          else round(size_only_mb_s, 1)),
+        "durable_points_cost": (None if size_only_mb_s is None
+                                else round(1 - agent_mb_s / size_only_mb_s, 3)),
     }
 
 
@@ -471,6 +529,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="offload.max_concurrent (default: the setting's default)")
     p.add_argument("--agent-only", action="store_true",
                    help="skip the cp/dd/write-limit/b3sum baselines (their keys are null)")
+    p.add_argument("--single-run", action="store_true",
+                   help="one agent run per round: skip the size-only durable-points run"
+                   " (its keys are null); for the memory cases at scale")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     return p.parse_args(argv)
 
@@ -480,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size_kib * 1024 if args.size_kib is not None else args.size_mib * MIB
     case = Case(args.recorders, args.files, size, args.verify == "on",
                 args.fdatasync_interval_s, args.recorder_rate_mb_s, not args.agent_only,
-                args.max_concurrent, verify_both=args.verify == "both")
+                args.max_concurrent, verify_both=args.verify == "both",
+                size_only=not args.single_run)
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-offload-", dir=args.workdir or "/var/tmp"))
     source = (work if args.source_dir is None

@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 HISTORY_DIR = "ascmhl"
 CHAIN_FILE = "ascmhl_chain.xml"
@@ -26,6 +25,15 @@ class MhlEntry:
     size: int
     sha1_hex: str
 
+
+
+def escape(text: str) -> str:
+    """XML character data escaped. `xml.sax.saxutils` is imported on first use: it pulls
+    in urllib and http.client, which the agent would otherwise carry in memory all the
+    time for the rare export manifest."""
+    from xml.sax.saxutils import escape as sax_escape
+
+    return sax_escape(text)
 
 def c4_id(data: bytes) -> str:
     """The C4 id of `data`: "c4" + 88 base58 digits of its SHA-512."""

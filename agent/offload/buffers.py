@@ -9,9 +9,11 @@ the total memory is bounded by the pool's capacity. Buffers are created lazily.
 
 The pool's memory does not grow with the number of bays: up to `FULL_COPIES` copies at
 once (or one copy's `buffers`) every buffer has `buffer_mib`; when more copies run at once,
-each buffer is made smaller instead of adding memory (`pool_shape`). Recorders on USB
-2.0 (30-42 MB/s each) gain nothing from large chunks; the disk still gets large writes
-in total because many copies write at once.
+each buffer is made smaller instead of adding memory (`pool_shape`), and no larger than
+`MANY_COPIES_BUFFER`: recorders on USB 2.0 (30-42 MB/s each) gain nothing from large
+chunks (256 KiB is 7 ms of one such link), the disk still gets large writes in total
+because many copies write at once, and the agent's memory stays within its budget
+(25 bays: 26 buffers of 256 KiB, 6.5 MiB, instead of 26 of 768 KiB).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ CHUNK = 64 << 10  # buffer sizes are multiples of this (page- and direct-I/O ali
 
 
 FULL_COPIES = 4  # up to this many copies at once, every buffer keeps its configured size
+MANY_COPIES_BUFFER = MIN_BUFFER  # the largest buffer when more copies than that run at once
 
 
 def pool_shape(buffer_mib: int, buffers: int, max_concurrent: int) -> tuple[int, int]:
@@ -34,6 +37,8 @@ def pool_shape(buffer_mib: int, buffers: int, max_concurrent: int) -> tuple[int,
     capacity = max(buffers, max_concurrent + 1)
     budget = (buffer_mib << 20) * max(buffers, FULL_COPIES + 1)
     size = min(buffer_mib << 20, budget // capacity // CHUNK * CHUNK)
+    if max_concurrent > FULL_COPIES:
+        size = min(size, MANY_COPIES_BUFFER)
     return max(MIN_BUFFER, size), capacity
 
 

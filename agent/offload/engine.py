@@ -48,8 +48,8 @@ from agent.offload.aftercommit import AfterCommit, Run
 from agent.offload.buffers import BufferPool, pool_shape
 from agent.offload.errors import OffloadError
 from agent.offload.filecopy import FileCopy, Source, StopOffload
-from agent.offload.identify import identify, plan, recording_times
-from agent.offload.items import Item
+from agent.offload.identify import identify, plan
+from agent.offload.items import Item, TimeClaims
 from agent.offload.policy import DeadlinePolicy, Wiper
 from agent.offload.progress import ProgressTracker
 from agent.offload.storefs import discard, orphan_partials
@@ -235,8 +235,8 @@ class Offloader:
     async def _look(self, run: Run, root: bytes, listing: Scan,
                     recordings: Mapping[bytes, tuple[int, int]] | None) -> list[Item]:
         """What each listed file is to the dock (reading the recorder takes a slot)."""
-        now_us, serial = current_us(), run.ctx.identity.serial
-        items = [Item(f, recording_times(f, recordings, now_us)) for f in listing.files]
+        serial, claims = run.ctx.identity.serial, TimeClaims(recordings, current_us())
+        items = [Item(f, claims) for f in listing.files]
         async with self._slots:  # reading the recorder counts against max_concurrent
             await self._wipes.settle(root, serial, listing, run.summary, run.stop)
             await self._plant.db.read(lambda conn: plan(conn, serial, items))
@@ -252,19 +252,19 @@ class Offloader:
         after = AfterCommit(self._plant, self._wipes, run)
         copy = FileCopy(self._plant, run.ctx, source, tracker, after, run,
                         lambda n: self._promises.spend(token, n))
-        # What is still promised after each file (bytes written count down as they land).
-        later = [0] * len(todo)
-        for k in range(len(todo) - 2, -1, -1):
-            later[k] = later[k + 1] + todo[k + 1].still_needed()
+        # What is still promised after each file (bytes written count down as they land);
+        # a file's need is taken before its copy starts, as admission counted it.
+        later = sum(item.still_needed() for item in todo)
         try:
             async with self._slots:
-                for k, item in enumerate(todo):
+                for item in todo:
+                    later -= item.still_needed()
                     try:
                         await copy.one(item)
                     except StopOffload:
                         break
                     finally:
-                        self._promises.promise(token, later[k])
+                        self._promises.promise(token, later)
                         tracker.files_done += 1
                         tracker.current = None
                 await after.finish()

@@ -7,33 +7,22 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping
 
 from agent.offload import pending
 from agent.offload.errors import OffloadError
 from agent.offload.items import Item
 from agent.offload.rehash import hash_fd
 from agent.offload.summary import FileProblem, OffloadSummary
-from agent.offload.times import RecordingTimes, decide
-from agent.offload.walk import SourceFile, open_source
+from agent.offload.walk import open_source
 from agent.offload.workers import Plant
 from agent.store.evidence import stored_versions
-
-
-def recording_times(f: SourceFile, recordings: Mapping[bytes, tuple[int, int]] | None,
-                    now_us: int) -> RecordingTimes:
-    """The file's recording times from the recorder's listing (by path, then base name)."""
-    hit = None
-    if recordings:
-        hit = recordings.get(f.relpath) or recordings.get(f.basename)
-    return decide(hit, f.mtime_ns, now_us)
 
 
 def plan(conn: sqlite3.Connection, serial: str, items: list[Item]) -> None:
     """Attach each file's stored versions and its pending copy (if any)."""
     rows = pending.for_recorder(conn, serial)
     for item in items:
-        item.versions = stored_versions(conn, serial, item.file.relpath)
+        item.versions = tuple(stored_versions(conn, serial, item.file.relpath))
         item.journal = rows.get(item.file.relpath)
 
 

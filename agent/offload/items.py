@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.offload.copyjob import CopyResult
 from agent.offload.pending import JournalEntry
-from agent.offload.times import RecordingTimes
+from agent.offload.times import RecordingTimes, decide
 from agent.offload.walk import SourceFile
 from agent.store.evidence import StoredFile as IndexedFile
 
 
+@dataclass(frozen=True, slots=True)
+class TimeClaims:
+    """What decides the recording times of every file of one offload (one object shared by
+    all its items): the recorder's listing, path relative to the storage root (or base
+    name) -> (start_ms, end_ms), and the dock's clock when the offload started."""
+
+    recordings: Mapping[bytes, tuple[int, int]] | None
+    now_us: int
+
+    def times(self, f: SourceFile) -> RecordingTimes:
+        """The file's recording times from the listing (by path, then base name)."""
+        hit = None
+        if self.recordings:
+            hit = self.recordings.get(f.relpath) or self.recordings.get(f.basename)
+        return decide(hit, f.mtime_ns, self.now_us)
+
+
 @dataclass(slots=True)
 class Item:
-    """One file of the recorder's listing and what the dock knows about it."""
+    """One file of the recorder's listing and what the dock knows about it.
+
+    One is kept for every listed file while the recorder is offloaded, so it holds only
+    references: its recording times are worked out when asked (a pure rule over the
+    shared claims), and a file with no stored versions shares the empty tuple."""
 
     file: SourceFile
-    times: RecordingTimes
+    claims: TimeClaims
     journal: JournalEntry | None = None
     stored: IndexedFile | None = None  # the index row holding this content (hash-matched)
-    versions: list[IndexedFile] = field(default_factory=list)  # rows of this name, newest first
+    versions: tuple[IndexedFile, ...] = ()  # rows of this name, newest first
     previous: IndexedFile | None = None  # stored earlier with other content: a new version
     reappeared: IndexedFile | None = None  # recorded as wiped, yet the recorder still has it
     never_wipe: bool = False  # stored while it changed: the recorder keeps its copy
+
+    @property
+    def times(self) -> RecordingTimes:
+        return self.claims.times(self.file)
 
     def still_needed(self) -> int:
         """Bytes still to be written for this file (a resumable partial counts its rest)."""

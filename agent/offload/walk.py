@@ -139,46 +139,70 @@ def _scan_top(rfd: int, rel_top: bytes, out: Scan) -> None:
         os.close(dfd)
 
 
+_DIR = "directory"  # an entry that is a directory (any other string: why it is refused)
+_Entry = SourceFile | OSError | str
+
+
+def _entry(rel: bytes, name: bytes, entry: os.DirEntry[str]) -> _Entry:
+    """One directory entry as the walk needs it (never follows a symlink)."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError as exc:
+        return exc
+    if stat.S_ISDIR(st.st_mode):
+        return _DIR
+    if stat.S_ISREG(st.st_mode):
+        return SourceFile(rel + b"/" + name, st.st_size, st.st_mtime_ns, st.st_blocks)
+    return _kind(st.st_mode)
+
+
 def _scan_dir(dfd: int, rel: bytes, depth: int, out: Scan) -> None:
     if depth > MAX_DEPTH:
         out.refused.append(Refused(rel, "directory nesting too deep"))
         return
-    entries: list[tuple[bytes, os.stat_result | OSError]] = []
+    # Each entry is reduced to what the walk needs while the directory is read: a regular
+    # file with a safe name becomes its final record at once (`out.files` is sorted at the
+    # end), and no `stat_result` (some twenty objects) outlives its entry. So a directory
+    # of many files costs one small record per file, not a transient heap of stat results
+    # and names the allocator cannot give back. The rest (directories, refusals, errors:
+    # few) is handled in name order below.
+    others: list[tuple[bytes, _Entry]] = []
     try:
         with os.scandir(dfd) as it:
             for entry in it:
                 name = os.fsencode(entry.name)
-                try:
-                    entries.append((name, entry.stat(follow_symlinks=False)))
-                except OSError as exc:
-                    entries.append((name, exc))
+                what = _entry(rel, name, entry)
+                if isinstance(what, SourceFile) and unsafe_name(name) is None:
+                    out.files.append(what)
+                else:
+                    others.append((name, what))
     except OSError as exc:
         # what was listed before the error is still taken; the directory is named
         out.unreadable.append(Unreadable(rel, f"cannot list directory: {_why(exc)}"))
-    entries.sort(key=lambda e: e[0])
-    for name, st in entries:
+    others.sort(key=lambda e: e[0])
+    for name, what in others:
         child = rel + b"/" + name
         why = unsafe_name(name)
         if why is not None:
             out.refused.append(Refused(child, why))
-            continue
-        if isinstance(st, OSError):
-            out.unreadable.append(Unreadable(child, f"cannot look at it: {_why(st)}"))
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-            except OSError as exc:
-                out.unreadable.append(Unreadable(child, f"cannot open directory: {_why(exc)}"))
-                continue
-            try:
-                _scan_dir(cfd, child, depth + 1, out)
-            finally:
-                os.close(cfd)
-        elif stat.S_ISREG(st.st_mode):
-            out.files.append(SourceFile(child, st.st_size, st.st_mtime_ns, st.st_blocks))
-        else:
-            out.refused.append(Refused(child, _kind(st.st_mode)))
+        elif isinstance(what, OSError):
+            out.unreadable.append(Unreadable(child, f"cannot look at it: {_why(what)}"))
+        elif what is _DIR:
+            _scan_subdir(dfd, name, child, depth, out)
+        elif isinstance(what, str):
+            out.refused.append(Refused(child, what))
+
+
+def _scan_subdir(dfd: int, name: bytes, child: bytes, depth: int, out: Scan) -> None:
+    try:
+        cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    except OSError as exc:
+        out.unreadable.append(Unreadable(child, f"cannot open directory: {_why(exc)}"))
+        return
+    try:
+        _scan_dir(cfd, child, depth + 1, out)
+    finally:
+        os.close(cfd)
 
 
 def open_source(root: bytes, relpath: bytes) -> int:

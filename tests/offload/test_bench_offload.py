@@ -13,7 +13,7 @@ from pathlib import Path
 KEYS = {"agent_mb_s", "cp_sync_mb_s", "ratio", "dd_direct_mb_s", "write_limit_mb_s",
         "ratio_write_limit", "cpu_s_per_gib", "cpu_ratio", "loop_lag_p99_ms", "peak_rss_mb",
         "fairness", "idle_loop_lag_p99_ms", "size_only_durable_points_mb_s", "runs",
-        "verify_on_mb_s", "verify_ratio"}
+        "verify_on_mb_s", "verify_ratio", "peak_rss_breakdown"}
 
 
 def test_bench_offload_prints_its_keys() -> None:
@@ -31,3 +31,21 @@ def test_bench_offload_prints_its_keys() -> None:
     assert result["runs"][0]["files_stored"] == 2
     assert result["runs"][0]["outcomes"] == ["complete"]
     assert result["verify"] == "both" and result["verify_ratio"] is not None
+    assert {"rss_mb", "anon_mb", "file_mb", "shmem_mb"} <= result["peak_rss_breakdown"].keys()
+
+
+def test_bench_offload_single_run_for_memory_cases() -> None:
+    """`--single-run` (the memory cases at scale): one agent run, the size-only keys null."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "BENCH_KEEP_CACHES": "1"}
+    with tempfile.TemporaryDirectory(prefix="bo-", dir="/tmp") as work:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.offload", "--files", "3", "--size-kib", "4",
+             "--repeat", "1", "--agent-only", "--single-run", "--workdir", work, "--json"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert KEYS <= result.keys()
+    assert result["runs"][0]["files_stored"] == 3
+    assert result["size_only_durable_points_mb_s"] is None
+    assert result["peak_rss_breakdown"]["rss_mb"] > 0
