@@ -125,15 +125,13 @@ class Reporter:
         self._retained.remove_recorder(serial)
 
     def freeze_states(self) -> None:
-        """The dock is stopping: the recorders' states stay as they are now and are
-        published `stale` as the reporter stops; the sessions the stop ends are no news
-        (their recorders are still in the bays, not undocked)."""
+        """Dock stopping: states stay as they are and go `stale`; the sessions the stop ends
+        are no undocking (their recorders are still in the bays)."""
         self._retained.stop()
 
     def set_dock_health(self, health: Mapping[str, object]) -> None:
         """New dock health sample: published retained (with outbox and link statistics) and
-        kept in the durable outbox as an `events/health` event, so the central side gets
-        the history of a broker outage too (droppable, bounded by the outbox policy)."""
+        kept in the outbox as a droppable `events/health` event (history across outages)."""
         self._retained.health = dict(health)
         if self._settings.enabled:
             self._spawn(self._keep_health(self._retained.health))
@@ -141,14 +139,13 @@ class Reporter:
             self._spawn(self._publish_health())
 
     def offload_progress(self, serial: str, progress: Mapping[str, object]) -> None:
-        """Offload progress, throttled to one message per `progress_interval_s` per recorder;
-        the latest value is always sent. It is also kept in the recorder's state."""
+        """Offload progress (throttled per recorder; the latest is always sent, and kept in
+        the recorder's state)."""
         self._retained.offload_progress(serial, progress)
 
     def offload_finished(self, serial: str, progress: Mapping[str, object],
                          result: Mapping[str, object]) -> None:
-        """The final progress message of an offload (phase finished, with its result); a
-        progress update still parked by the throttle is superseded by it."""
+        """An offload's final progress (with its result); supersedes a parked update."""
         self._retained.offload_finished(serial, progress, result)
 
     def checkpoint_signed(self) -> None:
@@ -157,10 +154,9 @@ class Reporter:
             self._spawn(self._retained.publish_checkpoint(only_new=True))
 
     async def publish_checkpoint(self) -> None:
-        """Publish the newest checkpoint and wait for the broker to take it (clean stop:
-        the central side then holds a signature over the dock's very last entry)."""
-        transport = self._link()
-        if transport is not None:
+        """The newest checkpoint, once the broker took it (clean stop: a signature over
+        the very last entry)."""
+        if (transport := self._link()) is not None:
             await self._retained.publish_checkpoint_now(transport)
 
     async def resend(self, first: int, last: int) -> dict[str, Any]:
