@@ -8,10 +8,17 @@ running. If any of them died or the loop is stuck, pings stop and systemd restar
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from agent import sdnotify
+
+# A clean stop that takes longer than this logs every thread's and task's stack (again
+# every as long), well before systemd's TimeoutStopSec would SIGKILL it unexplained.
+STOP_STACKS_AFTER_S = 15.0
 
 
 @dataclass
@@ -59,3 +66,28 @@ async def run_watchdog(
         else:
             sdnotify.notify("WATCHDOG=1")
         await asyncio.sleep(ping_every)
+
+
+def watch_stop(after_s: float = STOP_STACKS_AFTER_S, out: TextIO | None = None
+               ) -> Callable[[], None]:
+    """Armed when a stop begins: if it is not over after `after_s`, log every thread's stack
+    (from faulthandler's own thread, so a blocked event loop or an exit waiting on a
+    thread shows too) every `after_s`, and once every task's. Returns the disarm."""
+    stream = out if out is not None else sys.stderr
+    loop = asyncio.get_running_loop()
+    faulthandler.dump_traceback_later(after_s, repeat=True, file=stream)
+
+    def tasks() -> None:
+        stream.write(f"----- still stopping after {after_s:g} s: every task -----\n")
+        for task in asyncio.all_tasks(loop):
+            stream.write(f"----- task {task.get_name()} -----\n")
+            task.print_stack(file=stream)
+        stream.flush()
+
+    handle = loop.call_later(after_s, tasks)
+
+    def disarm() -> None:
+        handle.cancel()
+        faulthandler.cancel_dump_traceback_later()
+
+    return disarm

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from agent.watchdog import LoopLag, liveness_problems, run_watchdog
+from agent.watchdog import LoopLag, liveness_problems, run_watchdog, watch_stop
 
 
 @pytest.fixture
@@ -70,3 +72,35 @@ def test_a_stuck_loop_is_a_problem() -> None:
 async def test_no_watchdog_configured_means_no_pings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     await asyncio.wait_for(run_watchdog(LoopLag(), dict, lambda p: None), 1)  # returns at once
+
+
+async def test_a_slow_stop_logs_every_thread_and_task_stack(tmp_path: Path) -> None:
+    """A stop still running after the bound logs where each thread and each task waits."""
+    release = threading.Event()
+
+    def stuck_writer() -> None:
+        release.wait()
+
+    async def stuck_session() -> None:
+        await asyncio.Event().wait()
+
+    worker = threading.Thread(target=stuck_writer, name="stuck-writer")
+    worker.start()
+    task = asyncio.create_task(stuck_session(), name="stuck-session")
+    path = tmp_path / "stacks.log"
+    with path.open("w") as out:
+        disarm = watch_stop(0.2, out)
+        try:
+            deadline = time.monotonic() + 60
+            while "stuck_session" not in path.read_text() or "stuck_writer" not in (
+                    path.read_text()):
+                assert time.monotonic() < deadline, path.read_text()
+                await asyncio.sleep(0.05)
+        finally:
+            disarm()
+            release.set()
+            task.cancel()
+            worker.join()
+    text = path.read_text()
+    assert "task stuck-session" in text and "in stuck_writer" in text
+
