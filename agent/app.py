@@ -326,6 +326,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         pass
     finally:
         await _close(agent)
+    log.info("stopped")
     return 0
 
 

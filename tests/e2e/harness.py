@@ -37,7 +37,8 @@ from hw_sim.spec import SIM_USB_PID, SIM_USB_VID, RecorderSpec
 PYTHON = sys.executable
 HANG_GUARD_S = 60.0
 # A clean stop must end well inside a test's own timeout (120 s), so a hang fails with the
-# agent's log and stacks instead of a bare pytest-timeout in the test process.
+# agent's log and stacks instead of a bare pytest-timeout in the test process (the agent
+# itself gives up after agent.watchdog.STOP_LIMIT_S, logging its stacks).
 STOP_GUARD_S = 45.0
 
 
@@ -131,6 +132,10 @@ class AgentProcess:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        last_run = self.log_text().rsplit("===== agent start", 1)[-1]
+        if "Timeout (0:" in last_run:  # the agent gave up on its own stop (a hang)
+            raise AssertionError(f"the agent's stop hung (exit {proc.returncode})"
+                                 f"\n{self.log_tail(400)}")
         return proc.returncode
 
     def _dump_stacks(self, proc: subprocess.Popen[bytes]) -> None:
