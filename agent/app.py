@@ -59,7 +59,7 @@ from agent.store.errors import SigningError
 from agent.store.ledger import Ledger
 from agent.store.signing import CheckpointSigner, load_or_create_key
 from agent.store.unended import close_unended_sessions
-from agent.watchdog import LoopLag, run_watchdog
+from agent.watchdog import LoopLag, run_watchdog, watch_stop
 
 if TYPE_CHECKING:
     from agent.mqtt.reporter import Reporter
@@ -316,6 +316,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             await stop.wait()
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
+            watch_stop()  # a slow stop logs its stacks (armed until the process exits)
             await supervisor.aclose()
             await _final_checkpoint(agent.checkpoints, agent.reporter)
             if agent.reporter is not None:
@@ -325,6 +326,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
         pass
     finally:
         await _close(agent)
+    log.info("stopped")
     return 0
 
 

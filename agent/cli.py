@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is None:
         return EXIT_CONFIG
     log = setup_logging(settings.logging)
+    # `kill -USR1` logs every thread's stack (a stuck agent explains itself)
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     from agent.app import StartupError, run_agent  # the daemon's imports: only to run it
 
     try:

@@ -12,6 +12,7 @@ Nothing here waits on a timing: every wait polls a condition under a generous ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -35,6 +36,10 @@ from hw_sim.spec import SIM_USB_PID, SIM_USB_VID, RecorderSpec
 
 PYTHON = sys.executable
 HANG_GUARD_S = 60.0
+# A clean stop must end well inside a test's own timeout (120 s), so a hang fails with the
+# agent's log and stacks instead of a bare pytest-timeout in the test process (the agent
+# itself gives up after agent.watchdog.STOP_LIMIT_S, logging its stacks).
+STOP_GUARD_S = 45.0
 
 
 class AgentDied(AssertionError):
@@ -108,8 +113,9 @@ class AgentProcess:
             pass
         proc.wait(30)
 
-    def terminate(self, timeout: float = 120.0) -> int:
-        """SIGTERM (a clean stop); SIGKILL if it does not stop in time."""
+    def terminate(self, timeout: float = STOP_GUARD_S) -> int:
+        """SIGTERM (a clean stop). If it does not stop in time: SIGUSR1 (the agent logs
+        every thread's stack), then SIGKILL, and fail with the log tail holding them."""
         proc = self.proc
         assert proc is not None
         if proc.poll() is None:
@@ -117,14 +123,32 @@ class AgentProcess:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._dump_stacks(proc)
                 self.kill9()
-                raise AssertionError(f"agent did not stop on SIGTERM\n{self.log_tail()}")
+                raise AssertionError(f"agent did not stop within {timeout:g} s of SIGTERM\n"
+                                     f"{self.log_tail(400)}") from None
         # leftovers of the group (none expected) must not outlive the test
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        last_run = self.log_text().rsplit("===== agent start", 1)[-1]
+        if "Timeout (0:" in last_run:  # the agent gave up on its own stop (a hang)
+            raise AssertionError(f"the agent's stop hung (exit {proc.returncode})"
+                                 f"\n{self.log_tail(400)}")
         return proc.returncode
+
+    def _dump_stacks(self, proc: subprocess.Popen[bytes]) -> None:
+        """Ask the agent for its stacks and give it a moment to write them to its log."""
+        size = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            if self.log_path.exists() and self.log_path.stat().st_size > size:
+                time.sleep(0.5)  # let the dump finish; no assertion depends on it
+                return
+            time.sleep(0.05)
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -497,7 +497,7 @@ async def test_lifecycle_commands_over_mqtt(make_rig: RigFactory, broker: Any, c
     # the register entries reached the central side as custody events
     await central.wait_for(lambda: {"export_started", "exported", "tagged", "audit_run"} <= {
         b["payload"].get("kind") for b in central.unique_events()}, timeout=120)
-    assert rig.agent.terminate(timeout=120) == 0  # a loaded machine: stop publishes state
+    assert rig.agent.terminate() == 0  # a loaded machine: stop publishes state
 
 
 async def test_kill9_mid_preservation_never_records_it_complete(make_rig: RigFactory,
