@@ -143,12 +143,13 @@ class AgentProcess:
         size = self.log_path.stat().st_size if self.log_path.exists() else 0
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 5.0
+        deadline, last = time.monotonic() + 5.0, -1
         while time.monotonic() < deadline and proc.poll() is None:
-            if self.log_path.exists() and self.log_path.stat().st_size > size:
-                time.sleep(0.5)  # let the dump finish; no assertion depends on it
-                return
-            time.sleep(0.05)
+            now = self.log_path.stat().st_size if self.log_path.exists() else 0
+            if now > size and now == last:
+                return  # the dump began and stopped growing for one poll
+            last = now
+            time.sleep(0.1)
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -5,7 +5,7 @@ callbacks fire per chunk on every bay, its milestones only a few times per docki
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Parts]:
     yield DockView(settings, board, pub), board, pub
 
 
-async def until(pred: Any, timeout: float = 60.0) -> None:
+async def until(pred: Callable[[], bool], timeout: float = 60.0) -> None:
     async with asyncio.timeout(timeout):
         while not pred():
             await asyncio.sleep(0.01)
@@ -99,7 +99,7 @@ async def test_every_milestone_is_published_without_the_coalescing_delay(view: P
     for state in ("authenticated", "identified", "clock_checked", "offloading"):
         s.state = state
         v.sessions_changed()
-        await until(lambda st=state: pub.states[-1:] == [st])
+        await until(lambda: pub.states[-1:] == [s.state])
     assert pub.states == ["detected", "authenticated", "identified", "clock_checked",
                           "offloading"]
     s.bytes_done = 0
