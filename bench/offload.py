@@ -18,7 +18,10 @@ pass/fail criteria.
 
 Baselines of the same round, same files: `cp -r` + `sync`; `dd bs=16M` with direct I/O on
 both sides, file after file (`dd_direct_mb_s`); the store's raw direct-write limit, the
-same byte count from /dev/zero with `oflag=direct` (`write_limit_mb_s`). CPU: the agent
+same byte count from /dev/zero with `oflag=direct` (`write_limit_mb_s`); a copy's own limit on
+these devices, every footage file read with direct I/O while that byte count is written at
+once (`read_write_limit_mb_s`: with the footage on the store's disk, reads and writes share
+it). CPU: the agent
 process's user+sys seconds per GiB over the offload (`cpu_s_per_gib`) against `b3sum` +
 `cp` of the same files (`cpu_ratio`; null without `b3sum`). `fairness` is the slowest
 bay's rate over the fastest's (each bay: bytes / time from the first plug to its release).
@@ -48,6 +51,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import concurrent.futures
 import json
 import os
 import resource
@@ -386,6 +390,23 @@ def _write_limit_run(dest: Path, total: int) -> float:
                     "oflag=direct", "conv=fsync", "status=none"]])[0]
 
 
+def _read_write_limit_run(roots: list[Path], dest: Path, total: int) -> float:
+    """A copy's own limit on these devices: every footage file read with direct I/O (to
+    /dev/null) while the same byte count is written to the store with `oflag=direct`, at
+    once. Where the footage shares the store's disk, reads and writes share its bandwidth."""
+    dest.mkdir()
+    count = max(1, -(-total // (16 * MIB)))
+    reads = [["dd", f"if={src}", "of=/dev/null", "bs=16M", "iflag=direct", "status=none"]
+             for src in _files(roots)]
+    write = [["dd", "if=/dev/zero", f"of={dest / 'zero'}", "bs=16M", f"count={count}",
+              "oflag=direct", "conv=fsync", "status=none"]]
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(_timed, reads), pool.submit(_timed, write)]:
+            done.result()
+    return time.monotonic() - t0
+
+
 def _b3sum_cpu(roots: list[Path]) -> float | None:
     """CPU seconds of `b3sum` over the same files (None when b3sum is not installed)."""
     if shutil.which("b3sum") is None:
@@ -416,7 +437,8 @@ def _one_round(work: Path, roots: list[Path], case: Case, r: int,
         return out
     for key, fn in (("cp", lambda d: _cp_run(roots, d)),
                     ("dd", lambda d: _dd_direct_run(roots, d)),
-                    ("limit", lambda d: _write_limit_run(d, case.total))):
+                    ("limit", lambda d: _write_limit_run(d, case.total)),
+                    ("read_write", lambda d: _read_write_limit_run(roots, d, case.total))):
         out["dropped"] = _drop_caches() and out["dropped"]
         out[key] = fn(work / f"{key}{r}")
         shutil.rmtree(work / f"{key}{r}", ignore_errors=True)
@@ -429,12 +451,14 @@ def _baseline_keys(case: Case, rounds: list[dict[str, Any]], agent_mb_s: float,
                    cpu_per_gib: float) -> dict[str, Any]:
     if not all("cp" in r for r in rounds):
         return dict.fromkeys(("cp_sync_mb_s", "ratio", "dd_direct_mb_s", "write_limit_mb_s",
-                              "ratio_write_limit", "baseline_cpu_s_per_gib", "cpu_ratio"))
+                              "ratio_write_limit", "baseline_cpu_s_per_gib", "cpu_ratio",
+                              "read_write_limit_mb_s", "ratio_read_write_limit"))
 
     def mb_s(seconds: list[float]) -> float:
         return case.total / statistics.median(seconds) / 1e6
 
     cp_mb_s, limit_mb_s = mb_s([r["cp"][0] for r in rounds]), mb_s([r["limit"] for r in rounds])
+    rw_mb_s = mb_s([r["read_write"] for r in rounds])
     gib = case.total / (1 << 30)
     base = [r["cp"][1] + r["b3sum_cpu"] for r in rounds if r["b3sum_cpu"] is not None]
     base_per_gib = statistics.median(base) / gib if base else None
@@ -443,6 +467,8 @@ def _baseline_keys(case: Case, rounds: list[dict[str, Any]], agent_mb_s: float,
         "dd_direct_mb_s": round(mb_s([r["dd"] for r in rounds]), 1),
         "write_limit_mb_s": round(limit_mb_s, 1),
         "ratio_write_limit": round(agent_mb_s / limit_mb_s, 3),
+        "read_write_limit_mb_s": round(rw_mb_s, 1),
+        "ratio_read_write_limit": round(agent_mb_s / rw_mb_s, 3),
         "baseline_cpu_s_per_gib": None if base_per_gib is None else round(base_per_gib, 3),
         "cpu_ratio": None if base_per_gib is None else round(cpu_per_gib / base_per_gib, 3),
     }
@@ -484,6 +510,8 @@ def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
                   "cp_sync_seconds": round(r["cp"][0], 3) if "cp" in r else None,
                   "dd_direct_seconds": round(r["dd"], 3) if "dd" in r else None,
                   "write_limit_seconds": round(r["limit"], 3) if "limit" in r else None,
+                  "read_write_limit_seconds": (round(r["read_write"], 3)
+                                               if "read_write" in r else None),
                   "agent_cpu_s": round(r["agent"]["cpu_s"], 3),
                   "verify_on_seconds": (round(r["verify_on"]["seconds"], 3)
                                         if "verify_on" in r else None),
