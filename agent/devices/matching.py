@@ -48,13 +48,14 @@ from agent.devices.debounce import Debouncer
 from agent.devices.events import (
     DeviceEvent,
     DeviceRejected,
+    PortIdentity,
     RecorderPlugged,
     RecorderUnplugged,
     StorageAppeared,
     StorageRef,
     StorageRemoved,
 )
-from agent.devices.records import DeviceRecord, is_hub, storage_of, usb_ids
+from agent.devices.records import DeviceRecord, is_hub, port_identity, storage_of, usb_ids
 from agent.devices.usb_ports import BayMap, port_of, usb_device_devpath
 from agent.settings import DeviceSettings
 
@@ -83,6 +84,7 @@ class _Recorder:
     storage_only: bool
     usb: set[str] = field(default_factory=set)  # DEVPATHs of its USB devices
     ttys: dict[str, str] = field(default_factory=dict)  # DEVPATH -> /dev node
+    ports: dict[str, PortIdentity] = field(default_factory=dict)  # tty DEVPATH -> generation
     volumes: dict[str, StorageRef] = field(default_factory=dict)  # DEVPATH -> storage
     told: bool = False  # RecorderPlugged (or storage-only StorageAppeared) was sent
     told_tty: str | None = None
@@ -127,7 +129,9 @@ class _Recorder:
         events: list[DeviceEvent] = []
         tty, volume = self.tty(), self.volume()
         if not self.storage_only and tty is not None and tty != self.told_tty:
-            events.append(RecorderPlugged(self.key, self.bay, tty, self.vid_pid, source))
+            port = next((self.ports.get(p) for p, node in self.ttys.items() if node == tty),
+                        None)
+            events.append(RecorderPlugged(self.key, self.bay, tty, self.vid_pid, source, port))
             self.told_tty = tty
             self.told = True
         # Present means a recorder with a control port has its tty, announced just above.
@@ -321,6 +325,7 @@ class DeviceTracker:
         below = devpath + "/"
         for child in [p for p in rec.ttys if p.startswith(below)]:
             del rec.ttys[child]
+            rec.ports.pop(child, None)
             self._children.pop(child, None)
         for child in [p for p in rec.volumes if p.startswith(below)]:
             del rec.volumes[child]
@@ -348,6 +353,11 @@ class DeviceTracker:
         if not rec.storage_only:  # a storage-only entry's tty is not its control port
             rec.ttys[record.devpath] = record.props["DEVNAME"]
             self._children[record.devpath] = key
+            usb = self._usb.get(usb_device_devpath(record.devpath) or "")
+            port = port_identity(usb.devname if usb is not None else "", record.props,
+                                 simulated=self._source == "sim")
+            if port is not None:
+                rec.ports[record.devpath] = port
         return key
 
     def _block_seen(
@@ -371,6 +381,7 @@ class DeviceTracker:
         if rec is None:
             return None
         rec.ttys.pop(devpath, None)
+        rec.ports.pop(devpath, None)
         rec.volumes.pop(devpath, None)
         return key
 
