@@ -19,6 +19,10 @@ class BlockStorage:
     devnode: str  # e.g. /dev/sda1, or /dev/sda for a whole-disk filesystem
     fs_type: str  # udev ID_FS_TYPE, e.g. "vfat", "exfat"
     whole_disk: bool  # filesystem directly on the disk, no partition table
+    # Its USB device's node (/dev/bus/usb/BBB/DDD) at this enumeration: the session checks
+    # the block node still belongs to it once mounted (agent.devices.port_identity), as
+    # sda1 goes to the next device when this one leaves. Not part of the equality.
+    usb_node: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

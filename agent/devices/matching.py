@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from agent.devices.allowlist import Allowed, AllowList
 from agent.devices.debounce import Debouncer
 from agent.devices.events import (
+    BlockStorage,
     DeviceEvent,
     DeviceRejected,
     PortIdentity,
@@ -369,6 +370,9 @@ class DeviceTracker:
         rec = self._recorders[key]
         self._children[record.devpath] = key
         storage = storage_of(record.props, directories=self._source == "sim")
+        usb = self._usb.get(usb_device_devpath(record.devpath) or "")
+        if isinstance(storage, BlockStorage) and usb is not None:
+            storage = replace(storage, usb_node=usb.devname)
         if storage is not None:
             rec.volumes[record.devpath] = storage
         else:  # no filesystem (yet): a partition table, no medium, or udev still probing

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.devices.events import PortIdentity, RecorderPlugged
+from agent.devices.events import BlockStorage, PortIdentity, RecorderPlugged, StorageAppeared
 from agent.devices.matching import DeviceTracker
-from agent.devices.port_identity import still_belongs, usb_node_of_tty
+from agent.devices.port_identity import still_belongs, storage_still_belongs, usb_node_of
 from agent.devices.records import DeviceRecord
 from hw_sim import uevents
 
@@ -39,7 +39,7 @@ def sysfs_with(root: Path, node: str, busnum: int | None, devnum: int) -> Path:
 def test_udev_port_is_judged_by_the_usb_device_number(tmp_path: Path) -> None:
     sysfs = sysfs_with(tmp_path, "ttyACM0", 1, 7)
     mine = PortIdentity("/dev/bus/usb/001/007")
-    assert usb_node_of_tty("/dev/ttyACM0", sysfs) == "/dev/bus/usb/001/007"
+    assert usb_node_of("/dev/ttyACM0", "tty", sysfs) == "/dev/bus/usb/001/007"
     assert still_belongs("/dev/ttyACM0", mine, sysfs)
     # the next recorder enumerated (device 8) now has ttyACM0
     (tmp_path / USB / "devnum").write_text("8\n")
@@ -52,7 +52,7 @@ def test_udev_port_check_refuses_only_on_evidence(tmp_path: Path) -> None:
     mine = PortIdentity("/dev/bus/usb/001/007")
     assert still_belongs("/dev/ttyACM0", mine, tmp_path / "no-sysfs")  # sysfs not mounted
     sysfs = sysfs_with(tmp_path, "ttyS0", None, 0)  # a tty not below a USB device
-    assert usb_node_of_tty("/dev/ttyS0", sysfs) is None
+    assert usb_node_of("/dev/ttyS0", "tty", sysfs) is None
     assert still_belongs("/dev/ttyS0", mine, sysfs)
 
 
@@ -107,3 +107,36 @@ def test_a_simulated_port_without_its_creation_time_is_not_checked() -> None:
     t = DeviceTracker(settings(allow=ALLOW), source="sim")
     (plugged,) = run(t, [OLD.add("usb"), OLD.add("tty")], 0.0)
     assert isinstance(plugged, RecorderPlugged) and plugged.port is None
+
+
+def test_a_block_node_is_judged_by_its_usb_device(tmp_path: Path) -> None:
+    usb = tmp_path / USB
+    block = usb / "1-2:1.1" / "host3" / "target3:0:0" / "3:0:0:0" / "block" / "sda" / "sda1"
+    block.mkdir(parents=True)
+    (usb / "busnum").write_text("1\n")
+    (usb / "devnum").write_text("7\n")
+    link = tmp_path / "class" / "block" / "sda1"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.relpath(block, link.parent))
+    mine = BlockStorage("/dev/sda1", "vfat", False, "/dev/bus/usb/001/007")
+    assert storage_still_belongs(mine, tmp_path)
+    (usb / "devnum").write_text("8\n")  # the next recorder's storage is sda1 now
+    assert not storage_still_belongs(mine, tmp_path)
+    assert not storage_still_belongs(BlockStorage("/dev/sdb1", "vfat", False,
+                                                  "/dev/bus/usb/001/007"), tmp_path)
+    assert storage_still_belongs(BlockStorage("/dev/sda1", "vfat", False), tmp_path)
+
+
+def test_announced_storage_names_its_usb_device() -> None:
+    t = DeviceTracker(settings(allow=ALLOW), source="udev")
+    usb = uevents.usb_props(1, "CUST0098", "1209", "d0c5", "BWC-1", 11)
+    disk = {"SUBSYSTEM": "block", "DEVTYPE": "partition", "DEVNAME": "/dev/sda1",
+            "ACTION": "add", "ID_FS_TYPE": "vfat", "ID_FS_USAGE": "filesystem",
+            "DEVPATH": usb["DEVPATH"] + "/1-1:1.1/host3/target3:0:0/3:0:0:0/block/sda/sda1"}
+    tty = {"SUBSYSTEM": "tty", "DEVNAME": "/dev/ttyACM0", "ACTION": "add",
+           "DEVPATH": usb["DEVPATH"] + "/1-1:1.0/tty/ttyACM0"}
+    events = run(t, [DeviceRecord({**usb, "ACTION": "add"}, usb), DeviceRecord(tty, usb),
+                     DeviceRecord(disk, usb)], 0.0)
+    (appeared,) = [e for e in events if isinstance(e, StorageAppeared)]
+    assert isinstance(appeared.storage, BlockStorage)
+    assert appeared.storage.usb_node == "/dev/bus/usb/001/011"

@@ -9,26 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from agent.devices import port_identity
 from agent.devices.events import (
+    BlockStorage,
     DirectoryStorage,
     PortIdentity,
     RecorderPlugged,
     RecorderUnplugged,
     StorageAppeared,
+    StorageRef,
+    StorageRemoved,
 )
 from agent.session.recorder_link import LinkOpener, RecorderLink, recorder_client_opener
 from agent.session.runner import DockingSession
 from agent.session.state_machine import State
-from agent.settings import RecorderSettings
+from agent.settings import DeviceSettings, RecorderSettings
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, VirtualRecorder
 from hw_sim.uevents import born_ns
 
-from .session_bench import Bench, Env, spec, wait_state
+from .session_bench import Bench, Env, TrackingMounter, spec, wait_state
 
 MakeBench = Callable[..., Awaitable[Bench]]
 
@@ -151,3 +156,56 @@ async def test_a_port_node_gone_before_the_open_is_an_undocking(
     assert env.kinds(s_old.session_id) == ["docked", "undocked"]
     assert other.firmware.state.deletes == 0 and other.firmware.state.mass_storage is False
     await other.stop()
+
+
+class BlockAsDirectoryMounter(TrackingMounter):
+    """Mounts a block device by showing a prepared directory (the filesystem it holds)."""
+
+    def __init__(self, holds: Path) -> None:
+        super().__init__()
+        self.holds = holds
+
+    async def mount(self, key: str, storage: StorageRef) -> Path:
+        if isinstance(storage, BlockStorage):
+            storage = DirectoryStorage(str(self.holds))
+        return await super().mount(key, storage)
+
+
+def fake_sysfs(root: Path, node: str, devnum: int) -> Path:
+    """sysfs where block device `node` belongs to USB device 001/`devnum`."""
+    usb = root / "devices" / "platform" / "usb1" / "1-1"
+    block = usb / "1-1:1.1" / "host0" / "block" / node
+    block.mkdir(parents=True)
+    (usb / "busnum").write_text("1\n")
+    (usb / "devnum").write_text(f"{devnum}\n")
+    link = root / "class" / "block" / node
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.relpath(block, link.parent))
+    return root
+
+
+async def test_a_storage_node_taken_by_the_next_recorder_is_never_read(
+        env: Env, make_bench: MakeBench, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A storage-only recorder's sdz1 went to the next recorder (USB device 6) before the
+    dock heard of it: the session mounts the node, finds it another device's, reads
+    nothing of it and ends as an undocking when the removal follows."""
+    footage = tmp_path / "footage" / "DCIM"
+    footage.mkdir(parents=True)
+    (footage / "next-recorders-file.mp4").write_bytes(b"not this recorder's" * 100)
+    monkeypatch.setattr(port_identity, "SYSFS", fake_sysfs(tmp_path / "sys", "sdz1", 6))
+    env.mounter = BlockAsDirectoryMounter(tmp_path / "footage")
+    bench: Bench = await make_bench(devices=DeviceSettings(
+        source="udev", allow_storage_only=True, storage_wait_s=5.0))
+    mine = BlockStorage("/dev/sdz1", "vfat", False, "/dev/bus/usb/001/005")
+    await bench.supervisor.handle(StorageAppeared("SO000401", BAY, mine, storage_only=True))
+    s = bench.session("SO000401")
+    while not (s.ctx.res.storage_lost or s.state in (State.OFFLOADING, State.FAILED)):
+        await asyncio.sleep(0.01)
+    await bench.supervisor.handle(StorageRemoved("SO000401", BAY))
+    await s.wait_finished()
+
+    assert env.stored_files() == [] and env.faults() == []
+    assert State.MOUNTED not in {t.target for t in s.machine.history}
+    assert env.kinds(s.session_id) == ["docked", "identified", "undocked"]
+    assert env.mounter.mounted == set()  # let go of at once
