@@ -99,6 +99,9 @@ class AgentActions:
             return {**await svc.audit_status({}), "run": last}
         except ExportFailed:
             raise  # a target that failed: the reply says "failed", the register too
+        except JobStopped:  # an audit cut short by the stop: recorded nothing
+            raise CommandRejected("the dock is stopping; run it again once it is back"
+                                  ) from None
         except LifecycleError as exc:
             raise CommandRejected(str(exc)) from exc
 
