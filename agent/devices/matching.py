@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.devices.allowlist import Allowed, AllowList
 from agent.devices.debounce import Debouncer
 from agent.devices.events import (
-    BlockStorage,
     DeviceEvent,
     DeviceRejected,
     PortIdentity,
@@ -104,6 +103,19 @@ class _Recorder:
             return None
         devpath = min(self.volumes)
         return devpath, self.volumes[devpath]
+
+    def add_tty(self, record: DeviceRecord, usb_node: str, simulated: bool) -> None:
+        """Its control port, with the port's generation (what a session checks)."""
+        self.ttys[record.devpath] = record.props["DEVNAME"]
+        port = port_identity(usb_node, record.props, simulated=simulated)
+        if port is not None:
+            self.ports[record.devpath] = port
+
+    def drop(self, devpath: str) -> None:
+        """Forget one of its ttys or disks."""
+        self.ttys.pop(devpath, None)
+        self.ports.pop(devpath, None)
+        self.volumes.pop(devpath, None)
 
     def present(self) -> bool:
         return bool(self.usb) and (self.storage_only or bool(self.ttys))
@@ -324,12 +336,8 @@ class DeviceTracker:
         rec.usb.discard(devpath)
         # Children normally go first; if their removes were lost, forget them now.
         below = devpath + "/"
-        for child in [p for p in rec.ttys if p.startswith(below)]:
-            del rec.ttys[child]
-            rec.ports.pop(child, None)
-            self._children.pop(child, None)
-        for child in [p for p in rec.volumes if p.startswith(below)]:
-            del rec.volumes[child]
+        for child in [p for p in (*rec.ttys, *rec.volumes) if p.startswith(below)]:
+            rec.drop(child)
             self._children.pop(child, None)
         return rec.key
 
@@ -352,13 +360,8 @@ class DeviceTracker:
             return None
         rec = self._recorders[key]
         if not rec.storage_only:  # a storage-only entry's tty is not its control port
-            rec.ttys[record.devpath] = record.props["DEVNAME"]
+            rec.add_tty(record, _usb_node(self._usb, record.devpath), self._source == "sim")
             self._children[record.devpath] = key
-            usb = self._usb.get(usb_device_devpath(record.devpath) or "")
-            port = port_identity(usb.devname if usb is not None else "", record.props,
-                                 simulated=self._source == "sim")
-            if port is not None:
-                rec.ports[record.devpath] = port
         return key
 
     def _block_seen(
@@ -369,10 +372,8 @@ class DeviceTracker:
             return None
         rec = self._recorders[key]
         self._children[record.devpath] = key
-        storage = storage_of(record.props, directories=self._source == "sim")
-        usb = self._usb.get(usb_device_devpath(record.devpath) or "")
-        if isinstance(storage, BlockStorage) and usb is not None:
-            storage = replace(storage, usb_node=usb.devname)
+        storage = storage_of(record.props, directories=self._source == "sim",
+                             usb_node=_usb_node(self._usb, record.devpath))
         if storage is not None:
             rec.volumes[record.devpath] = storage
         else:  # no filesystem (yet): a partition table, no medium, or udev still probing
@@ -384,9 +385,7 @@ class DeviceTracker:
         rec = self._recorders.get(key) if key else None
         if rec is None:
             return None
-        rec.ttys.pop(devpath, None)
-        rec.ports.pop(devpath, None)
-        rec.volumes.pop(devpath, None)
+        rec.drop(devpath)
         return key
 
     # -- what the agent is told ----------------------------------------------------------
@@ -413,6 +412,12 @@ class DeviceTracker:
         self._debounce.cancel(rec.key)
         for child in [p for p, k in self._children.items() if k == rec.key]:
             del self._children[child]
+
+
+def _usb_node(usbs: Mapping[str, _Usb], devpath: str) -> str:
+    """The node (/dev/bus/usb/BBB/DDD) of the USB device a tty or disk belongs to, or ""."""
+    usb = usbs.get(usb_device_devpath(devpath) or "")
+    return usb.devname if usb is not None else ""
 
 
 def _replaced(known: _Usb, vid_pid: str | None, serial: str | None) -> bool:

@@ -90,10 +90,11 @@ def port_identity(usb_node: str, props: Mapping[str, str], *,
     return PortIdentity(usb_node) if usb_node else None
 
 
-def storage_of(props: Mapping[str, str], *, directories: bool) -> StorageRef | None:
+def storage_of(props: Mapping[str, str], *, directories: bool,
+               usb_node: str = "") -> StorageRef | None:
     """The storage a block device record holds, or None while it holds no filesystem (a
     partition table, no medium, or udev still probing). `directories`: accept the
-    simulator's already-readable directories."""
+    simulator's already-readable directories. `usb_node`: its USB device's node."""
     fs_type = props.get("ID_FS_TYPE", "")
     usage = props.get("ID_FS_USAGE", "filesystem")
     devtype = props.get("DEVTYPE", "")
@@ -103,4 +104,4 @@ def storage_of(props: Mapping[str, str], *, directories: bool) -> StorageRef | N
     directory = props.get(STORAGE_DIR_PROPERTY) if directories else None
     if directory:
         return DirectoryStorage(directory)
-    return BlockStorage(devnode, fs_type, devtype == "disk")
+    return BlockStorage(devnode, fs_type, devtype == "disk", usb_node)

@@ -278,6 +278,8 @@ class FirmwareService:
             {s: (store.failures(c, s), store.rolled_back(c, s)) for s in judged}))
         now = self._local_now(self.config.tz).time()
         for serial, j in judged.items():
+            if self.judged.get(serial) is not j:
+                continue  # decided anew meanwhile (a new docking): that decision stands
             facts = replace(j.facts, failures=history[serial][0],
                             rolled_back=history[serial][1])
             self.judged[serial] = Judged(j.session_id, facts, pol.decide_after_update_step(
