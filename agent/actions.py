@@ -7,7 +7,6 @@ be carried out is refused with a reason and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sqlite3
 import time
@@ -20,6 +19,7 @@ from agent.firmware.errors import FirmwareError
 from agent.firmware.service import FirmwareService
 from agent.hold_scope import in_scope, instant_us
 from agent.lifecycle.service import LifecycleService
+from agent.longjobs import JobStopped, LongJobs, StopSignal
 from agent.mqtt.errors import CommandRejected
 from agent.settings import Settings
 from agent.store import assignments, evidence
@@ -53,7 +53,8 @@ class AgentActions:
                  assign_now: Callable[[str], Awaitable[bool]],
                  lifecycle: LifecycleService | None = None,
                  firmware: FirmwareService | None = None,
-                 firmware_policy_changed: Callable[[], Awaitable[None]] | None = None) -> None:
+                 firmware_policy_changed: Callable[[], Awaitable[None]] | None = None,
+                 jobs: LongJobs | None = None) -> None:
         self.settings = settings
         self.db = db
         self.ledger = ledger
@@ -63,6 +64,7 @@ class AgentActions:
         self.firmware_service = firmware
         # judges the docked recorders' firmware by a new policy now (the session table)
         self.firmware_policy_changed = firmware_policy_changed
+        self.jobs = jobs if jobs is not None else LongJobs(1)  # a deep verify runs there
 
     async def firmware(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """set-firmware-policy, stage-firmware (agent.firmware.commands)."""
@@ -97,6 +99,9 @@ class AgentActions:
             return {**await svc.audit_status({}), "run": last}
         except ExportFailed:
             raise  # a target that failed: the reply says "failed", the register too
+        except JobStopped:  # an audit cut short by the stop: recorded nothing
+            raise CommandRejected("the dock is stopping; run it again once it is back"
+                                  ) from None
         except LifecycleError as exc:
             raise CommandRejected(str(exc)) from exc
 
@@ -186,14 +191,14 @@ class AgentActions:
         db_path = self.db.path
         store = self.settings.dock.store_dir
 
-        def run() -> tuple[dict[str, Any], list[Any], list[Any]]:
+        def run(stop: StopSignal) -> tuple[dict[str, Any], list[Any], list[Any]]:
             from agent.store.signing import load_public_key, public_key_path
 
             key = load_public_key(public_key_path(self.settings.key_file))
             conn = open_readonly(db_path)
             try:
-                reports = [verify.verify_ledger(conn, key),
-                           verify.verify_store(conn, store, deep=deep)]
+                reports = [verify.verify_ledger(conn, key, stop=stop),
+                           verify.verify_store(conn, store, deep=deep, stop=stop)]
             finally:
                 conn.close()
             problems = [p for r in reports for p in r.problems]
@@ -206,7 +211,10 @@ class AgentActions:
                              for p in problems],
             }, reports[0].problems, reports[1].problems
 
-        result, ledger_problems, store_problems = await asyncio.to_thread(run)
+        try:  # on the agent's long-job threads: a stop ends it, judging nothing
+            result, ledger_problems, store_problems = await self.jobs.run(run)
+        except JobStopped:
+            raise CommandRejected("the dock is stopping; verify again once it is back") from None
         from agent.health.integrity import sync_integrity_fault
         from agent.store.faults import FaultCode
 

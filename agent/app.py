@@ -44,6 +44,7 @@ from agent.health.integrity import audit_ledger
 from agent.health.monitor import HealthMonitor, HealthSources
 from agent.inputfiles import MAX_SECRET_BYTES, InputFileError, prepare_private_dir, read_input_file
 from agent.lifecycle.service import LifecycleService
+from agent.longjobs import LongJobs
 from agent.metrics import MetricsServer, collect
 from agent.mount.mounter import make_mounter
 from agent.offload import Offloader
@@ -119,6 +120,7 @@ class _Agent:
     lag: LoopLag
     uploads: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]
     close_uploads: Callable[[], None]
+    jobs: LongJobs  # long worker-thread jobs; a stop ends them (agent.longjobs)
 
 
 async def _open_store(settings: Settings, log: logging.Logger
@@ -170,14 +172,15 @@ async def _assemble(settings: Settings, log: logging.Logger) -> _Agent:
         return any(s.offloading for s in sessions.snapshot())
 
     uploads, close_uploads = _upload_tasks(settings, db, ledger, busy)
+    jobs = LongJobs()
     lifecycle = LifecycleService(
         settings.access, settings.audit, db, ledger, key, dock_id=settings.dock.id,
-        store_dir=settings.dock.store_dir, busy=busy)
+        store_dir=settings.dock.store_dir, busy=busy, jobs=jobs)
     await lifecycle.recover()
     reporter = _make_reporter(settings, db, AgentActions(
         settings, db, ledger, view, assign_now=sessions.apply_pending_assignment,
         lifecycle=lifecycle, firmware=firmware,
-        firmware_policy_changed=sessions.firmware_policy_changed))
+        firmware_policy_changed=sessions.firmware_policy_changed, jobs=jobs))
     if reporter is not None:
         feed.subscribe(reporter)
     checkpoints = LedgerCheckpoints(db, ledger, reporter.checkpoint_signed
@@ -191,7 +194,7 @@ async def _assemble(settings: Settings, log: logging.Logger) -> _Agent:
         docked=sessions.snapshot, clock_synchronised=clock_probe,
         sign_checkpoint=checkpoints.sign_now, publisher=reporter))
     return _Agent(settings, db, ledger, key, offloader, sessions, view, lifecycle, firmware,
-                  reporter, checkpoints, health, deps, lag, uploads, close_uploads)
+                  reporter, checkpoints, health, deps, lag, uploads, close_uploads, jobs)
 
 
 def _make_reporter(settings: Settings, db: Database, actions: AgentActions) -> Reporter | None:
@@ -284,7 +287,7 @@ def _start_tasks(tg: asyncio.TaskGroup, agent: _Agent, supervisor: BaySupervisor
         tg.create_task(metrics.serve(), name="metrics")
     tg.create_task(health.run(), name="health")
     tg.create_task(audit_ledger(agent.db, agent.ledger, settings.db_path,
-                                agent.key.public_key()), name="ledger-audit")
+                                agent.key.public_key(), agent.jobs), name="ledger-audit")
     for name, make in agent.uploads:
         tg.create_task(make(), name=name)
     if settings.audit.enabled:
@@ -317,6 +320,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
             watch_stop()  # a slow stop logs its stacks (armed until the process exits)
+            agent.jobs.request_stop()  # long worker-thread jobs end at their next check
             await supervisor.aclose()
             await _final_checkpoint(agent.checkpoints, agent.reporter)
             if agent.reporter is not None:
@@ -331,6 +335,7 @@ async def run_agent(settings: Settings, *, log: logging.Logger = log) -> int:
 
 
 async def _close(agent: _Agent) -> None:
+    await agent.jobs.stop()  # no long job outlives the loop (asyncio.run would wait for it)
     with contextlib.suppress(Exception):
         await agent.offloader.close()
     agent.close_uploads()

@@ -150,7 +150,8 @@ class ReadinessSettings:
     min_free_gb: float | None = opt(8.0, "Free recorder storage needed, in GB.", min=0)
     min_free_hours: float | None = opt(None, "Or: free storage in hours of recording.", min=0)
     bitrate_mbps: float = opt(8.0, "Recording bitrate for min_free_hours.", min=0.1, max=1000)
-    allowed_firmware: list[str] = opt([], "Firmware versions allowed (empty: any).")
+    allowed_firmware: list[str] = opt([], "Firmware versions allowed (empty: any); dotted"
+                                      " decimals like \"1.4.2\".")
     firmware_allowlist: dict[str, list[str]] = opt(
         {}, "Per recorder model: the firmware versions allowed (models not listed: see"
         " allowed_firmware)."

@@ -168,7 +168,7 @@ class VirtualDock:
             self._plugs += 1
             usb = uevents.usb_props(port, serial, spec.usb_vid, spec.usb_pid, spec.model,
                                     devnum)
-            devices = _BayDevices(usb, uevents.tty_props(port, tty))
+            devices = _BayDevices(usb, uevents.tty_props(port, tty, uevents.born_ns(tty)))
             self.recorders[bay] = rec
             self._devices[bay] = devices
             self._announce(uevents.added(usb, usb))  # parents before children, as udev does

@@ -15,6 +15,7 @@ from pathlib import Path
 
 CONTROLLER = "dock-sim"
 STORAGE_DIR_PROPERTY = "DOCK_SIM_STORAGE_DIR"
+TTY_BORN_PROPERTY = "DOCK_SIM_TTY_BORN_NS"
 _BUS = 1
 
 Props = dict[str, str]
@@ -47,13 +48,23 @@ def usb_props(port: int, serial: str, vid: str, pid: str, model: str,
     }
 
 
-def tty_props(port: int, tty: str) -> Props:
-    """The recorder's control port; its DEVPATH follows the pty, as a new ttyACM would."""
+def born_ns(tty: str) -> int:
+    """A pty's creation time: this pty, not a later one under the same number."""
+    return Path(tty).stat().st_ctime_ns
+
+
+def tty_props(port: int, tty: str, born_ns: int | None = None) -> Props:
+    """The recorder's control port; its DEVPATH follows the pty, as a new ttyACM would.
+    `born_ns`: the pty's creation time (st_ctime), which tells this pty from a later one
+    under the same number, as a kernel's device number tells two enumerations apart."""
     node = Path(tty).name
-    return {
+    props = {
         "SUBSYSTEM": "tty", "DEVNAME": tty, "ID_PATH": f"{id_path(port)}:1.0",
         "DEVPATH": f"{_usb_devpath(port)}/{_BUS}-{port}:1.0/tty/pts{node}",
     }
+    if born_ns is not None:
+        props[TTY_BORN_PROPERTY] = str(born_ns)
+    return props
 
 
 def block_props(port: int, directory: str) -> Props:

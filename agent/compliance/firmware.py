@@ -5,7 +5,9 @@ has approved; a model listed there must run one of them. For models not listed t
 flat `allowed_firmware` applies (empty: any). The central service may override a model's
 list (`set-firmware-policy`): `with_central_allowlists` lays those over the config, and the
 identify-time fault, readiness and the `firmware_update` field all judge with the result.
-Versions compare as dotted decimals (1.4 is 1.4.0); anything else only as the same text.
+Versions compare as dotted decimals (1.4 is 1.4.0). Allowlists hold only dotted decimals
+(the config check and `set-firmware-policy` refuse anything else), so a recorder reporting
+another text is on no list.
 """
 
 from __future__ import annotations

@@ -122,6 +122,22 @@ def _check_readiness(conv: Converter, readiness: ReadinessSettings, check_files:
     if (readiness.min_free_gb is None) == (readiness.min_free_hours is None):
         conv.error("readiness", "set exactly one of min_free_gb and min_free_hours "
                    '(write min_free_gb = "none" to use min_free_hours)')
+    _check_versions(conv, "readiness.allowed_firmware", readiness.allowed_firmware)
+    for model, versions in readiness.firmware_allowlist.items():
+        _check_versions(conv, f"readiness.firmware_allowlist.{model}", versions)
+
+
+def _check_versions(conv: Converter, key: str, versions: Sequence[str]) -> None:
+    """Allowlist entries are dotted decimals, as firmware reports and packages name them:
+    an entry like "1.2.x" or " 1.2" would match no recorder and silently refuse them all."""
+    from agent.firmware import policy
+    from agent.firmware.errors import FirmwareError
+
+    for i, version in enumerate(versions):
+        try:
+            policy.check_version(version, "allowlist version")
+        except FirmwareError as exc:
+            conv.error(f"{key}[{i}]", str(exc))
 
 
 def _check_mqtt(conv: Converter, mqtt: MqttSettings, check_files: bool) -> None:

@@ -8,7 +8,7 @@ the recorder serial for the simulator. `bay` is the operator-facing bay label.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -19,6 +19,10 @@ class BlockStorage:
     devnode: str  # e.g. /dev/sda1, or /dev/sda for a whole-disk filesystem
     fs_type: str  # udev ID_FS_TYPE, e.g. "vfat", "exfat"
     whole_disk: bool  # filesystem directly on the disk, no partition table
+    # Its USB device's node (/dev/bus/usb/BBB/DDD) at this enumeration: the session checks
+    # the block node still belongs to it once mounted (agent.devices.port_identity), as
+    # sda1 goes to the next device when this one leaves. Not part of the equality.
+    usb_node: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,22 @@ StorageRef = BlockStorage | DirectoryStorage
 
 
 @dataclass(frozen=True, slots=True)
+class PortIdentity:
+    """Which device a control port node belongs to, as the kernel numbers it.
+
+    A port node (ttyACM0, a pty) goes to the next device as soon as its device is gone, so
+    a session opening the node checks it still belongs to the recorder it was told of
+    (agent.devices.port_identity). `usb_node`: the recorder's USB device node
+    (/dev/bus/usb/BBB/DDD), numbered anew at every enumeration (udev: the tty's sysfs
+    device names it). `born_ns`: dock-sim only, the pty's creation time (its st_ctime),
+    new with every pty however its number is reused.
+    """
+
+    usb_node: str
+    born_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RecorderPlugged:
     """A recorder's control channel (serial tty) appeared in a bay."""
 
@@ -40,6 +60,9 @@ class RecorderPlugged:
     tty_path: str
     vid_pid: str | None = None
     source: Literal["udev", "sim"] = "udev"
+    # The port's device generation: what the session checks when it opens the node. Not
+    # part of the event's equality (which recorder, which bay, which node).
+    port: PortIdentity | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

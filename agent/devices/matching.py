@@ -48,13 +48,14 @@ from agent.devices.debounce import Debouncer
 from agent.devices.events import (
     DeviceEvent,
     DeviceRejected,
+    PortIdentity,
     RecorderPlugged,
     RecorderUnplugged,
     StorageAppeared,
     StorageRef,
     StorageRemoved,
 )
-from agent.devices.records import DeviceRecord, is_hub, storage_of, usb_ids
+from agent.devices.records import DeviceRecord, is_hub, port_identity, storage_of, usb_ids
 from agent.devices.usb_ports import BayMap, port_of, usb_device_devpath
 from agent.settings import DeviceSettings
 
@@ -83,6 +84,7 @@ class _Recorder:
     storage_only: bool
     usb: set[str] = field(default_factory=set)  # DEVPATHs of its USB devices
     ttys: dict[str, str] = field(default_factory=dict)  # DEVPATH -> /dev node
+    ports: dict[str, PortIdentity] = field(default_factory=dict)  # tty DEVPATH -> generation
     volumes: dict[str, StorageRef] = field(default_factory=dict)  # DEVPATH -> storage
     told: bool = False  # RecorderPlugged (or storage-only StorageAppeared) was sent
     told_tty: str | None = None
@@ -101,6 +103,19 @@ class _Recorder:
             return None
         devpath = min(self.volumes)
         return devpath, self.volumes[devpath]
+
+    def add_tty(self, record: DeviceRecord, usb_node: str, simulated: bool) -> None:
+        """Its control port, with the port's generation (what a session checks)."""
+        self.ttys[record.devpath] = record.props["DEVNAME"]
+        port = port_identity(usb_node, record.props, simulated=simulated)
+        if port is not None:
+            self.ports[record.devpath] = port
+
+    def drop(self, devpath: str) -> None:
+        """Forget one of its ttys or disks."""
+        self.ttys.pop(devpath, None)
+        self.ports.pop(devpath, None)
+        self.volumes.pop(devpath, None)
 
     def present(self) -> bool:
         return bool(self.usb) and (self.storage_only or bool(self.ttys))
@@ -127,7 +142,9 @@ class _Recorder:
         events: list[DeviceEvent] = []
         tty, volume = self.tty(), self.volume()
         if not self.storage_only and tty is not None and tty != self.told_tty:
-            events.append(RecorderPlugged(self.key, self.bay, tty, self.vid_pid, source))
+            port = next((self.ports.get(p) for p, node in self.ttys.items() if node == tty),
+                        None)
+            events.append(RecorderPlugged(self.key, self.bay, tty, self.vid_pid, source, port))
             self.told_tty = tty
             self.told = True
         # Present means a recorder with a control port has its tty, announced just above.
@@ -319,11 +336,8 @@ class DeviceTracker:
         rec.usb.discard(devpath)
         # Children normally go first; if their removes were lost, forget them now.
         below = devpath + "/"
-        for child in [p for p in rec.ttys if p.startswith(below)]:
-            del rec.ttys[child]
-            self._children.pop(child, None)
-        for child in [p for p in rec.volumes if p.startswith(below)]:
-            del rec.volumes[child]
+        for child in [p for p in (*rec.ttys, *rec.volumes) if p.startswith(below)]:
+            rec.drop(child)
             self._children.pop(child, None)
         return rec.key
 
@@ -346,7 +360,7 @@ class DeviceTracker:
             return None
         rec = self._recorders[key]
         if not rec.storage_only:  # a storage-only entry's tty is not its control port
-            rec.ttys[record.devpath] = record.props["DEVNAME"]
+            rec.add_tty(record, _usb_node(self._usb, record.devpath), self._source == "sim")
             self._children[record.devpath] = key
         return key
 
@@ -358,7 +372,8 @@ class DeviceTracker:
             return None
         rec = self._recorders[key]
         self._children[record.devpath] = key
-        storage = storage_of(record.props, directories=self._source == "sim")
+        storage = storage_of(record.props, directories=self._source == "sim",
+                             usb_node=_usb_node(self._usb, record.devpath))
         if storage is not None:
             rec.volumes[record.devpath] = storage
         else:  # no filesystem (yet): a partition table, no medium, or udev still probing
@@ -370,8 +385,7 @@ class DeviceTracker:
         rec = self._recorders.get(key) if key else None
         if rec is None:
             return None
-        rec.ttys.pop(devpath, None)
-        rec.volumes.pop(devpath, None)
+        rec.drop(devpath)
         return key
 
     # -- what the agent is told ----------------------------------------------------------
@@ -398,6 +412,12 @@ class DeviceTracker:
         self._debounce.cancel(rec.key)
         for child in [p for p, k in self._children.items() if k == rec.key]:
             del self._children[child]
+
+
+def _usb_node(usbs: Mapping[str, _Usb], devpath: str) -> str:
+    """The node (/dev/bus/usb/BBB/DDD) of the USB device a tty or disk belongs to, or ""."""
+    usb = usbs.get(usb_device_devpath(devpath) or "")
+    return usb.devname if usb is not None else ""
 
 
 def _replaced(known: _Usb, vid_pid: str | None, serial: str | None) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.devices.allowlist import format_vid_pid
-from agent.devices.events import BlockStorage, DirectoryStorage, StorageRef
+from agent.devices.events import BlockStorage, DirectoryStorage, PortIdentity, StorageRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +73,28 @@ simulated recorder's storage is a directory, not a device node to mount. Honoure
 records from the simulator."""
 
 
-def storage_of(props: Mapping[str, str], *, directories: bool) -> StorageRef | None:
+TTY_BORN_PROPERTY = "DOCK_SIM_TTY_BORN_NS"
+"""dock-sim's control ports carry their pty's creation time (st_ctime in ns): a pty number is
+reused as soon as it is free, so that time is what tells one recorder's port from the
+next one's (agent.devices.port_identity). Honoured only for records from the simulator."""
+
+
+def port_identity(usb_node: str, props: Mapping[str, str], *,
+                  simulated: bool) -> PortIdentity | None:
+    """The generation of a control port: its USB device's node (udev) or its pty's creation
+    time (dock-sim). None when there is nothing to check against: no node, or a simulated
+    port without its creation time (a pty has no sysfs device to ask)."""
+    if simulated:
+        born = props.get(TTY_BORN_PROPERTY, "")
+        return PortIdentity(usb_node, int(born)) if born.isdigit() else None
+    return PortIdentity(usb_node) if usb_node else None
+
+
+def storage_of(props: Mapping[str, str], *, directories: bool,
+               usb_node: str = "") -> StorageRef | None:
     """The storage a block device record holds, or None while it holds no filesystem (a
     partition table, no medium, or udev still probing). `directories`: accept the
-    simulator's already-readable directories."""
+    simulator's already-readable directories. `usb_node`: its USB device's node."""
     fs_type = props.get("ID_FS_TYPE", "")
     usage = props.get("ID_FS_USAGE", "filesystem")
     devtype = props.get("DEVTYPE", "")
@@ -86,4 +104,4 @@ def storage_of(props: Mapping[str, str], *, directories: bool) -> StorageRef | N
     directory = props.get(STORAGE_DIR_PROPERTY) if directories else None
     if directory:
         return DirectoryStorage(directory)
-    return BlockStorage(devnode, fs_type, devtype == "disk")
+    return BlockStorage(devnode, fs_type, devtype == "disk", usb_node)

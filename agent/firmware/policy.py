@@ -165,6 +165,18 @@ def decide(facts: RecorderFacts, policy: ModelPolicy | None, packages: Sequence[
     return _when(facts, pkg, limits, local_time)
 
 
+def decide_after_update_step(facts: RecorderFacts, policy: ModelPolicy | None,
+                              packages: Sequence[PackageFacts], limits: Limits,
+                              local_time: dt.time, rule: FirmwareRule) -> Decision:
+    """`decide` for a recorder whose docking is past its update step (a policy changed
+    while it is docked): an update the decision would start waits for its next docking."""
+    decision = decide(facts, policy, packages, limits, local_time, rule)
+    if decision.action == "update":
+        return Decision("wait", f"{decision.reason} at the recorder's next docking",
+                        decision.package)
+    return decision
+
+
 def _when(facts: RecorderFacts, pkg: PackageFacts, limits: Limits,
           local_time: dt.time) -> Decision:
     if not limits.auto_update:

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,6 +38,7 @@ from agent.firmware.ports import (
 from agent.firmware.records import UpdateRecords, Who
 from agent.firmware.staging import record_staged, verify_and_copy
 from agent.firmware.status import (
+    DockedFacts,
     docked_from_snapshots,
     public_field,
     recorder_firmware,
@@ -73,6 +74,15 @@ class FirmwareConfig:
                           s.max_attempts)
 
 
+@dataclass(frozen=True)
+class Judged:
+    """One docking's firmware decision and the recorder facts it was made on."""
+
+    session_id: str
+    facts: pol.RecorderFacts
+    decision: pol.Decision
+
+
 def validate_config(settings: FirmwareSettings) -> None:
     """Refuse a malformed [firmware] section at start (PolicyError names the key)."""
     for w in settings.shift_start_windows:
@@ -90,7 +100,7 @@ class FirmwareService:
         self.ledger = ledger
         self._local_now = local_now
         self.in_flight: dict[str, Progress] = {}  # serial -> transfer progress
-        self.decisions: dict[str, pol.Decision] = {}  # serial -> last decision at docking
+        self.judged: dict[str, Judged] = {}  # serial -> its docking's decision
         self.central: dict[str, pol.ModelPolicy] = {}  # the persisted overrides, cached
 
     async def load(self) -> None:
@@ -119,9 +129,18 @@ class FirmwareService:
         if not docked:
             return None
         d = docked[0]
-        return public_field(recorder_firmware(d, self.policies(), self.decisions.get(d.serial),
-                                              self.in_flight.get(d.serial), None,
-                                              self.firmware_problem))
+        return public_field(recorder_firmware(d, self.policies(), self.decisions([d]).get(
+            d.serial), self.in_flight.get(d.serial), None, self.firmware_problem))
+
+    def decisions(self, docked: Sequence[DockedFacts]) -> dict[str, pol.Decision]:
+        """The decision of each docked recorder's current docking (an earlier docking's
+        decision is not this one's: until the offload ends there is none)."""
+        out: dict[str, pol.Decision] = {}
+        for d in docked:
+            judged = self.judged.get(d.serial)
+            if judged is not None and judged.session_id == d.session_id:
+                out[d.serial] = judged.decision
+        return out
 
     # --- the session's hook -----------------------------------------------------------
 
@@ -151,9 +170,10 @@ class FirmwareService:
     def _ended(self, serial: str, action: pol.Action, reason: str) -> None:
         """An update decided for this docking will not run (on): the recorder no longer
         reads as being updated."""
-        decision = self.decisions.get(serial)
-        if decision is not None and decision.action == "update":
-            self.decisions[serial] = pol.Decision(action, reason, decision.package)
+        judged = self.judged.get(serial)
+        if judged is not None and judged.decision.action == "update":
+            self.judged[serial] = replace(judged, decision=pol.Decision(
+                action, reason, judged.decision.package))
 
     async def _after_offload(self, rec: DockedRecorder) -> None:
         link = rec.link
@@ -175,7 +195,7 @@ class FirmwareService:
         now = self._local_now(self.config.tz).time()
         decision = pol.decide(facts, model_policy, [p.facts for p in packages],
                               self.config.limits(), now, self.firmware_problem)
-        self.decisions[rec.serial] = decision
+        self.judged[rec.serial] = Judged(rec.session_id, facts, decision)
         rec.changed()
         if decision.action == "blocked" and decision.package is not None:
             await self.records.blocked(who, decision.reason, {"model": rec.model,
@@ -246,6 +266,26 @@ class FirmwareService:
 
     # --- policy, staging ----------------------------------------------------------------
 
+    async def decide_again(self) -> None:
+        """The policy changed: decide again for every recorder decided at its docking, with
+        the one firmware rule and the policy in force now, so that no reason of the old
+        policy stays on show until the next docking. An update under way is left to end;
+        one the new policy would start waits for the recorder's next docking (this
+        docking's update step is over)."""
+        judged = {s: j for s, j in self.judged.items() if j.decision.action != "update"}
+        policies, packages, history = await self.db.read(lambda c: (
+            self._policies(c), [p.facts for p in store.packages(c)],
+            {s: (store.failures(c, s), store.rolled_back(c, s)) for s in judged}))
+        now = self._local_now(self.config.tz).time()
+        for serial, j in judged.items():
+            if self.judged.get(serial) is not j:
+                continue  # decided anew meanwhile (a new docking): that decision stands
+            facts = replace(j.facts, failures=history[serial][0],
+                            rolled_back=history[serial][1])
+            self.judged[serial] = Judged(j.session_id, facts, pol.decide_after_update_step(
+                facts, policies.get(facts.model), packages, self.config.limits(), now,
+                self.firmware_problem))
+
     def _policies(self, conn: sqlite3.Connection) -> dict[str, pol.ModelPolicy]:
         return pol.effective_policies(self.config.settings.targets, self.config.allowlists,
                                       _central(conn))
@@ -294,6 +334,7 @@ class FirmwareService:
                 "allowlist": list(allowlist) if allowlist is not None else None, "by": by})
         await self.db.write(tx)
         self.central = await self.db.read(_central)
+        await self.decide_again()
         return {"model": model, "target": target,
                 "allowlist": list(allowlist) if allowlist is not None else None,
                 "cleared": new is None}
@@ -324,7 +365,8 @@ class FirmwareControl:
             return svc._policies(conn), store.open_attempts(conn), store.packages(conn)
 
         policies, attempts, packages = await svc.db.read(read)
-        return status_report(docked_from_snapshots(self.docked()), policies, svc.decisions,
+        docked = docked_from_snapshots(self.docked())
+        return status_report(docked, policies, svc.decisions(docked),
                              dict(svc.in_flight), attempts, packages, svc.firmware_problem)
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]]]]:

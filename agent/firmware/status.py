@@ -20,6 +20,7 @@ class DockedFacts:
     # this docking's footage is offloaded and verified (None: the offload has not ended);
     # the session runs the update step only when it is
     footage_safe: bool | None = None
+    session_id: str = ""  # the docking's: a decision belongs to one docking
 
 
 # (model, firmware) -> why it is not allowed, or None, as readiness judges it
@@ -77,7 +78,8 @@ def status_report(docked: Sequence[DockedFacts], policies: Mapping[str, pol.Mode
 def docked_from_snapshots(snaps: Sequence[Mapping[str, object]]) -> list[DockedFacts]:
     """The identified recorders among the bays' session snapshots."""
     return [DockedFacts(str(s.get("bay") or ""), str(s["serial"]), str(s.get("model") or ""),
-                        str(s.get("firmware") or ""), _footage_safe(s))
+                        str(s.get("firmware") or ""), _footage_safe(s),
+                        str(s.get("session_id") or ""))
             for s in snaps if s.get("serial") and not s.get("storage_only")]
 
 

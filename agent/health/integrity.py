@@ -9,7 +9,6 @@ same for the evidence store (raised by the verify command, which walks the store
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.longjobs import JobStopped, LongJobs, StopSignal
 from agent.store import faults
 from agent.store.db import Database, open_readonly
 from agent.store.faults import FaultCode
@@ -46,16 +46,20 @@ async def sync_integrity_fault(db: Database, ledger: Ledger, code: FaultCode, wh
 
 
 async def audit_ledger(db: Database, ledger: Ledger, db_path: Path,
-                       public_key: Ed25519PublicKey) -> list[Problem]:
-    def run() -> list[Problem]:
+                       public_key: Ed25519PublicKey, jobs: LongJobs) -> list[Problem]:
+    """The check at start, on the agent's long-job threads: a stop ends it unfinished and
+    then it judges nothing (the next start checks again)."""
+    def run(stop: StopSignal) -> list[Problem]:
         conn = open_readonly(db_path)
         try:
-            return verify_ledger(conn, public_key, dock_id=ledger.dock_id).problems
+            return verify_ledger(conn, public_key, dock_id=ledger.dock_id, stop=stop).problems
         finally:
             conn.close()
 
     try:
-        problems = await asyncio.to_thread(run)
+        problems = await jobs.run(run)
+    except JobStopped:
+        return []
     except Exception:  # the check must never take the agent down
         log.exception("custody ledger check could not run")
         return []

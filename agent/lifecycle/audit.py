@@ -21,6 +21,7 @@ from typing import Any
 
 from blake3 import blake3
 
+from agent.longjobs import StopSignal, check, pause
 from agent.store import evidence, faults
 from agent.store.ledger import EntryKind, Ledger, current_us
 
@@ -88,32 +89,36 @@ def plan(conn: sqlite3.Connection, interval_s: float, cycle_days: float,
     return cur, chosen, len(chosen) == len(pending)
 
 
-def rehash(path: Path, *, max_bytes_per_s: float, busy: Callable[[], bool]) -> tuple[int, str]:
-    """(size, BLAKE3) of a stored file, read under the rate limit, yielding to offloads."""
+def rehash(path: Path, *, max_bytes_per_s: float, busy: Callable[[], bool],
+           stop: StopSignal | None = None) -> tuple[int, str]:
+    """(size, BLAKE3) of a stored file, read under the rate limit, yielding to offloads;
+    JobStopped as soon as the agent stops (its pauses are woken by the stop)."""
     h = blake3()
     done = 0
     started = time.monotonic()
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
+            check(stop)
             h.update(chunk)
             done += len(chunk)
             while busy():
-                time.sleep(0.5)
+                pause(stop, 0.5)
                 started += 0.5
-            ahead = done / max_bytes_per_s - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
+            pause(stop, done / max_bytes_per_s - (time.monotonic() - started))
     return done, h.hexdigest()
 
 
 def check_files(store: Path, files: list[evidence.StoredFile], *, max_bytes_per_s: float,
-                busy: Callable[[], bool]) -> tuple[int, list[Problem]]:
+                busy: Callable[[], bool], stop: StopSignal | None = None
+                ) -> tuple[int, list[Problem]]:
+    """Re-hash `files`; JobStopped (nothing recorded: the slice runs again) on a stop."""
     problems: list[Problem] = []
     total = 0
     for f in files:
         path = store / f.stored_relpath
         try:
-            size, digest = rehash(path, max_bytes_per_s=max_bytes_per_s, busy=busy)
+            size, digest = rehash(path, max_bytes_per_s=max_bytes_per_s, busy=busy,
+                                  stop=stop)
         except FileNotFoundError:
             problems.append(Problem(f.id, f.recorder_serial, f.stored_relpath, "missing",
                                     "the stored file is missing"))

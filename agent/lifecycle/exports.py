@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.lifecycle import package, register, selection, tags
 from agent.lifecycle.access import AccessRequest, check_approver, parse_request
 from agent.lifecycle.errors import AccessRefused, ExportFailed, LifecycleError
+from agent.longjobs import JobStopped, LongJobs, StopSignal
 from agent.settings import AccessSettings
 from agent.store import evidence
 from agent.store.db import Database
@@ -59,7 +60,8 @@ class Exporter:
     """Writes registered packages: exports to one target, preservation to two."""
 
     def __init__(self, access: AccessSettings, db: Database, ledger: Ledger,
-                 key: Ed25519PrivateKey, *, dock_id: str, store_dir: Path) -> None:
+                 key: Ed25519PrivateKey, *, dock_id: str, store_dir: Path,
+                 jobs: LongJobs | None = None) -> None:
         self.access = access
         self.db = db
         self.ledger = ledger
@@ -67,6 +69,7 @@ class Exporter:
         self.dock_id = dock_id
         self.store_dir = store_dir
         self._lock = asyncio.Lock()
+        self.jobs = jobs if jobs is not None else LongJobs(1)  # the agent's: a stop ends it
 
     async def recover(self) -> list[int]:
         """At start-up: exports cut short by a crash are recorded as failed."""
@@ -133,11 +136,11 @@ class Exporter:
         }
         rate = self.access.export_max_mib_per_s * (1 << 20)
 
-        def produce() -> dict[str, Any]:
+        def produce(stop: StopSignal) -> dict[str, Any]:
             if final.exists():
                 raise ExportFailed(f"{final} already exists on the target")
             facts = package.write_package(work, sources, statement, self.key,
-                                          throttle=package.Throttle(rate))
+                                          throttle=package.Throttle(rate, stop))
             check = package.verify_package(work, self.key.public_key())
             if not check.ok:
                 raise ExportFailed("read-back from the target failed: "
@@ -147,8 +150,8 @@ class Exporter:
             return facts
 
         try:
-            facts = await asyncio.to_thread(produce)
-        except (OSError, LifecycleError) as exc:
+            facts = await self.jobs.run(produce)  # a stop ends it at the next chunk
+        except (OSError, LifecycleError, JobStopped) as exc:
             reason = str(exc) if isinstance(exc, LifecycleError) else (
                 f"{exc.strerror or exc} ({os.strerror(exc.errno) if exc.errno else 'I/O'})"
                 if isinstance(exc, OSError) else str(exc))

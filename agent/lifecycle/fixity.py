@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.lifecycle import audit
+from agent.longjobs import JobStopped, LongJobs, StopSignal
 from agent.settings import AuditSettings
 from agent.store.db import Database
 from agent.store.ledger import Ledger, current_us
@@ -23,13 +24,15 @@ class FixityAuditor:
     """Runs audit slices on a schedule or on request; one at a time."""
 
     def __init__(self, audit_settings: AuditSettings, db: Database, ledger: Ledger, *,
-                 store_dir: Path, busy: Callable[[], bool] = lambda: False) -> None:
+                 store_dir: Path, busy: Callable[[], bool] = lambda: False,
+                 jobs: LongJobs | None = None) -> None:
         self.audit_settings = audit_settings
         self.db = db
         self.ledger = ledger
         self.store_dir = store_dir
         self.busy = busy  # True while an offload runs: the audit yields the disk to it
         self._audit_lock = asyncio.Lock()
+        self.jobs = jobs if jobs is not None else LongJobs(1)  # the agent's: a stop ends it
 
     async def run_audits(self) -> None:
         """The schedule: one slice every `interval_s` (first one after one interval)."""
@@ -37,6 +40,8 @@ class FixityAuditor:
             await asyncio.sleep(self.audit_settings.interval_s)
             try:
                 await self.audit_slice()
+            except JobStopped:
+                return  # the agent is stopping; the slice runs again after the restart
             except (OSError, sqlite3.Error):
                 log.exception("fixity audit run failed; retrying at the next interval")
 
@@ -57,10 +62,15 @@ class FixityAuditor:
                     await asyncio.sleep(0.5)
 
             watcher = asyncio.create_task(watch_offloads())
+
+            def check(stop: StopSignal) -> tuple[int, list[audit.Problem]]:
+                return audit.check_files(self.store_dir, files,
+                                         max_bytes_per_s=cfg.max_mib_per_s * (1 << 20),
+                                         busy=offloading.is_set, stop=stop)
+
             try:
-                checked, problems = await asyncio.to_thread(
-                    audit.check_files, self.store_dir, files,
-                    max_bytes_per_s=cfg.max_mib_per_s * (1 << 20), busy=offloading.is_set)
+                # On the agent's long-job threads: a stop ends the slice, unrecorded.
+                checked, problems = await self.jobs.run(check)
             finally:
                 watcher.cancel()
             return await self.db.write(lambda c: audit.record_run(

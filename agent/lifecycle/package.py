@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from agent import __version__
 from agent.lifecycle import mhl
 from agent.lifecycle.errors import ExportFailed
+from agent.longjobs import StopSignal, check, pause
 from agent.store.canonical import canonical_bytes, loads
 from agent.store.durable import fsync_dir
 
@@ -67,15 +68,16 @@ class SourceFile:
 
 @dataclass(frozen=True)
 class Throttle:
-    """At most `bytes_per_s` of reading (0: unlimited); sleeps the worker thread only."""
+    """At most `bytes_per_s` of reading (0: unlimited); sleeps the worker thread only.
+    With the agent's `stop` (agent.longjobs): JobStopped at the next chunk once it is set."""
 
     bytes_per_s: float = 0.0
+    stop: StopSignal | None = None
 
     def pace(self, started: float, done: int) -> None:
+        check(self.stop)
         if self.bytes_per_s > 0:
-            ahead = done / self.bytes_per_s - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
+            pause(self.stop, done / self.bytes_per_s - (time.monotonic() - started))
 
 
 def _write_small(path: Path, data: bytes) -> None:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.lifecycle import selection, tags
 from agent.lifecycle.exports import Exporter, approved, file_facts
 from agent.lifecycle.fixity import FixityAuditor
+from agent.longjobs import LongJobs
 from agent.settings import AccessSettings, AuditSettings
 from agent.store import evidence
 from agent.store.db import Database
@@ -39,15 +40,16 @@ class LifecycleService:
 
     def __init__(self, access: AccessSettings, audit_settings: AuditSettings, db: Database,
                  ledger: Ledger, key: Ed25519PrivateKey, *, dock_id: str, store_dir: Path,
-                 busy: Callable[[], bool] = lambda: False) -> None:
+                 busy: Callable[[], bool] = lambda: False, jobs: LongJobs | None = None
+                 ) -> None:
         self.access = access
         self.db = db
         self.ledger = ledger
         self.store_dir = store_dir
         self.exporter = Exporter(access, db, ledger, key, dock_id=dock_id,
-                                 store_dir=store_dir)
+                                 store_dir=store_dir, jobs=jobs)
         self.auditor = FixityAuditor(audit_settings, db, ledger, store_dir=store_dir,
-                                     busy=busy)
+                                     busy=busy, jobs=jobs)
         self.recover = self.exporter.recover
         self.export = self.exporter.export
         self.preserve = self.exporter.preserve

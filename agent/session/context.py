@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from agent.devices.events import StorageRef
+from agent.devices.events import PortIdentity, StorageRef
 from agent.docking_state import (
     STORAGE_ONLY_UNCHECKED,
     BatteryFacts,
@@ -147,11 +147,12 @@ class SessionContext:
     """One docking session's facts, resources and common calls."""
 
     def __init__(self, deps: SessionDeps, *, key: str, bay: str, tty_path: str | None,
-                 source: str, storage_only: bool) -> None:
+                 source: str, storage_only: bool, port: PortIdentity | None = None) -> None:
         self.deps = deps
         self.key = key
         self.bay = bay
         self.tty_path = tty_path
+        self.port = port  # the port node's device generation, checked when it is opened
         self.source = source
         self.storage_only = storage_only
         self.session_id = uuid.uuid4().hex

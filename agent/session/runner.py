@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 
-from agent.devices.events import StorageAppeared
+from agent.devices.events import PortIdentity, StorageAppeared
 from agent.docking_state import (
     STORAGE_ONLY_UNCHECKED,
     FaultNote,
@@ -44,9 +44,10 @@ class DockingSession:
     """The life of one recorder in one bay, from plug to unplug."""
 
     def __init__(self, deps: SessionDeps, *, key: str, bay: str, tty_path: str | None,
-                 source: str = "udev", storage_only: bool = False) -> None:
+                 source: str = "udev", storage_only: bool = False,
+                 port: PortIdentity | None = None) -> None:
         self.ctx = SessionContext(deps, key=key, bay=bay, tty_path=tty_path, source=source,
-                                  storage_only=storage_only)
+                                  storage_only=storage_only, port=port)
         self._units = units(deps.optional_units)
         self._work: asyncio.Task[None] | None = None
         self._finished = asyncio.Event()

@@ -17,6 +17,7 @@ from typing import Any
 from agent.devices.events import (
     DeviceEvent,
     DeviceRejected,
+    PortIdentity,
     RecorderPlugged,
     RecorderUnplugged,
     StorageAppeared,
@@ -60,7 +61,7 @@ class BaySupervisor:
                 await self._refuse_duplicate(event.key, event.bay, elsewhere)
             case RecorderPlugged():
                 self._start(event.key, event.bay, tty=event.tty_path, source=event.source,
-                            storage_only=False)
+                            storage_only=False, port=event.port)
             case StorageAppeared(storage_only=True) if event.key not in self._live_keys():
                 if not self.deps.devices.allow_storage_only:
                     await self._reject(DeviceRejected(
@@ -133,11 +134,11 @@ class BaySupervisor:
         self._changed()
 
     def _start(self, key: str, bay: str, *, tty: str | None, source: str,
-               storage_only: bool) -> DockingSession:
+               storage_only: bool, port: PortIdentity | None = None) -> DockingSession:
         previous = self._live(key) or next(  # one leaving this bay may hold its port node
             (s for k in self._live_keys() if (s := self._live(k, bay)) and s.leaving), None)
         session = DockingSession(self.deps, key=key, bay=bay, tty_path=tty, source=source,
-                                 storage_only=storage_only)
+                                 storage_only=storage_only, port=port)
         early = self._early_storage.pop(key, None)
         if early is not None:
             session.storage_appeared(early)

@@ -36,6 +36,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.longjobs import StopSignal, check
 from agent.store import evidence
 from agent.store.chain import ChainWalk, Wording
 from agent.store.db import open_readonly
@@ -107,13 +108,14 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def verify_ledger(conn: sqlite3.Connection, public_key: Ed25519PublicKey | None = None, *,
-                  dock_id: str | None = None) -> VerifyReport:
+                  dock_id: str | None = None, stop: StopSignal | None = None) -> VerifyReport:
     """Walk the chain and the checkpoints. `public_key`: the key the dock is trusted to have.
 
     Without `public_key`, checkpoints are checked against the keys the chain itself names.
+    `stop`: the agent's (agent.longjobs): JobStopped between two entries once it is set.
     """
     with _snapshot(conn):
-        return _verify_ledger(conn, public_key, dock_id)
+        return _verify_ledger(conn, public_key, dock_id, stop)
 
 
 _WORDING = Wording(
@@ -134,13 +136,15 @@ _WORDING = Wording(
 
 
 def _verify_ledger(conn: sqlite3.Connection, public_key: Ed25519PublicKey | None,
-                   dock_id: str | None) -> VerifyReport:
+                   dock_id: str | None, stop: StopSignal | None) -> VerifyReport:
     report = VerifyReport()
     cps = checkpoints(conn)
     # Hashes are kept only of checkpointed entries: the ledger may be long.
     walk = ChainWalk(report.add, _WORDING, dock_id=dock_id, keep={cp.seq for cp in cps})
     for row in LEDGER.rows(conn, order="seq"):
         report.entries_checked += 1
+        if report.entries_checked % 1000 == 0:
+            check(stop)
         try:
             entry = entry_from_row(row)
             computed = entry.computed_hash()
@@ -213,7 +217,8 @@ def _walk(root: Path, rel: str, report: VerifyReport, found: set[str]) -> None:
 
 
 def verify_store(conn: sqlite3.Connection, store_root: Path, *, deep: bool,
-                 progress: Callable[[str], Any] | None = None) -> VerifyReport:
+                 progress: Callable[[str], Any] | None = None,
+                 stop: StopSignal | None = None) -> VerifyReport:
     """Compare the store with the index and the index with the ledger.
 
     Safe to run beside a working agent: the store is walked before the index is read (a
@@ -234,6 +239,7 @@ def verify_store(conn: sqlite3.Connection, store_root: Path, *, deep: bool,
         _check_index(conn, files, report)
     live = {f.stored_relpath: f for f in files if f.purged_us is None}
     for relpath, f in live.items():
+        check(stop)  # JobStopped between two files once the agent stops
         report.files_checked += 1
         if progress is not None:
             progress(relpath)

@@ -65,3 +65,45 @@ trusted_keys = ["{key}"]
                 if text.startswith("targets ="))
     refused(proc, f":{line}: firmware.targets.BWC-4: ", problem,
             "would never be updated to it")
+
+
+BAD_VERSIONS = ["1.2.x", "", "01.2", " 1.2", "1.2\\n", "1.\\u00012", "1.2.3.4.5", "v1.2"]
+
+
+def test_allowlist_versions_that_are_not_dotted_decimals_are_errors(
+        minimal: str, write_config: Write) -> None:
+    """Every allowlist entry, flat or per model, is a dotted decimal version: anything
+    else would match no recorder. Each is named with its file:line: key, by
+    --check-config and at start; control characters are shown escaped."""
+    flat = ", ".join(f'"{v}"' for v in BAD_VERSIONS)
+    path = write_config(minimal + f"""
+[readiness]
+allowed_firmware = ["1.0", {flat}]
+
+[readiness.firmware_allowlist]
+"BWC-4" = ["2.0.0", "2.1.x"]
+"BWC-5" = ["3.0", "3.1 "]
+""")
+    lines = {text.split("=")[0].strip().strip('"'): n for n, text in
+             enumerate(path.read_text().splitlines(), start=1) if "=" in text}
+    proc = run_agent("--check-config", path)
+    needles = [f":{lines['allowed_firmware']}: readiness.allowed_firmware[{i}]: allowlist"
+               for i in range(1, len(BAD_VERSIONS) + 1)]
+    refused(proc, f"({len(BAD_VERSIONS) + 2} problems)", *needles,
+            f":{lines['BWC-4']}: readiness.firmware_allowlist.BWC-4[1]: allowlist version"
+            " '2.1.x' is not a dotted decimal version",
+            f":{lines['BWC-5']}: readiness.firmware_allowlist.BWC-5[1]: allowlist version"
+            " '3.1 ' is not", "'1.\\x012'", "'1.2\\n'")
+    assert "\x01" not in proc.stderr
+    refused(run_agent("--config", path), "readiness.allowed_firmware[1]")  # nor does it start
+
+
+def test_allowlist_versions_in_every_documented_form_are_accepted(
+        minimal: str, write_config: Write) -> None:
+    path = write_config(minimal + """
+[readiness]
+allowed_firmware = ["1", "1.4", "1.4.2", "0.0.0.7", "123456789.0"]
+firmware_allowlist = { "BWC-4" = ["2.1.0", "10.20"] }
+""")
+    proc = run_agent("--check-config", path)
+    assert proc.returncode == 0 and ": OK: " in proc.stdout, proc.stderr

@@ -147,3 +147,91 @@ async def test_a_config_change_judges_docked_recorders_at_restart(
         verdict = (await readiness_of(rig, spec.serial))["verdict"]
         assert (verdict == "READY") is not allowed, verdict
     assert rig.agent.terminate() == 0
+
+
+def update_field(central: Central, serial: str) -> dict[str, Any] | None:
+    """The `firmware_update` field of the recorder's last MQTT state."""
+    states = [s for s in central.on(f"recorder/{serial}/state") if s and s.get("docked")]
+    return states[-1].get("firmware_update") if states else None
+
+
+async def firmware_row(rig: Rig, serial: str) -> dict[str, Any]:
+    report = await rig.dockctl_json("firmware", "status")
+    (row,) = [r for r in report["recorders"] if r["serial"] == serial]
+    return dict(row)
+
+
+async def test_a_policy_change_decides_the_firmware_update_again(
+        make_fw_rig: FirmwareRigFactory, broker: Broker, central: Central) -> None:
+    """The `firmware_update` decision of a docked recorder (state and reason) is made
+    again by the one firmware rule when the central policy changes: no reason of the old
+    policy stays on show until the next docking, on MQTT or in dockctl."""
+    rig = make_fw_rig(mqtt=broker.settings(DOCK_ID), dock_id=DOCK_ID)  # target 1.1.0
+    await rig.start_dock()
+    rig.start_agent()
+    await rig.wait_agent_up()
+    await until(lambda: any(s and s.get("state") == "online" for s in central.on("/status")),
+                "agent online", agent=rig.agent)
+    spec = RecorderSpec("BWC64021", officer=OFFICER, firmware="1.0.0",
+                        footage=FootageSpec(count=1, size_bytes=64 * 1024, seed=644))
+    await rig.plug("1", spec)
+    await rig.wait_released(spec.serial)
+    serial = spec.serial
+
+    def field_is(state: str, reason: str) -> bool:
+        field = update_field(central, serial)
+        return field is not None and field["state"] == state and reason in str(field["reason"])
+
+    await central.wait_for(partial(field_is, "blocked", "no staged package of 1.1.0"))
+    row = await firmware_row(rig, serial)
+    assert row["state"] == "blocked" and "no staged package" in row["reason"], row
+
+    steps: list[tuple[dict[str, Any], str, str]] = [
+        ({"model": MODEL, "target": "1.2", "allowlist": ["1.0"]}, "blocked",
+         "target 1.2 is not allowed"),
+        ({"model": MODEL, "target": "1.0.0"}, "current", "runs the target version 1.0.0"),
+        ({"model": MODEL, "target": None, "allowlist": None}, "blocked",
+         "no staged package of 1.1.0"),  # back to the config's target
+    ]
+    for n, (args, state, reason) in enumerate(steps):
+        reply = await command(central, "set-firmware-policy", f"fw-pd-{n}", args)
+        assert reply["ok"], reply
+        await central.wait_for(partial(field_is, state, reason))
+        row = await firmware_row(rig, serial)
+        assert row["state"] == state and reason in row["reason"], (args, row)
+    assert len(rig.ledger(serial)) and central.invalid == [], central.invalid
+    assert rig.agent.terminate() == 0
+
+
+async def test_a_central_policy_with_a_malformed_version_is_refused_and_the_old_kept(
+        make_fw_rig: FirmwareRigFactory, broker: Broker, central: Central) -> None:
+    """A central allowlist or target that is not a dotted decimal version is refused with
+    a reply naming it (escaped); the policy in force stays as it was and nothing is
+    ledgered as set."""
+    rig = make_fw_rig(mqtt=broker.settings(DOCK_ID), dock_id=DOCK_ID,
+                      firmware={"targets": {}})
+    await rig.start_dock()
+    rig.start_agent()
+    await rig.wait_agent_up()
+    await until(lambda: any(s and s.get("state") == "online" for s in central.on("/status")),
+                "agent online", agent=rig.agent)
+    reply = await command(central, "set-firmware-policy", "fw-ok", {
+        "model": MODEL, "allowlist": ["1.0.0", "1.1"]})
+    assert reply["ok"], reply
+    before = (await rig.dockctl_json("firmware", "status"))["policies"]
+    bad = ["1.2.x", "", "01.2", " 1.2", "1.2\n", "1.\x012", "1.2.3.4.5", "1.2 "]
+    for n, version in enumerate(bad):
+        for args in ({"model": MODEL, "allowlist": ["1.0.0", version]},
+                     {"model": MODEL, "target": version}):
+            field = "allowlist" if "allowlist" in args else "target"
+            reply = await command(central, "set-firmware-policy", f"fw-bad-{n}-{field}", args)
+            assert not reply["ok"], (args, reply)
+            error = reply["error"]
+            assert error["code"] in ("invalid-args", "rejected"), reply
+            assert "\x01" not in error["message"], reply
+            assert f"args/{field}" in error["message"] or field in error["message"], reply
+            assert repr(version) in error["message"], reply
+    after = await rig.dockctl_json("firmware", "status")
+    assert after["policies"] == before, (before, after["policies"])
+    assert sum(r["kind"] == "firmware_policy_set" for r in rig.ledger()) == 1
+    assert rig.agent.terminate() == 0

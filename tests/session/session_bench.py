@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from agent.compliance.deadlines import HoursDeadline
 from agent.devices.events import (
     DirectoryStorage,
+    PortIdentity,
     RecorderPlugged,
     RecorderUnplugged,
     StorageAppeared,
@@ -37,6 +38,7 @@ from agent.store.ledger import Ledger
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, VirtualRecorder
 from hw_sim.spec import FootageSpec, RecorderSpec
+from hw_sim.uevents import born_ns
 
 OFFICER = OfficerRecord(officer_no="0042", officer_name="Li Wei", unit_no="U7",
                         unit_name="Health Enforcement Team 7")
@@ -78,6 +80,7 @@ class Bench:
         self.recorders: dict[str, VirtualRecorder] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self.deliver_storage = True  # False: storage events are swallowed (never appears)
+        self._plugs = 0
 
     def _emit(self, event: Any) -> None:
         task = asyncio.get_running_loop().create_task(self.supervisor.handle(event))
@@ -106,8 +109,10 @@ class Bench:
                               on_storage=on_storage, on_unplug=on_unplug)
         tty = await rec.start()
         self.recorders[bay] = rec
+        self._plugs += 1  # each enumeration its own USB device number, as a kernel does
+        port = PortIdentity(f"/dev/bus/usb/001/{1 + self._plugs % 127:03d}", born_ns(tty))
         await self.supervisor.handle(RecorderPlugged(key=key, bay=bay, tty_path=tty,
-                                                     source="sim"))
+                                                     source="sim", port=port))
         return rec
 
     async def unplug(self, bay: str) -> DockingSession:

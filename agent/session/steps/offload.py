@@ -9,7 +9,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.devices.events import DirectoryStorage, StorageRef
+from agent.devices.events import BlockStorage, DirectoryStorage, StorageRef
+from agent.devices.port_identity import storage_still_belongs
 from agent.docking_state import OffloadProgressFacts, OffloadResult
 from agent.domain import DockingContext
 from agent.offload import OffloadProgress, OffloadSummary
@@ -84,6 +85,13 @@ async def mount_and_offload(ctx: SessionContext, storage: StorageRef,
                             recordings: Sequence[RecordingInfo],
                             link: RecorderLink | None) -> None:
     root = await _mount(ctx, storage)
+    if isinstance(storage, BlockStorage) and not storage_still_belongs(storage):
+        # Mounted first, checked second: the node (sda1) went to the next device before the
+        # dock heard of the swap. Nothing of it is read; the recorder is gone.
+        ctx.res.storage_lost = True
+        raise SessionFailure(FC.STORAGE_ERROR, f"recorder storage {storage.devnode} no"
+                             " longer belongs to this recorder (another device has it now)",
+                             detail={"storage": storage.devnode, "storage_reassigned": True})
     ctx.facts.done.append("mounted read-only")
     ctx.advance(State.MOUNTED)
     ctx.advance(State.OFFLOADING)
