@@ -36,7 +36,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -50,6 +50,7 @@ from agent.offload.errors import OffloadError
 from agent.offload.filecopy import FileCopy, Source, StopOffload
 from agent.offload.identify import identify, plan
 from agent.offload.items import Item, TimeClaims
+from agent.offload.listing import ListedTimes
 from agent.offload.policy import DeadlinePolicy, Wiper
 from agent.offload.progress import ProgressTracker
 from agent.offload.storefs import discard, orphan_partials
@@ -156,7 +157,7 @@ class Offloader:
         ctx: DockingContext,
         source_root: Path,
         *,
-        recordings: Mapping[bytes, tuple[int, int]] | None = None,
+        recordings: ListedTimes | None = None,
         wiper: Wiper | None = None,
         on_progress: Callable[[OffloadProgress], None] | None = None,
     ) -> OffloadSummary:
@@ -194,7 +195,7 @@ class Offloader:
 
     async def _offload(
         self, run: Run, source_root: Path,
-        recordings: Mapping[bytes, tuple[int, int]] | None,
+        recordings: ListedTimes | None,
         on_progress: Callable[[OffloadProgress], None] | None,
     ) -> OffloadSummary:
         summary, call = run.summary, self._plant.workers.call
@@ -211,8 +212,8 @@ class Offloader:
         summary.failed = [FileProblem(u.relpath, u.reason) for u in listing.unreadable]
         crashpoint.reached("offload_started")
         items = await self._look(run, root, listing, recordings)
-        summary.already_stored = [i.file.relpath for i in items
-                                  if i.stored is not None or i.reappeared is not None]
+        summary.already_stored.extend(i.file.relpath for i in items
+                                      if i.stored is not None or i.reappeared is not None)
         todo = [i for i in items if i.stored is None and i.reappeared is None]
         admitted = await self._promises.admit(todo, capacity, summary)
         tracker = ProgressTracker(run.ctx, sum(i.file.size for i in admitted.items),
@@ -233,7 +234,7 @@ class Offloader:
         return summary
 
     async def _look(self, run: Run, root: bytes, listing: Scan,
-                    recordings: Mapping[bytes, tuple[int, int]] | None) -> list[Item]:
+                    recordings: ListedTimes | None) -> list[Item]:
         """What each listed file is to the dock (reading the recorder takes a slot)."""
         serial, claims = run.ctx.identity.serial, TimeClaims(recordings, current_us())
         items = [Item(f, claims) for f in listing.files]

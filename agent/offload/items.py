@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.offload.copyjob import CopyResult
+from agent.offload.listing import ListedTimes
 from agent.offload.pending import JournalEntry
 from agent.offload.times import RecordingTimes, decide
 from agent.offload.walk import SourceFile
@@ -19,7 +19,7 @@ class TimeClaims:
     all its items): the recorder's listing, path relative to the storage root (or base
     name) -> (start_ms, end_ms), and the dock's clock when the offload started."""
 
-    recordings: Mapping[bytes, tuple[int, int]] | None
+    recordings: ListedTimes | None
     now_us: int
 
     def times(self, f: SourceFile) -> RecordingTimes:

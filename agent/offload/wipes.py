@@ -64,7 +64,7 @@ class Wipes:
         if not claims:
             return
         try:
-            present = set(await wiper.listed())
+            present = await wiper.listed()  # kept as the wiper gives it (compact)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
