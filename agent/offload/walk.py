@@ -10,6 +10,7 @@ too, and the final `fstat` must still show a regular file.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import stat
@@ -68,11 +69,21 @@ class Unreadable:
     reason: str
 
 
+def _relpath(f: SourceFile) -> bytes:
+    return f.relpath
+
+
 @dataclass(slots=True)
 class Scan:
     files: list[SourceFile]
     refused: list[Refused]
     unreadable: list[Unreadable]
+
+    def find(self, relpath: bytes) -> SourceFile | None:
+        """The listed file of that path (`files` is sorted by path: no index is kept)."""
+        at = bisect.bisect_left(self.files, relpath, key=_relpath)
+        hit = self.files[at] if at < len(self.files) else None
+        return hit if hit is not None and hit.relpath == relpath else None
 
     def covers_unread(self, relpath: bytes) -> bool:
         """Whether `relpath` is, or lies below, an entry that could not be read: its
