@@ -1,10 +1,14 @@
-"""Memory that does not grow with the listing or the bays. A recorder's listing is walked
-in small per-file records: however many entries a directory holds, the walk keeps one
-record per regular file and never more than one stat result alive at a time (no transient
-heap proportional to the listing); many bays share small copy buffers."""
+"""Memory that does not grow with the listing or the bays. A recorder's storage is walked
+into a packed file list: however many entries a directory holds, the walk keeps no record
+per regular file and never more than one stat result alive at a time; an offload holds an
+item only for a file the dock knows something about. The recorder's own listing is packed
+page by page, and an offload's summary counts its files exactly while keeping a bounded
+list of names. Many bays share small copy buffers."""
 
 from __future__ import annotations
 
+import gc
+import itertools
 import os
 import stat
 from collections.abc import Iterator
@@ -59,6 +63,11 @@ class _Listing:
         return None
 
 
+def _live(kind: type) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+
 def test_huge_directory_walked_with_one_stat_result_alive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,12 +77,15 @@ def test_huge_directory_walked_with_one_stat_result_alive(
     listing = walk.scan(os.fsencode(tmp_path), ["DCIM"])
     assert _Stat.most == 1
     assert _Stat.live == 0
+    assert _live(SourceFile) <= 1  # the files are packed, not a record each
     fifos = ENTRIES // 1000
     assert len(listing.files) == ENTRIES - fifos
     assert [r.reason for r in listing.refused] == ["fifo"] * fifos
     assert listing.files[0] == SourceFile(b"DCIM/F0000001.MP4", 1, MTIME_NS + 1, 1)
-    assert all(a.relpath < b.relpath for a, b in zip(listing.files, listing.files[1:],
-                                                     strict=False))
+    assert all(a.relpath < b.relpath for a, b in itertools.pairwise(listing.files))
+    assert listing.find(b"DCIM/F0123457.MP4") == SourceFile(
+        b"DCIM/F0123457.MP4", 123457, MTIME_NS + 123457, (123457 + 511) // 512)
+    assert listing.find(b"DCIM/F0123000.MP4") is None  # a FIFO: refused, not listed
 
 
 def test_items_share_their_claims_and_work_out_times_when_asked() -> None:
@@ -224,3 +236,35 @@ def test_a_small_summary_keeps_every_name() -> None:
     s.wiped.extend([b"A", b"B"])
     assert s.stored == [_stored(1)] and s.stored.complete and s.wiped == [b"A", b"B"]
     assert s.late == [] and s.verify_failed == [] and s.changed == []
+
+
+def test_an_offload_of_200000_new_files_holds_an_item_only_for_files_it_knows() -> None:
+    from agent.offload.items import Items
+    from agent.offload.walk import FileList
+
+    files = FileList()
+    for i in range(ENTRIES):
+        files.append(SourceFile(b"DCIM/F%07d.MP4" % i, i, MTIME_NS + i, 1))
+    items = Items(files, TimeClaims(None, 1_800_000_000_000_000))
+    items.keep(7, (), None)
+    assert _live(SourceFile) == 1 and _live(Item) == 1  # the kept one
+    assert items[7] is items.kept()[0] and items[8] is not items[8]  # made when asked
+    assert items[ENTRIES - 1].file == SourceFile(b"DCIM/F%07d.MP4" % (ENTRIES - 1),
+                                                 ENTRIES - 1, MTIME_NS + ENTRIES - 1, 1)
+    assert sum(item.file.size for item in items) == sum(range(ENTRIES))
+    assert _live(Item) == 1
+
+
+def test_a_file_list_keeps_values_no_64_bit_array_holds_exactly() -> None:
+    """A hostile filesystem's numbers are facts: kept as read, however large."""
+    from agent.offload.walk import FileList
+
+    files = FileList()
+    huge = SourceFile(b"DCIM/B.MP4", 2**64 + 5, -(2**70), 2**63)
+    files.append(huge)
+    files.append(SourceFile(b"DCIM/A.MP4", 1, 2, -1))
+    assert list(files) == [huge, SourceFile(b"DCIM/A.MP4", 1, 2, -1)]
+    ordered = files.sorted()
+    assert [f.relpath for f in ordered] == [b"DCIM/A.MP4", b"DCIM/B.MP4"]
+    assert ordered.find(b"DCIM/B.MP4") == huge and ordered[-1] == huge
+    assert ordered.find(b"DCIM/C.MP4") is None and ordered.find(b"") is None
