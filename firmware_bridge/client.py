@@ -199,12 +199,10 @@ class RecorderClient:
         await self.read_recordings(out.extend, on_page)
         return out
 
-    async def read_recordings(
-        self, take: Callable[[tuple[RecordingInfo, ...]], None],
-        on_page: Callable[[int, int], None] | None = None,
-    ) -> int:
-        """As `list_recordings`, but each page's entries go to `take` as the page arrives
-        and nothing is kept here (a long listing need not be held whole); the count."""
+    async def read_recordings(self, take: Callable[[tuple[RecordingInfo, ...]], None],
+                              on_page: Callable[[int, int], None] | None = None) -> int:
+        """As `list_recordings`, each page's entries handed to `take` as it arrives
+        (nothing kept: a long listing need not be held whole); returns the count."""
         offset = 0
         while True:
             page = await self._call(ListRecordings(offset, PAGE_LIMIT))
