@@ -244,6 +244,7 @@ class Offloader:
             for item in items.kept():
                 if item.versions:
                     await identify(self._plant, root, item, run.stop, run.summary)
+                    item.versions = ()  # decided: only the rows it matched stay held
         return items
 
     async def _copy_all(self, run: Run, source: Source, items: Items,
