@@ -63,7 +63,7 @@ class RecorderListing:
         """Take one page (any iterable) of entries; keeps nothing of the objects given."""
         for e in entries:
             name = bytes(e.name)
-            if self._sorted and self._ends_at and name < self._key(len(self._ends_at) - 1):
+            if self._sorted and self._ends_at and name < self._name(len(self._ends_at) - 1):
                 self._sorted = False
             self._names += name
             self._ends_at.append(len(self._names))
@@ -74,12 +74,8 @@ class RecorderListing:
     def __len__(self) -> int:
         return len(self._ends_at)
 
-    def _key(self, i: int) -> bytearray:
-        """Entry `i`'s name as a slice (compares with bytes; no second copy made)."""
-        return self._names[self._ends_at[i - 1] if i else 0:self._ends_at[i]]
-
     def _name(self, i: int) -> bytes:
-        return bytes(self._key(i))
+        return bytes(self._names[self._ends_at[i - 1] if i else 0:self._ends_at[i]])
 
     def _index(self) -> Sequence[int]:
         if self._sorted:
@@ -91,8 +87,8 @@ class RecorderListing:
 
     def _find(self, name: bytes) -> int | None:
         order = self._index()
-        at = bisect.bisect_right(order, name, key=self._key) - 1
-        if at >= 0 and self._key(order[at]) == name:
+        at = bisect.bisect_right(order, name, key=self._name) - 1
+        if at >= 0 and self._name(order[at]) == name:
             return order[at]
         return None
 
