@@ -196,18 +196,25 @@ class RecorderClient:
         total)` is called after each page, so a caller bounding the whole listing can
         renew its deadline on progress instead of giving it all one budget."""
         out: list[RecordingInfo] = []
+        await self.read_recordings(out.extend, on_page)
+        return out
+
+    async def read_recordings(self, take: Callable[[tuple[RecordingInfo, ...]], None],
+                              on_page: Callable[[int, int], None] | None = None) -> int:
+        """As `list_recordings`, each page's entries handed to `take` as it arrives
+        (nothing kept: a long listing need not be held whole); returns the count."""
         offset = 0
         while True:
             page = await self._call(ListRecordings(offset, PAGE_LIMIT))
             if page.total > MAX_LISTING:
                 raise ProtocolError(f"device claims {page.total} recordings; at most"
                                     f" {MAX_LISTING} are accepted")
-            out.extend(page.entries)
+            take(page.entries)
             offset += len(page.entries)
             if on_page is not None:
                 on_page(offset, page.total)
             if not page.entries or offset >= page.total:
-                return out
+                return offset
 
     async def delete_recording(self, name: bytes, size: int, blake3_digest: bytes) -> None:
         """Guarded delete; DeviceError(NOT_FOUND / MISMATCH) unless name, size, hash match."""

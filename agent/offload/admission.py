@@ -4,9 +4,10 @@ promise, so two recorders cannot both be admitted into the same free space."""
 from __future__ import annotations
 
 import asyncio
+from array import array
 from dataclasses import dataclass
 
-from agent.offload.items import Item
+from agent.offload.items import Items
 from agent.offload.storefs import free_bytes
 from agent.offload.summary import FileProblem, OffloadSummary
 from agent.offload.walk import SourceFile
@@ -19,8 +20,8 @@ SPARSE_SLACK = 1 << 20  # allocation may trail the size by this much (inline dat
 @dataclass(frozen=True, slots=True)
 class Admitted:
     token: int  # this offload's promise in the ledger of promises
-    items: list[Item]  # admitted, in listing order
-    left: list[Item]  # left out for lack of room
+    items: array[int]  # indices (in `Items`) of the files admitted, in listing order
+    left: int  # how many were left out for lack of room
     full: str  # what to say about those left out ("" when none)
 
 
@@ -44,25 +45,26 @@ class Promises:
         self._lock = asyncio.Lock()
         self._reserved: dict[int, int] = {}
 
-    async def admit(self, items: list[Item], capacity: int,
+    async def admit(self, items: Items, capacity: int,
                     summary: OffloadSummary) -> Admitted:
-        """Per file: the impossible are refused, the rest admitted in order while they fit.
+        """Per file not stored yet: the impossible are refused, the rest admitted in order
+        while they fit.
 
         An impossible file (larger than the recorder's whole storage, or sparse and larger
         than the dock could take) is the recorder's fault and never blocks the others.
         """
         p = self._plant
         reserve = p.settings.reserve_mib << 20
-        sizes_known = any(i.file.blocks > 0 for i in items)
+        sizes_known = any(f.blocks > 0 for f in items.files)
         async with self._lock:
             free = await p.workers.call(free_bytes, p.store)
             others = sum(self._reserved.values())
             held = p.db.reserve.shortfall()  # given back on a full disk: not free
             room = free - reserve - others - held
-            admitted, left, need = self._fit(items, capacity, room, sizes_known, summary)
-            missing = sum(i.still_needed() for i in left)
+            admitted, (left, missing), need = self._fit(items, capacity, room, sizes_known,
+                                                        summary)
             summary.bytes_needed, summary.bytes_free = need + missing, free
-            full = (f"dock storage full: {len(left)} files ({missing} bytes) do not fit:"
+            full = (f"dock storage full: {left} files ({missing} bytes) do not fit:"
                     f" {need + missing} bytes to store + {reserve} reserve + {others}"
                     f" promised to other bays"
                     + (f" + {held} kept for the custody database" if held else "")
@@ -72,12 +74,14 @@ class Promises:
             return Admitted(token, admitted, left, full)
 
     @staticmethod
-    def _fit(items: list[Item], capacity: int, room: int, sizes_known: bool,
-             summary: OffloadSummary) -> tuple[list[Item], list[Item], int]:
-        admitted: list[Item] = []
-        left: list[Item] = []
-        need = 0
-        for item in items:
+    def _fit(items: Items, capacity: int, room: int, sizes_known: bool,
+             summary: OffloadSummary) -> tuple[array[int], tuple[int, int], int]:
+        """(admitted indices, (files left out, their bytes), bytes needed)."""
+        admitted = array("L")
+        left = missing = need = 0
+        for i, item in enumerate(items):
+            if item.stored is not None or item.reappeared is not None:
+                continue  # already stored: nothing to admit
             why = impossible(item.file, capacity, room, sizes_known)
             if why is not None:
                 size = item.file.size  # as claimed: may exceed what JSON carries
@@ -86,11 +90,11 @@ class Promises:
                 continue
             n = item.still_needed()
             if n > 0 and need + n > room:
-                left.append(item)
+                left, missing = left + 1, missing + n
                 continue
             need += n
-            admitted.append(item)
-        return admitted, left, need
+            admitted.append(i)
+        return admitted, (left, missing), need
 
     def promise(self, token: int, n: int) -> None:
         """What is still promised to this offload (set between files, by the loop)."""

@@ -80,10 +80,12 @@ class AfterCommit:
         changed = r.changed
         if changed is None and prev is not None:
             changed = f"content differs from the copy stored earlier (file {prev.id})"
-        run.summary.stored.append(StoredFile(
-            c.item.file.relpath, c.journal.stored_relpath, r.size, r.digest.hex(),
-            r.resumed_from, c.late, changed, c.item.times.source, verified,
-        ))
+        name = c.item.file.relpath
+        officer = run.ctx.identity_for(name).officer_no  # who it is filed under
+        run.summary.add_stored(StoredFile(
+            name, c.journal.stored_relpath, r.size, r.digest.hex(), r.resumed_from, c.late,
+            changed, c.item.times.source, verified,
+        ), other_officer=officer if officer != run.ctx.identity.officer_no else None)
         if (run.wiper is not None and self._plant.settings.wipe_after_offload
                 and run.summary.outcome == "complete" and changed is None):
             if verified is None:  # not verified under the verify mode: a wipe still needs it

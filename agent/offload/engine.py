@@ -36,7 +36,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -49,7 +49,8 @@ from agent.offload.buffers import BufferPool, pool_shape
 from agent.offload.errors import OffloadError
 from agent.offload.filecopy import FileCopy, Source, StopOffload
 from agent.offload.identify import identify, plan
-from agent.offload.items import Item, TimeClaims
+from agent.offload.items import Items, TimeClaims
+from agent.offload.listing import ListedTimes
 from agent.offload.policy import DeadlinePolicy, Wiper
 from agent.offload.progress import ProgressTracker
 from agent.offload.storefs import discard, orphan_partials
@@ -156,7 +157,7 @@ class Offloader:
         ctx: DockingContext,
         source_root: Path,
         *,
-        recordings: Mapping[bytes, tuple[int, int]] | None = None,
+        recordings: ListedTimes | None = None,
         wiper: Wiper | None = None,
         on_progress: Callable[[OffloadProgress], None] | None = None,
     ) -> OffloadSummary:
@@ -194,7 +195,7 @@ class Offloader:
 
     async def _offload(
         self, run: Run, source_root: Path,
-        recordings: Mapping[bytes, tuple[int, int]] | None,
+        recordings: ListedTimes | None,
         on_progress: Callable[[OffloadProgress], None] | None,
     ) -> OffloadSummary:
         summary, call = run.summary, self._plant.workers.call
@@ -211,11 +212,11 @@ class Offloader:
         summary.failed = [FileProblem(u.relpath, u.reason) for u in listing.unreadable]
         crashpoint.reached("offload_started")
         items = await self._look(run, root, listing, recordings)
-        summary.already_stored = [i.file.relpath for i in items
-                                  if i.stored is not None or i.reappeared is not None]
-        todo = [i for i in items if i.stored is None and i.reappeared is None]
-        admitted = await self._promises.admit(todo, capacity, summary)
-        tracker = ProgressTracker(run.ctx, sum(i.file.size for i in admitted.items),
+        del listing  # its files live on in `items`
+        summary.already_stored.extend(i.file.relpath for i in items.kept()
+                                      if i.stored is not None or i.reappeared is not None)
+        admitted = await self._promises.admit(items, capacity, summary)
+        tracker = ProgressTracker(run.ctx, sum(items.files[i].size for i in admitted.items),
                                   len(admitted.items))
         ticker = None if on_progress is None else asyncio.create_task(
             _tick(tracker, on_progress))
@@ -233,31 +234,33 @@ class Offloader:
         return summary
 
     async def _look(self, run: Run, root: bytes, listing: Scan,
-                    recordings: Mapping[bytes, tuple[int, int]] | None) -> list[Item]:
+                    recordings: ListedTimes | None) -> Items:
         """What each listed file is to the dock (reading the recorder takes a slot)."""
         serial, claims = run.ctx.identity.serial, TimeClaims(recordings, current_us())
-        items = [Item(f, claims) for f in listing.files]
+        items = Items(listing.files, claims)
         async with self._slots:  # reading the recorder counts against max_concurrent
             await self._wipes.settle(root, serial, listing, run.summary, run.stop)
             await self._plant.db.read(lambda conn: plan(conn, serial, items))
-            for item in items:
+            for item in items.kept():
                 if item.versions:
                     await identify(self._plant, root, item, run.stop, run.summary)
+                    item.versions = ()  # decided: only the rows it matched stay held
         return items
 
-    async def _copy_all(self, run: Run, source: Source, items: list[Item],
+    async def _copy_all(self, run: Run, source: Source, items: Items,
                         admitted: Admitted, tracker: ProgressTracker) -> None:
         """Copy the admitted files in order; then wipe what earlier dockings stored."""
-        todo, token = admitted.items, admitted.token
+        token = admitted.token
         after = AfterCommit(self._plant, self._wipes, run)
         copy = FileCopy(self._plant, run.ctx, source, tracker, after, run,
                         lambda n: self._promises.spend(token, n))
         # What is still promised after each file (bytes written count down as they land);
         # a file's need is taken before its copy starts, as admission counted it.
-        later = sum(item.still_needed() for item in todo)
+        later = sum(items[i].still_needed() for i in admitted.items)
         try:
             async with self._slots:
-                for item in todo:
+                for i in admitted.items:
+                    item = items[i]
                     later -= item.still_needed()
                     try:
                         await copy.one(item)
@@ -273,13 +276,13 @@ class Offloader:
             await after.abort()
             raise
 
-    async def _finish_wipes(self, run: Run, items: list[Item], admitted: Admitted) -> None:
+    async def _finish_wipes(self, run: Run, items: Items, admitted: Admitted) -> None:
         summary = run.summary
         if admitted.left and summary.outcome == "complete":
             summary.outcome = "storage_full"
             summary.detail = admitted.full
         if summary.outcome == "complete":
-            for item in items:
+            for item in items.kept():  # only a kept item can be stored already
                 if item.stored is not None:
                     await self._wipes.wipe_stored(run.ctx.identity.serial, item, summary,
                                                   run.wiper, run.stop, run.claims)

@@ -10,7 +10,7 @@ import threading
 
 from agent.offload import pending
 from agent.offload.errors import OffloadError
-from agent.offload.items import Item
+from agent.offload.items import Item, Items
 from agent.offload.rehash import hash_fd
 from agent.offload.summary import FileProblem, OffloadSummary
 from agent.offload.walk import open_source
@@ -18,12 +18,16 @@ from agent.offload.workers import Plant
 from agent.store.evidence import stored_versions
 
 
-def plan(conn: sqlite3.Connection, serial: str, items: list[Item]) -> None:
-    """Attach each file's stored versions and its pending copy (if any)."""
+def plan(conn: sqlite3.Connection, serial: str, items: Items) -> None:
+    """Keep the item of each file with stored versions or a pending copy, with them."""
     rows = pending.for_recorder(conn, serial)
-    for item in items:
-        item.versions = tuple(stored_versions(conn, serial, item.file.relpath))
-        item.journal = rows.get(item.file.relpath)
+    files = items.files
+    for i in range(len(files)):
+        relpath = files.relpath(i)
+        versions = tuple(stored_versions(conn, serial, relpath))
+        journal = rows.get(relpath)
+        if versions or journal is not None:
+            items.keep(i, versions, journal)
 
 
 async def hash_source(plant: Plant, root: bytes, relpath: bytes, size: int,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.offload.copyjob import CopyResult
+from agent.offload.listing import ListedTimes
 from agent.offload.pending import JournalEntry
 from agent.offload.times import RecordingTimes, decide
-from agent.offload.walk import SourceFile
+from agent.offload.walk import FileList, SourceFile
 from agent.store.evidence import StoredFile as IndexedFile
 
 
@@ -19,7 +20,7 @@ class TimeClaims:
     all its items): the recorder's listing, path relative to the storage root (or base
     name) -> (start_ms, end_ms), and the dock's clock when the offload started."""
 
-    recordings: Mapping[bytes, tuple[int, int]] | None
+    recordings: ListedTimes | None
     now_us: int
 
     def times(self, f: SourceFile) -> RecordingTimes:
@@ -63,6 +64,38 @@ class Item:
         """The stored copy this one is a new version of (None when the content is the same)."""
         prev = self.previous
         return prev if prev is not None and prev.blake3_hex != result.digest.hex() else None
+
+
+class Items:
+    """Every listed file of one offload as an `Item`, made when asked for. Only the items
+    the dock knows something about (stored versions, a pending copy: `keep`) are held;
+    every other file is just its packed entry in the walk's `FileList`, so an offload of
+    many new files holds no record per file."""
+
+    def __init__(self, files: FileList, claims: TimeClaims) -> None:
+        self.files = files
+        self._claims = claims
+        self._kept: dict[int, Item] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Item:
+        kept = self._kept.get(i)
+        return kept if kept is not None else Item(self.files[i], self._claims)
+
+    def __iter__(self) -> Iterator[Item]:
+        return (self[i] for i in range(len(self)))
+
+    def keep(self, i: int, versions: tuple[IndexedFile, ...],
+             journal: JournalEntry | None) -> Item:
+        """Hold file `i`'s item with what the index and the journal know of it."""
+        item = self._kept[i] = Item(self.files[i], self._claims, journal, versions=versions)
+        return item
+
+    def kept(self) -> list[Item]:
+        """The items held (see `keep`), in listing order."""
+        return [self._kept[i] for i in sorted(self._kept)]
 
 
 @dataclass(frozen=True, slots=True)

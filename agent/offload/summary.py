@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
+T = TypeVar("T")
 Outcome = Literal["complete", "interrupted", "storage_full", "store_error"]
 
 
@@ -48,28 +49,79 @@ class StoredFile:
     verified: bool | None  # None: not re-read (verify mode)
 
 
+KEPT_MAX = 100  # stored / already stored / wiped files a summary keeps by name
+NAMED_MAX = 50  # files named per kind that a person reads (late, changed, failed checks)
+
+
+class HeadList(list[T]):
+    """The first `limit` entries appended (in order) and the count of all (`total`).
+
+    A summary must not grow with the number of files a recorder holds: what the session
+    and a person need of twenty thousand stored files is their count and a few names
+    (every file has its own ledger entry and index row)."""
+
+    def __init__(self, limit: int = KEPT_MAX) -> None:
+        super().__init__()
+        self.limit = limit
+        self.total = 0
+
+    def append(self, value: T, /) -> None:
+        self.total += 1
+        if len(self) < self.limit:
+            super().append(value)
+
+    def extend(self, values: Iterable[T], /) -> None:
+        for value in values:
+            self.append(value)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every entry appended is kept."""
+        return self.total == len(self)
+
+
 @dataclass(slots=True)
 class OffloadSummary:
+    """What one offload did. Files stored, already stored and wiped are counted exactly
+    and kept by name only up to `KEPT_MAX` (`HeadList`); what a session turns into faults
+    is kept as it needs it: the problem lists whole (each entry is recorded), and the
+    first `NAMED_MAX` of the late, changed, unverified and otherwise-filed stored files."""
+
     outcome: Outcome
     detail: str = ""
-    stored: list[StoredFile] = field(default_factory=list)
-    already_stored: list[bytes] = field(default_factory=list)
+    stored: HeadList[StoredFile] = field(default_factory=HeadList)
+    already_stored: HeadList[bytes] = field(default_factory=HeadList)
     failed: list[FileProblem] = field(default_factory=list)  # faults: not stored, not wiped
     refused: list[FileProblem] = field(default_factory=list)  # hostile entries
-    wiped: list[bytes] = field(default_factory=list)
+    wiped: HeadList[bytes] = field(default_factory=HeadList)
     wipe_failed: list[FileProblem] = field(default_factory=list)
     restarted: list[FileProblem] = field(default_factory=list)  # partials found unusable
     bytes_copied: int = 0  # copied in this session
     bytes_needed: int = 0  # what admission asked for (without the reserve)
     bytes_free: int = 0  # free space on the store at admission
+    resumed_bytes: int = 0  # of the stored files, taken over from interrupted copies
+    late: HeadList[StoredFile] = field(
+        default_factory=lambda: HeadList(NAMED_MAX))
+    changed: HeadList[StoredFile] = field(
+        default_factory=lambda: HeadList(NAMED_MAX))
+    verify_failed: HeadList[StoredFile] = field(
+        default_factory=lambda: HeadList(NAMED_MAX))
+    # stored under the officer its name carries, not the docking's officer record
+    other_officer: HeadList[tuple[StoredFile, str]] = field(
+        default_factory=lambda: HeadList(NAMED_MAX))
     # Complete lists recorded in the ledger ("entry_list" entries) when a list is longer
     # than a fault can name: list name ("refused", "failed", "wipe_failed") -> ledger seqs
     listed: dict[str, list[int]] = field(default_factory=dict)
 
-    @property
-    def changed(self) -> list[StoredFile]:
-        return [f for f in self.stored if f.changed is not None]
-
-    @property
-    def verify_failed(self) -> list[StoredFile]:
-        return [f for f in self.stored if f.verified is False]
+    def add_stored(self, f: StoredFile, other_officer: str | None = None) -> None:
+        """Count one committed file into every tally it belongs to."""
+        self.stored.append(f)
+        self.resumed_bytes += f.resumed_from
+        if f.late:
+            self.late.append(f)
+        if f.changed is not None:
+            self.changed.append(f)
+        if f.verified is False:
+            self.verify_failed.append(f)
+        if other_officer is not None:
+            self.other_officer.append((f, other_officer))

@@ -10,10 +10,12 @@ too, and the final `fstat` must still show a regular file.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import stat
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from agent.offload.errors import SourceRefusedError
@@ -68,11 +70,73 @@ class Unreadable:
     reason: str
 
 
+class FileList:
+    """The regular files of a walk, packed: paths one after the other in one byte string,
+    sizes, modification times and block counts in typed arrays (some 40 bytes plus the
+    path per file, where a record per file costs some 200). A `SourceFile` is made when
+    one is asked for. Values a 64-bit array cannot hold (a hostile filesystem's) are kept
+    aside exactly as they were read."""
+
+    def __init__(self) -> None:
+        self._paths = bytearray()
+        self._ends = array("Q")  # offset in `_paths` just after each path
+        self._numbers = (array("q"), array("q"), array("q"))  # size, mtime_ns, blocks
+        self._wide: dict[tuple[int, int], int] = {}  # (file, field) -> value out of range
+
+    def append(self, f: SourceFile) -> None:
+        i = len(self._ends)
+        for field_no, value in enumerate((f.size, f.mtime_ns, f.blocks)):
+            try:
+                self._numbers[field_no].append(value)
+            except OverflowError:
+                self._numbers[field_no].append(0)
+                self._wide[i, field_no] = value
+        self._paths += f.relpath
+        self._ends.append(len(self._paths))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def relpath(self, i: int) -> bytes:
+        return bytes(self._paths[self._ends[i - 1] if i else 0:self._ends[i]])
+
+    def _number(self, i: int, field_no: int) -> int:
+        return self._wide.get((i, field_no), self._numbers[field_no][i])
+
+    def __getitem__(self, i: int) -> SourceFile:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return SourceFile(self.relpath(i), self._number(i, 0), self._number(i, 1),
+                          self._number(i, 2))
+
+    def __iter__(self) -> Iterator[SourceFile]:
+        return (self[i] for i in range(len(self)))
+
+    def sorted(self) -> FileList:
+        """The same files in path order (the order an offload takes them in)."""
+        if all(self.relpath(i - 1) <= self.relpath(i) for i in range(1, len(self))):
+            return self
+        out = FileList()
+        for i in sorted(range(len(self)), key=self.relpath):
+            out.append(self[i])
+        return out
+
+    def find(self, relpath: bytes) -> SourceFile | None:
+        """The file of that path, in a list in path order (as `scan` gives it)."""
+        at = bisect.bisect_left(range(len(self)), relpath, key=self.relpath)
+        return self[at] if at < len(self) and self.relpath(at) == relpath else None
+
+
 @dataclass(slots=True)
 class Scan:
-    files: list[SourceFile]
+    files: FileList  # in path order
     refused: list[Refused]
     unreadable: list[Unreadable]
+
+    def find(self, relpath: bytes) -> SourceFile | None:
+        """The listed file of that path (None when it is not listed)."""
+        return self.files.find(relpath)
 
     def covers_unread(self, relpath: bytes) -> bool:
         """Whether `relpath` is, or lies below, an entry that could not be read: its
@@ -96,7 +160,7 @@ def scan(root: bytes, footage_dirs: Sequence[str]) -> Scan:
     Directories are walked by descriptor (`openat` one component at a time), so neither
     a symlink swapped in nor a path longer than PATH_MAX can make the walk fail.
     """
-    out = Scan([], [], [])
+    out = Scan(FileList(), [], [])
     rfd = os.open(root, _DIR_FLAGS)
     try:
         for top in footage_dirs:
@@ -107,7 +171,7 @@ def scan(root: bytes, footage_dirs: Sequence[str]) -> Scan:
             _scan_top(rfd, rel_top, out)
     finally:
         os.close(rfd)
-    out.files.sort(key=lambda f: f.relpath)
+    out.files = out.files.sorted()
     return out
 
 
@@ -161,11 +225,11 @@ def _scan_dir(dfd: int, rel: bytes, depth: int, out: Scan) -> None:
         out.refused.append(Refused(rel, "directory nesting too deep"))
         return
     # Each entry is reduced to what the walk needs while the directory is read: a regular
-    # file with a safe name becomes its final record at once (`out.files` is sorted at the
-    # end), and no `stat_result` (some twenty objects) outlives its entry. So a directory
-    # of many files costs one small record per file, not a transient heap of stat results
-    # and names the allocator cannot give back. The rest (directories, refusals, errors:
-    # few) is handled in name order below.
+    # file with a safe name is packed into `out.files` at once (sorted at the end), and no
+    # `stat_result` (some twenty objects) outlives its entry. So a directory of many files
+    # costs a few packed bytes per file, not a record per file or a transient heap of stat
+    # results and names the allocator cannot give back. The rest (directories, refusals,
+    # errors: few) is handled in name order below.
     others: list[tuple[bytes, _Entry]] = []
     try:
         with os.scandir(dfd) as it:

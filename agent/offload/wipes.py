@@ -64,7 +64,7 @@ class Wipes:
         if not claims:
             return
         try:
-            present = set(await wiper.listed())
+            present = await wiper.listed()  # kept as the wiper gives it (compact)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -103,9 +103,10 @@ class Wipes:
         nothing by its absence: its intent stays undecided.
         """
         p = self._plant
-        present = {f.relpath: f for f in listing.files}
-        refused = {r.relpath for r in listing.refused}
         intents = await p.db.read(lambda c: pending.wipe_intents(c, serial))
+        if not intents:
+            return
+        refused = {r.relpath for r in listing.refused}
         walked = {os.fsencode(d.strip("/")) for d in p.settings.footage_dirs}
         for intent in intents:
             name = intent.source_name
@@ -113,7 +114,7 @@ class Wipes:
                 continue  # not looked at this time (footage_dirs changed): decide later
             if listing.covers_unread(name) or name in refused:
                 continue  # could not be looked at this time: decide later
-            how = await self._how_deleted(root, intent, present.get(name), stop)
+            how = await self._how_deleted(root, intent, listing.find(name), stop)
             if how is False:
                 continue  # unreadable now: decide later
             await p.db.write(partial(self._settle_intent, intent=intent, how=how))

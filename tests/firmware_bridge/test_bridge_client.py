@@ -102,6 +102,20 @@ async def test_list_recordings_pages(authed: RecorderClient, recorder: MemoryRec
     assert recorder.calls.count("list_recordings") >= 4  # 1001 / 256 per page
 
 
+async def test_read_recordings_hands_over_each_page_as_it_arrives(
+        authed: RecorderClient, recorder: MemoryRecorder) -> None:
+    for i in range(600):
+        recorder.add_file(f"DCIM/F{i:04d}.MP4".encode(), b"x")
+    pages: list[tuple[m.RecordingInfo, ...]] = []
+    seen: list[tuple[int, int]] = []
+    count = await authed.read_recordings(pages.append,
+                                         lambda got, total: seen.append((got, total)))
+    assert count == len(recorder.files) and len(pages) >= 3
+    assert all(0 < len(p) <= 256 for p in pages)
+    assert [r.name for p in pages for r in p] == sorted(recorder.files)
+    assert [got for got, _ in seen] == [sum(map(len, pages[:n + 1])) for n in range(len(pages))]
+
+
 async def test_list_recordings_reports_each_page(authed: RecorderClient,
                                                  recorder: MemoryRecorder) -> None:
     for i in range(600):

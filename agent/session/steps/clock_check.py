@@ -29,6 +29,7 @@ class ClockUnit:
         ctx.advance(State.CLOCK_CHECKED)
         if ctx.carry.field_events is not None:
             await record_field_events(ctx, ctx.carry.field_events)
+            ctx.carry.field_events = None  # recorded: not held through the offload
 
 
 async def _samples(ctx: SessionContext, link: RecorderLink) -> list[ClockSample]:

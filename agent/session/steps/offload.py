@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 
 from agent.devices.events import BlockStorage, DirectoryStorage, StorageRef
@@ -15,6 +14,7 @@ from agent.docking_state import OffloadProgressFacts, OffloadResult
 from agent.domain import DockingContext
 from agent.offload import OffloadProgress, OffloadSummary
 from agent.offload.errors import StoreFullError
+from agent.offload.listing import RecorderListing
 from agent.session.context import SessionContext
 from agent.session.errors import SessionFailure
 from agent.session.recorder_link import RecorderLink
@@ -24,7 +24,7 @@ from agent.session.steps.offload_faults import text as _text
 from agent.store.db import DatabaseFull
 from agent.store.faults import FaultCode as FC
 from agent.store.ledger import entries as ledger_entries
-from firmware_bridge.messages import DeleteRecording, RecordingInfo, SetMassStorage
+from firmware_bridge.messages import DeleteRecording, SetMassStorage
 
 MASS_STORAGE_TIMEOUT_S = SetMassStorage.POLICY.min_timeout_s  # the bridge's floor
 DELETE_TIMEOUT_S = DeleteRecording.POLICY.min_timeout_s  # the device hashes the file
@@ -39,16 +39,25 @@ _OUTCOME_FAULT: dict[str, FC] = {
 class OffloadUnit:
     async def run(self, ctx: SessionContext) -> None:
         if ctx.storage_only:
-            await mount_and_offload(ctx, await wait_storage(ctx), [], None)
+            await mount_and_offload(ctx, await wait_storage(ctx), None, None)
             return
         link = ctx.require_link()
-        recordings = await ctx.call_paged("list recordings", link.list_recordings,
-                                          FC.STORAGE_ERROR)
+        recordings = await read_listing(ctx, link)
         ctx.res.unlocked = True  # set first: a cancelled unlock may still have happened
         await ctx.call("unlock storage", link.set_mass_storage(True), FC.STORAGE_ERROR,
                        floor=MASS_STORAGE_TIMEOUT_S)
         ctx.advance(State.STORAGE_UNLOCKED)
         await mount_and_offload(ctx, await wait_storage(ctx), recordings, link)
+
+
+async def read_listing(ctx: SessionContext, link: RecorderLink) -> RecorderListing:
+    """The recorder's listing, packed page by page as it arrives (never held whole as
+    records: a recorder may list a million files)."""
+    listing = RecorderListing()
+    await ctx.call_paged("list recordings",
+                         lambda on_page: link.read_recordings(listing.add, on_page),
+                         FC.STORAGE_ERROR)
+    return listing
 
 
 async def wait_storage(ctx: SessionContext) -> StorageRef:
@@ -82,7 +91,7 @@ async def _mount(ctx: SessionContext, storage: StorageRef) -> Path:
 
 
 async def mount_and_offload(ctx: SessionContext, storage: StorageRef,
-                            recordings: Sequence[RecordingInfo],
+                            recordings: RecorderListing | None,
                             link: RecorderLink | None) -> None:
     root = await _mount(ctx, storage)
     if isinstance(storage, BlockStorage) and not storage_still_belongs(storage):
@@ -109,14 +118,15 @@ async def mount_and_offload(ctx: SessionContext, storage: StorageRef,
             detail["bytes_needed"] = summary.bytes_needed
         raise SessionFailure(code, f"offload {summary.outcome}: {summary.detail}".rstrip(": "),
                              detail=detail)
-    ctx.machine.offload_settled(verified=not summary.failed and not summary.verify_failed)
+    ctx.machine.offload_settled(verified=not summary.failed
+                                and not summary.verify_failed.total)
     ctx.facts.done.append("offloaded")
     await asyncio.wait_for(ctx.deps.mounter.unmount(ctx.key), ctx.deps.mount_timeout_s)
     ctx.res.mounted = False
     ctx.facts.done.append("unmounted")
 
 
-async def _offload(ctx: SessionContext, root: Path, recordings: Sequence[RecordingInfo],
+async def _offload(ctx: SessionContext, root: Path, recordings: RecorderListing | None,
                    link: RecorderLink | None) -> OffloadSummary:
     identity = ctx.require_identity()
     pattern = ctx.deps.recorder.officer_in_name
@@ -126,7 +136,6 @@ async def _offload(ctx: SessionContext, root: Path, recordings: Sequence[Recordi
                           officer_in_name=re.compile(pattern) if pattern else None)
     ctx.carry.offload_ctx = dctx
     wiper = _LinkWiper(link, ctx) if link is not None else None
-    listing = {r.name: (r.start_ms, r.end_ms) for r in recordings}
 
     def on_progress(p: OffloadProgress) -> None:
         ctx.facts.progress = progress_facts(p)
@@ -134,7 +143,7 @@ async def _offload(ctx: SessionContext, root: Path, recordings: Sequence[Recordi
 
     try:
         return await ctx.deps.offloader.offload(
-            dctx, root, recordings=listing, wiper=wiper, on_progress=on_progress
+            dctx, root, recordings=recordings, wiper=wiper, on_progress=on_progress
         )
     except asyncio.CancelledError:
         raise
@@ -169,20 +178,18 @@ class _LinkWiper:
                              self._link.delete_recording(name, size, blake3_digest),
                              floor=DELETE_TIMEOUT_S)
 
-    async def listed(self) -> set[bytes]:
+    async def listed(self) -> RecorderListing:
         """The recorder's listing asked again: confirms what its deletes claimed."""
-        return {r.name for r in await self._ctx.call("list recordings",
-                                                     self._link.list_recordings())}
+        return await read_listing(self._ctx, self._link)
 
 
 def summary_facts(s: OffloadSummary) -> OffloadResult:
     """The outcome of an offload, for the undocked record and the snapshot."""
     return OffloadResult(
-        outcome=s.outcome, detail=s.detail, stored=len(s.stored),
-        already_stored=len(s.already_stored), failed=len(s.failed), refused=len(s.refused),
-        wiped=len(s.wiped), wipe_failed=len(s.wipe_failed),
-        late=sum(1 for f in s.stored if f.late), changed=len(s.changed),
-        bytes_copied=s.bytes_copied, resumed_bytes=sum(f.resumed_from for f in s.stored),
+        outcome=s.outcome, detail=s.detail, stored=s.stored.total,
+        already_stored=s.already_stored.total, failed=len(s.failed), refused=len(s.refused),
+        wiped=s.wiped.total, wipe_failed=len(s.wipe_failed), late=s.late.total,
+        changed=s.changed.total, bytes_copied=s.bytes_copied, resumed_bytes=s.resumed_bytes,
     )
 
 

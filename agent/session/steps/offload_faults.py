@@ -36,37 +36,39 @@ async def summary_faults(ctx: SessionContext, s: OffloadSummary) -> None:
                 detail["complete_list"] = {"ledger_kind": "entry_list",
                                            "ledger_seqs": s.listed[_LISTS[code]]}
             await ctx.fault(code, f"{len(problems)} {what}", severity, detail)
-    late = [f for f in s.stored if f.late]
-    if late and ctx.facts.identity is not None:
+    late = s.late
+    if late.total and ctx.facts.identity is not None:
         serial, officer = ctx.who()
         await ctx.records.past_fault(
-            FC.LATE_OFFLOAD, f"{len(late)} files stored after their deadline",
+            FC.LATE_OFFLOAD, f"{late.total} files stored after their deadline",
             recorder=serial, officer=officer, severity="warning",
-            detail={"files": [{"name": text(f.name), "stored_relpath": f.stored_relpath}
+            detail={"count": late.total,  # each has its "offloaded" entry (late: true)
+                    "files": [{"name": text(f.name), "stored_relpath": f.stored_relpath}
                               for f in late[:50]]})
     bad = s.verify_failed
-    if bad:
-        await ctx.fault(FC.VERIFY_FAILED, f"{len(bad)} stored files failed verification",
-                        "error", {"count": len(bad),  # each has its "verified" entry
+    if bad.total:
+        await ctx.fault(FC.VERIFY_FAILED, f"{bad.total} stored files failed verification",
+                        "error", {"count": bad.total,  # each has its "verified" entry
                                   "files": [f.stored_relpath for f in bad[:50]]})
 
 
 async def officer_disagreements(ctx: SessionContext, s: OffloadSummary) -> None:
     """Files whose names carry another officer than the record read at docking were
-    filed under the name's officer (`DockingContext.identity_for`); say so, once."""
+    filed under the name's officer (`DockingContext.identity_for`); say so, once (the
+    first 50 named, each file's own "offloaded" entry names its officer)."""
     dctx = ctx.carry.offload_ctx
-    if dctx is None:
+    if dctx is None or not s.other_officer.total:
         return
     docking_officer = dctx.identity.officer_no
+    count = s.other_officer.total
     files = [{"name": text(f.name), "name_hex": f.name.hex(), "officer_no": officer,
               "stored_relpath": f.stored_relpath}
-             for f in s.stored
-             if (officer := dctx.identity_for(f.name).officer_no) != docking_officer]
-    if files:
-        names = sorted({str(f["officer_no"]) for f in files})
-        await ctx.fault(
-            FC.OFFICER_MISMATCH,
-            f"{len(files)} files name officer {', '.join(names)} but the recorder's"
-            f" officer record at docking was {docking_officer or '(none)'}; filed under"
-            " the officer in the file name", "warning",
-            {"docking_officer": docking_officer, "files": files})
+             for f, officer in s.other_officer[:50]]
+    names = sorted({str(f["officer_no"]) for f in files})
+    more = "" if s.other_officer.complete else " and others"
+    await ctx.fault(
+        FC.OFFICER_MISMATCH,
+        f"{count} files name officer {', '.join(names)}{more} but the recorder's"
+        f" officer record at docking was {docking_officer or '(none)'}; filed under"
+        " the officer in the file name", "warning",
+        {"docking_officer": docking_officer, "count": count, "files": files})
