@@ -23,6 +23,12 @@ process's user+sys seconds per GiB over the offload (`cpu_s_per_gib`) against `b
 `cp` of the same files (`cpu_ratio`; null without `b3sum`). `fairness` is the slowest
 bay's rate over the fastest's (each bay: bytes / time from the first plug to its release).
 
+The aggregate against its goal: `aggregate_goal_mb_s` is min(recorders x recorder rate,
+the single-stream `dd_direct_mb_s` of the same rounds), whichever is measured, and
+`ratio_goal` the agent's rate over it; `steady_mb_s` is the rate between the first and the
+last MiB this process wrote (`steady_seconds`; `steady_ratio_goal` over the goal), which
+leaves out the start-up of every session and the slowest bay's tail.
+
 `--verify both` adds, in every round, an agent run with `verify = "always"` on the same
 files (`verify_on_mb_s`; `verify_ratio` is it over the verify-off `agent_mb_s` of the same
 rounds). `--source-dir` puts the recorders' footage on another filesystem (a dock reads
