@@ -14,7 +14,14 @@ import pytest
 
 from agent.offload import Offloader
 from agent.offload.buffers import BufferPool
-from agent.offload.bulkthreads import bulk_nice_target, lower_priority, thread_nice
+from agent.offload.bulkthreads import (
+    BULK_NICE,
+    BULK_POLICY,
+    bulk_nice_target,
+    lower_priority,
+    thread_nice,
+    thread_policy,
+)
 from agent.store.db import Database
 
 from .offload_helpers import check_store_invariants, ctx, make_footage
@@ -31,14 +38,14 @@ async def test_bulk_threads_run_below_the_loop_and_the_database_writer(
     make_offloader: Callable[..., Offloader], source: Path, db: Database, store: Path,
     db_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seen: dict[str, set[int]] = {}
+    seen: dict[str, set[tuple[int, int]]] = {}
     lock = threading.Lock()
     acquire, release = BufferPool.acquire, BufferPool.release
 
     def note() -> None:
         name = threading.current_thread().name.rstrip("_0123456789")
         with lock:
-            seen.setdefault(name, set()).add(thread_nice())
+            seen.setdefault(name, set()).add((thread_nice(), thread_policy()))
 
     def noting_acquire(self: BufferPool, stop: threading.Event) -> mmap.mmap | None:
         note()
@@ -57,31 +64,32 @@ async def test_bulk_threads_run_below_the_loop_and_the_database_writer(
     assert len(check_store_invariants(db_path, store)) == 2
 
     target = bulk_nice_target()
-    assert target == min(19, _process_nice() + 10)
+    assert target == min(19, _process_nice() + BULK_NICE)
     # the copy threads, their writer threads and the verification's reader threads
     assert {"offload", "offload-writer", "offload-readback"} <= set(seen)
-    assert all(nices == {target} for nices in seen.values()), seen
-    # the control path keeps the process's priority
-    assert thread_nice() == _process_nice()
-    assert await db.write(lambda conn: thread_nice()) == _process_nice()
+    assert all(got == {(target, BULK_POLICY)} for got in seen.values()), seen
+    # the control path keeps the process's priority and the normal policy
+    assert (thread_nice(), thread_policy()) == (_process_nice(), os.SCHED_OTHER)
+    assert await db.write(lambda conn: (thread_nice(), thread_policy())) == (
+        _process_nice(), os.SCHED_OTHER)
 
 
 def test_lowering_is_idempotent_and_only_for_the_calling_thread() -> None:
-    got: list[int] = []
+    got: list[tuple[int, int]] = []
 
     def bulk() -> None:
         lower_priority()
         lower_priority()  # a second call (or an inherited value) changes nothing
-        got.append(thread_nice())
-        child = threading.Thread(target=lambda: got.append(thread_nice()))
+        got.append((thread_nice(), thread_policy()))
+        child = threading.Thread(target=lambda: got.append((thread_nice(), thread_policy())))
         child.start()  # a thread started by a bulk thread inherits its priority
         child.join(DEADLINE_S)
 
     t = threading.Thread(target=bulk)
     t.start()
     t.join(DEADLINE_S)
-    assert got == [bulk_nice_target()] * 2
-    assert thread_nice() == _process_nice()
+    assert got == [(bulk_nice_target(), BULK_POLICY)] * 2
+    assert (thread_nice(), thread_policy()) == (_process_nice(), os.SCHED_OTHER)
 
 
 def test_a_release_wakes_only_the_waiter_it_hands_the_buffer_to() -> None:
