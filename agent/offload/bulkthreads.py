@@ -15,8 +15,7 @@ bfq scheduler honours; mq-deadline and none ignore levels, and then nothing chan
 
 Raising one's own nice value and moving from SCHED_OTHER to SCHED_BATCH need no
 privilege; neither is ever undone (lowering a nice value would need it), so a thread that
-inherited both from the
-thread that started it keeps them unchanged.
+inherited both from the thread that started it keeps them unchanged.
 """
 
 from __future__ import annotations
