@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.offload import Offloader
+from agent.offload import Offloader, buffers
 from agent.offload.buffers import BufferPool
 from agent.offload.bulkthreads import (
     BULK_NICE,
@@ -118,3 +118,47 @@ def test_a_release_wakes_only_the_waiter_it_hands_the_buffer_to() -> None:
     assert served == [0] and not pool._queue
     pool.release(held)  # no waiter left: back to the free list
     assert pool.outstanding == 0
+
+
+class _Interrupted(threading.Event):
+    """A waiter's event whose wait is interrupted by an exception once `armed` is set."""
+
+    armed = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if _Interrupted.armed.wait(timeout):
+            raise RuntimeError("interrupted")
+        return False
+
+
+def test_an_interrupted_waiter_never_keeps_a_place_or_a_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = BufferPool(4096, 1)
+    stop = threading.Event()
+    held = pool.acquire(stop)
+    assert held is not None
+    errors: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            pool.acquire(stop)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    class InterruptedWaiter(buffers._Waiter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ready = _Interrupted()
+
+    monkeypatch.setattr(buffers, "_Waiter", InterruptedWaiter)
+    t = threading.Thread(target=take)
+    t.start()
+    while len(pool._queue) < 1:
+        threading.Event().wait(0.001)
+    pool.release(held)  # handed to the waiter, which is then interrupted
+    _Interrupted.armed.set()
+    t.join(DEADLINE_S)
+    assert errors and not pool._queue
+    assert pool.outstanding == 0  # passed back, not lost
+    assert pool.acquire(stop) is not None
