@@ -26,6 +26,12 @@ process's user+sys seconds per GiB over the offload (`cpu_s_per_gib`) against `b
 `cp` of the same files (`cpu_ratio`; null without `b3sum`). `fairness` is the slowest
 bay's rate over the fastest's (each bay: bytes / time from the first plug to its release).
 
+The aggregate against its goal: `aggregate_goal_mb_s` is min(recorders x recorder rate,
+the single-stream `dd_direct_mb_s` of the same rounds), whichever is measured, and
+`ratio_goal` the agent's rate over it; `steady_mb_s` is the rate between the first and the
+last MiB this process wrote (`steady_seconds`; `steady_ratio_goal` over the goal), which
+leaves out the start-up of every session and the slowest bay's tail.
+
 `--verify both` adds, in every round, an agent run with `verify = "always"` on the same
 files (`verify_on_mb_s`; `verify_ratio` is it over the verify-off `agent_mb_s` of the same
 rounds). `--source-dir` puts the recorders' footage on another filesystem (a dock reads
@@ -177,6 +183,53 @@ class _LagProbe:
             self.lags.append(max(0.0, loop.time() - t - period) * 1000)
 
 
+def _bytes_written() -> int:
+    """Bytes this process has handed to write calls so far (`wchar` of /proc/self/io):
+    the store writes, O_DIRECT ones included; the database's are a rounding error."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key == "wchar":
+                    return int(rest)
+    except OSError:
+        pass
+    return 0
+
+
+class _MovedProbe:
+    """When bytes moved: samples of the bytes written since the first plug, so the
+    aggregate can be read between the first and the last byte moved (`steady_mb_s`),
+    without the start-up of every session and the tail of the slowest."""
+
+    PERIOD_S = 0.05
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._base: int | None = None
+
+    def plugged(self) -> None:
+        self._base = _bytes_written()
+
+    async def run(self) -> None:
+        while True:
+            if self._base is not None:
+                self.samples.append((time.monotonic(), _bytes_written() - self._base))
+            await asyncio.sleep(self.PERIOD_S)
+
+    def steady(self) -> tuple[float, int] | None:
+        """(seconds, bytes) from the last sample before the first MiB was written to the
+        first sample within a MiB of the final count (the sessions' own database writes at
+        either end stay outside); None when too little was written to tell."""
+        if not self.samples or self.samples[-1][1] <= 2 * MIB:
+            return None
+        final = self.samples[-1][1]
+        first = max((i for i, (_, n) in enumerate(self.samples) if n < MIB), default=0)
+        last = next(i for i, (_, n) in enumerate(self.samples) if n >= final - MIB)
+        (t0, n0), (t1, n1) = self.samples[first], self.samples[last]
+        return (t1 - t0, n1 - n0) if t1 > t0 else None
+
+
 _STATUS_KEYS = {"VmRSS": "rss_mb", "RssAnon": "anon_mb", "RssFile": "file_mb",
                 "RssShmem": "shmem_mb"}
 
@@ -288,7 +341,7 @@ async def agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
     from agent.session.supervisor import BaySupervisor
 
     db, offloader, deps = _agent_deps(work, case)
-    probe, rss = _LagProbe(), _RssProbe()
+    probe, rss, moved = _LagProbe(), _RssProbe(), _MovedProbe()
     first: list[float] = []
     released: dict[str, float] = {}
     sim, socket_path = _start_sim(base, work, case)
@@ -304,12 +357,13 @@ async def agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
                     if not first:
                         first.append(time.monotonic())
                         probe.plugged()
+                        moved.plugged()
                     await supervisor.handle(event)
 
             background = [tg.create_task(
                 SimDeviceSource(deps.devices, socket_path).run(events.put_nowait)),
                           tg.create_task(dispatch()), tg.create_task(probe.run()),
-                          tg.create_task(rss.run())]
+                          tg.create_task(rss.run()), tg.create_task(moved.run())]
             snaps = await _until_released(supervisor, case.recorders, sim, released)
             seconds, cpu = time.monotonic() - first[0], _cpu_self() - cpu0
             sim.terminate()  # unplugs every recorder; the sessions record their undocking
@@ -333,7 +387,7 @@ async def agent_run(base: Path, work: Path, case: Case) -> dict[str, Any]:
             "files_stored": sum(int(r.get("stored", 0)) for r in results),
             "outcomes": sorted({str(r.get("outcome", r["state"])) for r in results}),
             "lags_ms": probe.lags, "idle_lags_ms": probe.idle, "bay_rates": rates,
-            "rss_peak": rss.peak}
+            "rss_peak": rss.peak, "steady": moved.steady()}
 
 
 def _generate(base: Path, recorders: int, files: int, size: int) -> list[Path]:
@@ -474,6 +528,28 @@ def _baseline_keys(case: Case, rounds: list[dict[str, Any]], agent_mb_s: float,
     }
 
 
+def _aggregate_keys(case: Case, agent: list[dict[str, Any]], agent_mb_s: float,
+                    single_stream_mb_s: float | None) -> dict[str, Any]:
+    """The aggregate against its goal, min(recorders x recorder rate, the single-stream
+    disk limit `dd_direct_mb_s` of the same rounds), whichever of the two is known; and
+    the steady-state rate between the first and the last MiB written (`steady_mb_s`), which
+    leaves out the start-up of every session and the slowest bay's tail."""
+    limits = [x for x in (case.recorders * case.rate_mb_s if case.rate_mb_s else None,
+                          single_stream_mb_s) if x]
+    goal = min(limits) if limits else None
+    steady = [a["steady"] for a in agent if a.get("steady")]
+    steady_mb_s = (statistics.median(n / t for t, n in steady) / 1e6) if steady else None
+    return {
+        "aggregate_goal_mb_s": None if goal is None else round(goal, 1),
+        "ratio_goal": None if goal is None else round(agent_mb_s / goal, 3),
+        "steady_mb_s": None if steady_mb_s is None else round(steady_mb_s, 1),
+        "steady_seconds": (round(statistics.median(t for t, _ in steady), 3) if steady
+                           else None),
+        "steady_ratio_goal": (None if goal is None or steady_mb_s is None
+                              else round(steady_mb_s / goal, 3)),
+    }
+
+
 def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     agent = [r["agent"] for r in rounds]
     agent_mb_s = case.total / statistics.median(a["seconds"] for a in agent) / 1e6
@@ -484,9 +560,11 @@ def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     verify_on_mb_s = (case.total / statistics.median(r["verify_on"]["seconds"] for r in rounds)
                       / 1e6 if case.verify_both else None)
     rates = [min(a["bay_rates"]) / max(a["bay_rates"]) for a in agent if a["bay_rates"]]
+    baselines = _baseline_keys(case, rounds, agent_mb_s, cpu_per_gib)
     return {
         "agent_mb_s": round(agent_mb_s, 1),
-        **_baseline_keys(case, rounds, agent_mb_s, cpu_per_gib),
+        **baselines,
+        **_aggregate_keys(case, agent, agent_mb_s, baselines["dd_direct_mb_s"]),
         "cpu_s_per_gib": round(cpu_per_gib, 3),
         "verify_on_mb_s": None if verify_on_mb_s is None else round(verify_on_mb_s, 1),
         "verify_ratio": None if verify_on_mb_s is None else round(verify_on_mb_s / agent_mb_s,

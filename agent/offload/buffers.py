@@ -30,6 +30,7 @@ CHUNK = 64 << 10  # buffer sizes are multiples of this (page- and direct-I/O ali
 
 FULL_COPIES = 4  # up to this many copies at once, every buffer keeps its configured size
 MANY_COPIES_BUFFER = 2 * MIN_BUFFER  # the largest buffer when more copies than that run at once
+STOP_POLL_S = 0.1  # how often a waiting thread looks at its stop flag
 
 
 def pool_shape(buffer_mib: int, buffers: int, max_concurrent: int) -> tuple[int, int]:
@@ -43,48 +44,78 @@ def pool_shape(buffer_mib: int, buffers: int, max_concurrent: int) -> tuple[int,
     return max(MIN_BUFFER, size), capacity
 
 
+class _Waiter:
+    """One thread waiting for a buffer: woken alone, with the buffer already its own."""
+
+    __slots__ = ("buf", "ready")
+
+    def __init__(self) -> None:
+        self.buf: mmap.mmap | None = None
+        self.ready = threading.Event()
+
+
 class BufferPool:
+    """A released buffer goes straight to the longest waiting thread, and only that thread
+    is woken. (A shared condition woken for every release made each of 25 waiting copies
+    wake up and take the GIL just to see that it was not its turn: a quarter to a third of
+    the agent's context switches under 25 bays.)"""
+
     def __init__(self, buffer_size: int, capacity: int) -> None:
         self.buffer_size = buffer_size
         self.capacity = capacity
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._free: list[mmap.mmap] = []
         self._made = 0
-        self._queue: deque[object] = deque()
+        self._queue: deque[_Waiter] = deque()  # only while no buffer is free
 
     def acquire(self, stop: threading.Event) -> mmap.mmap | None:
         """Wait for a buffer in arrival order; None when `stop` is set first."""
-        ticket = object()
-        with self._cond:
-            self._queue.append(ticket)
-            try:
-                while True:
-                    if self._queue[0] is ticket:
-                        if self._free:
-                            return self._free.pop()
-                        if self._made < self.capacity:
-                            self._made += 1
-                            return mmap.mmap(-1, self.buffer_size)
-                    if stop.is_set():
-                        return None
-                    self._cond.wait(0.1)
-            finally:
-                self._queue.remove(ticket)
-                self._cond.notify_all()
+        with self._lock:
+            if not self._queue:
+                if self._free:
+                    return self._free.pop()
+                if self._made < self.capacity:
+                    self._made += 1
+                    return mmap.mmap(-1, self.buffer_size)
+            waiter = _Waiter()
+            self._queue.append(waiter)
+        try:
+            while not waiter.ready.wait(STOP_POLL_S):
+                if stop.is_set():
+                    break
+        except BaseException:
+            self._leave(waiter)  # interrupted: keep neither a place nor a buffer
+            raise
+        with self._lock:
+            if waiter.buf is None:  # stopped before one was handed over: leave the queue
+                self._queue.remove(waiter)
+            return waiter.buf
+
+    def _leave(self, waiter: _Waiter) -> None:
+        with self._lock:
+            buf = waiter.buf
+            if buf is None:
+                self._queue.remove(waiter)
+                return
+        self.release(buf)
 
     @property
     def outstanding(self) -> int:
         """Buffers handed out and not yet given back."""
-        with self._cond:
+        with self._lock:
             return self._made - len(self._free)
 
     def release(self, buf: mmap.mmap) -> None:
-        with self._cond:
-            self._free.append(buf)
-            self._cond.notify_all()
+        with self._lock:
+            if not self._queue:
+                self._free.append(buf)
+                return
+            waiter = self._queue.popleft()
+            waiter.buf = buf
+        waiter.ready.set()
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             for buf in self._free:
                 with contextlib.suppress(BufferError):  # still viewed: freed by the GC
                     buf.close()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from agent import crashpoint
 from agent.offload.buffers import BufferPool
+from agent.offload.bulkthreads import lower_priority
 from agent.offload.copyjob import CopyHooks
 from agent.offload.directio import PartialWriter
 from agent.offload.rehash import drop_cache
@@ -102,6 +103,7 @@ class InFlightWrites:
             t.join()
 
     def _loop(self) -> None:
+        lower_priority()  # inherited from the copy thread already; made sure of
         while (item := self._next()) is not None:
             buf, span = item
             written = False

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import blake3
 
 from agent.offload.buffers import BufferPool
+from agent.offload.bulkthreads import lower_priority
 from agent.offload.errors import CopyStopped
 
 READS_IN_FLIGHT = 2
@@ -88,6 +89,7 @@ class ReadBack:
             return s.ready.pop(offset)
 
     def _read_loop(self) -> None:
+        lower_priority()  # inherited from the copy thread already; made sure of
         s, size = self._s, self._pool.buffer_size
         try:
             while not self._halt.is_set() and not self._stop.is_set():

@@ -12,6 +12,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from agent.offload.buffers import BufferPool
+from agent.offload.bulkthreads import lower_priority
 from agent.offload.policy import DeadlinePolicy
 from agent.settings import OffloadSettings
 from agent.store.db import Database
@@ -21,11 +22,13 @@ T = TypeVar("T")
 
 
 class Workers:
-    """Blocking work (copies, hashing, directory operations) off the event loop."""
+    """Blocking work (copies, hashing, directory operations) off the event loop, in
+    threads at the bulk priority (`agent.offload.bulkthreads`)."""
 
     def __init__(self, max_workers: int) -> None:
         self._executor = ThreadPoolExecutor(max_workers=max_workers,
-                                            thread_name_prefix="offload")
+                                            thread_name_prefix="offload",
+                                            initializer=lower_priority)
 
     async def call(
         self, fn: Callable[..., T], *args: object, stop: threading.Event | None = None

@@ -14,7 +14,8 @@ KEYS = {"agent_mb_s", "cp_sync_mb_s", "ratio", "dd_direct_mb_s", "write_limit_mb
         "ratio_write_limit", "cpu_s_per_gib", "cpu_ratio", "loop_lag_p99_ms", "peak_rss_mb",
         "fairness", "idle_loop_lag_p99_ms", "size_only_durable_points_mb_s", "runs",
         "verify_on_mb_s", "verify_ratio", "peak_rss_breakdown", "read_write_limit_mb_s",
-        "ratio_read_write_limit"}
+        "ratio_read_write_limit", "aggregate_goal_mb_s", "ratio_goal", "steady_mb_s",
+        "steady_seconds", "steady_ratio_goal"}
 
 
 def test_bench_offload_prints_its_keys() -> None:
