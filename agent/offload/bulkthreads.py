@@ -5,13 +5,12 @@ database writer are the control path: a late callback there is a late `identifie
 progress message or a stalled plug. The bulk threads only move bytes, and a copy that gets
 the CPU a few milliseconds later loses nothing (each waits on a recorder at USB speed, its
 reads already queued). So every bulk thread moves itself to `BULK_POLICY` and lowers its
-own priority by `BULK_NICE` (Linux: both act on a thread id, that thread alone); the loop
-and the database writer keep the process's policy and priority and win the CPU when both
-are runnable.
+own priority by `BULK_NICE` (Linux: both act on a thread id, that thread alone; see the
+constant for why it is 0); the loop and the database writer keep the process's policy.
 
-The I/O priority follows: with no explicit I/O class, Linux derives a thread's best-effort
-I/O priority from its nice value ((nice + 20) / 5: level 6 instead of 4), which the
-bfq scheduler honours; mq-deadline and none ignore levels, and then nothing changes.
+With a nice value raised, the I/O priority would follow: with no explicit I/O class, Linux
+derives a thread's best-effort I/O priority from its nice value ((nice + 20) / 5), which the
+bfq scheduler honours; mq-deadline and none ignore levels.
 
 Raising one's own nice value and moving from SCHED_OTHER to SCHED_BATCH need no
 privilege; neither is ever undone (lowering a nice value would need it), so a thread that
@@ -26,7 +25,11 @@ import threading
 
 log = logging.getLogger(__name__)
 
-BULK_NICE = 10  # above the process's own nice value (capped at 19, the lowest)
+# Added to the process's own nice value (capped at 19, the lowest). 0: measured with 25 bays,
+# nice +10 did not lower the loop's lag, and where other programs keep the CPUs busy (a dock
+# screen's browser) a lowered thread preempted while holding the GIL kept the loop waiting
+# for it (median lag 80 ms against 32 ms); SCHED_BATCH alone has no such inversion.
+BULK_NICE = 0
 # SCHED_BATCH: the same share of the CPU as SCHED_OTHER at the same nice value, but a
 # waking bulk thread never preempts the thread that is running (the event loop, say);
 # it waits for the tick. (No privilege needed to move between the two.)
