@@ -41,11 +41,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _start_broker(workdir: Path, *, tcp_nodelay: bool = False
+                  ) -> tuple[subprocess.Popen[bytes], int]:
+    """A private mosquitto; `tcp_nodelay` sends to subscribers at once (no Nagle)."""
     port = _free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_queued_messages 0\nmax_inflight_messages 1000\nuser root\n")
+                    "max_queued_messages 0\nmax_inflight_messages 1000\nuser root\n"
+                    + ("set_tcp_nodelay true\n" if tcp_nodelay else ""))
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     for _ in range(200):

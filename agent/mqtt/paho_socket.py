@@ -131,7 +131,16 @@ def install(client: paho.Client, schedule_flush: Callable[[], None]) -> Buffered
             f"paho-mqtt {PAHO_VERSION}: Client.socket() does not return "
             f"Client.{PRIVATE_ATTRIBUTE}"
         )
+    no_delay(raw)
     return buffered
+
+
+def no_delay(sock: socket.socket) -> None:
+    """Send each flush at once (TCP_NODELAY). Writes are already coalesced once per loop
+    turn; Nagle's algorithm would hold a small publish (a recorder's new state) back while
+    an earlier segment waits for the broker's delayed ACK, up to about 40 ms."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 __all__ = [
@@ -140,4 +149,5 @@ __all__ = [
     "PahoIncompatible",
     "check_paho_version",
     "install",
+    "no_delay",
 ]

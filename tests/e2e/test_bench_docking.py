@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 KEYS = {"docked_ms_p50", "docked_ms_p99", "identified_ms_p50", "identified_ms_p99",
-        "first_byte_ms_p50", "first_byte_ms_p99", "plugs", "busy_bays"}
+        "first_byte_ms_p50", "first_byte_ms_p99", "plugs", "busy_bays", "broker_tcp_nodelay"}
 
 
 def test_bench_docking_prints_its_keys() -> None:
@@ -25,3 +25,16 @@ def test_bench_docking_prints_its_keys() -> None:
     result = json.loads(out.stdout)
     assert KEYS <= result.keys()
     assert result["plugs"] == 2 and result["identified_ms_p50"] is not None
+    assert result["broker_tcp_nodelay"] is False
+
+
+def test_bench_docking_can_run_its_broker_without_nagle() -> None:
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory(prefix="bd-", dir="/tmp") as work:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.docking", "--plugs", "1", "--busy", "1",
+             "--broker-nodelay", "--workdir", work, "--json"],
+            cwd=root, capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["broker_tcp_nodelay"] is True and result["plugs"] == 1

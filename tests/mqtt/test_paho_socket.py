@@ -5,6 +5,7 @@ its private `Client._sock`. If a paho release changes that, these tests say so."
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -78,3 +79,30 @@ async def test_paho_reads_and_writes_only_through_the_swapped_socket(
     finally:
         await transport.disconnect()
     assert not transport.connected
+
+
+async def test_publishes_leave_at_once_without_nagle(
+        broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes are coalesced per loop turn already; Nagle's algorithm would hold a small
+    publish back behind the broker's delayed ACK (tens of milliseconds)."""
+    made: list[BufferedSocket] = []
+    original = paho_socket.BufferedSocket
+
+    def keeping(*args: Any) -> BufferedSocket:
+        sock = original(*args)
+        made.append(sock)
+        return sock
+
+    monkeypatch.setattr(paho_socket, "BufferedSocket", keeping)
+    transport = PahoTransport(broker.settings("dock-A"), "nodelay-dock-A")
+    await transport.connect()
+    try:
+        assert len(made) == 1
+        assert made[0].raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        topic = broker.settings("dock-A").topic_prefix + "/dock-A/cmd/contract"
+        await transport.subscribe(topic, qos=1)
+        await transport.publish(topic, b"state")
+        got = await asyncio.wait_for(transport.next_message(), 60)
+        assert got.payload == b"state"
+    finally:
+        await transport.disconnect()

@@ -30,6 +30,11 @@ class IdentifyUnit:
         )
         ctx.facts.identity = identity
         ctx.machine.identify(identity.serial, identity.officer_no or None)
+        # The state says what the dock knows as soon as it knows it (as the docking's birth
+        # does before its `docked` entry commits): it does not wait for a commit that a
+        # busy disk may hold back for hundreds of milliseconds. The custody record is still
+        # committed before anything further happens to the recorder.
+        ctx.advance(State.IDENTIFIED)
         await ctx.record("identified", {
             "serial": ident.serial, "model": ident.model, "hardware_rev": ident.hardware_rev,
             "firmware": ident.firmware, "officer_no": identity.officer_no,
@@ -38,7 +43,6 @@ class IdentifyUnit:
             "officer_assigned": bool(identity.officer_no),
             "protocol_version": ctx.carry.protocol_version, "usb_serial": ctx.key,
         })
-        ctx.advance(State.IDENTIFIED)
         await check_identity_policy(ctx)
         # Read before anything here writes to the log (officer, clock), on the field clock.
         ctx.carry.field_events = await fetch_event_log(ctx, link)
