@@ -352,7 +352,8 @@ async def _final_checkpoint(checkpoints: LedgerCheckpoints, reporter: Reporter |
     try:
         await checkpoints.sign_now()
         if reporter is not None:
-            await asyncio.wait_for(reporter.publish_checkpoint(), 5.0)
+            async with asyncio.timeout(5.0):
+                await reporter.publish_checkpoint()
     except Exception as exc:  # a clean stop must not fail on this
         log.warning("final checkpoint not published: %s", exc)
 

@@ -306,7 +306,8 @@ class RecorderClient:
             self._sent_wall = time.time()
             self._link.write(step.data)
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), step.deadline - loop.time())
+                async with asyncio.timeout(step.deadline - loop.time()):
+                    return await asyncio.shield(fut)
             except TimeoutError:
                 return None
         finally:

@@ -171,7 +171,8 @@ class FaultMount:
             # After a lazy unmount the server would live on until the last open file is
             # closed; a vanished device fails those reads instead, so do not wait long.
             try:
-                await asyncio.wait_for(proc.wait(), 0.5 if lazy else 5.0)
+                async with asyncio.timeout(0.5 if lazy else 5.0):
+                    await proc.wait()
             except TimeoutError:
                 # It may exit on its own meanwhile (a loaded machine is slow, not wrong).
                 with contextlib.suppress(ProcessLookupError):

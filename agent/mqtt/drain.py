@@ -66,7 +66,8 @@ class OutboxDrain:
             if not rows:
                 self.outbox_stats = await self._db.read(outbox.stats)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), BOUNDS_INTERVAL_S)
+                    async with asyncio.timeout(BOUNDS_INTERVAL_S):
+                        await self.wake.wait()
                 continue
             for ev in rows:
                 try:

@@ -421,7 +421,8 @@ async def _collect(transport: PahoTransport, model: FleetModel, settle_s: float)
     """Read until nothing new has arrived for `settle_s` (retained state comes first)."""
     while True:
         try:
-            msg = await asyncio.wait_for(transport.next_message(), settle_s)
+            async with asyncio.timeout(settle_s):
+                msg = await transport.next_message()
         except TimeoutError:
             return
         model.apply(msg.topic, msg.payload)
@@ -459,7 +460,8 @@ async def _follow(transport: PahoTransport, model: FleetModel, refresh_s: float,
         if requester is not None:
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         try:
-            msg = await asyncio.wait_for(transport.next_message(), timeout)
+            async with asyncio.timeout(timeout):
+                msg = await transport.next_message()
             dirty = model.apply(msg.topic, msg.payload) or dirty
         except TimeoutError:
             pass

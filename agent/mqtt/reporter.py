@@ -277,9 +277,9 @@ class Reporter:
                 offline = payloads.status_offline(self._dock_id, self._bd_seq, "shutdown",
                                                   self._clock())
                 with contextlib.suppress(MqttError, TimeoutError):
-                    await asyncio.wait_for(
-                        transport.publish(self._topics.status, payloads.encode(offline),
-                                          retain=True), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await transport.publish(self._topics.status, payloads.encode(offline),
+                                                retain=True)
                 await self._outbox.flush_acks()
                 await transport.disconnect()
             else:

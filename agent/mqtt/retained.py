@@ -163,7 +163,8 @@ class RetainedState:
             futures.append(transport.publish(topic, payloads.encode(body), retain=True))
         if futures:
             with contextlib.suppress(MqttError, TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*futures), STALE_PUBLISH_TIMEOUT_S)
+                async with asyncio.timeout(STALE_PUBLISH_TIMEOUT_S):
+                    await asyncio.gather(*futures)
 
     # --- publishing one message ----------------------------------------------------------
 

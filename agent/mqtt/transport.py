@@ -156,7 +156,8 @@ class PahoTransport:
             raise
         self._misc_task = loop.create_task(self._misc())
         try:
-            await asyncio.wait_for(asyncio.shield(self._connack), CONNACK_TIMEOUT_S)
+            async with asyncio.timeout(CONNACK_TIMEOUT_S):
+                await asyncio.shield(self._connack)
         except TimeoutError as exc:
             self._force_close()
             raise ConnectFailed("no CONNACK from broker") from exc
@@ -327,7 +328,8 @@ class PahoTransport:
         self._disconnecting = True
         client.disconnect()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self._closed.wait()
         self._force_close()
 
     def abort(self) -> None:

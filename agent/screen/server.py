@@ -148,7 +148,8 @@ class BadRequest(Exception):
 
 async def read_request(reader: asyncio.StreamReader) -> Request:
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+        async with asyncio.timeout(HEAD_TIMEOUT_S):
+            head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError as exc:
         raise BadRequest("request head too large") from exc
     except (asyncio.IncompleteReadError, TimeoutError) as exc:

@@ -264,4 +264,5 @@ class DockingSession:
         link, self.ctx.res.link = self.ctx.res.link, None
         if link is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(link.close(), self.ctx.bound())
+                async with asyncio.timeout(self.ctx.bound()):
+                    await link.close()

@@ -19,7 +19,8 @@ async def make_safe(ctx: SessionContext, *, lazy: bool) -> None:
     res, done = ctx.res, ctx.facts.done
     if res.mounted:
         try:
-            await asyncio.wait_for(ctx.deps.mounter.unmount(ctx.key, lazy=lazy), ctx.bound())
+            async with asyncio.timeout(ctx.bound()):
+                await ctx.deps.mounter.unmount(ctx.key, lazy=lazy)
             res.mounted = False
             done.append("unmounted" + (" (lazy)" if lazy else ""))
         except Exception:
@@ -28,8 +29,8 @@ async def make_safe(ctx: SessionContext, *, lazy: bool) -> None:
                 await _lazy_unmount(ctx)
     if res.unlocked and res.link is not None and not res.unplugged.is_set():
         try:
-            await asyncio.wait_for(res.link.set_mass_storage(False),
-                                   ctx.bound(MASS_STORAGE_TIMEOUT_S))
+            async with asyncio.timeout(ctx.bound(MASS_STORAGE_TIMEOUT_S)):
+                await res.link.set_mass_storage(False)
             res.unlocked = False
             done.append("storage locked")
         except Exception as exc:
@@ -38,7 +39,8 @@ async def make_safe(ctx: SessionContext, *, lazy: bool) -> None:
 
 async def _lazy_unmount(ctx: SessionContext) -> None:
     try:
-        await asyncio.wait_for(ctx.deps.mounter.unmount(ctx.key, lazy=True), ctx.bound())
+        async with asyncio.timeout(ctx.bound()):
+            await ctx.deps.mounter.unmount(ctx.key, lazy=True)
         ctx.res.mounted = False
         ctx.facts.done.append("unmounted (lazy)")
     except Exception:

@@ -136,7 +136,8 @@ class Uploader:
                 wait = max(0.05, min(wait, (nxt - current_us()) / 1e6))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def drain(self) -> int:
         """Upload every due file; returns how many were uploaded in this pass."""

@@ -121,7 +121,8 @@ async def mount_and_offload(ctx: SessionContext, storage: StorageRef,
     ctx.machine.offload_settled(verified=not summary.failed
                                 and not summary.verify_failed.total)
     ctx.facts.done.append("offloaded")
-    await asyncio.wait_for(ctx.deps.mounter.unmount(ctx.key), ctx.deps.mount_timeout_s)
+    async with asyncio.timeout(ctx.deps.mount_timeout_s):
+        await ctx.deps.mounter.unmount(ctx.key)
     ctx.res.mounted = False
     ctx.facts.done.append("unmounted")
 
