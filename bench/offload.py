@@ -32,6 +32,11 @@ the single-stream `dd_direct_mb_s` of the same rounds), whichever is measured, a
 last MiB this process wrote (`steady_seconds`; `steady_ratio_goal` over the goal), which
 leaves out the start-up of every session and the slowest bay's tail.
 
+`--recorder-rate-mb-s R` holds every recorder to R MB/s (a USB 2.0 link): by default in the
+kernel (each recorder's footage in its own loop-mounted image, throttled by the block layer;
+`recorder_throttle` is "kernel"), else by the simulator's FUSE view, in Python ("fuse"),
+which with 25 recorders on 2 cores costs more CPU than the agent and caps the aggregate.
+
 `--verify both` adds, in every round, an agent run with `verify = "always"` on the same
 files (`verify_on_mb_s`; `verify_ratio` is it over the verify-off `agent_mb_s` of the same
 rounds). `--source-dir` puts the recorders' footage on another filesystem (a dock reads
@@ -58,6 +63,7 @@ import argparse
 import array
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import resource
@@ -68,6 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -78,12 +85,17 @@ _GENERATE = """
 import sys
 from pathlib import Path
 from bench.offload import bench_spec
+from hw_sim.blockvolume import BlockVolume
 from hw_sim.storage import RecorderStorage
 base, n, files, size = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+in_images = sys.argv[5] == "kernel"
 for i in range(n):
     spec = bench_spec(i, files, size)
     st = RecorderStorage(spec, base / spec.serial)
+    if in_images:  # where the dock's recorders will keep it: an image per recorder
+        st.use_volume(BlockVolume(st.dir, 0))
     st.materialise()
+    st.release()
     print(st.root, flush=True)
 """
 
@@ -111,6 +123,9 @@ class Case:
     max_concurrent: int | None = None  # offload.max_concurrent (None: the default)
     verify_both: bool = False  # also an agent run with verify on, in every round
     size_only: bool = True  # also the run with size-based durable points only (their cost)
+    # who holds that rate: "kernel" (the footage is in a loop-mounted image per recorder,
+    # throttled by the block layer) or "fuse" (the simulator's FUSE view paces each read)
+    throttle: str = "fuse"
 
     @property
     def total(self) -> int:
@@ -121,7 +136,8 @@ def _scenario(bays: list[str], case: Case) -> str:
     """A dock-sim scenario plugging every bench recorder 1.5 s in (after an idle baseline)."""
     lines = [f"[dock]\nbays = {json.dumps(bays)}\n"]
     faults = ("" if case.rate_mb_s is None
-              else f"faults = {{ read_rate_mb_s = {case.rate_mb_s} }}\n")
+              else f"faults = {{ read_rate_mb_s = {case.rate_mb_s},"
+                   f" read_rate_by = \"{case.throttle}\" }}\n")
     for i, bay in enumerate(bays):
         spec = bench_spec(i, case.files, case.size)
         lines.append(
@@ -149,7 +165,7 @@ def _drop_caches() -> bool:
 def generate(base: Path, case: Case) -> list[Path]:
     out = subprocess.run(
         [sys.executable, "-c", _GENERATE, str(base), str(case.recorders), str(case.files),
-         str(case.size)],
+         str(case.size), case.throttle if case.rate_mb_s is not None else "none"],
         check=True, capture_output=True, text=True,
     )
     return [Path(line) for line in out.stdout.splitlines() if line.strip()]
@@ -489,6 +505,31 @@ def _one_round(work: Path, roots: list[Path], case: Case, r: int,
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not case.baselines:
         return out
+    with _footage_readable(case, roots):
+        _baselines(work, roots, case, r, out)
+    return out
+
+
+@contextlib.contextmanager
+def _footage_readable(case: Case, roots: list[Path]) -> Iterator[None]:
+    """Footage in images (the kernel holds the recorders' rate) is readable only while
+    its image is mounted: mount each, with no read limit, while the baselines read it."""
+    if case.rate_mb_s is None or case.throttle != "kernel":
+        yield
+        return
+    from hw_sim.blockvolume import BlockVolume
+
+    volumes = [BlockVolume(root.parent, 0) for root in roots]
+    try:
+        for volume in volumes:
+            volume.attach(0, 0)
+        yield
+    finally:
+        for volume in volumes:
+            volume.detach()
+
+
+def _baselines(work: Path, roots: list[Path], case: Case, r: int, out: dict[str, Any]) -> None:
     for key, fn in (("cp", lambda d: _cp_run(roots, d)),
                     ("dd", lambda d: _dd_direct_run(roots, d)),
                     ("limit", lambda d: _write_limit_run(d, case.total)),
@@ -498,7 +539,6 @@ def _one_round(work: Path, roots: list[Path], case: Case, r: int,
         shutil.rmtree(work / f"{key}{r}", ignore_errors=True)
     out["dropped"] = _drop_caches() and out["dropped"]
     out["b3sum_cpu"] = _b3sum_cpu(roots)
-    return out
 
 
 def _baseline_keys(case: Case, rounds: list[dict[str, Any]], agent_mb_s: float,
@@ -583,6 +623,7 @@ def _summary(case: Case, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "size_mib": round(case.size / MIB, 4), "total_bytes": case.total,
         "verify": "both" if case.verify_both else "on" if case.verify else "off",
         "recorder_rate_mb_s": case.rate_mb_s,
+        "recorder_throttle": None if case.rate_mb_s is None else case.throttle,
         "max_concurrent": case.max_concurrent, "repeat": len(rounds),
         "runs": [{"agent_seconds": round(r["agent"]["seconds"], 3),
                   "cp_sync_seconds": round(r["cp"][0], 3) if "cp" in r else None,
@@ -631,6 +672,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    " repeat also runs with size-based points only, to show their cost")
     p.add_argument("--recorder-rate-mb-s", type=float, default=None,
                    help="each simulated recorder reads at most this fast (USB 2.0: ~35)")
+    p.add_argument("--recorder-throttle", choices=["auto", "kernel", "fuse"], default="auto",
+                   help="who holds --recorder-rate-mb-s: the block layer (each recorder's"
+                   " footage in a throttled loop-mounted image; needs root), the simulator's"
+                   " FUSE view (Python, costly with many recorders), or auto: the kernel"
+                   " where it can (`recorder_throttle` in the JSON says which)")
     p.add_argument("--max-concurrent", type=int, default=None,
                    help="offload.max_concurrent (default: the setting's default)")
     p.add_argument("--agent-only", action="store_true",
@@ -642,13 +688,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _throttle(asked: str, rate_mb_s: float | None) -> str:
+    """Who holds the recorders' read rate: "kernel" or "fuse" (SystemExit 2 when the kernel
+    is asked for and cannot)."""
+    if rate_mb_s is None or asked == "fuse":
+        return "fuse"
+    from hw_sim.blockvolume import kernel_throttle_unavailable
+
+    why = kernel_throttle_unavailable()
+    if why is None:
+        return "kernel"
+    if asked == "kernel":
+        print(f"bench.offload: --recorder-throttle kernel: {why}", file=sys.stderr)
+        raise SystemExit(2)
+    return "fuse"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     size = args.size_kib * 1024 if args.size_kib is not None else args.size_mib * MIB
     case = Case(args.recorders, args.files, size, args.verify == "on",
                 args.fdatasync_interval_s, args.recorder_rate_mb_s, not args.agent_only,
                 args.max_concurrent, verify_both=args.verify == "both",
-                size_only=not args.single_run)
+                size_only=not args.single_run,
+                throttle=_throttle(args.recorder_throttle, args.recorder_rate_mb_s))
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-offload-", dir=args.workdir or "/var/tmp"))
     source = (work if args.source_dir is None

@@ -1,8 +1,10 @@
 """How a virtual recorder's storage becomes readable to the host and goes away again.
 
 Plain mode switches synchronously inside the SetMassStorage command (a rename). With
-file-layer faults (FUSE) it mounts and unmounts in tasks serialised by a lock, in command
-order; hiding at unplug takes the same lock.
+file-layer faults (FUSE), or storage on a throttled block device (`hw_sim.blockvolume`:
+a read-only bind mount), it mounts and unmounts in tasks serialised by a lock, in command
+order; hiding at unplug takes the same lock. A block device throttles reads in the kernel,
+so a FUSE view over it paces nothing itself.
 """
 
 from __future__ import annotations
@@ -58,15 +60,17 @@ class StorageExposure:
     def _fuse_faults_active(self) -> bool:
         f = self._faults()
         unplug = f.unplug_at is not None and not (self.storage.dir / UNPLUG_FIRED).exists()
+        paced = f.read_rate_mb_s is not None and self.storage.volume is None
         return bool(f.eio_at or f.growing or unplug or f.unlistable_dirs or f.unstatable
-                    or f.read_rate_mb_s is not None)
+                    or paced)
 
     def switch(self, on: bool) -> None:
         """Called inside a SetMassStorage command."""
         if on:
             self._fuse_mode = self._fuse_faults_active()
-        if self._fuse_mode:
-            task = asyncio.get_running_loop().create_task(self._fuse_switch(on))
+        if self._fuse_mode or self.storage.volume is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._fuse_switch(on) if self._fuse_mode else self._volume_switch(on))
             self._switches.add(task)
             task.add_done_callback(self._switches.discard)
         elif on:
@@ -83,6 +87,8 @@ class StorageExposure:
             mount, self._mount = self._mount, None
             if mount is not None:
                 await mount.stop()
+            elif self.storage.volume is not None:
+                await asyncio.to_thread(self.storage.volume.hide)
             else:
                 await asyncio.to_thread(self.storage.hide_plain)
 
@@ -114,6 +120,22 @@ class StorageExposure:
                     return
             self._announce(self.storage.media)
 
+    async def _volume_switch(self, on: bool) -> None:
+        volume = self.storage.volume
+        async with self._lock:
+            if self.stopping or volume is None:
+                return
+            if not on:
+                self._announce(None)
+                await asyncio.to_thread(volume.hide)
+                return
+            try:
+                path = await asyncio.to_thread(volume.expose)
+            except SimError:
+                log.exception("recorder %s: cannot expose its storage", self.storage.spec.serial)
+                return
+            self._announce(path)
+
     def _fault_mount(self) -> FaultMount:
         f, st = self._faults(), self.storage
         files = [st.footage(i) for i in range(len(st.spec.footage.file_sizes))]
@@ -126,7 +148,8 @@ class StorageExposure:
             unplug=unplug, growing=[files[i].name for i in f.growing],
             grow_step=f.grow_step_bytes, unlistable=list(f.unlistable_dirs),
             unstatable=list(f.unstatable), on_unplug=self._fault_unplug, on_eio=self._on_eio,
-            rate=None if f.read_rate_mb_s is None else f.read_rate_mb_s * 1e6,
+            rate=(None if f.read_rate_mb_s is None or st.volume is not None
+                  else f.read_rate_mb_s * 1e6),
         )
 
     def _fault_unplug(self) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 import mfusepy
 
+from hw_sim.backingread import BackingReader
 from hw_sim.storage import ReadPacer
 
 ReadDirResult = list[str]
@@ -60,9 +61,10 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
         self.unlistable = {os.fsencode(p).strip(b"/") for p in config.get("unlistable", [])}
         self.unstatable = {os.fsencode(p).strip(b"/") for p in config.get("unstatable", [])}
         self.gone = False
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()
         rate = config.get("rate")
         self.pacer = ReadPacer(float(rate)) if rate else None
+        self.readers: dict[int, BackingReader] = {}  # open file handle -> its reader
 
     # --- helpers ------------------------------------------------------------------------
     def _full(self, rel: bytes) -> bytes:
@@ -103,7 +105,7 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
         }
         for k in ("atime", "mtime", "ctime"):
             attrs[f"st_{k}"] = attrs.pop(f"st_{k}_ns")
-        with self.lock:
+        with self._lock:
             visible = self.growing.get(self._rel(path))
         if visible is not None:
             attrs["st_size"] = visible
@@ -128,15 +130,19 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise mfusepy.FuseOSError(errno.EROFS)
         try:
-            return os.open(self._full(os.fsencode(path)), os.O_RDONLY | os.O_NOFOLLOW)
+            fh = os.open(self._full(os.fsencode(path)), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as e:
             raise mfusepy.FuseOSError(e.errno or errno.EIO) from None
+        reader = BackingReader(fh)
+        with self._lock:
+            self.readers[fh] = reader
+        return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         self._check()
         rel = self._rel(path)
         end = offset + size
-        with self.lock:
+        with self._lock:
             if rel in self.growing:
                 visible = self.growing[rel]
                 end = min(end, visible)
@@ -161,13 +167,22 @@ class FaultFS(mfusepy.Operations):  # type: ignore[misc]
                 end = min(end, at)
         if end <= offset:
             return b""
-        data = os.pread(fh, end - offset, offset)
-        if self.pacer is not None:
-            self.pacer.pace(len(data))
+        slot_end = None if self.pacer is None else self.pacer.book(end - offset)
+        with self._lock:
+            reader = self.readers.get(fh)
+        data = (os.pread(fh, end - offset, offset) if reader is None
+                else reader.pread(end - offset, offset))
+        if self.pacer is not None and slot_end is not None:
+            self.pacer.wait(slot_end)
         return data
 
     def release(self, path: str, fh: int) -> int:
-        os.close(fh)
+        with self._lock:
+            reader = self.readers.pop(fh, None)
+        if reader is None:
+            os.close(fh)
+        else:
+            reader.close()
         return 0
 
     def statfs(self, path: str) -> dict[str, int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from firmware_bridge.messages import LogKind
+from hw_sim.blockvolume import BlockVolume, rate_by_kernel
 from hw_sim.endpoint import DeviceEndpoint, DeviceServer, PtyPair, host_has_read, open_pty
 from hw_sim.errors import FuseUnavailable, SimError
 from hw_sim.exposure import StorageExposure
@@ -120,12 +121,19 @@ class VirtualRecorder:
         """Change the injected faults until unplug (a dock replug starts from the spec again).
 
         Link and device faults act at once (`garble_replies` counts afresh); file faults from
-        the next mass-storage switch-on; a change of `refuse_auth` restarts the protocol
-        session (hello and authentication needed again); `hostile_names` is fixed by the spec.
+        the next mass-storage switch-on, except a kernel-held read rate, which changes at
+        once (who holds the rate is decided at plug time); a change of `refuse_auth`
+        restarts the protocol session (hello and authentication needed again);
+        `hostile_names` is fixed by the spec.
         """
-        if faults.needs_fuse and not fuse_available():
+        volume = self.storage.volume
+        paced = faults.read_rate_mb_s is not None and volume is None
+        if (faults.file_faults or paced) and not fuse_available():
             raise FuseUnavailable("file-layer faults need /dev/fuse and fusermount3")
         dataclasses.replace(self.spec, faults=faults)  # SpecError if it names missing files
+        if volume is not None:  # a kernel-throttled recorder takes a new rate at once
+            volume.set_rate(0 if faults.read_rate_mb_s is None
+                            else round(faults.read_rate_mb_s * 1e6))
         self.link.set_faults(faults)
         refuse_changed = faults.refuse_auth != self._faults.refuse_auth
         self._faults = faults
@@ -145,10 +153,16 @@ class VirtualRecorder:
         """Plug in: prepare the storage (first time: generate footage), serve the pty."""
         if self._pty is not None:
             raise SimError(f"recorder {self.spec.serial} is already plugged")
-        if self._faults.needs_fuse and not fuse_available():
+        f = self._faults
+        by_kernel = await asyncio.to_thread(rate_by_kernel, f.read_rate_mb_s, f.read_rate_by)
+        paced = f.read_rate_mb_s is not None and not by_kernel
+        if (f.file_faults or paced) and not fuse_available():
             raise FuseUnavailable(
                 f"recorder {self.spec.serial}: file-layer faults need /dev/fuse and fusermount3"
             )
+        self.storage.use_volume(
+            BlockVolume(self.dir, round(f.read_rate_mb_s * 1e6))
+            if by_kernel and f.read_rate_mb_s is not None else None)
         self.exposure.reset()
         await asyncio.to_thread(self.storage.materialise)
         await asyncio.to_thread(self.firmware.load)
@@ -173,6 +187,7 @@ class VirtualRecorder:
         if self._pty is None:
             return
         await self.exposure.hide()
+        await asyncio.to_thread(self.storage.release)
         if self._server is not None:
             await self._server.aclose()
         if self._serve_task is not None:

@@ -103,6 +103,10 @@ class Faults:
     unlistable_dirs: tuple[str, ...] = ()
     unstatable: tuple[str, ...] = ()  # paths whose lstat fails (EIO)
     read_rate_mb_s: float | None = None  # the storage reads no faster (USB 2.0: 30-42)
+    # who holds reads to that rate: "kernel" (the storage is a loop device the block layer
+    # throttles, hw_sim.blockvolume; needs root), "fuse" (the FUSE view paces each read, in
+    # Python), "auto" (the kernel where it can, else FUSE). Fixed at plug time.
+    read_rate_by: Literal["auto", "kernel", "fuse"] = "auto"
 
     def __post_init__(self) -> None:
         unknown = set(self.silent_commands) - LINK_COMMANDS
@@ -120,6 +124,8 @@ class Faults:
             raise SpecError("grow_step_bytes must be positive")
         if self.read_rate_mb_s is not None and not self.read_rate_mb_s > 0:
             raise SpecError("read_rate_mb_s must be positive")
+        if self.read_rate_by not in ("auto", "kernel", "fuse"):
+            raise SpecError(f"read_rate_by must be auto, kernel or fuse, not {self.read_rate_by!r}")
         for _, start, end in self.listed_times:
             if not (0 <= start < 2**63 and 0 <= end < 2**63):
                 raise SpecError("listed times must fit the protocol (0..2**63-1 ms)")
@@ -131,9 +137,15 @@ class Faults:
 
     @property
     def needs_fuse(self) -> bool:
+        """FUSE is needed: for a file fault, or a read rate the kernel does not hold."""
+        return self.file_faults or (self.read_rate_mb_s is not None
+                                    and self.read_rate_by != "kernel")
+
+    @property
+    def file_faults(self) -> bool:
+        """Faults only the FUSE view can inject (the read rate aside)."""
         return bool(self.eio_at or self.unplug_at is not None or self.growing
-                    or self.unlistable_dirs or self.unstatable
-                    or self.read_rate_mb_s is not None)
+                    or self.unlistable_dirs or self.unstatable)
 
 
 SIM_USB_VID = "1209"  # the simulated recorders' default USB vendor and product id

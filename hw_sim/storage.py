@@ -27,6 +27,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from firmware_bridge.messages import NAME_MAX
+from hw_sim.blockvolume import IMAGE_NAME, BlockVolume, clear_leftovers
 from hw_sim.errors import SimError
 from hw_sim.footage import FOOTAGE_DIR, FootageFile, footage_files, iter_content
 from hw_sim.fusemount import unmount_sync
@@ -61,8 +62,14 @@ class Entry:
 
 class ReadPacer:
     """A recorder's read rate limit (its USB 2.0 link: 30-42 MB/s): every read of the
-    storage waits for its turn so the bytes leave no faster than `rate` bytes/s in total,
-    however many readers share the device. Thread-safe; used by the FUSE view."""
+    storage takes its turn on the link so the bytes leave no faster than `rate` bytes/s in
+    total, however many readers share the device. Thread-safe; used by the FUSE view.
+
+    A read books its slot on the link when it arrives (`book`), then fetches its bytes and
+    waits for the slot's end (`wait`). The device's own read latency thus overlaps the
+    transfer, as on a real recorder whose controller reads flash while the link sends;
+    charging the link only after the read made every request cost latency + transfer, and
+    25 recorders on one busy disk ran at half their link rate."""
 
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -71,16 +78,23 @@ class ReadPacer:
         self.rate = rate
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
-        self._free_at = 0.0  # when the link has sent everything asked of it so far
+        self._free_at = 0.0  # when the link has sent everything booked on it so far
+
+    def book(self, nbytes: int) -> float:
+        """Book `nbytes` on the link from now (or from when it is free); the slot's end."""
+        with self._lock:
+            self._free_at = max(self._free_at, self._clock()) + nbytes / self.rate
+            return self._free_at
+
+    def wait(self, until: float) -> None:
+        """Block until a booked slot has ended."""
+        wait = until - self._clock()
+        if wait > 0:
+            self._sleep(wait)
 
     def pace(self, nbytes: int) -> None:
         """Block until `nbytes` more bytes may have crossed the link."""
-        with self._lock:
-            now = self._clock()
-            self._free_at = max(self._free_at, now) + nbytes / self.rate
-            wait = self._free_at - now
-        if wait > 0:
-            self._sleep(wait)
+        self.wait(self.book(nbytes))
 
 
 def hostile_entries(*, as_root: bool | None = None) -> list[HostileEntry]:
@@ -111,10 +125,10 @@ CONTROL_NAME = (FOOTAGE_DIR + b"/ctl\nFRG forged line\r\x1b[2J\xc2\x9b31m\xe2\x8
                 b"\xe2\x80\xaeFRG.MP4")
 
 
-def _fingerprint(spec: RecorderSpec) -> str:
+def _fingerprint(spec: RecorderSpec, *, image: bool = False) -> str:
     f = spec.faults
     desc = repr((spec.serial, spec.footage, f.hostile_names)
-                + ((True,) if f.control_names else ())).encode()
+                + ((True,) if f.control_names else ()) + (("image",) if image else ())).encode()
     return hashlib.sha256(desc).hexdigest()
 
 
@@ -131,6 +145,22 @@ class RecorderStorage:
         # name -> (mtime_ns, BLAKE3) of footage as written; a guarded delete of an
         # unchanged file uses it instead of re-reading gigabytes on the event loop.
         self._digests: dict[bytes, tuple[int, bytes]] = {}
+        # The files live in a throttled block device's image instead of a plain directory
+        # (`use_volume`, before `materialise`); None: backing/ is a plain directory.
+        self.volume: BlockVolume | None = None
+
+    @property
+    def volume_image(self) -> Path:
+        return self.dir / IMAGE_NAME
+
+    def use_volume(self, volume: BlockVolume | None) -> None:
+        """Keep the files in `volume` (a throttled loop device) from the next plug on."""
+        self.volume = volume
+
+    def release(self) -> None:
+        """Unplug: a block volume is unmounted and detached (a plain directory stays)."""
+        if self.volume is not None:
+            self.volume.detach()
 
     # --- where the tree is right now -------------------------------------------------
     @property
@@ -155,24 +185,53 @@ class RecorderStorage:
         """Create the files unless a previous plug already did (same spec)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         unmount_sync(self.media)  # stale FUSE view of a killed simulator
+        clear_leftovers(self.dir)  # stale loop device and mounts of a killed simulator
+        if self.volume is not None:
+            self._materialise_volume(self.volume)
+            return
+        self.volume_image.unlink(missing_ok=True)  # footage of an earlier throttled plug
         if self.media.exists() and not self.backing.exists():
             os.rename(self.media, self.backing)  # left exposed by a killed simulator
-        fp = _fingerprint(self.spec)
+        if self._load_manifest(_fingerprint(self.spec)):
+            return
+        if self.backing.exists():
+            shutil.rmtree(self.backing)
+        self._create_footage()
+        self._save_manifest(_fingerprint(self.spec))
+
+    def _materialise_volume(self, volume: BlockVolume) -> None:
+        fp = _fingerprint(self.spec, image=True)
+        known = self._load_manifest(fp)
+        for plain in (self.backing, self.media):  # footage of an earlier plain plug
+            if plain.exists() and not os.path.ismount(plain):
+                shutil.rmtree(plain)
+        sizes = self.spec.footage.file_sizes
+        volume.attach(sum(sizes), len(sizes) + 64, fresh=not known)
+        if known:
+            return
+        self._create_footage()
+        volume.settle()
+        self._save_manifest(fp)
+
+    def _load_manifest(self, fingerprint: str) -> bool:
+        """Take the digests of a previous plug with the same spec; False if there is none
+        (and forget what this recorder directory knew of another)."""
         try:
             manifest = json.loads(self.manifest.read_text())
-            if manifest["fingerprint"] == fp:
+            if manifest["fingerprint"] == fingerprint:
                 self._digests = {
                     bytes.fromhex(k): (v[0], bytes.fromhex(v[1]))
                     for k, v in manifest["digests"].items()
                 }
-                return
+                return True
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             pass
         self.manifest.unlink(missing_ok=True)
         for stale in ("eventlog.jsonl", "state.json"):  # history of a different recorder
             (self.dir / stale).unlink(missing_ok=True)
-        if self.backing.exists():
-            shutil.rmtree(self.backing)
+        return False
+
+    def _create_footage(self) -> None:
         (self.backing / os.fsdecode(FOOTAGE_DIR)).mkdir(parents=True)
         self._digests = {}
         for f in self._files.values():
@@ -182,11 +241,12 @@ class RecorderStorage:
         if self.spec.faults.control_names:
             with open(os.path.join(os.fsencode(self.backing), CONTROL_NAME), "wb") as fh:
                 fh.write(b"footage with a hostile name\n")
+
+    def _save_manifest(self, fingerprint: str) -> None:
         tmp = self.manifest.with_suffix(".tmp")
         digests = {k.hex(): [mtime, d.hex()] for k, (mtime, d) in self._digests.items()}
-        tmp.write_text(
-            json.dumps({"version": MANIFEST_VERSION, "fingerprint": fp, "digests": digests})
-        )
+        tmp.write_text(json.dumps(
+            {"version": MANIFEST_VERSION, "fingerprint": fingerprint, "digests": digests}))
         os.replace(tmp, self.manifest)
 
     def _write(self, f: FootageFile) -> None:

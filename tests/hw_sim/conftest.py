@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.client import RecorderClient
-from hw_sim import fusemount
+from hw_sim import blockvolume, fusemount
 from hw_sim.recorder import DEFAULT_FLEET_SECRET, VirtualRecorder
 from hw_sim.spec import RecorderSpec
 
@@ -36,6 +36,7 @@ async def start_recorder(tmp_path: Path) -> AsyncIterator[StartRecorder]:
             fusemount.unmount_sync(Path(mp))
         leftover = [mp for mp in fusemount._live if os.path.ismount(mp)]
         assert not leftover, f"FUSE mounts left behind: {leftover}"
+        assert not blockvolume._live, f"loop devices left behind: {list(blockvolume._live)}"
 
 
 @pytest.fixture

@@ -49,6 +49,18 @@ def test_idle_time_is_not_saved_up_as_a_burst() -> None:
     assert clock.slept[-1] == pytest.approx(0.5)
 
 
+def test_the_device_s_own_read_time_overlaps_the_link_time() -> None:
+    clock = FakeClock()
+    pacer = ReadPacer(1_000_000.0, clock=clock, sleep=clock.sleep)
+    slot_end = pacer.book(100_000)  # the request arrives: 0.1 s of link time is booked
+    clock.now += 0.03  # the device takes 0.03 s to fetch the bytes
+    pacer.wait(slot_end)
+    assert clock.slept == pytest.approx([0.07])  # not 0.03 + 0.1
+    clock.now += 0.5  # a read that takes longer than its slot is not made to wait more
+    pacer.wait(pacer.book(100_000) - 0.2)
+    assert clock.slept == pytest.approx([0.07])
+
+
 def test_concurrent_readers_share_one_link() -> None:
     clock = FakeClock()
     lock = threading.Lock()
@@ -80,8 +92,9 @@ def test_a_rate_must_be_positive() -> None:
 async def test_a_throttled_recorder_serves_every_byte(
     start_recorder: StartRecorder, open_client: OpenClient
 ) -> None:
-    spec = small_spec(faults=Faults(read_rate_mb_s=50.0))
+    spec = small_spec(faults=Faults(read_rate_mb_s=50.0, read_rate_by="fuse"))
     rec = await start_recorder(spec)
+    assert rec.storage.volume is None  # the FUSE view paces, not the kernel
     media = await unlocked(rec, open_client)
     for f in footage_files(spec)[:2]:
         data, err = await asyncio.to_thread(read_all, media / f.path_str)
