@@ -1,13 +1,15 @@
 """Plug to docked: how long from a simulated plug until MQTT says so, while other bays are busy.
 
     python -m bench.docking [--plugs N] [--busy B] [--busy-size-mib S] [--busy-rate-mb-s R]
-                            [--broker-nodelay] [--workdir DIR] [--agent-log FILE] --json
+                            [--busy-throttle auto|kernel|fuse] [--broker-nodelay]
+                            [--workdir DIR] [--agent-log FILE] --json
 
 The defaults are the "24 other bays busy" case: 50 plugs while 24 bays offload at 3 MB/s
 each (`python -m bench.docking --json`). The real agent process (`agent.cli`) runs against a
 private mosquitto (plain TCP on 127.0.0.1) and an in-process dock-sim with `busy + 1` bays.
 The agent is waited for until it is online on MQTT; then the `busy` recorders are plugged
-and waited for until every one of them offloads (storage read at `busy-rate-mb-s`, FUSE).
+and waited for until every one of them offloads (storage read at `busy-rate-mb-s`, held by
+the kernel's block throttle where it can, else by the FUSE view: `busy_throttle`).
 Then one recorder is plugged into the last bay `plugs` times, each time waited for until it
 is released and unplugged again. The agent's unplug debounce is shortened
 (`devices.debounce_ms`, which is not on the plug path) so that all plugs fit inside the
@@ -226,6 +228,12 @@ async def _plugs(dock: Any, traffic: Traffic, bay: str, n: int
     return out, busy
 
 
+def _busy_throttle(dock: Any) -> str:
+    """What held the busy recorders' rate: "kernel" when their storage was a volume."""
+    recorders = list(dock.recorders.values())
+    return "kernel" if any(r.storage.volume is not None for r in recorders) else "fuse"
+
+
 async def _run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     from hw_sim.dock import VirtualDock
     from hw_sim.spec import Faults, FootageSpec, RecorderSpec
@@ -240,14 +248,17 @@ async def _run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
                              stdout=log_to, stderr=subprocess.STDOUT if args.agent_log
                              else (work / "agent.log").open("wb"), start_new_session=True)
     traffic = Traffic(port)
+    throttle: str | None = None
     try:
         await _wait(lambda: _online(traffic), "agent online", timeout=120)
         size = args.busy_size_mib << 20
-        faults = Faults(read_rate_mb_s=args.busy_rate_mb_s) if args.busy_rate_mb_s else Faults()
+        faults = (Faults(read_rate_mb_s=args.busy_rate_mb_s, read_rate_by=args.busy_throttle)
+                  if args.busy_rate_mb_s else Faults())
         for i in range(args.busy):
             await dock.plug(str(i), RecorderSpec(
                 serial=f"BUSY{i:04d}", storage_total_bytes=2 * size + 1, faults=faults,
                 footage=FootageSpec(count=2, size_bytes=size, seed=7)))
+        throttle = _busy_throttle(dock) if args.busy_rate_mb_s and args.busy else None
         t_busy = time.monotonic()
         await _wait(lambda: _busy(traffic, t_busy - 600) >= args.busy, "busy bays",
                     timeout=600)
@@ -273,6 +284,7 @@ async def _run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "busy_bays": args.busy, "busy_bays_still_offloading_at_end": still_busy,
         "busy_offloading_min": min(busy_at_plug, default=0),
         "busy_rate_mb_s": args.busy_rate_mb_s, "broker_tcp_nodelay": args.broker_nodelay,
+        "busy_throttle": throttle,
         "released_ms_p50": _pct([r["released"] for r in results if "released" in r], 0.5),
         "mean_identified_ms": round(statistics.mean(
             [r["identified"] for r in results if "identified" in r] or [0.0]) * 1000, 1),
@@ -286,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--busy-size-mib", type=int, default=128, help="each of 2 files per busy bay")
     p.add_argument("--busy-rate-mb-s", type=float, default=3.0,
                    help="busy recorders' read rate (0: unlimited, no FUSE)")
+    p.add_argument("--busy-throttle", choices=["auto", "kernel", "fuse"], default="auto",
+                   help="who holds the busy rate: the kernel's block throttle, the FUSE view,"
+                   " or auto: the kernel where it can")
     p.add_argument("--broker-nodelay", action="store_true",
                    help="the broker sends to subscribers without Nagle's delay")
     p.add_argument("--workdir", type=Path, default=None)

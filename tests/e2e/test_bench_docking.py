@@ -26,6 +26,7 @@ def test_bench_docking_prints_its_keys() -> None:
     assert KEYS <= result.keys()
     assert result["plugs"] == 2 and result["identified_ms_p50"] is not None
     assert result["broker_tcp_nodelay"] is False
+    assert result["busy_throttle"] in ("kernel", "fuse")
 
 
 def test_bench_docking_can_run_its_broker_without_nagle() -> None:
