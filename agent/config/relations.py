@@ -92,6 +92,11 @@ def _offload_rate(s: Mapping[str, Any]) -> str | None:
             f" bandwidth_mib_s = {u.bandwidth_mib_s:g}")
 
 
+def _lights(s: Mapping[str, Any]) -> str | None:
+    sc = s["screen"]
+    return "lights = true, light_pins = {}" if sc.lights and not sc.light_pins else None
+
+
 def _backoff(section: str) -> Callable[[Mapping[str, Any]], str | None]:
     def broken(s: Mapping[str, Any]) -> str | None:
         b = s[section]
@@ -130,6 +135,9 @@ RELATIONS: tuple[Relation, ...] = (
              "must not exceed upload.bandwidth_mib_s when that limit is set",
              "uploads would run faster while recorders offload than at any other time",
              ("upload",), _offload_rate, ("upload.bandwidth_mib_s",)),
+    Relation("screen.lights", "needs screen.light_pins",
+             "the bay lights are switched on with no bay's light named",
+             ("screen",), _lights),
     Relation("mqtt.backoff_min_s", "must not exceed mqtt.backoff_max_s",
              "the first reconnect delay would be longer than the longest",
              ("mqtt",), _backoff("mqtt"), ("mqtt.backoff_max_s",)),

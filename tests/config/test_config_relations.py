@@ -40,6 +40,7 @@ CASES: list[tuple[str, str, str, str]] = [
      "retention.require_central_ack"),
     ("upload.while_offloading_mib_s", "", "\n[upload]\nbandwidth_mib_s = 1.0\n",
      "upload.bandwidth_mib_s"),  # while_offloading_mib_s left at its default (2.0)
+    ("screen.lights", "", "\n[screen]\nlights = true\n", "screen.lights"),
     ("mqtt.backoff_min_s", "", "backoff_min_s = 10.0\nbackoff_max_s = 5.0\n",
      "mqtt.backoff_min_s"),
     ("upload.backoff_min_s", "", "\n[upload]\nbackoff_min_s = 700.0\n", "upload.backoff_min_s"),
