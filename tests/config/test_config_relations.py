@@ -100,3 +100,17 @@ def test_relations_at_their_edge_hold(write: Write, capsys: pytest.CaptureFixtur
         text = after.lstrip("\n") + "\n" + MINIMAL
     path = write(text)
     assert main(["--check-config", str(path)]) == EXIT_OK, capsys.readouterr().err
+
+
+def test_the_configured_unplug_grace_reaches_every_session(write: Write) -> None:
+    from typing import Any, cast
+
+    from agent.app import _session_deps
+    from agent.config import load_settings
+
+    path = write("[devices]\ndebounce_ms = 4000\nunplug_grace_s = 6.5\n\n" + MINIMAL)
+    settings = load_settings(path)
+    none = cast(Any, None)
+    deps = _session_deps(settings, none, none, none, b"secret", lambda: True, lambda: None,
+                         none, firmware_readiness=lambda r: r)
+    assert deps.unplug_grace_s == 6.5
