@@ -294,7 +294,8 @@ def _check_file(p: Path, f: evidence.StoredFile, deep: bool, report: VerifyRepor
         return
     if deep:
         try:
-            _, digest = hash_file(p, stop=stop)  # JobStopped mid-file: judged neither way
+            # JobStopped inside the file: the whole check ends, judging it neither way
+            _, digest = hash_file(p, between_reads=lambda: check(stop))
         except OSError as exc:
             report.add("unreadable_file", relpath, f"cannot read: {exc}")
             return
