@@ -227,6 +227,7 @@ def _session_deps(settings: Settings, db: Database, ledger: Ledger, offloader: O
         on_change=on_change,
         readiness=settings.readiness,
         battery_poll_s=settings.recorder.battery_poll_s,
+        unplug_grace_s=settings.devices.unplug_grace_s,
         optional_units={Step.FIRMWARE_UPDATE: firmware_update},
         firmware_readiness=firmware_readiness,
     )

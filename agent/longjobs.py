@@ -88,7 +88,10 @@ class LongJobs:
         self._executor.shutdown(wait=False, cancel_futures=True)
         running = [asyncio.wrap_future(f) for f in list(self._running)]
         if running:
-            _, pending = await asyncio.wait(running, timeout=timeout_s)
+            done, pending = await asyncio.wait(running, timeout=timeout_s)
+            for f in done:  # the job's caller sees its outcome; this copy was only waited on
+                if not f.cancelled():
+                    f.exception()
             if pending:
                 log.error("%d long job(s) did not stop within %.0f s", len(pending), timeout_s)
                 return False

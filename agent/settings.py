@@ -61,6 +61,10 @@ class DeviceSettings:
     storage_wait_s: float = opt(
         20.0, "How long to wait for storage after unlocking a recorder.", min=1, max=600
     )
+    unplug_grace_s: float = opt(
+        3.0, "After a recorder's port vanishes, how long to wait for its unplug (which comes"
+        " debounce_ms after the removal) before the lost link is a fault instead of an"
+        " undocking.", min=0.5, max=600)
     bays: dict[str, str] = opt({}, "USB port path (udev ID_PATH) -> bay label.")
 
 

@@ -16,6 +16,7 @@ from agent.compliance.day_lists import read_day_list
 from agent.config.convert import BAD, Converter, unknown_name_hint
 from agent.config.errors import ConfigInvalid, ConfigIssue
 from agent.config.positions import KeyLines, split_dotted
+from agent.config.relations import check_relations
 from agent.config.rules import apply_alternatives, check_sections
 from agent.config.typenames import model_hints, toml_type
 from agent.inputfiles import MAX_CONFIG_BYTES, InputFileError, read_input_file
@@ -119,6 +120,7 @@ def parse_settings(
     sections = _build_sections(conv, raw)
     apply_alternatives(sections, raw)
     check_sections(conv, sections, check_files)
+    check_relations(conv, sections, raw)  # settings that contradict each other
     if conv.problems:
         raise ConfigInvalid(_issues(conv, text, source, overridden))
     return Settings(**sections)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.fields import SECTION_HELP, field_default, iter_fields, jsonable
+from agent.config.relations import relations_markdown
 from agent.config.typenames import describe_type, range_text
 from agent.settings import Settings
 
@@ -47,4 +48,4 @@ def reference_markdown() -> str:
             kind += f" ({range_text(f.metadata.get('min'), f.metadata.get('max'))})"
         out.append(f"| `{key}` | {_md(kind)} | {_md(_default_text(f))} | "
                    f"{_md(f.metadata.get('help', ''))} |")
-    return "\n".join(out[1:]) + "\n"
+    return "\n".join(out[1:]) + "\n" + relations_markdown()

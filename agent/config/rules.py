@@ -141,8 +141,6 @@ def _check_versions(conv: Converter, key: str, versions: Sequence[str]) -> None:
 
 
 def _check_mqtt(conv: Converter, mqtt: MqttSettings, check_files: bool) -> None:
-    if mqtt.backoff_min_s > mqtt.backoff_max_s:
-        conv.error("mqtt.backoff_min_s", "must not exceed mqtt.backoff_max_s")
     if (mqtt.cert_file is None) != (mqtt.key_file is None):
         conv.error("mqtt.cert_file", "cert_file and key_file go together")
     if mqtt.password_file is not None and mqtt.username is None:
@@ -160,8 +158,6 @@ def _check_mqtt(conv: Converter, mqtt: MqttSettings, check_files: bool) -> None:
 
 
 def _check_upload(conv: Converter, upload: UploadSettings, check_files: bool) -> None:
-    if upload.backoff_min_s > upload.backoff_max_s:
-        conv.error("upload.backoff_min_s", "must not exceed upload.backoff_max_s")
     if not upload.enabled:
         return
     if not re.fullmatch(r"https?://[^/\s]+/?", upload.endpoint):
@@ -276,8 +272,6 @@ def _check_across_sections(conv: Converter, sections: Mapping[str, Any],
                            check_files: bool) -> None:
     devices: DeviceSettings | None = sections.get("devices")
     retention = sections.get("retention")
-    if retention is not None and retention.target_free_percent < retention.pressure_free_percent:
-        conv.error("retention.target_free_percent", "must be at least pressure_free_percent")
     upload = sections.get("upload")
     if retention is not None and upload is not None and retention.purge and not upload.enabled:
         conv.error("retention.purge", "purging needs [upload] enabled: only footage the "

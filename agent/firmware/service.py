@@ -322,6 +322,8 @@ class FirmwareService:
             pol.check_version(target, "target")
         for v in allowlist or ():
             pol.check_version(v, "allowlist version")
+        if target is not None and allowlist is None:
+            _refuse_against_config(self.config.readiness, model, target)
         new = (None if target is None and allowlist is None
                else pol.ModelPolicy(target, tuple(allowlist) if allowlist is not None else None,
                                     "central"))
@@ -338,6 +340,19 @@ class FirmwareService:
         return {"model": model, "target": target,
                 "allowlist": list(allowlist) if allowlist is not None else None,
                 "cleared": new is None}
+
+
+def _refuse_against_config(readiness: ReadinessSettings, model: str, target: str) -> None:
+    """A central target without an allowlist of its own is judged by the dock's flat
+    `allowed_firmware`: one that list refuses would never be installed, so the policy
+    contradicts the dock's configuration and is refused (the one in force stays)."""
+    problem = firmware_problem(with_central_allowlists(readiness, {model: None}), model, target)
+    if problem is not None:
+        raise PolicyError(
+            f"target {target} contradicts this dock's [readiness] allowed_firmware"
+            f" ({problem}): recorders of model {model!r} would never be updated to it;"
+            " send an allowlist with the target or change the dock's configuration"
+            " (the policy in force is unchanged)")
 
 
 def _open_attempt(conn: sqlite3.Connection, serial: str) -> store.Attempt | None:

@@ -141,7 +141,7 @@ class Exporter:
                 raise ExportFailed(f"{final} already exists on the target")
             facts = package.write_package(work, sources, statement, self.key,
                                           throttle=package.Throttle(rate, stop))
-            check = package.verify_package(work, self.key.public_key())
+            check = package.verify_package(work, self.key.public_key(), stop=stop)
             if not check.ok:
                 raise ExportFailed("read-back from the target failed: "
                                    + "; ".join(check.problems[:5]))

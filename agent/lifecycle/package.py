@@ -120,14 +120,16 @@ def _copy_one(src: SourceFile, work: Path, rel: str, throttle: Throttle) -> str:
     return s1.hexdigest()
 
 
-def hash_file(path: Path) -> tuple[int, str, str]:
-    """(size, BLAKE3 hex, SHA-1 hex) of a file, read from the start."""
+def hash_file(path: Path, stop: StopSignal | None = None) -> tuple[int, str, str]:
+    """(size, BLAKE3 hex, SHA-1 hex) of a file, read from the start; JobStopped at the next
+    chunk once the agent's `stop` is set."""
     b3, s1 = blake3(), hashlib.sha1()  # noqa: S324
     size = 0
     with open(path, "rb") as fh:
         with contextlib.suppress(OSError):
             os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         while chunk := fh.read(CHUNK):
+            check(stop)
             b3.update(chunk)
             s1.update(chunk)
             size += len(chunk)
@@ -177,10 +179,12 @@ class PackageCheck:
     statement: Mapping[str, Any] | None
 
 
-def verify_package(root: Path, public_key: Ed25519PublicKey | None = None) -> PackageCheck:
+def verify_package(root: Path, public_key: Ed25519PublicKey | None = None, *,
+                   stop: StopSignal | None = None) -> PackageCheck:
     """Re-read a package: signature, every file against statement (BLAKE3, SHA-1, size) and
     ASC MHL manifest, and nothing missing or added. `public_key`: the key to trust (default:
-    the one in the package, which proves integrity but not origin)."""
+    the one in the package, which proves integrity but not origin). With the agent's `stop`:
+    JobStopped at the next chunk, no verdict."""
     problems: list[str] = []
     try:
         body = (root / STATEMENT).read_bytes()
@@ -215,7 +219,7 @@ def verify_package(root: Path, public_key: Ed25519PublicKey | None = None) -> Pa
                                     str(f.get("sha1")))
     for name, data in ((STATEMENT, body), (SIGNATURE, sig), (PUBLIC_KEY, pem)):
         want[name] = (len(data), None, hashlib.sha1(data).hexdigest())  # noqa: S324
-    problems += _check_files(root, want, manifest)
+    problems += _check_files(root, want, manifest, stop)
     return PackageCheck(not problems, tuple(problems), statement)
 
 
@@ -223,7 +227,8 @@ _Expected = tuple[int, str | None, str]  # size, BLAKE3 (None: not recorded), SH
 
 
 def _check_files(root: Path, want: Mapping[str, _Expected],
-                 manifest: Mapping[str, tuple[int, str]]) -> list[str]:
+                 manifest: Mapping[str, tuple[int, str]],
+                 stop: StopSignal | None) -> list[str]:
     """Every expected file present, listed in the manifest and unchanged; nothing added."""
     problems: list[str] = []
     present = {PurePosixPath(p.relative_to(root)).as_posix() for p in root.rglob("*")
@@ -237,7 +242,7 @@ def _check_files(root: Path, want: Mapping[str, _Expected],
             problems.append(f"{rel}: missing")
             continue
         try:
-            got_size, got_b3, got_sha1 = hash_file(root / rel)
+            got_size, got_b3, got_sha1 = hash_file(root / rel, stop)
         except OSError as exc:
             problems.append(f"{rel}: cannot read: {exc}")
             continue

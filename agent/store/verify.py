@@ -5,6 +5,10 @@ the evidence store on disk with the index (and the index with the ledger), and w
 `deep=True` re-hashes every stored file. Both only read, so they work on a read-only
 connection (`agent.store.db.open_readonly`). They block: run them off the event loop.
 
+A stop (the agent's `StopSignal`, agent.longjobs) ends either check at its next unit of
+work, also inside one file's re-hash, with JobStopped: a stopped check returns no report,
+so nothing about the unfinished file (neither intact nor corrupt) can be recorded.
+
 Every problem is named: `Problem(kind, where, detail)` where `where` is `seq N`,
 `seq N-M`, a stored path, or `key <id>`. Kinds:
 
@@ -154,7 +158,9 @@ def _verify_ledger(conn: sqlite3.Connection, public_key: Ed25519PublicKey | None
         walk.entry(entry, computed)
     _check_keys(conn, report, walk.chain_keys, public_key)
     trusted = {key_id(public_key)} if public_key is not None else set(walk.chain_keys)
-    for cp in cps:
+    for i, cp in enumerate(cps):
+        if i % 1000 == 999:
+            check(stop)
         _check_signature(cp, trusted, report)
         walk.checkpoint(cp.seq, cp.hash)
     walk.policy_gaps({cp.seq for cp in cps})
@@ -193,7 +199,9 @@ def _check_keys(conn: sqlite3.Connection, report: VerifyReport, chain_keys: dict
                        "the trusted public key was never recorded in this ledger")
 
 
-def _walk(root: Path, rel: str, report: VerifyReport, found: set[str]) -> None:
+def _walk(root: Path, rel: str, report: VerifyReport, found: set[str],
+          stop: StopSignal | None) -> None:
+    check(stop)  # once per directory: a store of many directories is walked for long
     try:
         it = os.scandir(root / rel if rel else root)
     except OSError as exc:
@@ -208,7 +216,7 @@ def _walk(root: Path, rel: str, report: VerifyReport, found: set[str]) -> None:
                 report.add("unexpected_entry", _printable(path),
                            "a symbolic link inside the store")
             elif de.is_dir(follow_symlinks=False):
-                _walk(root, path, report, found)
+                _walk(root, path, report, found, stop)
             elif de.is_file(follow_symlinks=False):
                 found.add(path)
             else:
@@ -230,13 +238,13 @@ def verify_store(conn: sqlite3.Connection, store_root: Path, *, deep: bool,
     if not store_root.is_dir():
         report.add("store_missing", str(store_root), "the evidence store directory is missing")
         with _snapshot(conn):
-            _check_index(conn, evidence.query(conn), report)
+            _check_index(conn, evidence.query(conn), report, stop)
         return report
     found: set[str] = set()
-    _walk(store_root, "", report, found)
+    _walk(store_root, "", report, found, stop)
     with _snapshot(conn):
         files = evidence.query(conn)
-        _check_index(conn, files, report)
+        _check_index(conn, files, report, stop)
     live = {f.stored_relpath: f for f in files if f.purged_us is None}
     for relpath, f in live.items():
         check(stop)  # JobStopped between two files once the agent stops
@@ -246,8 +254,10 @@ def verify_store(conn: sqlite3.Connection, store_root: Path, *, deep: bool,
         if relpath not in found:
             _missing(store_root / relpath, relpath, report)
             continue
-        _check_file(store_root / relpath, f, deep, report)
-    for path in sorted(found - set(live)):
+        _check_file(store_root / relpath, f, deep, report, stop)
+    for i, path in enumerate(sorted(found - set(live))):
+        if i % 1000 == 999:
+            check(stop)
         row = _index_row(conn, path)
         if row is None:
             report.add("extra_file", _printable(path),
@@ -268,7 +278,8 @@ def _index_row(conn: sqlite3.Connection, relpath: str) -> Any:
                         (relpath,)).fetchone()
 
 
-def _check_file(p: Path, f: evidence.StoredFile, deep: bool, report: VerifyReport) -> None:
+def _check_file(p: Path, f: evidence.StoredFile, deep: bool, report: VerifyReport,
+                stop: StopSignal | None) -> None:
     relpath = f.stored_relpath
     try:
         st = p.lstat()
@@ -283,7 +294,8 @@ def _check_file(p: Path, f: evidence.StoredFile, deep: bool, report: VerifyRepor
         return
     if deep:
         try:
-            _, digest = hash_file(p)
+            # JobStopped inside the file: the whole check ends, judging it neither way
+            _, digest = hash_file(p, between_reads=lambda: check(stop))
         except OSError as exc:
             report.add("unreadable_file", relpath, f"cannot read: {exc}")
             return
@@ -304,10 +316,12 @@ def _missing(path: Path, relpath: str, report: VerifyReport) -> None:
 
 
 def _check_index(conn: sqlite3.Connection, files: list[evidence.StoredFile],
-                 report: VerifyReport) -> None:
+                 report: VerifyReport, stop: StopSignal | None) -> None:
     """Each index row must match its "offloaded" ledger entry, and vice versa."""
     by_id = {f.id: f for f in files}
-    for f in files:
+    for i, f in enumerate(files):
+        if i % 1000 == 999:
+            check(stop)
         if f.ledger_seq is None:
             report.add("index_unrecorded", f.stored_relpath, "no ledger entry for this file")
             continue
@@ -325,7 +339,9 @@ def _check_index(conn: sqlite3.Connection, files: list[evidence.StoredFile],
                                               f.source_name.hex()):
             report.add("index_mismatch", f.stored_relpath,
                        f"the index row differs from ledger entry {entry.seq}")
-    for row in LEDGER.rows(conn, Where().eq("kind", EntryKind.OFFLOADED.value)):
+    for i, row in enumerate(LEDGER.rows(conn, Where().eq("kind", EntryKind.OFFLOADED.value))):
+        if i % 1000 == 999:
+            check(stop)
         try:
             fid = entry_from_row(row).data.get("file_id")
         except (ValueError, LedgerError):

@@ -26,6 +26,11 @@ class S3Error(UploadError):
             "SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError")
 
 
+class UploadStopped(UploadError):
+    """The uploader is stopping: the file's transfer ended unfinished, which is no failure
+    (its queue row stays as it was, and the next start sends it again)."""
+
+
 class ObjectConflict(UploadError):
     """The write-once key already holds an object with other content."""
 

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.upload.errors import UploadError
+from agent.upload.errors import UploadStopped
 
 RateFn = Callable[[], float | None]  # bytes per second; None: unlimited; 0: paused
 
@@ -23,10 +23,14 @@ class Throttle:
         self._next = 0.0
         self.paused_s = 0.0
 
+    def check_stop(self) -> None:
+        """Between two chunks of work that is not paced (hashing the stored file)."""
+        if self._stopped():
+            raise UploadStopped("the uploader is stopping")
+
     def __call__(self, n: int) -> None:
         while True:
-            if self._stopped():
-                raise UploadError("the uploader is stopping")
+            self.check_stop()
             rate = self._rate()
             if rate is None:
                 return

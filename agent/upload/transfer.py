@@ -149,6 +149,7 @@ class Transfer:
         """MD5 of a file range (feeding `also`, a BLAKE3, on the way)."""
         md5 = hashlib.md5()  # noqa: S324 - S3's Content-MD5
         for chunk in FileRange(fd, offset, length, self._chunk).chunks():
+            self.throttle.check_stop()  # a whole multi-GB file is hashed before a resend
             md5.update(chunk)
             if also is not None:
                 also.update(chunk)

@@ -41,7 +41,13 @@ from agent.store.evidence import StoredFile, get_file
 from agent.store.faults import FaultCode, clear_faults, raise_fault
 from agent.store.ledger import EntryKind, Ledger, current_us
 from agent.upload import objects, queue
-from agent.upload.errors import ObjectConflict, S3Error, S3Unavailable, UploadError
+from agent.upload.errors import (
+    ObjectConflict,
+    S3Error,
+    S3Unavailable,
+    UploadError,
+    UploadStopped,
+)
 from agent.upload.s3client import S3Client
 from agent.upload.throttle import Throttle
 from agent.upload.transfer import MIB, LocalFileError, StoredObject, Transfer
@@ -156,8 +162,9 @@ class Uploader:
         return done
 
     def close(self) -> None:
-        """Stop: a paused or paced upload ends at its next chunk, and closing the socket
-        ends one blocked on the network; the queue row stays pending for the next start."""
+        """Stop: a paused, paced or hashing upload ends at its next chunk, and closing the
+        socket ends one blocked on the network; the queue row stays pending, as it was (no
+        failure, no fault), for the next start."""
         self._stop.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
@@ -179,7 +186,9 @@ class Uploader:
         except LocalFileError as exc:
             self._failed(f, job, str(exc), local=True)
             return False
-        except (S3Unavailable, S3Error, UploadError) as exc:
+        except UploadError as exc:
+            if isinstance(exc, UploadStopped) or self._stop.is_set():
+                return False  # a stop (or the socket it closed) is no failure: nothing recorded
             unreachable = isinstance(exc, S3Unavailable) or (
                 isinstance(exc, S3Error) and exc.retryable)
             self._failed(f, job, str(exc), store_down=unreachable)

@@ -97,7 +97,8 @@ class Browser:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[n] = fut
         await self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
-        msg = await asyncio.wait_for(fut, HANG_GUARD_S)
+        async with asyncio.timeout(HANG_GUARD_S):
+            msg = await fut
         if "error" in msg:
             raise CdpError(f"{method}: {msg['error']}")
         result: dict[str, Any] = msg.get("result", {})

@@ -311,7 +311,8 @@ class Rig:
             stdin=asyncio.subprocess.DEVNULL,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate()
         except TimeoutError:
             proc.kill()
             await proc.wait()

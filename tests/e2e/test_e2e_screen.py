@@ -64,7 +64,8 @@ class Screen:
             stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
         log.close()
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), HANG_GUARD_S)
+        async with asyncio.timeout(HANG_GUARD_S):
+            line = await self.proc.stdout.readline()
         m = re.search(rb"serving (http://\S+)", line)
         assert m, f"dock-screen did not start: {line!r}\n{self.log()}"
         self.url = m.group(1).decode()
@@ -78,7 +79,8 @@ class Screen:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:
-                await asyncio.wait_for(self.proc.wait(), 30)
+                async with asyncio.timeout(30):
+                    await self.proc.wait()
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()

@@ -76,3 +76,31 @@ async def test_set_policy_refuses_malformed_versions(service: FirmwareService,
     with pytest.raises(PolicyError):
         await run_command(service, "set-firmware-policy", args)
     assert await service.db.read(store.central_policies) == {}
+
+
+async def test_a_central_target_the_dock_config_refuses_is_refused_and_the_old_kept(
+        tmp_path: Path) -> None:
+    """A central target without its own allowlist is judged by the dock's flat
+    `allowed_firmware`: one that list forbids would never be installed, so the policy
+    contradicts the dock's configuration and is refused, naming why; what was in force
+    stays, and nothing is ledgered as set. With an allowlist of its own it is accepted."""
+    settings = FirmwareSettings(targets={MODEL: "1.1.0"})
+    db = Database(tmp_path / "dock.sqlite3", ALL_SCHEMAS)
+    try:
+        config = FirmwareConfig(settings, ReadinessSettings(allowed_firmware=["1.0", "1.1"]),
+                                tmp_path / "firmware", ZoneInfo("UTC"), {})
+        service = FirmwareService(config, db, Ledger("dock-test"))
+        await run_command(service, "set-firmware-policy", {"model": MODEL, "target": "1.1"})
+        before = await db.read(store.central_policies)
+        with pytest.raises(PolicyError, match=r"allowed_firmware.*never be updated"):
+            await run_command(service, "set-firmware-policy", {"model": MODEL, "target": "1.2.0"})
+        assert await db.read(store.central_policies) == before
+        assert service.policies()[MODEL].target == "1.1"
+        kinds = await db.read(lambda c: [r[0] for r in c.execute(
+            "SELECT kind FROM ledger WHERE kind = 'firmware_policy_set'")])
+        assert kinds == ["firmware_policy_set"]
+        done = await run_command(service, "set-firmware-policy",
+                                 {"model": MODEL, "target": "1.2.0", "allowlist": ["1.2.0"]})
+        assert done["target"] == "1.2.0"
+    finally:
+        db.close()

@@ -251,9 +251,13 @@ async def test_a_staged_image_is_installed_only_if_the_firmware_rule_allows_it(
                 agent=rig.agent)
     code, _, err = await rig.dockctl("firmware", "add", str(package(tmp_path, 256 * 1024)))
     assert code == 0, err
-    if central_target:
+    if central_target:  # one the dock's own allowed_firmware forbids: refused, nothing set
         reply = await command(central, "set-firmware-policy", "fw-rule-1",
                               {"model": MODEL, "target": "1.1.0"})
+        assert not reply["ok"] and "allowed_firmware" in reply["error"]["message"], reply
+        # with an allowlist of its own the central side decides; the flat list no longer
+        reply = await command(central, "set-firmware-policy", "fw-rule-2",
+                              {"model": MODEL, "target": "1.1.0", "allowlist": ["1.0.0"]})
         assert reply["ok"], reply
     spec = recorder("BWC61101", seed=611)
     await rig.plug("1", spec)

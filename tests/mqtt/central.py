@@ -51,7 +51,8 @@ class Central:
         self.transport.abort()
         if self._task is not None:
             with contextlib.suppress(ConnectionLost, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, 60)
+                async with asyncio.timeout(60):
+                    await self._task
         self.transport = self._new_transport()
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -116,12 +117,10 @@ class Central:
         return [m.body for m in self.messages if m.topic.endswith(suffix)]
 
     async def wait_for(self, pred: Callable[[], bool], timeout: float = 90.0) -> None:
-        async def loop() -> None:
+        async with asyncio.timeout(timeout):  # never wait_for: it can lose a cancellation
             while not pred():
                 self._changed.clear()
                 await self._changed.wait()
-
-        await asyncio.wait_for(loop(), timeout)
 
     async def command(self, dock_id: str, name: str, body: Any, *,
                       response_topic: str | None = None,

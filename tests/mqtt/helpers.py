@@ -14,11 +14,9 @@ from agent.store.db import Database
 
 
 async def until(pred: Callable[[], bool], timeout: float = 90.0) -> None:
-    async def loop() -> None:
+    async with asyncio.timeout(timeout):  # never wait_for: it can lose a cancellation
         while not pred():
             await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(loop(), timeout)
 
 
 @asynccontextmanager

@@ -54,5 +54,8 @@ def test_lan_needs_a_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_lights_need_pins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert refusal(tmp_path, capsys, "lights = true\n") == \
-        "dock-screen: [screen] lights = true needs light_pins\n"
+    lines = refusal(tmp_path, capsys, "lights = true\n").splitlines()
+    assert lines[0] == "dock-screen: invalid configuration:", lines
+    assert lines[1].endswith(":11: screen.lights: needs screen.light_pins (lights = true,"
+                             " light_pins = {}): the bay lights are switched on with no"
+                             " bay's light named"), lines

@@ -38,7 +38,8 @@ async def start(agent: Agent, token: str | None = None,
     server = ScreenServer(poller, language=language, token=token, loopback_only=True)
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(server, "127.0.0.1", 0, lambda h, p: ready.set_result(p)))
-    return task, await asyncio.wait_for(ready, 30)
+    async with asyncio.timeout(30):
+        return task, await ready
 
 
 @pytest.fixture
