@@ -133,7 +133,8 @@ class OffloadSettings:
                             min=0, max=20)
     direct_io: bool = opt(
         True, "Write stored copies with O_DIRECT where the filesystem allows (several writes "
-        "in flight): faster and less CPU per GiB; buffered writes where it is refused."
+        "in flight), and read recorder files with O_DIRECT where their storage allows: less "
+        "CPU per GiB and no page cache filled with footage read once; buffered where refused."
     )
 
 

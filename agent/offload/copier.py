@@ -37,6 +37,7 @@ from agent.offload.errors import CopyStopped, SourceGoneError, SourceReadError
 from agent.offload.inflight import InFlightWrites
 from agent.offload.rehash import drop_cache, sequential
 from agent.offload.resume import INSTALLED, Opened, try_resume
+from agent.offload.sourceread import SourceReader
 from agent.offload.walk import open_source
 from agent.store.durable import fsync_dir
 
@@ -51,10 +52,9 @@ def writes_in_flight(depth: int, chunks: int) -> tuple[int, int]:
     return threads, max(1, depth - 1 - threads)
 
 
-def _pread_checked(fd: int, buf: mmap.mmap, offset: int, want: int) -> int:
-    with memoryview(buf) as mv, mv[:want] as part:
-        n = os.preadv(fd, [part], offset)
-    if n == 0 and os.fstat(fd).st_size > offset:
+def _pread_checked(src: SourceReader, buf: mmap.mmap, offset: int, want: int) -> int:
+    n = src.pread(buf, offset, want)
+    if n == 0 and os.fstat(src.fd).st_size > offset:
         raise OSError(errno.EIO, "premature end of file")
     return n
 
@@ -159,6 +159,7 @@ class Copier:
                                 interval_s=self.job.fdatasync_interval_s,
                                 threads=threads, queued=queued)
         sequential(src)
+        reader = SourceReader(src, direct=self.job.direct)
         # Never more than admission counted (`limit`): a source that keeps growing (a
         # recording still being written, a hostile device) must not eat the disk's reserve.
         try:
@@ -172,7 +173,7 @@ class Copier:
                 if buf is None:
                     raise CopyStopped("copy stopped")
                 try:
-                    n = self._read(src, buf, offset, min(len(buf), limit - offset))
+                    n = self._read(reader, buf, offset, min(len(buf), limit - offset))
                 except BaseException:
                     self.pool.release(buf)
                     raise
@@ -187,6 +188,7 @@ class Copier:
         finally:
             writes.close()
             writer.close()
+            reader.close()
         if writes.error is not None:
             err = writes.error
             if isinstance(err, OSError):
@@ -204,14 +206,14 @@ class Copier:
         self.hooks.durable(size, digest, True)
         crashpoint.reached("copy_complete")
 
-    def _read(self, fd: int, buf: mmap.mmap, offset: int, want: int) -> int:
+    def _read(self, src: SourceReader, buf: mmap.mmap, offset: int, want: int) -> int:
         """Read the next chunk (at most `want` bytes); EIO is retried, and so is an end of
         file that comes before the size `fstat` reports (a vanishing device can look like
         that)."""
         attempt = 0
         while True:
             try:
-                return _pread_checked(fd, buf, offset, want)
+                return _pread_checked(src, buf, offset, want)
             except OSError as exc:
                 if exc.errno in GONE_ERRNOS or self._root_gone():
                     raise SourceGoneError(f"recorder storage gone: {exc.strerror}") from exc
