@@ -5,7 +5,6 @@ copies (bounded: at most one committed file waits)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -60,9 +59,15 @@ class AfterCommit:
         await self._task
 
     async def abort(self) -> None:
+        """Stop the steps after commit while the offload unwinds with its own exception.
+
+        The task's own end (a verify that saw the stop flag the unwinding set raises
+        CopyStopped) must not replace that exception: an agent stop would otherwise turn
+        into a failed offload. A cancellation of the caller still propagates."""
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await asyncio.wait({self._task})
+        if not self._task.cancelled():
+            self._task.exception()  # retrieved: the unwinding exception is what counts
 
     async def _verify(self, c: Committed) -> bool | None:
         mode, run, r = self._plant.settings.verify, self._run, c.result
