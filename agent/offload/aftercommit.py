@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from agent.domain import DockingContext
 from agent.offload.items import Claim, Committed
 from agent.offload.policy import Wiper
+from agent.offload.problems import ProblemLog
 from agent.offload.summary import OffloadSummary, StoredFile
 from agent.offload.wipes import Wipes
 from agent.offload.workers import Plant
@@ -31,6 +32,7 @@ class Run:
     wiper: Wiper | None
     stop: threading.Event
     claims: list[Claim]
+    problems: ProblemLog  # how problems are added to the summary's lists
 
 
 class AfterCommit:
@@ -93,5 +95,5 @@ class AfterCommit:
                                                          run.stop)
             if verified:
                 await self._wipes.wipe(run.wiper, run.ctx.identity.serial, c.file_id,
-                                       c.item.file.relpath, r.size, r.digest, run.summary,
+                                       c.item.file.relpath, r.size, r.digest, run.problems,
                                        run.claims)

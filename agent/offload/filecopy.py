@@ -145,10 +145,10 @@ class FileCopy:
                 await p.workers.call(install, partial, final, stop=stop)
             crashpoint.reached("installed")
         except (SourceReadError, StoreConflictError) as exc:
-            summary.failed.append(FileProblem(f.relpath, str(exc)))
+            await self._run.problems.add("failed", FileProblem(f.relpath, str(exc)))
             return None
         except SourceRefusedError as exc:
-            summary.refused.append(FileProblem(f.relpath, str(exc)))
+            await self._run.problems.add("refused", FileProblem(f.relpath, str(exc)))
             await self._forget(f.relpath, partial)
             return None
         except (SourceGoneError, CopyStopped) as exc:

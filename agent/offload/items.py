@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,20 +34,14 @@ class TimeClaims:
 
 @dataclass(slots=True)
 class Item:
-    """One file of the recorder's listing and what the dock knows about it.
-
-    One is kept for every listed file while the recorder is offloaded, so it holds only
-    references: its recording times are worked out when asked (a pure rule over the
-    shared claims), and a file with no stored versions shares the empty tuple."""
+    """One file of the recorder's listing that the offload acts on (copies it), and what
+    the dock knows about it. Its recording times are worked out when asked (a pure rule
+    over the shared claims)."""
 
     file: SourceFile
     claims: TimeClaims
     journal: JournalEntry | None = None
-    stored: IndexedFile | None = None  # the index row holding this content (hash-matched)
-    versions: tuple[IndexedFile, ...] = ()  # rows of this name, newest first
     previous: IndexedFile | None = None  # stored earlier with other content: a new version
-    reappeared: IndexedFile | None = None  # recorded as wiped, yet the recorder still has it
-    never_wipe: bool = False  # stored while it changed: the recorder keeps its copy
 
     @property
     def times(self) -> RecordingTimes:
@@ -66,16 +61,24 @@ class Item:
         return prev if prev is not None and prev.blake3_hex != result.digest.hex() else None
 
 
+NEW, STORED = 0, 1  # what a listed file is to this offload (`Items.settle`)
+
+
 class Items:
     """Every listed file of one offload as an `Item`, made when asked for. Only the items
-    the dock knows something about (stored versions, a pending copy: `keep`) are held;
-    every other file is just its packed entry in the walk's `FileList`, so an offload of
-    many new files holds no record per file."""
+    of files with something known to copy them by (a pending copy, an earlier version:
+    `keep`) are held; a file stored already is one byte of state and, when it may be
+    wiped after the copies, its index and stored file id (`settle`); every other file
+    is just its packed entry in the walk's `FileList`. So an offload of many new files,
+    or a re-docking of many stored ones, holds no record per file."""
 
     def __init__(self, files: FileList, claims: TimeClaims) -> None:
         self.files = files
         self._claims = claims
         self._kept: dict[int, Item] = {}
+        self._state = bytearray(len(files))  # NEW or STORED, per file
+        self._wipe_at = array("L")  # files stored already that may be wiped ...
+        self._wipe_ids = array("q")  # ... and the stored file each matched
 
     def __len__(self) -> int:
         return len(self.files)
@@ -87,11 +90,30 @@ class Items:
     def __iter__(self) -> Iterator[Item]:
         return (self[i] for i in range(len(self)))
 
-    def keep(self, i: int, versions: tuple[IndexedFile, ...],
-             journal: JournalEntry | None) -> Item:
-        """Hold file `i`'s item with what the index and the journal know of it."""
-        item = self._kept[i] = Item(self.files[i], self._claims, journal, versions=versions)
+    def keep(self, i: int, journal: JournalEntry | None,
+             previous: IndexedFile | None = None) -> Item:
+        """Hold file `i`'s item with what the journal and the index know of it."""
+        item = self._kept[i] = Item(self.files[i], self._claims, journal, previous)
         return item
+
+    def settle(self, i: int, wipe_id: int | None = None) -> None:
+        """File `i` needs no copy (stored already, or recorded as wiped); `wipe_id`: the
+        stored file whose copy on the recorder may be wiped after the copies."""
+        self._state[i] = STORED
+        self._kept.pop(i, None)
+        if wipe_id is not None:
+            self._wipe_at.append(i)
+            self._wipe_ids.append(wipe_id)
+
+    def to_copy(self) -> Iterator[int]:
+        """The files that are not settled, in listing order."""
+        state = self._state
+        return (i for i in range(len(state)) if state[i] == NEW)
+
+    def to_wipe(self) -> Iterator[tuple[bytes, int]]:
+        """(recorder path, stored file id) of every settled file that may be wiped."""
+        return ((self.files.relpath(i), file_id)
+                for i, file_id in zip(self._wipe_at, self._wipe_ids, strict=True))
 
     def kept(self) -> list[Item]:
         """The items held (see `keep`), in listing order."""
