@@ -77,7 +77,7 @@ class Items:
         self._claims = claims
         self._kept: dict[int, Item] = {}
         self._state = bytearray(len(files))  # NEW or STORED, per file
-        self._wipe_at = array("L")  # files stored already that may be wiped ...
+        self._wipe_at = array("I")  # files stored already that may be wiped ...
         self._wipe_ids = array("q")  # ... and the stored file each matched
 
     def __len__(self) -> int:
