@@ -78,7 +78,7 @@ class Promises:
     async def _fit(items: Items, capacity: int, room: int, sizes_known: bool,
                    problems: ProblemLog) -> tuple[array[int], tuple[int, int], int]:
         """(admitted indices, (files left out, their bytes), bytes needed)."""
-        admitted = array("L")
+        admitted = array("I")
         left = missing = need = 0
         for i in items.to_copy():  # a file stored already has nothing to admit
             item = items[i]

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 
 from agent.domain import DockingContext
-from agent.offload.items import Claim, Committed
+from agent.offload.items import Claims, Committed
 from agent.offload.policy import Wiper
 from agent.offload.problems import ProblemLog
 from agent.offload.summary import OffloadSummary, StoredFile
@@ -31,7 +31,7 @@ class Run:
     summary: OffloadSummary
     wiper: Wiper | None
     stop: threading.Event
-    claims: list[Claim]
+    claims: Claims  # deletes answered "deleted", confirmed at the end
     problems: ProblemLog  # how problems are added to the summary's lists
 
 

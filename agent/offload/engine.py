@@ -49,7 +49,7 @@ from agent.offload.buffers import BufferPool, pool_shape
 from agent.offload.errors import OffloadError
 from agent.offload.filecopy import FileCopy, Source, StopOffload
 from agent.offload.identify import PLAN_BATCH, identify, plan, reappeared
-from agent.offload.items import Items, TimeClaims
+from agent.offload.items import Claims, Items, TimeClaims
 from agent.offload.listing import ListedTimes
 from agent.offload.policy import DeadlinePolicy, Wiper
 from agent.offload.problems import ProblemLog
@@ -154,7 +154,8 @@ class Offloader:
             await self.cleanup_orphans()
             summary = OffloadSummary("complete")
             p = self._plant
-            run = Run(ctx, summary, wiper, stop, [], ProblemLog(p.db, p.ledger, ctx, summary))
+            run = Run(ctx, summary, wiper, stop, Claims(),
+                      ProblemLog(p.db, p.ledger, ctx, summary))
             try:
                 return await self._offload(run, source_root, recordings, on_progress)
             finally:  # even when stopped: what was found is recorded

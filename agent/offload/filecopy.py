@@ -190,12 +190,13 @@ def choose_relpath(plant: Plant, ctx: DockingContext, item: Item) -> str:
                           item.file.basename)
     rel_dir, _, name = base.rpartition("/")
     ensure_dir(plant.store, rel_dir)
-    claimed = plant.db.read_sync(pending.claimed_paths)
 
     def taken(rel: str) -> bool:
-        if rel in claimed or os.path.lexists(plant.store / rel):
+        # asked per name (not every journal row read per file: a recorder may leave
+        # many pending copies)
+        if os.path.lexists(plant.store / rel):
             return True
-        return bool(plant.db.read_sync(lambda c: c.execute(
+        return bool(plant.db.read_sync(lambda c: pending.claims_path(c, rel) or c.execute(
             "SELECT 1 FROM evidence_files WHERE stored_relpath = ?", (rel,)).fetchone()))
 
     candidate, n = name, 0

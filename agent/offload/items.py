@@ -128,6 +128,30 @@ class Claim:
     name: bytes
 
 
+class Claims:
+    """The deletes of one offload the recorder answered "deleted", packed (a stored file
+    id and the name, some 16 bytes plus the name each) until a fresh listing confirms
+    them at the end: a recorder wiped of many files holds no record per file."""
+
+    def __init__(self) -> None:
+        self._ids = array("q")
+        self._names = bytearray()
+        self._ends = array("Q")
+
+    def append(self, c: Claim) -> None:
+        self._ids.append(c.file_id)
+        self._names += c.name
+        self._ends.append(len(self._names))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[Claim]:
+        for i, file_id in enumerate(self._ids):
+            start = self._ends[i - 1] if i else 0
+            yield Claim(file_id, bytes(self._names[start:self._ends[i]]))
+
+
 @dataclass(frozen=True, slots=True)
 class Committed:
     """A file whose custody record is committed; verify and wipe may follow."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from agent import crashpoint
 from agent.offload import pending
 from agent.offload.identify import hash_source
-from agent.offload.items import Claim
+from agent.offload.items import Claim, Claims
 from agent.offload.policy import Wiper
 from agent.offload.problems import ProblemLog
 from agent.offload.rehash import verify_stored
@@ -38,7 +38,7 @@ class Wipes:
         return ok
 
     async def wipe(self, wiper: Wiper, serial: str, file_id: int, name: bytes, size: int,
-                   digest: bytes, problems: ProblemLog, claims: list[Claim]) -> None:
+                   digest: bytes, problems: ProblemLog, claims: Claims) -> None:
         """Guarded delete on the recorder, bracketed so a crash cannot hide a deletion.
 
         The intent is durable before the command goes out. The recorder's "deleted" is a
@@ -59,7 +59,7 @@ class Wipes:
         claims.append(Claim(file_id, name))
         crashpoint.reached("wipe_sent")
 
-    async def confirm(self, wiper: Wiper, claims: list[Claim], summary: OffloadSummary,
+    async def confirm(self, wiper: Wiper, claims: Claims, summary: OffloadSummary,
                       problems: ProblemLog) -> None:
         """Record as wiped only what the recorder no longer lists after its "deleted"."""
         if not claims:
@@ -148,7 +148,7 @@ class Wipes:
 
     async def wipe_stored(self, serial: str, name: bytes, file_id: int, wiper: Wiper,
                           stop: threading.Event, problems: ProblemLog,
-                          claims: list[Claim]) -> None:
+                          claims: Claims) -> None:
         """Wipe a file stored at an earlier docking whose content (hashed at this docking)
         matches stored file `file_id`, once its stored copy is verified."""
         s = await self._plant.db.read(lambda c: get_file(c, file_id))

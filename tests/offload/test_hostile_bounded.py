@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import itertools
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from agent.offload import Offloader
 from agent.offload import engine as engine_mod
 from agent.offload.aftercommit import Run
 from agent.offload.identify import Known
-from agent.offload.items import Item
+from agent.offload.items import Claims, Item
 from agent.offload.problems import ProblemLog
 from agent.offload.summary import KEPT_MAX, LIST_CHUNK, NAMED_MAX, OffloadSummary
 from agent.offload.walk import FileList, Scan, SourceFile, scan
@@ -238,7 +239,7 @@ async def test_a_redocking_of_200000_stored_files_holds_no_item_per_file(
     summary = OffloadSummary("complete")
     p = offloader._plant
     run = Run(ctx(first=False, session="s2"), summary, _Wiper(),
-              threading.Event(), [], ProblemLog(p.db, p.ledger, ctx(), summary))
+              threading.Event(), Claims(), ProblemLog(p.db, p.ledger, ctx(), summary))
     gc.collect()
     tracemalloc.start()
     try:
@@ -310,3 +311,26 @@ async def test_every_refused_entry_is_in_the_ledger_as_the_walk_finds_it(
     assert sum(1 for r in chunks if r["seq"] < first_stored) >= walked
     report = db.read_sync(lambda c: verify_ledger(c))
     assert report.ok, report.problems
+
+
+def test_deletes_waiting_for_their_confirmation_are_packed() -> None:
+    """A recorder wiped of 200,000 files: each delete answered "deleted" waits for the
+    confirming listing as a stored file id and its name, not a record each."""
+    from agent.offload.items import Claim
+
+    claims = Claims()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(ENTRIES):
+            claims.append(Claim(i + 1, b"DCIM/100BWC/F%07d.MP4" % i))
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    name_bytes = len(b"DCIM/100BWC/F0000000.MP4")
+    assert grown < ENTRIES * (name_bytes + 2 * 8) * 1.2, grown  # ~130 bytes each as records
+    assert len(claims) == ENTRIES
+    got = list(itertools.islice(claims, 2))
+    assert got == [Claim(1, b"DCIM/100BWC/F0000000.MP4"), Claim(2, b"DCIM/100BWC/F0000001.MP4")]
+    assert sum(1 for _ in claims) == ENTRIES
