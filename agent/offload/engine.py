@@ -46,7 +46,7 @@ from agent.offload import pending
 from agent.offload.admission import Admitted, Promises
 from agent.offload.aftercommit import AfterCommit, Run
 from agent.offload.buffers import BufferPool, pool_shape
-from agent.offload.errors import OffloadError
+from agent.offload.errors import CopyStopped, OffloadError
 from agent.offload.filecopy import FileCopy, Source, StopOffload
 from agent.offload.identify import PLAN_BATCH, identify, plan, reappeared
 from agent.offload.items import Claims, Items, TimeClaims
@@ -157,9 +157,13 @@ class Offloader:
             run = Run(ctx, summary, wiper, stop, Claims(),
                       ProblemLog(p.db, p.ledger, ctx, summary))
             try:
-                return await self._offload(run, source_root, recordings, on_progress)
-            finally:  # even when stopped: what was found is recorded
-                await run.problems.close()
+                summary = await self._offload(run, source_root, recordings, on_progress)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the first error is the one to tell
+                    await run.problems.close()  # even when stopped: what was found is kept
+                raise
+            await run.problems.close()
+            return summary
         finally:
             self._stops.discard(stop)
             self._active.discard(serial)
@@ -187,7 +191,7 @@ class Offloader:
             listing = await call(scan, root, p.settings.footage_dirs, run.problems.walked,
                                  [i.source_name for i in intents], run.stop, stop=run.stop)
             capacity = await call(_source_capacity, root)
-        except OSError as exc:
+        except (OSError, CopyStopped) as exc:
             summary.outcome = "interrupted"
             summary.detail = f"cannot list the recorder's storage: {exc}"
             return summary

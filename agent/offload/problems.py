@@ -42,6 +42,7 @@ class ProblemLog:
     def __init__(self, db: Database, ledger: Ledger, ctx: DockingContext,
                  summary: OffloadSummary) -> None:
         self._db, self._ledger, self._ctx, self._summary = db, ledger, ctx, summary
+        self._writing = asyncio.Lock()  # one chunk at a time (the copies and the wipes add)
 
     def _list(self, key: ListKey) -> ProblemList:
         lst: ProblemList = getattr(self._summary, key)
@@ -52,11 +53,14 @@ class ProblemLog:
         lst = self._list(key)
         lst.append(problem)
         if lst.chunk_ready:
-            chunk, tx = self._chunk(key, last=False)
-            self._recorded(lst, chunk, await self._db.write(tx))
+            async with self._writing:
+                while lst.chunk_ready:  # another task may have written it meanwhile
+                    chunk, tx = self._chunk(key, last=False)
+                    self._recorded(lst, chunk, await self._db.write(tx))
 
     def add_blocking(self, key: ListKey, problem: FileProblem) -> None:
-        """Add one entry from a worker thread (the walk), writing a full chunk there."""
+        """Add one entry from a worker thread (the walk, while nothing else adds),
+        writing a full chunk there."""
         lst = self._list(key)
         lst.append(problem)
         if lst.chunk_ready:
@@ -71,11 +75,12 @@ class ProblemLog:
     async def close(self) -> None:
         """Write the rest of every list longer than a fault names (the last chunk of each
         carries the list's count)."""
-        for key, _ in LISTS:
-            lst = self._list(key)
-            while lst.long and lst.unrecorded:
-                chunk, tx = self._chunk(key, last=True)
-                self._recorded(lst, chunk, await asyncio.shield(self._db.write(tx)))
+        async with self._writing:
+            for key, _ in LISTS:
+                lst = self._list(key)
+                while lst.long and lst.unrecorded:
+                    chunk, tx = self._chunk(key, last=True)
+                    self._recorded(lst, chunk, await asyncio.shield(self._db.write(tx)))
 
     @staticmethod
     def _recorded(lst: ProblemList, chunk: list[FileProblem], seq: int) -> None:

@@ -157,11 +157,13 @@ class Scan:
         """The listed file of that path (None when it is not listed)."""
         return self.files.find(relpath)
 
-    def covers_unread(self, relpath: bytes) -> bool:
+    def hides(self, relpath: bytes) -> bool:
         """Whether `relpath` (a watched name) is, or lies below, an entry that could not
-        be read: its absence from `files` then proves nothing."""
-        return any(relpath == u.relpath or relpath.startswith(u.relpath + b"/")
-                   for u in self.unreadable)
+        be read or was refused (a directory swapped for a symlink, say): its absence from
+        `files` then proves nothing."""
+        found: list[Problem] = [*self.unreadable, *self.refused]
+        return any(relpath == p.relpath or relpath.startswith(p.relpath + b"/")
+                   for p in found)
 
     def problem(self, p: Problem, report: ProblemSink) -> None:
         """Report one problem; keep it when it concerns a watched name."""

@@ -101,20 +101,20 @@ class Wipes:
         The file still on the recorder (same content, hashed now) was not deleted: the
         intent goes, and the normal rules may wipe it again. A file no longer there, or a
         name now holding other content, was deleted by that command: the wipe is recorded
-        now, saying how it is known. A file below an entry the dock could not read proves
-        nothing by its absence: its intent stays undecided. `intents` are the recorder's
-        (read before the walk, which kept what it refused or could not read of them).
+        now, saying how it is known. A file at or below an entry the dock could not read
+        or refused proves nothing by its absence: its intent stays undecided. `intents`
+        are the recorder's (read before the walk, which kept what it refused or could not
+        read of them).
         """
         p = self._plant
         if not intents:
             return
-        refused = {r.relpath for r in listing.refused}
         walked = {os.fsencode(d.strip("/")) for d in p.settings.footage_dirs}
         for intent in intents:
             name = intent.source_name
             if name.split(b"/", 1)[0] not in walked:
                 continue  # not looked at this time (footage_dirs changed): decide later
-            if listing.covers_unread(name) or name in refused:
+            if listing.hides(name):
                 continue  # could not be looked at this time: decide later
             how = await self._how_deleted(root, intent, listing.find(name), stop)
             if how is False:

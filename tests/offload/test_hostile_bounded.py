@@ -334,3 +334,31 @@ def test_deletes_waiting_for_their_confirmation_are_packed() -> None:
     got = list(itertools.islice(claims, 2))
     assert got == [Claim(1, b"DCIM/100BWC/F0000000.MP4"), Claim(2, b"DCIM/100BWC/F0000001.MP4")]
     assert sum(1 for _ in claims) == ENTRIES
+
+
+async def test_entries_added_by_two_tasks_at_once_are_each_recorded_once() -> None:
+    """The copies and the wipes after each commit add at once; a chunk being written
+    while another entry comes is written once, and none is skipped."""
+    import asyncio
+
+    from agent.offload.summary import FileProblem
+
+    class SlowDb(_Db):
+        async def write(self, fn: Callable[[object], object]) -> object:
+            await asyncio.sleep(0)  # another task runs while this one writes
+            await asyncio.sleep(0)
+            return fn(None)
+
+    chunks = _Chunks()
+    summary = OffloadSummary("complete")
+    log = ProblemLog(cast(Database, SlowDb()), cast(Ledger, chunks), ctx(), summary)
+
+    async def add(tag: bytes) -> None:
+        for i in range(1_000):
+            await log.add("failed", FileProblem(b"DCIM/%s%04d" % (tag, i), "EIO"))
+
+    await asyncio.gather(add(b"A"), add(b"B"))
+    await log.close()
+    assert chunks.entries["failed"] == summary.failed.total == 2_000
+    assert chunks.last["failed"]["count"] == 2_000 and summary.failed.unrecorded == []
+    assert len(summary.failed.unrecorded) <= 2 * LIST_CHUNK
