@@ -146,6 +146,8 @@ class FileCopy:
             crashpoint.reached("installed")
         except (SourceReadError, StoreConflictError) as exc:
             await self._run.problems.add("failed", FileProblem(f.relpath, str(exc)))
+            if isinstance(exc, SourceReadError):
+                await self._forget_if_empty(f.relpath, partial)
             return None
         except SourceRefusedError as exc:
             await self._run.problems.add("refused", FileProblem(f.relpath, str(exc)))
@@ -173,6 +175,15 @@ class FileCopy:
             await self._p.db.write(lambda c: pending.remove(c, serial, name))
         except DatabaseFull:
             log.exception("disk full: the pending row of a discarded partial stays")
+
+    async def _forget_if_empty(self, name: bytes, partial: Path) -> None:
+        """A file that failed before any of it was durable leaves nothing to resume: its
+        pending row and partial go (a recorder of many unreadable files would otherwise
+        leave a row and a partial each, all read again at its next docking)."""
+        serial = self._ctx.identity.serial
+        j = await self._p.db.read(lambda c: pending.get(c, serial, name))
+        if j is not None and j.durable_len == 0 and not j.complete:
+            await self._forget(name, partial)
 
     async def _forget(self, name: bytes, partial: Path) -> None:
         """Drop a partial and its pending row (row first: an orphan is cleaned later)."""
