@@ -254,7 +254,7 @@ class Offloader:
             run.summary.already_stored.append(f.relpath)
             await run.problems.add("wipe_failed", reappeared(f, known.reappeared))
         elif known.previous is not None or journal is not None:
-            items.keep(i, journal, known.previous)
+            items.keep(i, journal, None if known.previous is None else known.previous.id)
 
     async def _copy_all(self, run: Run, source: Source, items: Items,
                         admitted: Admitted, tracker: ProgressTracker) -> None:

@@ -38,6 +38,7 @@ from agent.offload.storefs import discard, ensure_dir, install
 from agent.offload.summary import FileProblem
 from agent.offload.workers import Plant
 from agent.store.db import Database, DatabaseFull
+from agent.store.evidence import get_file
 from agent.store.layout import layout_relpath, recording_day
 from agent.store.ledger import current_us
 
@@ -102,6 +103,9 @@ class FileCopy:
         f = item.file
         self._tracker.current = f.relpath
         start_us = current_us()
+        if item.previous_id is not None and item.previous is None:  # held while it copies
+            previous_id = item.previous_id
+            item.previous = await self._p.db.read(lambda c: get_file(c, previous_id))
         j = await self._pending_row(item)
         partial, final = self._p.store / j.partial_relpath, self._p.store / j.stored_relpath
         result = await self._copy(item, partial, final)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +42,10 @@ class Item:
     file: SourceFile
     claims: TimeClaims
     journal: JournalEntry | None = None
-    previous: IndexedFile | None = None  # stored earlier with other content: a new version
+    # stored earlier with other content (this is a new version): the index row's id, and
+    # the row itself once the copy starts (`FileCopy` reads it)
+    previous_id: int | None = None
+    previous: IndexedFile | None = None
 
     @property
     def times(self) -> RecordingTimes:
@@ -66,11 +70,12 @@ NEW, STORED = 0, 1  # what a listed file is to this offload (`Items.settle`)
 
 class Items:
     """Every listed file of one offload as an `Item`, made when asked for. Only the items
-    of files with something known to copy them by (a pending copy, an earlier version:
-    `keep`) are held; a file stored already is one byte of state and, when it may be
-    wiped after the copies, its index and stored file id (`settle`); every other file
-    is just its packed entry in the walk's `FileList`. So an offload of many new files,
-    or a re-docking of many stored ones, holds no record per file."""
+    of files with a pending copy are held (`keep`: bounded by the journal); a new version
+    of a stored file is its index and the earlier copy's file id; a file stored already is
+    one byte of state and, when it may be wiped after the copies, its index and stored
+    file id (`settle`); every other file is just its packed entry in the walk's
+    `FileList`. So an offload of many new files, a re-docking of many stored ones, or a
+    recorder whose every file changed, holds no record per file."""
 
     def __init__(self, files: FileList, claims: TimeClaims) -> None:
         self.files = files
@@ -79,28 +84,40 @@ class Items:
         self._state = bytearray(len(files))  # NEW or STORED, per file
         self._wipe_at = array("I")  # files stored already that may be wiped ...
         self._wipe_ids = array("q")  # ... and the stored file each matched
+        self._versions_at = array("I")  # new versions (no pending copy), ascending ...
+        self._previous_ids = array("q")  # ... and the earlier copy of each
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Item:
         kept = self._kept.get(i)
-        return kept if kept is not None else Item(self.files[i], self._claims)
+        if kept is not None:
+            return kept
+        at = bisect.bisect_left(self._versions_at, i)
+        previous_id = (self._previous_ids[at] if at < len(self._versions_at)
+                       and self._versions_at[at] == i else None)
+        return Item(self.files[i], self._claims, previous_id=previous_id)
 
     def __iter__(self) -> Iterator[Item]:
         return (self[i] for i in range(len(self)))
 
     def keep(self, i: int, journal: JournalEntry | None,
-             previous: IndexedFile | None = None) -> Item:
-        """Hold file `i`'s item with what the journal and the index know of it."""
-        item = self._kept[i] = Item(self.files[i], self._claims, journal, previous)
-        return item
+             previous_id: int | None = None) -> None:
+        """What the journal (a pending copy) and the index (the stored copy it is a new
+        version of) know of file `i`. Files are given in listing order, except that
+        pending copies may come first."""
+        if journal is not None or (self._versions_at and self._versions_at[-1] >= i):
+            self._kept[i] = Item(self.files[i], self._claims, journal, previous_id)
+        elif previous_id is not None:
+            self._versions_at.append(i)
+            self._previous_ids.append(previous_id)
 
     def settle(self, i: int, wipe_id: int | None = None) -> None:
         """File `i` needs no copy (stored already, or recorded as wiped); `wipe_id`: the
         stored file whose copy on the recorder may be wiped after the copies."""
         self._state[i] = STORED
-        self._kept.pop(i, None)
+        self._kept.pop(i, None)  # (a file settled is never also a new version)
         if wipe_id is not None:
             self._wipe_at.append(i)
             self._wipe_ids.append(wipe_id)

@@ -246,9 +246,11 @@ def test_an_offload_of_200000_new_files_holds_an_item_only_for_files_it_knows() 
     files = FileList()
     for i in range(ENTRIES):
         files.append(SourceFile(b"DCIM/F%07d.MP4" % i, i, MTIME_NS + i, 1))
+    from agent.offload.pending import JournalEntry
+
     items = Items(files, TimeClaims(None, 1_800_000_000_000_000))
-    items.keep(7, None)
-    assert _live(SourceFile) == 1 and _live(Item) == 1  # the kept one
+    items.keep(7, JournalEntry("RC1", files.relpath(7), "a/F", "a/.partial-x", 7, 0))
+    assert _live(SourceFile) == 1 and _live(Item) == 1  # the kept one (a pending copy)
     assert items[7] is items.kept()[0] and items[8] is not items[8]  # made when asked
     assert items[ENTRIES - 1].file == SourceFile(b"DCIM/F%07d.MP4" % (ENTRIES - 1),
                                                  ENTRIES - 1, MTIME_NS + ENTRIES - 1, 1)

@@ -28,7 +28,7 @@ from agent.offload import Offloader
 from agent.offload import engine as engine_mod
 from agent.offload.aftercommit import Run
 from agent.offload.identify import Known
-from agent.offload.items import Claims, Item
+from agent.offload.items import Claims, Item, Items, TimeClaims
 from agent.offload.problems import ProblemLog
 from agent.offload.summary import KEPT_MAX, LIST_CHUNK, NAMED_MAX, OffloadSummary
 from agent.offload.walk import FileList, Scan, SourceFile, scan
@@ -260,6 +260,29 @@ async def test_a_redocking_of_200000_stored_files_holds_no_item_per_file(
     to_wipe = list(items.to_wipe())
     assert len(to_wipe) == ENTRIES
     assert to_wipe[-1] == (b"DCIM/100BWC/F%07d.MP4" % (ENTRIES - 1), ENTRIES)
+
+
+def test_a_recorder_whose_200000_files_all_changed_holds_no_item_per_file() -> None:
+    """Every file is a new version of a stored one (a recorder whose names were all
+    reused): each is copied, and until then it is its index and the earlier copy's id."""
+    files = FileList()
+    for i in range(ENTRIES):
+        files.append(SourceFile(b"DCIM/100BWC/F%07d.MP4" % i, 64, MTIME_NS + i, 1))
+    items = Items(files, TimeClaims(None, 1_800_000_000_000_000))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(ENTRIES):
+            items.keep(i, None, previous_id=10 * i + 1)
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 12 * ENTRIES * 1.2, grown  # a record each was some 1.5 KiB
+    assert items.kept() == [] and sum(1 for o in gc.get_objects() if type(o) is Item) == 0
+    assert items[0].previous_id == 1 and items[ENTRIES - 1].previous_id == 10 * ENTRIES - 9
+    assert items[123_456].previous is None  # the row is read when the copy starts
+    assert list(itertools.islice(items.to_copy(), 3)) == [0, 1, 2]
 
 
 # --- end to end: every refused entry is in the ledger, chain verified ----------------------
