@@ -8,6 +8,7 @@ from array import array
 from dataclasses import dataclass
 
 from agent.offload.items import Items
+from agent.offload.problems import ProblemLog
 from agent.offload.storefs import free_bytes
 from agent.offload.summary import FileProblem, OffloadSummary
 from agent.offload.walk import SourceFile
@@ -45,8 +46,8 @@ class Promises:
         self._lock = asyncio.Lock()
         self._reserved: dict[int, int] = {}
 
-    async def admit(self, items: Items, capacity: int,
-                    summary: OffloadSummary) -> Admitted:
+    async def admit(self, items: Items, capacity: int, summary: OffloadSummary,
+                    problems: ProblemLog) -> Admitted:
         """Per file not stored yet: the impossible are refused, the rest admitted in order
         while they fit.
 
@@ -61,8 +62,8 @@ class Promises:
             others = sum(self._reserved.values())
             held = p.db.reserve.shortfall()  # given back on a full disk: not free
             room = free - reserve - others - held
-            admitted, (left, missing), need = self._fit(items, capacity, room, sizes_known,
-                                                        summary)
+            admitted, (left, missing), need = await self._fit(items, capacity, room,
+                                                              sizes_known, problems)
             summary.bytes_needed, summary.bytes_free = need + missing, free
             full = (f"dock storage full: {left} files ({missing} bytes) do not fit:"
                     f" {need + missing} bytes to store + {reserve} reserve + {others}"
@@ -74,18 +75,17 @@ class Promises:
             return Admitted(token, admitted, left, full)
 
     @staticmethod
-    def _fit(items: Items, capacity: int, room: int, sizes_known: bool,
-             summary: OffloadSummary) -> tuple[array[int], tuple[int, int], int]:
+    async def _fit(items: Items, capacity: int, room: int, sizes_known: bool,
+                   problems: ProblemLog) -> tuple[array[int], tuple[int, int], int]:
         """(admitted indices, (files left out, their bytes), bytes needed)."""
-        admitted = array("L")
+        admitted = array("I")
         left = missing = need = 0
-        for i, item in enumerate(items):
-            if item.stored is not None or item.reappeared is not None:
-                continue  # already stored: nothing to admit
+        for i in items.to_copy():  # a file stored already has nothing to admit
+            item = items[i]
             why = impossible(item.file, capacity, room, sizes_known)
             if why is not None:
                 size = item.file.size  # as claimed: may exceed what JSON carries
-                summary.refused.append(FileProblem(item.file.relpath, why, detail={
+                await problems.add("refused", FileProblem(item.file.relpath, why, detail={
                     "size": size if size <= MAX_SAFE_INT else str(size)}))
                 continue
             n = item.still_needed()

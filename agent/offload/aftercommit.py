@@ -9,8 +9,9 @@ import threading
 from dataclasses import dataclass
 
 from agent.domain import DockingContext
-from agent.offload.items import Claim, Committed
+from agent.offload.items import Claims, Committed
 from agent.offload.policy import Wiper
+from agent.offload.problems import ProblemLog
 from agent.offload.summary import OffloadSummary, StoredFile
 from agent.offload.wipes import Wipes
 from agent.offload.workers import Plant
@@ -29,7 +30,8 @@ class Run:
     summary: OffloadSummary
     wiper: Wiper | None
     stop: threading.Event
-    claims: list[Claim]
+    claims: Claims  # deletes answered "deleted", confirmed at the end
+    problems: ProblemLog  # how problems are added to the summary's lists
 
 
 class AfterCommit:
@@ -98,5 +100,5 @@ class AfterCommit:
                                                          run.stop)
             if verified:
                 await self._wipes.wipe(run.wiper, run.ctx.identity.serial, c.file_id,
-                                       c.item.file.relpath, r.size, r.digest, run.summary,
+                                       c.item.file.relpath, r.size, r.digest, run.problems,
                                        run.claims)

@@ -34,9 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -46,58 +46,31 @@ from agent.offload import pending
 from agent.offload.admission import Admitted, Promises
 from agent.offload.aftercommit import AfterCommit, Run
 from agent.offload.buffers import BufferPool, pool_shape
-from agent.offload.errors import OffloadError
+from agent.offload.errors import CopyStopped, OffloadError
 from agent.offload.filecopy import FileCopy, Source, StopOffload
-from agent.offload.identify import identify, plan
-from agent.offload.items import Items, TimeClaims
+from agent.offload.identify import PLAN_BATCH, identify, plan, reappeared
+from agent.offload.items import Claims, Items, TimeClaims
 from agent.offload.listing import ListedTimes
 from agent.offload.policy import DeadlinePolicy, Wiper
+from agent.offload.problems import ProblemLog
 from agent.offload.progress import ProgressTracker
 from agent.offload.storefs import discard, orphan_partials
-from agent.offload.summary import FileProblem, OffloadProgress, OffloadSummary
+from agent.offload.summary import OffloadProgress, OffloadSummary
 from agent.offload.walk import Scan, scan
 from agent.offload.wipes import Wipes
 from agent.offload.workers import Plant, Workers
 from agent.settings import OffloadSettings
 from agent.store.db import Database
-from agent.store.evidence import display_name
-from agent.store.faults import FaultCode
-from agent.store.ledger import EntryKind, Ledger, current_us
+from agent.store.evidence import StoredFile as IndexedFile
+from agent.store.ledger import Ledger, current_us
 
 PROGRESS_INTERVAL_S = 0.5
-FAULT_NAMES_MAX = 50  # a fault names at most this many entries; longer lists go to the ledger
-LIST_CHUNK = 100  # entries per "entry_list" ledger entry
-# summary lists that a session turns into faults, with the fault code each one gets
-_LISTS = (("refused", FaultCode.HOSTILE_CONTENT), ("failed", FaultCode.READ_ERROR),
-          ("wipe_failed", FaultCode.WIPE_FAILED))
 
 
 def _source_capacity(root: bytes) -> int:
     """Size of the filesystem holding the recorder's files (0 when it does not say)."""
     st = os.statvfs(root)
     return st.f_blocks * st.f_frsize
-
-
-def _problem_fields(p: FileProblem) -> dict[str, object]:
-    return {"name": display_name(p.name), "name_hex": p.name.hex(), "reason": p.reason,
-            **(p.detail or {})}
-
-
-def _list_entries(ledger: Ledger, ctx: DockingContext, key: str, code: FaultCode,
-                  problems: list[FileProblem]) -> Callable[[sqlite3.Connection], list[int]]:
-    """The transaction writing one long problem list as "entry_list" ledger entries."""
-    chunks = [problems[i:i + LIST_CHUNK] for i in range(0, len(problems), LIST_CHUNK)]
-    ident = ctx.identity
-
-    def tx(conn: sqlite3.Connection) -> list[int]:
-        return [ledger.append(
-            conn, EntryKind.ENTRY_LIST, recorder=ident.serial, officer=ident.officer_no,
-            bay=ctx.bay, session_id=ctx.session_id,
-            data={"list": key, "code": code.value, "part": n + 1, "parts": len(chunks),
-                  "count": len(problems), "entries": [_problem_fields(p) for p in chunk]},
-        ).seq for n, chunk in enumerate(chunks)]
-
-    return tx
 
 
 async def _tick(tracker: ProgressTracker,
@@ -179,8 +152,18 @@ class Offloader:
         self._stops.add(stop)
         try:
             await self.cleanup_orphans()
-            run = Run(ctx, OffloadSummary("complete"), wiper, stop, [])
-            return await self._offload(run, source_root, recordings, on_progress)
+            summary = OffloadSummary("complete")
+            p = self._plant
+            run = Run(ctx, summary, wiper, stop, Claims(),
+                      ProblemLog(p.db, p.ledger, ctx, summary))
+            try:
+                summary = await self._offload(run, source_root, recordings, on_progress)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the first error is the one to tell
+                    await run.problems.close()  # even when stopped: what was found is kept
+                raise
+            await run.problems.close()
+            return summary
         finally:
             self._stops.discard(stop)
             self._active.discard(serial)
@@ -198,24 +181,24 @@ class Offloader:
         recordings: ListedTimes | None,
         on_progress: Callable[[OffloadProgress], None] | None,
     ) -> OffloadSummary:
-        summary, call = run.summary, self._plant.workers.call
+        summary, call, p = run.summary, self._plant.workers.call, self._plant
         root = os.fsencode(source_root)
+        serial = run.ctx.identity.serial
+        intents = await p.db.read(lambda c: pending.wipe_intents(c, serial))
         try:
             source = Source(root, (await call(os.stat, root)).st_dev)
-            listing = await call(scan, root, self._plant.settings.footage_dirs)
+            # every refused or unreadable entry is recorded as the walk finds it
+            listing = await call(scan, root, p.settings.footage_dirs, run.problems.walked,
+                                 [i.source_name for i in intents], run.stop, stop=run.stop)
             capacity = await call(_source_capacity, root)
-        except OSError as exc:
+        except (OSError, CopyStopped) as exc:
             summary.outcome = "interrupted"
             summary.detail = f"cannot list the recorder's storage: {exc}"
             return summary
-        summary.refused = [FileProblem(r.relpath, r.reason) for r in listing.refused]
-        summary.failed = [FileProblem(u.relpath, u.reason) for u in listing.unreadable]
         crashpoint.reached("offload_started")
-        items = await self._look(run, root, listing, recordings)
+        items = await self._look(run, root, listing, intents, recordings)
         del listing  # its files live on in `items`
-        summary.already_stored.extend(i.file.relpath for i in items.kept()
-                                      if i.stored is not None or i.reappeared is not None)
-        admitted = await self._promises.admit(items, capacity, summary)
+        admitted = await self._promises.admit(items, capacity, summary, run.problems)
         tracker = ProgressTracker(run.ctx, sum(items.files[i].size for i in admitted.items),
                                   len(admitted.items))
         ticker = None if on_progress is None else asyncio.create_task(
@@ -228,24 +211,50 @@ class Offloader:
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
-        await self._record_lists(run.ctx, summary)
         if on_progress is not None:
             on_progress(tracker.snapshot())
         return summary
 
     async def _look(self, run: Run, root: bytes, listing: Scan,
+                    intents: list[pending.WipeIntent],
                     recordings: ListedTimes | None) -> Items:
         """What each listed file is to the dock (reading the recorder takes a slot)."""
-        serial, claims = run.ctx.identity.serial, TimeClaims(recordings, current_us())
-        items = Items(listing.files, claims)
+        p, serial = self._plant, run.ctx.identity.serial
+        items = Items(listing.files, TimeClaims(recordings, current_us()))
         async with self._slots:  # reading the recorder counts against max_concurrent
-            await self._wipes.settle(root, serial, listing, run.summary, run.stop)
-            await self._plant.db.read(lambda conn: plan(conn, serial, items))
-            for item in items.kept():
-                if item.versions:
-                    await identify(self._plant, root, item, run.stop, run.summary)
-                    item.versions = ()  # decided: only the rows it matched stay held
+            await self._wipes.settle(root, serial, listing, intents, run.summary, run.stop)
+            journal = await p.db.read(lambda c: pending.for_recorder(c, serial))
+            for name, j in journal.items():
+                at = items.files.index(name)
+                if at is not None:
+                    items.keep(at, j)
+            # in batches: the index rows of only a few files are held at a time
+            for lo in range(0, len(items), PLAN_BATCH):
+                known = await p.db.read(partial(plan, serial=serial, files=items.files,
+                                                lo=lo, hi=lo + PLAN_BATCH))
+                for i, versions in known:
+                    await self._know(run, root, items, i, versions,
+                                     journal.get(items.files.relpath(i)))
         return items
+
+    async def _know(self, run: Run, root: bytes, items: Items, i: int,
+                    versions: tuple[IndexedFile, ...], journal: pending.JournalEntry | None,
+                    ) -> None:
+        """Settle or keep one file of a name stored before, by what it holds now."""
+        f = items.files[i]
+        known = await identify(self._plant, root, f, versions, run.stop)
+        if known.stored is not None:
+            s = known.stored
+            wipes = (run.wiper is not None and self._plant.settings.wipe_after_offload
+                     and s.source_changed is None and s.verify_state != "failed")
+            items.settle(i, s.id if wipes else None)
+            run.summary.already_stored.append(f.relpath)
+        elif known.reappeared is not None:
+            items.settle(i)
+            run.summary.already_stored.append(f.relpath)
+            await run.problems.add("wipe_failed", reappeared(f, known.reappeared))
+        elif known.previous is not None or journal is not None:
+            items.keep(i, journal, None if known.previous is None else known.previous.id)
 
     async def _copy_all(self, run: Run, source: Source, items: Items,
                         admitted: Admitted, tracker: ProgressTracker) -> None:
@@ -281,19 +290,9 @@ class Offloader:
         if admitted.left and summary.outcome == "complete":
             summary.outcome = "storage_full"
             summary.detail = admitted.full
-        if summary.outcome == "complete":
-            for item in items.kept():  # only a kept item can be stored already
-                if item.stored is not None:
-                    await self._wipes.wipe_stored(run.ctx.identity.serial, item, summary,
-                                                  run.wiper, run.stop, run.claims)
+        if summary.outcome == "complete" and run.wiper is not None:
+            for name, file_id in items.to_wipe():  # stored at earlier dockings
+                await self._wipes.wipe_stored(run.ctx.identity.serial, name, file_id,
+                                              run.wiper, run.stop, run.problems, run.claims)
         if run.wiper is not None:
-            await self._wipes.confirm(run.wiper, run.claims, summary)
-
-    async def _record_lists(self, ctx: DockingContext, summary: OffloadSummary) -> None:
-        """Every entry of a problem list too long for one fault goes into the ledger, in
-        "entry_list" entries of at most LIST_CHUNK each; the fault points at them."""
-        for key, code in _LISTS:
-            problems: list[FileProblem] = getattr(summary, key)
-            if len(problems) > FAULT_NAMES_MAX:
-                tx = _list_entries(self._plant.ledger, ctx, key, code, problems)
-                summary.listed[key] = await asyncio.shield(self._plant.db.write(tx))
+            await self._wipes.confirm(run.wiper, run.claims, summary, run.problems)

@@ -38,6 +38,7 @@ from agent.offload.storefs import discard, ensure_dir, install
 from agent.offload.summary import FileProblem
 from agent.offload.workers import Plant
 from agent.store.db import Database, DatabaseFull
+from agent.store.evidence import get_file
 from agent.store.layout import layout_relpath, recording_day
 from agent.store.ledger import current_us
 
@@ -102,6 +103,9 @@ class FileCopy:
         f = item.file
         self._tracker.current = f.relpath
         start_us = current_us()
+        if item.previous_id is not None and item.previous is None:  # held while it copies
+            previous_id = item.previous_id
+            item.previous = await self._p.db.read(lambda c: get_file(c, previous_id))
         j = await self._pending_row(item)
         partial, final = self._p.store / j.partial_relpath, self._p.store / j.stored_relpath
         result = await self._copy(item, partial, final)
@@ -145,10 +149,12 @@ class FileCopy:
                 await p.workers.call(install, partial, final, stop=stop)
             crashpoint.reached("installed")
         except (SourceReadError, StoreConflictError) as exc:
-            summary.failed.append(FileProblem(f.relpath, str(exc)))
+            await self._run.problems.add("failed", FileProblem(f.relpath, str(exc)))
+            if isinstance(exc, SourceReadError):
+                await self._forget_if_empty(f.relpath, partial)
             return None
         except SourceRefusedError as exc:
-            summary.refused.append(FileProblem(f.relpath, str(exc)))
+            await self._run.problems.add("refused", FileProblem(f.relpath, str(exc)))
             await self._forget(f.relpath, partial)
             return None
         except (SourceGoneError, CopyStopped) as exc:
@@ -174,6 +180,15 @@ class FileCopy:
         except DatabaseFull:
             log.exception("disk full: the pending row of a discarded partial stays")
 
+    async def _forget_if_empty(self, name: bytes, partial: Path) -> None:
+        """A file that failed before any of it was durable leaves nothing to resume: its
+        pending row and partial go (a recorder of many unreadable files would otherwise
+        leave a row and a partial each, all read again at its next docking)."""
+        serial = self._ctx.identity.serial
+        j = await self._p.db.read(lambda c: pending.get(c, serial, name))
+        if j is not None and j.durable_len == 0 and not j.complete:
+            await self._forget(name, partial)
+
     async def _forget(self, name: bytes, partial: Path) -> None:
         """Drop a partial and its pending row (row first: an orphan is cleaned later)."""
         serial = self._ctx.identity.serial
@@ -190,12 +205,13 @@ def choose_relpath(plant: Plant, ctx: DockingContext, item: Item) -> str:
                           item.file.basename)
     rel_dir, _, name = base.rpartition("/")
     ensure_dir(plant.store, rel_dir)
-    claimed = plant.db.read_sync(pending.claimed_paths)
 
     def taken(rel: str) -> bool:
-        if rel in claimed or os.path.lexists(plant.store / rel):
+        # asked per name (not every journal row read per file: a recorder may leave
+        # many pending copies)
+        if os.path.lexists(plant.store / rel):
             return True
-        return bool(plant.db.read_sync(lambda c: c.execute(
+        return bool(plant.db.read_sync(lambda c: pending.claims_path(c, rel) or c.execute(
             "SELECT 1 FROM evidence_files WHERE stored_relpath = ?", (rel,)).fetchone()))
 
     candidate, n = name, 0

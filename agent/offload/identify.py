@@ -7,27 +7,28 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from dataclasses import dataclass
 
-from agent.offload import pending
 from agent.offload.errors import OffloadError
-from agent.offload.items import Item, Items
 from agent.offload.rehash import hash_fd
-from agent.offload.summary import FileProblem, OffloadSummary
-from agent.offload.walk import open_source
+from agent.offload.summary import FileProblem
+from agent.offload.walk import FileList, SourceFile, open_source
 from agent.offload.workers import Plant
+from agent.store.evidence import StoredFile as IndexedFile
 from agent.store.evidence import stored_versions
 
+PLAN_BATCH = 256  # files looked up in the index per read
 
-def plan(conn: sqlite3.Connection, serial: str, items: Items) -> None:
-    """Keep the item of each file with stored versions or a pending copy, with them."""
-    rows = pending.for_recorder(conn, serial)
-    files = items.files
-    for i in range(len(files)):
-        relpath = files.relpath(i)
-        versions = tuple(stored_versions(conn, serial, relpath))
-        journal = rows.get(relpath)
-        if versions or journal is not None:
-            items.keep(i, versions, journal)
+
+def plan(conn: sqlite3.Connection, serial: str, files: FileList, lo: int, hi: int
+         ) -> list[tuple[int, tuple[IndexedFile, ...]]]:
+    """The stored versions (newest first) of each of files `lo`..`hi` that has any."""
+    out = []
+    for i in range(lo, min(hi, len(files))):
+        versions = tuple(stored_versions(conn, serial, files.relpath(i)))
+        if versions:
+            out.append((i, versions))
+    return out
 
 
 async def hash_source(plant: Plant, root: bytes, relpath: bytes, size: int,
@@ -52,39 +53,45 @@ async def hash_source(plant: Plant, root: bytes, relpath: bytes, size: int,
     return None if got is None else got.hex()
 
 
-async def identify(plant: Plant, root: bytes, item: Item, stop: threading.Event,
-                   summary: OffloadSummary) -> None:
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What a listed file of a name stored before is to the dock (`identify`)."""
+
+    stored: IndexedFile | None = None  # the index row holding this content
+    reappeared: IndexedFile | None = None  # recorded as wiped, yet the recorder has it
+    previous: IndexedFile | None = None  # stored earlier with other content: a new version
+
+
+async def identify(plant: Plant, root: bytes, f: SourceFile,
+                   versions: tuple[IndexedFile, ...], stop: threading.Event) -> Known:
     """A file of a name stored before: what it holds now decides, never name and size.
 
     Same content as a stored copy: already stored. Same content as a copy recorded as
-    wiped: the recorder's delete did not take (named; not copied again). Other content
-    than the newest stored copy: a new version, copied and flagged.
+    wiped: the recorder's delete did not take (not copied again). Other content than
+    the newest stored copy: a new version, copied and flagged.
     """
-    same_size = [v for v in item.versions if v.size == item.file.size]
+    same_size = [v for v in versions if v.size == f.size]
     # unreadable now (None): the copy reports the real problem
-    got = (await hash_source(plant, root, item.file.relpath, item.file.size, stop)
+    got = (await hash_source(plant, root, f.relpath, f.size, stop)
            if same_size else None)
     match = next((v for v in same_size if v.blake3_hex == got), None)
-    if match is not None and not match.wiped:
-        item.stored = match
-        item.never_wipe = match.source_changed is not None
-        return
     if match is not None:
-        item.reappeared = match
-        summary.wipe_failed.append(FileProblem(
-            item.file.relpath,
-            "recorded as wiped at an earlier docking, but the recorder still holds it:"
-            " its delete did not take",
-            detail={"file_id": match.id, "firmware_claim": "deleted",
-                    "wiped_us": match.wiped_us}))
-        return
-    prev = next((v for v in item.versions if not v.wiped), None)
+        return Known(reappeared=match) if match.wiped else Known(stored=match)
+    prev = next((v for v in versions if not v.wiped), None)
     if (prev is not None and prev.source_changed is not None
-            and item.file.size > prev.size
-            and await hash_source(plant, root, item.file.relpath, prev.size, stop,
+            and f.size > prev.size
+            and await hash_source(plant, root, f.relpath, prev.size, stop,
                                   prefix=True) == prev.blake3_hex):
         # The earlier copy was cut at its admitted size while the recording grew; this
         # is the same recording, complete now: stored as a record of its own, and not a
         # content change (the flagged prefix stays as it was).
         prev = None
-    item.previous = prev
+    return Known(previous=prev)
+
+
+def reappeared(f: SourceFile, match: IndexedFile) -> FileProblem:
+    """The wipe_failed entry of a file recorded as wiped that the recorder still holds."""
+    return FileProblem(
+        f.relpath, "recorded as wiped at an earlier docking, but the recorder still holds"
+        " it: its delete did not take",
+        detail={"file_id": match.id, "firmware_claim": "deleted", "wiped_us": match.wiped_us})

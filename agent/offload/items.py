@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,20 +35,17 @@ class TimeClaims:
 
 @dataclass(slots=True)
 class Item:
-    """One file of the recorder's listing and what the dock knows about it.
-
-    One is kept for every listed file while the recorder is offloaded, so it holds only
-    references: its recording times are worked out when asked (a pure rule over the
-    shared claims), and a file with no stored versions shares the empty tuple."""
+    """One file of the recorder's listing that the offload acts on (copies it), and what
+    the dock knows about it. Its recording times are worked out when asked (a pure rule
+    over the shared claims)."""
 
     file: SourceFile
     claims: TimeClaims
     journal: JournalEntry | None = None
-    stored: IndexedFile | None = None  # the index row holding this content (hash-matched)
-    versions: tuple[IndexedFile, ...] = ()  # rows of this name, newest first
-    previous: IndexedFile | None = None  # stored earlier with other content: a new version
-    reappeared: IndexedFile | None = None  # recorded as wiped, yet the recorder still has it
-    never_wipe: bool = False  # stored while it changed: the recorder keeps its copy
+    # stored earlier with other content (this is a new version): the index row's id, and
+    # the row itself once the copy starts (`FileCopy` reads it)
+    previous_id: int | None = None
+    previous: IndexedFile | None = None
 
     @property
     def times(self) -> RecordingTimes:
@@ -66,32 +65,72 @@ class Item:
         return prev if prev is not None and prev.blake3_hex != result.digest.hex() else None
 
 
+NEW, STORED = 0, 1  # what a listed file is to this offload (`Items.settle`)
+
+
 class Items:
     """Every listed file of one offload as an `Item`, made when asked for. Only the items
-    the dock knows something about (stored versions, a pending copy: `keep`) are held;
-    every other file is just its packed entry in the walk's `FileList`, so an offload of
-    many new files holds no record per file."""
+    of files with a pending copy are held (`keep`: bounded by the journal); a new version
+    of a stored file is its index and the earlier copy's file id; a file stored already is
+    one byte of state and, when it may be wiped after the copies, its index and stored
+    file id (`settle`); every other file is just its packed entry in the walk's
+    `FileList`. So an offload of many new files, a re-docking of many stored ones, or a
+    recorder whose every file changed, holds no record per file."""
 
     def __init__(self, files: FileList, claims: TimeClaims) -> None:
         self.files = files
         self._claims = claims
         self._kept: dict[int, Item] = {}
+        self._state = bytearray(len(files))  # NEW or STORED, per file
+        self._wipe_at = array("I")  # files stored already that may be wiped ...
+        self._wipe_ids = array("q")  # ... and the stored file each matched
+        self._versions_at = array("I")  # new versions (no pending copy), ascending ...
+        self._previous_ids = array("q")  # ... and the earlier copy of each
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Item:
         kept = self._kept.get(i)
-        return kept if kept is not None else Item(self.files[i], self._claims)
+        if kept is not None:
+            return kept
+        at = bisect.bisect_left(self._versions_at, i)
+        previous_id = (self._previous_ids[at] if at < len(self._versions_at)
+                       and self._versions_at[at] == i else None)
+        return Item(self.files[i], self._claims, previous_id=previous_id)
 
     def __iter__(self) -> Iterator[Item]:
         return (self[i] for i in range(len(self)))
 
-    def keep(self, i: int, versions: tuple[IndexedFile, ...],
-             journal: JournalEntry | None) -> Item:
-        """Hold file `i`'s item with what the index and the journal know of it."""
-        item = self._kept[i] = Item(self.files[i], self._claims, journal, versions=versions)
-        return item
+    def keep(self, i: int, journal: JournalEntry | None,
+             previous_id: int | None = None) -> None:
+        """What the journal (a pending copy) and the index (the stored copy it is a new
+        version of) know of file `i`. Files are given in listing order, except that
+        pending copies may come first."""
+        if journal is not None or (self._versions_at and self._versions_at[-1] >= i):
+            self._kept[i] = Item(self.files[i], self._claims, journal, previous_id)
+        elif previous_id is not None:
+            self._versions_at.append(i)
+            self._previous_ids.append(previous_id)
+
+    def settle(self, i: int, wipe_id: int | None = None) -> None:
+        """File `i` needs no copy (stored already, or recorded as wiped); `wipe_id`: the
+        stored file whose copy on the recorder may be wiped after the copies."""
+        self._state[i] = STORED
+        self._kept.pop(i, None)  # (a file settled is never also a new version)
+        if wipe_id is not None:
+            self._wipe_at.append(i)
+            self._wipe_ids.append(wipe_id)
+
+    def to_copy(self) -> Iterator[int]:
+        """The files that are not settled, in listing order."""
+        state = self._state
+        return (i for i in range(len(state)) if state[i] == NEW)
+
+    def to_wipe(self) -> Iterator[tuple[bytes, int]]:
+        """(recorder path, stored file id) of every settled file that may be wiped."""
+        return ((self.files.relpath(i), file_id)
+                for i, file_id in zip(self._wipe_at, self._wipe_ids, strict=True))
 
     def kept(self) -> list[Item]:
         """The items held (see `keep`), in listing order."""
@@ -104,6 +143,30 @@ class Claim:
 
     file_id: int
     name: bytes
+
+
+class Claims:
+    """The deletes of one offload the recorder answered "deleted", packed (a stored file
+    id and the name, some 16 bytes plus the name each) until a fresh listing confirms
+    them at the end: a recorder wiped of many files holds no record per file."""
+
+    def __init__(self) -> None:
+        self._ids = array("q")
+        self._names = bytearray()
+        self._ends = array("Q")
+
+    def append(self, c: Claim) -> None:
+        self._ids.append(c.file_id)
+        self._names += c.name
+        self._ends.append(len(self._names))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[Claim]:
+        for i, file_id in enumerate(self._ids):
+            start = self._ends[i - 1] if i else 0
+            yield Claim(file_id, bytes(self._names[start:self._ends[i]]))
 
 
 @dataclass(frozen=True, slots=True)

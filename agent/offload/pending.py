@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS offload_journal (
     updated_at      REAL    NOT NULL,
     PRIMARY KEY (recorder_serial, source_name)
 );
+-- a name being chosen for a new file asks whether a pending copy owns it (`claims_path`)
+CREATE INDEX IF NOT EXISTS offload_journal_stored ON offload_journal (stored_relpath);
 -- A guarded delete about to be sent to a recorder. Written (durably) before the command,
 -- removed in the transaction that records the wipe. An intent left by a crash is settled
 -- at the recorder's next docking by looking at what is really on it.
@@ -135,6 +137,13 @@ def remove(conn: sqlite3.Connection, recorder_serial: str, source_name: bytes) -
         "DELETE FROM offload_journal WHERE recorder_serial = ? AND source_name = ?",
         (recorder_serial, source_name),
     )
+
+
+def claims_path(conn: sqlite3.Connection, relpath: str) -> bool:
+    """Whether a journal row owns this store-relative path (as partial or final name)."""
+    return any(conn.execute(
+        f"SELECT 1 FROM offload_journal WHERE {col} = ? LIMIT 1",  # noqa: S608 - constant
+        (relpath,)).fetchone() for col in ("partial_relpath", "stored_relpath"))
 
 
 def claimed_paths(conn: sqlite3.Connection) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -80,22 +81,56 @@ class HeadList(list[T]):
         return self.total == len(self)
 
 
+LIST_CHUNK = 100  # entries per "entry_list" ledger entry
+
+
+class ProblemList(HeadList[FileProblem]):
+    """A problem list (refused, failed, not wiped) that does not grow with the recorder:
+    its exact count, the first `NAMED_MAX` entries (what a fault names), and the entries
+    not yet in the ledger (fewer than two chunks). Every entry of a list longer than a
+    fault names is recorded in "entry_list" ledger entries of `LIST_CHUNK` each, written
+    as the list grows (`agent.offload.problems`); `seqs` are those entries."""
+
+    def __init__(self) -> None:
+        super().__init__(NAMED_MAX)
+        self.unrecorded: list[FileProblem] = []
+        self.seqs = array("q")
+        self.parts = 0  # "entry_list" entries written
+
+    def append(self, value: FileProblem, /) -> None:
+        super().append(value)
+        self.unrecorded.append(value)
+
+    @property
+    def chunk_ready(self) -> bool:
+        """A full chunk waits and the list is known to need the ledger (one more entry
+        came after it: the last chunk of a list is written with the list's count)."""
+        return len(self.unrecorded) > LIST_CHUNK
+
+    @property
+    def long(self) -> bool:
+        """Longer than a fault names: every entry goes to the ledger."""
+        return self.total > NAMED_MAX
+
+
 @dataclass(slots=True)
 class OffloadSummary:
     """What one offload did. Files stored, already stored and wiped are counted exactly
     and kept by name only up to `KEPT_MAX` (`HeadList`); what a session turns into faults
-    is kept as it needs it: the problem lists whole (each entry is recorded), and the
-    first `NAMED_MAX` of the late, changed, unverified and otherwise-filed stored files."""
+    is kept as it needs it: the problem lists by count, their first `NAMED_MAX` entries
+    and the ledger entries holding all of them (`ProblemList`), and the first `NAMED_MAX`
+    of the late, changed, unverified and otherwise-filed stored files."""
 
     outcome: Outcome
     detail: str = ""
     stored: HeadList[StoredFile] = field(default_factory=HeadList)
     already_stored: HeadList[bytes] = field(default_factory=HeadList)
-    failed: list[FileProblem] = field(default_factory=list)  # faults: not stored, not wiped
-    refused: list[FileProblem] = field(default_factory=list)  # hostile entries
+    failed: ProblemList = field(default_factory=ProblemList)  # faults: not stored, not wiped
+    refused: ProblemList = field(default_factory=ProblemList)  # hostile entries
     wiped: HeadList[bytes] = field(default_factory=HeadList)
-    wipe_failed: list[FileProblem] = field(default_factory=list)
-    restarted: list[FileProblem] = field(default_factory=list)  # partials found unusable
+    wipe_failed: ProblemList = field(default_factory=ProblemList)
+    restarted: HeadList[FileProblem] = field(  # partials found unusable
+        default_factory=lambda: HeadList(NAMED_MAX))
     bytes_copied: int = 0  # copied in this session
     bytes_needed: int = 0  # what admission asked for (without the reserve)
     bytes_free: int = 0  # free space on the store at admission
@@ -109,9 +144,6 @@ class OffloadSummary:
     # stored under the officer its name carries, not the docking's officer record
     other_officer: HeadList[tuple[StoredFile, str]] = field(
         default_factory=lambda: HeadList(NAMED_MAX))
-    # Complete lists recorded in the ledger ("entry_list" entries) when a list is longer
-    # than a fault can name: list name ("refused", "failed", "wipe_failed") -> ledger seqs
-    listed: dict[str, list[int]] = field(default_factory=dict)
 
     def add_stored(self, f: StoredFile, other_officer: str | None = None) -> None:
         """Count one committed file into every tally it belongs to."""

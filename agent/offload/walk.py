@@ -14,11 +14,12 @@ import bisect
 import errno
 import os
 import stat
+import threading
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from agent.offload.errors import SourceRefusedError
+from agent.offload.errors import CopyStopped, SourceRefusedError
 
 MAX_DEPTH = 16
 
@@ -122,27 +123,65 @@ class FileList:
             out.append(self[i])
         return out
 
+    def index(self, relpath: bytes) -> int | None:
+        """Where the file of that path is, in a list in path order (as `scan` gives it)."""
+        at = bisect.bisect_left(range(len(self)), relpath, key=self.relpath)
+        return at if at < len(self) and self.relpath(at) == relpath else None
+
     def find(self, relpath: bytes) -> SourceFile | None:
         """The file of that path, in a list in path order (as `scan` gives it)."""
-        at = bisect.bisect_left(range(len(self)), relpath, key=self.relpath)
-        return self[at] if at < len(self) and self.relpath(at) == relpath else None
+        at = self.index(relpath)
+        return None if at is None else self[at]
+
+
+Problem = Refused | Unreadable
+ProblemSink = Callable[[Problem], None]
+
+
+def _ignore(_p: Problem) -> None:
+    return None
 
 
 @dataclass(slots=True)
 class Scan:
+    """A walk's regular files, and of what it refused or could not read only what
+    concerns the names it was asked to watch (every problem went to the walk's sink as
+    it was found: a hostile recorder's hundreds of thousands are not kept here)."""
+
     files: FileList  # in path order
-    refused: list[Refused]
-    unreadable: list[Unreadable]
+    refused: list[Refused]  # a watched name, refused
+    unreadable: list[Unreadable]  # a watched name, or a directory above one, unreadable
+    watched: frozenset[bytes] = frozenset()  # the watched names and their directories
 
     def find(self, relpath: bytes) -> SourceFile | None:
         """The listed file of that path (None when it is not listed)."""
         return self.files.find(relpath)
 
-    def covers_unread(self, relpath: bytes) -> bool:
-        """Whether `relpath` is, or lies below, an entry that could not be read: its
-        absence from `files` then proves nothing."""
-        return any(relpath == u.relpath or relpath.startswith(u.relpath + b"/")
-                   for u in self.unreadable)
+    def hides(self, relpath: bytes) -> bool:
+        """Whether `relpath` (a watched name) is, or lies below, an entry that could not
+        be read or was refused (a directory swapped for a symlink, say): its absence from
+        `files` then proves nothing."""
+        found: list[Problem] = [*self.unreadable, *self.refused]
+        return any(relpath == p.relpath or relpath.startswith(p.relpath + b"/")
+                   for p in found)
+
+    def problem(self, p: Problem, report: ProblemSink) -> None:
+        """Report one problem; keep it when it concerns a watched name."""
+        report(p)
+        if p.relpath in self.watched:
+            if isinstance(p, Refused):
+                self.refused.append(p)
+            else:
+                self.unreadable.append(p)
+
+
+def _watched(names: Iterable[bytes]) -> frozenset[bytes]:
+    """The names and every directory above each (what an unreadable entry may cover)."""
+    out: set[bytes] = set()
+    for name in names:
+        parts = name.split(b"/")
+        out.update(b"/".join(parts[:n]) for n in range(1, len(parts) + 1))
+    return frozenset(out)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -152,55 +191,31 @@ def _why(exc: OSError) -> str:
     return f"{exc.strerror or type(exc).__name__} (errno {exc.errno})"
 
 
-def scan(root: bytes, footage_dirs: Sequence[str]) -> Scan:
-    """All regular files under the footage directories (sorted), what was refused, and
-    what could not be read. Raises OSError only when the storage root itself cannot be
-    opened; every entry below it is handled on its own.
+def scan(root: bytes, footage_dirs: Sequence[str], report: ProblemSink = _ignore,
+         watch: Iterable[bytes] = (), stop: threading.Event | None = None) -> Scan:
+    """All regular files under the footage directories (sorted); what was refused and
+    what could not be read goes to `report` as it is found (the `Scan` keeps only what
+    concerns a name in `watch`). Raises OSError only when the storage root itself cannot
+    be opened; every entry below it is handled on its own.
 
     Directories are walked by descriptor (`openat` one component at a time), so neither
-    a symlink swapped in nor a path longer than PATH_MAX can make the walk fail.
+    a symlink swapped in nor a path longer than PATH_MAX can make the walk fail. A set
+    `stop` ends the walk at the next entry (`CopyStopped`).
     """
-    out = Scan(FileList(), [], [])
+    out = Scan(FileList(), [], [], _watched(watch))
     rfd = os.open(root, _DIR_FLAGS)
     try:
         for top in footage_dirs:
             rel_top = os.fsencode(top).strip(b"/")
             if any(unsafe_name(part) for part in rel_top.split(b"/")):
-                out.refused.append(Refused(rel_top, "configured footage directory is unsafe"))
+                out.problem(Refused(rel_top, "configured footage directory is unsafe"),
+                            report)
                 continue
-            _scan_top(rfd, rel_top, out)
+            _Walk(out, report, stop or threading.Event()).top(rfd, rel_top)
     finally:
         os.close(rfd)
     out.files = out.files.sorted()
     return out
-
-
-def _scan_top(rfd: int, rel_top: bytes, out: Scan) -> None:
-    parts = rel_top.split(b"/")
-    dfd = os.dup(rfd)
-    try:
-        for i, part in enumerate(parts):
-            here = b"/".join(parts[: i + 1])
-            try:
-                st = os.stat(part, dir_fd=dfd, follow_symlinks=False)
-            except FileNotFoundError:
-                return  # this recorder simply has no such directory
-            except OSError as exc:
-                out.unreadable.append(Unreadable(here, f"cannot look at it: {_why(exc)}"))
-                return
-            if not stat.S_ISDIR(st.st_mode):
-                out.refused.append(Refused(here, f"footage directory is a {_kind(st.st_mode)}"))
-                return
-            try:
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=dfd)
-            except OSError as exc:
-                out.unreadable.append(Unreadable(here, f"cannot open directory: {_why(exc)}"))
-                return
-            os.close(dfd)
-            dfd = nfd
-        _scan_dir(dfd, rel_top, 0, out)
-    finally:
-        os.close(dfd)
 
 
 _DIR = "directory"  # an entry that is a directory (any other string: why it is refused)
@@ -220,53 +235,91 @@ def _entry(rel: bytes, name: bytes, entry: os.DirEntry[str]) -> _Entry:
     return _kind(st.st_mode)
 
 
-def _scan_dir(dfd: int, rel: bytes, depth: int, out: Scan) -> None:
-    if depth > MAX_DEPTH:
-        out.refused.append(Refused(rel, "directory nesting too deep"))
-        return
-    # Each entry is reduced to what the walk needs while the directory is read: a regular
-    # file with a safe name is packed into `out.files` at once (sorted at the end), and no
-    # `stat_result` (some twenty objects) outlives its entry. So a directory of many files
-    # costs a few packed bytes per file, not a record per file or a transient heap of stat
-    # results and names the allocator cannot give back. The rest (directories, refusals,
-    # errors: few) is handled in name order below.
-    others: list[tuple[bytes, _Entry]] = []
-    try:
-        with os.scandir(dfd) as it:
-            for entry in it:
-                name = os.fsencode(entry.name)
-                what = _entry(rel, name, entry)
-                if isinstance(what, SourceFile) and unsafe_name(name) is None:
-                    out.files.append(what)
-                else:
-                    others.append((name, what))
-    except OSError as exc:
-        # what was listed before the error is still taken; the directory is named
-        out.unreadable.append(Unreadable(rel, f"cannot list directory: {_why(exc)}"))
-    others.sort(key=lambda e: e[0])
-    for name, what in others:
-        child = rel + b"/" + name
+class _Walk:
+    """One footage directory's walk: files packed into the scan, problems reported."""
+
+    def __init__(self, out: Scan, report: ProblemSink, stop: threading.Event) -> None:
+        self.out, self.report, self.stop = out, report, stop
+
+    def problem(self, p: Problem) -> None:
+        self.out.problem(p, self.report)
+
+    def top(self, rfd: int, rel_top: bytes) -> None:
+        parts = rel_top.split(b"/")
+        dfd = os.dup(rfd)
+        try:
+            for i, part in enumerate(parts):
+                here = b"/".join(parts[: i + 1])
+                try:
+                    st = os.stat(part, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return  # this recorder simply has no such directory
+                except OSError as exc:
+                    self.problem(Unreadable(here, f"cannot look at it: {_why(exc)}"))
+                    return
+                if not stat.S_ISDIR(st.st_mode):
+                    self.problem(Refused(here, f"footage directory is a {_kind(st.st_mode)}"))
+                    return
+                try:
+                    nfd = os.open(part, _DIR_FLAGS, dir_fd=dfd)
+                except OSError as exc:
+                    self.problem(Unreadable(here, f"cannot open directory: {_why(exc)}"))
+                    return
+                os.close(dfd)
+                dfd = nfd
+            self.directory(dfd, rel_top, 0)
+        finally:
+            os.close(dfd)
+
+    def directory(self, dfd: int, rel: bytes, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            self.problem(Refused(rel, "directory nesting too deep"))
+            return
+        # Each entry is handled while the directory is read: a regular file with a safe
+        # name is packed into `out.files` at once (sorted at the end), a refusal or an
+        # error is reported at once, a sub-directory is walked at once (one descriptor
+        # more per level, at most MAX_DEPTH), and no `stat_result` (some twenty objects)
+        # outlives its entry. So a directory of many entries, files, sub-directories or
+        # hostile ones, costs a few packed bytes per file and nothing per other entry.
+        try:
+            with os.scandir(dfd) as it:
+                for entry in it:
+                    name = os.fsencode(entry.name)
+                    if self.entry(rel, name, _entry(rel, name, entry)):
+                        self.subdirectory(dfd, name, rel + b"/" + name, depth)
+        except OSError as exc:
+            # what was listed before the error is still taken; the directory is named
+            self.problem(Unreadable(rel, f"cannot list directory: {_why(exc)}"))
+
+    def entry(self, rel: bytes, name: bytes, what: _Entry) -> bool:
+        """Take one entry; True when it is a directory to walk."""
+        if self.stop.is_set():
+            raise CopyStopped("the walk of the recorder's storage was stopped")
         why = unsafe_name(name)
+        if isinstance(what, SourceFile) and why is None:
+            self.out.files.append(what)
+            return False
+        child = rel + b"/" + name
         if why is not None:
-            out.refused.append(Refused(child, why))
+            self.problem(Refused(child, why))
         elif isinstance(what, OSError):
-            out.unreadable.append(Unreadable(child, f"cannot look at it: {_why(what)}"))
+            self.problem(Unreadable(child, f"cannot look at it: {_why(what)}"))
         elif what is _DIR:
-            _scan_subdir(dfd, name, child, depth, out)
+            return True
         elif isinstance(what, str):
-            out.refused.append(Refused(child, what))
+            self.problem(Refused(child, what))
+        return False
 
-
-def _scan_subdir(dfd: int, name: bytes, child: bytes, depth: int, out: Scan) -> None:
-    try:
-        cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-    except OSError as exc:
-        out.unreadable.append(Unreadable(child, f"cannot open directory: {_why(exc)}"))
-        return
-    try:
-        _scan_dir(cfd, child, depth + 1, out)
-    finally:
-        os.close(cfd)
+    def subdirectory(self, dfd: int, name: bytes, child: bytes, depth: int) -> None:
+        try:
+            cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        except OSError as exc:
+            self.problem(Unreadable(child, f"cannot open directory: {_why(exc)}"))
+            return
+        try:
+            self.directory(cfd, child, depth + 1)
+        finally:
+            os.close(cfd)
 
 
 def open_source(root: bytes, relpath: bytes) -> int:

@@ -13,8 +13,9 @@ from pathlib import Path
 from agent import crashpoint
 from agent.offload import pending
 from agent.offload.identify import hash_source
-from agent.offload.items import Claim, Item
+from agent.offload.items import Claim, Claims
 from agent.offload.policy import Wiper
+from agent.offload.problems import ProblemLog
 from agent.offload.rehash import verify_stored
 from agent.offload.summary import FileProblem, OffloadSummary
 from agent.offload.walk import Scan, SourceFile
@@ -37,7 +38,7 @@ class Wipes:
         return ok
 
     async def wipe(self, wiper: Wiper, serial: str, file_id: int, name: bytes, size: int,
-                   digest: bytes, summary: OffloadSummary, claims: list[Claim]) -> None:
+                   digest: bytes, problems: ProblemLog, claims: Claims) -> None:
         """Guarded delete on the recorder, bracketed so a crash cannot hide a deletion.
 
         The intent is durable before the command goes out. The recorder's "deleted" is a
@@ -53,13 +54,13 @@ class Wipes:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            summary.wipe_failed.append(FileProblem(name, f"{type(exc).__name__}: {exc}"))
+            await problems.add("wipe_failed", FileProblem(name, f"{type(exc).__name__}: {exc}"))
             return
         claims.append(Claim(file_id, name))
         crashpoint.reached("wipe_sent")
 
-    async def confirm(self, wiper: Wiper, claims: list[Claim],
-                      summary: OffloadSummary) -> None:
+    async def confirm(self, wiper: Wiper, claims: Claims, summary: OffloadSummary,
+                      problems: ProblemLog) -> None:
         """Record as wiped only what the recorder no longer lists after its "deleted"."""
         if not claims:
             return
@@ -69,7 +70,7 @@ class Wipes:
             raise
         except Exception as exc:
             for c in claims:  # the intents stay: the next docking decides from the files
-                summary.wipe_failed.append(FileProblem(
+                await problems.add("wipe_failed", FileProblem(
                     c.name, f"the recorder answered 'deleted', but could not be asked again"
                     f" ({type(exc).__name__}: {exc}); settled at its next docking",
                     detail={"file_id": c.file_id, "firmware_claim": "deleted"}))
@@ -79,7 +80,7 @@ class Wipes:
             still = c.name in present or c.name.rpartition(b"/")[2] in present
             await self._plant.db.write(partial(self._settle_claim, c=c, still=still))
             if still:
-                summary.wipe_failed.append(FileProblem(
+                await problems.add("wipe_failed", FileProblem(
                     c.name, "the recorder answered 'deleted', but still lists the file",
                     detail={"file_id": c.file_id, "firmware_claim": "deleted"}))
             else:
@@ -92,27 +93,28 @@ class Wipes:
                 "confirmed_by": "absent from the recorder's listing after its delete"})
         pending.settle_wipe(conn, c.file_id)
 
-    async def settle(self, root: bytes, serial: str, listing: Scan, summary: OffloadSummary,
+    async def settle(self, root: bytes, serial: str, listing: Scan,
+                     intents: list[pending.WipeIntent], summary: OffloadSummary,
                      stop: threading.Event) -> None:
         """Settle deletes left undecided by a crash or a lost answer at an earlier docking.
 
         The file still on the recorder (same content, hashed now) was not deleted: the
         intent goes, and the normal rules may wipe it again. A file no longer there, or a
         name now holding other content, was deleted by that command: the wipe is recorded
-        now, saying how it is known. A file below an entry the dock could not read proves
-        nothing by its absence: its intent stays undecided.
+        now, saying how it is known. A file at or below an entry the dock could not read
+        or refused proves nothing by its absence: its intent stays undecided. `intents`
+        are the recorder's (read before the walk, which kept what it refused or could not
+        read of them).
         """
         p = self._plant
-        intents = await p.db.read(lambda c: pending.wipe_intents(c, serial))
         if not intents:
             return
-        refused = {r.relpath for r in listing.refused}
         walked = {os.fsencode(d.strip("/")) for d in p.settings.footage_dirs}
         for intent in intents:
             name = intent.source_name
             if name.split(b"/", 1)[0] not in walked:
                 continue  # not looked at this time (footage_dirs changed): decide later
-            if listing.covers_unread(name) or name in refused:
+            if listing.hides(name):
                 continue  # could not be looked at this time: decide later
             how = await self._how_deleted(root, intent, listing.find(name), stop)
             if how is False:
@@ -144,18 +146,17 @@ class Wipes:
                 "confirmed_by": how, "interrupted_wipe_requested_at": intent.requested_at})
         pending.settle_wipe(conn, intent.file_id)
 
-    async def wipe_stored(self, serial: str, item: Item, summary: OffloadSummary,
-                          wiper: Wiper | None, stop: threading.Event,
-                          claims: list[Claim]) -> None:
+    async def wipe_stored(self, serial: str, name: bytes, file_id: int, wiper: Wiper,
+                          stop: threading.Event, problems: ProblemLog,
+                          claims: Claims) -> None:
         """Wipe a file stored at an earlier docking whose content (hashed at this docking)
-        matches it, once its stored copy is verified."""
-        s = item.stored
-        if (wiper is None or s is None or not self._plant.settings.wipe_after_offload
-                or s.verify_state == "failed" or s.wiped or item.never_wipe):
+        matches stored file `file_id`, once its stored copy is verified."""
+        s = await self._plant.db.read(lambda c: get_file(c, file_id))
+        if (s is None or not self._plant.settings.wipe_after_offload
+                or s.verify_state == "failed" or s.wiped or s.source_changed is not None):
             return
         digest = bytes.fromhex(s.blake3_hex)
         if s.verify_state != "ok" and not await self.verify_file(
                 s.id, self._plant.store / s.stored_relpath, s.size, digest, stop):
             return
-        await self.wipe(wiper, serial, s.id, item.file.relpath, s.size, digest, summary,
-                        claims)
+        await self.wipe(wiper, serial, s.id, name, s.size, digest, problems, claims)

@@ -140,7 +140,9 @@ class Carry:
     field_officer: str | None = None  # who held the recorder when its log was read
     footage_settled: bool = False  # this docking's offload completed
     offload_ctx: DockingContext | None = None
-    left_on_recorder: list[dict[str, object]] = field(default_factory=list)
+    left_on_recorder: list[dict[str, object]] = field(default_factory=list)  # the first
+    left_on_recorder_count: int = 0  # all of them
+    left_on_recorder_list: dict[str, object] | None = None  # their "entry_list" entries
 
 
 class SessionContext:

@@ -74,13 +74,15 @@ def test_huge_directory_walked_with_one_stat_result_alive(
     (tmp_path / "DCIM").mkdir()
     monkeypatch.setattr(os, "scandir", lambda _fd: _Listing())
     _Stat.live = _Stat.most = 0
-    listing = walk.scan(os.fsencode(tmp_path), ["DCIM"])
+    found: list[walk.Problem] = []
+    listing = walk.scan(os.fsencode(tmp_path), ["DCIM"], found.append)
     assert _Stat.most == 1
     assert _Stat.live == 0
     assert _live(SourceFile) <= 1  # the files are packed, not a record each
     fifos = ENTRIES // 1000
     assert len(listing.files) == ENTRIES - fifos
-    assert [r.reason for r in listing.refused] == ["fifo"] * fifos
+    assert [r.reason for r in found] == ["fifo"] * fifos
+    assert listing.refused == [] and listing.unreadable == []  # reported, not kept
     assert listing.files[0] == SourceFile(b"DCIM/F0000001.MP4", 1, MTIME_NS + 1, 1)
     assert all(a.relpath < b.relpath for a, b in itertools.pairwise(listing.files))
     assert listing.find(b"DCIM/F0123457.MP4") == SourceFile(
@@ -94,7 +96,6 @@ def test_items_share_their_claims_and_work_out_times_when_asked() -> None:
     a = Item(SourceFile(b"DCIM/A.MP4", 10, 1_750_000_000_000_000_000), claims)
     b = Item(SourceFile(b"DCIM/B.MP4", 10, 1_750_000_000_000_000_000), claims)
     assert a.claims is b.claims
-    assert a.versions == () and a.versions is b.versions
     assert (a.times.source, a.times.start_us) == ("recorder", 1_700_000_000_000_000)
     assert (b.times.source, b.times.end_us) == ("mtime", 1_750_000_000_000_000)
     assert a.times == a.times  # a pure rule: the same answer every time it is asked
@@ -245,9 +246,11 @@ def test_an_offload_of_200000_new_files_holds_an_item_only_for_files_it_knows() 
     files = FileList()
     for i in range(ENTRIES):
         files.append(SourceFile(b"DCIM/F%07d.MP4" % i, i, MTIME_NS + i, 1))
+    from agent.offload.pending import JournalEntry
+
     items = Items(files, TimeClaims(None, 1_800_000_000_000_000))
-    items.keep(7, (), None)
-    assert _live(SourceFile) == 1 and _live(Item) == 1  # the kept one
+    items.keep(7, JournalEntry("RC1", files.relpath(7), "a/F", "a/.partial-x", 7, 0))
+    assert _live(SourceFile) == 1 and _live(Item) == 1  # the kept one (a pending copy)
     assert items[7] is items.kept()[0] and items[8] is not items[8]  # made when asked
     assert items[ENTRIES - 1].file == SourceFile(b"DCIM/F%07d.MP4" % (ENTRIES - 1),
                                                  ENTRIES - 1, MTIME_NS + ENTRIES - 1, 1)

@@ -134,6 +134,26 @@ async def test_an_undecided_delete_under_an_unlistable_directory_stays_undecided
     assert name in {bytes(r["source_name"]) for r in rows(db_path, "SELECT * FROM wipe_intents")}
 
 
+async def test_an_undecided_delete_under_a_refused_directory_stays_undecided(
+    make_offloader: Callable[..., Offloader], source: Path, db_path: Path, tmp_path: Path,
+) -> None:
+    """A directory swapped for a symlink is refused, not walked: the files below it were
+    not seen, which proves nothing about a delete asked for earlier."""
+    from .test_wipe_safety import LosesRequest
+
+    (name,) = make_footage(source, [MiB], sub="DCIM/101")
+    make_footage(source, [MiB])
+    await make_offloader(wipe_after_offload=True).offload(
+        ctx(), source, wiper=LosesRequest())
+    assert name in {bytes(r["source_name"]) for r in rows(db_path, "SELECT * FROM wipe_intents")}
+    os.rename(source / "DCIM/101", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", source / "DCIM/101")
+    s = await make_offloader().offload(ctx(first=False, session="s2"), source)
+    assert [(p.name, p.reason) for p in s.refused] == [(b"DCIM/101", "symlink")]
+    assert kinds(db_path, "wiped") == []
+    assert name in {bytes(r["source_name"]) for r in rows(db_path, "SELECT * FROM wipe_intents")}
+
+
 # --- recording times -----------------------------------------------------------------------
 
 def test_time_rule() -> None:

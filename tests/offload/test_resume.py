@@ -170,6 +170,26 @@ async def test_read_error_retried_then_file_fails_and_next_goes_on(
     assert (backing / NAME.decode()).exists()
 
 
+async def test_files_unreadable_from_their_first_byte_leave_no_pending_copy(
+    tmp_path: Path, make_offloader: Callable[..., Offloader], fault_mount: Callable[..., Any],
+    db_path: Path, store: Path,
+) -> None:
+    """Nothing of them is durable, so nothing is kept to resume: no pending row and no
+    partial per unreadable file (a hostile recorder may hold many)."""
+    backing = tmp_path / "backing"
+    names = [b"DCIM/100BWC/E%d.MP4" % i for i in range(3)]
+    for n in names:
+        make_file(backing, n, MiB)
+    b = make_file(backing, b"DCIM/100BWC/OK.MP4", MiB)
+    mnt = await fault_mount(backing, eio=[(n, 0) for n in names])
+    s = await make_offloader(read_retries=0).offload(ctx(), mnt)
+    assert s.outcome == "complete" and sorted(p.name for p in s.failed) == names
+    assert [(f.name, f.blake3_hex) for f in s.stored] == [
+        (b"DCIM/100BWC/OK.MP4", blake3.blake3(b).hexdigest())]
+    assert rows(db_path, "SELECT * FROM offload_journal") == []
+    assert not [n for _d, _s, ns in os.walk(store) for n in ns if n.startswith(".partial-")]
+
+
 async def test_transient_read_error_is_retried(
     tmp_path: Path, make_offloader: Callable[..., Offloader], fault_mount: Callable[..., Any],
     db_path: Path, store: Path,

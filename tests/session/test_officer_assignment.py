@@ -175,6 +175,8 @@ async def test_files_left_on_the_recorder_are_ledgered_as_the_previous_officers(
     assert assigned.data["before"]["officer_no"] == "0042"
     (left,) = assigned.data["left_on_recorder"]
     assert left["name"] == rec.storage.footage(1).name.decode()
+    assert assigned.data["left_on_recorder_count"] == 1
+    assert "left_on_recorder_list" not in assigned.data  # one name: no ledger list
 
 
 def test_officer_in_name_default_pattern() -> None:

@@ -54,8 +54,12 @@ async def _apply(ctx: SessionContext) -> bool:
                                "requested_by": pending.requested_by,
                                "offload": result.as_record() if result else None}
     if ctx.carry.left_on_recorder:
-        # Not stored this docking (unreadable): recorded while `before` held it.
+        # Not stored this docking (unreadable): recorded while `before` held it (the
+        # first named, with the count and, for a long list, its ledger entries).
         data["left_on_recorder"] = ctx.carry.left_on_recorder
+        data["left_on_recorder_count"] = ctx.carry.left_on_recorder_count
+        if ctx.carry.left_on_recorder_list is not None:
+            data["left_on_recorder_list"] = ctx.carry.left_on_recorder_list
 
     def tx(conn: sqlite3.Connection) -> None:
         ledger.append(conn, "officer_assigned", recorder=serial, officer=record.officer_no,

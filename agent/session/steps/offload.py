@@ -19,7 +19,12 @@ from agent.session.context import SessionContext
 from agent.session.errors import SessionFailure
 from agent.session.recorder_link import RecorderLink
 from agent.session.state_machine import State
-from agent.session.steps.offload_faults import officer_disagreements, problem_facts, summary_faults
+from agent.session.steps.offload_faults import (
+    complete_list,
+    officer_disagreements,
+    problem_facts,
+    summary_faults,
+)
 from agent.session.steps.offload_faults import text as _text
 from agent.store.db import DatabaseFull
 from agent.store.faults import FaultCode as FC
@@ -106,8 +111,11 @@ async def mount_and_offload(ctx: SessionContext, storage: StorageRef,
     ctx.advance(State.OFFLOADING)
     summary = await _offload(ctx, root, recordings, link)
     result = ctx.facts.offload_result = summary_facts(summary)
+    failed = summary.failed  # the first named; the complete list is in the ledger
     ctx.carry.left_on_recorder = [{**problem_facts(p), "name_hex": p.name.hex()}
-                                  for p in summary.failed]
+                                  for p in failed[:50]]
+    ctx.carry.left_on_recorder_count = failed.total
+    ctx.carry.left_on_recorder_list = complete_list(failed)
     ctx.changed()
     await summary_faults(ctx, summary)
     await officer_disagreements(ctx, summary)
@@ -118,7 +126,7 @@ async def mount_and_offload(ctx: SessionContext, storage: StorageRef,
             detail["bytes_needed"] = summary.bytes_needed
         raise SessionFailure(code, f"offload {summary.outcome}: {summary.detail}".rstrip(": "),
                              detail=detail)
-    ctx.machine.offload_settled(verified=not summary.failed
+    ctx.machine.offload_settled(verified=not summary.failed.total
                                 and not summary.verify_failed.total)
     ctx.facts.done.append("offloaded")
     async with asyncio.timeout(ctx.deps.mount_timeout_s):
@@ -188,8 +196,8 @@ def summary_facts(s: OffloadSummary) -> OffloadResult:
     """The outcome of an offload, for the undocked record and the snapshot."""
     return OffloadResult(
         outcome=s.outcome, detail=s.detail, stored=s.stored.total,
-        already_stored=s.already_stored.total, failed=len(s.failed), refused=len(s.refused),
-        wiped=s.wiped.total, wipe_failed=len(s.wipe_failed), late=s.late.total,
+        already_stored=s.already_stored.total, failed=s.failed.total, refused=s.refused.total,
+        wiped=s.wiped.total, wipe_failed=s.wipe_failed.total, late=s.late.total,
         changed=s.changed.total, bytes_copied=s.bytes_copied, resumed_bytes=s.resumed_bytes,
     )
 

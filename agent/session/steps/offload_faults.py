@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.offload import FileProblem, OffloadSummary
+from agent.offload.summary import ProblemList
 from agent.session.context import SessionContext
 from agent.store.faults import FaultCode as FC
 from agent.store.faults import Severity
@@ -16,26 +17,30 @@ def problem_facts(p: FileProblem) -> dict[str, object]:
     return {**(p.detail or {}), "name": text(p.name), "reason": p.reason}
 
 
-_LISTS = {FC.READ_ERROR: "failed", FC.HOSTILE_CONTENT: "refused", FC.WIPE_FAILED: "wipe_failed"}
+def complete_list(problems: ProblemList) -> dict[str, object] | None:
+    """Where every entry of a list longer than a fault names is: its ledger entries."""
+    if not problems.seqs:
+        return None
+    return {"ledger_kind": "entry_list", "ledger_seqs": problems.seqs.tolist()}
 
 
 async def summary_faults(ctx: SessionContext, s: OffloadSummary) -> None:
     """Per-file problems of an offload: each kind is one fault naming its files."""
-    groups: list[tuple[FC, Severity, str, list[FileProblem]]] = [
+    groups: list[tuple[FC, Severity, str, ProblemList]] = [
         (FC.READ_ERROR, "error", "files could not be read and were not stored", s.failed),
         (FC.HOSTILE_CONTENT, "warning", "entries refused on the recorder storage", s.refused),
         (FC.WIPE_FAILED, "warning", "stored files could not be wiped from the recorder",
          s.wipe_failed),
     ]
     for code, severity, what, problems in groups:
-        if problems:
-            # at most 50 named here; the offloader put the complete list in the ledger
-            detail: dict[str, object] = {"count": len(problems),
+        if problems.total:
+            # the first ones named here; the offloader put the complete list in the ledger
+            detail: dict[str, object] = {"count": problems.total,
                                          "files": [problem_facts(p) for p in problems[:50]]}
-            if s.listed.get(_LISTS[code]):
-                detail["complete_list"] = {"ledger_kind": "entry_list",
-                                           "ledger_seqs": s.listed[_LISTS[code]]}
-            await ctx.fault(code, f"{len(problems)} {what}", severity, detail)
+            where = complete_list(problems)
+            if where is not None:
+                detail["complete_list"] = where
+            await ctx.fault(code, f"{problems.total} {what}", severity, detail)
     late = s.late
     if late.total and ctx.facts.identity is not None:
         serial, officer = ctx.who()
