@@ -14,6 +14,7 @@ import pytest
 
 from agent.offload.aftercommit import AfterCommit, Run
 from agent.offload.errors import CopyStopped
+from agent.offload.items import Claims
 from agent.offload.summary import OffloadSummary
 
 
@@ -38,7 +39,7 @@ async def test_an_abort_after_the_verify_saw_the_stop_keeps_the_offload_s_except
     plant: Any = SimpleNamespace(settings=SimpleNamespace(
         verify="always", verify_sample_rate=1.0, wipe_after_offload=False))
     run = Run(cast(Any, SimpleNamespace(first_docking=True)), OffloadSummary("complete"),
-              None, threading.Event(), [])
+              None, threading.Event(), Claims(), cast(Any, None))
     verify = _StoppedVerify()
     after = AfterCommit(plant, cast(Any, verify), run)
     await after.put(_committed())
@@ -63,7 +64,7 @@ async def test_an_abort_with_nothing_running_ends_quietly() -> None:
     plant: Any = SimpleNamespace(settings=SimpleNamespace(
         verify="off", verify_sample_rate=1.0, wipe_after_offload=False))
     run = Run(cast(Any, SimpleNamespace(first_docking=True)), OffloadSummary("complete"),
-              None, threading.Event(), [])
+              None, threading.Event(), Claims(), cast(Any, None))
     after = AfterCommit(plant, cast(Any, _StoppedVerify()), run)
     await after.abort()
     await after.abort()  # twice: nothing left to stop
