@@ -18,7 +18,7 @@ on, unthrottled, until closed; a recorder pulled out mid-read is the FUSE faults
 clears the throttle and detaches the loop device. A simulator killed while plugged leaves
 mounts and a loop device behind: the next attach of the same image clears them first.
 
-Needs root, /dev/loop-control, losetup/mount/umount (util-linux), mkfs.ext4 (e2fsprogs)
+Needs root, /dev/loop-control, losetup (util-linux), mkfs.ext4 (e2fsprogs)
 and the cgroup v1 blkio throttle; `kernel_throttle_unavailable()` says what is missing.
 """
 
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import errno
 import fcntl
 import os
 import shutil
@@ -37,7 +39,7 @@ from hw_sim.errors import SimError
 
 THROTTLE_FILE = Path("/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device")
 IMAGE_NAME = "storage.img"
-_TOOLS = ("losetup", "mount", "umount", "mkfs.ext4")
+_TOOLS = ("losetup", "mkfs.ext4")
 
 _live: dict[str, BlockVolume] = {}  # image path -> attached volume, detached at exit
 
@@ -80,6 +82,24 @@ def _run(*argv: str) -> str:
     return done.stdout.strip()
 
 
+# mount(2) and umount2(2) straight from libc: 25 recorders plugged at once spent seconds
+# spawning mount(8) in turn, which set when each bay's storage appeared.
+MS_RDONLY, MS_REMOUNT, MS_NOATIME, MS_BIND = 1, 32, 1024, 4096
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def mount(source: str | None, target: Path, fstype: str | None, flags: int) -> None:
+    ok = _libc.mount(None if source is None else os.fsencode(source), os.fsencode(target),
+                     None if fstype is None else fstype.encode(), flags, None) == 0
+    if not ok:
+        err = ctypes.get_errno()
+        raise BlockVolumeError(f"mount {source} on {target}: {os.strerror(err)}")
+
+
 def is_mounted(path: Path) -> bool:
     return os.path.ismount(path)
 
@@ -88,10 +108,11 @@ def unmount(path: Path) -> bool:
     """Unmount `path` (lazily when busy) if something is mounted there; True if lazy."""
     if not is_mounted(path):
         return False
-    done = subprocess.run(["umount", str(path)], capture_output=True, check=False)
-    if done.returncode == 0:
+    if _libc.umount2(os.fsencode(path), 0) == 0:
         return False
-    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+    if ctypes.get_errno() != errno.EBUSY:
+        return False  # gone meanwhile, or not ours to unmount: nothing left to do here
+    _libc.umount2(os.fsencode(path), MNT_DETACH)
     return True
 
 
@@ -126,6 +147,8 @@ def read_limit(device: str) -> int:
 
 
 BLKROSET = 0x125D  # linux/fs.h: set a block device's read-only flag
+LOOP_CLR_FD = 0x4C01  # linux/loop.h: detach (on a device still in use: once it is released)
+ATTACHED = ".attached"  # beside the image while a loop device holds it: a crash leaves it
 
 
 def make_writable(device: str) -> None:
@@ -175,11 +198,12 @@ class BlockVolume:
             self._make_image(image_size(total_bytes, files), files)
         self.device = _run("losetup", "--find", "--show", "--direct-io=on", str(self.image))
         _live[str(self.image)] = self
+        self.image.with_name(IMAGE_NAME + ATTACHED).write_text(self.device + "\n")
         try:
             make_writable(self.device)
             set_read_limit(self.device, self.rate)
             self.backing.mkdir(parents=True, exist_ok=True)
-            _run("mount", "-o", "noatime", self.device, str(self.backing))
+            mount(self.device, self.backing, "ext4", MS_NOATIME)
         except BlockVolumeError:
             self.detach()
             raise
@@ -192,8 +216,9 @@ class BlockVolume:
         again), so the host's first reads come from the device at the device's rate."""
         if self.device is None:
             raise BlockVolumeError(f"{self.image} is not attached")
-        _run("umount", str(self.backing))
-        _run("mount", "-o", "noatime", self.device, str(self.backing))
+        if unmount(self.backing):
+            raise BlockVolumeError(f"{self.backing} is busy: its footage stays cached")
+        mount(self.device, self.backing, "ext4", MS_NOATIME)
 
     def _make_image(self, size: int, files: int) -> None:
         tmp = self.image.with_suffix(".tmp")
@@ -212,9 +237,8 @@ class BlockVolume:
         if device is not None:
             with contextlib.suppress(BlockVolumeError, OSError):
                 set_read_limit(device, 0)
-            # A lazily unmounted filesystem keeps the device until its last file closes:
-            # detaching then marks it to go away by itself (autoclear).
-            subprocess.run(["losetup", "--detach", device], capture_output=True, check=False)
+            detach_loop(device)
+        self.image.with_name(IMAGE_NAME + ATTACHED).unlink(missing_ok=True)
 
     def clear_leftovers(self) -> None:
         clear_leftovers(self.image.parent)
@@ -226,9 +250,9 @@ class BlockVolume:
             raise BlockVolumeError(f"{self.image} is not attached")
         if not is_mounted(self.media):
             self.media.mkdir(parents=True, exist_ok=True)
-            _run("mount", "--bind", str(self.backing), str(self.media))
+            mount(str(self.backing), self.media, None, MS_BIND)
             try:
-                _run("mount", "-o", "remount,bind,ro", str(self.media))
+                mount(None, self.media, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
             except BlockVolumeError:
                 unmount(self.media)
                 raise
@@ -248,12 +272,25 @@ def clear_leftovers(recorder_dir: Path) -> None:
         return
     unmount(recorder_dir / "media")
     unmount(recorder_dir / "backing")
-    if shutil.which("losetup") is None:
-        return
+    marker = recorder_dir / (IMAGE_NAME + ATTACHED)
+    if not marker.exists() or shutil.which("losetup") is None:
+        return  # detached cleanly last time: no loop device to look for
     for device in loop_devices_of(image):
         with contextlib.suppress(BlockVolumeError, OSError):
             set_read_limit(device, 0)
-        subprocess.run(["losetup", "--detach", device], capture_output=True, check=False)
+        detach_loop(device)
+    marker.unlink(missing_ok=True)
+
+
+def detach_loop(device: str) -> None:
+    """Detach a loop device; one still in use (a lazily unmounted filesystem with files
+    open) is marked to go away by itself once released (autoclear)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, LOOP_CLR_FD, 0)
+        finally:
+            os.close(fd)
 
 
 @atexit.register
