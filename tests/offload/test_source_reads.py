@@ -126,23 +126,20 @@ def test_a_direct_read_the_storage_refuses_falls_back_to_buffered(
         buf.close()
 
 
-def test_direct_reads_can_be_switched_off(tmp_path: Path) -> None:
-    _file(tmp_path / "clip.MP4", ALIGN)
-    fd = os.open(tmp_path / "clip.MP4", os.O_RDONLY)
+@pytest.mark.parametrize("case", ["switched_off", "fifo"])
+def test_no_direct_descriptor_when_switched_off_or_not_a_regular_file(
+    tmp_path: Path, case: str
+) -> None:
+    """`offload.direct_io = false` reads buffered; a FIFO is never reopened (that would
+    block)."""
+    path = tmp_path / "clip.MP4"
+    if case == "fifo":
+        os.mkfifo(path)
+    else:
+        _file(path, ALIGN)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        reader = SourceReader(fd, direct=False)
-        assert not reader.direct
-        reader.close()
-    finally:
-        os.close(fd)
-
-
-def test_a_fifo_is_never_reopened(tmp_path: Path) -> None:
-    """Only a regular file gets a second descriptor (reopening a FIFO would block)."""
-    os.mkfifo(tmp_path / "pipe.MP4")
-    fd = os.open(tmp_path / "pipe.MP4", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        reader = SourceReader(fd, direct=True)
+        reader = SourceReader(fd, direct=case != "switched_off")
         assert not reader.direct
         reader.close()
     finally:

@@ -22,6 +22,7 @@ from agent.upload import queue
 from agent.upload.objects import object_key
 from agent.upload.s3client import S3Client
 from agent.upload.uploader import Uploader
+from tests.openfiles import holds_open
 
 from .upload_helpers import DAY_US, NOW_US, UPLOAD
 
@@ -48,16 +49,6 @@ def store_huge(db: Database, ledger: Ledger, store: Path) -> Path:
     return path
 
 
-def is_open(path: Path) -> bool:
-    fds = Path("/proc/self/fd")
-    for name in os.listdir(fds):
-        try:
-            if os.readlink(fds / name) == str(path):
-                return True
-        except OSError:
-            continue
-    return False
-
 
 async def test_a_stop_while_hashing_a_file_before_its_resend_records_nothing(
         db: Database, ledger: Ledger, store: Path, s3: S3Client,
@@ -70,7 +61,7 @@ async def test_a_stop_while_hashing_a_file_before_its_resend_records_nothing(
     up = make_uploader()
     drain = asyncio.create_task(up.drain())
     async with asyncio.timeout(DEADLINE_S):
-        while not is_open(path):
+        while not holds_open(path):
             assert not drain.done(), drain.result()
             await asyncio.sleep(0.01)
     up.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from firmware_bridge.messages import OfficerRecord
 from hw_sim.spec import MIB, FootageSpec, RecorderSpec
 from tests.e2e.harness import Rig, stop_rigs, until
+from tests.openfiles import holds_open
 
 SERIAL = "BWC47001"
 OFFICER = OfficerRecord("3001001", "Sun Li", "U03", "Unit 3")
@@ -39,21 +39,6 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Rig]]:
     await stop_rigs(rigs)
 
 
-def has_open(pid: int, path: Path) -> bool:
-    """The process holds `path` open (the audit is reading it)."""
-    fds = Path(f"/proc/{pid}/fd")
-    try:
-        names = os.listdir(fds)
-    except OSError:
-        return False
-    for name in names:
-        try:
-            if os.readlink(fds / name) == str(path):
-                return True
-        except OSError:
-            continue
-    return False
-
 
 def audit_runs(rig: Rig) -> list[dict[str, Any]]:
     return [json.loads(r["data"]) for r in rig.ledger() if r["kind"] == "audit_run"]
@@ -72,7 +57,7 @@ async def test_a_stop_during_a_long_audit_slice_is_prompt_and_records_nothing(
     path = rig.store_dir / stored.relpath
     proc = rig.agent.proc
     assert proc is not None
-    await until(lambda: has_open(proc.pid, path), "the audit slice reading the stored file",
+    await until(lambda: holds_open(path, proc.pid), "the audit slice reading the stored file",
                 agent=rig.agent)
     assert audit_runs(rig) == []
 

@@ -35,6 +35,7 @@ from agent.store.faults import FaultCode
 from agent.store.ledger import Ledger
 from agent.store.signing import CheckpointSigner
 from agent.store.verify import Problem
+from tests.openfiles import holds_open
 
 HUGE = 1 << 40  # minutes of reading and hashing even from holes: far past the deadline
 DOCK = "dock-stop-01"
@@ -83,17 +84,6 @@ def store_huge(db: Database, ledger: Ledger, store: Path) -> Path:
     return path
 
 
-def is_open(path: Path) -> bool:
-    """This process holds `path` open: the job is inside the file."""
-    fds = Path("/proc/self/fd")
-    for name in os.listdir(fds):
-        try:
-            if os.readlink(fds / name) == str(path):
-                return True
-        except OSError:
-            continue
-    return False
-
 
 async def stop_inside(jobs: LongJobs, path: Path, job: Awaitable[object]) -> asyncio.Task[object]:
     """Run `job`, stop the agent's long jobs once it reads `path`, and wait for its end."""
@@ -102,7 +92,7 @@ async def stop_inside(jobs: LongJobs, path: Path, job: Awaitable[object]) -> asy
 
     task = asyncio.create_task(run())
     async with asyncio.timeout(DEADLINE_S):
-        while not is_open(path):
+        while not holds_open(path):
             assert not task.done(), task.result()
             await asyncio.sleep(0.01)
     assert await jobs.stop(timeout_s=DEADLINE_S), "the job did not see the stop inside the file"
