@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import blake3
 
 from agent.domain import DockingContext, RecorderIdentity
+from agent.offload.buffers import BufferPool
 from agent.schemas import ALL_SCHEMAS
 
 SCHEMAS = ALL_SCHEMAS
@@ -121,3 +124,16 @@ class LoggingWiper:
             for n in files:
                 out.add(os.path.relpath(os.path.join(dirpath, n), base))
         return out
+
+
+def queue_waiters(pool: BufferPool, n: int, take: Callable[[int], None]) -> list[threading.Thread]:
+    """Start `n` threads that each run `take(i)` (an acquire from the exhausted `pool`),
+    thread i only once thread i-1 is queued: the pool's queue holds them in order."""
+    threads = []
+    for i in range(n):
+        t = threading.Thread(target=take, args=(i,))
+        t.start()
+        threads.append(t)
+        while len(pool._queue) < i + 1:  # wait until thread i is queued
+            threading.Event().wait(0.001)
+    return threads

@@ -24,7 +24,7 @@ from agent.offload.bulkthreads import (
 )
 from agent.store.db import Database
 
-from .offload_helpers import check_store_invariants, ctx, make_footage
+from .offload_helpers import check_store_invariants, ctx, make_footage, queue_waiters
 
 MiB = 1 << 20
 DEADLINE_S = 120.0  # generous: the machine may be loaded
@@ -98,16 +98,12 @@ def test_a_release_wakes_only_the_waiter_it_hands_the_buffer_to() -> None:
     held = pool.acquire(stop)
     assert held is not None
     served: list[int] = []
-    threads = []
-    for i in range(4):
-        def take(i: int = i) -> None:
-            if pool.acquire(stop) is not None:
-                served.append(i)
-        t = threading.Thread(target=take)
-        t.start()
-        threads.append(t)
-        while len(pool._queue) < i + 1:  # wait until thread i is queued
-            threading.Event().wait(0.001)
+
+    def take(i: int) -> None:
+        if pool.acquire(stop) is not None:
+            served.append(i)
+
+    threads = queue_waiters(pool, 4, take)
     pool.release(held)
     threads[0].join(DEADLINE_S)
     assert served == [0]  # the head got it, straight from the release

@@ -16,7 +16,14 @@ from agent.offload.names import partial_name
 from agent.offload.pending import JournalEntry
 from agent.store.db import Database
 
-from .offload_helpers import check_store_invariants, ctx, make_file, make_footage, rows
+from .offload_helpers import (
+    check_store_invariants,
+    ctx,
+    make_file,
+    make_footage,
+    queue_waiters,
+    rows,
+)
 
 MiB = 1 << 20
 
@@ -72,18 +79,14 @@ def test_buffer_pool_serves_waiters_in_arrival_order() -> None:
     held = pool.acquire(stop)
     assert held is not None
     order: list[int] = []
-    threads = []
-    for i in range(5):
-        def take(i: int = i) -> None:
-            buf = pool.acquire(stop)
-            assert buf is not None
-            order.append(i)
-            pool.release(buf)
-        t = threading.Thread(target=take)
-        t.start()
-        threads.append(t)
-        while len(pool._queue) < i + 1:  # wait until thread i is queued
-            threading.Event().wait(0.001)
+
+    def take(i: int) -> None:
+        buf = pool.acquire(stop)
+        assert buf is not None
+        order.append(i)
+        pool.release(buf)
+
+    threads = queue_waiters(pool, 5, take)
     pool.release(held)
     for t in threads:
         t.join(5)
