@@ -19,7 +19,6 @@ import os
 import stat
 
 ALIGN = 4096
-_REFUSED = (errno.EINVAL, errno.ENOENT, errno.EOPNOTSUPP)
 
 
 class SourceReader:
@@ -28,13 +27,16 @@ class SourceReader:
     def __init__(self, fd: int, *, direct: bool) -> None:
         self.fd = fd
         self._direct = -1
-        if direct and stat.S_ISREG(os.fstat(fd).st_mode):
-            try:
+        if not direct:
+            return
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
                 self._direct = os.open(f"/proc/self/fd/{fd}",
                                        os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-            except OSError as exc:
-                if exc.errno not in _REFUSED:
-                    raise
+        except OSError:
+            # Refused (EINVAL and the like), or anything else about a second descriptor:
+            # an optimisation never fails a copy; the buffered reads report real errors.
+            self._direct = -1
 
     @property
     def direct(self) -> bool:

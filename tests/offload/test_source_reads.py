@@ -71,16 +71,17 @@ def test_an_unaligned_offset_is_read_buffered(tmp_path: Path) -> None:
         buf.close()
 
 
+@pytest.mark.parametrize("refusal", [errno.EINVAL, errno.EACCES, errno.EMFILE])
 def test_a_storage_that_refuses_direct_reads_is_read_buffered(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int
 ) -> None:
     data = _file(tmp_path / "clip.MP4", 3 * ALIGN + 5)
     fd = os.open(tmp_path / "clip.MP4", os.O_RDONLY)
     real_open = os.open
 
     def refusing(path: object, flags: int, *args: object, **kw: object) -> int:
-        if flags & os.O_DIRECT:  # as a filesystem without direct I/O answers
-            raise OSError(errno.EINVAL, "Invalid argument")
+        if flags & os.O_DIRECT:  # as a filesystem without direct I/O answers, or any
+            raise OSError(refusal, os.strerror(refusal))  # other trouble with a 2nd fd
         return real_open(path, flags, *args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "open", refusing)
